@@ -1,0 +1,17 @@
+//! vigil's shared vocabulary: the log record every stage passes along, its validation, and the
+//! resource registry that says where each customer resource's data lives.
+//!
+//! Every other crate imports these types; this crate does no I/O beyond reading and writing the
+//! registry file, and knows nothing of Kafka, sled or HTTP.
+//!
+//! Architecture invariant: no error message or `Debug` output built here contains prompt or
+//! completion text. Errors name the field and the problem, never the offending value; the
+//! [`Content`] type prints only lengths.
+
+pub mod ids;
+pub mod record;
+pub mod resource;
+
+pub use ids::{Geography, IdError, RequestId, ResourceId};
+pub use record::{Content, Deployment, FieldProblem, LogRecord, Operation, RecordError, RecordMeta};
+pub use resource::{Capability, KeyRef, RegistryError, Resource, ResourceRegistry};
