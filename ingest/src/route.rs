@@ -1,0 +1,70 @@
+//! Routing: every record goes to its resource's home geography, or nowhere.
+//!
+//! Global and Data Zone deployments may process a request anywhere; where it is *stored* is
+//! decided only by the resource's registered home. A record that names an unknown resource, or
+//! claims a geography other than its resource's home, is rejected rather than stored in the
+//! wrong place.
+
+use vigil_core::{LogRecord, Resource, ResourceRegistry};
+
+use crate::reject::RejectReason;
+
+/// Looks records up in the resource registry.
+#[derive(Debug, Clone, Copy)]
+pub struct Router<'a> {
+    registry: &'a ResourceRegistry,
+}
+
+impl<'a> Router<'a> {
+    /// A router over `registry`.
+    pub fn new(registry: &'a ResourceRegistry) -> Self {
+        Self { registry }
+    }
+
+    /// The resource that `record` belongs to, if the record may be stored at its home.
+    pub fn route(&self, record: &LogRecord) -> Result<&'a Resource, RejectReason> {
+        let resource = self
+            .registry
+            .get(record.meta.resource_id.as_str())
+            .ok_or(RejectReason::UnknownResource)?;
+        if resource.geography != record.meta.geography {
+            return Err(RejectReason::ResidencyMismatch {
+                claimed: record.meta.geography.clone(),
+                home: resource.geography.clone(),
+            });
+        }
+        Ok(resource)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vigil_core::{Geography, ResourceId};
+
+    fn record(resource: &str, geo: &str) -> LogRecord {
+        LogRecord::from_json(&format!(
+            r#"{{"request_id":"r","resource_id":"{resource}","geography":"{geo}","deployment":"global","timestamp":"2026-11-20T00:00:00Z","operation":"chat","model":"m"}}"#
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn routes_home_and_rejects_the_rest() {
+        let mut reg = ResourceRegistry::default();
+        reg.add(Resource::new(
+            ResourceId::parse("a").unwrap(),
+            Geography::parse("eu").unwrap(),
+        ))
+        .unwrap();
+        let router = Router::new(&reg);
+        assert_eq!(router.route(&record("a", "eu")).unwrap().id.as_str(), "a");
+        assert_eq!(
+            router.route(&record("b", "eu")).unwrap_err(),
+            RejectReason::UnknownResource
+        );
+        let err = router.route(&record("a", "us")).unwrap_err();
+        assert_eq!(err.code(), "residency_mismatch");
+        assert_eq!(err.field(), Some("geography"));
+    }
+}

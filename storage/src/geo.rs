@@ -1,0 +1,346 @@
+//! One geography's store: a sled database of encrypted records.
+//!
+//! Writing is split in two steps so they can run on different threads: [`GeoStore::seal`]
+//! encrypts a record under its resource's data key (CPU work, any thread), and
+//! [`GeoStore::write_batch`] stores a batch of sealed records atomically, skipping request IDs
+//! that are already stored (one writer at a time).
+//!
+//! Crash safety: a batch is one atomic sled batch, so after a crash each record is either
+//! fully stored (record and index entry) or absent, and a re-run stores exactly the missing
+//! ones. A new data key is flushed to disk before any content sealed under it can be written.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+
+use aes_gcm::Aes256Gcm;
+use time::OffsetDateTime;
+use vigil_core::{Content, Geography, LogRecord, RecordMeta, RequestId, Resource, ResourceId};
+
+use crate::crypto;
+use crate::keys::{KeySource, WrappedKey};
+use crate::layout::{self, StoredContent, StoredValue};
+use crate::{Result, StorageError};
+
+/// A record encrypted and encoded, ready for [`GeoStore::write_batch`].
+#[derive(Debug, Clone)]
+pub struct SealedRecord {
+    /// Its resource.
+    pub resource_id: ResourceId,
+    /// Its request ID.
+    pub request_id: RequestId,
+    /// Whether its content is in `value` (false when content logging is off).
+    pub content_logged: bool,
+    value: Vec<u8>,
+}
+
+/// What [`GeoStore::write_batch`] did with one record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// Stored now.
+    Stored,
+    /// Already stored for the same resource (a redelivery); left as it was.
+    Duplicate,
+    /// The request ID is already stored for another resource; not stored.
+    Conflict,
+}
+
+/// A record read back from a store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRecord {
+    /// IDs, placement, time, model.
+    pub meta: RecordMeta,
+    /// When vigil stored it.
+    pub stored_at: OffsetDateTime,
+    /// The decrypted content, or `None` when the resource's content logging was off.
+    pub content: Option<Content>,
+}
+
+/// One geography's sled database.
+pub struct GeoStore {
+    geography: Geography,
+    db: sled::Db,
+    records: sled::Tree,
+    data_keys: sled::Tree,
+    keys: Arc<KeySource>,
+    ciphers: RwLock<HashMap<ResourceId, Arc<Aes256Gcm>>>,
+    key_creation: Mutex<()>,
+    writer: Mutex<()>,
+}
+
+impl GeoStore {
+    pub(crate) fn open(path: &Path, geography: Geography, keys: Arc<KeySource>) -> Result<Self> {
+        let sled_err = |source| StorageError::Sled {
+            geography: geography.clone(),
+            source,
+        };
+        let db = sled::Config::new()
+            .path(path)
+            .mode(sled::Mode::HighThroughput)
+            .flush_every_ms(Some(500))
+            .open()
+            .map_err(sled_err)?;
+        let records = db.open_tree("records").map_err(sled_err)?;
+        let data_keys = db.open_tree("data_keys").map_err(sled_err)?;
+        Ok(Self {
+            geography,
+            db,
+            records,
+            data_keys,
+            keys,
+            ciphers: RwLock::new(HashMap::new()),
+            key_creation: Mutex::new(()),
+            writer: Mutex::new(()),
+        })
+    }
+
+    fn sled_err(&self, source: sled::Error) -> StorageError {
+        StorageError::Sled {
+            geography: self.geography.clone(),
+            source,
+        }
+    }
+
+    fn corrupt(key: &[u8], problem: impl ToString) -> StorageError {
+        StorageError::Corrupt {
+            key: String::from_utf8_lossy(key).replace('\0', "/"),
+            problem: problem.to_string(),
+        }
+    }
+
+    /// The geography this store serves.
+    pub fn geography(&self) -> &Geography {
+        &self.geography
+    }
+
+    /// The data key cipher of `resource`; created (and flushed) when `create` is set and
+    /// the resource has none yet.
+    fn cipher(&self, resource: &Resource, create: bool) -> Result<Option<Arc<Aes256Gcm>>> {
+        if let Some(c) = self.ciphers.read().expect("lock poisoned").get(&resource.id) {
+            return Ok(Some(c.clone()));
+        }
+        let _creating = self.key_creation.lock().expect("lock poisoned");
+        if let Some(c) = self.ciphers.read().expect("lock poisoned").get(&resource.id) {
+            return Ok(Some(c.clone()));
+        }
+        let id = resource.id.as_str();
+        let aad = crypto::data_key_aad(self.geography.as_str(), id);
+        let cipher = match self.data_keys.get(id).map_err(|e| self.sled_err(e))? {
+            Some(bytes) => {
+                let wrapped: WrappedKey =
+                    postcard::from_bytes(&bytes).map_err(|e| Self::corrupt(id.as_bytes(), e))?;
+                let (cipher, rewrapped) = self.keys.unwrap_data_key(resource, &aad, &wrapped)?;
+                if let Some(rewrapped) = rewrapped {
+                    self.put_data_key(id, &rewrapped)?;
+                }
+                cipher
+            }
+            None if create => {
+                let (cipher, wrapped) = self.keys.new_data_key(resource, &aad)?;
+                self.put_data_key(id, &wrapped)?;
+                cipher
+            }
+            None => return Ok(None),
+        };
+        let cipher = Arc::new(cipher);
+        self.ciphers
+            .write()
+            .expect("lock poisoned")
+            .insert(resource.id.clone(), cipher.clone());
+        Ok(Some(cipher))
+    }
+
+    fn put_data_key(&self, id: &str, wrapped: &WrappedKey) -> Result<()> {
+        let bytes = postcard::to_stdvec(wrapped).expect("a wrapped key always encodes");
+        self.data_keys
+            .insert(id, bytes)
+            .map_err(|e| self.sled_err(e))?;
+        // Content sealed under this key must never reach disk before the key itself does.
+        self.db.flush().map_err(|e| self.sled_err(e))?;
+        Ok(())
+    }
+
+    /// Encrypts and encodes `record` for storage. `resource` must be the record's resource.
+    /// When its content logging is off, the content is dropped here and never encrypted or
+    /// written.
+    pub fn seal(&self, record: &LogRecord, resource: &Resource) -> Result<SealedRecord> {
+        debug_assert_eq!(record.meta.resource_id, resource.id);
+        let meta = &record.meta;
+        let content = if resource.content_logging {
+            let cipher = self
+                .cipher(resource, true)?
+                .expect("create=true always yields a cipher");
+            let plaintext = zeroize::Zeroizing::new(
+                postcard::to_stdvec(&record.content).expect("content always encodes"),
+            );
+            let aad = crypto::content_aad(
+                self.geography.as_str(),
+                meta.resource_id.as_str(),
+                meta.request_id.as_str(),
+            );
+            StoredContent::Sealed(crypto::seal(&cipher, &aad, &plaintext))
+        } else {
+            StoredContent::NotLogged
+        };
+        let value = StoredValue {
+            format: layout::FORMAT,
+            deployment: meta.deployment,
+            processed_in: meta.processed_in.clone(),
+            timestamp_ns: meta.timestamp.unix_timestamp_nanos(),
+            operation: meta.operation,
+            model: meta.model.clone(),
+            end_user: meta.end_user.clone(),
+            stored_at: OffsetDateTime::now_utc().unix_timestamp(),
+            content,
+        };
+        Ok(SealedRecord {
+            resource_id: meta.resource_id.clone(),
+            request_id: meta.request_id.clone(),
+            content_logged: resource.content_logging,
+            value: postcard::to_stdvec(&value).expect("a stored value always encodes"),
+        })
+    }
+
+    /// Stores a batch atomically. Request IDs already stored (or earlier in the batch) are
+    /// skipped: a [`WriteOutcome::Duplicate`] for the same resource, a
+    /// [`WriteOutcome::Conflict`] for another. Returns one outcome per record, in order.
+    pub fn write_batch(&self, records: &[SealedRecord]) -> Result<Vec<WriteOutcome>> {
+        let _writer = self.writer.lock().expect("lock poisoned");
+        let mut batch = sled::Batch::default();
+        let mut in_batch: HashMap<&str, &str> = HashMap::with_capacity(records.len());
+        let mut outcomes = Vec::with_capacity(records.len());
+        for rec in records {
+            let request = rec.request_id.as_str();
+            let resource = rec.resource_id.as_str();
+            let index_key = layout::index_key(request);
+            let owner = match in_batch.get(request) {
+                Some(owner) => Some(owner.as_bytes().to_vec()),
+                None => self
+                    .records
+                    .get(&index_key)
+                    .map_err(|e| self.sled_err(e))?
+                    .map(|v| v.to_vec()),
+            };
+            let outcome = match owner {
+                Some(owner) if owner == resource.as_bytes() => WriteOutcome::Duplicate,
+                Some(_) => WriteOutcome::Conflict,
+                None => {
+                    batch.insert(index_key, resource.as_bytes());
+                    batch.insert(layout::record_key(resource, request), rec.value.as_slice());
+                    in_batch.insert(request, resource);
+                    WriteOutcome::Stored
+                }
+            };
+            outcomes.push(outcome);
+        }
+        self.records
+            .apply_batch(batch)
+            .map_err(|e| self.sled_err(e))?;
+        Ok(outcomes)
+    }
+
+    /// The resource that stored `request_id`, if any.
+    pub fn resource_of(&self, request_id: &str) -> Result<Option<ResourceId>> {
+        let Some(v) = self
+            .records
+            .get(layout::index_key(request_id))
+            .map_err(|e| self.sled_err(e))?
+        else {
+            return Ok(None);
+        };
+        let id = std::str::from_utf8(&v).map_err(|e| Self::corrupt(request_id.as_bytes(), e))?;
+        ResourceId::parse(id)
+            .map(Some)
+            .map_err(|e| Self::corrupt(request_id.as_bytes(), e))
+    }
+
+    /// Reads one record of `resource` and decrypts its content.
+    pub fn get(&self, resource: &Resource, request_id: &RequestId) -> Result<Option<StoredRecord>> {
+        let key = layout::record_key(resource.id.as_str(), request_id.as_str());
+        let Some(bytes) = self.records.get(&key).map_err(|e| self.sled_err(e))? else {
+            return Ok(None);
+        };
+        let value: StoredValue = postcard::from_bytes(&bytes).map_err(|e| Self::corrupt(&key, e))?;
+        if value.format != layout::FORMAT {
+            return Err(Self::corrupt(&key, format!("unknown format {}", value.format)));
+        }
+        let decrypt_err = || StorageError::Decrypt {
+            resource_id: resource.id.to_string(),
+            request_id: request_id.to_string(),
+        };
+        let content = match &value.content {
+            StoredContent::NotLogged => None,
+            StoredContent::Sealed(sealed) => {
+                let cipher = self.cipher(resource, false)?.ok_or_else(decrypt_err)?;
+                let aad = crypto::content_aad(
+                    self.geography.as_str(),
+                    resource.id.as_str(),
+                    request_id.as_str(),
+                );
+                let plaintext = zeroize::Zeroizing::new(
+                    crypto::open(&cipher, &aad, sealed).map_err(|_| decrypt_err())?,
+                );
+                Some(postcard::from_bytes(&plaintext).map_err(|_| decrypt_err())?)
+            }
+        };
+        let timestamp = OffsetDateTime::from_unix_timestamp_nanos(value.timestamp_ns)
+            .map_err(|e| Self::corrupt(&key, e))?;
+        let stored_at = OffsetDateTime::from_unix_timestamp(value.stored_at)
+            .map_err(|e| Self::corrupt(&key, e))?;
+        Ok(Some(StoredRecord {
+            meta: RecordMeta {
+                request_id: request_id.clone(),
+                resource_id: resource.id.clone(),
+                geography: self.geography.clone(),
+                deployment: value.deployment,
+                processed_in: value.processed_in,
+                timestamp,
+                operation: value.operation,
+                model: value.model,
+                end_user: value.end_user,
+            },
+            stored_at,
+            content,
+        }))
+    }
+
+    /// The request IDs stored for `resource`, in key order. For operators and tests; this
+    /// returns IDs only, never content.
+    pub fn request_ids(&self, resource: &ResourceId) -> Result<Vec<RequestId>> {
+        let prefix = layout::resource_prefix(resource.as_str());
+        self.records
+            .scan_prefix(&prefix)
+            .keys()
+            .map(|k| {
+                let k = k.map_err(|e| self.sled_err(e))?;
+                layout::request_of(&k)
+                    .and_then(|r| RequestId::parse(r).ok())
+                    .ok_or_else(|| Self::corrupt(&k, "bad record key"))
+            })
+            .collect()
+    }
+
+    /// How many records this store holds.
+    pub fn len(&self) -> usize {
+        self.records.scan_prefix(layout::all_records_prefix()).count()
+    }
+
+    /// Whether this store holds no records.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Writes everything buffered to disk.
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush().map_err(|e| self.sled_err(e))?;
+        Ok(())
+    }
+
+    #[cfg(test)]
+    pub(crate) fn raw(&self) -> &sled::Tree {
+        &self.records
+    }
+}
+
+#[cfg(test)]
+mod tests;

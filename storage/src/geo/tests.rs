@@ -1,0 +1,231 @@
+//! Tests of a geography store on real sled databases in temporary directories.
+
+use std::fs;
+use std::path::Path;
+
+use vigil_core::{Geography, KeyRef, LogRecord, RequestId, Resource, ResourceId};
+
+use crate::{StorageConfig, StorageError, Stores, WriteOutcome};
+
+fn record(resource: &str, request: &str, prompt: &str) -> LogRecord {
+    LogRecord::from_json(&format!(
+        r#"{{"request_id":"{request}","resource_id":"{resource}","geography":"eu","deployment":"datazone","timestamp":"2026-11-20T10:00:00Z","operation":"chat","model":"m","end_user":"u1","prompt":"{prompt}","completion":"answer to {prompt}"}}"#
+    ))
+    .unwrap()
+}
+
+fn resource(id: &str) -> Resource {
+    Resource::new(ResourceId::parse(id).unwrap(), Geography::parse("eu").unwrap())
+}
+
+fn with_key(id: &str, key_file: &str) -> Resource {
+    let mut r = resource(id);
+    r.customer_key = Some(KeyRef::parse(format!("file:{key_file}")).unwrap());
+    r
+}
+
+fn stores(dir: &Path) -> Stores {
+    let config = StorageConfig {
+        data_dir: dir.join("data"),
+        master_key: dir.join("keys/master.key"),
+        ..StorageConfig::default()
+    };
+    Stores::open(&config, dir).unwrap()
+}
+
+fn eu() -> Geography {
+    Geography::parse("eu").unwrap()
+}
+
+fn req(id: &str) -> RequestId {
+    RequestId::parse(id).unwrap()
+}
+
+fn put(stores: &Stores, res: &Resource, rec: &LogRecord) -> WriteOutcome {
+    let geo = stores.geo(&eu()).unwrap();
+    let sealed = geo.seal(rec, res).unwrap();
+    geo.write_batch(&[sealed]).unwrap()[0]
+}
+
+fn write_key(dir: &Path, name: &str, byte: u8) {
+    fs::write(dir.join(name), hex::encode([byte; 32])).unwrap();
+}
+
+#[test]
+fn stores_and_reads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let stores = stores(dir.path());
+    let res = resource("a");
+    let rec = record("a", "r1", "hello");
+    assert_eq!(put(&stores, &res, &rec), WriteOutcome::Stored);
+    let geo = stores.geo(&eu()).unwrap();
+    let back = geo.get(&res, &req("r1")).unwrap().unwrap();
+    assert_eq!(back.meta, rec.meta);
+    assert_eq!(back.content, Some(rec.content));
+    assert_eq!(geo.resource_of("r1").unwrap().unwrap().as_str(), "a");
+    assert_eq!(geo.get(&res, &req("nope")).unwrap(), None);
+}
+
+#[test]
+fn writes_are_idempotent_by_request_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let stores = stores(dir.path());
+    let (a, b) = (resource("a"), resource("b"));
+    let geo = stores.geo(&eu()).unwrap();
+    let first = geo.seal(&record("a", "r1", "x"), &a).unwrap();
+    // Twice within one batch, then again in a later batch.
+    let outcomes = geo.write_batch(&[first.clone(), first.clone()]).unwrap();
+    assert_eq!(outcomes, [WriteOutcome::Stored, WriteOutcome::Duplicate]);
+    assert_eq!(put(&stores, &a, &record("a", "r1", "x")), WriteOutcome::Duplicate);
+    assert_eq!(put(&stores, &b, &record("b", "r1", "y")), WriteOutcome::Conflict);
+    assert_eq!(geo.len(), 1);
+    assert_eq!(geo.request_ids(&b.id).unwrap(), vec![]);
+}
+
+#[test]
+fn resources_are_contiguous_key_ranges() {
+    let dir = tempfile::tempdir().unwrap();
+    let stores = stores(dir.path());
+    for (res, reqs) in [("res1", ["a", "b"]), ("res10", ["c", "d"]), ("res", ["e", "f"])] {
+        for r in reqs {
+            put(&stores, &resource(res), &record(res, r, "p"));
+        }
+    }
+    let geo = stores.geo(&eu()).unwrap();
+    let ids = |r: &str| -> Vec<String> {
+        geo.request_ids(&ResourceId::parse(r).unwrap())
+            .unwrap()
+            .into_iter()
+            .map(|r| r.to_string())
+            .collect()
+    };
+    assert_eq!(ids("res1"), ["a", "b"]);
+    assert_eq!(ids("res10"), ["c", "d"]);
+    assert_eq!(ids("res"), ["e", "f"]);
+}
+
+#[test]
+fn ciphertext_moved_to_another_record_or_resource_fails_to_decrypt() {
+    let dir = tempfile::tempdir().unwrap();
+    let stores = stores(dir.path());
+    let (a, b) = (resource("a"), resource("b"));
+    put(&stores, &a, &record("a", "r1", "one"));
+    put(&stores, &a, &record("a", "r2", "two"));
+    put(&stores, &b, &record("b", "r3", "three"));
+    let geo = stores.geo(&eu()).unwrap();
+    let raw = geo.raw();
+    let stolen = raw.get(crate::layout::record_key("a", "r1")).unwrap().unwrap();
+
+    // Same resource, another request ID.
+    raw.insert(crate::layout::record_key("a", "r2"), stolen.clone()).unwrap();
+    assert!(matches!(
+        geo.get(&a, &req("r2")),
+        Err(StorageError::Decrypt { .. })
+    ));
+    // Another resource.
+    raw.insert(crate::layout::record_key("b", "r3"), stolen.clone()).unwrap();
+    assert!(matches!(
+        geo.get(&b, &req("r3")),
+        Err(StorageError::Decrypt { .. })
+    ));
+    // Another resource under the same request ID.
+    raw.insert(crate::layout::record_key("b", "r1"), stolen).unwrap();
+    assert!(matches!(
+        geo.get(&b, &req("r1")),
+        Err(StorageError::Decrypt { .. })
+    ));
+    // The original is untouched.
+    assert!(geo.get(&a, &req("r1")).unwrap().unwrap().content.is_some());
+}
+
+#[test]
+fn content_logging_off_keeps_metadata_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let stores = stores(dir.path());
+    let mut quiet = resource("quiet");
+    quiet.content_logging = false;
+    let rec = record("quiet", "r1", "whisper");
+    let geo = stores.geo(&eu()).unwrap();
+    let sealed = geo.seal(&rec, &quiet).unwrap();
+    assert!(!sealed.content_logged);
+    geo.write_batch(&[sealed]).unwrap();
+    let back = geo.get(&quiet, &req("r1")).unwrap().unwrap();
+    assert_eq!(back.meta, rec.meta);
+    assert_eq!(back.content, None);
+    // No data key was even created for it.
+    assert!(geo.data_keys.is_empty());
+}
+
+#[test]
+fn wrong_or_missing_customer_key_makes_only_that_resource_unreadable() {
+    let dir = tempfile::tempdir().unwrap();
+    write_key(dir.path(), "cust.key", 1);
+    let cust = with_key("cust", "cust.key");
+    let plain = resource("plain");
+    {
+        let stores = stores(dir.path());
+        put(&stores, &cust, &record("cust", "r1", "secret"));
+        put(&stores, &plain, &record("plain", "r2", "other"));
+    }
+    // The right key reads it.
+    {
+        let stores = stores(dir.path());
+        let geo = stores.geo(&eu()).unwrap();
+        assert!(geo.get(&cust, &req("r1")).unwrap().unwrap().content.is_some());
+    }
+    // A wrong key: unreadable, and new content for it cannot be sealed.
+    write_key(dir.path(), "cust.key", 2);
+    {
+        let stores = stores(dir.path());
+        let geo = stores.geo(&eu()).unwrap();
+        assert!(matches!(
+            geo.get(&cust, &req("r1")),
+            Err(StorageError::Key(crate::KeyError::Unwrap { .. }))
+        ));
+        assert!(geo.seal(&record("cust", "r9", "x"), &cust).is_err());
+        assert!(geo.get(&plain, &req("r2")).unwrap().unwrap().content.is_some());
+    }
+    // A missing key (revoked): unreadable; metadata of other resources unaffected.
+    fs::remove_file(dir.path().join("cust.key")).unwrap();
+    {
+        let stores = stores(dir.path());
+        let geo = stores.geo(&eu()).unwrap();
+        assert!(matches!(
+            geo.get(&cust, &req("r1")),
+            Err(StorageError::Key(
+                crate::KeyError::CustomerKeyUnavailable { .. }
+            ))
+        ));
+        assert!(geo.get(&plain, &req("r2")).unwrap().unwrap().content.is_some());
+    }
+    // Restoring the key restores access.
+    write_key(dir.path(), "cust.key", 1);
+    let stores = stores(dir.path());
+    let geo = stores.geo(&eu()).unwrap();
+    assert_eq!(
+        geo.get(&cust, &req("r1")).unwrap().unwrap().content.unwrap().prompt.as_deref(),
+        Some("secret")
+    );
+}
+
+#[test]
+fn adding_a_customer_key_rewraps_the_data_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let res = resource("a");
+    {
+        let stores = stores(dir.path());
+        put(&stores, &res, &record("a", "r1", "before"));
+    }
+    write_key(dir.path(), "a.key", 5);
+    let keyed = with_key("a", "a.key");
+    {
+        let stores = stores(dir.path());
+        let geo = stores.geo(&eu()).unwrap();
+        assert!(geo.get(&keyed, &req("r1")).unwrap().is_some());
+    }
+    // Now the master key alone no longer opens it: the customer key wraps the data key.
+    fs::remove_file(dir.path().join("a.key")).unwrap();
+    let stores = stores(dir.path());
+    let geo = stores.geo(&eu()).unwrap();
+    assert!(geo.get(&keyed, &req("r1")).is_err());
+}

@@ -1,0 +1,302 @@
+//! Keys: vigil's master key, customer-managed keys, and per-resource data keys.
+//!
+//! Envelope encryption: every resource has a random 256-bit data key that encrypts its content.
+//! The data key is stored only wrapped (sealed) by a key-encryption key: the resource's
+//! customer-managed key when the registry names one, otherwise vigil's master key. Destroying or
+//! revoking the key-encryption key therefore makes all of that resource's content unreadable
+//! (crypto-shredding), and only that resource's.
+//!
+//! Key files hold 32 bytes as 64 hex digits. The master key file is created on first use with
+//! mode 0600, atomically (written to a temporary file, synced, then linked into place, so two
+//! processes racing to create it agree on one key), and refused if group or others can read it.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use aes_gcm::Aes256Gcm;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use vigil_core::Resource;
+use zeroize::Zeroizing;
+
+use crate::crypto::{self, Sealed, KEY_LEN};
+
+/// Key errors. Messages name keys and resources, never key material.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The master key file could not be read or created.
+    #[error("master key {path}: {source}")]
+    MasterIo {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The master key file is readable by group or others.
+    #[error("master key {path} is accessible to group or others (mode {mode:o}); run `chmod 600` on it")]
+    MasterPermissions {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// A key file does not hold 64 hex digits.
+    #[error("key file {path} must hold exactly 64 hex digits (a 256-bit key)")]
+    Format {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A resource's customer-managed key cannot be read.
+    #[error("customer key of resource {resource_id} is unavailable: {problem}")]
+    CustomerKeyUnavailable {
+        /// The resource.
+        resource_id: String,
+        /// Why (file missing, unreadable, malformed).
+        problem: String,
+    },
+    /// A wrapped data key did not authenticate under its key-encryption key: the key was
+    /// replaced, revoked or is the wrong one.
+    #[error("data key of resource {resource_id} cannot be unwrapped with {kek}")]
+    Unwrap {
+        /// The resource.
+        resource_id: String,
+        /// Which key-encryption key was tried.
+        kek: String,
+    },
+}
+
+fn parse_key_file(path: &Path) -> Result<Zeroizing<[u8; KEY_LEN]>, std::io::Error> {
+    let text = Zeroizing::new(fs::read_to_string(path)?);
+    let mut key = Zeroizing::new([0u8; KEY_LEN]);
+    hex::decode_to_slice(text.trim(), key.as_mut_slice())
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not 64 hex digits"))?;
+    Ok(key)
+}
+
+/// vigil's own key-encryption key.
+pub struct MasterKey {
+    cipher: Aes256Gcm,
+}
+
+impl MasterKey {
+    /// Loads the master key at `path`, creating it (mode 0600) if it does not exist.
+    pub fn load_or_create(path: &Path) -> Result<Self, KeyError> {
+        let io = |source| KeyError::MasterIo {
+            path: path.to_owned(),
+            source,
+        };
+        match fs::metadata(path) {
+            Ok(meta) => {
+                let mode = meta.permissions().mode() & 0o777;
+                if mode & 0o077 != 0 {
+                    return Err(KeyError::MasterPermissions {
+                        path: path.to_owned(),
+                        mode,
+                    });
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::create(path).map_err(io)?,
+            Err(e) => return Err(io(e)),
+        }
+        let key = parse_key_file(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::InvalidData => KeyError::Format {
+                path: path.to_owned(),
+            },
+            _ => io(e),
+        })?;
+        Ok(Self {
+            cipher: crypto::cipher(&key),
+        })
+    }
+
+    fn create(path: &Path) -> std::io::Result<()> {
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        fs::create_dir_all(dir)?;
+        let mut key = Zeroizing::new([0u8; KEY_LEN]);
+        rand::rngs::OsRng.fill_bytes(key.as_mut_slice());
+        let hex = Zeroizing::new(hex::encode(key.as_slice()));
+        let tmp = dir.join(format!(".master.key.{}.tmp", std::process::id()));
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(hex.as_bytes())?;
+        f.write_all(b"\n")?;
+        f.sync_all()?;
+        // A hard link fails if the target exists: a concurrent creator's key wins, not ours.
+        let linked = fs::hard_link(&tmp, path);
+        fs::remove_file(&tmp)?;
+        match linked {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+            _ => {}
+        }
+        fs::File::open(dir)?.sync_all()
+    }
+}
+
+/// Which key-encryption key wraps a data key, as recorded next to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum KekRef {
+    /// vigil's master key.
+    Master,
+    /// A customer-managed key, by its registry reference.
+    Customer(String),
+}
+
+impl std::fmt::Display for KekRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Master => f.write_str("the master key"),
+            Self::Customer(r) => write!(f, "customer key {r}"),
+        }
+    }
+}
+
+/// A data key as stored: sealed by a key-encryption key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct WrappedKey {
+    pub kek: KekRef,
+    pub sealed: Sealed,
+}
+
+/// Resolves the key-encryption key of each resource.
+pub(crate) struct KeySource {
+    master: MasterKey,
+    base_dir: PathBuf,
+}
+
+impl KeySource {
+    pub fn new(master: MasterKey, base_dir: &Path) -> Self {
+        Self {
+            master,
+            base_dir: base_dir.to_owned(),
+        }
+    }
+
+    /// The key-encryption key the registry assigns to `resource`.
+    pub fn kek_ref(resource: &Resource) -> KekRef {
+        match &resource.customer_key {
+            Some(k) => KekRef::Customer(k.as_str().to_owned()),
+            None => KekRef::Master,
+        }
+    }
+
+    /// The cipher of a key-encryption key.
+    pub fn kek(&self, resource: &Resource, kek: &KekRef) -> Result<Aes256Gcm, KeyError> {
+        match kek {
+            KekRef::Master => Ok(self.master.cipher.clone()),
+            KekRef::Customer(reference) => {
+                let unavailable = |problem: String| KeyError::CustomerKeyUnavailable {
+                    resource_id: resource.id.to_string(),
+                    problem,
+                };
+                let key_ref = vigil_core::KeyRef::parse(reference.as_str())
+                    .map_err(|e| unavailable(e.to_string()))?;
+                let path = key_ref.path(&self.base_dir);
+                let key = parse_key_file(&path)
+                    .map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
+                Ok(crypto::cipher(&key))
+            }
+        }
+    }
+
+    /// A fresh random data key, and its wrapped form under the resource's key-encryption key.
+    pub fn new_data_key(
+        &self,
+        resource: &Resource,
+        aad: &[u8],
+    ) -> Result<(Aes256Gcm, WrappedKey), KeyError> {
+        let kek_ref = Self::kek_ref(resource);
+        let kek = self.kek(resource, &kek_ref)?;
+        let mut dek = Zeroizing::new([0u8; KEY_LEN]);
+        rand::rngs::OsRng.fill_bytes(dek.as_mut_slice());
+        let wrapped = WrappedKey {
+            kek: kek_ref,
+            sealed: crypto::seal(&kek, aad, dek.as_slice()),
+        };
+        Ok((crypto::cipher(&dek), wrapped))
+    }
+
+    /// Unwraps a stored data key. Returns the cipher and, when the registry now assigns a
+    /// different key-encryption key than the one that wrapped it, the data key re-wrapped
+    /// under the new one (to be stored in place of the old).
+    pub fn unwrap_data_key(
+        &self,
+        resource: &Resource,
+        aad: &[u8],
+        stored: &WrappedKey,
+    ) -> Result<(Aes256Gcm, Option<WrappedKey>), KeyError> {
+        let kek = self.kek(resource, &stored.kek)?;
+        let dek = Zeroizing::new(crypto::open(&kek, aad, &stored.sealed).map_err(|_| {
+            KeyError::Unwrap {
+                resource_id: resource.id.to_string(),
+                kek: stored.kek.to_string(),
+            }
+        })?);
+        let dek: &[u8; KEY_LEN] = dek.as_slice().try_into().map_err(|_| KeyError::Unwrap {
+            resource_id: resource.id.to_string(),
+            kek: stored.kek.to_string(),
+        })?;
+        let wanted = Self::kek_ref(resource);
+        let rewrapped = if wanted != stored.kek {
+            let new_kek = self.kek(resource, &wanted)?;
+            Some(WrappedKey {
+                kek: wanted,
+                sealed: crypto::seal(&new_kek, aad, dek),
+            })
+        } else {
+            None
+        };
+        Ok((crypto::cipher(dek), rewrapped))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn master_key_is_created_private_and_reloaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys/master.key");
+        MasterKey::load_or_create(&path).unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let first = fs::read_to_string(&path).unwrap();
+        MasterKey::load_or_create(&path).unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), first);
+        assert_eq!(first.trim().len(), 64);
+        // No temporary files are left behind.
+        assert_eq!(fs::read_dir(dir.path().join("keys")).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn refuses_a_readable_master_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("master.key");
+        MasterKey::load_or_create(&path).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(matches!(
+            MasterKey::load_or_create(&path),
+            Err(KeyError::MasterPermissions { mode: 0o644, .. })
+        ));
+    }
+
+    #[test]
+    fn refuses_a_malformed_master_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("master.key");
+        fs::write(&path, "not hex").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(matches!(
+            MasterKey::load_or_create(&path),
+            Err(KeyError::Format { .. })
+        ));
+    }
+}

@@ -1,0 +1,80 @@
+//! How records are laid out in a geography's sled tree.
+//!
+//! One tree holds two kinds of entries, so that a batch of writes to both is atomic:
+//! - `R resource \0 request` → the stored record. Resource IDs never contain NUL, so each
+//!   resource's records form one contiguous range under the prefix `R resource \0`.
+//! - `I request` → the resource ID: the request-ID index that makes writes idempotent and
+//!   lets a point query find a record by request ID alone.
+//!
+//! Values start with a format byte so later versions can read older records.
+
+use serde::{Deserialize, Serialize};
+use vigil_core::{Deployment, Operation};
+
+use crate::crypto::Sealed;
+
+const RECORD: u8 = b'R';
+const INDEX: u8 = b'I';
+
+/// The current value format.
+pub const FORMAT: u8 = 1;
+
+/// Key of a stored record.
+pub fn record_key(resource: &str, request: &str) -> Vec<u8> {
+    let mut key = resource_prefix(resource);
+    key.extend_from_slice(request.as_bytes());
+    key
+}
+
+/// Prefix of all of a resource's records.
+pub fn resource_prefix(resource: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(2 + resource.len() + 32);
+    key.push(RECORD);
+    key.extend_from_slice(resource.as_bytes());
+    key.push(0);
+    key
+}
+
+/// Prefix of every record of every resource.
+pub fn all_records_prefix() -> [u8; 1] {
+    [RECORD]
+}
+
+/// Key of a request-ID index entry.
+pub fn index_key(request: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + request.len());
+    key.push(INDEX);
+    key.extend_from_slice(request.as_bytes());
+    key
+}
+
+/// The request ID part of a record key.
+pub fn request_of(record_key: &[u8]) -> Option<&str> {
+    let sep = record_key.iter().position(|b| *b == 0)?;
+    std::str::from_utf8(&record_key[sep + 1..]).ok()
+}
+
+/// The content part of a stored record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum StoredContent {
+    /// The resource's content logging is off: no content was written.
+    NotLogged,
+    /// The prompt and completion, sealed under the resource's data key.
+    Sealed(Sealed),
+}
+
+/// A stored record: metadata in the clear, content sealed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredValue {
+    pub format: u8,
+    pub deployment: Deployment,
+    pub processed_in: Option<String>,
+    /// Event time, Unix nanoseconds.
+    pub timestamp_ns: i128,
+    pub operation: Operation,
+    pub model: String,
+    pub end_user: Option<String>,
+    /// When vigil stored it, Unix seconds.
+    pub stored_at: i64,
+    pub content: StoredContent,
+}
