@@ -79,6 +79,62 @@ impl Payload {
     }
 }
 
+/// Decides what payload a dead letter may keep.
+///
+/// A resource whose content logging is off must have no content at rest anywhere, so a
+/// rejected input that belongs to one keeps no payload. An input belongs to one when it
+/// decodes far enough to name it, or, for inputs too broken to decode, when its bytes contain
+/// such a resource's ID as a JSON string at all: erring towards withholding.
+pub struct PayloadPolicy {
+    not_logged: std::collections::HashSet<String>,
+    needles: Vec<Vec<u8>>,
+}
+
+impl PayloadPolicy {
+    /// The policy for the resources in `registry`.
+    pub fn new(registry: &vigil_core::ResourceRegistry) -> Self {
+        let not_logged: std::collections::HashSet<String> = registry
+            .iter()
+            .filter(|r| !r.content_logging)
+            .map(|r| r.id.to_string())
+            .collect();
+        let needles = not_logged
+            .iter()
+            .map(|id| format!("\"{id}\"").into_bytes())
+            .collect();
+        Self {
+            not_logged,
+            needles,
+        }
+    }
+
+    /// The payload to keep for the rejected input `raw`.
+    pub fn payload(&self, raw: &[u8]) -> Payload {
+        #[derive(serde::Deserialize)]
+        struct ResourceOnly<'a> {
+            #[serde(borrow)]
+            resource_id: Option<std::borrow::Cow<'a, str>>,
+        }
+        if self.not_logged.is_empty() {
+            return Payload::from_bytes(raw);
+        }
+        let named = serde_json::from_slice::<ResourceOnly<'_>>(raw)
+            .ok()
+            .and_then(|r| r.resource_id)
+            .is_some_and(|id| self.not_logged.contains(id.as_ref()));
+        let mentioned = || {
+            self.needles
+                .iter()
+                .any(|n| memchr::memmem::find(raw, n).is_some())
+        };
+        if named || mentioned() {
+            Payload::content_logging_off()
+        } else {
+            Payload::from_bytes(raw)
+        }
+    }
+}
+
 impl DeadLetter {
     /// A dead letter for `reason` at `source`.
     pub fn new(reason: &RejectReason, source: SourcePosition, payload: Payload) -> Self {
@@ -180,6 +236,26 @@ impl DeadLetterWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn withholds_payloads_of_resources_without_content_logging() {
+        let mut reg = vigil_core::ResourceRegistry::default();
+        let mut quiet = vigil_core::Resource::new(
+            "quiet".parse().unwrap(),
+            "eu".parse().unwrap(),
+        );
+        quiet.content_logging = false;
+        reg.add(quiet).unwrap();
+        reg.add(vigil_core::Resource::new("loud".parse().unwrap(), "eu".parse().unwrap()))
+            .unwrap();
+        let policy = PayloadPolicy::new(&reg);
+        let withheld = |raw: &[u8]| matches!(policy.payload(raw), Payload::Withheld(_));
+        assert!(withheld(br#"{"resource_id":"quiet","timestamp":"bad","prompt":"p"}"#));
+        assert!(withheld(br#"{"resource_id":"quie\u0074","prompt":"p"}"#));
+        assert!(withheld(br#"{"resource_id":"quiet","prompt":"unterminated"#));
+        assert!(!withheld(br#"{"resource_id":"loud","prompt":"p"}"#));
+        assert!(!withheld(br#"{"resource_id":"quieter","prompt":"p"}"#));
+    }
 
     #[test]
     fn writes_one_json_line_per_letter() {

@@ -15,7 +15,7 @@ pub mod reject;
 pub mod route;
 pub mod source;
 
-pub use dead_letter::{DeadLetter, DeadLetterError, DeadLetterWriter};
+pub use dead_letter::{DeadLetter, DeadLetterError, DeadLetterWriter, Payload, PayloadPolicy};
 pub use decode::decode;
 pub use reject::RejectReason;
 pub use route::Router;

@@ -52,6 +52,7 @@ pub struct LineReader<R> {
     name: Arc<str>,
     line: u64,
     limit: usize,
+    bytes_read: u64,
 }
 
 impl<R: BufRead> LineReader<R> {
@@ -62,7 +63,13 @@ impl<R: BufRead> LineReader<R> {
             name: name.into(),
             line: 0,
             limit,
+            bytes_read: 0,
         }
+    }
+
+    /// Bytes consumed so far, line terminators included.
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read
     }
 
     /// The next non-blank line and its position, or `None` at the end of the input.
@@ -90,6 +97,7 @@ impl<R: BufRead> LineReader<R> {
                 len += chunk.len() as u64;
                 let ended = done > chunk.len();
                 self.inner.consume(done);
+                self.bytes_read += done as u64;
                 if ended {
                     break;
                 }

@@ -78,6 +78,7 @@ impl GeoStore {
             .path(path)
             .mode(sled::Mode::HighThroughput)
             .flush_every_ms(Some(500))
+            .segment_size(8 << 20)
             .open()
             .map_err(sled_err)?;
         let records = db.open_tree("records").map_err(sled_err)?;

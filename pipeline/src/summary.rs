@@ -1,0 +1,142 @@
+//! The run summary: what happened to every input line, and how fast.
+//!
+//! Every non-blank input line ends up in exactly one bucket: stored (per geography), already
+//! stored (a duplicate delivery), or rejected (per reason). [`Summary::is_balanced`] checks
+//! that, and the tests rely on it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// Busy time of each stage, summed over the run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StageTimes {
+    /// Reading lines, UTF-8 and JSON decoding, validation and routing.
+    pub decode_secs: f64,
+    /// Encrypting content and encoding stored values.
+    pub seal_secs: f64,
+    /// Writing batches to the geography stores (index lookups included).
+    pub store_secs: f64,
+    /// Writing dead letters.
+    pub dead_letter_secs: f64,
+}
+
+/// Latency percentiles, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Percentiles {
+    /// Median.
+    pub p50_ms: f64,
+    /// 90th percentile.
+    pub p90_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// Maximum.
+    pub max_ms: f64,
+}
+
+impl Percentiles {
+    /// The percentiles of `samples` (sorted in place); all zero when there are none.
+    pub fn of(samples: &mut [Duration]) -> Self {
+        samples.sort_unstable();
+        let at = |q: f64| -> f64 {
+            if samples.is_empty() {
+                return 0.0;
+            }
+            let i = ((samples.len() - 1) as f64 * q).round() as usize;
+            samples[i].as_secs_f64() * 1000.0
+        };
+        Self {
+            p50_ms: at(0.5),
+            p90_ms: at(0.9),
+            p99_ms: at(0.99),
+            max_ms: at(1.0),
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Summary {
+    /// Non-blank input lines read.
+    pub read: u64,
+    /// Records newly stored, per geography.
+    pub stored: BTreeMap<String, u64>,
+    /// Of the stored records, those whose content was not stored because their resource's
+    /// content logging is off (metadata only).
+    pub content_not_logged: u64,
+    /// Records already stored by an earlier delivery, left as they were.
+    pub duplicates: u64,
+    /// Rejected inputs, per reason code; each has one dead letter.
+    pub rejected: BTreeMap<&'static str, u64>,
+    /// Where the dead letters went.
+    pub dead_letters: String,
+    /// Wall-clock time of the run.
+    pub elapsed_secs: f64,
+    /// Input lines per second of wall-clock time.
+    pub records_per_sec: f64,
+    /// Busy time per stage.
+    pub stages: StageTimes,
+    /// Time from reading a batch's first line to having stored it: an upper bound on each
+    /// record's latency through the pipeline.
+    pub batch_latency: Percentiles,
+}
+
+impl Summary {
+    /// Records stored in all geographies.
+    pub fn stored_total(&self) -> u64 {
+        self.stored.values().sum()
+    }
+
+    /// Inputs rejected for any reason.
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.values().sum()
+    }
+
+    /// Whether every input line is accounted for exactly once.
+    pub fn is_balanced(&self) -> bool {
+        self.read == self.stored_total() + self.duplicates + self.rejected_total()
+    }
+
+    pub(crate) fn finish(&mut self, elapsed: Duration) {
+        self.elapsed_secs = elapsed.as_secs_f64();
+        self.records_per_sec = if self.elapsed_secs > 0.0 {
+            self.read as f64 / self.elapsed_secs
+        } else {
+            0.0
+        };
+    }
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "records read          {:>10}", self.read)?;
+        writeln!(f, "stored                {:>10}", self.stored_total())?;
+        for (geo, n) in &self.stored {
+            writeln!(f, "  in {geo:<17} {n:>10}")?;
+        }
+        writeln!(
+            f,
+            "  content not logged  {:>10}   (content logging off: metadata only)",
+            self.content_not_logged
+        )?;
+        writeln!(
+            f,
+            "already stored        {:>10}   (duplicates, skipped)",
+            self.duplicates
+        )?;
+        writeln!(f, "rejected              {:>10}", self.rejected_total())?;
+        for (code, n) in &self.rejected {
+            writeln!(f, "  {code:<19} {n:>10}")?;
+        }
+        if self.rejected_total() > 0 {
+            writeln!(f, "  dead letters in {}", self.dead_letters)?;
+        }
+        write!(
+            f,
+            "elapsed               {:>9.2}s   ({:.0} records/s)",
+            self.elapsed_secs, self.records_per_sec
+        )
+    }
+}

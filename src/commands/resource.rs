@@ -1,0 +1,85 @@
+//! `vigil resource`: add, update, show and list registry entries.
+
+use serde_json::json;
+use vigil_core::{Geography, KeyRef, Resource, ResourceId, ResourceRegistry};
+
+use super::output;
+use crate::cli::{ResourceCommand, ResourceSettings};
+use crate::config::Config;
+
+fn describe(resource: &Resource) -> serde_json::Value {
+    json!({
+        "id": resource.id,
+        "geography": resource.geography,
+        "content_logging": resource.content_logging,
+        "customer_key": resource.customer_key.as_ref().map(KeyRef::as_str),
+        "retention_days": resource.retention_days,
+        "capabilities": resource.capabilities(),
+    })
+}
+
+fn apply(resource: &mut Resource, settings: ResourceSettings) -> anyhow::Result<()> {
+    if let Some(on) = settings.content_logging {
+        resource.content_logging = on;
+    }
+    if let Some(key) = settings.customer_key {
+        resource.customer_key = Some(KeyRef::parse(key)?);
+    }
+    if let Some(days) = settings.retention_days {
+        resource.retention_days = Some(days);
+    }
+    Ok(())
+}
+
+pub fn resource(config: &Config, cmd: ResourceCommand) -> anyhow::Result<()> {
+    let path = &config.resources;
+    let mut registry = ResourceRegistry::load(path)?;
+    let get = |registry: &ResourceRegistry, id: &str| -> anyhow::Result<Resource> {
+        registry
+            .get(id)
+            .cloned()
+            .ok_or_else(|| vigil_core::RegistryError::NotFound(id.to_owned()).into())
+    };
+    let changed = match cmd {
+        ResourceCommand::Add {
+            id,
+            settings,
+            geography,
+        } => {
+            let id = ResourceId::parse(id).map_err(|e| anyhow::anyhow!("resource ID {e}"))?;
+            let geography =
+                Geography::parse(geography).map_err(|e| anyhow::anyhow!("geography {e}"))?;
+            let mut resource = Resource::new(id, geography);
+            apply(&mut resource, settings)?;
+            registry.add(resource.clone())?;
+            resource
+        }
+        ResourceCommand::Update {
+            id,
+            settings,
+            no_customer_key,
+            no_retention_override,
+        } => {
+            let mut resource = get(&registry, &id)?;
+            apply(&mut resource, settings)?;
+            if no_customer_key {
+                resource.customer_key = None;
+            }
+            if no_retention_override {
+                resource.retention_days = None;
+            }
+            registry.update(resource.clone())?;
+            resource
+        }
+        ResourceCommand::Show { id } => {
+            return output(serde_json::to_string_pretty(&describe(&get(&registry, &id)?))?)
+        }
+        ResourceCommand::List => {
+            let lines: Vec<String> = registry.iter().map(|r| describe(r).to_string()).collect();
+            return output(lines.join("\n"));
+        }
+    };
+    config.storage.retention.validate(&registry)?;
+    registry.save(path)?;
+    output(serde_json::to_string_pretty(&describe(&changed))?)
+}

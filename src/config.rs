@@ -1,0 +1,95 @@
+//! vigil's configuration: one typed struct, from built-in defaults, then a TOML file, then
+//! `VIGIL_<SECTION>__<KEY>` environment variables. Unknown keys are errors, not silently
+//! ignored typos.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use vigil_ingest::IngestConfig;
+use vigil_storage::StorageConfig;
+
+/// Everything vigil can be configured with.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The resource registry file.
+    #[serde(default = "default_resources")]
+    pub resources: PathBuf,
+    /// Sources, validation and dead letters.
+    #[serde(default)]
+    pub ingest: IngestConfig,
+    /// Geography stores, keys and retention.
+    #[serde(default)]
+    pub storage: StorageConfig,
+}
+
+fn default_resources() -> PathBuf {
+    "resources.toml".into()
+}
+
+/// The file read when `--config` is not given, if it exists.
+const DEFAULT_FILE: &str = "vigil.toml";
+
+/// Environment variables with the `VIGIL_` prefix that are not settings.
+const NOT_SETTINGS: [&str; 2] = ["log", "config"];
+
+impl Config {
+    /// Loads the configuration. An explicitly named file must exist.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        let mut figment = Figment::from(Serialized::defaults(Config {
+            resources: default_resources(),
+            ..Config::default()
+        }));
+        match file {
+            Some(path) => {
+                anyhow::ensure!(path.exists(), "configuration file {} does not exist", path.display());
+                figment = figment.merge(Toml::file(path));
+            }
+            None if Path::new(DEFAULT_FILE).exists() => figment = figment.merge(Toml::file(DEFAULT_FILE)),
+            None => {}
+        }
+        let env = Env::prefixed("VIGIL_")
+            .split("__")
+            .filter(|key| !NOT_SETTINGS.contains(&key.as_str()));
+        figment
+            .merge(env)
+            .extract()
+            .context("invalid configuration")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "v.toml",
+                "resources = 'r.toml'\n[storage]\ndata_dir = 'from-file'\n[ingest]\nmax_record_bytes = 10\n",
+            )?;
+            jail.set_env("VIGIL_STORAGE__DATA_DIR", "from-env");
+            jail.set_env("VIGIL_LOG", "debug");
+            let c = Config::load(Some(Path::new("v.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(c.resources, PathBuf::from("r.toml"));
+            assert_eq!(c.storage.data_dir, PathBuf::from("from-env"));
+            assert_eq!(c.ingest.max_record_bytes, 10);
+            assert_eq!(c.storage.master_key, StorageConfig::default().master_key);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("v.toml", "[storage]\ndata_dri = 'typo'\n")?;
+            let err = Config::load(Some(Path::new("v.toml"))).unwrap_err();
+            assert!(format!("{err:#}").contains("data_dri"), "{err:#}");
+            Ok(())
+        });
+    }
+}
