@@ -254,12 +254,13 @@ pub fn fixed_size(spec: FixedSizeSpec) -> Sample {
                     completion: Some(completion),
                 },
             };
-            let len = record.to_json().len();
-            if len < spec.record_bytes {
-                // Plain ASCII filler: each character adds exactly one byte of JSON.
-                let filler = " Let me know if you need anything else.";
+            // Too short: append more of the corpus's answers, natural text that compresses as
+            // real completions do (a repeated filler would flatter compression).
+            while record_len(&record) < spec.record_bytes {
+                let (_, more) = g.corpus.exchange(&mut g.rng);
                 let completion = record.content.completion.as_mut().expect("set above");
-                completion.extend(filler.chars().cycle().take(spec.record_bytes - len));
+                completion.push_str("\n\n");
+                completion.push_str(&more);
             }
             // Too long: trim the completion, then the prompt. Trimming n characters removes at
             // least n bytes of JSON.
