@@ -53,7 +53,7 @@ impl Config {
         }
         let env = Env::prefixed("VIGIL_")
             .split("__")
-            .filter(|key| !NOT_SETTINGS.contains(&key.as_str()));
+            .filter(|key| !NOT_SETTINGS.iter().any(|n| key.as_str().eq_ignore_ascii_case(n)));
         figment
             .merge(env)
             .extract()
@@ -74,7 +74,7 @@ mod tests {
             )?;
             jail.set_env("VIGIL_STORAGE__DATA_DIR", "from-env");
             jail.set_env("VIGIL_LOG", "debug");
-            let c = Config::load(Some(Path::new("v.toml"))).map_err(|e| e.to_string())?;
+            let c = Config::load(Some(Path::new("v.toml"))).map_err(|e| format!("{e:#}"))?;
             assert_eq!(c.resources, PathBuf::from("r.toml"));
             assert_eq!(c.storage.data_dir, PathBuf::from("from-env"));
             assert_eq!(c.ingest.max_record_bytes, 10);

@@ -8,6 +8,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
@@ -199,7 +200,12 @@ impl DeadLetterWriter {
                 if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
                     fs::create_dir_all(dir)?;
                 }
-                OpenOptions::new().create(true).append(true).open(&self.path)
+                // Dead letters hold raw payloads: readable by vigil's user only.
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .mode(0o600)
+                    .open(&self.path)
             };
             let file = open().map_err(|e| self.err(e))?;
             self.out = Some(BufWriter::new(file));

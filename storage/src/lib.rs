@@ -123,10 +123,13 @@ impl Stores {
     /// Opens the data directory, loading (or creating) the master key. `key_base_dir` is the
     /// directory relative customer key references resolve against.
     pub fn open(config: &StorageConfig, key_base_dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|source| StorageError::Io {
-            path: config.data_dir.clone(),
-            source,
-        })?;
+        // Only vigil's own user may look inside: even encrypted, the stores hold metadata.
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(&config.data_dir)
+            .map_err(|source| StorageError::Io {
+                path: config.data_dir.clone(),
+                source,
+            })?;
         let master = MasterKey::load_or_create(&config.master_key)?;
         Ok(Self {
             data_dir: config.data_dir.clone(),

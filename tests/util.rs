@@ -1,0 +1,196 @@
+//! Shared fixtures: a temporary working directory per test with its own configuration, and a
+//! runner for the real `vigil` binary that prints everything useful when a command fails.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+use vigil_core::ResourceRegistry;
+use vigil_storage::{StorageConfig, Stores};
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A working directory with a `vigil.toml`, removed when dropped.
+pub struct Workdir {
+    dir: tempfile::TempDir,
+}
+
+/// The default test configuration; `extra` is appended (TOML sections).
+pub const CONFIG: &str = r#"
+resources = "resources.toml"
+[ingest]
+dead_letters = "var/dead-letters.jsonl"
+[storage]
+data_dir = "var/data"
+master_key = "keys/master.key"
+"#;
+
+impl Workdir {
+    pub fn new() -> Self {
+        let wd = Self {
+            dir: tempfile::tempdir().expect("temporary directory"),
+        };
+        wd.write("vigil.toml", CONFIG);
+        wd
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn write(&self, rel: &str, contents: impl AsRef<[u8]>) {
+        let path = self.path(rel);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, contents).unwrap();
+    }
+
+    /// A `vigil` command in this directory, isolated from the caller's VIGIL_* settings.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vigil"));
+        cmd.args(args).current_dir(self.root());
+        for (key, _) in std::env::vars() {
+            if key.starts_with("VIGIL_") {
+                cmd.env_remove(key);
+            }
+        }
+        cmd
+    }
+
+    /// Runs `vigil` with `stdin`, returning its output whatever the exit status.
+    pub fn output(&self, args: &[&str], stdin: &[u8], envs: &[(&str, &str)]) -> Output {
+        let mut cmd = self.command(args);
+        cmd.envs(envs.iter().copied())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("vigil starts");
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// Runs `vigil` and requires success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        self.ok_with(args, b"", &[]).0
+    }
+
+    /// Runs `vigil` with stdin and environment, requires success; returns stdout and stderr.
+    pub fn ok_with(&self, args: &[&str], stdin: &[u8], envs: &[(&str, &str)]) -> (String, String) {
+        let out = self.output(args, stdin, envs);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            out.status.success(),
+            "vigil {args:?} failed ({}) in {}\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+            out.status,
+            self.root().display()
+        );
+        (stdout, stderr)
+    }
+
+    /// Runs `vigil` and requires failure; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.output(args, b"", &[]);
+        assert!(
+            !out.status.success(),
+            "vigil {args:?} succeeded in {}",
+            self.root().display()
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// `vigil run --format json` over `input` (a path relative to this directory).
+    pub fn run(&self, input: &str) -> Value {
+        serde_json::from_str(&self.ok(&["run", "--input", input, "--format", "json"]))
+            .expect("the JSON summary parses")
+    }
+
+    /// The dead letters written so far.
+    pub fn dead_letters(&self) -> Vec<Value> {
+        match fs::read_to_string(self.path("var/dead-letters.jsonl")) {
+            Ok(text) => text
+                .lines()
+                .map(|l| serde_json::from_str(l).expect("a dead letter is JSON"))
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// The registry and stores as `vigil run` left them (open only after runs have ended).
+    pub fn open_stores(&self) -> (ResourceRegistry, Stores) {
+        let registry = ResourceRegistry::load(&self.path("resources.toml")).unwrap();
+        let config = StorageConfig {
+            data_dir: self.path("var/data"),
+            master_key: self.path("keys/master.key"),
+            ..StorageConfig::default()
+        };
+        let stores = Stores::open(&config, self.root()).unwrap();
+        (registry, stores)
+    }
+
+    /// Every file under `rel`, recursively.
+    pub fn files_under(&self, rel: &str) -> Vec<PathBuf> {
+        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+            for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else {
+                    out.push(path);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.path(rel), &mut out);
+        out
+    }
+
+    /// The files under `rel` whose bytes contain `needle`.
+    pub fn files_containing(&self, rel: &str, needle: &[u8]) -> Vec<PathBuf> {
+        self.files_under(rel)
+            .into_iter()
+            .filter(|p| {
+                let bytes = fs::read(p).unwrap_or_default();
+                bytes.windows(needle.len()).any(|w| w == needle)
+            })
+            .collect()
+    }
+}
+
+/// A valid record as one JSON line.
+pub fn record(request: &str, resource: &str, geography: &str, prompt: &str) -> String {
+    serde_json::json!({
+        "request_id": request,
+        "resource_id": resource,
+        "geography": geography,
+        "deployment": "global",
+        "processed_in": "eastus",
+        "timestamp": "2026-11-20T10:00:00Z",
+        "operation": "chat",
+        "model": "gpt-4o",
+        "end_user": "user-1",
+        "prompt": prompt,
+        "completion": format!("reply to {prompt}"),
+    })
+    .to_string()
+}
+
+/// A JSON number from a summary, as u64 (0 when absent).
+pub fn count(v: &Value, path: &[&str]) -> u64 {
+    let mut v = v;
+    for key in path {
+        match v.get(key) {
+            Some(next) => v = next,
+            None => return 0,
+        }
+    }
+    v.as_u64().unwrap_or(0)
+}
