@@ -27,6 +27,8 @@ pub enum Command {
     /// Manage the resource registry.
     #[command(subcommand)]
     Resource(ResourceCommand),
+    /// Show what the stores hold: record counts per geography and resource (never content).
+    Stats,
     /// Measure file → validate → encrypt → store throughput on uniform records.
     Bench(BenchArgs),
 }

@@ -45,15 +45,23 @@ impl Config {
         }));
         match file {
             Some(path) => {
-                anyhow::ensure!(path.exists(), "configuration file {} does not exist", path.display());
+                anyhow::ensure!(
+                    path.exists(),
+                    "configuration file {} does not exist",
+                    path.display()
+                );
                 figment = figment.merge(Toml::file(path));
             }
-            None if Path::new(DEFAULT_FILE).exists() => figment = figment.merge(Toml::file(DEFAULT_FILE)),
+            None if Path::new(DEFAULT_FILE).exists() => {
+                figment = figment.merge(Toml::file(DEFAULT_FILE))
+            }
             None => {}
         }
-        let env = Env::prefixed("VIGIL_")
-            .split("__")
-            .filter(|key| !NOT_SETTINGS.iter().any(|n| key.as_str().eq_ignore_ascii_case(n)));
+        let env = Env::prefixed("VIGIL_").split("__").filter(|key| {
+            !NOT_SETTINGS
+                .iter()
+                .any(|n| key.as_str().eq_ignore_ascii_case(n))
+        });
         figment
             .merge(env)
             .extract()
@@ -62,6 +70,7 @@ impl Config {
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)] // figment's Jail closures return its own error type.
 mod tests {
     use super::*;
 

@@ -42,19 +42,38 @@ fn kill_9_midway_then_rerun_loses_and_duplicates_nothing() {
     // Wait until the run has written a good part of its data, then kill it without warning.
     let started = Instant::now();
     while bytes_under(&wd, "var/data") < 4 << 20 && started.elapsed() < Duration::from_secs(60) {
-        assert!(child.try_wait().unwrap().is_none(), "the run finished before it could be killed");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run finished before it could be killed"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     child.kill().unwrap();
     let status = child.wait().unwrap();
-    assert_eq!(status.signal(), Some(9), "the run ended by itself: {status}");
+    assert_eq!(
+        status.signal(),
+        Some(9),
+        "the run ended by itself: {status}"
+    );
 
     let rerun = wd.run("big.jsonl");
-    let stored_now: u64 = rerun["stored"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+    let stored_now: u64 = rerun["stored"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
     let total = sample.lines.len() as u64;
     assert_eq!(count(&rerun, &["read"]), total);
-    assert!(count(&rerun, &["duplicates"]) > 0, "the killed run stored nothing: {rerun:#}");
-    assert_eq!(stored_now + count(&rerun, &["duplicates"]), total, "{rerun:#}");
+    assert!(
+        count(&rerun, &["duplicates"]) > 0,
+        "the killed run stored nothing: {rerun:#}"
+    );
+    assert_eq!(
+        stored_now + count(&rerun, &["duplicates"]),
+        total,
+        "{rerun:#}"
+    );
 
     // Every input record is on disk exactly once and decrypts to what was sent.
     let (registry, stores) = wd.open_stores();
@@ -75,15 +94,26 @@ fn kill_9_midway_then_rerun_loses_and_duplicates_nothing() {
                 let want = expected
                     .remove(request.as_str())
                     .unwrap_or_else(|| panic!("{request} stored twice or never sent"));
-                let got = store.get(resource, &request).unwrap().expect("listed, so present");
+                let got = store
+                    .get(resource, &request)
+                    .unwrap()
+                    .expect("listed, so present");
                 assert_eq!(got.meta, want.meta);
                 assert_eq!(got.content.as_ref(), Some(&want.content));
                 in_geo += 1;
             }
         }
-        assert_eq!(store.len(), in_geo, "{geo}: records outside any resource range");
+        assert_eq!(
+            store.len(),
+            in_geo,
+            "{geo}: records outside any resource range"
+        );
         seen += in_geo;
     }
-    assert!(expected.is_empty(), "{} input records missing", expected.len());
+    assert!(
+        expected.is_empty(),
+        "{} input records missing",
+        expected.len()
+    );
     assert_eq!(seen as u64, total);
 }

@@ -24,7 +24,12 @@ fn marked_input(marker: &str, n: usize) -> String {
     let mut input = String::new();
     for i in 0..n {
         for (res, geo) in [("loud", "us"), ("quiet", "eu"), ("keyed", "eu")] {
-            input.push_str(&record(&format!("{res}-{i}"), res, geo, &format!("{marker} number {i}")));
+            input.push_str(&record(
+                &format!("{res}-{i}"),
+                res,
+                geo,
+                &format!("{marker} number {i}"),
+            ));
             input.push('\n');
         }
     }
@@ -43,12 +48,18 @@ fn no_plaintext_at_rest_in_logs_or_output() {
         b"",
         &[("VIGIL_LOG", "trace")],
     );
-    assert!(!stderr.is_empty(), "trace logging produced nothing; the check would be empty");
+    assert!(
+        !stderr.is_empty(),
+        "trace logging produced nothing; the check would be empty"
+    );
     assert!(!stdout.contains(marker) && !stderr.contains(marker));
     // Not under the data directory, in any file, in any form sled writes.
     let files = wd.files_under("var/data");
     assert!(files.len() >= 4, "expected sled files, found {files:?}");
-    assert_eq!(wd.files_containing("var/data", marker.as_bytes()), Vec::<std::path::PathBuf>::new());
+    assert_eq!(
+        wd.files_containing("var/data", marker.as_bytes()),
+        Vec::<std::path::PathBuf>::new()
+    );
     // Yet the content is there, encrypted, for the resources that log content.
     let (registry, stores) = wd.open_stores();
     let us = stores.geo(&"us".parse().unwrap()).unwrap();
@@ -56,7 +67,10 @@ fn no_plaintext_at_rest_in_logs_or_output() {
         .get(registry.get("loud").unwrap(), &"loud-7".parse().unwrap())
         .unwrap()
         .unwrap();
-    assert_eq!(back.content.unwrap().prompt.unwrap(), format!("{marker} number 7"));
+    assert_eq!(
+        back.content.unwrap().prompt.unwrap(),
+        format!("{marker} number 7")
+    );
     let eu = stores.geo(&"eu".parse().unwrap()).unwrap();
     let keyed = eu
         .get(registry.get("keyed").unwrap(), &"keyed-3".parse().unwrap())
@@ -72,7 +86,12 @@ fn content_logging_off_leaves_no_content_anywhere() {
     wd.write("resources.toml", REGISTRY);
     let mut input = String::new();
     for i in 0..100 {
-        input.push_str(&record(&format!("q-{i}"), "quiet", "eu", &format!("{marker} {i}")));
+        input.push_str(&record(
+            &format!("q-{i}"),
+            "quiet",
+            "eu",
+            &format!("{marker} {i}"),
+        ));
         input.push('\n');
     }
     // Rejected records of the quiet resource: invalid, mis-routed, and too broken to decode.
@@ -91,7 +110,11 @@ fn content_logging_off_leaves_no_content_anywhere() {
     input.push('\n');
     wd.write("keys/keyed.key", "42".repeat(32));
     wd.write("in.jsonl", &input);
-    wd.ok_with(&["run", "--input", "in.jsonl"], b"", &[("VIGIL_LOG", "trace")]);
+    wd.ok_with(
+        &["run", "--input", "in.jsonl"],
+        b"",
+        &[("VIGIL_LOG", "trace")],
+    );
 
     // The only copy of the marker is the input file itself.
     let holders = wd.files_containing("", marker.as_bytes());
@@ -99,7 +122,10 @@ fn content_logging_off_leaves_no_content_anywhere() {
     let letters = wd.dead_letters();
     assert_eq!(letters.len(), 4, "{letters:#?}");
     for letter in &letters {
-        assert_eq!(letter["payload_withheld"], "content_logging_off", "{letter:#}");
+        assert_eq!(
+            letter["payload_withheld"], "content_logging_off",
+            "{letter:#}"
+        );
         assert!(letter.get("payload").is_none());
     }
     // Metadata is kept; content is not.
@@ -117,9 +143,18 @@ fn the_data_directory_and_dead_letters_are_private() {
     use std::os::unix::fs::PermissionsExt;
     let wd = Workdir::new();
     wd.write("resources.toml", REGISTRY);
-    wd.write("in.jsonl", "{broken\n".to_owned() + &record("l1", "loud", "us", "x") + "\n");
+    wd.write(
+        "in.jsonl",
+        "{broken\n".to_owned() + &record("l1", "loud", "us", "x") + "\n",
+    );
     wd.ok(&["run", "--input", "in.jsonl"]);
-    let mode = |rel: &str| std::fs::metadata(wd.path(rel)).unwrap().permissions().mode() & 0o777;
+    let mode = |rel: &str| {
+        std::fs::metadata(wd.path(rel))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
     assert_eq!(mode("var/data"), 0o700);
     assert_eq!(mode("var/dead-letters.jsonl"), 0o600);
     assert_eq!(mode("keys/master.key"), 0o600);

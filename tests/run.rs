@@ -11,7 +11,10 @@ use crate::util::{count, record, repo, Workdir};
 fn sample_workdir() -> Workdir {
     let wd = Workdir::new();
     let sample = repo().join("sample");
-    wd.write("resources.toml", fs::read(sample.join("resources.toml")).unwrap());
+    wd.write(
+        "resources.toml",
+        fs::read(sample.join("resources.toml")).unwrap(),
+    );
     for key in fs::read_dir(sample.join("keys")).unwrap() {
         let key = key.unwrap();
         wd.write(
@@ -19,13 +22,26 @@ fn sample_workdir() -> Workdir {
             fs::read(key.path()).unwrap(),
         );
     }
-    wd.write("traffic.jsonl", fs::read(sample.join("traffic.jsonl")).unwrap());
+    wd.write(
+        "traffic.jsonl",
+        fs::read(sample.join("traffic.jsonl")).unwrap(),
+    );
     wd
 }
 
 fn assert_balanced(summary: &Value) {
-    let stored: u64 = summary["stored"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
-    let rejected: u64 = summary["rejected"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+    let stored: u64 = summary["stored"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    let rejected: u64 = summary["rejected"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
     assert_eq!(
         count(summary, &["read"]),
         stored + count(summary, &["duplicates"]) + rejected,
@@ -61,13 +77,26 @@ fn the_shipped_sample_runs_and_reruns_store_nothing_twice() {
     ] {
         assert!(count(&first, &["rejected", code]) >= 1, "{code}: {first:#}");
     }
-    let rejected: u64 = first["rejected"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+    let rejected: u64 = first["rejected"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
     assert_eq!(wd.dead_letters().len() as u64, rejected);
 
-    let stored: u64 = first["stored"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+    let stored: u64 = first["stored"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
     let second = wd.run("traffic.jsonl");
     assert_balanced(&second);
-    assert!(second["stored"].as_object().unwrap().is_empty(), "{second:#}");
+    assert!(
+        second["stored"].as_object().unwrap().is_empty(),
+        "{second:#}"
+    );
     assert_eq!(count(&second, &["duplicates"]), stored + 1);
     assert_eq!(second["rejected"], first["rejected"]);
 
@@ -104,9 +133,20 @@ fn the_text_summary_names_every_bucket() {
 #[test]
 fn reads_standard_input() {
     let wd = Workdir::new();
-    wd.write("resources.toml", "[[resources]]\nid = 'a'\ngeography = 'us'\n");
-    let input = format!("{}\n{}\n", record("r1", "a", "us", "one"), record("r2", "a", "us", "two"));
-    let (out, _) = wd.ok_with(&["run", "--input", "-", "--format", "json"], input.as_bytes(), &[]);
+    wd.write(
+        "resources.toml",
+        "[[resources]]\nid = 'a'\ngeography = 'us'\n",
+    );
+    let input = format!(
+        "{}\n{}\n",
+        record("r1", "a", "us", "one"),
+        record("r2", "a", "us", "two")
+    );
+    let (out, _) = wd.ok_with(
+        &["run", "--input", "-", "--format", "json"],
+        input.as_bytes(),
+        &[],
+    );
     let summary: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(count(&summary, &["stored", "us"]), 2);
     let letters = wd.dead_letters();
@@ -151,18 +191,18 @@ fn every_rejection_reason_has_one_dead_letter_and_good_records_are_unaffected() 
     bad_ts["timestamp"] = Value::from("yesterday");
     let mut lines: Vec<Vec<u8>> = vec![
         good(0).into(),
-        br#"{"request_id": "cut"#.to_vec(),                                  // 2 malformed_json
-        b"{\"request_id\":\"r\",\"prompt\":\"\xff\xfe\"}".to_vec(),           // 3 invalid_utf8
-        no_ts.to_string().into(),                                              // 4 missing_field
-        bad_type.to_string().into(),                                           // 5 invalid_field
-        bad_ts.to_string().into(),                                             // 6 invalid_field
-        record("big", "a", "us", &"x".repeat(3000)).into(),                   // 7 oversized
-        record("u1", "nobody", "us", "x").into(),                             // 8 unknown_resource
-        record("m1", "a", "eu", "x").into(),                                  // 9 residency_mismatch
-        record("k1", "keyed", "eu", "x").into(),                              // 10 key_unavailable
-        record("good-0", "b", "us", "x").into(),                              // 11 request_id_conflict
+        br#"{"request_id": "cut"#.to_vec(), // 2 malformed_json
+        b"{\"request_id\":\"r\",\"prompt\":\"\xff\xfe\"}".to_vec(), // 3 invalid_utf8
+        no_ts.to_string().into(),           // 4 missing_field
+        bad_type.to_string().into(),        // 5 invalid_field
+        bad_ts.to_string().into(),          // 6 invalid_field
+        record("big", "a", "us", &"x".repeat(3000)).into(), // 7 oversized
+        record("u1", "nobody", "us", "x").into(), // 8 unknown_resource
+        record("m1", "a", "eu", "x").into(), // 9 residency_mismatch
+        record("k1", "keyed", "eu", "x").into(), // 10 key_unavailable
+        record("good-0", "b", "us", "x").into(), // 11 request_id_conflict
         good(1).into(),
-        b"".to_vec(),                                                          // blank: skipped
+        b"".to_vec(), // blank: skipped
         good(2).into(),
     ];
     lines.push(good(0).into()); // 15: a redelivery, not a rejection
@@ -216,7 +256,10 @@ fn every_rejection_reason_has_one_dead_letter_and_good_records_are_unaffected() 
                 "line {line}"
             ),
         }
-        assert_eq!(count(&summary, &["rejected", code]), expected.iter().filter(|e| e.1 == code).count() as u64);
+        assert_eq!(
+            count(&summary, &["rejected", code]),
+            expected.iter().filter(|e| e.1 == code).count() as u64
+        );
     }
     // The conflicting record did not replace the original.
     let (registry, stores) = wd.open_stores();
@@ -241,7 +284,10 @@ fn a_customer_key_that_appears_later_is_used() {
     let wd = Workdir::new();
     wd.write("resources.toml", REGISTRY);
     wd.write("in.jsonl", record("k1", "keyed", "eu", "x") + "\n");
-    assert_eq!(count(&wd.run("in.jsonl"), &["rejected", "key_unavailable"]), 1);
+    assert_eq!(
+        count(&wd.run("in.jsonl"), &["rejected", "key_unavailable"]),
+        1
+    );
     wd.write("keys/keyed.key", "11".repeat(32));
     let summary = wd.run("in.jsonl");
     assert_eq!(count(&summary, &["stored", "eu"]), 1);
@@ -250,7 +296,10 @@ fn a_customer_key_that_appears_later_is_used() {
 #[test]
 fn retention_above_the_maximum_is_refused() {
     let wd = Workdir::new();
-    wd.write("resources.toml", "[[resources]]\nid = 'a'\ngeography = 'us'\nretention_days = 45\n");
+    wd.write(
+        "resources.toml",
+        "[[resources]]\nid = 'a'\ngeography = 'us'\nretention_days = 45\n",
+    );
     wd.write("in.jsonl", "");
     let err = wd.fails(&["run", "--input", "in.jsonl"]);
     assert!(err.contains("retention") && err.contains("45"), "{err}");
@@ -261,4 +310,18 @@ fn a_missing_input_is_a_clear_error() {
     let wd = Workdir::new();
     let err = wd.fails(&["run", "--input", "nope.jsonl"]);
     assert!(err.contains("nope.jsonl"), "{err}");
+}
+
+#[test]
+fn stats_counts_records_per_resource_without_content() {
+    let wd = sample_workdir();
+    let summary = wd.run("traffic.jsonl");
+    let stats = wd.ok(&["stats"]);
+    let eu_line = format!("eu: {} records", count(&summary, &["stored", "eu"]));
+    assert!(stats.contains(&eu_line), "{stats}");
+    let quiet = stats
+        .lines()
+        .find(|l| l.contains("northwind-health-eu"))
+        .unwrap_or_else(|| panic!("{stats}"));
+    assert!(quiet.ends_with("(metadata only)"), "{quiet}");
 }

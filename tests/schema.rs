@@ -14,12 +14,22 @@ fn schema() -> Value {
 #[test]
 fn fields_and_required_fields_agree() {
     let schema = schema();
-    let mut props: Vec<&str> = schema["properties"].as_object().unwrap().keys().map(String::as_str).collect();
+    let mut props: Vec<&str> = schema["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     let mut fields = FIELDS.to_vec();
     props.sort_unstable();
     fields.sort_unstable();
     assert_eq!(props, fields);
-    let mut required: Vec<&str> = schema["required"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    let mut required: Vec<&str> = schema["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
     let mut want = REQUIRED_FIELDS.to_vec();
     required.sort_unstable();
     want.sort_unstable();
@@ -48,7 +58,9 @@ fn enums_agree() {
 #[test]
 fn lengths_agree() {
     let schema = schema();
-    let pattern = schema["properties"]["request_id"]["pattern"].as_str().unwrap();
+    let pattern = schema["properties"]["request_id"]["pattern"]
+        .as_str()
+        .unwrap();
     assert!(pattern.ends_with("{1,128}$"));
     for (len, ok) in [(128, true), (129, false)] {
         let rec = record(&"r".repeat(len), "a", "us", "p");

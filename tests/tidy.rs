@@ -11,7 +11,8 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
         let name = entry.file_name();
         let name = name.to_string_lossy();
         if path.is_dir() {
-            if !name.starts_with('.') && name != "target" && name != "node_modules" && name != "var" {
+            if !name.starts_with('.') && name != "target" && name != "node_modules" && name != "var"
+            {
                 rust_files(&path, out);
             }
         } else if name.ends_with(".rs") {
@@ -32,5 +33,8 @@ fn every_rust_file_opens_with_a_module_doc_comment() {
             !text.trim_start().starts_with("//!")
         })
         .collect();
-    assert!(offenders.is_empty(), "files without a leading //! comment: {offenders:#?}");
+    assert!(
+        offenders.is_empty(),
+        "files without a leading //! comment: {offenders:#?}"
+    );
 }

@@ -13,5 +13,7 @@ pub mod record;
 pub mod resource;
 
 pub use ids::{Geography, IdError, RequestId, ResourceId};
-pub use record::{Content, Deployment, FieldProblem, LogRecord, Operation, RecordError, RecordMeta};
+pub use record::{
+    Content, Deployment, FieldProblem, LogRecord, Operation, RecordError, RecordMeta,
+};
 pub use resource::{Capability, KeyRef, RegistryError, Resource, ResourceRegistry};

@@ -333,21 +333,19 @@ impl<'a> Wire<'a> {
             required("geography", self.geography)?,
             Geography::parse,
         )?;
-        let deployment = Deployment::parse(&required("deployment", self.deployment)?).ok_or(
-            field(
+        let deployment =
+            Deployment::parse(&required("deployment", self.deployment)?).ok_or(field(
                 "deployment",
                 FieldProblem::NotOneOf {
                     allowed: Deployment::NAMES,
                 },
-            ),
-        )?;
+            ))?;
         let processed_in = self
             .processed_in
             .map(|v| {
                 let ok = !v.is_empty()
                     && v.len() <= REGION_MAX
-                    && v
-                        .bytes()
+                    && v.bytes()
                         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
                 if ok {
                     Ok(v.into_owned())
@@ -541,7 +539,10 @@ mod tests {
             (r#""model":"m","deployment":"local""#, "deployment"),
             (r#""model":"m","request_id":"a b""#, "request_id"),
             (r#""model":"m","geography":"EU""#, "geography"),
-            (r#""model":"m","processed_in":"west europe""#, "processed_in"),
+            (
+                r#""model":"m","processed_in":"west europe""#,
+                "processed_in",
+            ),
         ];
         for (json, name) in cases {
             // Later keys would be duplicates; build each case from a record without that key.

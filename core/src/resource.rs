@@ -209,8 +209,12 @@ impl ResourceRegistry {
         let file = RegistryFile {
             resources: self.resources.values().cloned().collect(),
         };
-        let text = toml::to_string_pretty(&file).map_err(|e| RegistryError::Invalid(e.to_string()))?;
-        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let text =
+            toml::to_string_pretty(&file).map_err(|e| RegistryError::Invalid(e.to_string()))?;
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         fs::create_dir_all(dir).map_err(io)?;
         let tmp = path.with_extension("toml.tmp");
         let mut f = fs::File::create(&tmp).map_err(io)?;
@@ -288,7 +292,10 @@ mod tests {
     use super::*;
 
     fn res(id: &str, geo: &str) -> Resource {
-        Resource::new(ResourceId::parse(id).unwrap(), Geography::parse(geo).unwrap())
+        Resource::new(
+            ResourceId::parse(id).unwrap(),
+            Geography::parse(geo).unwrap(),
+        )
     }
 
     #[test]
@@ -346,7 +353,11 @@ mod tests {
     fn unknown_keys_are_errors() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.toml");
-        fs::write(&path, "[[resources]]\nid='a'\ngeography='eu'\ncontent_loging=false\n").unwrap();
+        fs::write(
+            &path,
+            "[[resources]]\nid='a'\ngeography='eu'\ncontent_loging=false\n",
+        )
+        .unwrap();
         assert!(matches!(
             ResourceRegistry::load(&path),
             Err(RegistryError::Parse { .. })

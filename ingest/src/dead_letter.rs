@@ -246,19 +246,23 @@ mod tests {
     #[test]
     fn withholds_payloads_of_resources_without_content_logging() {
         let mut reg = vigil_core::ResourceRegistry::default();
-        let mut quiet = vigil_core::Resource::new(
-            "quiet".parse().unwrap(),
-            "eu".parse().unwrap(),
-        );
+        let mut quiet = vigil_core::Resource::new("quiet".parse().unwrap(), "eu".parse().unwrap());
         quiet.content_logging = false;
         reg.add(quiet).unwrap();
-        reg.add(vigil_core::Resource::new("loud".parse().unwrap(), "eu".parse().unwrap()))
-            .unwrap();
+        reg.add(vigil_core::Resource::new(
+            "loud".parse().unwrap(),
+            "eu".parse().unwrap(),
+        ))
+        .unwrap();
         let policy = PayloadPolicy::new(&reg);
         let withheld = |raw: &[u8]| matches!(policy.payload(raw), Payload::Withheld(_));
-        assert!(withheld(br#"{"resource_id":"quiet","timestamp":"bad","prompt":"p"}"#));
+        assert!(withheld(
+            br#"{"resource_id":"quiet","timestamp":"bad","prompt":"p"}"#
+        ));
         assert!(withheld(br#"{"resource_id":"quie\u0074","prompt":"p"}"#));
-        assert!(withheld(br#"{"resource_id":"quiet","prompt":"unterminated"#));
+        assert!(withheld(
+            br#"{"resource_id":"quiet","prompt":"unterminated"#
+        ));
         assert!(!withheld(br#"{"resource_id":"loud","prompt":"p"}"#));
         assert!(!withheld(br#"{"resource_id":"quieter","prompt":"p"}"#));
     }
@@ -273,14 +277,23 @@ mod tests {
             line: 7,
         };
         let reason = RejectReason::UnknownResource;
-        w.write(&DeadLetter::new(&reason, pos.clone(), Payload::from_bytes(b"{\"a\":1}")).with_ids("r1", "x"))
-            .unwrap();
-        w.write(&DeadLetter::new(&RejectReason::InvalidUtf8 { valid_up_to: 0 }, pos, Payload::from_bytes(b"\xff")))
-            .unwrap();
+        w.write(
+            &DeadLetter::new(&reason, pos.clone(), Payload::from_bytes(b"{\"a\":1}"))
+                .with_ids("r1", "x"),
+        )
+        .unwrap();
+        w.write(&DeadLetter::new(
+            &RejectReason::InvalidUtf8 { valid_up_to: 0 },
+            pos,
+            Payload::from_bytes(b"\xff"),
+        ))
+        .unwrap();
         w.flush().unwrap();
         let text = fs::read_to_string(&path).unwrap();
-        let lines: Vec<serde_json::Value> =
-            text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0]["reason"]["code"], "unknown_resource");
         assert_eq!(lines[0]["reason"]["field"], "resource_id");

@@ -80,13 +80,18 @@ impl fmt::Display for RejectReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::InvalidUtf8 { valid_up_to } => {
-                write!(f, "line is not valid UTF-8 (first bad byte at offset {valid_up_to})")
+                write!(
+                    f,
+                    "line is not valid UTF-8 (first bad byte at offset {valid_up_to})"
+                )
             }
             Self::Oversized { len, limit } => {
                 write!(f, "record is {len} bytes, over the {limit}-byte limit")
             }
             Self::Record(e) => e.fmt(f),
-            Self::UnknownResource => f.write_str("field `resource_id` names no registered resource"),
+            Self::UnknownResource => {
+                f.write_str("field `resource_id` names no registered resource")
+            }
             Self::ResidencyMismatch { claimed, home } => write!(
                 f,
                 "field `geography` is `{claimed}` but the resource's home geography is `{home}`; \

@@ -320,13 +320,14 @@ impl<'a> Pipeline<'a> {
                         source,
                         raw,
                     } => {
-                        let entry = by_geo
-                            .entry(geo.geography().to_string())
-                            .or_insert_with(|| GeoBatch {
-                                geo: geo.clone(),
-                                records: Vec::new(),
-                                origins: Vec::new(),
-                            });
+                        let entry =
+                            by_geo
+                                .entry(geo.geography().to_string())
+                                .or_insert_with(|| GeoBatch {
+                                    geo: geo.clone(),
+                                    records: Vec::new(),
+                                    origins: Vec::new(),
+                                });
                         entry.records.push(record);
                         entry.origins.push((source, raw));
                     }

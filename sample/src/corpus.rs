@@ -34,8 +34,12 @@ fn field(jsonl: &str, name: &str) -> Vec<String> {
     jsonl
         .lines()
         .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).expect("the embedded corpus is valid JSON");
-            v[name].as_str().expect("every corpus row has the field").to_owned()
+            let v: serde_json::Value =
+                serde_json::from_str(l).expect("the embedded corpus is valid JSON");
+            v[name]
+                .as_str()
+                .expect("every corpus row has the field")
+                .to_owned()
         })
         .collect()
 }
@@ -73,14 +77,19 @@ impl Corpus {
     pub fn exchange(&self, rng: &mut impl Rng) -> (String, String) {
         let roll = rng.gen_range(0..100);
         let pick = |pool: &[String], rng: &mut dyn rand::RngCore| {
-            pool.choose(rng).expect("corpus pools are non-empty").clone()
+            pool.choose(rng)
+                .expect("corpus pools are non-empty")
+                .clone()
         };
         match roll {
             0..=3 => (pick(&self.harmful, rng), REFUSAL.to_owned()),
             4..=6 => (pick(&self.hate, rng), REFUSAL.to_owned()),
             7 => (pick(&self.jailbreaks, rng), REFUSAL.to_owned()),
             // Self-instruct tasks and statements come without answers of their own.
-            8..=29 => (pick(&self.benign_prompts, rng), "Sure, here you go.".to_owned()),
+            8..=29 => (
+                pick(&self.benign_prompts, rng),
+                "Sure, here you go.".to_owned(),
+            ),
             _ => self.benign_pairs.choose(rng).expect("non-empty").clone(),
         }
     }

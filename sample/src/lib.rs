@@ -96,7 +96,12 @@ impl Generator<'_> {
             .expect("generated IDs follow the grammar")
     }
 
-    fn meta(&mut self, res: &SampleResource, end_user: Option<String>, at: OffsetDateTime) -> RecordMeta {
+    fn meta(
+        &mut self,
+        res: &SampleResource,
+        end_user: Option<String>,
+        at: OffsetDateTime,
+    ) -> RecordMeta {
         let deployment = *res.deployments.choose(&mut self.rng).expect("non-empty");
         let processed_in = match deployment {
             Deployment::Standard | Deployment::Datazone => res.regions.choose(&mut self.rng),
@@ -176,7 +181,9 @@ impl Generator<'_> {
         (0..offender.times)
             .map(|i| {
                 let at = epoch()
-                    + Duration::seconds(start + i as i64 * offender.every_secs + self.rng.gen_range(0..60));
+                    + Duration::seconds(
+                        start + i as i64 * offender.every_secs + self.rng.gen_range(0..60),
+                    );
                 let meta = self.meta(res, Some(offender.user.to_owned()), at);
                 let prompt = corpus::near_duplicate(&base, &mut self.rng);
                 let content = self.content(&meta, prompt, corpus::REFUSAL.to_owned());
@@ -199,7 +206,8 @@ pub fn generate(spec: SampleSpec) -> Sample {
         records.extend(g.repeat_offender(offender));
     }
     records.sort_by(|a, b| {
-        (a.meta.timestamp, a.meta.request_id.as_str()).cmp(&(b.meta.timestamp, b.meta.request_id.as_str()))
+        (a.meta.timestamp, a.meta.request_id.as_str())
+            .cmp(&(b.meta.timestamp, b.meta.request_id.as_str()))
     });
     let mut lines: Vec<Vec<u8>> = records.iter().map(|r| r.to_json().into_bytes()).collect();
     let broken = resources::broken_lines(&records);
@@ -322,7 +330,13 @@ mod tests {
         assert_eq!(valid, 300 + offenders + 3);
         assert!(a.registry.len() >= 18);
         assert_eq!(a.registry.iter().filter(|r| !r.content_logging).count(), 1);
-        assert_eq!(a.registry.iter().filter(|r| r.customer_key.is_some()).count(), 1);
+        assert_eq!(
+            a.registry
+                .iter()
+                .filter(|r| r.customer_key.is_some())
+                .count(),
+            1
+        );
     }
 
     #[test]

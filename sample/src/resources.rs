@@ -2,7 +2,9 @@
 
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use vigil_core::{Deployment, Geography, KeyRef, LogRecord, Resource, ResourceId, ResourceRegistry};
+use vigil_core::{
+    Deployment, Geography, KeyRef, LogRecord, Resource, ResourceId, ResourceRegistry,
+};
 
 use crate::corpus::Abuse;
 use crate::KeyFile;
@@ -24,13 +26,33 @@ pub struct SampleResource {
 }
 
 const US: &[&str] = &["eastus", "eastus2", "westus", "westus3", "southcentralus"];
-const EU: &[&str] = &["westeurope", "swedencentral", "francecentral", "germanywestcentral"];
-const APAC: &[&str] = &["japaneast", "australiaeast", "southeastasia", "koreacentral"];
+const EU: &[&str] = &[
+    "westeurope",
+    "swedencentral",
+    "francecentral",
+    "germanywestcentral",
+];
+const APAC: &[&str] = &[
+    "japaneast",
+    "australiaeast",
+    "southeastasia",
+    "koreacentral",
+];
 
 /// Every region, for Global deployments that process anywhere.
 pub const ALL_REGIONS: &[&str] = &[
-    "eastus", "eastus2", "westus", "westus3", "southcentralus", "westeurope", "swedencentral",
-    "francecentral", "germanywestcentral", "japaneast", "australiaeast", "southeastasia",
+    "eastus",
+    "eastus2",
+    "westus",
+    "westus3",
+    "southcentralus",
+    "westeurope",
+    "swedencentral",
+    "francecentral",
+    "germanywestcentral",
+    "japaneast",
+    "australiaeast",
+    "southeastasia",
     "koreacentral",
 ];
 
@@ -190,7 +212,10 @@ pub fn broken_lines(records: &[LogRecord]) -> Vec<Vec<u8>> {
         serde_json::from_str(&good).expect("to_json writes an object");
     let with = |changes: &[(&str, Option<serde_json::Value>)]| {
         let mut o = obj.clone();
-        o.insert("request_id".into(), format!("broken-{}", changes[0].0).into());
+        o.insert(
+            "request_id".into(),
+            format!("broken-{}", changes[0].0).into(),
+        );
         for (k, v) in changes {
             match v {
                 Some(v) => o.insert((*k).into(), v.clone()),
@@ -203,7 +228,10 @@ pub fn broken_lines(records: &[LogRecord]) -> Vec<Vec<u8>> {
         .iter()
         .find(|r| !r.content_logging)
         .expect("one sample resource has content logging off");
-    let keyed = RESOURCES.iter().find(|r| r.customer_key).expect("one has a key");
+    let keyed = RESOURCES
+        .iter()
+        .find(|r| r.customer_key)
+        .expect("one has a key");
     let mut lines = vec![
         // Cut off mid-string.
         good.as_bytes()[..good.len() / 2].to_vec(),
@@ -226,7 +254,11 @@ pub fn broken_lines(records: &[LogRecord]) -> Vec<Vec<u8>> {
         ]),
     ];
     obj.insert("request_id".into(), "bad id with spaces".into());
-    lines.push(serde_json::Value::Object(obj.clone()).to_string().into_bytes());
+    lines.push(
+        serde_json::Value::Object(obj.clone())
+            .to_string()
+            .into_bytes(),
+    );
     // Not UTF-8.
     lines.push(b"{\"request_id\":\"broken-utf8\",\"prompt\":\"caf\xe9\"}".to_vec());
     // A redelivery of a record already in the stream: stored once.

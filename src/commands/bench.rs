@@ -32,7 +32,10 @@ fn machine() -> String {
 }
 
 pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(args.runs > 0 && args.records > 0, "--runs and --records must be positive");
+    anyhow::ensure!(
+        args.runs > 0 && args.records > 0,
+        "--runs and --records must be positive"
+    );
     let tmp;
     let work = match &args.dir {
         Some(dir) => {
@@ -83,7 +86,8 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
             max_record_bytes: args.record_bytes.max(1024) * 4,
         };
         let stores = Stores::open(&storage, &work)?;
-        let summary = Pipeline::new(&sample.registry, &stores, &ingest).run(Input::open(&input_path)?, &())?;
+        let summary = Pipeline::new(&sample.registry, &stores, &ingest)
+            .run(Input::open(&input_path)?, &())?;
         anyhow::ensure!(
             summary.stored_total() == args.records as u64,
             "run {run} stored {} of {} records",

@@ -27,7 +27,10 @@ pub fn generate(config: &Config, args: &GenerateArgs) -> anyhow::Result<()> {
     sample.registry.save(resources)?;
     let key_dir = resources.parent().unwrap_or(Path::new("."));
     for key in &sample.key_files {
-        write(&key_dir.join(&key.relative_path), format!("{}\n", key.hex).as_bytes())?;
+        write(
+            &key_dir.join(&key.relative_path),
+            format!("{}\n", key.hex).as_bytes(),
+        )?;
     }
     write(&args.output, &sample.traffic())?;
     output(format_args!(

@@ -4,6 +4,7 @@ mod bench;
 mod generate;
 mod resource;
 mod run;
+mod stats;
 
 use std::io::Write;
 
@@ -20,6 +21,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => run::run(&config, &args),
         Command::Generate(args) => generate::generate(&config, &args),
         Command::Resource(cmd) => resource::resource(&config, cmd),
+        Command::Stats => stats::stats(&config),
         Command::Bench(args) => bench::bench(&args),
     }
 }

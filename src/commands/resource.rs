@@ -72,7 +72,9 @@ pub fn resource(config: &Config, cmd: ResourceCommand) -> anyhow::Result<()> {
             resource
         }
         ResourceCommand::Show { id } => {
-            return output(serde_json::to_string_pretty(&describe(&get(&registry, &id)?))?)
+            return output(serde_json::to_string_pretty(&describe(&get(
+                &registry, &id,
+            )?))?)
         }
         ResourceCommand::List => {
             let lines: Vec<String> = registry.iter().map(|r| describe(r).to_string()).collect();

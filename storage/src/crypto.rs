@@ -23,6 +23,7 @@ pub struct Sealed {
     /// The random nonce.
     pub nonce: [u8; NONCE_LEN],
     /// Ciphertext followed by the 16-byte tag.
+    #[serde(with = "serde_bytes")]
     pub ciphertext: Vec<u8>,
 }
 
@@ -72,7 +73,8 @@ pub fn open(cipher: &Aes256Gcm, aad: &[u8], sealed: &Sealed) -> Result<Vec<u8>, 
 }
 
 fn aad(label: &str, parts: &[&str]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(label.len() + parts.iter().map(|p| p.len() + 1).sum::<usize>());
+    let mut out =
+        Vec::with_capacity(label.len() + parts.iter().map(|p| p.len() + 1).sum::<usize>());
     out.extend_from_slice(label.as_bytes());
     for part in parts {
         out.push(0);
@@ -101,11 +103,20 @@ mod tests {
         let aad1 = content_aad("eu", "res", "r1");
         let sealed = seal(&c, &aad1, b"hello");
         assert_eq!(open(&c, &aad1, &sealed).unwrap(), b"hello");
-        assert_eq!(open(&c, &content_aad("eu", "res", "r2"), &sealed), Err(OpenError));
-        assert_eq!(open(&c, &content_aad("us", "res", "r1"), &sealed), Err(OpenError));
+        assert_eq!(
+            open(&c, &content_aad("eu", "res", "r2"), &sealed),
+            Err(OpenError)
+        );
+        assert_eq!(
+            open(&c, &content_aad("us", "res", "r1"), &sealed),
+            Err(OpenError)
+        );
         assert_eq!(open(&cipher(&[8; KEY_LEN]), &aad1, &sealed), Err(OpenError));
         // Separators keep distinct tuples distinct.
-        assert_ne!(content_aad("e", "ures", "r1"), content_aad("eu", "res", "r1"));
+        assert_ne!(
+            content_aad("e", "ures", "r1"),
+            content_aad("eu", "res", "r1")
+        );
     }
 
     #[test]

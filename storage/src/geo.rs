@@ -117,11 +117,21 @@ impl GeoStore {
     /// The data key cipher of `resource`; created (and flushed) when `create` is set and
     /// the resource has none yet.
     fn cipher(&self, resource: &Resource, create: bool) -> Result<Option<Arc<Aes256Gcm>>> {
-        if let Some(c) = self.ciphers.read().expect("lock poisoned").get(&resource.id) {
+        if let Some(c) = self
+            .ciphers
+            .read()
+            .expect("lock poisoned")
+            .get(&resource.id)
+        {
             return Ok(Some(c.clone()));
         }
         let _creating = self.key_creation.lock().expect("lock poisoned");
-        if let Some(c) = self.ciphers.read().expect("lock poisoned").get(&resource.id) {
+        if let Some(c) = self
+            .ciphers
+            .read()
+            .expect("lock poisoned")
+            .get(&resource.id)
+        {
             return Ok(Some(c.clone()));
         }
         let id = resource.id.as_str();
@@ -264,9 +274,13 @@ impl GeoStore {
         let Some(bytes) = self.records.get(&key).map_err(|e| self.sled_err(e))? else {
             return Ok(None);
         };
-        let value: StoredValue = postcard::from_bytes(&bytes).map_err(|e| Self::corrupt(&key, e))?;
+        let value: StoredValue =
+            postcard::from_bytes(&bytes).map_err(|e| Self::corrupt(&key, e))?;
         if value.format != layout::FORMAT {
-            return Err(Self::corrupt(&key, format!("unknown format {}", value.format)));
+            return Err(Self::corrupt(
+                &key,
+                format!("unknown format {}", value.format),
+            ));
         }
         let decrypt_err = || StorageError::Decrypt {
             resource_id: resource.id.to_string(),
@@ -311,6 +325,13 @@ impl GeoStore {
         }))
     }
 
+    /// How many records `resource` has in this store.
+    pub fn count(&self, resource: &ResourceId) -> usize {
+        self.records
+            .scan_prefix(layout::resource_prefix(resource.as_str()))
+            .count()
+    }
+
     /// The request IDs stored for `resource`, in key order. For operators and tests; this
     /// returns IDs only, never content.
     pub fn request_ids(&self, resource: &ResourceId) -> Result<Vec<RequestId>> {
@@ -329,7 +350,9 @@ impl GeoStore {
 
     /// How many records this store holds.
     pub fn len(&self) -> usize {
-        self.records.scan_prefix(layout::all_records_prefix()).count()
+        self.records
+            .scan_prefix(layout::all_records_prefix())
+            .count()
     }
 
     /// Whether this store holds no records.

@@ -35,7 +35,9 @@ pub enum KeyError {
         source: std::io::Error,
     },
     /// The master key file is readable by group or others.
-    #[error("master key {path} is accessible to group or others (mode {mode:o}); run `chmod 600` on it")]
+    #[error(
+        "master key {path} is accessible to group or others (mode {mode:o}); run `chmod 600` on it"
+    )]
     MasterPermissions {
         /// The file.
         path: PathBuf,

@@ -15,7 +15,10 @@ fn record(resource: &str, request: &str, prompt: &str) -> LogRecord {
 }
 
 fn resource(id: &str) -> Resource {
-    Resource::new(ResourceId::parse(id).unwrap(), Geography::parse("eu").unwrap())
+    Resource::new(
+        ResourceId::parse(id).unwrap(),
+        Geography::parse("eu").unwrap(),
+    )
 }
 
 fn with_key(id: &str, key_file: &str) -> Resource {
@@ -76,8 +79,14 @@ fn writes_are_idempotent_by_request_id() {
     // Twice within one batch, then again in a later batch.
     let outcomes = geo.write_batch(&[first.clone(), first.clone()]).unwrap();
     assert_eq!(outcomes, [WriteOutcome::Stored, WriteOutcome::Duplicate]);
-    assert_eq!(put(&stores, &a, &record("a", "r1", "x")), WriteOutcome::Duplicate);
-    assert_eq!(put(&stores, &b, &record("b", "r1", "y")), WriteOutcome::Conflict);
+    assert_eq!(
+        put(&stores, &a, &record("a", "r1", "x")),
+        WriteOutcome::Duplicate
+    );
+    assert_eq!(
+        put(&stores, &b, &record("b", "r1", "y")),
+        WriteOutcome::Conflict
+    );
     assert_eq!(geo.len(), 1);
     assert_eq!(geo.request_ids(&b.id).unwrap(), vec![]);
 }
@@ -86,7 +95,11 @@ fn writes_are_idempotent_by_request_id() {
 fn resources_are_contiguous_key_ranges() {
     let dir = tempfile::tempdir().unwrap();
     let stores = stores(dir.path());
-    for (res, reqs) in [("res1", ["a", "b"]), ("res10", ["c", "d"]), ("res", ["e", "f"])] {
+    for (res, reqs) in [
+        ("res1", ["a", "b"]),
+        ("res10", ["c", "d"]),
+        ("res", ["e", "f"]),
+    ] {
         for r in reqs {
             put(&stores, &resource(res), &record(res, r, "p"));
         }
@@ -114,22 +127,28 @@ fn ciphertext_moved_to_another_record_or_resource_fails_to_decrypt() {
     put(&stores, &b, &record("b", "r3", "three"));
     let geo = stores.geo(&eu()).unwrap();
     let raw = geo.raw();
-    let stolen = raw.get(crate::layout::record_key("a", "r1")).unwrap().unwrap();
+    let stolen = raw
+        .get(crate::layout::record_key("a", "r1"))
+        .unwrap()
+        .unwrap();
 
     // Same resource, another request ID.
-    raw.insert(crate::layout::record_key("a", "r2"), stolen.clone()).unwrap();
+    raw.insert(crate::layout::record_key("a", "r2"), stolen.clone())
+        .unwrap();
     assert!(matches!(
         geo.get(&a, &req("r2")),
         Err(StorageError::Decrypt { .. })
     ));
     // Another resource.
-    raw.insert(crate::layout::record_key("b", "r3"), stolen.clone()).unwrap();
+    raw.insert(crate::layout::record_key("b", "r3"), stolen.clone())
+        .unwrap();
     assert!(matches!(
         geo.get(&b, &req("r3")),
         Err(StorageError::Decrypt { .. })
     ));
     // Another resource under the same request ID.
-    raw.insert(crate::layout::record_key("b", "r1"), stolen).unwrap();
+    raw.insert(crate::layout::record_key("b", "r1"), stolen)
+        .unwrap();
     assert!(matches!(
         geo.get(&b, &req("r1")),
         Err(StorageError::Decrypt { .. })
@@ -171,7 +190,12 @@ fn wrong_or_missing_customer_key_makes_only_that_resource_unreadable() {
     {
         let stores = stores(dir.path());
         let geo = stores.geo(&eu()).unwrap();
-        assert!(geo.get(&cust, &req("r1")).unwrap().unwrap().content.is_some());
+        assert!(geo
+            .get(&cust, &req("r1"))
+            .unwrap()
+            .unwrap()
+            .content
+            .is_some());
     }
     // A wrong key: unreadable, and new content for it cannot be sealed.
     write_key(dir.path(), "cust.key", 2);
@@ -183,7 +207,12 @@ fn wrong_or_missing_customer_key_makes_only_that_resource_unreadable() {
             Err(StorageError::Key(crate::KeyError::Unwrap { .. }))
         ));
         assert!(geo.seal(&record("cust", "r9", "x"), &cust).is_err());
-        assert!(geo.get(&plain, &req("r2")).unwrap().unwrap().content.is_some());
+        assert!(geo
+            .get(&plain, &req("r2"))
+            .unwrap()
+            .unwrap()
+            .content
+            .is_some());
     }
     // A missing key (revoked): unreadable; metadata of other resources unaffected.
     fs::remove_file(dir.path().join("cust.key")).unwrap();
@@ -196,14 +225,25 @@ fn wrong_or_missing_customer_key_makes_only_that_resource_unreadable() {
                 crate::KeyError::CustomerKeyUnavailable { .. }
             ))
         ));
-        assert!(geo.get(&plain, &req("r2")).unwrap().unwrap().content.is_some());
+        assert!(geo
+            .get(&plain, &req("r2"))
+            .unwrap()
+            .unwrap()
+            .content
+            .is_some());
     }
     // Restoring the key restores access.
     write_key(dir.path(), "cust.key", 1);
     let stores = stores(dir.path());
     let geo = stores.geo(&eu()).unwrap();
     assert_eq!(
-        geo.get(&cust, &req("r1")).unwrap().unwrap().content.unwrap().prompt.as_deref(),
+        geo.get(&cust, &req("r1"))
+            .unwrap()
+            .unwrap()
+            .content
+            .unwrap()
+            .prompt
+            .as_deref(),
         Some("secret")
     );
 }
