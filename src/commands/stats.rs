@@ -14,7 +14,11 @@ pub fn stats(config: &Config) -> anyhow::Result<()> {
     let mut report = String::new();
     let geographies = stores.geographies_on_disk()?;
     if geographies.is_empty() {
-        write!(report, "no stores under {}", config.storage.data_dir.display())?;
+        write!(
+            report,
+            "no stores under {}",
+            config.storage.data_dir.display()
+        )?;
     }
     for geo in geographies {
         let store = stores.geo(&geo)?;
@@ -22,7 +26,11 @@ pub fn stats(config: &Config) -> anyhow::Result<()> {
         for resource in registry.iter().filter(|r| r.geography == geo) {
             let n = store.count(&resource.id);
             if n > 0 {
-                let note = if resource.content_logging { "" } else { "   (metadata only)" };
+                let note = if resource.content_logging {
+                    ""
+                } else {
+                    "   (metadata only)"
+                };
                 writeln!(report, "  {:<32} {n:>8}{note}", resource.id.as_str())?;
             }
         }
