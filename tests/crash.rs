@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use vigil_core::LogRecord;
 use vigil_sample::{fixed_size, FixedSizeSpec};
 
-use crate::util::{count, Workdir};
+use crate::util::{count, total, Workdir};
 
 fn bytes_under(wd: &Workdir, rel: &str) -> u64 {
     wd.files_under(rel)
@@ -57,21 +57,16 @@ fn kill_9_midway_then_rerun_loses_and_duplicates_nothing() {
     );
 
     let rerun = wd.run("big.jsonl");
-    let stored_now: u64 = rerun["stored"]
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|v| v.as_u64().unwrap())
-        .sum();
-    let total = sample.lines.len() as u64;
-    assert_eq!(count(&rerun, &["read"]), total);
+    let stored_now = total(&rerun, "stored");
+    let sent = sample.lines.len() as u64;
+    assert_eq!(count(&rerun, &["read"]), sent);
     assert!(
         count(&rerun, &["duplicates"]) > 0,
         "the killed run stored nothing: {rerun:#}"
     );
     assert_eq!(
         stored_now + count(&rerun, &["duplicates"]),
-        total,
+        sent,
         "{rerun:#}"
     );
 
@@ -115,5 +110,5 @@ fn kill_9_midway_then_rerun_loses_and_duplicates_nothing() {
         "{} input records missing",
         expected.len()
     );
-    assert_eq!(seen as u64, total);
+    assert_eq!(seen as u64, sent);
 }

@@ -6,7 +6,7 @@ use std::fs;
 use serde_json::Value;
 use vigil_core::RequestId;
 
-use crate::util::{count, record, repo, Workdir};
+use crate::util::{count, record, repo, total, Workdir, REGISTRY};
 
 fn sample_workdir() -> Workdir {
     let wd = Workdir::new();
@@ -30,18 +30,8 @@ fn sample_workdir() -> Workdir {
 }
 
 fn assert_balanced(summary: &Value) {
-    let stored: u64 = summary["stored"]
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|v| v.as_u64().unwrap())
-        .sum();
-    let rejected: u64 = summary["rejected"]
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|v| v.as_u64().unwrap())
-        .sum();
+    let stored = total(summary, "stored");
+    let rejected = total(summary, "rejected");
     assert_eq!(
         count(summary, &["read"]),
         stored + count(summary, &["duplicates"]) + rejected,
@@ -77,20 +67,10 @@ fn the_shipped_sample_runs_and_reruns_store_nothing_twice() {
     ] {
         assert!(count(&first, &["rejected", code]) >= 1, "{code}: {first:#}");
     }
-    let rejected: u64 = first["rejected"]
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|v| v.as_u64().unwrap())
-        .sum();
+    let rejected = total(&first, "rejected");
     assert_eq!(wd.dead_letters().len() as u64, rejected);
 
-    let stored: u64 = first["stored"]
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|v| v.as_u64().unwrap())
-        .sum();
+    let stored = total(&first, "stored");
     let second = wd.run("traffic.jsonl");
     assert_balanced(&second);
     assert!(
@@ -152,26 +132,6 @@ fn reads_standard_input() {
     let letters = wd.dead_letters();
     assert!(letters.is_empty());
 }
-
-const REGISTRY: &str = r#"
-[[resources]]
-id = "a"
-geography = "us"
-
-[[resources]]
-id = "b"
-geography = "us"
-
-[[resources]]
-id = "quiet"
-geography = "eu"
-content_logging = false
-
-[[resources]]
-id = "keyed"
-geography = "eu"
-customer_key = "file:keys/keyed.key"
-"#;
 
 #[test]
 fn every_rejection_reason_has_one_dead_letter_and_good_records_are_unaffected() {

@@ -194,3 +194,32 @@ pub fn count(v: &Value, path: &[&str]) -> u64 {
     }
     v.as_u64().unwrap_or(0)
 }
+
+/// The sum of a summary's per-key counts (`stored` per geography, `rejected` per reason).
+pub fn total(v: &Value, key: &str) -> u64 {
+    v[key]
+        .as_object()
+        .map_or(0, |m| m.values().filter_map(Value::as_u64).sum())
+}
+
+/// A registry for tests: two resources in `us`, one in `eu` with content logging off, one in
+/// `eu` with a customer-managed key (`keys/keyed.key`, which tests create when they need it).
+pub const REGISTRY: &str = r#"
+[[resources]]
+id = "a"
+geography = "us"
+
+[[resources]]
+id = "b"
+geography = "us"
+
+[[resources]]
+id = "quiet"
+geography = "eu"
+content_logging = false
+
+[[resources]]
+id = "keyed"
+geography = "eu"
+customer_key = "file:keys/keyed.key"
+"#;

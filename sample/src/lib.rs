@@ -88,7 +88,15 @@ struct Generator<'c> {
     next_id: u64,
 }
 
-impl Generator<'_> {
+impl<'c> Generator<'c> {
+    fn new(corpus: &'c Corpus, seed: u64) -> Self {
+        Self {
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            corpus,
+            next_id: 0,
+        }
+    }
+
     fn request_id(&mut self) -> RequestId {
         self.next_id += 1;
         let tag: u32 = self.rng.gen();
@@ -196,11 +204,7 @@ impl Generator<'_> {
 /// Generates the sample registry and traffic.
 pub fn generate(spec: SampleSpec) -> Sample {
     let corpus = Corpus::embedded();
-    let mut g = Generator {
-        rng: ChaCha8Rng::seed_from_u64(spec.seed),
-        corpus: &corpus,
-        next_id: 0,
-    };
+    let mut g = Generator::new(&corpus, spec.seed);
     let mut records: Vec<LogRecord> = (0..spec.records).map(|_| g.ordinary()).collect();
     for offender in resources::OFFENDERS {
         records.extend(g.repeat_offender(offender));
@@ -238,11 +242,7 @@ pub struct FixedSizeSpec {
 /// that log content: the input of `vigil bench`.
 pub fn fixed_size(spec: FixedSizeSpec) -> Sample {
     let corpus = Corpus::embedded();
-    let mut g = Generator {
-        rng: ChaCha8Rng::seed_from_u64(spec.seed),
-        corpus: &corpus,
-        next_id: 0,
-    };
+    let mut g = Generator::new(&corpus, spec.seed);
     let logged: Vec<&SampleResource> = RESOURCES
         .iter()
         .filter(|r| r.content_logging && !r.customer_key)

@@ -117,22 +117,21 @@ impl GeoStore {
     /// The data key cipher of `resource`; created (and flushed) when `create` is set and
     /// the resource has none yet.
     fn cipher(&self, resource: &Resource, create: bool) -> Result<Option<Arc<Aes256Gcm>>> {
-        if let Some(c) = self
-            .ciphers
-            .read()
-            .expect("lock poisoned")
-            .get(&resource.id)
-        {
-            return Ok(Some(c.clone()));
+        let cached = || {
+            self.ciphers
+                .read()
+                .expect("lock poisoned")
+                .get(&resource.id)
+                .cloned()
+        };
+        if let Some(c) = cached() {
+            return Ok(Some(c));
         }
+        // One creator at a time, and a second look once in: another thread may have just
+        // created or unwrapped this resource's key.
         let _creating = self.key_creation.lock().expect("lock poisoned");
-        if let Some(c) = self
-            .ciphers
-            .read()
-            .expect("lock poisoned")
-            .get(&resource.id)
-        {
-            return Ok(Some(c.clone()));
+        if let Some(c) = cached() {
+            return Ok(Some(c));
         }
         let id = resource.id.as_str();
         let aad = crypto::data_key_aad(self.geography.as_str(), id);

@@ -175,77 +175,57 @@ fn content_logging_off_keeps_metadata_only() {
     assert!(geo.data_keys.is_empty());
 }
 
+/// Opens the stores afresh (no cached data keys) and reads one record's prompt.
+fn fresh_prompt(dir: &Path, res: &Resource, id: &str) -> crate::Result<Option<String>> {
+    let stores = stores(dir);
+    let geo = stores.geo(&eu()).unwrap();
+    Ok(geo
+        .get(res, &req(id))?
+        .and_then(|r| r.content)
+        .and_then(|c| c.prompt))
+}
+
 #[test]
 fn wrong_or_missing_customer_key_makes_only_that_resource_unreadable() {
     let dir = tempfile::tempdir().unwrap();
-    write_key(dir.path(), "cust.key", 1);
+    let dir = dir.path();
+    write_key(dir, "cust.key", 1);
     let cust = with_key("cust", "cust.key");
     let plain = resource("plain");
     {
-        let stores = stores(dir.path());
+        let stores = stores(dir);
         put(&stores, &cust, &record("cust", "r1", "secret"));
         put(&stores, &plain, &record("plain", "r2", "other"));
     }
+    let other_still_readable =
+        || assert_eq!(fresh_prompt(dir, &plain, "r2").unwrap().unwrap(), "other");
     // The right key reads it.
-    {
-        let stores = stores(dir.path());
-        let geo = stores.geo(&eu()).unwrap();
-        assert!(geo
-            .get(&cust, &req("r1"))
-            .unwrap()
-            .unwrap()
-            .content
-            .is_some());
-    }
+    assert_eq!(fresh_prompt(dir, &cust, "r1").unwrap().unwrap(), "secret");
+
     // A wrong key: unreadable, and new content for it cannot be sealed.
-    write_key(dir.path(), "cust.key", 2);
-    {
-        let stores = stores(dir.path());
-        let geo = stores.geo(&eu()).unwrap();
-        assert!(matches!(
-            geo.get(&cust, &req("r1")),
-            Err(StorageError::Key(crate::KeyError::Unwrap { .. }))
-        ));
-        assert!(geo.seal(&record("cust", "r9", "x"), &cust).is_err());
-        assert!(geo
-            .get(&plain, &req("r2"))
-            .unwrap()
-            .unwrap()
-            .content
-            .is_some());
-    }
-    // A missing key (revoked): unreadable; metadata of other resources unaffected.
-    fs::remove_file(dir.path().join("cust.key")).unwrap();
-    {
-        let stores = stores(dir.path());
-        let geo = stores.geo(&eu()).unwrap();
-        assert!(matches!(
-            geo.get(&cust, &req("r1")),
-            Err(StorageError::Key(
-                crate::KeyError::CustomerKeyUnavailable { .. }
-            ))
-        ));
-        assert!(geo
-            .get(&plain, &req("r2"))
-            .unwrap()
-            .unwrap()
-            .content
-            .is_some());
-    }
+    write_key(dir, "cust.key", 2);
+    assert!(matches!(
+        fresh_prompt(dir, &cust, "r1"),
+        Err(StorageError::Key(crate::KeyError::Unwrap { .. }))
+    ));
+    let geo = stores(dir).geo(&eu()).unwrap();
+    assert!(geo.seal(&record("cust", "r9", "x"), &cust).is_err());
+    drop(geo);
+    other_still_readable();
+
+    // A missing key (revoked): unreadable; other resources unaffected.
+    fs::remove_file(dir.join("cust.key")).unwrap();
+    assert!(matches!(
+        fresh_prompt(dir, &cust, "r1"),
+        Err(StorageError::Key(
+            crate::KeyError::CustomerKeyUnavailable { .. }
+        ))
+    ));
+    other_still_readable();
+
     // Restoring the key restores access.
-    write_key(dir.path(), "cust.key", 1);
-    let stores = stores(dir.path());
-    let geo = stores.geo(&eu()).unwrap();
-    assert_eq!(
-        geo.get(&cust, &req("r1"))
-            .unwrap()
-            .unwrap()
-            .content
-            .unwrap()
-            .prompt
-            .as_deref(),
-        Some("secret")
-    );
+    write_key(dir, "cust.key", 1);
+    assert_eq!(fresh_prompt(dir, &cust, "r1").unwrap().unwrap(), "secret");
 }
 
 #[test]
