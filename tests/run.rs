@@ -285,3 +285,28 @@ fn stats_counts_records_per_resource_without_content() {
         .unwrap_or_else(|| panic!("{stats}"));
     assert!(quiet.ends_with("(metadata only)"), "{quiet}");
 }
+
+#[test]
+fn vigil_generate_reproduces_the_shipped_sample() {
+    let wd = Workdir::new();
+    let out = wd.ok(&[
+        "generate",
+        "--output",
+        "gen/traffic.jsonl",
+        "--resources",
+        "gen/resources.toml",
+    ]);
+    assert!(out.contains("20 resources"), "{out}");
+    let sample = repo().join("sample");
+    for file in [
+        "traffic.jsonl",
+        "resources.toml",
+        "keys/fabrikam-legal-eu.key",
+    ] {
+        assert!(
+            fs::read(wd.path(&format!("gen/{file}"))).unwrap()
+                == fs::read(sample.join(file)).unwrap(),
+            "sample/{file} is not what `vigil generate` writes; regenerate it"
+        );
+    }
+}

@@ -18,8 +18,8 @@
 mod input;
 mod summary;
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
@@ -108,6 +108,9 @@ pub struct Pipeline<'a> {
     stores: &'a Stores,
     config: &'a IngestConfig,
     payloads: PayloadPolicy,
+    /// Resources whose unavailable key was already reported in this run (warned once each;
+    /// every rejected record still gets its dead letter).
+    key_warned: Mutex<HashSet<String>>,
 }
 
 impl<'a> Pipeline<'a> {
@@ -122,6 +125,7 @@ impl<'a> Pipeline<'a> {
             stores,
             config,
             payloads: PayloadPolicy::new(registry),
+            key_warned: Mutex::new(HashSet::new()),
         }
     }
 
@@ -259,7 +263,11 @@ impl<'a> Pipeline<'a> {
                 .into())
             }
             Err(StorageError::Key(error)) => {
-                warn!(resource_id = %resource.id, %error, "Rejecting a record: its resource's key is unavailable.");
+                let first = (self.key_warned.lock().expect("lock poisoned"))
+                    .insert(resource.id.to_string());
+                if first {
+                    warn!(resource_id = %resource.id, %error, "Rejecting the resource's records: its key is unavailable.");
+                }
                 Ok(self.reject(&RejectReason::KeyUnavailable, source, &raw, Some(ids)))
             }
             Err(e) => Err(e.into()),
