@@ -5,9 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-for tool in cargo rustfmt cargo-clippy; do
-  command -v "$tool" >/dev/null || { echo "test: $tool is required (part of the Rust toolchain)" >&2; exit 1; }
-done
+command -v cargo >/dev/null || { echo "test: cargo is required (the machine's Rust toolchain)" >&2; exit 1; }
+# rustfmt and clippy ship with the toolchain; add them if this one lacks them.
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+  rustup component add rustfmt clippy
+fi
 
 echo "== cargo fmt --check"
 cargo fmt --all --check

@@ -143,3 +143,157 @@ fn the_data_directory_and_dead_letters_are_private() {
     assert_eq!(mode("var/dead-letters.jsonl"), 0o600);
     assert_eq!(mode("keys/master.key"), 0o600);
 }
+
+#[test]
+fn records_too_broken_to_attribute_keep_no_content_of_quiet_resources() {
+    let marker = "HIDDEN-MARKER-0c44e2";
+    let wd = Workdir::new();
+    wd.write(
+        "vigil.toml",
+        crate::util::CONFIG.replace("[ingest]\n", "[ingest]\nmax_record_bytes = 4096\n"),
+    );
+    wd.write("resources.toml", REGISTRY);
+    // Oversized, with the prompt before the resource ID (keys are written in sorted order).
+    let long = record(
+        "q-long",
+        "quiet",
+        "eu",
+        &format!("{marker} {}", "x".repeat(5000)),
+    );
+    assert!(long.find("\"prompt\"") < long.find("\"resource_id\""));
+    // Cut off, with the resource ID escaped.
+    let escaped = format!(r#"{{"resource_id":"quie\u0074","prompt":"{marker} and then"#);
+    wd.write("in.jsonl", format!("{long}\n{escaped}\n"));
+    wd.ok(&["run", "--input", "in.jsonl"]);
+    assert_eq!(
+        wd.files_containing("", marker.as_bytes()),
+        vec![wd.path("in.jsonl")]
+    );
+    let letters = wd.dead_letters();
+    assert_eq!(letters.len(), 2);
+    assert_eq!(letters[0]["payload_withheld"], "resource_not_identified");
+    assert_eq!(letters[1]["payload_withheld"], "content_logging_off");
+}
+
+#[test]
+fn turning_content_logging_off_destroys_stored_content() {
+    let wd = Workdir::new();
+    wd.write("resources.toml", REGISTRY);
+    wd.write(
+        "in.jsonl",
+        (0..20)
+            .map(|i| record(&format!("b-{i}"), "b", "us", "said while logging was on") + "\n")
+            .collect::<String>(),
+    );
+    wd.ok(&["run", "--input", "in.jsonl"]);
+    let (_, stderr) = wd.ok_with(
+        &["resource", "update", "b", "--content-logging", "false"],
+        b"",
+        &[],
+    );
+    assert!(
+        stderr.contains("destroyed the stored content of 20 records"),
+        "{stderr}"
+    );
+    let (registry, stores) = wd.open_stores();
+    let us = stores.geo(&"us".parse().unwrap()).unwrap();
+    let b = registry.get("b").unwrap();
+    let kept = us.get(b, &"b-3".parse().unwrap()).unwrap().unwrap();
+    assert_eq!(kept.content, None, "metadata stays, content goes");
+    // Even with logging turned back on, the old content cannot come back: its key is gone.
+    drop((us, stores));
+    wd.ok(&["resource", "update", "b", "--content-logging", "true"]);
+    let (registry, stores) = wd.open_stores();
+    let us = stores.geo(&"us".parse().unwrap()).unwrap();
+    let kept = us
+        .get(registry.get("b").unwrap(), &"b-3".parse().unwrap())
+        .unwrap();
+    assert_eq!(kept.unwrap().content, None);
+}
+
+#[test]
+fn a_registry_edited_while_vigil_was_away_is_applied_when_the_next_run_starts() {
+    let wd = Workdir::new();
+    wd.write("resources.toml", REGISTRY);
+    wd.write("in.jsonl", record("b-1", "b", "us", "on the record") + "\n");
+    wd.ok(&["run", "--input", "in.jsonl"]);
+    // Edited by hand: content logging off for b, and a customer key for a.
+    let edited = REGISTRY.replace(
+        "id = \"b\"\ngeography = \"us\"",
+        "id = \"b\"\ngeography = \"us\"\ncontent_logging = false",
+    );
+    wd.write("resources.toml", &edited);
+    wd.write("empty.jsonl", "");
+    let summary = wd.run("empty.jsonl");
+    assert_eq!(summary["content_forgotten"]["b"], 1, "{summary:#}");
+    let (registry, stores) = wd.open_stores();
+    let us = stores.geo(&"us".parse().unwrap()).unwrap();
+    let kept = us
+        .get(registry.get("b").unwrap(), &"b-1".parse().unwrap())
+        .unwrap();
+    assert_eq!(kept.unwrap().content, None);
+}
+
+#[test]
+fn a_new_customer_key_wraps_existing_content_before_any_new_traffic() {
+    let wd = Workdir::new();
+    wd.write("resources.toml", REGISTRY);
+    wd.write(
+        "in.jsonl",
+        record("a-1", "a", "us", "before the key") + "\n",
+    );
+    wd.ok(&["run", "--input", "in.jsonl"]);
+    wd.write("keys/a.key", "07".repeat(32));
+    wd.ok(&[
+        "resource",
+        "update",
+        "a",
+        "--customer-key",
+        "file:keys/a.key",
+    ]);
+    // Revoke the customer key: the content that was there before it is unreadable too, even
+    // to a reader that asks for the master key: the data key is now wrapped by the customer's.
+    std::fs::remove_file(wd.path("keys/a.key")).unwrap();
+    let (registry, stores) = wd.open_stores();
+    let us = stores.geo(&"us".parse().unwrap()).unwrap();
+    let mut as_before = registry.get("a").unwrap().clone();
+    as_before.customer_key = None;
+    assert!(us.get(&as_before, &"a-1".parse().unwrap()).is_err());
+}
+
+#[test]
+fn a_lost_or_replaced_master_key_stops_the_run_before_anything_is_written() {
+    use std::os::unix::fs::PermissionsExt;
+    let wd = Workdir::new();
+    wd.write("resources.toml", REGISTRY);
+    wd.write("in.jsonl", record("a-1", "a", "us", "x") + "\n");
+    wd.ok(&["run", "--input", "in.jsonl"]);
+    let key = std::fs::read(wd.path("keys/master.key")).unwrap();
+    wd.write("more.jsonl", record("b-1", "b", "us", "y") + "\n");
+
+    std::fs::remove_file(wd.path("keys/master.key")).unwrap();
+    let err = wd.fails(&["run", "--input", "more.jsonl"]);
+    assert!(err.contains("missing"), "{err}");
+    assert!(
+        !wd.path("keys/master.key").exists(),
+        "no new master key may be made"
+    );
+
+    wd.write("keys/master.key", "5a".repeat(32));
+    std::fs::set_permissions(
+        wd.path("keys/master.key"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let err = wd.fails(&["run", "--input", "more.jsonl"]);
+    assert!(err.contains("not the key"), "{err}");
+
+    wd.write("keys/master.key", key);
+    std::fs::set_permissions(
+        wd.path("keys/master.key"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let summary = wd.run("more.jsonl");
+    assert_eq!(summary["stored"]["us"], 1);
+}

@@ -7,7 +7,7 @@
 //! content must not be at rest anywhere, dead-letter files included.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -51,8 +51,8 @@ pub struct ReasonRecord {
     pub message: String,
 }
 
-/// The raw input as kept in a dead letter.
-#[derive(Debug, Clone, Serialize)]
+/// The raw input as kept in a dead letter. Its `Debug` output shows only the size.
+#[derive(Clone, Serialize)]
 pub enum Payload {
     /// Valid UTF-8 text.
     #[serde(rename = "payload")]
@@ -63,6 +63,16 @@ pub enum Payload {
     /// Not kept, and why.
     #[serde(rename = "payload_withheld")]
     Withheld(&'static str),
+}
+
+impl std::fmt::Debug for Payload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Text(t) => write!(f, "Text({} bytes)", t.len()),
+            Self::Base64(b) => write!(f, "Base64({} chars)", b.len()),
+            Self::Withheld(why) => write!(f, "Withheld({why})"),
+        }
+    }
 }
 
 impl Payload {
@@ -83,9 +93,11 @@ impl Payload {
 /// Decides what payload a dead letter may keep.
 ///
 /// A resource whose content logging is off must have no content at rest anywhere, so a
-/// rejected input that belongs to one keeps no payload. An input belongs to one when it
-/// decodes far enough to name it, or, for inputs too broken to decode, when its bytes contain
-/// such a resource's ID as a JSON string at all: erring towards withholding.
+/// rejected input that belongs to one keeps no payload. Which resource an input belongs to is
+/// read from its `resource_id`: by decoding it when it is valid JSON, by a tolerant scan for
+/// the key when it is not, and, as a backstop, by searching the bytes for any such resource's
+/// ID as a JSON string. When the input was cut short (oversized) and names no resource in the
+/// part that was kept, the ID may be in the part that was not: the payload is withheld too.
 pub struct PayloadPolicy {
     not_logged: std::collections::HashSet<String>,
     needles: Vec<Vec<u8>>,
@@ -109,31 +121,70 @@ impl PayloadPolicy {
         }
     }
 
-    /// The payload to keep for the rejected input `raw`.
-    pub fn payload(&self, raw: &[u8]) -> Payload {
-        #[derive(serde::Deserialize)]
-        struct ResourceOnly<'a> {
-            #[serde(borrow)]
-            resource_id: Option<std::borrow::Cow<'a, str>>,
-        }
+    /// The payload to keep for the rejected input `raw`; `truncated` when `raw` is only the
+    /// beginning of the input.
+    pub fn payload(&self, raw: &[u8], truncated: bool) -> Payload {
         if self.not_logged.is_empty() {
             return Payload::from_bytes(raw);
         }
-        let named = serde_json::from_slice::<ResourceOnly<'_>>(raw)
-            .ok()
-            .and_then(|r| r.resource_id)
-            .is_some_and(|id| self.not_logged.contains(id.as_ref()));
-        let mentioned = || {
-            self.needles
+        match resource_id_of(raw) {
+            Some(id) if self.not_logged.contains(&id) => Payload::content_logging_off(),
+            _ if self
+                .needles
                 .iter()
-                .any(|n| memchr::memmem::find(raw, n).is_some())
-        };
-        if named || mentioned() {
-            Payload::content_logging_off()
-        } else {
-            Payload::from_bytes(raw)
+                .any(|n| memchr::memmem::find(raw, n).is_some()) =>
+            {
+                Payload::content_logging_off()
+            }
+            None if truncated => Payload::Withheld("resource_not_identified"),
+            _ => Payload::from_bytes(raw),
         }
     }
+}
+
+/// The `resource_id` an input names, read even from broken JSON; `None` when there is none
+/// or its value is itself cut off.
+fn resource_id_of(raw: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct ResourceOnly {
+        resource_id: Option<String>,
+    }
+    if let Ok(decoded) = serde_json::from_slice::<ResourceOnly>(raw) {
+        return decoded.resource_id;
+    }
+    const KEY: &[u8] = b"\"resource_id\"";
+    let mut from = 0;
+    while let Some(at) = memchr::memmem::find(&raw[from..], KEY) {
+        from += at + KEY.len();
+        let rest = &raw[from..];
+        let skip_ws = |i: usize| {
+            i + rest[i..]
+                .iter()
+                .take_while(|b| b.is_ascii_whitespace())
+                .count()
+        };
+        let colon = skip_ws(0);
+        if rest.get(colon) != Some(&b':') {
+            continue;
+        }
+        let start = skip_ws(colon + 1);
+        if rest.get(start) != Some(&b'"') {
+            continue;
+        }
+        let mut end = start + 1;
+        loop {
+            match rest.get(end) {
+                None => return None,
+                Some(b'\\') => end += 2,
+                Some(b'"') => break,
+                Some(_) => end += 1,
+            }
+        }
+        if let Ok(id) = serde_json::from_slice::<String>(&rest[start..=end]) {
+            return Some(id);
+        }
+    }
+    None
 }
 
 impl DeadLetter {
@@ -169,11 +220,15 @@ pub struct DeadLetterError {
     source: io::Error,
 }
 
-/// Appends dead letters to a JSON-lines file, created (with its directory) on first use.
+/// Appends dead letters to a JSON-lines file, created (with its directory, mode 0600) on
+/// first use.
+///
+/// Each call appends whole lines with a single write to a file opened for appending, so a
+/// crash leaves at most one torn line at the end; opening the file again ends such a line
+/// before anything new is appended, so later dead letters stay readable.
 pub struct DeadLetterWriter {
     path: PathBuf,
-    out: Option<BufWriter<File>>,
-    written: u64,
+    file: Option<File>,
 }
 
 impl DeadLetterWriter {
@@ -181,8 +236,7 @@ impl DeadLetterWriter {
     pub fn new(path: &Path) -> Self {
         Self {
             path: path.to_owned(),
-            out: None,
-            written: 0,
+            file: None,
         }
     }
 
@@ -193,44 +247,55 @@ impl DeadLetterWriter {
         }
     }
 
-    /// Appends one dead letter.
-    pub fn write(&mut self, letter: &DeadLetter) -> Result<(), DeadLetterError> {
-        if self.out.is_none() {
-            let open = || -> io::Result<File> {
-                if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    fs::create_dir_all(dir)?;
-                }
-                // Dead letters hold raw payloads: readable by vigil's user only.
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .mode(0o600)
-                    .open(&self.path)
-            };
-            let file = open().map_err(|e| self.err(e))?;
-            self.out = Some(BufWriter::new(file));
+    fn open(&self) -> io::Result<File> {
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fs::create_dir_all(dir)?;
         }
-        let out = self.out.as_mut().expect("opened above");
-        let result = serde_json::to_writer(&mut *out, letter)
-            .map_err(io::Error::from)
-            .and_then(|()| out.write_all(b"\n"));
-        result.map_err(|e| self.err(e))?;
-        self.written += 1;
-        Ok(())
+        // Dead letters hold raw payloads: readable by vigil's user only.
+        let mut file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .mode(0o600)
+            .open(&self.path)?;
+        let len = file.metadata()?.len();
+        if len > 0 {
+            let mut last = [0u8];
+            file.seek(SeekFrom::Start(len - 1))?;
+            file.read_exact(&mut last)?;
+            if last[0] != b'\n' {
+                file.write_all(b"\n")?;
+            }
+        }
+        Ok(file)
     }
 
-    /// Flushes and syncs what was written.
+    /// Appends dead letters, one JSON line each, in one write.
+    pub fn write_all(&mut self, letters: &[DeadLetter]) -> Result<(), DeadLetterError> {
+        if letters.is_empty() {
+            return Ok(());
+        }
+        let mut lines = Vec::with_capacity(letters.len() * 256);
+        for letter in letters {
+            serde_json::to_writer(&mut lines, letter).map_err(|e| self.err(e.into()))?;
+            lines.push(b'\n');
+        }
+        if self.file.is_none() {
+            self.file = Some(self.open().map_err(|e| self.err(e))?);
+        }
+        let file = self.file.as_mut().expect("opened above");
+        file.write_all(&lines).map_err(|e| DeadLetterError {
+            path: self.path.clone(),
+            source: e,
+        })
+    }
+
+    /// Syncs what was written to disk.
     pub fn flush(&mut self) -> Result<(), DeadLetterError> {
-        if let Some(out) = self.out.as_mut() {
-            let result = out.flush().and_then(|()| out.get_ref().sync_data());
-            result.map_err(|e| self.err(e))?;
+        if let Some(file) = &self.file {
+            file.sync_data().map_err(|e| self.err(e))?;
         }
         Ok(())
-    }
-
-    /// How many dead letters this writer has written.
-    pub fn written(&self) -> u64 {
-        self.written
     }
 
     /// The destination file.
@@ -255,7 +320,7 @@ mod tests {
         ))
         .unwrap();
         let policy = PayloadPolicy::new(&reg);
-        let withheld = |raw: &[u8]| matches!(policy.payload(raw), Payload::Withheld(_));
+        let withheld = |raw: &[u8]| matches!(policy.payload(raw, false), Payload::Withheld(_));
         assert!(withheld(
             br#"{"resource_id":"quiet","timestamp":"bad","prompt":"p"}"#
         ));
@@ -263,35 +328,63 @@ mod tests {
         assert!(withheld(
             br#"{"resource_id":"quiet","prompt":"unterminated"#
         ));
+        // Broken JSON with an escaped ID: the tolerant scan still reads it.
+        assert!(withheld(
+            br#"{"resource_id" : "quie\u0074","prompt":"cut off"#
+        ));
         assert!(!withheld(br#"{"resource_id":"loud","prompt":"p"}"#));
         assert!(!withheld(br#"{"resource_id":"quieter","prompt":"p"}"#));
+        assert!(!withheld(br#"{"prompt":"no resource at all"}"#));
+        // Cut short before any resource ID: it may be in the part not kept.
+        let cut = |raw: &[u8]| policy.payload(raw, true);
+        assert!(matches!(
+            cut(br#"{"prompt":"long..."#),
+            Payload::Withheld("resource_not_identified")
+        ));
+        assert!(matches!(
+            cut(br#"{"resource_id":"loud","prompt":"long..."#),
+            Payload::Text(_)
+        ));
+        assert!(matches!(
+            cut(br#"{"resource_id":"quiet","prompt":"long..."#),
+            Payload::Withheld("content_logging_off")
+        ));
+        assert!(!format!("{:?}", Payload::from_bytes(b"SECRET")).contains("SECRET"));
     }
 
     #[test]
     fn writes_one_json_line_per_letter() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/dl.jsonl");
+        // A torn last line from an earlier crash.
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, "{\"reason\":{\"co").unwrap();
         let mut w = DeadLetterWriter::new(&path);
         let pos = SourcePosition::File {
             file: "in.jsonl".into(),
             line: 7,
         };
         let reason = RejectReason::UnknownResource;
-        w.write(
-            &DeadLetter::new(&reason, pos.clone(), Payload::from_bytes(b"{\"a\":1}"))
+        w.write_all(&[
+            DeadLetter::new(&reason, pos.clone(), Payload::from_bytes(b"{\"a\":1}"))
                 .with_ids("r1", "x"),
-        )
+        ])
         .unwrap();
-        w.write(&DeadLetter::new(
+        w.write_all(&[DeadLetter::new(
             &RejectReason::InvalidUtf8 { valid_up_to: 0 },
             pos,
             Payload::from_bytes(b"\xff"),
-        ))
+        )])
         .unwrap();
         w.flush().unwrap();
         let text = fs::read_to_string(&path).unwrap();
-        let lines: Vec<serde_json::Value> = text
-            .lines()
+        let mut text_lines = text.lines();
+        assert_eq!(
+            text_lines.next(),
+            Some("{\"reason\":{\"co"),
+            "the torn line is ended"
+        );
+        let lines: Vec<serde_json::Value> = text_lines
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
         assert_eq!(lines.len(), 2);

@@ -32,8 +32,7 @@ impl fmt::Display for SourcePosition {
     }
 }
 
-/// One non-blank line of input.
-#[derive(Debug)]
+/// One non-blank line of input. Its `Debug` output shows only sizes.
 pub enum Line {
     /// A line within the size limit, without its line terminator.
     Complete(Vec<u8>),
@@ -44,6 +43,17 @@ pub enum Line {
         /// Its full length in bytes.
         len: u64,
     },
+}
+
+impl fmt::Debug for Line {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Complete(bytes) => write!(f, "Complete({} bytes)", bytes.len()),
+            Self::Oversized { prefix, len } => {
+                write!(f, "Oversized({} of {len} bytes kept)", prefix.len())
+            }
+        }
+    }
 }
 
 /// Reads lines of bytes, numbering them and skipping blank ones.

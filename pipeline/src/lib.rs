@@ -29,7 +29,7 @@ use vigil_ingest::{
     decode, DeadLetter, DeadLetterError, DeadLetterWriter, IngestConfig, Line, LineReader, Payload,
     PayloadPolicy, RejectReason, Router, SourcePosition,
 };
-use vigil_storage::{GeoStore, KeyError, SealedRecord, StorageError, Stores, WriteOutcome};
+use vigil_storage::{GeoStore, SealedRecord, StorageError, Stores, WriteOutcome};
 
 pub use input::Input;
 pub use summary::{Percentiles, StageTimes, Summary};
@@ -140,6 +140,16 @@ impl<'a> Pipeline<'a> {
             dead_letters: self.config.dead_letters.display().to_string(),
             ..Summary::default()
         };
+        let reconciled = self.stores.reconcile(self.registry)?;
+        for (resource_id, records) in reconciled.content_forgotten {
+            info!(%resource_id, records, "Content logging is off: destroyed the resource's stored content.");
+            summary
+                .content_forgotten
+                .insert(resource_id.to_string(), records as u64);
+        }
+        for error in reconciled.key_problems {
+            warn!(%error, "A customer key is unavailable; that resource's content is unreadable.");
+        }
         let (tx, rx) = bounded(CHANNEL_BATCHES);
         let stored = std::thread::scope(|scope| {
             let decode_span = info_span!(parent: &span, "decode");
@@ -220,7 +230,8 @@ impl<'a> Pipeline<'a> {
                     len,
                     limit: self.config.max_record_bytes,
                 };
-                return Ok(self.reject(&reason, source, &prefix, None));
+                let letter = self.dead_letter(&reason, source, Some((&prefix, true)), None);
+                return Ok(Item::Rejected(letter));
             }
         };
         let record = match decode(&raw) {
@@ -251,18 +262,9 @@ impl<'a> Pipeline<'a> {
                 source,
                 raw: resource.content_logging.then_some(raw),
             }),
-            // The master key wraps every resource without a customer key: when it does not
-            // open their data keys, nothing would be stored correctly. Stop.
-            Err(StorageError::Key(KeyError::Unwrap { resource_id, kek }))
-                if resource.customer_key.is_none() =>
-            {
-                Err(StorageError::Key(KeyError::Unwrap {
-                    resource_id,
-                    kek: format!("{kek}, which does not match this data directory"),
-                })
-                .into())
-            }
-            Err(StorageError::Key(error)) => {
+            // A customer key that cannot be used affects only its resource: reject its
+            // records and go on. Any other key failure concerns the master key: stop.
+            Err(StorageError::Key(error)) if error.is_resource_scoped() => {
                 let first = (self.key_warned.lock().expect("lock poisoned"))
                     .insert(resource.id.to_string());
                 if first {
@@ -281,21 +283,21 @@ impl<'a> Pipeline<'a> {
         raw: &[u8],
         ids: Option<(&str, &str)>,
     ) -> Item {
-        Item::Rejected(self.dead_letter(reason, source, Some(raw), ids))
+        Item::Rejected(self.dead_letter(reason, source, Some((raw, false)), ids))
     }
 
-    /// The dead letter for one rejected input. `raw` is `None` when the input's resource is
-    /// known to have content logging off.
+    /// The dead letter for one rejected input. `raw` is the input and whether it was cut
+    /// short, or `None` when the input's resource is known to have content logging off.
     fn dead_letter(
         &self,
         reason: &RejectReason,
         source: SourcePosition,
-        raw: Option<&[u8]>,
+        raw: Option<(&[u8], bool)>,
         ids: Option<(&str, &str)>,
     ) -> DeadLetter {
         debug!(code = reason.code(), field = reason.field(), %source, "Rejected input.");
         let payload = match raw {
-            Some(raw) => self.payloads.payload(raw),
+            Some((raw, truncated)) => self.payloads.payload(raw, truncated),
             None => Payload::content_logging_off(),
         };
         let letter = DeadLetter::new(reason, source, payload);
@@ -356,7 +358,7 @@ impl<'a> Pipeline<'a> {
                         WriteOutcome::Conflict => letters.push(self.dead_letter(
                             &RejectReason::RequestIdConflict,
                             source,
-                            raw.as_deref(),
+                            raw.as_deref().map(|raw| (raw, false)),
                             Some((record.request_id.as_str(), record.resource_id.as_str())),
                         )),
                     }
@@ -366,8 +368,8 @@ impl<'a> Pipeline<'a> {
             let writing = Instant::now();
             for letter in &letters {
                 *summary.rejected.entry(letter.reason.code).or_default() += 1;
-                dead_letters.write(letter)?;
             }
+            dead_letters.write_all(&letters)?;
             summary.stages.dead_letter_secs += writing.elapsed().as_secs_f64();
             latencies.push(batch.started.elapsed());
             progress.advanced(batch.bytes_read);

@@ -68,6 +68,9 @@ pub struct Summary {
     pub content_not_logged: u64,
     /// Records already stored by an earlier delivery, left as they were.
     pub duplicates: u64,
+    /// Resources whose content logging was turned off since the last run, with the number of
+    /// records whose stored content this run destroyed before starting.
+    pub content_forgotten: BTreeMap<String, u64>,
     /// Rejected inputs, per reason code; each has one dead letter.
     pub rejected: BTreeMap<&'static str, u64>,
     /// Where the dead letters went.
@@ -132,6 +135,12 @@ impl fmt::Display for Summary {
         }
         if self.rejected_total() > 0 {
             writeln!(f, "  dead letters in {}", self.dead_letters)?;
+        }
+        for (resource, n) in &self.content_forgotten {
+            writeln!(
+                f,
+                "content destroyed     {n:>10}   ({resource}: content logging turned off)"
+            )?;
         }
         write!(
             f,

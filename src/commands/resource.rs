@@ -1,7 +1,11 @@
 //! `vigil resource`: add, update, show and list registry entries.
 
 use serde_json::json;
+use std::io::Write;
+
+use tracing::warn;
 use vigil_core::{Geography, KeyRef, Resource, ResourceId, ResourceRegistry};
+use vigil_storage::Stores;
 
 use super::output;
 use crate::cli::{ResourceCommand, ResourceSettings};
@@ -83,5 +87,35 @@ pub fn resource(config: &Config, cmd: ResourceCommand) -> anyhow::Result<()> {
     };
     config.storage.retention.validate(&registry)?;
     registry.save(path)?;
-    output(serde_json::to_string_pretty(&describe(&changed))?)
+    output(serde_json::to_string_pretty(&describe(&changed))?)?;
+    apply_to_stores(config, &registry);
+    Ok(())
+}
+
+/// Applies a registry change to the stores now (content destroyed when content logging was
+/// turned off, data keys re-wrapped under a new customer key). When the stores cannot be
+/// opened, for instance because `vigil run` holds them, the next run applies it on start.
+fn apply_to_stores(config: &Config, registry: &ResourceRegistry) {
+    if !config.storage.data_dir.exists() {
+        return;
+    }
+    let applied = Stores::open(&config.storage, registry.base_dir())
+        .and_then(|stores| stores.reconcile(registry));
+    match applied {
+        Ok(done) => {
+            for (resource_id, records) in done.content_forgotten {
+                // A result the user asked for, not a log line.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "content logging is off for {resource_id}: destroyed the stored content of {records} records"
+                );
+            }
+            for error in done.key_problems {
+                warn!(%error, "A customer key is unavailable; that resource's content is unreadable.");
+            }
+        }
+        Err(error) => {
+            warn!(%error, "The stores could not be updated now; the next `vigil run` applies the change when it starts.");
+        }
+    }
 }

@@ -160,6 +160,53 @@ impl GeoStore {
         Ok(Some(cipher))
     }
 
+    /// Loads `resource`'s data key if it has one, re-wrapping it when the registry now names
+    /// another key-encryption key.
+    pub(crate) fn check_data_key(&self, resource: &Resource) -> Result<()> {
+        self.cipher(resource, false).map(drop)
+    }
+
+    /// Destroys `resource`'s content: its data key first (crypto-shredding: the ciphertexts
+    /// are unreadable from that moment), then the ciphertexts themselves, leaving metadata.
+    /// Returns how many records held content.
+    pub(crate) fn forget_content(&self, resource: &Resource) -> Result<usize> {
+        let id = resource.id.as_str();
+        {
+            let _creating = self.key_creation.lock().expect("lock poisoned");
+            self.ciphers
+                .write()
+                .expect("lock poisoned")
+                .remove(&resource.id);
+            if self
+                .data_keys
+                .remove(id)
+                .map_err(|e| self.sled_err(e))?
+                .is_some()
+            {
+                self.db.flush().map_err(|e| self.sled_err(e))?;
+            }
+        }
+        let _writer = self.writer.lock().expect("lock poisoned");
+        let mut batch = sled::Batch::default();
+        let mut stripped = 0;
+        for entry in self.records.scan_prefix(layout::resource_prefix(id)) {
+            let (key, bytes) = entry.map_err(|e| self.sled_err(e))?;
+            let mut value: StoredValue =
+                postcard::from_bytes(&bytes).map_err(|e| Self::corrupt(&key, e))?;
+            if matches!(value.content, StoredContent::Sealed(_)) {
+                value.content = StoredContent::NotLogged;
+                let bytes = postcard::to_stdvec(&value).expect("a stored value always encodes");
+                batch.insert(key, bytes);
+                stripped += 1;
+            }
+        }
+        self.records
+            .apply_batch(batch)
+            .map_err(|e| self.sled_err(e))?;
+        self.db.flush().map_err(|e| self.sled_err(e))?;
+        Ok(stripped)
+    }
+
     fn put_data_key(&self, id: &str, wrapped: &WrappedKey) -> Result<()> {
         let bytes = postcard::to_stdvec(wrapped).expect("a wrapped key always encodes");
         self.data_keys

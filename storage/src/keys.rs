@@ -66,7 +66,44 @@ pub enum KeyError {
         resource_id: String,
         /// Which key-encryption key was tried.
         kek: String,
+        /// Whether that was the resource's customer-managed key (otherwise the master key).
+        by_customer_key: bool,
     },
+    /// The data directory was encrypted under a master key that is not there.
+    #[error(
+        "master key {path} is missing, but the data directory {data_dir} was encrypted under one; \
+         restore the key file (a new key would make the stored data unreadable)"
+    )]
+    MasterMissing {
+        /// The key file.
+        path: PathBuf,
+        /// The data directory.
+        data_dir: PathBuf,
+    },
+    /// The master key is not the one the data directory was encrypted under.
+    #[error("master key {path} is not the key the data directory {data_dir} was encrypted under")]
+    MasterMismatch {
+        /// The key file.
+        path: PathBuf,
+        /// The data directory.
+        data_dir: PathBuf,
+    },
+}
+
+impl KeyError {
+    /// Whether the error concerns one resource's own customer-managed key, so that only that
+    /// resource's records are affected; every other key error concerns vigil's master key or
+    /// its files and affects everything.
+    pub fn is_resource_scoped(&self) -> bool {
+        matches!(
+            self,
+            Self::CustomerKeyUnavailable { .. }
+                | Self::Unwrap {
+                    by_customer_key: true,
+                    ..
+                }
+        )
+    }
 }
 
 fn parse_key_file(path: &Path) -> Result<Zeroizing<[u8; KEY_LEN]>, std::io::Error> {
@@ -77,6 +114,9 @@ fn parse_key_file(path: &Path) -> Result<Zeroizing<[u8; KEY_LEN]>, std::io::Erro
     Ok(key)
 }
 
+const CHECK_AAD: &[u8] = b"vigil/master-key-check/v1";
+const CHECK_PLAINTEXT: &[u8] = b"vigil master key";
+
 /// vigil's own key-encryption key.
 pub struct MasterKey {
     cipher: Aes256Gcm,
@@ -85,6 +125,15 @@ pub struct MasterKey {
 impl MasterKey {
     /// Loads the master key at `path`, creating it (mode 0600) if it does not exist.
     pub fn load_or_create(path: &Path) -> Result<Self, KeyError> {
+        Self::open(path, true)
+    }
+
+    /// Loads the master key at `path`, which must exist.
+    pub fn load(path: &Path) -> Result<Self, KeyError> {
+        Self::open(path, false)
+    }
+
+    fn open(path: &Path, create: bool) -> Result<Self, KeyError> {
         let io = |source| KeyError::MasterIo {
             path: path.to_owned(),
             source,
@@ -99,7 +148,9 @@ impl MasterKey {
                     });
                 }
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::create(path).map_err(io)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
+                Self::create(path).map_err(io)?
+            }
             Err(e) => return Err(io(e)),
         }
         let key = parse_key_file(path).map_err(|e| match e.kind() {
@@ -111,6 +162,17 @@ impl MasterKey {
         Ok(Self {
             cipher: crypto::cipher(&key),
         })
+    }
+
+    /// A check value: a constant sealed under this key, kept beside the data it protects so
+    /// that a different key is recognised before it wraps anything.
+    pub(crate) fn check_value(&self) -> Sealed {
+        crypto::seal(&self.cipher, CHECK_AAD, CHECK_PLAINTEXT)
+    }
+
+    /// Whether `check` was made by [`MasterKey::check_value`] under this key.
+    pub(crate) fn verifies(&self, check: &Sealed) -> bool {
+        crypto::open(&self.cipher, CHECK_AAD, check).is_ok_and(|p| p == CHECK_PLAINTEXT)
     }
 
     fn create(path: &Path) -> std::io::Result<()> {
@@ -235,16 +297,14 @@ impl KeySource {
         stored: &WrappedKey,
     ) -> Result<(Aes256Gcm, Option<WrappedKey>), KeyError> {
         let kek = self.kek(resource, &stored.kek)?;
-        let dek = Zeroizing::new(crypto::open(&kek, aad, &stored.sealed).map_err(|_| {
-            KeyError::Unwrap {
-                resource_id: resource.id.to_string(),
-                kek: stored.kek.to_string(),
-            }
-        })?);
-        let dek: &[u8; KEY_LEN] = dek.as_slice().try_into().map_err(|_| KeyError::Unwrap {
+        let unwrap_err = || KeyError::Unwrap {
             resource_id: resource.id.to_string(),
             kek: stored.kek.to_string(),
-        })?;
+            by_customer_key: matches!(stored.kek, KekRef::Customer(_)),
+        };
+        let dek =
+            Zeroizing::new(crypto::open(&kek, aad, &stored.sealed).map_err(|_| unwrap_err())?);
+        let dek: &[u8; KEY_LEN] = dek.as_slice().try_into().map_err(|_| unwrap_err())?;
         let wanted = Self::kek_ref(resource);
         let rewrapped = if wanted != stored.kek {
             let new_kek = self.kek(resource, &wanted)?;

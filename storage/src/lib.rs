@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
-use vigil_core::Geography;
+use vigil_core::{Geography, ResourceId, ResourceRegistry};
 
 pub use geo::{GeoStore, SealedRecord, StoredRecord, WriteOutcome};
 pub use keys::{KeyError, MasterKey};
@@ -109,6 +109,48 @@ pub enum StorageError {
     },
 }
 
+/// What [`Stores::reconcile`] did.
+#[derive(Debug, Default)]
+pub struct Reconciled {
+    /// Resources whose content logging is off and whose stored content was destroyed, with
+    /// the number of records stripped.
+    pub content_forgotten: Vec<(ResourceId, usize)>,
+    /// Customer keys that could not be used; those resources' content stays unreadable.
+    pub key_problems: Vec<KeyError>,
+}
+
+/// The file in the data directory that holds the master key's check value.
+const MASTER_CHECK_FILE: &str = "master-key.check";
+
+/// The geographies with a store directory under `data_dir`.
+fn geographies_in(data_dir: &Path) -> Result<Vec<Geography>> {
+    let entries = std::fs::read_dir(data_dir).map_err(|source| StorageError::Io {
+        path: data_dir.to_owned(),
+        source,
+    })?;
+    let mut geos: Vec<Geography> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| Geography::parse(e.file_name().to_string_lossy().into_owned()).ok())
+        .collect();
+    geos.sort();
+    Ok(geos)
+}
+
+/// Replaces `path` with `bytes` atomically: a synced temporary file renamed into place.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
 /// A `Result` with [`StorageError`].
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 
@@ -123,19 +165,105 @@ impl Stores {
     /// Opens the data directory, loading (or creating) the master key. `key_base_dir` is the
     /// directory relative customer key references resolve against.
     pub fn open(config: &StorageConfig, key_base_dir: &Path) -> Result<Self> {
+        let data_dir = &config.data_dir;
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| StorageError::Io { path, source }
+        };
         // Only vigil's own user may look inside: even encrypted, the stores hold metadata.
         std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
-            .create(&config.data_dir)
-            .map_err(|source| StorageError::Io {
-                path: config.data_dir.clone(),
-                source,
-            })?;
-        let master = MasterKey::load_or_create(&config.master_key)?;
+            .create(data_dir)
+            .map_err(io(data_dir))?;
+        let master = Self::master_key(config)?;
         Ok(Self {
-            data_dir: config.data_dir.clone(),
+            data_dir: data_dir.clone(),
             keys: Arc::new(keys::KeySource::new(master, key_base_dir)),
             open: RwLock::new(HashMap::new()),
         })
+    }
+
+    /// Loads the master key and checks it against the data directory's check value. A new
+    /// key is created only for a data directory that holds nothing yet: creating one for
+    /// existing stores would wrap new data keys under a key the old ones do not share, and
+    /// leave part of the data unreadable whichever key is kept.
+    fn master_key(config: &StorageConfig) -> Result<MasterKey> {
+        let data_dir = &config.data_dir;
+        let check_path = data_dir.join(MASTER_CHECK_FILE);
+        let missing = |e: KeyError| match e {
+            KeyError::MasterIo { path, source }
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                KeyError::MasterMissing {
+                    path,
+                    data_dir: data_dir.clone(),
+                }
+            }
+            e => e,
+        };
+        match std::fs::read(&check_path) {
+            Ok(bytes) => {
+                let master = MasterKey::load(&config.master_key).map_err(missing)?;
+                let check = postcard::from_bytes(&bytes).map_err(|e| StorageError::Corrupt {
+                    key: check_path.display().to_string(),
+                    problem: e.to_string(),
+                })?;
+                if !master.verifies(&check) {
+                    return Err(KeyError::MasterMismatch {
+                        path: config.master_key.clone(),
+                        data_dir: data_dir.clone(),
+                    }
+                    .into());
+                }
+                Ok(master)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let empty = geographies_in(data_dir)?.is_empty();
+                let master = if empty {
+                    MasterKey::load_or_create(&config.master_key)?
+                } else {
+                    MasterKey::load(&config.master_key).map_err(missing)?
+                };
+                let check = postcard::to_stdvec(&master.check_value()).expect("a check encodes");
+                write_atomically(&check_path, &check).map_err(|source| StorageError::Io {
+                    path: check_path.clone(),
+                    source,
+                })?;
+                Ok(master)
+            }
+            Err(source) => Err(StorageError::Io {
+                path: check_path,
+                source,
+            }),
+        }
+    }
+
+    /// Brings the stores in line with the registry, before a run and after a registry change:
+    /// a resource whose content logging is now off has its data key destroyed (its stored
+    /// content is unreadable at once) and its records stripped of their ciphertext; a data key
+    /// wrapped by another key than the registry now names is re-wrapped. Problems with one
+    /// resource's customer key are returned, not fatal.
+    pub fn reconcile(&self, registry: &ResourceRegistry) -> Result<Reconciled> {
+        let mut done = Reconciled::default();
+        for geography in self.geographies_on_disk()? {
+            let store = self.geo(&geography)?;
+            for resource in registry.iter().filter(|r| r.geography == geography) {
+                if !resource.content_logging {
+                    let stripped = store.forget_content(resource)?;
+                    if stripped > 0 {
+                        done.content_forgotten.push((resource.id.clone(), stripped));
+                    }
+                    continue;
+                }
+                match store.check_data_key(resource) {
+                    Ok(()) => {}
+                    Err(StorageError::Key(e)) if e.is_resource_scoped() => {
+                        done.key_problems.push(e)
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(done)
     }
 
     /// The store of `geography`, opening it if needed.
@@ -158,17 +286,7 @@ impl Stores {
 
     /// The geographies that have a store on disk.
     pub fn geographies_on_disk(&self) -> Result<Vec<Geography>> {
-        let entries = std::fs::read_dir(&self.data_dir).map_err(|source| StorageError::Io {
-            path: self.data_dir.clone(),
-            source,
-        })?;
-        let mut geos: Vec<Geography> = entries
-            .filter_map(|e| e.ok())
-            .filter(|e| e.path().is_dir())
-            .filter_map(|e| Geography::parse(e.file_name().to_string_lossy().into_owned()).ok())
-            .collect();
-        geos.sort();
-        Ok(geos)
+        geographies_in(&self.data_dir)
     }
 
     /// Flushes every open store to disk.
