@@ -215,23 +215,37 @@ fn turning_content_logging_off_destroys_stored_content() {
 fn a_registry_edited_while_vigil_was_away_is_applied_when_the_next_run_starts() {
     let wd = Workdir::new();
     wd.write("resources.toml", REGISTRY);
-    wd.write("in.jsonl", record("b-1", "b", "us", "on the record") + "\n");
+    wd.write(
+        "in.jsonl",
+        record("b-1", "b", "us", "on the record") + "\n" + &record("a-1", "a", "us", "mine") + "\n",
+    );
     wd.ok(&["run", "--input", "in.jsonl"]);
     // Edited by hand: content logging off for b, and a customer key for a.
-    let edited = REGISTRY.replace(
-        "id = \"b\"\ngeography = \"us\"",
-        "id = \"b\"\ngeography = \"us\"\ncontent_logging = false",
-    );
+    let edited = REGISTRY
+        .replace(
+            "id = \"b\"\ngeography = \"us\"",
+            "id = \"b\"\ngeography = \"us\"\ncontent_logging = false",
+        )
+        .replace(
+            "id = \"a\"\ngeography = \"us\"",
+            "id = \"a\"\ngeography = \"us\"\ncustomer_key = \"file:keys/a.key\"",
+        );
     wd.write("resources.toml", &edited);
+    wd.write("keys/a.key", "3c".repeat(32));
     wd.write("empty.jsonl", "");
     let summary = wd.run("empty.jsonl");
     assert_eq!(summary["content_forgotten"]["b"], 1, "{summary:#}");
+    // Revoke a's new key: its old content is unreadable even to a master-key reader.
+    std::fs::remove_file(wd.path("keys/a.key")).unwrap();
     let (registry, stores) = wd.open_stores();
     let us = stores.geo(&"us".parse().unwrap()).unwrap();
     let kept = us
         .get(registry.get("b").unwrap(), &"b-1".parse().unwrap())
         .unwrap();
     assert_eq!(kept.unwrap().content, None);
+    let mut a_as_before = registry.get("a").unwrap().clone();
+    a_as_before.customer_key = None;
+    assert!(us.get(&a_as_before, &"a-1".parse().unwrap()).is_err());
 }
 
 #[test]

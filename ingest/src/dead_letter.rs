@@ -127,64 +127,87 @@ impl PayloadPolicy {
         if self.not_logged.is_empty() {
             return Payload::from_bytes(raw);
         }
-        match resource_id_of(raw) {
-            Some(id) if self.not_logged.contains(&id) => Payload::content_logging_off(),
-            _ if self
+        let named = ResourceIds::of(raw);
+        let quiet = named.ids.iter().any(|id| self.not_logged.contains(id))
+            || self
                 .needles
                 .iter()
-                .any(|n| memchr::memmem::find(raw, n).is_some()) =>
-            {
-                Payload::content_logging_off()
-            }
-            None if truncated => Payload::Withheld("resource_not_identified"),
-            _ => Payload::from_bytes(raw),
+                .any(|n| memchr::memmem::find(raw, n).is_some());
+        if quiet {
+            Payload::content_logging_off()
+        } else if truncated && (named.ids.is_empty() || named.cut_off) {
+            Payload::Withheld("resource_not_identified")
+        } else {
+            Payload::from_bytes(raw)
         }
     }
 }
 
-/// The `resource_id` an input names, read even from broken JSON; `None` when there is none
-/// or its value is itself cut off.
-fn resource_id_of(raw: &[u8]) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct ResourceOnly {
-        resource_id: Option<String>,
-    }
-    if let Ok(decoded) = serde_json::from_slice::<ResourceOnly>(raw) {
-        return decoded.resource_id;
-    }
-    const KEY: &[u8] = b"\"resource_id\"";
-    let mut from = 0;
-    while let Some(at) = memchr::memmem::find(&raw[from..], KEY) {
-        from += at + KEY.len();
-        let rest = &raw[from..];
-        let skip_ws = |i: usize| {
-            i + rest[i..]
-                .iter()
-                .take_while(|b| b.is_ascii_whitespace())
-                .count()
+/// Every `resource_id` an input names, read even from broken JSON.
+struct ResourceIds {
+    ids: Vec<String>,
+    /// Whether a `resource_id` value runs past the end of the input.
+    cut_off: bool,
+}
+
+impl ResourceIds {
+    fn of(raw: &[u8]) -> Self {
+        #[derive(serde::Deserialize)]
+        struct ResourceOnly {
+            resource_id: Option<String>,
+        }
+        if let Ok(decoded) = serde_json::from_slice::<ResourceOnly>(raw) {
+            return Self {
+                ids: decoded.resource_id.into_iter().collect(),
+                cut_off: false,
+            };
+        }
+        // Not a valid object with one string `resource_id`: scan for every occurrence of
+        // the key (nested, repeated, or in a line cut short) and read each string value.
+        const KEY: &[u8] = b"\"resource_id\"";
+        let mut found = Self {
+            ids: Vec::new(),
+            cut_off: false,
         };
-        let colon = skip_ws(0);
-        if rest.get(colon) != Some(&b':') {
-            continue;
-        }
-        let start = skip_ws(colon + 1);
-        if rest.get(start) != Some(&b'"') {
-            continue;
-        }
-        let mut end = start + 1;
-        loop {
-            match rest.get(end) {
-                None => return None,
-                Some(b'\\') => end += 2,
-                Some(b'"') => break,
-                Some(_) => end += 1,
+        let mut from = 0;
+        while let Some(at) = memchr::memmem::find(&raw[from..], KEY) {
+            from += at + KEY.len();
+            let rest = &raw[from..];
+            let skip_ws = |i: usize| {
+                i + rest[i..]
+                    .iter()
+                    .take_while(|b| b.is_ascii_whitespace())
+                    .count()
+            };
+            let colon = skip_ws(0);
+            if rest.get(colon) != Some(&b':') {
+                found.cut_off |= colon >= rest.len();
+                continue;
+            }
+            let start = skip_ws(colon + 1);
+            if rest.get(start) != Some(&b'"') {
+                found.cut_off |= start >= rest.len();
+                continue;
+            }
+            let mut end = start + 1;
+            let closed = loop {
+                match rest.get(end) {
+                    None => break false,
+                    Some(b'\\') => end += 2,
+                    Some(b'"') => break true,
+                    Some(_) => end += 1,
+                }
+            };
+            if !closed {
+                found.cut_off = true;
+                break;
+            }
+            if let Ok(id) = serde_json::from_slice::<String>(&rest[start..=end]) {
+                found.ids.push(id);
             }
         }
-        if let Ok(id) = serde_json::from_slice::<String>(&rest[start..=end]) {
-            return Some(id);
-        }
+        found
     }
-    None
 }
 
 impl DeadLetter {
@@ -335,6 +358,14 @@ mod tests {
         assert!(!withheld(br#"{"resource_id":"loud","prompt":"p"}"#));
         assert!(!withheld(br#"{"resource_id":"quieter","prompt":"p"}"#));
         assert!(!withheld(br#"{"prompt":"no resource at all"}"#));
+        // A repeated key (so not decodable) naming a logged resource first.
+        assert!(withheld(
+            br#"{"resource_id":"loud","prompt":"p","resource_id":"quie\u0074"}"#
+        ));
+        assert!(withheld(
+            br#"{"meta":{"resource_id":"loud"},"resource_id":"quie\u0074","prompt":"p""#
+        ));
+        assert!(!withheld(br#"{"resource_id":"loud","prompt":"p\"#));
         // Cut short before any resource ID: it may be in the part not kept.
         let cut = |raw: &[u8]| policy.payload(raw, true);
         assert!(matches!(
@@ -344,6 +375,10 @@ mod tests {
         assert!(matches!(
             cut(br#"{"resource_id":"loud","prompt":"long..."#),
             Payload::Text(_)
+        ));
+        assert!(matches!(
+            cut(br#"{"resource_id":"loud","prompt":"long","resource_id":"qu"#),
+            Payload::Withheld("resource_not_identified")
         ));
         assert!(matches!(
             cut(br#"{"resource_id":"quiet","prompt":"long..."#),

@@ -20,6 +20,9 @@ use vigil_core::{Content, Geography, LogRecord, RecordMeta, RequestId, Resource,
 use crate::crypto;
 use crate::keys::{KeySource, WrappedKey};
 use crate::layout::{self, StoredContent, StoredValue};
+
+/// Records stripped per batch when content is destroyed.
+const STRIP_CHUNK: usize = 1024;
 use crate::{Result, StorageError};
 
 /// A record encrypted and encoded, ready for [`GeoStore::write_batch`].
@@ -166,29 +169,51 @@ impl GeoStore {
         self.cipher(resource, false).map(drop)
     }
 
-    /// Destroys `resource`'s content: its data key first (crypto-shredding: the ciphertexts
-    /// are unreadable from that moment), then the ciphertexts themselves, leaving metadata.
-    /// Returns how many records held content.
-    pub(crate) fn forget_content(&self, resource: &Resource) -> Result<usize> {
-        let id = resource.id.as_str();
+    /// Destroys `resource`'s content, leaving its metadata. Returns how many records held
+    /// content.
+    ///
+    /// In one atomic step the data key is deleted (crypto-shredding: the ciphertexts are
+    /// unreadable from that moment) and a shredding marker is set; then the ciphertexts are
+    /// stripped in chunks; then the marker is cleared. A crash in between leaves the marker,
+    /// and [`GeoStore::pending_shreds`] lets the next start finish the job whatever the registry
+    /// says by then. A resource with neither key nor marker has no content to strip, so this
+    /// costs nothing for resources whose content logging was always off.
+    ///
+    /// Precondition: nothing is being sealed or written for this resource meanwhile (the
+    /// pipeline reconciles before it starts its threads); a record sealed earlier and written
+    /// afterwards would keep a ciphertext under the deleted key.
+    pub(crate) fn forget_content(&self, resource_id: &ResourceId) -> Result<usize> {
+        let id = resource_id.as_str();
+        let marker = layout::shred_marker(id);
         {
             let _creating = self.key_creation.lock().expect("lock poisoned");
             self.ciphers
                 .write()
                 .expect("lock poisoned")
-                .remove(&resource.id);
-            if self
+                .remove(resource_id);
+            let has_key = self
                 .data_keys
-                .remove(id)
-                .map_err(|e| self.sled_err(e))?
-                .is_some()
-            {
-                self.db.flush().map_err(|e| self.sled_err(e))?;
+                .contains_key(id)
+                .map_err(|e| self.sled_err(e))?;
+            let pending = self
+                .data_keys
+                .contains_key(&marker)
+                .map_err(|e| self.sled_err(e))?;
+            if !has_key && !pending {
+                return Ok(0);
             }
+            let mut shred = sled::Batch::default();
+            shred.remove(id);
+            shred.insert(marker.as_slice(), &[]);
+            self.data_keys
+                .apply_batch(shred)
+                .map_err(|e| self.sled_err(e))?;
+            self.db.flush().map_err(|e| self.sled_err(e))?;
         }
         let _writer = self.writer.lock().expect("lock poisoned");
-        let mut batch = sled::Batch::default();
         let mut stripped = 0;
+        let mut batch = sled::Batch::default();
+        let mut in_batch = 0;
         for entry in self.records.scan_prefix(layout::resource_prefix(id)) {
             let (key, bytes) = entry.map_err(|e| self.sled_err(e))?;
             let mut value: StoredValue =
@@ -198,13 +223,63 @@ impl GeoStore {
                 let bytes = postcard::to_stdvec(&value).expect("a stored value always encodes");
                 batch.insert(key, bytes);
                 stripped += 1;
+                in_batch += 1;
+            }
+            if in_batch == STRIP_CHUNK {
+                let full = std::mem::take(&mut batch);
+                self.records
+                    .apply_batch(full)
+                    .map_err(|e| self.sled_err(e))?;
+                in_batch = 0;
             }
         }
         self.records
             .apply_batch(batch)
             .map_err(|e| self.sled_err(e))?;
         self.db.flush().map_err(|e| self.sled_err(e))?;
+        self.data_keys
+            .remove(&marker)
+            .map_err(|e| self.sled_err(e))?;
+        self.db.flush().map_err(|e| self.sled_err(e))?;
         Ok(stripped)
+    }
+
+    /// Resources whose content destruction was interrupted by a crash.
+    pub(crate) fn pending_shreds(&self) -> Result<Vec<ResourceId>> {
+        self.data_keys
+            .scan_prefix(layout::shred_marker(""))
+            .keys()
+            .map(|k| {
+                let k = k.map_err(|e| self.sled_err(e))?;
+                let id =
+                    layout::shredded_resource(&k).ok_or_else(|| Self::corrupt(&k, "bad marker"))?;
+                ResourceId::parse(id).map_err(|e| Self::corrupt(&k, e))
+            })
+            .collect()
+    }
+
+    /// Whether any data key here is wrapped by the master key, and if so whether `master`
+    /// opens it (used to vouch for a master key before recording its check value).
+    pub(crate) fn master_opens_a_data_key(
+        &self,
+        opens: impl Fn(&WrappedKey, &[u8]) -> bool,
+    ) -> Result<Option<bool>> {
+        for entry in self.data_keys.iter() {
+            let (key, bytes) = entry.map_err(|e| self.sled_err(e))?;
+            let Some(id) = std::str::from_utf8(&key)
+                .ok()
+                .filter(|id| !id.starts_with('\0'))
+            else {
+                continue;
+            };
+            let wrapped: WrappedKey =
+                postcard::from_bytes(&bytes).map_err(|e| Self::corrupt(&key, e))?;
+            if wrapped.kek == crate::keys::KekRef::Master {
+                let aad = crypto::data_key_aad(self.geography.as_str(), id);
+                return Ok(Some(opens(&wrapped, &aad)));
+            }
+        }
+        Ok(None)
     }
 
     fn put_data_key(&self, id: &str, wrapped: &WrappedKey) -> Result<()> {

@@ -170,6 +170,15 @@ impl MasterKey {
         crypto::seal(&self.cipher, CHECK_AAD, CHECK_PLAINTEXT)
     }
 
+    /// Writes this key's check value to `path`, atomically.
+    pub(crate) fn write_check(&self, path: &Path) -> Result<(), crate::StorageError> {
+        let check = postcard::to_stdvec(&self.check_value()).expect("a check value encodes");
+        crate::write_atomically(path, &check).map_err(|source| crate::StorageError::Io {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
     /// Whether `check` was made by [`MasterKey::check_value`] under this key.
     pub(crate) fn verifies(&self, check: &Sealed) -> bool {
         crypto::open(&self.cipher, CHECK_AAD, check).is_ok_and(|p| p == CHECK_PLAINTEXT)
@@ -241,6 +250,17 @@ impl KeySource {
             master,
             base_dir: base_dir.to_owned(),
         }
+    }
+
+    /// vigil's master key.
+    pub fn master(&self) -> &MasterKey {
+        &self.master
+    }
+
+    /// Whether the master key opens a data key it wrapped.
+    pub fn master_opens(&self, wrapped: &WrappedKey, aad: &[u8]) -> bool {
+        wrapped.kek == KekRef::Master
+            && crypto::open(&self.master.cipher, aad, &wrapped.sealed).is_ok()
     }
 
     /// The key-encryption key the registry assigns to `resource`.

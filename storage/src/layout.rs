@@ -6,6 +6,9 @@
 //! - `I request` → the resource ID: the request-ID index that makes writes idempotent and
 //!   lets a point query find a record by request ID alone.
 //!
+//! The `data_keys` tree maps a resource ID to its wrapped data key, and holds
+//! `\0shred\0 resource` markers while a resource's content is being destroyed.
+//!
 //! Values start with a format byte so later versions can read older records.
 
 use serde::{Deserialize, Serialize};
@@ -46,6 +49,21 @@ pub fn index_key(request: &str) -> Vec<u8> {
     key.push(INDEX);
     key.extend_from_slice(request.as_bytes());
     key
+}
+
+/// Key, in the `data_keys` tree, of the marker saying `resource`'s content is being
+/// destroyed. Resource IDs never contain NUL, so it cannot collide with a data key.
+pub fn shred_marker(resource: &str) -> Vec<u8> {
+    let mut key = b"\0shred\0".to_vec();
+    key.extend_from_slice(resource.as_bytes());
+    key
+}
+
+/// The resource a shredding marker names.
+pub fn shredded_resource(marker: &[u8]) -> Option<&str> {
+    marker
+        .strip_prefix(b"\0shred\0".as_slice())
+        .and_then(|id| std::str::from_utf8(id).ok())
 }
 
 /// The request ID part of a record key.

@@ -174,19 +174,45 @@ impl Stores {
         std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
             .create(data_dir)
             .map_err(io(data_dir))?;
-        let master = Self::master_key(config)?;
-        Ok(Self {
+        let (master, unvouched) = Self::master_key(config)?;
+        let stores = Self {
             data_dir: data_dir.clone(),
             keys: Arc::new(keys::KeySource::new(master, key_base_dir)),
             open: RwLock::new(HashMap::new()),
-        })
+        };
+        if unvouched {
+            stores.vouch_for_master_key(config)?;
+        }
+        Ok(stores)
+    }
+
+    /// Records the master key's check value for a data directory that has stores but no check
+    /// value yet, after making sure the key opens a data key it wrapped: recording the check
+    /// of a wrong key would lock the right one out.
+    fn vouch_for_master_key(&self, config: &StorageConfig) -> Result<()> {
+        for geography in self.geographies_on_disk()? {
+            let opens = self
+                .geo(&geography)?
+                .master_opens_a_data_key(|wrapped, aad| self.keys.master_opens(wrapped, aad))?;
+            if opens == Some(false) {
+                return Err(KeyError::MasterMismatch {
+                    path: config.master_key.clone(),
+                    data_dir: config.data_dir.clone(),
+                }
+                .into());
+            }
+        }
+        self.keys
+            .master()
+            .write_check(&config.data_dir.join(MASTER_CHECK_FILE))
     }
 
     /// Loads the master key and checks it against the data directory's check value. A new
     /// key is created only for a data directory that holds nothing yet: creating one for
     /// existing stores would wrap new data keys under a key the old ones do not share, and
-    /// leave part of the data unreadable whichever key is kept.
-    fn master_key(config: &StorageConfig) -> Result<MasterKey> {
+    /// leave part of the data unreadable whichever key is kept. Returns the key and whether it
+    /// still has to be vouched for (stores exist, but no check value yet).
+    fn master_key(config: &StorageConfig) -> Result<(MasterKey, bool)> {
         let data_dir = &config.data_dir;
         let check_path = data_dir.join(MASTER_CHECK_FILE);
         let missing = |e: KeyError| match e {
@@ -214,21 +240,16 @@ impl Stores {
                     }
                     .into());
                 }
-                Ok(master)
+                Ok((master, false))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let empty = geographies_in(data_dir)?.is_empty();
-                let master = if empty {
-                    MasterKey::load_or_create(&config.master_key)?
+                if geographies_in(data_dir)?.is_empty() {
+                    let master = MasterKey::load_or_create(&config.master_key)?;
+                    master.write_check(&check_path)?;
+                    Ok((master, false))
                 } else {
-                    MasterKey::load(&config.master_key).map_err(missing)?
-                };
-                let check = postcard::to_stdvec(&master.check_value()).expect("a check encodes");
-                write_atomically(&check_path, &check).map_err(|source| StorageError::Io {
-                    path: check_path.clone(),
-                    source,
-                })?;
-                Ok(master)
+                    Ok((MasterKey::load(&config.master_key).map_err(missing)?, true))
+                }
             }
             Err(source) => Err(StorageError::Io {
                 path: check_path,
@@ -246,9 +267,14 @@ impl Stores {
         let mut done = Reconciled::default();
         for geography in self.geographies_on_disk()? {
             let store = self.geo(&geography)?;
+            // First finish destructions a crash interrupted, whatever the registry says now.
+            for resource_id in store.pending_shreds()? {
+                let stripped = store.forget_content(&resource_id)?;
+                done.content_forgotten.push((resource_id, stripped));
+            }
             for resource in registry.iter().filter(|r| r.geography == geography) {
                 if !resource.content_logging {
-                    let stripped = store.forget_content(resource)?;
+                    let stripped = store.forget_content(&resource.id)?;
                     if stripped > 0 {
                         done.content_forgotten.push((resource.id.clone(), stripped));
                     }

@@ -249,3 +249,88 @@ fn adding_a_customer_key_rewraps_the_data_key() {
     let geo = stores.geo(&eu()).unwrap();
     assert!(geo.get(&keyed, &req("r1")).is_err());
 }
+
+fn registry_of(resources: &[&Resource]) -> vigil_core::ResourceRegistry {
+    let mut registry = vigil_core::ResourceRegistry::default();
+    for r in resources {
+        registry.add((*r).clone()).unwrap();
+    }
+    registry
+}
+
+#[test]
+fn a_content_destruction_cut_short_by_a_crash_is_finished_at_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let res = resource("a");
+    {
+        let stores = stores(dir.path());
+        for i in 0..5 {
+            put(&stores, &res, &record("a", &format!("r{i}"), "said"));
+        }
+        // The crash: key deleted and marker set, ciphertexts not yet stripped.
+        let geo = stores.geo(&eu()).unwrap();
+        let mut shred = sled::Batch::default();
+        shred.remove("a");
+        shred.insert(crate::layout::shred_marker("a"), &[]);
+        geo.data_keys.apply_batch(shred).unwrap();
+        geo.flush().unwrap();
+    }
+    // Content logging is back on by the time vigil restarts: the destruction still finishes.
+    let stores = stores(dir.path());
+    let done = stores.reconcile(&registry_of(&[&res])).unwrap();
+    assert_eq!(done.content_forgotten, vec![(res.id.clone(), 5)]);
+    let geo = stores.geo(&eu()).unwrap();
+    assert_eq!(geo.get(&res, &req("r2")).unwrap().unwrap().content, None);
+    assert!(geo.pending_shreds().unwrap().is_empty());
+    // New content gets a new key and is readable.
+    put(&stores, &res, &record("a", "r9", "new"));
+    assert!(geo
+        .get(&res, &req("r9"))
+        .unwrap()
+        .unwrap()
+        .content
+        .is_some());
+    // And a resource that never logged content costs no scan and reports nothing.
+    let mut quiet = resource("q");
+    quiet.content_logging = false;
+    assert!(stores
+        .reconcile(&registry_of(&[&res, &quiet]))
+        .unwrap()
+        .content_forgotten
+        .is_empty());
+}
+
+#[test]
+fn a_missing_check_value_is_only_rewritten_for_the_right_master_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let res = resource("a");
+    put(&stores(dir.path()), &res, &record("a", "r1", "x"));
+    let check = dir
+        .path()
+        .join("data")
+        .join(super::super::MASTER_CHECK_FILE);
+    let master = dir.path().join("keys/master.key");
+    let right = fs::read(&master).unwrap();
+    fs::remove_file(&check).unwrap();
+    // A wrong key is refused, and records no check value that would lock the right one out.
+    fs::write(&master, hex::encode([9u8; 32])).unwrap();
+    let config = StorageConfig {
+        data_dir: dir.path().join("data"),
+        master_key: master.clone(),
+        ..StorageConfig::default()
+    };
+    assert!(matches!(
+        Stores::open(&config, dir.path()),
+        Err(StorageError::Key(crate::KeyError::MasterMismatch { .. }))
+    ));
+    assert!(!check.exists());
+    fs::write(&master, right).unwrap();
+    let stores = Stores::open(&config, dir.path()).unwrap();
+    assert!(check.exists());
+    assert!(stores
+        .geo(&eu())
+        .unwrap()
+        .get(&res, &req("r1"))
+        .unwrap()
+        .is_some());
+}
