@@ -195,20 +195,12 @@ fn turning_content_logging_off_destroys_stored_content() {
         stderr.contains("destroyed the stored content of 20 records"),
         "{stderr}"
     );
-    let (registry, stores) = wd.open_stores();
-    let us = stores.geo(&"us".parse().unwrap()).unwrap();
-    let b = registry.get("b").unwrap();
-    let kept = us.get(b, &"b-3".parse().unwrap()).unwrap().unwrap();
+    let kept = wd.read_stored("b", "b-3", |_| ()).unwrap().unwrap();
     assert_eq!(kept.content, None, "metadata stays, content goes");
     // Even with logging turned back on, the old content cannot come back: its key is gone.
-    drop((us, stores));
     wd.ok(&["resource", "update", "b", "--content-logging", "true"]);
-    let (registry, stores) = wd.open_stores();
-    let us = stores.geo(&"us".parse().unwrap()).unwrap();
-    let kept = us
-        .get(registry.get("b").unwrap(), &"b-3".parse().unwrap())
-        .unwrap();
-    assert_eq!(kept.unwrap().content, None);
+    let kept = wd.read_stored("b", "b-3", |_| ()).unwrap().unwrap();
+    assert_eq!(kept.content, None);
 }
 
 #[test]
@@ -237,15 +229,9 @@ fn a_registry_edited_while_vigil_was_away_is_applied_when_the_next_run_starts() 
     assert_eq!(summary["content_forgotten"]["b"], 1, "{summary:#}");
     // Revoke a's new key: its old content is unreadable even to a master-key reader.
     std::fs::remove_file(wd.path("keys/a.key")).unwrap();
-    let (registry, stores) = wd.open_stores();
-    let us = stores.geo(&"us".parse().unwrap()).unwrap();
-    let kept = us
-        .get(registry.get("b").unwrap(), &"b-1".parse().unwrap())
-        .unwrap();
-    assert_eq!(kept.unwrap().content, None);
-    let mut a_as_before = registry.get("a").unwrap().clone();
-    a_as_before.customer_key = None;
-    assert!(us.get(&a_as_before, &"a-1".parse().unwrap()).is_err());
+    let kept = wd.read_stored("b", "b-1", |_| ()).unwrap().unwrap();
+    assert_eq!(kept.content, None);
+    assert!(wd.read_stored("a", "a-1", without_customer_key).is_err());
 }
 
 #[test]
@@ -268,11 +254,12 @@ fn a_new_customer_key_wraps_existing_content_before_any_new_traffic() {
     // Revoke the customer key: the content that was there before it is unreadable too, even
     // to a reader that asks for the master key: the data key is now wrapped by the customer's.
     std::fs::remove_file(wd.path("keys/a.key")).unwrap();
-    let (registry, stores) = wd.open_stores();
-    let us = stores.geo(&"us".parse().unwrap()).unwrap();
-    let mut as_before = registry.get("a").unwrap().clone();
-    as_before.customer_key = None;
-    assert!(us.get(&as_before, &"a-1".parse().unwrap()).is_err());
+    assert!(wd.read_stored("a", "a-1", without_customer_key).is_err());
+}
+
+/// A reader's view of a resource as if it had no customer key (only the master key).
+fn without_customer_key(resource: &mut vigil_core::Resource) {
+    resource.customer_key = None;
 }
 
 #[test]

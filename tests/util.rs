@@ -8,7 +8,7 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 use vigil_core::ResourceRegistry;
-use vigil_storage::{StorageConfig, Stores};
+use vigil_storage::{StorageConfig, StorageError, StoredRecord, Stores};
 
 /// The repository root.
 pub fn repo() -> PathBuf {
@@ -134,6 +134,24 @@ impl Workdir {
         };
         let stores = Stores::open(&config, self.root()).unwrap();
         (registry, stores)
+    }
+
+    /// Reads one stored record the way a reader with `resource` as the registry describes it
+    /// would; `view` may change that description first (say, drop its customer key).
+    pub fn read_stored(
+        &self,
+        resource: &str,
+        request: &str,
+        view: impl FnOnce(&mut vigil_core::Resource),
+    ) -> Result<Option<StoredRecord>, StorageError> {
+        let (registry, stores) = self.open_stores();
+        let mut resource = registry
+            .get(resource)
+            .expect("a registered resource")
+            .clone();
+        view(&mut resource);
+        let store = stores.geo(&resource.geography)?;
+        store.get(&resource, &request.parse().expect("a valid request ID"))
     }
 
     /// Every file under `rel`, recursively.
