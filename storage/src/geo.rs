@@ -20,10 +20,10 @@ use vigil_core::{Content, Geography, LogRecord, RecordMeta, RequestId, Resource,
 use crate::crypto;
 use crate::keys::{KeySource, WrappedKey};
 use crate::layout::{self, StoredContent, StoredValue};
+use crate::{Result, StorageError};
 
 /// Records stripped per batch when content is destroyed.
 const STRIP_CHUNK: usize = 1024;
-use crate::{Result, StorageError};
 
 /// A record encrypted and encoded, ready for [`GeoStore::write_batch`].
 #[derive(Debug, Clone)]
@@ -55,7 +55,8 @@ pub struct StoredRecord {
     pub meta: RecordMeta,
     /// When vigil stored it.
     pub stored_at: OffsetDateTime,
-    /// The decrypted content, or `None` when the resource's content logging was off.
+    /// The decrypted content, or `None` when the resource's content logging was off when it
+    /// was stored or has been turned off since (its content was then destroyed).
     pub content: Option<Content>,
 }
 
@@ -389,7 +390,8 @@ impl GeoStore {
             .map_err(|e| Self::corrupt(request_id.as_bytes(), e))
     }
 
-    /// Reads one record of `resource` and decrypts its content.
+    /// Reads one record of `resource` and decrypts its content (never for a resource whose
+    /// content logging is off).
     pub fn get(&self, resource: &Resource, request_id: &RequestId) -> Result<Option<StoredRecord>> {
         let key = layout::record_key(resource.id.as_str(), request_id.as_str());
         let Some(bytes) = self.records.get(&key).map_err(|e| self.sled_err(e))? else {
@@ -409,6 +411,9 @@ impl GeoStore {
         };
         let content = match &value.content {
             StoredContent::NotLogged => None,
+            // Content logging was turned off after this was stored, and the content is not
+            // destroyed yet: it is never returned all the same.
+            StoredContent::Sealed(_) if !resource.content_logging => None,
             StoredContent::Sealed(sealed) => {
                 let cipher = self.cipher(resource, false)?.ok_or_else(decrypt_err)?;
                 let aad = crypto::content_aad(

@@ -173,6 +173,23 @@ fn content_logging_off_keeps_metadata_only() {
     assert_eq!(back.content, None);
     // No data key was even created for it.
     assert!(geo.data_keys.is_empty());
+
+    // Content stored while logging was on is not returned once it is off, even before it is
+    // destroyed.
+    let loud = resource("loud");
+    put(&stores, &loud, &record("loud", "r2", "said"));
+    let mut turned_off = loud.clone();
+    turned_off.content_logging = false;
+    assert!(geo
+        .get(&loud, &req("r2"))
+        .unwrap()
+        .unwrap()
+        .content
+        .is_some());
+    assert_eq!(
+        geo.get(&turned_off, &req("r2")).unwrap().unwrap().content,
+        None
+    );
 }
 
 /// Opens the stores afresh (no cached data keys) and reads one record's prompt.
