@@ -7,5 +7,4 @@ cd "$(dirname "$0")/.."
 
 command -v cargo >/dev/null || { echo "quickstart: cargo is required (the machine's Rust toolchain)" >&2; exit 1; }
 
-cargo build --release --locked --quiet
-exec ./target/release/vigil run --input sample/traffic.jsonl "$@"
+exec cargo run --release --locked --quiet -- run --input sample/traffic.jsonl "$@"
