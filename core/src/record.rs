@@ -134,13 +134,6 @@ impl fmt::Debug for Content {
     }
 }
 
-impl Content {
-    /// Whether neither prompt nor completion is present.
-    pub fn is_empty(&self) -> bool {
-        self.prompt.is_none() && self.completion.is_none()
-    }
-}
-
 /// A validated log record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogRecord {
@@ -509,7 +502,7 @@ mod tests {
             .replace(r#""prompt":"hello""#, r#""prompt":null"#)
             .replace(r#","completion":"hi""#, "");
         let rec = LogRecord::from_json(&json).unwrap();
-        assert!(rec.content.is_empty());
+        assert_eq!(rec.content, Content::default());
     }
 
     #[test]

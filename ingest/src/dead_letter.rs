@@ -320,11 +320,6 @@ impl DeadLetterWriter {
         }
         Ok(())
     }
-
-    /// The destination file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
 }
 
 #[cfg(test)]

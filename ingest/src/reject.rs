@@ -38,19 +38,6 @@ pub enum RejectReason {
 }
 
 impl RejectReason {
-    /// Every code [`RejectReason::code`] can return, for listing zero counts.
-    pub const CODES: [&'static str; 9] = [
-        "invalid_utf8",
-        "oversized",
-        "malformed_json",
-        "missing_field",
-        "invalid_field",
-        "unknown_resource",
-        "residency_mismatch",
-        "key_unavailable",
-        "request_id_conflict",
-    ];
-
     /// A stable code for counting and alerting.
     pub fn code(&self) -> &'static str {
         match self {

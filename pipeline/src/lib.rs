@@ -165,6 +165,7 @@ impl<'a> Pipeline<'a> {
         let dl_flushed = dead_letters.flush().map_err(PipelineError::from);
         stored.and(flushed).and(dl_flushed)?;
         summary.finish(started.elapsed());
+        debug_assert!(summary.is_balanced(), "a line was lost or counted twice");
         info!(
             read = summary.read,
             stored = summary.stored_total(),

@@ -1,8 +1,9 @@
 //! The run summary: what happened to every input line, and how fast.
 //!
 //! Every non-blank input line ends up in exactly one bucket: stored (per geography), already
-//! stored (a duplicate delivery), or rejected (per reason). [`Summary::is_balanced`] checks
-//! that, and the tests rely on it.
+//! stored (a duplicate delivery), or rejected (per reason). [`Summary::is_balanced`] states
+//! that; the pipeline asserts it in debug builds and the integration tests check it on the
+//! JSON summary.
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -3,9 +3,9 @@
 use std::fs;
 use std::path::Path;
 
-use vigil_core::{Geography, KeyRef, LogRecord, RequestId, Resource, ResourceId};
+use vigil_core::{Content, Geography, KeyRef, LogRecord, RequestId, Resource, ResourceId};
 
-use crate::{StorageConfig, StorageError, Stores, WriteOutcome};
+use crate::{GeoStore, StorageConfig, StorageError, Stores, WriteOutcome};
 
 fn record(resource: &str, request: &str, prompt: &str) -> LogRecord {
     LogRecord::from_json(&format!(
@@ -48,6 +48,14 @@ fn put(stores: &Stores, res: &Resource, rec: &LogRecord) -> WriteOutcome {
     let geo = stores.geo(&eu()).unwrap();
     let sealed = geo.seal(rec, res).unwrap();
     geo.write_batch(&[sealed]).unwrap()[0]
+}
+
+/// The content of a record that must be stored.
+fn content_of(geo: &GeoStore, res: &Resource, id: &str) -> Option<Content> {
+    geo.get(res, &req(id))
+        .unwrap()
+        .expect("the record is stored")
+        .content
 }
 
 fn write_key(dir: &Path, name: &str, byte: u8) {
@@ -154,7 +162,7 @@ fn ciphertext_moved_to_another_record_or_resource_fails_to_decrypt() {
         Err(StorageError::Decrypt { .. })
     ));
     // The original is untouched.
-    assert!(geo.get(&a, &req("r1")).unwrap().unwrap().content.is_some());
+    assert!(content_of(&geo, &a, "r1").is_some());
 }
 
 #[test]
@@ -180,16 +188,8 @@ fn content_logging_off_keeps_metadata_only() {
     put(&stores, &loud, &record("loud", "r2", "said"));
     let mut turned_off = loud.clone();
     turned_off.content_logging = false;
-    assert!(geo
-        .get(&loud, &req("r2"))
-        .unwrap()
-        .unwrap()
-        .content
-        .is_some());
-    assert_eq!(
-        geo.get(&turned_off, &req("r2")).unwrap().unwrap().content,
-        None
-    );
+    assert!(content_of(&geo, &loud, "r2").is_some());
+    assert_eq!(content_of(&geo, &turned_off, "r2"), None);
 }
 
 /// Opens the stores afresh (no cached data keys) and reads one record's prompt.
@@ -297,16 +297,11 @@ fn a_content_destruction_cut_short_by_a_crash_is_finished_at_the_next_start() {
     let done = stores.reconcile(&registry_of(&[&res])).unwrap();
     assert_eq!(done.content_forgotten, vec![(res.id.clone(), 5)]);
     let geo = stores.geo(&eu()).unwrap();
-    assert_eq!(geo.get(&res, &req("r2")).unwrap().unwrap().content, None);
+    assert_eq!(content_of(&geo, &res, "r2"), None);
     assert!(geo.pending_shreds().unwrap().is_empty());
     // New content gets a new key and is readable.
     put(&stores, &res, &record("a", "r9", "new"));
-    assert!(geo
-        .get(&res, &req("r9"))
-        .unwrap()
-        .unwrap()
-        .content
-        .is_some());
+    assert!(content_of(&geo, &res, "r9").is_some());
     // And a resource that never logged content costs no scan and reports nothing.
     let mut quiet = resource("q");
     quiet.content_logging = false;
