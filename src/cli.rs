@@ -20,8 +20,14 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the pipeline over a JSON-lines input: validate, route, encrypt, store.
+    /// Run the pipeline: validate, route, encrypt, store. Reads a JSON-lines file, or the
+    /// geographies' Kafka log topics as a member of the consumer group.
     Run(RunArgs),
+    /// Publish a JSON-lines file to the geographies' Kafka log topics, keyed by resource.
+    Produce(ProduceArgs),
+    /// Flag events on the geographies' Kafka flag topics.
+    #[command(subcommand)]
+    Flags(FlagsCommand),
     /// Write deterministic sample traffic and its resource registry.
     Generate(GenerateArgs),
     /// Manage the resource registry.
@@ -44,11 +50,86 @@ pub enum Format {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// JSON-lines input file, or `-` for standard input.
-    #[arg(long, short)]
-    pub input: PathBuf,
+    #[arg(long, short, required_unless_present = "kafka", conflicts_with = "kafka")]
+    pub input: Option<PathBuf>,
+    /// Consume the geographies' log topics ([kafka] settings) instead of a file, until
+    /// SIGINT/SIGTERM (then drain, commit and exit) or --stop-when-idle.
+    #[arg(long)]
+    pub kafka: bool,
+    #[command(flatten)]
+    pub kafka_args: KafkaArgs,
+    /// Consumer group to join (default: kafka.group_id).
+    #[arg(long, requires = "kafka")]
+    pub group: Option<String>,
+    /// Stop after this many seconds without a new message (for loading a backlog).
+    #[arg(long, value_name = "SECS", requires = "kafka")]
+    pub stop_when_idle: Option<f64>,
     /// How to print the summary.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+}
+
+/// Kafka options shared by the commands that talk to a broker.
+#[derive(Debug, Args)]
+pub struct KafkaArgs {
+    /// Bootstrap brokers (default: kafka.brokers).
+    #[arg(long)]
+    pub brokers: Option<String>,
+    /// Only these geographies' topics (repeatable; default: every geography in the registry).
+    #[arg(long = "geography", value_name = "GEOGRAPHY")]
+    pub geographies: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ProduceArgs {
+    /// JSON-lines input file, or `-` for standard input.
+    #[arg(long, short)]
+    pub input: PathBuf,
+    /// Bootstrap brokers (default: kafka.brokers).
+    #[arg(long)]
+    pub brokers: Option<String>,
+    /// Send lines whose geography cannot be read (broken JSON) to this geography's topic,
+    /// instead of skipping them.
+    #[arg(long, value_name = "GEOGRAPHY")]
+    pub unrouted_to: Option<String>,
+    /// How to print the summary.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FlagsCommand {
+    /// Print flag events as they arrive, one JSON object a line.
+    Tail {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        /// Start at the oldest event still on the topics instead of new ones only.
+        #[arg(long)]
+        from_beginning: bool,
+        /// Stop after this many seconds without a new event.
+        #[arg(long, value_name = "SECS")]
+        stop_when_idle: Option<f64>,
+    },
+    /// Flag stored records by hand (for example, from an abuse report) and publish the event.
+    Raise {
+        /// Bootstrap brokers (default: kafka.brokers).
+        #[arg(long)]
+        brokers: Option<String>,
+        /// The flagged records' request IDs (repeatable; all of one resource).
+        #[arg(long = "request-id", value_name = "ID", required = true)]
+        request_ids: Vec<String>,
+        /// Harm categories (repeatable): hate, harassment, sexual, violence, self_harm,
+        /// illegal, jailbreak.
+        #[arg(long = "category", value_name = "CATEGORY", required = true)]
+        categories: Vec<String>,
+        /// The abuse score, in [0, 1].
+        #[arg(long, default_value_t = 1.0)]
+        score: f32,
+        /// The end user the flag is about (default: the records' end user when they share
+        /// one, else the resource).
+        #[arg(long)]
+        end_user: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -117,6 +198,10 @@ pub struct ResourceSettings {
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
+    /// Measure Kafka → stored instead of file → stored, through the broker at these
+    /// bootstrap addresses (topics are created under a fresh prefix).
+    #[arg(long, value_name = "BROKERS")]
+    pub kafka: Option<String>,
     /// Records per run.
     #[arg(long, default_value_t = 200_000)]
     pub records: usize,

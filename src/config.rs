@@ -9,6 +9,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 use vigil_ingest::IngestConfig;
+use vigil_kafka::KafkaConfig;
 use vigil_storage::StorageConfig;
 
 /// Everything vigil can be configured with.
@@ -24,6 +25,10 @@ pub struct Config {
     /// Geography stores, keys and retention.
     #[serde(default)]
     pub storage: StorageConfig,
+    /// Brokers, consumer group and topics for `vigil run --kafka`, `vigil produce` and flag
+    /// events.
+    #[serde(default)]
+    pub kafka: KafkaConfig,
 }
 
 fn default_resources() -> PathBuf {
@@ -88,6 +93,7 @@ mod tests {
             assert_eq!(c.storage.data_dir, PathBuf::from("from-env"));
             assert_eq!(c.ingest.max_record_bytes, 10);
             assert_eq!(c.storage.master_key, StorageConfig::default().master_key);
+            assert_eq!(c.kafka, KafkaConfig::default());
             Ok(())
         });
     }

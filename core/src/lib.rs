@@ -8,10 +8,15 @@
 //! completion text. Errors name the field and the problem, never the offending value; the
 //! [`Content`] type prints only lengths.
 
+pub mod flag;
 pub mod ids;
 pub mod record;
 pub mod resource;
 
+pub use flag::{
+    Category, FlagError, FlagEvent, FlagOrigin, FlagScores, FlagSubject, FlagWindow,
+    FLAG_SCHEMA_VERSION,
+};
 pub use ids::{Geography, IdError, RequestId, ResourceId};
 pub use record::{
     Content, Deployment, FieldProblem, LogRecord, Operation, RecordError, RecordMeta,

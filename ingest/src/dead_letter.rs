@@ -84,6 +84,28 @@ impl Payload {
         }
     }
 
+    /// The raw bytes kept, or `None` when the payload was withheld.
+    pub fn bytes(&self) -> Option<std::borrow::Cow<'_, [u8]>> {
+        match self {
+            Self::Text(text) => Some(text.as_bytes().into()),
+            Self::Base64(encoded) => Some(
+                base64::engine::general_purpose::STANDARD
+                    .decode(encoded)
+                    .expect("encoded by from_bytes")
+                    .into(),
+            ),
+            Self::Withheld(_) => None,
+        }
+    }
+
+    /// Why the payload was withheld, if it was.
+    pub fn withheld(&self) -> Option<&'static str> {
+        match self {
+            Self::Withheld(why) => Some(why),
+            _ => None,
+        }
+    }
+
     /// The payload of a resource whose content logging is off.
     pub fn content_logging_off() -> Self {
         Self::Withheld("content_logging_off")
@@ -237,10 +259,33 @@ impl DeadLetter {
 
 /// Errors writing dead letters.
 #[derive(Debug, thiserror::Error)]
-#[error("dead-letter file {path}: {source}")]
+#[error("dead-letter destination {destination}: {source}")]
 pub struct DeadLetterError {
-    path: PathBuf,
-    source: io::Error,
+    destination: String,
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl DeadLetterError {
+    /// An error of `destination`.
+    pub fn new(
+        destination: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self {
+            destination: destination.into(),
+            source: source.into(),
+        }
+    }
+}
+
+/// A dead-letter destination: a file ([`DeadLetterWriter`]) or a topic.
+pub trait DeadLetterSink {
+    /// Where the dead letters go, for the run summary.
+    fn destination(&self) -> String;
+    /// Hands dead letters on, in order.
+    fn write_all(&mut self, letters: &[DeadLetter]) -> Result<(), DeadLetterError>;
+    /// Returns once everything handed on is durable at the destination.
+    fn flush(&mut self) -> Result<(), DeadLetterError>;
 }
 
 /// Appends dead letters to a JSON-lines file, created (with its directory, mode 0600) on
@@ -264,10 +309,7 @@ impl DeadLetterWriter {
     }
 
     fn err(&self, source: io::Error) -> DeadLetterError {
-        DeadLetterError {
-            path: self.path.clone(),
-            source,
-        }
+        DeadLetterError::new(format!("file {}", self.path.display()), source)
     }
 
     fn open(&self) -> io::Result<File> {
@@ -293,8 +335,15 @@ impl DeadLetterWriter {
         Ok(file)
     }
 
+}
+
+impl DeadLetterSink for DeadLetterWriter {
+    fn destination(&self) -> String {
+        self.path.display().to_string()
+    }
+
     /// Appends dead letters, one JSON line each, in one write.
-    pub fn write_all(&mut self, letters: &[DeadLetter]) -> Result<(), DeadLetterError> {
+    fn write_all(&mut self, letters: &[DeadLetter]) -> Result<(), DeadLetterError> {
         if letters.is_empty() {
             return Ok(());
         }
@@ -307,14 +356,12 @@ impl DeadLetterWriter {
             self.file = Some(self.open().map_err(|e| self.err(e))?);
         }
         let file = self.file.as_mut().expect("opened above");
-        file.write_all(&lines).map_err(|e| DeadLetterError {
-            path: self.path.clone(),
-            source: e,
-        })
+        let written = file.write_all(&lines);
+        written.map_err(|e| self.err(e))
     }
 
     /// Syncs what was written to disk.
-    pub fn flush(&mut self) -> Result<(), DeadLetterError> {
+    fn flush(&mut self) -> Result<(), DeadLetterError> {
         if let Some(file) = &self.file {
             file.sync_data().map_err(|e| self.err(e))?;
         }

@@ -15,7 +15,9 @@ pub mod reject;
 pub mod route;
 pub mod source;
 
-pub use dead_letter::{DeadLetter, DeadLetterError, DeadLetterWriter, Payload, PayloadPolicy};
+pub use dead_letter::{
+    DeadLetter, DeadLetterError, DeadLetterSink, DeadLetterWriter, Payload, PayloadPolicy,
+};
 pub use decode::decode;
 pub use reject::RejectReason;
 pub use route::Router;

@@ -31,6 +31,13 @@ pub enum RejectReason {
         /// The resource's home geography.
         home: Geography,
     },
+    /// The record arrived on the topic of one geography, but its resource's home is another.
+    WrongTopic {
+        /// The geography whose topic it arrived on.
+        topic: Geography,
+        /// The resource's home geography.
+        home: Geography,
+    },
     /// The resource's customer-managed key cannot be used, so its content cannot be stored.
     KeyUnavailable,
     /// The request ID is already stored for a different resource.
@@ -46,6 +53,7 @@ impl RejectReason {
             Self::Record(e) => e.code(),
             Self::UnknownResource => "unknown_resource",
             Self::ResidencyMismatch { .. } => "residency_mismatch",
+            Self::WrongTopic { .. } => "wrong_topic",
             Self::KeyUnavailable => "key_unavailable",
             Self::RequestIdConflict => "request_id_conflict",
         }
@@ -54,7 +62,7 @@ impl RejectReason {
     /// The field the reason is about, if any.
     pub fn field(&self) -> Option<&'static str> {
         match self {
-            Self::InvalidUtf8 { .. } | Self::Oversized { .. } => None,
+            Self::InvalidUtf8 { .. } | Self::Oversized { .. } | Self::WrongTopic { .. } => None,
             Self::Record(e) => e.field(),
             Self::UnknownResource | Self::KeyUnavailable => Some("resource_id"),
             Self::ResidencyMismatch { .. } => Some("geography"),
@@ -83,6 +91,12 @@ impl fmt::Display for RejectReason {
                 f,
                 "field `geography` is `{claimed}` but the resource's home geography is `{home}`; \
                  a record is only stored in its resource's home geography"
+            ),
+            Self::WrongTopic { topic, home } => write!(
+                f,
+                "arrived on the topic of geography `{topic}` but field `resource_id` names a \
+                 resource whose home geography is `{home}`; a record is only accepted from its \
+                 home geography's topic"
             ),
             Self::KeyUnavailable => f.write_str(
                 "field `resource_id` names a resource whose customer-managed key is unavailable, \

@@ -5,7 +5,7 @@
 //! claims a geography other than its resource's home, is rejected rather than stored in the
 //! wrong place.
 
-use vigil_core::{LogRecord, Resource, ResourceRegistry};
+use vigil_core::{Geography, LogRecord, Resource, ResourceRegistry};
 
 use crate::reject::RejectReason;
 
@@ -22,7 +22,13 @@ impl<'a> Router<'a> {
     }
 
     /// The resource that `record` belongs to, if the record may be stored at its home.
-    pub fn route(&self, record: &LogRecord) -> Result<&'a Resource, RejectReason> {
+    /// `arrived_for` is the geography whose topic the record arrived on, when the source is
+    /// partitioned by geography: a record is accepted only from its home geography's topic.
+    pub fn route(
+        &self,
+        record: &LogRecord,
+        arrived_for: Option<&Geography>,
+    ) -> Result<&'a Resource, RejectReason> {
         let resource = self
             .registry
             .get(record.meta.resource_id.as_str())
@@ -33,14 +39,20 @@ impl<'a> Router<'a> {
                 home: resource.geography.clone(),
             });
         }
-        Ok(resource)
+        match arrived_for {
+            Some(topic) if *topic != resource.geography => Err(RejectReason::WrongTopic {
+                topic: topic.clone(),
+                home: resource.geography.clone(),
+            }),
+            _ => Ok(resource),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vigil_core::{Geography, ResourceId};
+    use vigil_core::ResourceId;
 
     fn record(resource: &str, geo: &str) -> LogRecord {
         LogRecord::from_json(&format!(
@@ -58,13 +70,22 @@ mod tests {
         ))
         .unwrap();
         let router = Router::new(&reg);
-        assert_eq!(router.route(&record("a", "eu")).unwrap().id.as_str(), "a");
+        assert_eq!(router.route(&record("a", "eu"), None).unwrap().id.as_str(), "a");
         assert_eq!(
-            router.route(&record("b", "eu")).unwrap_err(),
+            router.route(&record("b", "eu"), None).unwrap_err(),
             RejectReason::UnknownResource
         );
-        let err = router.route(&record("a", "us")).unwrap_err();
+        let err = router.route(&record("a", "us"), None).unwrap_err();
         assert_eq!(err.code(), "residency_mismatch");
         assert_eq!(err.field(), Some("geography"));
+        let eu = Geography::parse("eu").unwrap();
+        let us = Geography::parse("us").unwrap();
+        assert!(router.route(&record("a", "eu"), Some(&eu)).is_ok());
+        // The record's own claim is consistent, but it came through another geography.
+        let err = router.route(&record("a", "eu"), Some(&us)).unwrap_err();
+        assert_eq!(err.code(), "wrong_topic");
+        // A false claim is reported as such, whatever the topic.
+        let err = router.route(&record("a", "us"), Some(&us)).unwrap_err();
+        assert_eq!(err.code(), "residency_mismatch");
     }
 }

@@ -1,4 +1,5 @@
-//! JSON-lines input: a file or standard input, read as lines of bytes with their positions.
+//! Where inputs come from ([`SourcePosition`]), and JSON-lines input: a file or standard input,
+//! read as lines of bytes with their positions.
 //!
 //! Lines are read as raw bytes, not strings, so that invalid UTF-8 is reported per line
 //! instead of aborting the read. A line longer than the configured limit is not buffered
@@ -22,12 +23,26 @@ pub enum SourcePosition {
         /// The 1-based line number.
         line: u64,
     },
+    /// A message of a Kafka topic.
+    Kafka {
+        /// The topic.
+        topic: Arc<str>,
+        /// The partition.
+        partition: i32,
+        /// The message's offset in the partition.
+        offset: i64,
+    },
 }
 
 impl fmt::Display for SourcePosition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::File { file, line } => write!(f, "{file}:{line}"),
+            Self::Kafka {
+                topic,
+                partition,
+                offset,
+            } => write!(f, "{topic}[{partition}]@{offset}"),
         }
     }
 }
@@ -147,7 +162,10 @@ mod tests {
         let reader = io::BufReader::with_capacity(3, input);
         let mut r = LineReader::new(reader, "t", limit);
         let mut out = Vec::new();
-        while let Some((line, SourcePosition::File { line: n, .. })) = r.next_line().unwrap() {
+        while let Some((line, position)) = r.next_line().unwrap() {
+            let SourcePosition::File { line: n, .. } = position else {
+                unreachable!("a line reader gives file positions")
+            };
             let text = match line {
                 Line::Complete(b) => String::from_utf8(b).unwrap(),
                 Line::Oversized { prefix, len } => {

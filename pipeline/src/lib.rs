@@ -1,20 +1,23 @@
 //! vigil's main job: source → decode/validate → route → seal → store, with dead letters.
 //!
 //! A run uses two threads joined by a bounded channel, so reading and encryption overlap with
-//! storage writes and memory stays bounded however large the input is:
+//! storage writes and memory stays bounded however large the input or the backlog is:
 //!
-//! - the **decode** thread reads lines, decodes and validates them, routes each record to its
-//!   resource's home geography, and seals (encrypts and encodes) it;
-//! - the calling thread **stores** each batch, one atomic sled batch per geography, and writes
-//!   dead letters.
+//! - the **decode** thread runs the [`Source`], which pushes each input into a [`Feed`]: the
+//!   feed decodes and validates it, routes the record to its resource's home geography, seals
+//!   (encrypts and encodes) it, and batches it (see [`handoff`]);
+//! - the calling thread **stores** each batch, one atomic sled batch per geography, hands dead
+//!   letters to their [`DeadLetterSink`], and makes both durable at the points the source asks
+//!   for (a Kafka consumer commits offsets only up to them) or at the configured interval.
 //!
 //! Rejections never stop a run: each becomes one dead letter and one count. Only failures of
-//! vigil's own machinery (the input cannot be read, a store or the dead-letter file cannot be
-//! written, the master key does not match) end it, with an error.
+//! vigil's own machinery (the input cannot be read, a store or the dead-letter destination
+//! cannot be written, the master key does not match) end it, with an error.
 //!
 //! Later stages (detection, review) slot in between routing and storage, keeping the data
 //! flowing one way.
 
+pub mod handoff;
 mod input;
 mod summary;
 
@@ -22,20 +25,19 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Receiver, Sender};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError};
 use tracing::{debug, info, info_span, warn};
-use vigil_core::ResourceRegistry;
+use vigil_core::{Geography, ResourceRegistry};
 use vigil_ingest::{
-    decode, DeadLetter, DeadLetterError, DeadLetterWriter, IngestConfig, Line, LineReader, Payload,
+    decode, DeadLetter, DeadLetterError, DeadLetterSink, IngestConfig, Line, Payload,
     PayloadPolicy, RejectReason, Router, SourcePosition,
 };
 use vigil_storage::{GeoStore, SealedRecord, StorageError, Stores, WriteOutcome};
 
+pub use handoff::{BatchSeq, Handoff, Stopped};
 pub use input::Input;
 pub use summary::{Percentiles, StageTimes, Summary};
 
-/// Lines per batch handed from the decode thread to the store thread.
-const BATCH_LINES: usize = 1024;
 /// Batches in flight between the threads.
 const CHANNEL_BATCHES: usize = 4;
 
@@ -50,12 +52,24 @@ pub enum PipelineError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The source failed (for example, the Kafka client could not be set up).
+    #[error("source {source_name}: {message}")]
+    Source {
+        /// The source's name.
+        source_name: String,
+        /// What went wrong.
+        message: String,
+    },
     /// A store failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
     /// Dead letters could not be written.
     #[error(transparent)]
     DeadLetters(#[from] DeadLetterError),
+    /// The store stage stopped while the source still had inputs; the store stage's own
+    /// error is the cause.
+    #[error(transparent)]
+    Stopped(#[from] Stopped),
     /// The decode thread panicked (a bug).
     #[error("the decode thread panicked")]
     DecodePanicked,
@@ -63,7 +77,8 @@ pub enum PipelineError {
 
 /// Reports progress of a run, in input bytes consumed.
 pub trait Progress: Sync {
-    /// Called after each batch with the total bytes read so far.
+    /// Called after each batch is stored with the source's progress mark: input bytes read for
+    /// files, messages consumed for Kafka.
     fn advanced(&self, bytes_read: u64);
 }
 
@@ -71,7 +86,31 @@ impl Progress for () {
     fn advanced(&self, _: u64) {}
 }
 
-/// What the decode thread hands on for one input line.
+/// Where a run's inputs come from: a JSON-lines file ([`Input`]) or a Kafka consumer.
+pub trait Source: Send {
+    /// The source's name, for logs.
+    fn name(&self) -> String;
+
+    /// Pushes inputs into `feed` until the source ends or is asked to stop. A source that
+    /// acknowledges inputs does so only for batches below [`Handoff::durable`], and calls
+    /// [`Handoff::sync`] before it stops.
+    fn run(&mut self, feed: &mut Feed<'_>) -> Result<(), PipelineError>;
+}
+
+/// When the store stage makes what it stored durable, besides the end of the run and the
+/// sources' explicit [`Handoff::sync`] requests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// Only at the end of the run and when the source asks: fastest for files, which can be
+    /// re-read after a crash.
+    #[default]
+    AtEnd,
+    /// Also whenever this much time has passed with stored batches not yet durable, so a
+    /// source can acknowledge them.
+    Every(Duration),
+}
+
+/// What the decode thread hands on for one input.
 enum Item {
     /// A record sealed for its geography's store.
     Sealed {
@@ -86,15 +125,6 @@ enum Item {
     Rejected(DeadLetter),
 }
 
-struct Batch {
-    /// When reading its first line began.
-    started: Instant,
-    items: Vec<Item>,
-    bytes_read: u64,
-    decode_time: Duration,
-    seal_time: Duration,
-}
-
 /// Sealed records of one geography within a batch, with where each came from.
 struct GeoBatch {
     geo: Arc<GeoStore>,
@@ -102,11 +132,43 @@ struct GeoBatch {
     origins: Vec<(SourcePosition, Option<Vec<u8>>)>,
 }
 
+/// The decode stage as a source sees it: push inputs in, in order.
+pub struct Feed<'a> {
+    pipeline: &'a Pipeline<'a>,
+    router: Router<'a>,
+    handoff: Arc<Handoff>,
+}
+
+impl Feed<'_> {
+    /// Decodes, validates, routes and seals one input and appends it to the current batch.
+    /// `arrived_for` is the geography whose topic it came from, for sources partitioned by
+    /// geography. Returns the number of the batch it went into.
+    pub fn push(
+        &mut self,
+        line: Line,
+        source: SourcePosition,
+        arrived_for: Option<&Geography>,
+    ) -> Result<BatchSeq, PipelineError> {
+        let start = Instant::now();
+        let (item, decode_time, seal_time) =
+            self.pipeline
+                .process(line, source, arrived_for, &self.router, start)?;
+        Ok(self.handoff.push(item, decode_time, seal_time)?)
+    }
+
+    /// The handoff to the store stage, for sending partial batches, waiting for durability,
+    /// and sharing with callbacks.
+    pub fn handoff(&self) -> &Arc<Handoff> {
+        &self.handoff
+    }
+}
+
 /// The stages of a run, over one registry and one set of stores.
 pub struct Pipeline<'a> {
     registry: &'a ResourceRegistry,
     stores: &'a Stores,
     config: &'a IngestConfig,
+    durability: Durability,
     payloads: PayloadPolicy,
     /// Resources whose unavailable key was already reported in this run (warned once each;
     /// every rejected record still gets its dead letter).
@@ -124,20 +186,31 @@ impl<'a> Pipeline<'a> {
             registry,
             stores,
             config,
+            durability: Durability::AtEnd,
             payloads: PayloadPolicy::new(registry),
             key_warned: Mutex::new(HashSet::new()),
         }
     }
 
-    /// Runs `input` through every stage and returns what happened. Everything stored is
-    /// flushed to disk before this returns.
-    pub fn run(&self, input: Input, progress: &dyn Progress) -> Result<Summary, PipelineError> {
-        let span = info_span!("run", input = %input.name);
+    /// Sets when stored batches are made durable.
+    pub fn with_durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// Runs every input of `source` through every stage, rejected ones to `dead_letters`, and
+    /// returns what happened. Everything stored is durable before this returns.
+    pub fn run(
+        &self,
+        source: &mut dyn Source,
+        dead_letters: &mut dyn DeadLetterSink,
+        progress: &dyn Progress,
+    ) -> Result<Summary, PipelineError> {
+        let span = info_span!("run", source = %source.name());
         let _enter = span.enter();
         let started = Instant::now();
-        let mut dead_letters = DeadLetterWriter::new(&self.config.dead_letters);
         let mut summary = Summary {
-            dead_letters: self.config.dead_letters.display().to_string(),
+            dead_letters: dead_letters.destination(),
             ..Summary::default()
         };
         let reconciled = self.stores.reconcile(self.registry)?;
@@ -151,21 +224,31 @@ impl<'a> Pipeline<'a> {
             warn!(%error, "A customer key is unavailable; that resource's content is unreadable.");
         }
         let (tx, rx) = bounded(CHANNEL_BATCHES);
+        let handoff = Arc::new(Handoff::new(tx));
         let stored = std::thread::scope(|scope| {
             let decode_span = info_span!(parent: &span, "decode");
-            let decoder =
-                scope.spawn(move || decode_span.in_scope(|| self.decode_stage(input, tx)));
-            let stored = self.store_stage(rx, &mut dead_letters, &mut summary, progress);
+            let mut feed = Feed {
+                pipeline: self,
+                router: Router::new(self.registry),
+                handoff: handoff.clone(),
+            };
+            let decoder = scope.spawn(move || {
+                decode_span.in_scope(|| {
+                    let ran = source.run(&mut feed);
+                    let finished = feed.handoff.finish().map_err(PipelineError::from);
+                    ran.and(finished)
+                })
+            });
+            let stored = self.store_stage(rx, &handoff, dead_letters, &mut summary, progress);
+            handoff.mark_stopped();
             let decoded = decoder.join().map_err(|_| PipelineError::DecodePanicked)?;
-            // A store failure is the root cause when both fail (the decoder then only sees
-            // the closed channel).
+            // A store failure is the root cause when both fail (the source then only sees
+            // the stopped store stage).
             stored.and(decoded)
         });
-        let flushed = self.stores.flush().map_err(PipelineError::from);
-        let dl_flushed = dead_letters.flush().map_err(PipelineError::from);
-        stored.and(flushed).and(dl_flushed)?;
+        stored?;
         summary.finish(started.elapsed());
-        debug_assert!(summary.is_balanced(), "a line was lost or counted twice");
+        debug_assert!(summary.is_balanced(), "an input was lost or counted twice");
         info!(
             read = summary.read,
             stored = summary.stored_total(),
@@ -176,93 +259,58 @@ impl<'a> Pipeline<'a> {
         Ok(summary)
     }
 
-    fn decode_stage(&self, input: Input, tx: Sender<Batch>) -> Result<(), PipelineError> {
-        let name = input.name.clone();
-        let mut reader = LineReader::new(input.reader, &input.name, self.config.max_record_bytes);
-        let router = Router::new(self.registry);
-        loop {
-            let mut batch = Batch {
-                started: Instant::now(),
-                items: Vec::with_capacity(BATCH_LINES),
-                bytes_read: 0,
-                decode_time: Duration::ZERO,
-                seal_time: Duration::ZERO,
-            };
-            let mut at_end = false;
-            while batch.items.len() < BATCH_LINES {
-                let start = Instant::now();
-                let next = reader.next_line().map_err(|source| PipelineError::Input {
-                    input: name.clone(),
-                    source,
-                })?;
-                let Some((line, source)) = next else {
-                    at_end = true;
-                    batch.decode_time += start.elapsed();
-                    break;
-                };
-                let item = self.process(line, source, &router, &mut batch, start)?;
-                batch.items.push(item);
-            }
-            batch.bytes_read = reader.bytes_read();
-            if !batch.items.is_empty() && tx.send(batch).is_err() {
-                // The store stage stopped; it reports why.
-                return Ok(());
-            }
-            if at_end {
-                return Ok(());
-            }
-        }
-    }
-
-    /// Decodes, routes and seals one line; `start` is when reading it began.
+    /// Decodes, routes and seals one input; `start` is when its processing began. Returns
+    /// the item with the time spent decoding (and routing) and sealing it.
     fn process(
         &self,
         line: Line,
         source: SourcePosition,
+        arrived_for: Option<&Geography>,
         router: &Router<'_>,
-        batch: &mut Batch,
         start: Instant,
-    ) -> Result<Item, PipelineError> {
+    ) -> Result<(Item, Duration, Duration), PipelineError> {
         let raw = match line {
             Line::Complete(raw) => raw,
             Line::Oversized { prefix, len } => {
-                batch.decode_time += start.elapsed();
                 let reason = RejectReason::Oversized {
                     len,
                     limit: self.config.max_record_bytes,
                 };
                 let letter = self.dead_letter(&reason, source, Some((&prefix, true)), None);
-                return Ok(Item::Rejected(letter));
+                return Ok((Item::Rejected(letter), start.elapsed(), Duration::ZERO));
             }
         };
         let record = match decode(&raw) {
             Ok(record) => record,
             Err(reason) => {
-                batch.decode_time += start.elapsed();
-                return Ok(self.reject(&reason, source, &raw, None));
+                let item = self.reject(&reason, source, &raw, None);
+                return Ok((item, start.elapsed(), Duration::ZERO));
             }
         };
-        let routed = router.route(&record);
-        batch.decode_time += start.elapsed();
+        let routed = router.route(&record, arrived_for);
+        let decode_time = start.elapsed();
         let ids = (
             record.meta.request_id.as_str(),
             record.meta.resource_id.as_str(),
         );
         let resource = match routed {
             Ok(resource) => resource,
-            Err(reason) => return Ok(self.reject(&reason, source, &raw, Some(ids))),
+            Err(reason) => {
+                let item = self.reject(&reason, source, &raw, Some(ids));
+                return Ok((item, decode_time, Duration::ZERO));
+            }
         };
         let sealing = Instant::now();
         let geo = self.stores.geo(&resource.geography)?;
         let sealed = geo.seal(&record, resource);
-        batch.seal_time += sealing.elapsed();
-        match sealed {
-            Ok(sealed) => Ok(Item::Sealed {
+        let seal_time = sealing.elapsed();
+        let item = match sealed {
+            Ok(sealed) => Item::Sealed {
                 geo,
                 record: sealed,
                 source,
                 raw: resource.content_logging.then_some(raw),
-            }),
+            },
             // A customer key that cannot be used affects only its resource: reject its
             // records and go on. Any other key failure concerns the master key: stop.
             Err(StorageError::Key(error)) if error.is_resource_scoped() => {
@@ -271,10 +319,11 @@ impl<'a> Pipeline<'a> {
                 if first {
                     warn!(resource_id = %resource.id, %error, "Rejecting the resource's records: its key is unavailable.");
                 }
-                Ok(self.reject(&RejectReason::KeyUnavailable, source, &raw, Some(ids)))
+                self.reject(&RejectReason::KeyUnavailable, source, &raw, Some(ids))
             }
-            Err(e) => Err(e.into()),
-        }
+            Err(e) => return Err(e.into()),
+        };
+        Ok((item, decode_time, seal_time))
     }
 
     fn reject(
@@ -310,72 +359,131 @@ impl<'a> Pipeline<'a> {
 
     fn store_stage(
         &self,
-        rx: Receiver<Batch>,
-        dead_letters: &mut DeadLetterWriter,
+        rx: Receiver<handoff::ToStore>,
+        handoff: &Handoff,
+        dead_letters: &mut dyn DeadLetterSink,
         summary: &mut Summary,
         progress: &dyn Progress,
     ) -> Result<(), PipelineError> {
         let _span = info_span!("store").entered();
         let mut latencies = Vec::new();
-        for batch in rx {
-            summary.stages.decode_secs += batch.decode_time.as_secs_f64();
-            summary.stages.seal_secs += batch.seal_time.as_secs_f64();
-            summary.read += batch.items.len() as u64;
-            let mut by_geo: BTreeMap<String, GeoBatch> = BTreeMap::new();
-            let mut letters = Vec::new();
-            for item in batch.items {
-                match item {
-                    Item::Sealed {
-                        geo,
-                        record,
-                        source,
-                        raw,
-                    } => {
-                        let entry =
-                            by_geo
-                                .entry(geo.geography().to_string())
-                                .or_insert_with(|| GeoBatch {
-                                    geo: geo.clone(),
-                                    records: Vec::new(),
-                                    origins: Vec::new(),
-                                });
-                        entry.records.push(record);
-                        entry.origins.push((source, raw));
-                    }
-                    Item::Rejected(letter) => letters.push(letter),
+        // Every batch below `received` has been stored; every batch below `durable`, flushed.
+        let mut received: BatchSeq = 0;
+        let mut durable: BatchSeq = 0;
+        let mut durable_at = Instant::now();
+        let mut active: Option<(Instant, Instant)> = None;
+        let wait = match self.durability {
+            Durability::AtEnd => Duration::MAX,
+            Durability::Every(interval) => interval,
+        };
+        loop {
+            let message = match rx.recv_timeout(wait.saturating_sub(durable_at.elapsed())) {
+                Ok(message) => Some(message),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            let sync = match message {
+                Some(handoff::ToStore::Batch(batch)) => {
+                    received = batch.seq + 1;
+                    let first = active.map_or(batch.started, |(first, _)| first);
+                    self.store_batch(batch, dead_letters, summary, &mut latencies, progress)?;
+                    active = Some((first, Instant::now()));
+                    durable_at.elapsed() >= wait
                 }
-            }
-            let storing = Instant::now();
-            for (geo_name, part) in by_geo {
-                let outcomes = part.geo.write_batch(&part.records)?;
-                let results = outcomes.iter().zip(&part.records).zip(part.origins);
-                for ((outcome, record), (source, raw)) in results {
-                    match outcome {
-                        WriteOutcome::Stored => {
-                            *summary.stored.entry(geo_name.clone()).or_default() += 1;
-                            summary.content_not_logged += u64::from(!record.content_logged);
-                        }
-                        WriteOutcome::Duplicate => summary.duplicates += 1,
-                        WriteOutcome::Conflict => letters.push(self.dead_letter(
-                            &RejectReason::RequestIdConflict,
-                            source,
-                            raw.as_deref().map(|raw| (raw, false)),
-                            Some((record.request_id.as_str(), record.resource_id.as_str())),
-                        )),
-                    }
+                Some(handoff::ToStore::Sync) | None => true,
+            };
+            if sync {
+                if received > durable {
+                    self.make_durable(dead_letters, summary)?;
+                    durable = received;
+                    handoff.mark_durable(durable);
                 }
+                durable_at = Instant::now();
             }
-            summary.stages.store_secs += storing.elapsed().as_secs_f64();
-            let writing = Instant::now();
-            for letter in &letters {
-                *summary.rejected.entry(letter.reason.code).or_default() += 1;
-            }
-            dead_letters.write_all(&letters)?;
-            summary.stages.dead_letter_secs += writing.elapsed().as_secs_f64();
-            latencies.push(batch.started.elapsed());
-            progress.advanced(batch.bytes_read);
         }
+        self.make_durable(dead_letters, summary)?;
+        handoff.mark_durable(received);
         summary.batch_latency = Percentiles::of(&mut latencies);
+        summary.active_secs = active.map_or(0.0, |(first, last)| (last - first).as_secs_f64());
+        Ok(())
+    }
+
+    /// Flushes the stores and the dead-letter destination.
+    fn make_durable(
+        &self,
+        dead_letters: &mut dyn DeadLetterSink,
+        summary: &mut Summary,
+    ) -> Result<(), PipelineError> {
+        let flushing = Instant::now();
+        self.stores.flush()?;
+        dead_letters.flush()?;
+        summary.stages.flush_secs += flushing.elapsed().as_secs_f64();
+        Ok(())
+    }
+
+    fn store_batch(
+        &self,
+        batch: handoff::Batch,
+        dead_letters: &mut dyn DeadLetterSink,
+        summary: &mut Summary,
+        latencies: &mut Vec<Duration>,
+        progress: &dyn Progress,
+    ) -> Result<(), PipelineError> {
+        summary.stages.decode_secs += batch.decode_time.as_secs_f64();
+        summary.stages.seal_secs += batch.seal_time.as_secs_f64();
+        summary.read += batch.items.len() as u64;
+        let mut by_geo: BTreeMap<String, GeoBatch> = BTreeMap::new();
+        let mut letters = Vec::new();
+        for item in batch.items {
+            match item {
+                Item::Sealed {
+                    geo,
+                    record,
+                    source,
+                    raw,
+                } => {
+                    let entry = by_geo
+                        .entry(geo.geography().to_string())
+                        .or_insert_with(|| GeoBatch {
+                            geo: geo.clone(),
+                            records: Vec::new(),
+                            origins: Vec::new(),
+                        });
+                    entry.records.push(record);
+                    entry.origins.push((source, raw));
+                }
+                Item::Rejected(letter) => letters.push(letter),
+            }
+        }
+        let storing = Instant::now();
+        for (geo_name, part) in by_geo {
+            let outcomes = part.geo.write_batch(&part.records)?;
+            let results = outcomes.iter().zip(&part.records).zip(part.origins);
+            for ((outcome, record), (source, raw)) in results {
+                match outcome {
+                    WriteOutcome::Stored => {
+                        *summary.stored.entry(geo_name.clone()).or_default() += 1;
+                        summary.content_not_logged += u64::from(!record.content_logged);
+                    }
+                    WriteOutcome::Duplicate => summary.duplicates += 1,
+                    WriteOutcome::Conflict => letters.push(self.dead_letter(
+                        &RejectReason::RequestIdConflict,
+                        source,
+                        raw.as_deref().map(|raw| (raw, false)),
+                        Some((record.request_id.as_str(), record.resource_id.as_str())),
+                    )),
+                }
+            }
+        }
+        summary.stages.store_secs += storing.elapsed().as_secs_f64();
+        let writing = Instant::now();
+        for letter in &letters {
+            *summary.rejected.entry(letter.reason.code).or_default() += 1;
+        }
+        dead_letters.write_all(&letters)?;
+        summary.stages.dead_letter_secs += writing.elapsed().as_secs_f64();
+        latencies.push(batch.started.elapsed());
+        progress.advanced(batch.progress);
         Ok(())
     }
 }

@@ -22,6 +22,8 @@ pub struct StageTimes {
     pub store_secs: f64,
     /// Writing dead letters.
     pub dead_letter_secs: f64,
+    /// Making stored records and dead letters durable (flushing to disk or the broker).
+    pub flush_secs: f64,
 }
 
 /// Latency percentiles, in milliseconds.
@@ -80,6 +82,9 @@ pub struct Summary {
     pub elapsed_secs: f64,
     /// Input lines per second of wall-clock time.
     pub records_per_sec: f64,
+    /// Time from the first input's arrival to the last batch stored: the run's elapsed time
+    /// less waiting for a source that had nothing to give (joining a consumer group, idling).
+    pub active_secs: f64,
     /// Busy time per stage.
     pub stages: StageTimes,
     /// Time from reading a batch's first line to having stored it: an upper bound on each

@@ -1,15 +1,21 @@
 //! One module per subcommand; each loads what it needs and calls into the crates.
 
 mod bench;
+mod flags;
 mod generate;
+mod produce;
 mod resource;
 mod run;
 mod stats;
 
+use std::collections::BTreeSet;
 use std::io::Write;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 use anyhow::Context;
-use vigil_core::ResourceRegistry;
+use vigil_core::{Geography, ResourceRegistry};
+use vigil_kafka::KafkaConfig;
 
 use crate::cli::{Cli, Command};
 use crate::config::Config;
@@ -19,6 +25,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref())?;
     match cli.command {
         Command::Run(args) => run::run(&config, &args),
+        Command::Produce(args) => produce::produce(&config, &args),
+        Command::Flags(cmd) => flags::flags(&config, cmd),
         Command::Generate(args) => generate::generate(&config, &args),
         Command::Resource(cmd) => resource::resource(&config, cmd),
         Command::Stats => stats::stats(&config),
@@ -31,6 +39,40 @@ fn load_registry(config: &Config) -> anyhow::Result<ResourceRegistry> {
     let registry = ResourceRegistry::load(&config.resources)?;
     config.storage.retention.validate(&registry)?;
     Ok(registry)
+}
+
+/// The Kafka settings, with the brokers given on the command line if any.
+fn kafka_config(config: &Config, brokers: Option<&str>) -> KafkaConfig {
+    let mut kafka = config.kafka.clone();
+    if let Some(brokers) = brokers {
+        kafka.brokers = brokers.to_owned();
+    }
+    kafka
+}
+
+/// The geographies named on the command line, or else every geography of the registry.
+fn geographies(registry: &ResourceRegistry, named: &[String]) -> anyhow::Result<Vec<Geography>> {
+    if named.is_empty() {
+        let all: BTreeSet<Geography> = registry.iter().map(|r| r.geography.clone()).collect();
+        return Ok(all.into_iter().collect());
+    }
+    named
+        .iter()
+        .map(|g| Geography::parse(g.as_str()).context("--geography"))
+        .collect()
+}
+
+/// A flag set by the first SIGINT or SIGTERM, asking a long-running command to finish
+/// cleanly; a second one exits at once, with status 130.
+fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [SIGINT, SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(signal, 130, stop.clone())
+            .context("installing signal handlers")?;
+        signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
+    }
+    Ok(stop)
 }
 
 /// Writes `text` and a newline to stdout. Command output, not logging: it is the result the

@@ -1,13 +1,17 @@
-//! `vigil run`: the main job.
+//! `vigil run`: the main job, over a JSON-lines file or as a Kafka consumer-group member.
 
 use std::io::IsTerminal;
+use std::time::Duration;
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
-use vigil_pipeline::{Input, Pipeline, Progress};
+use vigil_core::ResourceRegistry;
+use vigil_ingest::{DeadLetterSink, DeadLetterWriter};
+use vigil_kafka::{DeadLetterTopic, KafkaSource, SourceOptions};
+use vigil_pipeline::{Durability, Input, Pipeline, Progress, Source, Summary};
 use vigil_storage::Stores;
 
-use super::{load_registry, output};
+use super::{geographies, kafka_config, load_registry, output, stop_on_signals};
 use crate::cli::{Format, RunArgs};
 use crate::config::Config;
 
@@ -38,16 +42,55 @@ fn progress_bar(input: &Input) -> Option<Bar> {
 pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<()> {
     let registry = load_registry(config)?;
     let stores = Stores::open(&config.storage, registry.base_dir())?;
-    let input = Input::open(&args.input)
-        .with_context(|| format!("opening input {}", args.input.display()))?;
-    let bar = progress_bar(&input);
-    let pipeline = Pipeline::new(&registry, &stores, &config.ingest);
-    let summary = pipeline.run(input, bar.as_ref().map_or(&() as &dyn Progress, |b| b))?;
-    if let Some(bar) = bar {
-        bar.0.finish_and_clear();
-    }
+    let summary = match &args.input {
+        Some(path) => run_file(config, &registry, &stores, path)?,
+        None => run_kafka(config, &registry, &stores, args)?,
+    };
     match args.format {
         Format::Text => output(&summary),
         Format::Json => output(serde_json::to_string_pretty(&summary)?),
     }
+}
+
+fn run_file(
+    config: &Config,
+    registry: &ResourceRegistry,
+    stores: &Stores,
+    path: &std::path::Path,
+) -> anyhow::Result<Summary> {
+    let mut input = Input::open(path, config.ingest.max_record_bytes)
+        .with_context(|| format!("opening input {}", path.display()))?;
+    let bar = progress_bar(&input);
+    let mut dead_letters = DeadLetterWriter::new(&config.ingest.dead_letters);
+    let pipeline = Pipeline::new(registry, stores, &config.ingest);
+    let progress = bar.as_ref().map_or(&() as &dyn Progress, |b| b);
+    let summary = pipeline.run(&mut input, &mut dead_letters, progress)?;
+    if let Some(bar) = bar {
+        bar.0.finish_and_clear();
+    }
+    Ok(summary)
+}
+
+fn run_kafka(
+    config: &Config,
+    registry: &ResourceRegistry,
+    stores: &Stores,
+    args: &RunArgs,
+) -> anyhow::Result<Summary> {
+    let mut kafka = kafka_config(config, args.kafka_args.brokers.as_deref());
+    if let Some(group) = &args.group {
+        kafka.group_id.clone_from(group);
+    }
+    let options = SourceOptions {
+        geographies: geographies(registry, &args.kafka_args.geographies)?,
+        stop: stop_on_signals()?,
+        stop_when_idle: args.stop_when_idle.map(Duration::from_secs_f64),
+        max_record_bytes: config.ingest.max_record_bytes,
+    };
+    let mut source = KafkaSource::new(&kafka, options)?;
+    let mut dead_letters = DeadLetterTopic::new(&kafka)?;
+    tracing::info!(source = %source.name(), dead_letters = %dead_letters.destination(), "Consuming.");
+    let pipeline = Pipeline::new(registry, stores, &config.ingest)
+        .with_durability(Durability::Every(kafka.commit_interval()));
+    Ok(pipeline.run(&mut source, &mut dead_letters, &())?)
 }

@@ -393,18 +393,9 @@ impl GeoStore {
     /// Reads one record of `resource` and decrypts its content (never for a resource whose
     /// content logging is off).
     pub fn get(&self, resource: &Resource, request_id: &RequestId) -> Result<Option<StoredRecord>> {
-        let key = layout::record_key(resource.id.as_str(), request_id.as_str());
-        let Some(bytes) = self.records.get(&key).map_err(|e| self.sled_err(e))? else {
+        let Some((key, value)) = self.read(resource, request_id)? else {
             return Ok(None);
         };
-        let value: StoredValue =
-            postcard::from_bytes(&bytes).map_err(|e| Self::corrupt(&key, e))?;
-        if value.format != layout::FORMAT {
-            return Err(Self::corrupt(
-                &key,
-                format!("unknown format {}", value.format),
-            ));
-        }
         let decrypt_err = || StorageError::Decrypt {
             resource_id: resource.id.to_string(),
             request_id: request_id.to_string(),
@@ -430,25 +421,69 @@ impl GeoStore {
                 Some(postcard::from_bytes(&encoded).map_err(|_| decrypt_err())?)
             }
         };
-        let timestamp = OffsetDateTime::from_unix_timestamp_nanos(value.timestamp_ns)
-            .map_err(|e| Self::corrupt(&key, e))?;
-        let stored_at = OffsetDateTime::from_unix_timestamp(value.stored_at)
-            .map_err(|e| Self::corrupt(&key, e))?;
+        let (meta, stored_at) = self.meta_of(&key, resource, request_id, value)?;
         Ok(Some(StoredRecord {
-            meta: RecordMeta {
-                request_id: request_id.clone(),
-                resource_id: resource.id.clone(),
-                geography: self.geography.clone(),
-                deployment: value.deployment,
-                processed_in: value.processed_in,
-                timestamp,
-                operation: value.operation,
-                model: value.model,
-                end_user: value.end_user,
-            },
+            meta,
             stored_at,
             content,
         }))
+    }
+
+    /// Reads one record's metadata, without touching its content or its keys.
+    pub fn get_meta(
+        &self,
+        resource: &Resource,
+        request_id: &RequestId,
+    ) -> Result<Option<(RecordMeta, OffsetDateTime)>> {
+        match self.read(resource, request_id)? {
+            Some((key, value)) => Ok(Some(self.meta_of(&key, resource, request_id, value)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn read(
+        &self,
+        resource: &Resource,
+        request_id: &RequestId,
+    ) -> Result<Option<(Vec<u8>, StoredValue)>> {
+        let key = layout::record_key(resource.id.as_str(), request_id.as_str());
+        let Some(bytes) = self.records.get(&key).map_err(|e| self.sled_err(e))? else {
+            return Ok(None);
+        };
+        let value: StoredValue =
+            postcard::from_bytes(&bytes).map_err(|e| Self::corrupt(&key, e))?;
+        if value.format != layout::FORMAT {
+            return Err(Self::corrupt(
+                &key,
+                format!("unknown format {}", value.format),
+            ));
+        }
+        Ok(Some((key, value)))
+    }
+
+    fn meta_of(
+        &self,
+        key: &[u8],
+        resource: &Resource,
+        request_id: &RequestId,
+        value: StoredValue,
+    ) -> Result<(RecordMeta, OffsetDateTime)> {
+        let timestamp = OffsetDateTime::from_unix_timestamp_nanos(value.timestamp_ns)
+            .map_err(|e| Self::corrupt(key, e))?;
+        let stored_at = OffsetDateTime::from_unix_timestamp(value.stored_at)
+            .map_err(|e| Self::corrupt(key, e))?;
+        let meta = RecordMeta {
+            request_id: request_id.clone(),
+            resource_id: resource.id.clone(),
+            geography: self.geography.clone(),
+            deployment: value.deployment,
+            processed_in: value.processed_in,
+            timestamp,
+            operation: value.operation,
+            model: value.model,
+            end_user: value.end_user,
+        };
+        Ok((meta, stored_at))
     }
 
     /// How many records `resource` has in this store.

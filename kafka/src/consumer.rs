@@ -1,0 +1,380 @@
+//! The consumer-group source: log topics in, offsets committed only behind durability.
+//!
+//! Every message pushed into the pipeline is noted in an [`OffsetBook`] under the number of the
+//! batch it went into. When the store stage reports batches durable, their offsets become
+//! committable, and are committed (asynchronously while running, synchronously when stopping
+//! or when partitions are revoked). A crash therefore loses no record: what was not committed
+//! is delivered again, and the store's idempotent writes absorb what was already stored.
+//!
+//! Rebalances: librdkafka calls the revoke callback on the polling thread, inside `poll`,
+//! before partitions move. The callback sends the partial batch on, waits until everything
+//! pushed so far is durable, and commits it, so the next owner of a partition starts exactly
+//! where this one stopped.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaResult;
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use tracing::{debug, info, warn};
+use vigil_core::Geography;
+use vigil_ingest::{Line, SourcePosition};
+use vigil_pipeline::{BatchSeq, Feed, Handoff, PipelineError, Source};
+
+use crate::{client_context, ensure_topics, KafkaConfig, KafkaError, Topics};
+
+/// How long one poll waits for a message; also how quickly a stop request is noticed and how
+/// long a record waits in a partial batch when traffic is slow.
+const POLL: Duration = Duration::from_millis(100);
+
+/// What a consumer reads and when it stops.
+#[derive(Debug, Clone)]
+pub struct SourceOptions {
+    /// The geographies whose log topics to consume.
+    pub geographies: Vec<Geography>,
+    /// Set (by a signal handler) to stop: the source stops fetching, drains and commits.
+    pub stop: Arc<AtomicBool>,
+    /// Stop once no message has arrived for this long after partitions were assigned (for
+    /// loading a backlog and for benchmarks); `None` runs until stopped.
+    pub stop_when_idle: Option<Duration>,
+    /// Largest accepted message, in bytes; longer ones are rejected as oversized.
+    pub max_record_bytes: usize,
+}
+
+/// Offsets pushed into the pipeline, by batch, and those ready to commit.
+#[derive(Default)]
+struct OffsetBook {
+    /// Per batch, the highest offset pushed per partition.
+    pending: BTreeMap<BatchSeq, Vec<(Arc<str>, i32, i64)>>,
+    /// Per partition, the next offset to consume: one past the highest durable offset.
+    committable: HashMap<(Arc<str>, i32), i64>,
+    /// Whether `committable` holds offsets not yet committed.
+    dirty: bool,
+}
+
+impl OffsetBook {
+    fn record(&mut self, seq: BatchSeq, topic: &Arc<str>, partition: i32, offset: i64) {
+        let partitions = self.pending.entry(seq).or_default();
+        match partitions
+            .iter_mut()
+            .find(|(t, p, _)| *p == partition && t == topic)
+        {
+            Some(entry) => entry.2 = entry.2.max(offset),
+            None => partitions.push((topic.clone(), partition, offset)),
+        }
+    }
+
+    /// Makes the offsets of batches below `durable` committable.
+    fn advance(&mut self, durable: BatchSeq) {
+        let still_pending = self.pending.split_off(&durable);
+        for (topic, partition, offset) in std::mem::replace(&mut self.pending, still_pending)
+            .into_values()
+            .flatten()
+        {
+            let next = self.committable.entry((topic, partition)).or_insert(0);
+            *next = (*next).max(offset + 1);
+            self.dirty = true;
+        }
+    }
+
+    fn commit_list(&self) -> TopicPartitionList {
+        let mut list = TopicPartitionList::with_capacity(self.committable.len());
+        for ((topic, partition), next) in &self.committable {
+            list.add_partition_offset(topic, *partition, Offset::Offset(*next))
+                .expect("a valid offset");
+        }
+        list
+    }
+
+    /// Drops what is known of partitions this consumer no longer owns.
+    fn forget(&mut self, revoked: &TopicPartitionList) {
+        for element in revoked.elements() {
+            self.committable
+                .retain(|(t, p), _| !(*p == element.partition() && &**t == element.topic()));
+            for partitions in self.pending.values_mut() {
+                partitions.retain(|(t, p, _)| !(*p == element.partition() && &**t == element.topic()));
+            }
+        }
+    }
+}
+
+/// The consumer's callbacks: rebalances drain and commit; commit failures are retried.
+struct GroupContext {
+    handoff: Mutex<Option<Arc<Handoff>>>,
+    book: Mutex<OffsetBook>,
+    assigned: AtomicBool,
+}
+
+client_context!(GroupContext);
+
+impl GroupContext {
+    fn book(&self) -> MutexGuard<'_, OffsetBook> {
+        self.book.lock().expect("offset book lock poisoned")
+    }
+
+    fn handoff(&self) -> Option<Arc<Handoff>> {
+        self.handoff.lock().expect("handoff lock poisoned").clone()
+    }
+
+    /// Commits every offset that is durable and not yet committed.
+    fn commit(&self, consumer: &BaseConsumer<Self>, durable: BatchSeq, mode: CommitMode) {
+        let list = {
+            let mut book = self.book();
+            book.advance(durable);
+            if !book.dirty {
+                return;
+            }
+            book.dirty = false;
+            book.commit_list()
+        };
+        debug!(partitions = list.count(), ?mode, "Committing offsets.");
+        if let Err(error) = consumer.commit(&list, mode) {
+            warn!(%error, "Committing offsets failed; retrying with the next commit.");
+            self.book().dirty = true;
+        }
+    }
+}
+
+impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(revoked) => {
+                info!(
+                    partitions = revoked.count(),
+                    "Partitions revoked: draining and committing in-flight records."
+                );
+                if let Some(handoff) = self.handoff() {
+                    match handoff.sync() {
+                        Ok(durable) => self.commit(consumer, durable, CommitMode::Sync),
+                        Err(stopped) => {
+                            warn!(%stopped, "Could not drain before the rebalance; uncommitted records will be delivered again.")
+                        }
+                    }
+                }
+                self.book().forget(revoked);
+            }
+            Rebalance::Assign(assigned) => {
+                info!(partitions = assigned.count(), "Partitions assigned.");
+                self.assigned.store(true, Ordering::Release);
+            }
+            Rebalance::Error(error) => warn!(%error, "Rebalance failed."),
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        if let Err(error) = result {
+            warn!(%error, "Committing offsets failed; retrying with the next commit.");
+            self.book().dirty = true;
+        }
+    }
+}
+
+/// `vigil run --kafka`: a member of the consumer group reading the geographies' log topics.
+pub struct KafkaSource {
+    consumer: BaseConsumer<GroupContext>,
+    log_topics: Topics,
+    topics: Vec<String>,
+    options: SourceOptions,
+}
+
+impl KafkaSource {
+    /// Creates the consumer (and the topics, when configured to); it joins the group when the
+    /// pipeline runs it.
+    pub fn new(config: &KafkaConfig, options: SourceOptions) -> Result<Self, KafkaError> {
+        config.validate()?;
+        if options.geographies.is_empty() {
+            return Err(KafkaError::Config(
+                "no geography to consume: the registry has no resources".into(),
+            ));
+        }
+        let log_topics = config.log_topics();
+        let topics: Vec<String> = options
+            .geographies
+            .iter()
+            .map(|g| log_topics.of(g))
+            .collect();
+        ensure_topics(config, &topics)?;
+        let context = GroupContext {
+            handoff: Mutex::new(None),
+            book: Mutex::new(OffsetBook::default()),
+            assigned: AtomicBool::new(false),
+        };
+        let consumer = config
+            .client()
+            .set("group.id", &config.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            .set("session.timeout.ms", config.session_timeout_ms.to_string())
+            .set(
+                "queued.max.messages.kbytes",
+                config.fetch_buffer_kib.to_string(),
+            )
+            .set(
+                "fetch.message.max.bytes",
+                (options.max_record_bytes + 1024).to_string(),
+            )
+            .create_with_context(context)
+            .map_err(KafkaError::client("creating the consumer"))?;
+        Ok(Self {
+            consumer,
+            log_topics,
+            topics,
+            options,
+        })
+    }
+
+    /// The topics this source consumes.
+    pub fn topics(&self) -> &[String] {
+        &self.topics
+    }
+
+    fn commit(&self, mode: CommitMode) {
+        let context = self.consumer.context();
+        if let Some(handoff) = context.handoff() {
+            context.commit(&self.consumer, handoff.durable(), mode);
+        }
+    }
+
+    fn consume(&self, feed: &mut Feed<'_>) -> Result<(), PipelineError> {
+        let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+        self.consumer
+            .subscribe(&topics)
+            .map_err(|e| self.failed("subscribing", e))?;
+        info!(topics = ?self.topics, "Subscribed; joining the consumer group.");
+        // Topic name → (shared name for positions, the geography whose topic it is).
+        let mut known: HashMap<String, (Arc<str>, Option<Geography>)> = HashMap::new();
+        let mut last_input: Option<Instant> = None;
+        let mut consumed: u64 = 0;
+        let limit = self.options.max_record_bytes;
+        loop {
+            if self.options.stop.load(Ordering::Acquire) {
+                info!("Stopping: draining in-flight records and committing.");
+                return Ok(());
+            }
+            if self.consumer.context().assigned.load(Ordering::Acquire) {
+                let idle_since = *last_input.get_or_insert_with(Instant::now);
+                if let Some(idle) = self.options.stop_when_idle {
+                    if idle_since.elapsed() >= idle {
+                        info!(idle_secs = idle.as_secs_f64(), "No new messages: stopping.");
+                        return Ok(());
+                    }
+                }
+            }
+            match self.consumer.poll(POLL) {
+                None => feed.handoff().send_partial()?,
+                Some(Err(error)) => warn!(%error, "Consuming failed (retrying)."),
+                Some(Ok(message)) => {
+                    last_input = Some(Instant::now());
+                    let (topic, geography) = known
+                        .entry(message.topic().to_owned())
+                        .or_insert_with_key(|t| (t.as_str().into(), self.log_topics.geography(t)))
+                        .clone();
+                    let payload = message.payload().unwrap_or_default();
+                    let line = if payload.len() > limit {
+                        Line::Oversized {
+                            prefix: payload[..limit].to_vec(),
+                            len: payload.len() as u64,
+                        }
+                    } else {
+                        Line::Complete(payload.to_vec())
+                    };
+                    let (partition, offset) = (message.partition(), message.offset());
+                    let position = SourcePosition::Kafka {
+                        topic: topic.clone(),
+                        partition,
+                        offset,
+                    };
+                    let seq = feed.push(line, position, geography.as_ref())?;
+                    consumed += 1;
+                    feed.handoff().set_progress(consumed);
+                    (self.consumer.context().book()).record(seq, &topic, partition, offset);
+                }
+            }
+            self.commit(CommitMode::Async);
+        }
+    }
+
+    fn failed(&self, operation: &str, error: impl std::fmt::Display) -> PipelineError {
+        PipelineError::Source {
+            source_name: self.name(),
+            message: format!("{operation}: {error}"),
+        }
+    }
+}
+
+impl Source for KafkaSource {
+    fn name(&self) -> String {
+        format!("kafka {}", self.topics.join(","))
+    }
+
+    fn run(&mut self, feed: &mut Feed<'_>) -> Result<(), PipelineError> {
+        let context = self.consumer.context();
+        *context.handoff.lock().expect("handoff lock poisoned") = Some(feed.handoff().clone());
+        let consumed = self.consume(feed);
+        // Whatever happened, commit what is durable: after a clean stop that is everything.
+        let synced = feed.handoff().sync();
+        self.commit(CommitMode::Sync);
+        *context.handoff.lock().expect("handoff lock poisoned") = None;
+        self.consumer.unsubscribe();
+        consumed?;
+        synced?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offsets(book: &OffsetBook) -> Vec<(String, i32, i64)> {
+        let mut v: Vec<_> = book
+            .committable
+            .iter()
+            .map(|((t, p), o)| (t.to_string(), *p, *o))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn only_durable_batches_become_committable() {
+        let t: Arc<str> = "vigil.logs.eu".into();
+        let mut book = OffsetBook::default();
+        book.record(0, &t, 0, 10);
+        book.record(0, &t, 0, 11);
+        book.record(0, &t, 1, 5);
+        book.record(1, &t, 0, 12);
+        book.advance(0);
+        assert!(!book.dirty && book.committable.is_empty());
+        book.advance(1);
+        assert!(book.dirty);
+        assert_eq!(
+            offsets(&book),
+            [("vigil.logs.eu".into(), 0, 12), ("vigil.logs.eu".into(), 1, 6)]
+        );
+        book.advance(2);
+        assert_eq!(offsets(&book)[0], ("vigil.logs.eu".into(), 0, 13));
+        assert_eq!(book.commit_list().count(), 2);
+    }
+
+    #[test]
+    fn revoked_partitions_are_forgotten() {
+        let t: Arc<str> = "vigil.logs.eu".into();
+        let mut book = OffsetBook::default();
+        book.record(0, &t, 0, 1);
+        book.record(1, &t, 1, 1);
+        book.advance(1);
+        let mut revoked = TopicPartitionList::new();
+        revoked.add_partition("vigil.logs.eu", 0);
+        revoked.add_partition("vigil.logs.eu", 1);
+        book.forget(&revoked);
+        book.advance(2);
+        assert!(book.committable.is_empty());
+    }
+}

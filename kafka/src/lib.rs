@@ -1,0 +1,150 @@
+//! vigil's Kafka edge, on rdkafka with its bundled librdkafka.
+//!
+//! - [`KafkaSource`]: the consumer-group source of `vigil run --kafka`. One log topic per
+//!   geography, keyed by resource; offsets are committed only once the records they cover are
+//!   durable in the stores, and in-flight work is drained and committed before a rebalance
+//!   moves partitions away.
+//! - [`DeadLetterTopic`]: rejected messages, with headers saying why and where they came from.
+//! - [`FlagPublisher`] and [`FlagTail`]: flag events on each geography's flag topic.
+//! - [`load`]: `vigil produce`, a JSON-lines file onto the log topics.
+//!
+//! Architecture invariant: no log line, error or header written here contains message
+//! payloads; the dead-letter topic's message value is the only place a rejected payload goes,
+//! and it is empty when the payload was withheld.
+
+mod config;
+mod consumer;
+mod dead_letter;
+mod flags;
+mod load;
+mod producer;
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::error::KafkaError as RdKafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+use tracing::{debug, error, info, warn};
+
+pub use config::{KafkaConfig, Topics};
+pub use consumer::{KafkaSource, SourceOptions};
+pub use dead_letter::{DeadLetterTopic, HEADER_PREFIX};
+pub use flags::{FlagPublisher, FlagTail};
+pub use load::{load, LoadSummary, LOAD_PROGRESS_EVERY};
+
+/// Errors of vigil's Kafka clients.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaError {
+    /// vigil's Kafka settings are inconsistent.
+    #[error("invalid Kafka settings: {0}")]
+    Config(String),
+    /// A client could not be created or an operation failed.
+    #[error("Kafka {operation}: {source}")]
+    Client {
+        /// What vigil was doing.
+        operation: &'static str,
+        /// librdkafka's error.
+        source: RdKafkaError,
+    },
+    /// A message was not acknowledged by the broker.
+    #[error("Kafka delivery: {0}")]
+    Delivery(String),
+    /// Reading a file failed.
+    #[error("reading {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A flag event is invalid.
+    #[error(transparent)]
+    Flag(#[from] vigil_core::FlagError),
+}
+
+impl KafkaError {
+    fn client(operation: &'static str) -> impl FnOnce(RdKafkaError) -> Self {
+        move |source| Self::Client { operation, source }
+    }
+}
+
+/// How long administrative requests may take.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Creates those of `topics` that do not exist yet, with the configured partitions.
+pub fn ensure_topics(config: &KafkaConfig, topics: &[String]) -> Result<(), KafkaError> {
+    if !config.create_topics || topics.is_empty() {
+        return Ok(());
+    }
+    let admin: AdminClient<DefaultClientContext> = config
+        .client()
+        .create()
+        .map_err(KafkaError::client("creating an admin client"))?;
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|t| {
+            NewTopic::new(
+                t,
+                config.partitions,
+                TopicReplication::Fixed(config.replication_factor),
+            )
+        })
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT));
+    let results = futures_executor::block_on(admin.create_topics(&new, &options))
+        .map_err(KafkaError::client("creating topics"))?;
+    for result in results {
+        match result {
+            Ok(topic) => info!(%topic, partitions = config.partitions, "Created topic."),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(KafkaError::Client {
+                    operation: "creating topics",
+                    source: RdKafkaError::AdminOp(code),
+                })
+                .inspect_err(|_| error!(%topic, "Could not create topic."))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// librdkafka's own logs and errors, as tracing events. They carry broker and protocol
+/// details, never message payloads.
+fn log_client(level: RDKafkaLogLevel, facility: &str, message: &str) {
+    match level {
+        RDKafkaLogLevel::Emerg
+        | RDKafkaLogLevel::Alert
+        | RDKafkaLogLevel::Critical
+        | RDKafkaLogLevel::Error => error!(target: "librdkafka", facility, "{message}"),
+        RDKafkaLogLevel::Warning => warn!(target: "librdkafka", facility, "{message}"),
+        RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+            info!(target: "librdkafka", facility, "{message}")
+        }
+        RDKafkaLogLevel::Debug => debug!(target: "librdkafka", facility, "{message}"),
+    }
+}
+
+/// A client error librdkafka recovers from by itself (a broker down, a connection reset):
+/// logged, not fatal.
+fn log_client_error(error: &RdKafkaError, reason: &str) {
+    warn!(target: "librdkafka", %error, reason, "Kafka client error (retrying).");
+}
+
+/// Implements [`rdkafka::ClientContext`] with vigil's logging.
+macro_rules! client_context {
+    ($context:ty) => {
+        impl rdkafka::ClientContext for $context {
+            fn log(&self, level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
+                $crate::log_client(level, facility, message);
+            }
+
+            fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+                $crate::log_client_error(&error, reason);
+            }
+        }
+    };
+}
+pub(crate) use client_context;
