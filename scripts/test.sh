@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # vigil's whole test suite: formatting, lints (warnings are errors), and every unit and
-# integration test. Installs nothing beyond the Rust toolchain today; each later prerequisite
-# (a broker, ONNX Runtime, a browser) is installed here, idempotently.
+# integration test. Installs what the tests need, idempotently: the Tansu Kafka-protocol broker
+# (from crates.io, about 15-20 minutes the first time); later prerequisites (ONNX Runtime, a
+# browser) are installed here too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +10,15 @@ command -v cargo >/dev/null || { echo "test: cargo is required (the machine's Ru
 # rustfmt and clippy ship with the toolchain; add them if this one lacks them.
 if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
   rustup component add rustfmt clippy
+fi
+
+# The Kafka tests start Tansu brokers of their own on loopback ports.
+TANSU_VERSION=0.6.0
+export PATH="$HOME/.cargo/bin:$PATH"
+if ! tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
+  echo "== installing the Tansu broker $TANSU_VERSION (once)"
+  # Built in cargo's own temporary directory, not in this workspace's target directory.
+  env -u CARGO_TARGET_DIR cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql
 fi
 
 echo "== cargo fmt --check"

@@ -1,9 +1,12 @@
 //! vigil's integration tests: one binary, grouped by area. They run the real `vigil` command
-//! against real sled stores and files in temporary directories.
+//! against real sled stores and files in temporary directories, and a real Kafka-protocol
+//! broker (Tansu) on loopback.
 
+mod broker;
 mod util;
 
 mod crash;
+mod kafka;
 mod privacy;
 mod resources;
 mod run;

@@ -45,6 +45,11 @@ pub struct KafkaConfig {
     /// Further librdkafka properties for every client, such as `security.protocol` or
     /// `sasl.mechanisms`.
     pub client: BTreeMap<String, String>,
+    /// Further librdkafka properties for producers only, such as `linger.ms` or
+    /// `compression.type`.
+    pub producer: BTreeMap<String, String>,
+    /// Further librdkafka properties for consumers only, such as `fetch.wait.max.ms`.
+    pub consumer: BTreeMap<String, String>,
 }
 
 impl Default for KafkaConfig {
@@ -63,6 +68,8 @@ impl Default for KafkaConfig {
             session_timeout_ms: 10_000,
             max_message_bytes: 8 * 1024 * 1024,
             client: BTreeMap::new(),
+            producer: BTreeMap::new(),
+            consumer: BTreeMap::new(),
         }
     }
 }
@@ -125,6 +132,22 @@ impl KafkaConfig {
             .set("acks", "all")
             .set("linger.ms", "5")
             .set("message.max.bytes", self.max_message_bytes.to_string());
+        for (key, value) in &self.producer {
+            config.set(key, value);
+        }
+        config
+    }
+
+    /// A consumer configuration: `base` (vigil's settings for this consumer), then the
+    /// passthrough consumer properties.
+    pub(crate) fn consumer(&self, base: &[(&str, String)]) -> ClientConfig {
+        let mut config = self.client();
+        for (key, value) in base {
+            config.set(*key, value);
+        }
+        for (key, value) in &self.consumer {
+            config.set(key, value);
+        }
         config
     }
 }

@@ -2,8 +2,7 @@
 //!
 //! Every message pushed into the pipeline is noted in an [`OffsetBook`] under the number of the
 //! batch it went into. When the store stage reports batches durable, their offsets become
-//! committable, and are committed (asynchronously while running, synchronously when stopping
-//! or when partitions are revoked). A crash therefore loses no record: what was not committed
+//! committable, and are committed (synchronously: the next commit retries a failed one). A crash therefore loses no record: what was not committed
 //! is delivered again, and the store's idempotent writes absorb what was already stored.
 //!
 //! Rebalances: librdkafka calls the revoke callback on the polling thread, inside `poll`,
@@ -17,7 +16,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::KafkaResult;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::{debug, info, warn};
@@ -120,8 +118,9 @@ impl GroupContext {
         self.handoff.lock().expect("handoff lock poisoned").clone()
     }
 
-    /// Commits every offset that is durable and not yet committed.
-    fn commit(&self, consumer: &BaseConsumer<Self>, durable: BatchSeq, mode: CommitMode) {
+    /// Commits every offset that is durable and not yet committed, and waits for the broker
+    /// to acknowledge it (a commit each commit interval costs one round trip).
+    fn commit(&self, consumer: &BaseConsumer<Self>, durable: BatchSeq) {
         let list = {
             let mut book = self.book();
             book.advance(durable);
@@ -131,10 +130,12 @@ impl GroupContext {
             book.dirty = false;
             book.commit_list()
         };
-        debug!(partitions = list.count(), ?mode, "Committing offsets.");
-        if let Err(error) = consumer.commit(&list, mode) {
-            warn!(%error, "Committing offsets failed; retrying with the next commit.");
-            self.book().dirty = true;
+        match consumer.commit(&list, CommitMode::Sync) {
+            Ok(()) => debug!(offsets = ?list, "Offsets committed."),
+            Err(error) => {
+                warn!(%error, "Committing offsets failed; retrying with the next commit.");
+                self.book().dirty = true;
+            }
         }
     }
 }
@@ -149,7 +150,7 @@ impl ConsumerContext for GroupContext {
                 );
                 if let Some(handoff) = self.handoff() {
                     match handoff.sync() {
-                        Ok(durable) => self.commit(consumer, durable, CommitMode::Sync),
+                        Ok(durable) => self.commit(consumer, durable),
                         Err(stopped) => {
                             warn!(%stopped, "Could not drain before the rebalance; uncommitted records will be delivered again.")
                         }
@@ -165,12 +166,6 @@ impl ConsumerContext for GroupContext {
         }
     }
 
-    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
-        if let Err(error) = result {
-            warn!(%error, "Committing offsets failed; retrying with the next commit.");
-            self.book().dirty = true;
-        }
-    }
 }
 
 /// `vigil run --kafka`: a member of the consumer group reading the geographies' log topics.
@@ -204,21 +199,22 @@ impl KafkaSource {
             assigned: AtomicBool::new(false),
         };
         let consumer = config
-            .client()
-            .set("group.id", &config.group_id)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("enable.partition.eof", "false")
-            .set("session.timeout.ms", config.session_timeout_ms.to_string())
-            .set(
-                "queued.max.messages.kbytes",
-                config.fetch_buffer_kib.to_string(),
-            )
-            .set(
-                "fetch.message.max.bytes",
-                (options.max_record_bytes + 1024).to_string(),
-            )
+            .consumer(&[
+                ("group.id", config.group_id.clone()),
+                ("enable.auto.commit", "false".into()),
+                ("enable.auto.offset.store", "false".into()),
+                ("auto.offset.reset", "earliest".into()),
+                ("enable.partition.eof", "false".into()),
+                ("session.timeout.ms", config.session_timeout_ms.to_string()),
+                (
+                    "queued.max.messages.kbytes",
+                    config.fetch_buffer_kib.to_string(),
+                ),
+                (
+                    "fetch.message.max.bytes",
+                    (options.max_record_bytes + 1024).to_string(),
+                ),
+            ])
             .create_with_context(context)
             .map_err(KafkaError::client("creating the consumer"))?;
         Ok(Self {
@@ -234,10 +230,10 @@ impl KafkaSource {
         &self.topics
     }
 
-    fn commit(&self, mode: CommitMode) {
+    fn commit(&self) {
         let context = self.consumer.context();
         if let Some(handoff) = context.handoff() {
-            context.commit(&self.consumer, handoff.durable(), mode);
+            context.commit(&self.consumer, handoff.durable());
         }
     }
 
@@ -296,7 +292,7 @@ impl KafkaSource {
                     (self.consumer.context().book()).record(seq, &topic, partition, offset);
                 }
             }
-            self.commit(CommitMode::Async);
+            self.commit();
         }
     }
 
@@ -319,7 +315,7 @@ impl Source for KafkaSource {
         let consumed = self.consume(feed);
         // Whatever happened, commit what is durable: after a clean stop that is everything.
         let synced = feed.handoff().sync();
-        self.commit(CommitMode::Sync);
+        self.commit();
         *context.handoff.lock().expect("handoff lock poisoned") = None;
         self.consumer.unsubscribe();
         consumed?;

@@ -91,14 +91,13 @@ impl FlagTail {
         ensure_topics(config, &topics)?;
         // A group of its own: every tail sees every event.
         let group = format!("vigil-flags-tail-{}-{}", std::process::id(), nanos());
+        let reset = if from_beginning { "earliest" } else { "latest" };
         let consumer: BaseConsumer<DefaultConsumerContext> = config
-            .client()
-            .set("group.id", group)
-            .set("enable.auto.commit", "false")
-            .set(
-                "auto.offset.reset",
-                if from_beginning { "earliest" } else { "latest" },
-            )
+            .consumer(&[
+                ("group.id", group),
+                ("enable.auto.commit", "false".into()),
+                ("auto.offset.reset", reset.into()),
+            ])
             .create()
             .map_err(KafkaError::client("creating the flag consumer"))?;
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
