@@ -50,7 +50,12 @@ pub enum Format {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// JSON-lines input file, or `-` for standard input.
-    #[arg(long, short, required_unless_present = "kafka", conflicts_with = "kafka")]
+    #[arg(
+        long,
+        short,
+        required_unless_present = "kafka",
+        conflicts_with = "kafka"
+    )]
     pub input: Option<PathBuf>,
     /// Consume the geographies' log topics ([kafka] settings) instead of a file, until
     /// SIGINT/SIGTERM (then drain, commit and exit) or --stop-when-idle.

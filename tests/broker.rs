@@ -183,7 +183,9 @@ impl Broker {
                         .collect()
                 });
                 out.push(TopicMessage {
-                    key: message.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                    key: message
+                        .key()
+                        .map(|k| String::from_utf8_lossy(k).into_owned()),
                     value: message.payload().unwrap_or_default().to_vec(),
                     headers,
                 });
@@ -211,8 +213,7 @@ impl Broker {
             return false;
         };
         committed.elements().iter().all(|e| {
-            let Ok((_, high)) = consumer.fetch_watermarks(e.topic(), e.partition(), timeout)
-            else {
+            let Ok((_, high)) = consumer.fetch_watermarks(e.topic(), e.partition(), timeout) else {
                 return false;
             };
             match e.offset() {

@@ -119,7 +119,12 @@ fn valid_records(n: usize, from: usize) -> String {
     (from..from + n)
         .map(|i| {
             let (resource, geo) = [("a", "us"), ("b", "us"), ("quiet", "eu")][i % 3];
-            record(&format!("req-{i:06}"), resource, geo, &format!("prompt {i}")) + "\n"
+            record(
+                &format!("req-{i:06}"),
+                resource,
+                geo,
+                &format!("prompt {i}"),
+            ) + "\n"
         })
         .collect()
 }
@@ -157,7 +162,10 @@ fn every_valid_record_is_stored_once_and_every_bad_one_dead_lettered() {
     wd.ok(&["generate", "--records", "1500", "--output", "traffic.jsonl"]);
     let oracle_env = [
         ("VIGIL_STORAGE__DATA_DIR", "var/oracle"),
-        ("VIGIL_INGEST__DEAD_LETTERS", "var/oracle-dead-letters.jsonl"),
+        (
+            "VIGIL_INGEST__DEAD_LETTERS",
+            "var/oracle-dead-letters.jsonl",
+        ),
     ];
     let (expected, _) = wd.ok_with(
         &["run", "--input", "traffic.jsonl", "--format", "json"],
@@ -181,7 +189,9 @@ fn every_valid_record_is_stored_once_and_every_bad_one_dead_lettered() {
     rejected.insert("wrong_topic".into(), 1.into());
     assert_eq!(summary["rejected"], Value::Object(rejected), "{summary:#}");
     assert_eq!(summary["dead_letters"], "kafka topic vigil.deadletter");
-    assert!(!stored_ids(&wd, "var/data").iter().any(|(_, id)| id == "stray-1"));
+    assert!(!stored_ids(&wd, "var/data")
+        .iter()
+        .any(|(_, id)| id == "stray-1"));
 
     // Every rejection is one message on the dead-letter topic, with its reason and position.
     let letters = broker.read_all("vigil.deadletter");
@@ -193,8 +203,16 @@ fn every_valid_record_is_stored_once_and_every_bad_one_dead_lettered() {
         assert!(letter.header("vigil.message").is_some());
         let topic = letter.header("vigil.source.topic").unwrap();
         assert!(topic.starts_with("vigil.logs."), "{topic}");
-        let partition: i32 = letter.header("vigil.source.partition").unwrap().parse().unwrap();
-        let offset: i64 = letter.header("vigil.source.offset").unwrap().parse().unwrap();
+        let partition: i32 = letter
+            .header("vigil.source.partition")
+            .unwrap()
+            .parse()
+            .unwrap();
+        let offset: i64 = letter
+            .header("vigil.source.offset")
+            .unwrap()
+            .parse()
+            .unwrap();
         assert!(positions.insert((topic.to_owned(), partition, offset)));
         match letter.header("vigil.payload_withheld") {
             Some(why) => {
@@ -213,12 +231,23 @@ fn every_valid_record_is_stored_once_and_every_bad_one_dead_lettered() {
     // Headers never carry content: only IDs, positions and reasons (the value holds the
     // payload).
     let allowed = [
-        "reason", "field", "message", "rejected_at", "request_id", "resource_id",
-        "source.topic", "source.partition", "source.offset", "payload_withheld",
+        "reason",
+        "field",
+        "message",
+        "rejected_at",
+        "request_id",
+        "resource_id",
+        "source.topic",
+        "source.partition",
+        "source.offset",
+        "payload_withheld",
     ];
     for letter in &letters {
         for (key, _) in &letter.headers {
-            assert!(allowed.iter().any(|a| key == &format!("vigil.{a}")), "{key}");
+            assert!(
+                allowed.iter().any(|a| key == &format!("vigil.{a}")),
+                "{key}"
+            );
         }
     }
 }
@@ -233,7 +262,10 @@ fn a_consumer_killed_midway_resumes_without_losing_or_duplicating() {
     // batch. Real Kafka returns the whole batch. One message per batch keeps every offset a
     // batch boundary.
     let config = std::fs::read_to_string(wd.path("vigil.toml")).unwrap();
-    wd.write("vigil.toml", config + "[kafka.producer]\n\"batch.num.messages\" = \"1\"\n");
+    wd.write(
+        "vigil.toml",
+        config + "[kafka.producer]\n\"batch.num.messages\" = \"1\"\n",
+    );
     produce(&wd, "traffic.jsonl");
     let mut first = Consumer::start(&wd, &[], &[("VIGIL_LOG", "info,vigil_kafka=debug")]);
     first.wait_for_log("Offsets committed");
@@ -285,14 +317,20 @@ fn two_consumers_in_one_group_share_the_partitions() {
         "one consumer got no partitions: {s1:#} {s2:#}"
     );
     let set1: BTreeSet<_> = ids1.iter().cloned().collect();
-    assert!(ids2.iter().all(|id| !set1.contains(id)), "a record stored twice");
+    assert!(
+        ids2.iter().all(|id| !set1.contains(id)),
+        "a record stored twice"
+    );
     assert_eq!(ids1.len() + ids2.len(), n);
     // One resource's records all went to one consumer: keyed by resource, one partition.
     let owner = |request_id: &str| request_id["req-".len()..].parse::<usize>().unwrap() % 12;
     for resource in 0..12 {
         let in1 = ids1.iter().any(|(_, id)| owner(id) == resource);
         let in2 = ids2.iter().any(|(_, id)| owner(id) == resource);
-        assert!(in1 != in2, "resource r{resource} was split across consumers");
+        assert!(
+            in1 != in2,
+            "resource r{resource} was split across consumers"
+        );
     }
 }
 
@@ -315,7 +353,10 @@ fn the_consumer_rides_out_a_broker_restart() {
     broker.wait_caught_up("vigil", &topics);
     let started = Instant::now();
     let summary = consumer.terminate();
-    assert!(started.elapsed() < Duration::from_secs(30), "SIGTERM took too long");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "SIGTERM took too long"
+    );
     assert_eq!(total(&summary, "rejected"), 0, "{summary:#}");
     let ids = stored_ids(&wd, "var/data");
     assert_eq!(ids.len(), 6_000, "{summary:#}");
@@ -346,9 +387,26 @@ fn flag_events_are_published_and_tailed_without_content() {
         "0.9",
     ]))
     .unwrap();
-    let err = wd.fails(&["flags", "raise", "--request-id", "nope", "--category", "hate"]);
-    assert!(err.contains("no stored record has request ID nope"), "{err}");
-    let err = wd.fails(&["flags", "raise", "--request-id", "bad-1", "--category", "rude"]);
+    let err = wd.fails(&[
+        "flags",
+        "raise",
+        "--request-id",
+        "nope",
+        "--category",
+        "hate",
+    ]);
+    assert!(
+        err.contains("no stored record has request ID nope"),
+        "{err}"
+    );
+    let err = wd.fails(&[
+        "flags",
+        "raise",
+        "--request-id",
+        "bad-1",
+        "--category",
+        "rude",
+    ]);
     assert!(err.contains("--category: unknown category"), "{err}");
 
     let tailed = wd.ok(&[

@@ -230,13 +230,18 @@ mod tests {
         assert!(event().validate().is_ok());
         let mut e = event();
         e.scores.categories.insert(Category::Hate, 1.5);
-        assert_eq!(e.validate().unwrap_err().to_string(), "field `scores`: hate is not a score in [0, 1]");
+        assert_eq!(
+            e.validate().unwrap_err().to_string(),
+            "field `scores`: hate is not a score in [0, 1]"
+        );
         let mut e = event();
         e.scores.abuse = f32::NAN;
         assert_eq!(e.validate(), Err(FlagError::Score("abuse")));
         e.scores.abuse = 0.5;
         e.request_ids.clear();
         assert_eq!(e.validate(), Err(FlagError::NoRequests));
-        assert!(Category::ALL.iter().all(|c| Category::parse(c.name()) == Some(*c)));
+        assert!(Category::ALL
+            .iter()
+            .all(|c| Category::parse(c.name()) == Some(*c)));
     }
 }

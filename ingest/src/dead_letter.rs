@@ -334,7 +334,6 @@ impl DeadLetterWriter {
         }
         Ok(file)
     }
-
 }
 
 impl DeadLetterSink for DeadLetterWriter {

@@ -70,7 +70,10 @@ mod tests {
         ))
         .unwrap();
         let router = Router::new(&reg);
-        assert_eq!(router.route(&record("a", "eu"), None).unwrap().id.as_str(), "a");
+        assert_eq!(
+            router.route(&record("a", "eu"), None).unwrap().id.as_str(),
+            "a"
+        );
         assert_eq!(
             router.route(&record("b", "eu"), None).unwrap_err(),
             RejectReason::UnknownResource

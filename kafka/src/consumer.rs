@@ -94,7 +94,8 @@ impl OffsetBook {
             self.committable
                 .retain(|(t, p), _| !(*p == element.partition() && &**t == element.topic()));
             for partitions in self.pending.values_mut() {
-                partitions.retain(|(t, p, _)| !(*p == element.partition() && &**t == element.topic()));
+                partitions
+                    .retain(|(t, p, _)| !(*p == element.partition() && &**t == element.topic()));
             }
         }
     }
@@ -165,7 +166,6 @@ impl ConsumerContext for GroupContext {
             Rebalance::Error(error) => warn!(%error, "Rebalance failed."),
         }
     }
-
 }
 
 /// `vigil run --kafka`: a member of the consumer group reading the geographies' log topics.
@@ -352,7 +352,10 @@ mod tests {
         assert!(book.dirty);
         assert_eq!(
             offsets(&book),
-            [("vigil.logs.eu".into(), 0, 12), ("vigil.logs.eu".into(), 1, 6)]
+            [
+                ("vigil.logs.eu".into(), 0, 12),
+                ("vigil.logs.eu".into(), 1, 6)
+            ]
         );
         book.advance(2);
         assert_eq!(offsets(&book)[0], ("vigil.logs.eu".into(), 0, 13));

@@ -127,7 +127,9 @@ impl Iterator for FlagTail {
     fn next(&mut self) -> Option<FlagEvent> {
         loop {
             if self.stop.load(Ordering::Acquire)
-                || self.stop_when_idle.is_some_and(|i| self.last.elapsed() >= i)
+                || self
+                    .stop_when_idle
+                    .is_some_and(|i| self.last.elapsed() >= i)
             {
                 return None;
             }
@@ -136,9 +138,7 @@ impl Iterator for FlagTail {
                 Some(Err(error)) => warn!(%error, "Consuming flag events failed (retrying)."),
                 Some(Ok(message)) => {
                     self.last = Instant::now();
-                    let parsed = message
-                        .payload()
-                        .map(serde_json::from_slice::<FlagEvent>);
+                    let parsed = message.payload().map(serde_json::from_slice::<FlagEvent>);
                     match parsed {
                         Some(Ok(event)) => return Some(event),
                         _ => warn!(

@@ -58,7 +58,10 @@ pub(crate) fn send(
     loop {
         match producer.send(record) {
             Ok(()) => return Ok(()),
-            Err((rdkafka::error::KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+            Err((
+                rdkafka::error::KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull),
+                r,
+            )) => {
                 record = r;
                 producer.poll(QUEUE_FULL_WAIT);
             }
@@ -75,4 +78,3 @@ pub(crate) fn flush(producer: &BaseProducer<DeliveryContext>) -> Result<(), Stri
         None => Ok(()),
     }
 }
-

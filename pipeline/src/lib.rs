@@ -433,7 +433,11 @@ impl<'a> Pipeline<'a> {
         summary.stages.decode_secs += batch.decode_time.as_secs_f64();
         summary.stages.seal_secs += batch.seal_time.as_secs_f64();
         summary.read += batch.items.len() as u64;
-        debug!(seq = batch.seq, items = batch.items.len(), "Storing a batch.");
+        debug!(
+            seq = batch.seq,
+            items = batch.items.len(),
+            "Storing a batch."
+        );
         let mut by_geo: BTreeMap<String, GeoBatch> = BTreeMap::new();
         let mut letters = Vec::new();
         for item in batch.items {

@@ -156,7 +156,14 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
             "\nproducing the backlog (vigil produce's path): median {:.0} messages/s",
             produced_per_sec[produced_per_sec.len() / 2]
         )?;
-        burst(brokers, args, &sample.registry, &input_path, &work, &mut report)?;
+        burst(
+            brokers,
+            args,
+            &sample.registry,
+            &input_path,
+            &work,
+            &mut report,
+        )?;
     }
     output(report)
 }
@@ -258,11 +265,17 @@ fn burst(
         // Let the consumer join its group before the burst.
         std::thread::sleep(Duration::from_secs(6));
         let start = Instant::now();
-        let producer = scope.spawn(|| produce(&kafka, input, &|n| produced.store(n, Ordering::Release)));
+        let producer =
+            scope.spawn(|| produce(&kafka, input, &|n| produced.store(n, Ordering::Release)));
         loop {
             let done = stored.0.load(Ordering::Acquire);
-            samples.push((start.elapsed().as_secs_f64(), produced.load(Ordering::Acquire), done));
-            if done >= total || consumer.is_finished() || start.elapsed() > Duration::from_secs(600) {
+            samples.push((
+                start.elapsed().as_secs_f64(),
+                produced.load(Ordering::Acquire),
+                done,
+            ));
+            if done >= total || consumer.is_finished() || start.elapsed() > Duration::from_secs(600)
+            {
                 break;
             }
             std::thread::sleep(SAMPLE);
@@ -272,14 +285,32 @@ fn burst(
         consumer.join().expect("the consumer thread panicked")?;
         Ok(())
     })?;
-    let peak = samples.iter().map(|(_, p, s)| p.saturating_sub(*s)).max().unwrap_or(0);
-    writeln!(report, "\nburst of {total} records onto a running consumer (lag = produced - stored):")?;
-    writeln!(report, "{:>8} {:>10} {:>10} {:>10}", "t s", "produced", "stored", "lag")?;
+    let peak = samples
+        .iter()
+        .map(|(_, p, s)| p.saturating_sub(*s))
+        .max()
+        .unwrap_or(0);
+    writeln!(
+        report,
+        "\nburst of {total} records onto a running consumer (lag = produced - stored):"
+    )?;
+    writeln!(
+        report,
+        "{:>8} {:>10} {:>10} {:>10}",
+        "t s", "produced", "stored", "lag"
+    )?;
     for (t, p, s) in &samples {
-        writeln!(report, "{t:>8.1} {p:>10} {s:>10} {:>10}", p.saturating_sub(*s))?;
+        writeln!(
+            report,
+            "{t:>8.1} {p:>10} {s:>10} {:>10}",
+            p.saturating_sub(*s)
+        )?;
     }
     let drained = samples.last().map_or(0.0, |(t, _, _)| *t);
-    write!(report, "peak lag {peak} messages; all {total} stored {drained:.1} s after the burst began")?;
+    write!(
+        report,
+        "peak lag {peak} messages; all {total} stored {drained:.1} s after the burst began"
+    )?;
     drop(stores);
     let _ = fs::remove_dir_all(&dir);
     Ok(())

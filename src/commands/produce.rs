@@ -20,7 +20,13 @@ pub fn produce(config: &Config, args: &ProduceArgs) -> anyhow::Result<()> {
         .context("--unrouted-to")?;
     let input = Input::open(&args.input, kafka.max_message_bytes as usize)
         .with_context(|| format!("opening input {}", args.input.display()))?;
-    let summary = vigil_kafka::load(&kafka, input.reader, &input.name, unrouted.as_ref(), &|_| {})?;
+    let summary = vigil_kafka::load(
+        &kafka,
+        input.reader,
+        &input.name,
+        unrouted.as_ref(),
+        &|_| {},
+    )?;
     match args.format {
         Format::Json => output(serde_json::to_string_pretty(&summary)?),
         Format::Text => {
