@@ -50,6 +50,8 @@ struct OffsetBook {
     pending: BTreeMap<BatchSeq, Vec<(Arc<str>, i32, i64)>>,
     /// Per partition, the next offset to consume: one past the highest durable offset.
     committable: HashMap<(Arc<str>, i32), i64>,
+    /// Every batch below this has been moved from `pending` to `committable`.
+    advanced: BatchSeq,
     /// Whether `committable` holds offsets not yet committed.
     dirty: bool,
 }
@@ -68,6 +70,10 @@ impl OffsetBook {
 
     /// Makes the offsets of batches below `durable` committable.
     fn advance(&mut self, durable: BatchSeq) {
+        if durable <= self.advanced {
+            return;
+        }
+        self.advanced = durable;
         let still_pending = self.pending.split_off(&durable);
         for (topic, partition, offset) in std::mem::replace(&mut self.pending, still_pending)
             .into_values()
@@ -230,11 +236,8 @@ impl KafkaSource {
         &self.topics
     }
 
-    fn commit(&self) {
-        let context = self.consumer.context();
-        if let Some(handoff) = context.handoff() {
-            context.commit(&self.consumer, handoff.durable());
-        }
+    fn commit(&self, handoff: &Handoff) {
+        (self.consumer.context()).commit(&self.consumer, handoff.durable());
     }
 
     fn consume(&self, feed: &mut Feed<'_>) -> Result<(), PipelineError> {
@@ -247,6 +250,7 @@ impl KafkaSource {
         let mut known: HashMap<String, (Arc<str>, Option<Geography>)> = HashMap::new();
         let mut last_input: Option<Instant> = None;
         let mut consumed: u64 = 0;
+        let handoff = feed.handoff().clone();
         let limit = self.options.max_record_bytes;
         loop {
             if self.options.stop.load(Ordering::Acquire) {
@@ -263,7 +267,7 @@ impl KafkaSource {
                 }
             }
             match self.consumer.poll(POLL) {
-                None => feed.handoff().send_partial()?,
+                None => handoff.send_partial()?,
                 Some(Err(error)) => warn!(%error, "Consuming failed (retrying)."),
                 Some(Ok(message)) => {
                     last_input = Some(Instant::now());
@@ -288,11 +292,11 @@ impl KafkaSource {
                     };
                     let seq = feed.push(line, position, geography.as_ref())?;
                     consumed += 1;
-                    feed.handoff().set_progress(consumed);
+                    handoff.set_progress(consumed);
                     (self.consumer.context().book()).record(seq, &topic, partition, offset);
                 }
             }
-            self.commit();
+            self.commit(&handoff);
         }
     }
 
@@ -315,7 +319,7 @@ impl Source for KafkaSource {
         let consumed = self.consume(feed);
         // Whatever happened, commit what is durable: after a clean stop that is everything.
         let synced = feed.handoff().sync();
-        self.commit();
+        self.commit(feed.handoff());
         *context.handoff.lock().expect("handoff lock poisoned") = None;
         self.consumer.unsubscribe();
         consumed?;
