@@ -163,6 +163,9 @@ pub enum FlagError {
     /// The event names no record.
     #[error("field `request_ids`: a flag names at least one request")]
     NoRequests,
+    /// An identifier does not follow its grammar.
+    #[error("field `{0}`: not a valid identifier")]
+    Identifier(&'static str),
 }
 
 impl FlagEvent {
@@ -177,6 +180,18 @@ impl FlagEvent {
         }
         if self.request_ids.is_empty() {
             return Err(FlagError::NoRequests);
+        }
+        // Flag and case IDs follow the request-ID grammar; the end user, a record's.
+        if RequestId::parse(self.flag_id.as_str()).is_err() {
+            return Err(FlagError::Identifier("flag_id"));
+        }
+        if (self.case_id.as_deref()).is_some_and(|c| RequestId::parse(c).is_err()) {
+            return Err(FlagError::Identifier("case_id"));
+        }
+        if let FlagSubject::EndUser { end_user } = &self.subject {
+            if !crate::record::is_valid_end_user(end_user) {
+                return Err(FlagError::Identifier("subject.end_user"));
+            }
         }
         Ok(())
     }
@@ -240,6 +255,14 @@ mod tests {
         e.scores.abuse = 0.5;
         e.request_ids.clear();
         assert_eq!(e.validate(), Err(FlagError::NoRequests));
+        let mut e = event();
+        e.flag_id = "has spaces and\nnewlines".into();
+        assert_eq!(e.validate(), Err(FlagError::Identifier("flag_id")));
+        let mut e = event();
+        e.subject = FlagSubject::EndUser {
+            end_user: "x".repeat(300),
+        };
+        assert_eq!(e.validate(), Err(FlagError::Identifier("subject.end_user")));
         assert!(Category::ALL
             .iter()
             .all(|c| Category::parse(c.name()) == Some(*c)));

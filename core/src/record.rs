@@ -292,9 +292,17 @@ fn required<'a>(name: &'static str, v: Option<Cow<'a, str>>) -> Result<Cow<'a, s
     v.ok_or_else(|| field(name, FieldProblem::Missing))
 }
 
+/// Whether `end_user` is acceptable as a record's (or a flag's) end-user identifier.
+pub(crate) fn is_valid_end_user(end_user: &str) -> bool {
+    is_short_text(end_user, END_USER_MAX)
+}
+
+fn is_short_text(v: &str, max: usize) -> bool {
+    !v.is_empty() && v.chars().count() <= max && !v.chars().any(char::is_control)
+}
+
 fn text(name: &'static str, v: Cow<'_, str>, max: usize) -> Result<String, RecordError> {
-    let ok = !v.is_empty() && v.chars().count() <= max && !v.chars().any(char::is_control);
-    if ok {
+    if is_short_text(&v, max) {
         Ok(v.into_owned())
     } else {
         Err(field(name, FieldProblem::BadText { max }))

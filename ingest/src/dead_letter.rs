@@ -259,21 +259,21 @@ impl DeadLetter {
 
 /// Errors writing dead letters.
 #[derive(Debug, thiserror::Error)]
-#[error("dead-letter destination {destination}: {source}")]
+#[error("dead-letter destination {destination}: {error}")]
 pub struct DeadLetterError {
     destination: String,
-    source: Box<dyn std::error::Error + Send + Sync>,
+    error: Box<dyn std::error::Error + Send + Sync>,
 }
 
 impl DeadLetterError {
     /// An error of `destination`.
     pub fn new(
         destination: impl Into<String>,
-        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+        error: impl Into<Box<dyn std::error::Error + Send + Sync>>,
     ) -> Self {
         Self {
             destination: destination.into(),
-            source: source.into(),
+            error: error.into(),
         }
     }
 }

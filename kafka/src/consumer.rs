@@ -29,6 +29,11 @@ use crate::{client_context, ensure_topics, KafkaConfig, KafkaError, Topics};
 /// long a record waits in a partial batch when traffic is slow.
 const POLL: Duration = Duration::from_millis(100);
 
+/// How long the group waits for a member between polls before evicting it. The decode thread
+/// stops polling while a slow store or dead-letter broker applies backpressure, or while a
+/// revoke drains, which may take up to the dead-letter flush timeout.
+const MAX_POLL_INTERVAL: Duration = Duration::from_secs(600);
+
 /// What a consumer reads and when it stops.
 #[derive(Debug, Clone)]
 pub struct SourceOptions {
@@ -213,6 +218,10 @@ impl KafkaSource {
                 ("enable.partition.eof", "false".into()),
                 ("session.timeout.ms", config.session_timeout_ms.to_string()),
                 (
+                    "max.poll.interval.ms",
+                    MAX_POLL_INTERVAL.as_millis().to_string(),
+                ),
+                (
                     "queued.max.messages.kbytes",
                     config.fetch_buffer_kib.to_string(),
                 ),
@@ -293,6 +302,7 @@ impl KafkaSource {
                     let seq = feed.push(line, position, geography.as_ref())?;
                     consumed += 1;
                     handoff.set_progress(consumed);
+                    handoff.send_older_than(POLL)?;
                     (self.consumer.context().book()).record(seq, &topic, partition, offset);
                 }
             }

@@ -41,23 +41,23 @@ pub enum KafkaError {
     #[error("invalid Kafka settings: {0}")]
     Config(String),
     /// A client could not be created or an operation failed.
-    #[error("Kafka {operation}: {source}")]
+    #[error("Kafka {operation}: {error}")]
     Client {
         /// What vigil was doing.
         operation: &'static str,
         /// librdkafka's error.
-        source: RdKafkaError,
+        error: RdKafkaError,
     },
     /// A message was not acknowledged by the broker.
     #[error("Kafka delivery: {0}")]
     Delivery(String),
     /// Reading a file failed.
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}: {error}")]
     Io {
         /// The file.
         path: String,
         /// The cause.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A flag event is invalid.
     #[error(transparent)]
@@ -66,7 +66,7 @@ pub enum KafkaError {
 
 impl KafkaError {
     fn client(operation: &'static str) -> impl FnOnce(RdKafkaError) -> Self {
-        move |source| Self::Client { operation, source }
+        move |error| Self::Client { operation, error }
     }
 }
 
@@ -92,7 +92,9 @@ pub fn ensure_topics(config: &KafkaConfig, topics: &[String]) -> Result<(), Kafk
             )
         })
         .collect();
-    let options = AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT));
+    let options = AdminOptions::new()
+        .operation_timeout(Some(ADMIN_TIMEOUT))
+        .request_timeout(Some(ADMIN_TIMEOUT));
     let results = futures_executor::block_on(admin.create_topics(&new, &options))
         .map_err(KafkaError::client("creating topics"))?;
     for result in results {
@@ -102,7 +104,7 @@ pub fn ensure_topics(config: &KafkaConfig, topics: &[String]) -> Result<(), Kafk
             Err((topic, code)) => {
                 return Err(KafkaError::Client {
                     operation: "creating topics",
-                    source: RdKafkaError::AdminOp(code),
+                    error: RdKafkaError::AdminOp(code),
                 })
                 .inspect_err(|_| error!(%topic, "Could not create topic."))
             }

@@ -64,9 +64,9 @@ pub fn load(
     let mut summary = LoadSummary::default();
     let mut total: u64 = 0;
     let mut reader = LineReader::new(input, name, config.max_message_bytes as usize);
-    let read_failed = |source| KafkaError::Io {
+    let read_failed = |error| KafkaError::Io {
         path: name.to_owned(),
-        source,
+        error,
     };
     while let Some((line, position)) = reader.next_line().map_err(read_failed)? {
         let raw = match line {

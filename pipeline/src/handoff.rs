@@ -100,12 +100,14 @@ impl Handoff {
         }
     }
 
+    // A panic on either side poisons nothing that matters here: the other side must still be
+    // able to close the channel and wake waiters, so poisoned locks are taken over.
     fn pending(&self) -> MutexGuard<'_, Pending> {
-        self.pending.lock().expect("handoff lock poisoned")
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn durability(&self) -> MutexGuard<'_, Durability> {
-        self.durability.lock().expect("durability lock poisoned")
+        self.durability.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Appends one item to the batch under construction, sending the batch on when it is full.
@@ -155,6 +157,16 @@ impl Handoff {
         Self::send(&mut pending)
     }
 
+    /// Sends the batch under construction on if its first item arrived at least `age` ago, so
+    /// that a steady trickle of inputs does not wait for the batch to fill.
+    pub fn send_older_than(&self, age: Duration) -> Result<(), Stopped> {
+        let mut pending = self.pending();
+        if pending.batch.items.is_empty() || pending.batch.started.elapsed() < age {
+            return Ok(());
+        }
+        Self::send(&mut pending)
+    }
+
     /// Sends everything pushed so far on and waits until it is durable. Returns the durable
     /// watermark: every batch numbered below it is durable.
     pub fn sync(&self) -> Result<BatchSeq, Stopped> {
@@ -178,7 +190,7 @@ impl Handoff {
             durability = self
                 .changed
                 .wait(durability)
-                .expect("durability lock poisoned");
+                .unwrap_or_else(|e| e.into_inner());
         }
     }
 
@@ -210,5 +222,15 @@ impl Handoff {
     pub(crate) fn mark_stopped(&self) {
         self.durability().stopped = true;
         self.changed.notify_all();
+    }
+}
+
+/// Calls `action` on the handoff when dropped: ends a stage's side of the handoff even when the
+/// stage panics, so the other side is not left waiting.
+pub(crate) struct OnDrop<'a>(pub(crate) &'a Handoff, pub(crate) fn(&Handoff));
+
+impl Drop for OnDrop<'_> {
+    fn drop(&mut self) {
+        (self.1)(self.0);
     }
 }

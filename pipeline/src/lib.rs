@@ -234,13 +234,21 @@ impl<'a> Pipeline<'a> {
             };
             let decoder = scope.spawn(move || {
                 decode_span.in_scope(|| {
+                    let handoff = feed.handoff.clone();
+                    // Closes the channel even if the source panics, so the store stage ends.
+                    let _close = handoff::OnDrop(&handoff, |h| {
+                        let _ = h.finish();
+                    });
                     let ran = source.run(&mut feed);
-                    let finished = feed.handoff.finish().map_err(PipelineError::from);
+                    let finished = handoff.finish().map_err(PipelineError::from);
                     ran.and(finished)
                 })
             });
-            let stored = self.store_stage(rx, &handoff, dead_letters, &mut summary, progress);
-            handoff.mark_stopped();
+            let stored = {
+                // Wakes a source waiting for durability even if the store stage panics.
+                let _stopped = handoff::OnDrop(&handoff, Handoff::mark_stopped);
+                self.store_stage(rx, &handoff, dead_letters, &mut summary, progress)
+            };
             let decoded = decoder.join().map_err(|_| PipelineError::DecodePanicked)?;
             // A store failure is the root cause when both fail (the source then only sees
             // the stopped store stage).
