@@ -501,3 +501,56 @@ impl<'a> Pipeline<'a> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vigil_ingest::DeadLetterWriter;
+    use vigil_storage::StorageConfig;
+
+    /// A source that pushes one line, then panics (or waits for durability, then panics).
+    struct Panicking {
+        sync_first: bool,
+    }
+
+    impl Source for Panicking {
+        fn name(&self) -> String {
+            "panicking".into()
+        }
+
+        fn run(&mut self, feed: &mut Feed<'_>) -> Result<(), PipelineError> {
+            let position = SourcePosition::File {
+                file: "t".into(),
+                line: 1,
+            };
+            feed.push(Line::Complete(b"{}".to_vec()), position, None)?;
+            if self.sync_first {
+                feed.handoff().sync()?;
+            }
+            panic!("a bug in a source");
+        }
+    }
+
+    #[test]
+    fn a_panicking_source_ends_the_run_with_an_error_instead_of_hanging() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = StorageConfig {
+            data_dir: dir.path().join("data"),
+            master_key: dir.path().join("master.key"),
+            ..StorageConfig::default()
+        };
+        let stores = Stores::open(&storage, dir.path()).unwrap();
+        let registry = ResourceRegistry::default();
+        let ingest = IngestConfig {
+            dead_letters: dir.path().join("dead-letters.jsonl"),
+            ..IngestConfig::default()
+        };
+        for sync_first in [false, true] {
+            let pipeline = Pipeline::new(&registry, &stores, &ingest)
+                .with_durability(Durability::Every(Duration::from_millis(50)));
+            let mut dead_letters = DeadLetterWriter::new(&ingest.dead_letters);
+            let result = pipeline.run(&mut Panicking { sync_first }, &mut dead_letters, &());
+            assert!(matches!(result, Err(PipelineError::DecodePanicked)));
+        }
+    }
+}
