@@ -44,7 +44,8 @@ pub struct SourceOptions {
     /// Stop once no message has arrived for this long after partitions were assigned (for
     /// loading a backlog and for benchmarks); `None` runs until stopped.
     pub stop_when_idle: Option<Duration>,
-    /// Largest accepted message, in bytes; longer ones are rejected as oversized.
+    /// Largest accepted message, in bytes (`ingest.max_record_bytes`): sizes the consumer's
+    /// fetches; the pipeline rejects longer messages as oversized.
     pub max_record_bytes: usize,
 }
 
@@ -240,11 +241,6 @@ impl KafkaSource {
         })
     }
 
-    /// The topics this source consumes.
-    pub fn topics(&self) -> &[String] {
-        &self.topics
-    }
-
     fn commit(&self, handoff: &Handoff) {
         (self.consumer.context()).commit(&self.consumer, handoff.durable());
     }
@@ -260,7 +256,7 @@ impl KafkaSource {
         let mut last_input: Option<Instant> = None;
         let mut consumed: u64 = 0;
         let handoff = feed.handoff().clone();
-        let limit = self.options.max_record_bytes;
+        let limit = feed.max_record_bytes();
         loop {
             if self.options.stop.load(Ordering::Acquire) {
                 info!("Stopping: draining in-flight records and committing.");

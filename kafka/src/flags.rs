@@ -17,14 +17,14 @@ use vigil_core::{FlagEvent, Geography};
 
 use crate::dead_letter::HEADER_PREFIX;
 use crate::producer::{flush, producer, send, DeliveryContext};
-use crate::{ensure_topics, KafkaConfig, KafkaError, Topics};
+use crate::{ensure_topics, KafkaConfig, KafkaError, KnownTopics, Topics};
 
 /// Publishes flag events.
 pub struct FlagPublisher {
     producer: BaseProducer<DeliveryContext>,
     topics: Topics,
     config: KafkaConfig,
-    created: std::collections::HashSet<String>,
+    known: KnownTopics,
 }
 
 impl FlagPublisher {
@@ -35,7 +35,7 @@ impl FlagPublisher {
             producer: producer(config)?,
             topics: config.flag_topics(),
             config: config.clone(),
-            created: std::collections::HashSet::new(),
+            known: KnownTopics::default(),
         })
     }
 
@@ -43,9 +43,7 @@ impl FlagPublisher {
     pub fn publish(&mut self, event: &FlagEvent) -> Result<String, KafkaError> {
         event.validate()?;
         let topic = self.topics.of(&event.geography);
-        if self.created.insert(topic.clone()) {
-            ensure_topics(&self.config, std::slice::from_ref(&topic))?;
-        }
+        self.known.ensure(&self.config, &topic)?;
         let json = serde_json::to_vec(event).expect("a flag event serializes");
         let headers = OwnedHeaders::new().insert(Header {
             key: &format!("{HEADER_PREFIX}schema_version"),

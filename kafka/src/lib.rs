@@ -30,7 +30,7 @@ use tracing::{debug, error, info, warn};
 
 pub use config::{KafkaConfig, Topics};
 pub use consumer::{KafkaSource, SourceOptions};
-pub use dead_letter::{DeadLetterTopic, HEADER_PREFIX};
+pub use dead_letter::DeadLetterTopic;
 pub use flags::{FlagPublisher, FlagTail};
 pub use load::{load, LoadSummary, LOAD_PROGRESS_EVERY};
 
@@ -102,15 +102,30 @@ pub fn ensure_topics(config: &KafkaConfig, topics: &[String]) -> Result<(), Kafk
             Ok(topic) => info!(%topic, partitions = config.partitions, "Created topic."),
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((topic, code)) => {
+                error!(%topic, "Could not create topic.");
                 return Err(KafkaError::Client {
                     operation: "creating topics",
                     error: RdKafkaError::AdminOp(code),
-                })
-                .inspect_err(|_| error!(%topic, "Could not create topic."))
+                });
             }
         }
     }
     Ok(())
+}
+
+/// Topics this client has already made sure exist, so each is checked once.
+#[derive(Default)]
+struct KnownTopics(std::collections::HashSet<String>);
+
+impl KnownTopics {
+    /// Creates `topic` if it is new to this client and missing on the broker.
+    fn ensure(&mut self, config: &KafkaConfig, topic: &str) -> Result<(), KafkaError> {
+        if !self.0.contains(topic) {
+            ensure_topics(config, &[topic.to_owned()])?;
+            self.0.insert(topic.to_owned());
+        }
+        Ok(())
+    }
 }
 
 /// librdkafka's own logs and errors, as tracing events. They carry broker and protocol

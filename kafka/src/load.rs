@@ -7,7 +7,7 @@
 //! geography cannot be read goes to the `unrouted` geography's topic when one is given, and is
 //! skipped (and counted) otherwise.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::time::Instant;
 
@@ -18,7 +18,7 @@ use vigil_core::Geography;
 use vigil_ingest::{Line, LineReader};
 
 use crate::producer::{flush, producer, send};
-use crate::{ensure_topics, KafkaConfig, KafkaError};
+use crate::{KafkaConfig, KafkaError, KnownTopics};
 
 /// What a load sent.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -60,7 +60,7 @@ pub fn load(
     let started = Instant::now();
     let producer = producer(config)?;
     let topics = config.log_topics();
-    let mut created = HashSet::new();
+    let mut known = KnownTopics::default();
     let mut summary = LoadSummary::default();
     let mut total: u64 = 0;
     let mut reader = LineReader::new(input, name, config.max_message_bytes as usize);
@@ -88,9 +88,7 @@ pub fn load(
             continue;
         };
         let topic = topics.of(geography);
-        if created.insert(topic.clone()) {
-            ensure_topics(config, std::slice::from_ref(&topic))?;
-        }
+        known.ensure(config, &topic)?;
         let key = routing.as_ref().and_then(|r| r.resource_id.as_deref());
         let mut record = BaseRecord::to(&topic).payload(raw.as_slice());
         if let Some(key) = key {

@@ -150,11 +150,7 @@ impl Handoff {
     /// Sends the batch under construction on now, if it holds anything, so that inputs do
     /// not wait for a batch to fill when traffic is slow.
     pub fn send_partial(&self) -> Result<(), Stopped> {
-        let mut pending = self.pending();
-        if pending.batch.items.is_empty() {
-            return Ok(());
-        }
-        Self::send(&mut pending)
+        self.send_older_than(Duration::ZERO)
     }
 
     /// Sends the batch under construction on if its first item arrived at least `age` ago, so

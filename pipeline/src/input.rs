@@ -16,13 +16,11 @@ pub struct Input {
     pub len: Option<u64>,
     /// The bytes.
     pub reader: Box<dyn BufRead + Send>,
-    /// Largest accepted line, in bytes.
-    pub max_record_bytes: usize,
 }
 
 impl Input {
-    /// Opens `path`, or standard input when it is `-`, for lines up to `max_record_bytes`.
-    pub fn open(path: &Path, max_record_bytes: usize) -> io::Result<Self> {
+    /// Opens `path`, or standard input when it is `-`.
+    pub fn open(path: &Path) -> io::Result<Self> {
         let (name, len, reader): (_, _, Box<dyn BufRead + Send>) = if path == Path::new("-") {
             let stdin = BufReader::with_capacity(1 << 20, io::stdin());
             ("-".to_owned(), None, Box::new(stdin))
@@ -32,12 +30,7 @@ impl Input {
             let name = path.display().to_string();
             (name, len, Box::new(BufReader::with_capacity(1 << 20, file)))
         };
-        Ok(Self {
-            name,
-            len,
-            reader,
-            max_record_bytes,
-        })
+        Ok(Self { name, len, reader })
     }
 }
 
@@ -47,7 +40,7 @@ impl Source for Input {
     }
 
     fn run(&mut self, feed: &mut Feed<'_>) -> Result<(), PipelineError> {
-        let mut reader = LineReader::new(&mut self.reader, &self.name, self.max_record_bytes);
+        let mut reader = LineReader::new(&mut self.reader, &self.name, feed.max_record_bytes());
         let failed = |source| PipelineError::Input {
             input: self.name.clone(),
             source,

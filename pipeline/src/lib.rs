@@ -156,6 +156,12 @@ impl Feed<'_> {
         Ok(self.handoff.push(item, decode_time, seal_time)?)
     }
 
+    /// Largest accepted input, in bytes (`ingest.max_record_bytes`); a longer one is pushed as
+    /// [`Line::Oversized`].
+    pub fn max_record_bytes(&self) -> usize {
+        self.pipeline.config.max_record_bytes
+    }
+
     /// The handoff to the store stage, for sending partial batches, waiting for durability,
     /// and sharing with callbacks.
     pub fn handoff(&self) -> &Arc<Handoff> {

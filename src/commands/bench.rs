@@ -20,14 +20,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use vigil_core::{Geography, ResourceRegistry};
+use vigil_core::ResourceRegistry;
 use vigil_ingest::{DeadLetterWriter, IngestConfig};
 use vigil_kafka::{KafkaConfig, KafkaSource, SourceOptions};
 use vigil_pipeline::{Durability, Input, Pipeline, Progress, Summary};
 use vigil_sample::{fixed_size, FixedSizeSpec};
 use vigil_storage::{StorageConfig, Stores};
 
-use super::output;
+use super::{geographies, output};
 use crate::cli::BenchArgs;
 
 fn machine() -> String {
@@ -89,22 +89,13 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     let mut produced_per_sec = Vec::new();
     for run in 1..=args.runs {
         let dir = work.join(format!("run-{run}"));
-        let _ = fs::remove_dir_all(&dir);
-        let storage = StorageConfig {
-            data_dir: dir.join("data"),
-            master_key: dir.join("master.key"),
-            ..StorageConfig::default()
-        };
-        let ingest = IngestConfig {
-            dead_letters: dir.join("dead-letters.jsonl"),
-            max_record_bytes: args.record_bytes.max(1024) * 4,
-        };
+        let (storage, ingest) = fresh_run_dir(&dir, args.record_bytes);
         let stores = Stores::open(&storage, &work)?;
         let pipeline = Pipeline::new(&sample.registry, &stores, &ingest);
         let mut dead_letters = DeadLetterWriter::new(&ingest.dead_letters);
         let summary = match &args.kafka {
             None => {
-                let mut input = Input::open(&input_path, ingest.max_record_bytes)?;
+                let mut input = Input::open(&input_path)?;
                 pipeline.run(&mut input, &mut dead_letters, &())?
             }
             Some(brokers) => {
@@ -168,6 +159,22 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     output(report)
 }
 
+/// Settings for one run in `dir`, emptied first: its own data directory, master key and
+/// dead-letter file, so no run measures another's duplicates.
+fn fresh_run_dir(dir: &Path, record_bytes: usize) -> (StorageConfig, IngestConfig) {
+    let _ = fs::remove_dir_all(dir);
+    let storage = StorageConfig {
+        data_dir: dir.join("data"),
+        master_key: dir.join("master.key"),
+        ..StorageConfig::default()
+    };
+    let ingest = IngestConfig {
+        dead_letters: dir.join("dead-letters.jsonl"),
+        max_record_bytes: record_bytes.max(1024) * 4,
+    };
+    (storage, ingest)
+}
+
 /// The run's busy time: the whole run for files; from first message to last stored for Kafka.
 fn active(summary: &Summary) -> f64 {
     summary.active_secs.max(1e-9)
@@ -191,7 +198,7 @@ fn bench_topics(brokers: &str, run: usize) -> KafkaConfig {
 
 /// Produces the benchmark input; returns messages/s.
 fn produce(kafka: &KafkaConfig, input: &Path, sent: &dyn Fn(u64)) -> anyhow::Result<f64> {
-    let file = Input::open(input, kafka.max_message_bytes as usize)?;
+    let file = Input::open(input)?;
     let loaded = vigil_kafka::load(kafka, file.reader, &file.name, None, sent)?;
     Ok(loaded.messages_per_sec)
 }
@@ -202,13 +209,11 @@ fn kafka_source(
     ingest: &IngestConfig,
     stop: Option<Arc<AtomicBool>>,
 ) -> anyhow::Result<KafkaSource> {
-    let geographies: std::collections::BTreeSet<Geography> =
-        registry.iter().map(|r| r.geography.clone()).collect();
     let idle = stop.is_none().then_some(Duration::from_secs(2));
     Ok(KafkaSource::new(
         kafka,
         SourceOptions {
-            geographies: geographies.into_iter().collect(),
+            geographies: geographies(registry, &[])?,
             stop: stop.unwrap_or_default(),
             stop_when_idle: idle,
             max_record_bytes: ingest.max_record_bytes,
@@ -237,17 +242,8 @@ fn burst(
 ) -> anyhow::Result<()> {
     const SAMPLE: Duration = Duration::from_millis(500);
     let dir = work.join("burst");
-    let _ = fs::remove_dir_all(&dir);
+    let (storage, ingest) = fresh_run_dir(&dir, args.record_bytes);
     let kafka = bench_topics(brokers, 0);
-    let storage = StorageConfig {
-        data_dir: dir.join("data"),
-        master_key: dir.join("master.key"),
-        ..StorageConfig::default()
-    };
-    let ingest = IngestConfig {
-        dead_letters: dir.join("dead-letters.jsonl"),
-        max_record_bytes: args.record_bytes.max(1024) * 4,
-    };
     let stores = Stores::open(&storage, work)?;
     let stop = Arc::new(AtomicBool::new(false));
     let mut source = kafka_source(&kafka, registry, &ingest, Some(stop.clone()))?;

@@ -18,7 +18,7 @@ pub fn produce(config: &Config, args: &ProduceArgs) -> anyhow::Result<()> {
         .map(Geography::parse)
         .transpose()
         .context("--unrouted-to")?;
-    let input = Input::open(&args.input, kafka.max_message_bytes as usize)
+    let input = Input::open(&args.input)
         .with_context(|| format!("opening input {}", args.input.display()))?;
     let summary = vigil_kafka::load(
         &kafka,

@@ -58,8 +58,8 @@ fn run_file(
     stores: &Stores,
     path: &std::path::Path,
 ) -> anyhow::Result<Summary> {
-    let mut input = Input::open(path, config.ingest.max_record_bytes)
-        .with_context(|| format!("opening input {}", path.display()))?;
+    let mut input =
+        Input::open(path).with_context(|| format!("opening input {}", path.display()))?;
     let bar = progress_bar(&input);
     let mut dead_letters = DeadLetterWriter::new(&config.ingest.dead_letters);
     let pipeline = Pipeline::new(registry, stores, &config.ingest);
