@@ -37,6 +37,10 @@ pub enum Command {
     Stats,
     /// Measure file → validate → encrypt → store throughput on uniform records.
     Bench(BenchArgs),
+    /// Measure the harm classifier on labelled texts: AUPRC of the any-harm score, precision,
+    /// recall, F1 and false-positive rate at the operating threshold, and texts/s, per source
+    /// and overall.
+    Eval(EvalArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -199,6 +203,21 @@ pub struct ResourceSettings {
     /// Days to keep records, if shorter than the geography's retention.
     #[arg(long)]
     pub retention_days: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// JSON-lines file of `{"text": ..., "flagged": 0|1, "source": ...}` (`source` optional),
+    /// or `-` for standard input.
+    #[arg(long, short)]
+    pub input: PathBuf,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Operating threshold of the any-harm score (default: detectors.threshold, else the
+    /// model's own).
+    #[arg(long)]
+    pub threshold: Option<f32>,
 }
 
 #[derive(Debug, Args)]

@@ -8,12 +8,13 @@ use anyhow::Context;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
+use vigil_detectors::ClassifierConfig;
 use vigil_ingest::IngestConfig;
 use vigil_kafka::KafkaConfig;
 use vigil_storage::StorageConfig;
 
 /// Everything vigil can be configured with.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The resource registry file.
@@ -29,6 +30,9 @@ pub struct Config {
     /// events.
     #[serde(default)]
     pub kafka: KafkaConfig,
+    /// The harm classifier: its model, ONNX Runtime, batching and threshold.
+    #[serde(default)]
+    pub detectors: ClassifierConfig,
 }
 
 fn default_resources() -> PathBuf {

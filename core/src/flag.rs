@@ -66,6 +66,11 @@ impl Category {
         }
     }
 
+    /// The category's position in [`Category::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// The category named `name`.
     pub fn parse(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|c| c.name() == name)

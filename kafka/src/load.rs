@@ -97,7 +97,7 @@ pub fn load(
         send(&producer, record).map_err(KafkaError::client("producing"))?;
         *summary.sent.entry(topic).or_default() += 1;
         total += 1;
-        if total % LOAD_PROGRESS_EVERY == 0 {
+        if total.is_multiple_of(LOAD_PROGRESS_EVERY) {
             sent(total);
         }
     }

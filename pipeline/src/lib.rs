@@ -6,7 +6,10 @@
 //! - the **decode** thread runs the [`Source`], which pushes each input into a [`Feed`]: the
 //!   feed decodes and validates it, routes the record to its resource's home geography, seals
 //!   (encrypts and encodes) it, and batches it (see [`handoff`]);
-//! - the calling thread **stores** each batch, one atomic sled batch per geography, hands dead
+//! - the calling thread **detects** and **stores** each batch: the harm classifier, when the
+//!   pipeline has one, scores the batch's content in one call (the plaintext never leaves
+//!   memory; only scores are kept), then each geography's records and their detections are
+//!   written in one atomic sled batch per geography; it hands dead
 //!   letters to their [`DeadLetterSink`], and makes both durable at the points the source asks
 //!   for (a Kafka consumer commits offsets only up to them) or at the configured interval.
 //!
@@ -14,8 +17,8 @@
 //! vigil's own machinery (the input cannot be read, a store or the dead-letter destination
 //! cannot be written, the master key does not match) end it, with an error.
 //!
-//! Later stages (detection, review) slot in between routing and storage, keeping the data
-//! flowing one way.
+//! Later stages (recurring-abuse windows, review) slot in between detection and storage,
+//! keeping the data flowing one way.
 
 pub mod handoff;
 mod input;
@@ -27,7 +30,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError};
 use tracing::{debug, info, info_span, warn};
-use vigil_core::{Geography, ResourceRegistry};
+use vigil_core::{Content, Geography, HarmScores, ResourceRegistry};
+use vigil_detectors::{DetectorError, HarmClassifier};
 use vigil_ingest::{
     decode, DeadLetter, DeadLetterError, DeadLetterSink, IngestConfig, Line, Payload,
     PayloadPolicy, RejectReason, Router, SourcePosition,
@@ -36,7 +40,7 @@ use vigil_storage::{GeoStore, SealedRecord, StorageError, Stores, WriteOutcome};
 
 pub use handoff::{BatchSeq, Handoff, Stopped};
 pub use input::Input;
-pub use summary::{Percentiles, StageTimes, Summary};
+pub use summary::{DetectionSummary, Percentiles, StageTimes, Summary};
 
 /// Batches in flight between the threads.
 const CHANNEL_BATCHES: usize = 4;
@@ -70,6 +74,9 @@ pub enum PipelineError {
     /// error is the cause.
     #[error(transparent)]
     Stopped(#[from] Stopped),
+    /// The classifier failed to score a batch.
+    #[error(transparent)]
+    Detection(#[from] DetectorError),
     /// The decode thread panicked (a bug).
     #[error("the decode thread panicked")]
     DecodePanicked,
@@ -120,6 +127,8 @@ enum Item {
         /// The raw line, kept in case the store rejects it; `None` when its resource's content
         /// logging is off.
         raw: Option<Vec<u8>>,
+        /// The content in flight, for the classifier; `None` when the pipeline has none.
+        content: Option<Content>,
     },
     /// A rejected input.
     Rejected(DeadLetter),
@@ -174,6 +183,7 @@ pub struct Pipeline<'a> {
     registry: &'a ResourceRegistry,
     stores: &'a Stores,
     config: &'a IngestConfig,
+    classifier: Option<&'a HarmClassifier>,
     durability: Durability,
     payloads: PayloadPolicy,
     /// Resources whose unavailable key was already reported in this run (warned once each;
@@ -192,10 +202,17 @@ impl<'a> Pipeline<'a> {
             registry,
             stores,
             config,
+            classifier: None,
             durability: Durability::AtEnd,
             payloads: PayloadPolicy::new(registry),
             key_warned: Mutex::new(HashSet::new()),
         }
+    }
+
+    /// Scores every record's content with `classifier` and stores the detections.
+    pub fn with_classifier(mut self, classifier: &'a HarmClassifier) -> Self {
+        self.classifier = Some(classifier);
+        self
     }
 
     /// Sets when stored batches are made durable.
@@ -217,6 +234,9 @@ impl<'a> Pipeline<'a> {
         let started = Instant::now();
         let mut summary = Summary {
             dead_letters: dead_letters.destination(),
+            detection: self
+                .classifier
+                .map(|c| DetectionSummary::new(c.model(), c.threshold())),
             ..Summary::default()
         };
         let reconciled = self.stores.reconcile(self.registry)?;
@@ -294,7 +314,7 @@ impl<'a> Pipeline<'a> {
                 return Ok((Item::Rejected(letter), start.elapsed(), Duration::ZERO));
             }
         };
-        let record = match decode(&raw) {
+        let mut record = match decode(&raw) {
             Ok(record) => record,
             Err(reason) => {
                 let item = self.reject(&reason, source, &raw, None);
@@ -324,6 +344,10 @@ impl<'a> Pipeline<'a> {
                 record: sealed,
                 source,
                 raw: resource.content_logging.then_some(raw),
+                content: self
+                    .classifier
+                    .is_some()
+                    .then(|| std::mem::take(&mut record.content)),
             },
             // A customer key that cannot be used affects only its resource: reject its
             // records and go on. Any other key failure concerns the master key: stop.
@@ -452,15 +476,22 @@ impl<'a> Pipeline<'a> {
             items = batch.items.len(),
             "Storing a batch."
         );
+        let mut items = batch.items;
+        if let Some(classifier) = self.classifier {
+            let detecting = Instant::now();
+            detect(classifier, &mut items)?;
+            summary.stages.detect_secs += detecting.elapsed().as_secs_f64();
+        }
         let mut by_geo: BTreeMap<String, GeoBatch> = BTreeMap::new();
         let mut letters = Vec::new();
-        for item in batch.items {
+        for item in items {
             match item {
                 Item::Sealed {
                     geo,
                     record,
                     source,
                     raw,
+                    content: _,
                 } => {
                     let entry = by_geo
                         .entry(geo.geography().to_string())
@@ -484,6 +515,11 @@ impl<'a> Pipeline<'a> {
                     WriteOutcome::Stored => {
                         *summary.stored.entry(geo_name.clone()).or_default() += 1;
                         summary.content_not_logged += u64::from(!record.content_logged);
+                        if let (Some(counts), Some(detection)) =
+                            (summary.detection.as_mut(), &record.detection)
+                        {
+                            counts.count(detection);
+                        }
                     }
                     WriteOutcome::Duplicate => summary.duplicates += 1,
                     WriteOutcome::Conflict => letters.push(self.dead_letter(
@@ -506,6 +542,42 @@ impl<'a> Pipeline<'a> {
         progress.advanced(batch.progress);
         Ok(())
     }
+}
+
+/// Scores the content of the sealed items and attaches each record's detection. A record is
+/// scored on its prompt and its completion separately; its scores are the higher of the two
+/// for each head, so a long benign completion cannot dilute a harmful prompt. The content is
+/// dropped here: past this point only scores remain.
+fn detect(classifier: &HarmClassifier, items: &mut [Item]) -> Result<(), DetectorError> {
+    let mut texts: Vec<String> = Vec::new();
+    let mut spans = Vec::new();
+    for item in items.iter_mut() {
+        if let Item::Sealed { content, .. } = item {
+            let Content { prompt, completion } = content.take().unwrap_or_default();
+            let start = texts.len();
+            texts.extend(prompt);
+            texts.extend(completion);
+            spans.push(start..texts.len());
+        }
+    }
+    let scores = classifier.score(&texts)?;
+    drop(texts);
+    let sealed = items.iter_mut().filter_map(|item| match item {
+        Item::Sealed { record, .. } => Some(record),
+        Item::Rejected(_) => None,
+    });
+    for (record, span) in sealed.zip(spans) {
+        let combined = scores[span]
+            .iter()
+            .copied()
+            .reduce(|a, b| HarmScores {
+                any_harm: a.any_harm.max(b.any_harm),
+                categories: std::array::from_fn(|i| a.categories[i].max(b.categories[i])),
+            })
+            .unwrap_or_default();
+        record.detection = Some(classifier.detection(combined));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

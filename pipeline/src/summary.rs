@@ -24,6 +24,49 @@ pub struct StageTimes {
     pub dead_letter_secs: f64,
     /// Making stored records and dead letters durable (flushing to disk or the broker).
     pub flush_secs: f64,
+    /// Scoring content with the harm classifier.
+    pub detect_secs: f64,
+}
+
+/// What the harm classifier found in the records stored by a run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DetectionSummary {
+    /// The model (name@version).
+    pub model: String,
+    /// Its any-harm threshold.
+    pub threshold: f32,
+    /// Records stored with scores.
+    pub scored: u64,
+    /// Of those, records whose any-harm score reached the threshold.
+    pub harmful: u64,
+    /// Harmful records by category scoring at or above the threshold (a record may count in
+    /// several).
+    pub categories: BTreeMap<String, u64>,
+}
+
+impl DetectionSummary {
+    /// An empty summary for `model` at `threshold`.
+    pub fn new(model: &str, threshold: f32) -> Self {
+        Self {
+            model: model.to_owned(),
+            threshold,
+            ..Self::default()
+        }
+    }
+
+    /// Counts one stored record's detection.
+    pub fn count(&mut self, detection: &vigil_core::Detection) {
+        self.scored += 1;
+        if detection.harmful {
+            self.harmful += 1;
+            for (category, _) in detection.scores.categories_over(self.threshold) {
+                *self
+                    .categories
+                    .entry(category.name().to_owned())
+                    .or_default() += 1;
+            }
+        }
+    }
 }
 
 /// Latency percentiles, in milliseconds.
@@ -71,6 +114,8 @@ pub struct Summary {
     pub content_not_logged: u64,
     /// Records already stored by an earlier delivery, left as they were.
     pub duplicates: u64,
+    /// What the harm classifier found, when the run had one.
+    pub detection: Option<DetectionSummary>,
     /// Resources whose content logging was turned off since the last run, with the number of
     /// records whose stored content this run destroyed before starting.
     pub content_forgotten: BTreeMap<String, u64>,
@@ -135,6 +180,17 @@ impl fmt::Display for Summary {
             "already stored        {:>10}   (duplicates, skipped)",
             self.duplicates
         )?;
+        if let Some(d) = &self.detection {
+            writeln!(
+                f,
+                "scored                {:>10}   ({}, any-harm threshold {:.2})",
+                d.scored, d.model, d.threshold
+            )?;
+            writeln!(f, "  harmful             {:>10}", d.harmful)?;
+            for (category, n) in &d.categories {
+                writeln!(f, "    {category:<17} {n:>10}")?;
+            }
+        }
         writeln!(f, "rejected              {:>10}", self.rejected_total())?;
         for (code, n) in &self.rejected {
             writeln!(f, "  {code:<19} {n:>10}")?;

@@ -1,6 +1,7 @@
 //! One module per subcommand; each loads what it needs and calls into the crates.
 
 mod bench;
+mod eval;
 mod flags;
 mod generate;
 mod produce;
@@ -31,6 +32,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Resource(cmd) => resource::resource(&config, cmd),
         Command::Stats => stats::stats(&config),
         Command::Bench(args) => bench::bench(&args),
+        Command::Eval(args) => eval::eval(&config, &args),
     }
 }
 

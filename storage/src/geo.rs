@@ -15,7 +15,9 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use aes_gcm::Aes256Gcm;
 use time::OffsetDateTime;
-use vigil_core::{Content, Geography, LogRecord, RecordMeta, RequestId, Resource, ResourceId};
+use vigil_core::{
+    Content, Detection, Geography, LogRecord, RecordMeta, RequestId, Resource, ResourceId,
+};
 
 use crate::crypto;
 use crate::keys::{KeySource, WrappedKey};
@@ -34,6 +36,8 @@ pub struct SealedRecord {
     pub request_id: RequestId,
     /// Whether its content is in `value` (false when content logging is off).
     pub content_logged: bool,
+    /// The classifier's scores, stored beside the record (also when its content is not).
+    pub detection: Option<Detection>,
     value: Vec<u8>,
 }
 
@@ -333,6 +337,7 @@ impl GeoStore {
             resource_id: meta.resource_id.clone(),
             request_id: meta.request_id.clone(),
             content_logged: resource.content_logging,
+            detection: None,
             value: postcard::to_stdvec(&value).expect("a stored value always encodes"),
         })
     }
@@ -363,6 +368,11 @@ impl GeoStore {
                 None => {
                     batch.insert(index_key, resource.as_bytes());
                     batch.insert(layout::record_key(resource, request), rec.value.as_slice());
+                    if let Some(detection) = &rec.detection {
+                        let encoded =
+                            postcard::to_stdvec(detection).expect("a detection always encodes");
+                        batch.insert(layout::detection_key(resource, request), encoded);
+                    }
                     in_batch.insert(request, resource);
                     WriteOutcome::Stored
                 }
@@ -439,6 +449,21 @@ impl GeoStore {
             Some((key, value)) => Ok(Some(self.meta_of(&key, resource, request_id, value)?)),
             None => Ok(None),
         }
+    }
+
+    /// The classifier's detection of one record, if it was scored.
+    pub fn detection(
+        &self,
+        resource: &ResourceId,
+        request_id: &RequestId,
+    ) -> Result<Option<Detection>> {
+        let key = layout::detection_key(resource.as_str(), request_id.as_str());
+        let Some(bytes) = self.records.get(&key).map_err(|e| self.sled_err(e))? else {
+            return Ok(None);
+        };
+        postcard::from_bytes(&bytes)
+            .map(Some)
+            .map_err(|e| Self::corrupt(&key, e))
     }
 
     fn read(

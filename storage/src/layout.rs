@@ -5,6 +5,8 @@
 //!   resource's records form one contiguous range under the prefix `R resource \0`.
 //! - `I request` → the resource ID: the request-ID index that makes writes idempotent and
 //!   lets a point query find a record by request ID alone.
+//! - `D resource \0 request` → the record's [`Detection`](vigil_core::Detection) (scores
+//!   only), written with the record when a classifier scored it.
 //!
 //! The `data_keys` tree maps a resource ID to its wrapped data key, and holds
 //! `\0shred\0 resource` markers while a resource's content is being destroyed.
@@ -18,6 +20,7 @@ use crate::crypto::Sealed;
 
 const RECORD: u8 = b'R';
 const INDEX: u8 = b'I';
+const DETECTION: u8 = b'D';
 
 /// The current value format.
 pub const FORMAT: u8 = 1;
@@ -31,8 +34,19 @@ pub fn record_key(resource: &str, request: &str) -> Vec<u8> {
 
 /// Prefix of all of a resource's records.
 pub fn resource_prefix(resource: &str) -> Vec<u8> {
+    prefixed(RECORD, resource)
+}
+
+/// Key of a record's detection.
+pub fn detection_key(resource: &str, request: &str) -> Vec<u8> {
+    let mut key = prefixed(DETECTION, resource);
+    key.extend_from_slice(request.as_bytes());
+    key
+}
+
+fn prefixed(kind: u8, resource: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(2 + resource.len() + 32);
-    key.push(RECORD);
+    key.push(kind);
     key.extend_from_slice(resource.as_bytes());
     key.push(0);
     key

@@ -1,0 +1,82 @@
+//! vigil's detectors: the harm classifier and the measures of its quality.
+//!
+//! - [`text`] normalises text and [`features`] turns it into hashed n-gram features, exactly
+//!   as the training notebook (`notebooks/train_classifier.ipynb`) did;
+//! - [`runtime`] finds and loads ONNX Runtime;
+//! - [`classifier`] serves the ONNX model: batched, shared across threads, checked at start-up;
+//! - [`metrics`] computes what `vigil eval` prints: AUPRC, precision, recall, F1 and
+//!   false-positive rate.
+//!
+//! Detectors see content in memory only; what leaves them is scores ([`vigil_core::HarmScores`]).
+
+pub mod classifier;
+pub mod features;
+pub mod metrics;
+pub mod runtime;
+pub mod text;
+
+use std::path::PathBuf;
+
+pub use classifier::{ClassifierConfig, HarmClassifier};
+pub use metrics::{Evaluation, Metrics};
+
+/// Why a detector could not start or score.
+#[derive(Debug, thiserror::Error)]
+pub enum DetectorError {
+    /// The model file could not be read.
+    #[error("classifier model {}: {source}", path.display())]
+    ModelUnreadable {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// ONNX Runtime could not load or run the model (a corrupt or truncated file).
+    #[error("classifier model {} is not a valid ONNX model: {message}", path.display())]
+    ModelInvalid {
+        /// The file.
+        path: PathBuf,
+        /// ONNX Runtime's complaint.
+        message: String,
+    },
+    /// The model is valid ONNX but not one vigil can serve.
+    #[error("classifier model {} is not a vigil harm model: {problem}", path.display())]
+    ModelIncompatible {
+        /// The file.
+        path: PathBuf,
+        /// What is missing or different.
+        problem: String,
+    },
+    /// No ONNX Runtime library was found.
+    #[error(
+        "ONNX Runtime 1.31 not found: set ORT_DYLIB_PATH (or detectors.onnxruntime) to libonnxruntime.so.1.31.1, \
+         or install PyPI's onnxruntime==1.31.1 into the project's .venv with scripts/setup-python.sh; looked in: {}",
+        searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+    )]
+    OnnxRuntimeMissing {
+        /// The places looked in.
+        searched: Vec<PathBuf>,
+    },
+    /// The configured ONNX Runtime path is not a file.
+    #[error("{setting} = {}: no such file (it should name libonnxruntime.so.1.31.1)", path.display())]
+    OnnxRuntimeNotAFile {
+        /// The configured path.
+        path: PathBuf,
+        /// Which setting named it.
+        setting: &'static str,
+    },
+    /// The ONNX Runtime library failed to load.
+    #[error("loading ONNX Runtime from {}: {message}", path.display())]
+    OnnxRuntime {
+        /// The library.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// A configuration value is out of range.
+    #[error("{0}")]
+    Config(String),
+    /// Scoring failed.
+    #[error("classifier inference failed: {0}")]
+    Inference(String),
+}

@@ -1,0 +1,93 @@
+//! Finding and loading ONNX Runtime.
+//!
+//! vigil links no ONNX Runtime at build time (`ort`'s `load-dynamic`): it loads the shared
+//! library that PyPI's `onnxruntime==1.31.1` wheel ships, from the first of
+//!
+//! 1. the path configured (`detectors.onnxruntime` in `vigil.toml`),
+//! 2. the `ORT_DYLIB_PATH` environment variable,
+//! 3. the project's own virtual environment, `.venv/lib/python3*/site-packages/onnxruntime/capi/`,
+//!    looked for in the working directory and in the directories above the `vigil` binary.
+//!
+//! The library is loaded once per process; every session shares one environment.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use ort::environment::Environment;
+use tracing::info;
+
+use crate::DetectorError;
+
+/// File name of the library in the wheel.
+const LIBRARY: &str = "libonnxruntime.so.1.31.1";
+
+static ENVIRONMENT: OnceLock<Environment> = OnceLock::new();
+
+/// The process's ONNX Runtime environment, loading the library on first use (see the module
+/// docs for where it is looked for; `configured` is the configured path, if any).
+pub fn environment(configured: Option<&Path>) -> Result<&'static Environment, DetectorError> {
+    if let Some(environment) = ENVIRONMENT.get() {
+        return Ok(environment);
+    }
+    let library = locate(configured)?;
+    let builder = ort::init_from(&library).map_err(|e| DetectorError::OnnxRuntime {
+        path: library.clone(),
+        message: e.to_string(),
+    })?;
+    let environment = builder
+        .with_name("vigil")
+        .with_telemetry(false)
+        .build()
+        .map_err(|e| DetectorError::OnnxRuntime {
+            path: library.clone(),
+            message: e.to_string(),
+        })?;
+    info!(library = %library.display(), "Loaded ONNX Runtime.");
+    Ok(ENVIRONMENT.get_or_init(|| environment))
+}
+
+/// Where the library is, or an error naming every place looked in.
+pub fn locate(configured: Option<&Path>) -> Result<PathBuf, DetectorError> {
+    if let Some(path) = configured {
+        return existing(path.to_path_buf(), "detectors.onnxruntime");
+    }
+    if let Some(path) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
+        return existing(PathBuf::from(path), "ORT_DYLIB_PATH");
+    }
+    let mut roots = Vec::new();
+    if let Ok(dir) = std::env::current_dir() {
+        roots.push(dir);
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        roots.extend(exe.ancestors().skip(1).map(Path::to_path_buf));
+    }
+    let mut searched = Vec::new();
+    for root in roots {
+        let lib = root.join(".venv").join("lib");
+        searched.push(
+            lib.join("python3*/site-packages/onnxruntime/capi")
+                .join(LIBRARY),
+        );
+        let Ok(entries) = std::fs::read_dir(&lib) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let candidate = entry
+                .path()
+                .join("site-packages/onnxruntime/capi")
+                .join(LIBRARY);
+            if candidate.is_file() {
+                return Ok(candidate);
+            }
+        }
+    }
+    Err(DetectorError::OnnxRuntimeMissing { searched })
+}
+
+fn existing(path: PathBuf, setting: &'static str) -> Result<PathBuf, DetectorError> {
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(DetectorError::OnnxRuntimeNotAFile { path, setting })
+    }
+}

@@ -1,0 +1,164 @@
+//! `vigil eval`: the harm classifier's quality on a labelled JSON-lines file, per source and
+//! overall, and its speed. A stable interface: it is how detection quality is measured from
+//! outside. Texts are never printed; a bad line is named by its number and field.
+
+use std::io::BufRead;
+use std::time::Instant;
+
+use anyhow::Context;
+use serde_json::json;
+use vigil_detectors::{ClassifierConfig, Evaluation, HarmClassifier, Metrics};
+
+use super::output;
+use crate::cli::EvalArgs;
+use crate::config::Config;
+
+/// Source name of lines without one.
+const NO_SOURCE: &str = "-";
+
+/// One labelled text.
+struct Labelled {
+    text: String,
+    flagged: bool,
+    source: Option<String>,
+}
+
+pub fn eval(config: &Config, args: &EvalArgs) -> anyhow::Result<()> {
+    let classifier_config = ClassifierConfig {
+        threshold: args.threshold.or(config.detectors.threshold),
+        ..config.detectors.clone()
+    };
+    let classifier = HarmClassifier::open(&classifier_config)?;
+    let samples = read(args)?;
+    anyhow::ensure!(
+        !samples.is_empty(),
+        "{}: no texts to evaluate",
+        args.input.display()
+    );
+
+    let texts: Vec<&str> = samples.iter().map(|s| s.text.as_str()).collect();
+    let started = Instant::now();
+    let scores = classifier.score(&texts)?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let texts_per_second = samples.len() as f64 / elapsed.max(f64::EPSILON);
+
+    let evaluation = Evaluation::compute(
+        samples.iter().zip(&scores).map(|(s, scores)| {
+            (
+                s.source.as_deref().unwrap_or(NO_SOURCE),
+                scores.any_harm,
+                s.flagged,
+            )
+        }),
+        classifier.threshold(),
+    );
+    if args.json {
+        output(serde_json::to_string_pretty(&json!({
+            "model": classifier.model(),
+            "threshold": evaluation.threshold,
+            "texts_per_second": texts_per_second.round(),
+            "sources": evaluation.sources,
+            "overall": evaluation.overall,
+        }))?)
+    } else {
+        output(table(&evaluation))?;
+        output(format_args!(
+            "model {} · threshold {:.4} · {:.0} texts/s ({} texts in {:.2} s, {} ONNX Runtime thread(s))",
+            classifier.model(),
+            evaluation.threshold,
+            texts_per_second,
+            samples.len(),
+            elapsed,
+            config.detectors.threads.max(1),
+        ))
+    }
+}
+
+/// Reads and checks every line; the first bad one is an error naming its line and field.
+fn read(args: &EvalArgs) -> anyhow::Result<Vec<Labelled>> {
+    let name = args.input.display();
+    let reader: Box<dyn BufRead> = if args.input.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(std::io::BufReader::new(
+            std::fs::File::open(&args.input).with_context(|| format!("opening {name}"))?,
+        ))
+    };
+    let mut samples = Vec::new();
+    for (number, line) in reader.lines().enumerate() {
+        let line = line.with_context(|| format!("reading {name}"))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let number = number + 1;
+        let sample =
+            parse(&line).map_err(|problem| anyhow::anyhow!("{name} line {number}: {problem}"))?;
+        samples.push(sample);
+    }
+    Ok(samples)
+}
+
+/// One line, checked field by field. Errors name the field and the problem, never the text.
+fn parse(line: &str) -> Result<Labelled, String> {
+    let value: serde_json::Value = serde_json::from_str(line).map_err(|e| {
+        format!(
+            "not JSON ({:?} error at column {})",
+            e.classify(),
+            e.column()
+        )
+    })?;
+    let object = value.as_object().ok_or("not a JSON object")?;
+    let text = match object.get("text") {
+        Some(serde_json::Value::String(text)) => text.clone(),
+        Some(_) => return Err("field `text` must be a string".into()),
+        None => return Err("field `text` is missing".into()),
+    };
+    let flagged = match object.get("flagged") {
+        Some(v) if v.as_u64() == Some(0) || v.as_bool() == Some(false) => false,
+        Some(v) if v.as_u64() == Some(1) || v.as_bool() == Some(true) => true,
+        Some(_) => return Err("field `flagged` must be 0 or 1".into()),
+        None => return Err("field `flagged` is missing".into()),
+    };
+    let source = match object.get("source") {
+        Some(serde_json::Value::String(source)) => Some(source.clone()),
+        Some(serde_json::Value::Null) | None => None,
+        Some(_) => return Err("field `source` must be a string".into()),
+    };
+    Ok(Labelled {
+        text,
+        flagged,
+        source,
+    })
+}
+
+fn table(evaluation: &Evaluation) -> String {
+    let mut out = format!(
+        "{:<28} {:>7} {:>7} {:>7} {:>9} {:>7} {:>7} {:>7}\n",
+        "source", "texts", "harmful", "AUPRC", "precision", "recall", "F1", "FPR"
+    );
+    let rows = evaluation
+        .sources
+        .iter()
+        .map(|(s, m)| (s.as_str(), m))
+        .chain(std::iter::once(("overall", &evaluation.overall)));
+    for (source, m) in rows {
+        out.push_str(&row(source, m));
+    }
+    out.pop();
+    out
+}
+
+fn row(source: &str, m: &Metrics) -> String {
+    let f = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.3}"));
+    format!(
+        "{:<28} {:>7} {:>7} {:>7} {:>9} {:>7} {:>7} {:>7}\n",
+        source,
+        m.texts,
+        m.positives,
+        f(m.auprc),
+        f(m.precision),
+        f(m.recall),
+        f(m.f1),
+        f(m.false_positive_rate)
+    )
+}
