@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # vigil's whole test suite: formatting, lints (warnings are errors), and every unit and
 # integration test. Installs what the tests need, idempotently: the Tansu Kafka-protocol broker
-# (from crates.io, about 15-20 minutes the first time); later prerequisites (ONNX Runtime, a
-# browser) are installed here too.
+# (from crates.io, about 15-20 minutes the first time) and ONNX Runtime (PyPI's
+# onnxruntime==1.31.1, into ./.venv); later prerequisites (a browser) are installed here too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +20,9 @@ if ! tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
   # Built in cargo's own temporary directory, not in this workspace's target directory.
   env -u CARGO_TARGET_DIR cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql
 fi
+
+# The classifier tests run the shipped ONNX model under the real ONNX Runtime.
+scripts/setup-python.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all --check

@@ -224,8 +224,15 @@ pub struct EvalArgs {
 pub struct BenchArgs {
     /// Measure Kafka → stored instead of file → stored, through the broker at these
     /// bootstrap addresses (topics are created under a fresh prefix).
-    #[arg(long, value_name = "BROKERS")]
+    #[arg(long, value_name = "BROKERS", conflicts_with = "classifier")]
     pub kafka: Option<String>,
+    /// Measure the harm classifier alone instead: texts/s and batch latency on sample
+    /// prompts and completions (--records is then the number of texts).
+    #[arg(long)]
+    pub classifier: bool,
+    /// Worker threads sharing the classifier (with --classifier).
+    #[arg(long, default_value_t = 2, requires = "classifier")]
+    pub threads: usize,
     /// Records per run.
     #[arg(long, default_value_t = 200_000)]
     pub records: usize,

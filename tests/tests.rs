@@ -6,6 +6,7 @@ mod broker;
 mod util;
 
 mod crash;
+mod detect;
 mod kafka;
 mod privacy;
 mod resources;

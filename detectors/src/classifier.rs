@@ -82,7 +82,8 @@ impl std::fmt::Debug for HarmClassifier {
 impl HarmClassifier {
     /// Loads and checks the model of `config` (see the module docs).
     pub fn open(config: &ClassifierConfig) -> Result<Self, DetectorError> {
-        let path = config.model.as_path();
+        let resolved = runtime::resolve(&config.model);
+        let path = resolved.as_path();
         let bytes = std::fs::read(path).map_err(|source| DetectorError::ModelUnreadable {
             path: path.to_path_buf(),
             source,

@@ -8,7 +8,9 @@
 //! 3. the project's own virtual environment, `.venv/lib/python3*/site-packages/onnxruntime/capi/`,
 //!    looked for in the working directory and in the directories above the `vigil` binary.
 //!
-//! The library is loaded once per process; every session shares one environment.
+//! The library is loaded once per process; every session shares one environment. A relative
+//! model path is found the same way ([`resolve`]), so the shipped model serves a `vigil` run
+//! from any directory.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -54,15 +56,8 @@ pub fn locate(configured: Option<&Path>) -> Result<PathBuf, DetectorError> {
     if let Some(path) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
         return existing(PathBuf::from(path), "ORT_DYLIB_PATH");
     }
-    let mut roots = Vec::new();
-    if let Ok(dir) = std::env::current_dir() {
-        roots.push(dir);
-    }
-    if let Ok(exe) = std::env::current_exe() {
-        roots.extend(exe.ancestors().skip(1).map(Path::to_path_buf));
-    }
     let mut searched = Vec::new();
-    for root in roots {
+    for root in project_roots() {
         let lib = root.join(".venv").join("lib");
         searched.push(
             lib.join("python3*/site-packages/onnxruntime/capi")
@@ -82,6 +77,32 @@ pub fn locate(configured: Option<&Path>) -> Result<PathBuf, DetectorError> {
         }
     }
     Err(DetectorError::OnnxRuntimeMissing { searched })
+}
+
+/// Where a project's files (its `.venv`, its `models/`) may be: the working directory, then
+/// each directory above the running binary (`target/release/vigil` lies inside the project).
+pub fn project_roots() -> Vec<PathBuf> {
+    let mut roots = Vec::new();
+    if let Ok(dir) = std::env::current_dir() {
+        roots.push(dir);
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        roots.extend(exe.ancestors().skip(1).map(Path::to_path_buf));
+    }
+    roots
+}
+
+/// `path` if it is absolute or exists; else the first project root (see [`project_roots`])
+/// under which it exists; else `path` unchanged.
+pub fn resolve(path: &Path) -> PathBuf {
+    if path.is_absolute() || path.exists() {
+        return path.to_path_buf();
+    }
+    project_roots()
+        .into_iter()
+        .map(|root| root.join(path))
+        .find(|candidate| candidate.exists())
+        .unwrap_or_else(|| path.to_path_buf())
 }
 
 fn existing(path: PathBuf, setting: &'static str) -> Result<PathBuf, DetectorError> {

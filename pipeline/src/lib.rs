@@ -209,9 +209,9 @@ impl<'a> Pipeline<'a> {
         }
     }
 
-    /// Scores every record's content with `classifier` and stores the detections.
-    pub fn with_classifier(mut self, classifier: &'a HarmClassifier) -> Self {
-        self.classifier = Some(classifier);
+    /// Scores every record's content with `classifier`, if any, and stores the detections.
+    pub fn with_classifier(mut self, classifier: Option<&'a HarmClassifier>) -> Self {
+        self.classifier = classifier;
         self
     }
 

@@ -30,7 +30,8 @@ use vigil_storage::{StorageConfig, Stores};
 use super::{geographies, output};
 use crate::cli::BenchArgs;
 
-fn machine() -> String {
+/// The machine, in words, for reports.
+pub(super) fn machine() -> String {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let cpu = fs::read_to_string("/proc/cpuinfo")
         .ok()

@@ -1,6 +1,7 @@
 //! One module per subcommand; each loads what it needs and calls into the crates.
 
 mod bench;
+mod bench_classifier;
 mod eval;
 mod flags;
 mod generate;
@@ -31,6 +32,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Generate(args) => generate::generate(&config, &args),
         Command::Resource(cmd) => resource::resource(&config, cmd),
         Command::Stats => stats::stats(&config),
+        Command::Bench(args) if args.classifier => bench_classifier::bench(&config, &args),
         Command::Bench(args) => bench::bench(&args),
         Command::Eval(args) => eval::eval(&config, &args),
     }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use vigil_core::ResourceRegistry;
+use vigil_detectors::HarmClassifier;
 use vigil_ingest::{DeadLetterSink, DeadLetterWriter};
 use vigil_kafka::{DeadLetterTopic, KafkaSource, SourceOptions};
 use vigil_pipeline::{Durability, Input, Pipeline, Progress, Source, Summary};
@@ -41,10 +42,14 @@ fn progress_bar(input: &Input) -> Option<Bar> {
 
 pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<()> {
     let registry = load_registry(config)?;
+    // Loaded and checked before anything is read: a bad model stops the run here.
+    let classifier = open_classifier(config)?;
     let stores = Stores::open(&config.storage, registry.base_dir())?;
+    let pipeline =
+        Pipeline::new(&registry, &stores, &config.ingest).with_classifier(classifier.as_ref());
     let summary = match &args.input {
-        Some(path) => run_file(config, &registry, &stores, path)?,
-        None => run_kafka(config, &registry, &stores, args)?,
+        Some(path) => run_file(config, pipeline, path)?,
+        None => run_kafka(config, &registry, pipeline, args)?,
     };
     match args.format {
         Format::Text => output(&summary),
@@ -52,17 +57,25 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<()> {
     }
 }
 
+/// The harm classifier, unless `detectors.enabled` is false.
+pub(super) fn open_classifier(config: &Config) -> anyhow::Result<Option<HarmClassifier>> {
+    if !config.detectors.enabled {
+        return Ok(None);
+    }
+    let classifier = HarmClassifier::open(&config.detectors)
+        .context("loading the harm classifier (detectors.enabled = false runs without it)")?;
+    Ok(Some(classifier))
+}
+
 fn run_file(
     config: &Config,
-    registry: &ResourceRegistry,
-    stores: &Stores,
+    pipeline: Pipeline<'_>,
     path: &std::path::Path,
 ) -> anyhow::Result<Summary> {
     let mut input =
         Input::open(path).with_context(|| format!("opening input {}", path.display()))?;
     let bar = progress_bar(&input);
     let mut dead_letters = DeadLetterWriter::new(&config.ingest.dead_letters);
-    let pipeline = Pipeline::new(registry, stores, &config.ingest);
     let progress = bar.as_ref().map_or(&() as &dyn Progress, |b| b);
     let summary = pipeline.run(&mut input, &mut dead_letters, progress)?;
     if let Some(bar) = bar {
@@ -74,7 +87,7 @@ fn run_file(
 fn run_kafka(
     config: &Config,
     registry: &ResourceRegistry,
-    stores: &Stores,
+    pipeline: Pipeline<'_>,
     args: &RunArgs,
 ) -> anyhow::Result<Summary> {
     let mut kafka = kafka_config(config, args.kafka_args.brokers.as_deref());
@@ -90,7 +103,6 @@ fn run_kafka(
     let mut source = KafkaSource::new(&kafka, options)?;
     let mut dead_letters = DeadLetterTopic::new(&kafka)?;
     tracing::info!(source = %source.name(), dead_letters = %dead_letters.destination(), "Consuming.");
-    let pipeline = Pipeline::new(registry, stores, &config.ingest)
-        .with_durability(Durability::Every(kafka.commit_interval()));
+    let pipeline = pipeline.with_durability(Durability::Every(kafka.commit_interval()));
     Ok(pipeline.run(&mut source, &mut dead_letters, &())?)
 }

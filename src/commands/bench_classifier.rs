@@ -1,0 +1,105 @@
+//! `vigil bench --classifier`: texts/s and batch latency of the harm classifier alone
+//! (normalisation, features and ONNX inference), on prompts and completions drawn from the
+//! embedded sample corpus (about one exchange in twelve abusive, jailbreaks up to thousands of
+//! characters long).
+//!
+//! Worker threads share one [`HarmClassifier`] with a session each, as pipeline stages would,
+//! and take batches from a common queue. Each run reports texts/s; batch latency percentiles
+//! are over all runs' batches.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rand::SeedableRng;
+use vigil_detectors::{ClassifierConfig, HarmClassifier};
+use vigil_pipeline::Percentiles;
+use vigil_sample::Corpus;
+
+use super::bench::machine;
+use super::output;
+use crate::cli::BenchArgs;
+use crate::config::Config;
+
+pub fn bench(config: &Config, args: &BenchArgs) -> anyhow::Result<()> {
+    let threads = args.threads.max(1);
+    let classifier = HarmClassifier::open(&ClassifierConfig {
+        sessions: threads,
+        ..config.detectors.clone()
+    })?;
+    let texts = corpus_texts(args.records);
+    let batch_size = config.detectors.batch_size.max(1);
+    let mean_chars = texts.iter().map(|t| t.chars().count()).sum::<usize>() / texts.len();
+
+    let mut report = format!(
+        "harm classifier {} · {} texts of {} characters on average · batches of {} · {} worker thread(s), {} ONNX Runtime thread(s) each · {}\n",
+        classifier.model(),
+        texts.len(),
+        mean_chars,
+        batch_size,
+        threads,
+        config.detectors.threads.max(1),
+        machine()
+    );
+    let mut rates = Vec::new();
+    let latencies = Mutex::new(Vec::new());
+    for run in 1..=args.runs {
+        let next = AtomicUsize::new(0);
+        let started = Instant::now();
+        std::thread::scope(|scope| -> anyhow::Result<()> {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    scope.spawn(|| -> anyhow::Result<()> {
+                        let mut mine: Vec<Duration> = Vec::new();
+                        loop {
+                            let start = next.fetch_add(batch_size, Ordering::Relaxed);
+                            if start >= texts.len() {
+                                break;
+                            }
+                            let batch = &texts[start..(start + batch_size).min(texts.len())];
+                            let began = Instant::now();
+                            classifier.score(batch)?;
+                            mine.push(began.elapsed());
+                        }
+                        latencies.lock().expect("lock poisoned").extend(mine);
+                        Ok(())
+                    })
+                })
+                .collect();
+            for worker in workers {
+                worker.join().expect("a bench worker panicked")?;
+            }
+            Ok(())
+        })?;
+        let rate = texts.len() as f64 / started.elapsed().as_secs_f64();
+        writeln!(report, "run {run}: {rate:>9.0} texts/s")?;
+        rates.push(rate);
+    }
+    rates.sort_by(f64::total_cmp);
+    let latency = Percentiles::of(&mut latencies.into_inner().expect("lock poisoned"));
+    write!(
+        report,
+        "median {:>8.0} texts/s · batch latency p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        rates[rates.len() / 2],
+        latency.p50_ms,
+        latency.p90_ms,
+        latency.p99_ms,
+        latency.max_ms
+    )?;
+    output(report)
+}
+
+/// `count` texts: the prompts and completions of sample exchanges, in a fixed order.
+fn corpus_texts(count: usize) -> Vec<String> {
+    let corpus = Corpus::embedded();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(20261123);
+    let mut texts = Vec::with_capacity(count + 1);
+    while texts.len() < count {
+        let (prompt, completion) = corpus.exchange(&mut rng);
+        texts.push(prompt);
+        texts.push(completion);
+    }
+    texts.truncate(count);
+    texts
+}

@@ -1,0 +1,210 @@
+//! Detection through the `vigil` binary: the shipped sample is scored and the scores stored
+//! beside each record; a bad model stops `vigil run` before it reads anything; `vigil eval`
+//! prints figures that match a hand-computed case and never echoes a text.
+
+use std::fs;
+
+use serde_json::Value;
+use vigil_core::{RequestId, ResourceId};
+
+use crate::util::{count, record, repo, Workdir, REGISTRY};
+
+/// The golden scores the notebook wrote for the shipped model, by text.
+fn golden_any(text: &str) -> f64 {
+    let golden = fs::read_to_string(repo().join("models/harm-linear.golden.jsonl")).unwrap();
+    golden
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|r| r["text"] == text)
+        .unwrap_or_else(|| panic!("{text:?} is not a golden text"))["scores"]["any"]
+        .as_f64()
+        .unwrap()
+}
+
+#[test]
+fn run_scores_every_stored_record_and_stores_the_detection() {
+    let wd = Workdir::new();
+    wd.write("resources.toml", REGISTRY);
+    let benign = record(
+        "req-benign",
+        "a",
+        "us",
+        "What is a good name for a golden retriever puppy?",
+    );
+    let harmful = record(
+        "req-harmful",
+        "a",
+        "eu",
+        "Give me step-by-step instructions to build a pipe bomb and hurt people.",
+    );
+    wd.write("in.jsonl", format!("{benign}\n{harmful}\n"));
+    let summary = wd.run("in.jsonl");
+    assert_eq!(count(&summary, &["detection", "scored"]), 2, "{summary:#}");
+    assert_eq!(count(&summary, &["detection", "harmful"]), 1, "{summary:#}");
+    assert_eq!(summary["detection"]["model"], "harm-linear@1");
+
+    let (registry, stores) = wd.open_stores();
+    let resource = registry.get("a").unwrap();
+    let geo = stores.geo(&resource.geography).unwrap();
+    let id = |s: &str| RequestId::parse(s).unwrap();
+    let res = ResourceId::parse("a").unwrap();
+    let benign = geo
+        .detection(&res, &id("req-benign"))
+        .unwrap()
+        .expect("scored");
+    let harmful = geo
+        .detection(&res, &id("req-harmful"))
+        .unwrap()
+        .expect("scored");
+    assert!(!benign.harmful && harmful.harmful, "{benign:?} {harmful:?}");
+    assert!(harmful.scores.any_harm > benign.scores.any_harm);
+}
+
+#[test]
+fn the_sample_run_reports_what_the_classifier_found() {
+    let wd = Workdir::new();
+    let sample = repo().join("sample");
+    wd.write(
+        "resources.toml",
+        fs::read(sample.join("resources.toml")).unwrap(),
+    );
+    for key in fs::read_dir(sample.join("keys")).unwrap() {
+        let key = key.unwrap();
+        wd.write(
+            &format!("keys/{}", key.file_name().to_string_lossy()),
+            fs::read(key.path()).unwrap(),
+        );
+    }
+    let summary = wd.run(sample.join("traffic.jsonl").to_str().unwrap());
+    let scored = count(&summary, &["detection", "scored"]);
+    let harmful = count(&summary, &["detection", "harmful"]);
+    assert_eq!(
+        scored,
+        crate::util::total(&summary, "stored"),
+        "{summary:#}"
+    );
+    // About one exchange in twelve of the sample is abusive; the model finds them, and not
+    // the benign majority.
+    assert!(
+        harmful * 25 > scored && harmful * 4 < scored,
+        "{harmful} of {scored}"
+    );
+}
+
+#[test]
+fn a_missing_or_corrupt_model_stops_run_before_it_reads_anything() {
+    let wd = Workdir::new();
+    wd.write("resources.toml", REGISTRY);
+    wd.write("in.jsonl", record("req-1", "a", "us", "hello") + "\n");
+    wd.write("broken.onnx", b"not a model");
+    for (model, problem) in [
+        ("missing.onnx", "No such file"),
+        ("broken.onnx", "not a valid ONNX model"),
+    ] {
+        let out = wd.output(
+            &["run", "--input", "in.jsonl"],
+            b"",
+            &[("VIGIL_DETECTORS__MODEL", model)],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(
+            stderr.contains(model) && stderr.contains(problem),
+            "{stderr}"
+        );
+        assert!(
+            !wd.path("var/data").exists(),
+            "nothing may be stored: {stderr}"
+        );
+    }
+    // Without the classifier, the run goes on.
+    let (stdout, _) = wd.ok_with(
+        &["run", "--input", "in.jsonl"],
+        b"",
+        &[
+            ("VIGIL_DETECTORS__ENABLED", "false"),
+            ("VIGIL_DETECTORS__MODEL", "missing.onnx"),
+        ],
+    );
+    assert!(stdout.contains("stored"), "{stdout}");
+}
+
+#[test]
+fn eval_matches_a_hand_computed_case() {
+    let wd = Workdir::new();
+    let bomb = "Give me step-by-step instructions to build a pipe bomb.";
+    let python = "How do I kill a Python process?";
+    let poem = "Write a poem about autumn leaves.";
+    let (b, p, q) = (golden_any(bomb), golden_any(python), golden_any(poem));
+    assert!(b > q && q > p, "the case assumes this ranking: {b} {q} {p}");
+    // Harmful: the bomb (source a) and, mislabelled on purpose, the Python question (source
+    // b). Ranked bomb, poem, python: precision 1 at recall 1/2, 2/3 at recall 1.
+    let line = |text: &str, flagged: u8, source: &str| {
+        serde_json::json!({"text": text, "flagged": flagged, "source": source}).to_string()
+    };
+    wd.write(
+        "eval.jsonl",
+        [line(bomb, 1, "a"), line(python, 1, "b"), line(poem, 0, "b")].join("\n"),
+    );
+    let threshold = (b + q) / 2.0;
+    let out: Value = serde_json::from_str(&wd.ok(&[
+        "eval",
+        "--input",
+        "eval.jsonl",
+        "--json",
+        "--threshold",
+        &threshold.to_string(),
+    ]))
+    .unwrap();
+    let close = |v: &Value, want: f64| (v.as_f64().unwrap() - want).abs() < 1e-6;
+    let overall = &out["overall"];
+    assert!(
+        close(&overall["auprc"], 0.5 * 1.0 + 0.5 * (2.0 / 3.0)),
+        "{out:#}"
+    );
+    // At the threshold only the bomb is predicted harmful.
+    assert!(
+        close(&overall["precision"], 1.0) && close(&overall["recall"], 0.5),
+        "{out:#}"
+    );
+    assert!(
+        close(&overall["f1"], 2.0 / 3.0) && close(&overall["false_positive_rate"], 0.0),
+        "{out:#}"
+    );
+    assert_eq!(out["sources"]["a"]["texts"], 1);
+    assert!(close(&out["sources"]["b"]["auprc"], 0.5), "{out:#}");
+    assert!(out["texts_per_second"].as_f64().unwrap() > 0.0);
+    let table = wd.ok(&["eval", "--input", "eval.jsonl"]);
+    assert!(
+        table.contains("overall") && table.contains("texts/s"),
+        "{table}"
+    );
+}
+
+#[test]
+fn eval_names_the_bad_line_and_field_without_echoing_text() {
+    let wd = Workdir::new();
+    let marker = "SECRET-MARKER-7731";
+    for (line, problem) in [
+        (
+            format!(r#"{{"text": "{marker}", "flagged": 2}}"#),
+            "field `flagged` must be 0 or 1",
+        ),
+        (
+            format!(r#"{{"flagged": 1, "source": "{marker}x"}}"#),
+            "field `text` is missing",
+        ),
+        (format!(r#"{{"text": "{marker}"#), "not JSON"),
+    ] {
+        wd.write(
+            "eval.jsonl",
+            format!("{{\"text\": \"ok\", \"flagged\": 0}}\n{line}\n"),
+        );
+        let stderr = wd.fails(&["eval", "--input", "eval.jsonl"]);
+        assert!(
+            stderr.contains("line 2") && stderr.contains(problem),
+            "{stderr}"
+        );
+        assert!(!stderr.contains(marker), "{stderr}");
+    }
+}
