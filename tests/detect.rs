@@ -7,7 +7,7 @@ use std::fs;
 use serde_json::Value;
 use vigil_core::{RequestId, ResourceId};
 
-use crate::util::{count, record, repo, Workdir, REGISTRY};
+use crate::util::{count, record, repo, sample_workdir, Workdir, REGISTRY};
 
 /// The golden scores the notebook wrote for the shipped model, by text.
 fn golden_any(text: &str) -> f64 {
@@ -62,20 +62,8 @@ fn run_scores_every_stored_record_and_stores_the_detection() {
 
 #[test]
 fn the_sample_run_reports_what_the_classifier_found() {
-    let wd = Workdir::new();
-    let sample = repo().join("sample");
-    wd.write(
-        "resources.toml",
-        fs::read(sample.join("resources.toml")).unwrap(),
-    );
-    for key in fs::read_dir(sample.join("keys")).unwrap() {
-        let key = key.unwrap();
-        wd.write(
-            &format!("keys/{}", key.file_name().to_string_lossy()),
-            fs::read(key.path()).unwrap(),
-        );
-    }
-    let summary = wd.run(sample.join("traffic.jsonl").to_str().unwrap());
+    let wd = sample_workdir();
+    let summary = wd.run("traffic.jsonl");
     let scored = count(&summary, &["detection", "scored"]);
     let harmful = count(&summary, &["detection", "harmful"]);
     assert_eq!(

@@ -6,28 +6,7 @@ use std::fs;
 use serde_json::Value;
 use vigil_core::RequestId;
 
-use crate::util::{count, record, repo, total, Workdir, REGISTRY};
-
-fn sample_workdir() -> Workdir {
-    let wd = Workdir::new();
-    let sample = repo().join("sample");
-    wd.write(
-        "resources.toml",
-        fs::read(sample.join("resources.toml")).unwrap(),
-    );
-    for key in fs::read_dir(sample.join("keys")).unwrap() {
-        let key = key.unwrap();
-        wd.write(
-            &format!("keys/{}", key.file_name().to_string_lossy()),
-            fs::read(key.path()).unwrap(),
-        );
-    }
-    wd.write(
-        "traffic.jsonl",
-        fs::read(sample.join("traffic.jsonl")).unwrap(),
-    );
-    wd
-}
+use crate::util::{count, record, repo, sample_workdir, total, Workdir, REGISTRY};
 
 fn assert_balanced(summary: &Value) {
     let stored = total(summary, "stored");

@@ -15,6 +15,29 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// A working directory with the shipped sample: its registry, its keys and its traffic
+/// (`traffic.jsonl`).
+pub fn sample_workdir() -> Workdir {
+    let wd = Workdir::new();
+    let sample = repo().join("sample");
+    wd.write(
+        "resources.toml",
+        fs::read(sample.join("resources.toml")).unwrap(),
+    );
+    for key in fs::read_dir(sample.join("keys")).unwrap() {
+        let key = key.unwrap();
+        wd.write(
+            &format!("keys/{}", key.file_name().to_string_lossy()),
+            fs::read(key.path()).unwrap(),
+        );
+    }
+    wd.write(
+        "traffic.jsonl",
+        fs::read(sample.join("traffic.jsonl")).unwrap(),
+    );
+    wd
+}
+
 /// A working directory with a `vigil.toml`, removed when dropped.
 pub struct Workdir {
     dir: tempfile::TempDir,

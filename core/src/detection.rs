@@ -20,6 +20,15 @@ impl HarmScores {
         self.categories[category.index()]
     }
 
+    /// The higher of `self` and `other` for each score (a record scored on its prompt and its
+    /// completion is as harmful as the worse of the two).
+    pub fn max(self, other: Self) -> Self {
+        Self {
+            any_harm: self.any_harm.max(other.any_harm),
+            categories: std::array::from_fn(|i| self.categories[i].max(other.categories[i])),
+        }
+    }
+
     /// Categories scoring at least `threshold`, highest first.
     pub fn categories_over(&self, threshold: f32) -> Vec<(Category, f32)> {
         let mut over: Vec<_> = Category::ALL

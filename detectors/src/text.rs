@@ -39,13 +39,6 @@ pub fn normalize_into(text: &str, max_chars: usize, out: &mut String) {
     }
 }
 
-/// Normalises `text` (see the module docs).
-pub fn normalize(text: &str, max_chars: usize) -> String {
-    let mut out = String::with_capacity(text.len().min(max_chars * 2));
-    normalize_into(text, max_chars, &mut out);
-    out
-}
-
 fn ascii_punctuation(ch: char) -> char {
     match ch {
         '\u{2018}' | '\u{2019}' => '\'',
@@ -68,6 +61,12 @@ fn is_invisible(ch: char) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn normalize(text: &str, max_chars: usize) -> String {
+        let mut out = String::new();
+        normalize_into(text, max_chars, &mut out);
+        out
+    }
 
     #[test]
     fn folds_case_width_quotes_and_whitespace() {

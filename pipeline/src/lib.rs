@@ -570,10 +570,7 @@ fn detect(classifier: &HarmClassifier, items: &mut [Item]) -> Result<(), Detecto
         let combined = scores[span]
             .iter()
             .copied()
-            .reduce(|a, b| HarmScores {
-                any_harm: a.any_harm.max(b.any_harm),
-                categories: std::array::from_fn(|i| a.categories[i].max(b.categories[i])),
-            })
+            .reduce(HarmScores::max)
             .unwrap_or_default();
         record.detection = Some(classifier.detection(combined));
     }

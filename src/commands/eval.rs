@@ -28,13 +28,14 @@ pub fn eval(config: &Config, args: &EvalArgs) -> anyhow::Result<()> {
         threshold: args.threshold.or(config.detectors.threshold),
         ..config.detectors.clone()
     };
-    let classifier = HarmClassifier::open(&classifier_config)?;
+    // The input is checked before the model loads: a bad file fails at once.
     let samples = read(args)?;
     anyhow::ensure!(
         !samples.is_empty(),
         "{}: no texts to evaluate",
         args.input.display()
     );
+    let classifier = HarmClassifier::open(&classifier_config)?;
 
     let texts: Vec<&str> = samples.iter().map(|s| s.text.as_str()).collect();
     let started = Instant::now();
