@@ -76,13 +76,24 @@ impl Workdir {
         fs::write(path, contents).unwrap();
     }
 
-    /// A `vigil` command in this directory, isolated from the caller's VIGIL_* settings.
+    /// A `vigil` command in this directory, isolated from the caller's VIGIL_* settings. It
+    /// uses the repository's model and ONNX Runtime: the binary may be built outside the
+    /// repository (CARGO_TARGET_DIR), where it would not find them by itself.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_vigil"));
         cmd.args(args).current_dir(self.root());
         for (key, _) in std::env::vars() {
             if key.starts_with("VIGIL_") {
                 cmd.env_remove(key);
+            }
+        }
+        cmd.env(
+            "VIGIL_DETECTORS__MODEL",
+            repo().join("models/harm-linear.onnx"),
+        );
+        if std::env::var_os("ORT_DYLIB_PATH").is_none() {
+            if let Some(library) = vigil_detectors::runtime::in_virtualenv(&repo()) {
+                cmd.env("ORT_DYLIB_PATH", library);
             }
         }
         cmd

@@ -6,7 +6,8 @@
 //! 1. the path configured (`detectors.onnxruntime` in `vigil.toml`),
 //! 2. the `ORT_DYLIB_PATH` environment variable,
 //! 3. the project's own virtual environment, `.venv/lib/python3*/site-packages/onnxruntime/capi/`,
-//!    looked for in the working directory and in the directories above the `vigil` binary.
+//!    looked for in the working directory, the directories above it, and those above the `vigil`
+//!    binary.
 //!
 //! The library is loaded once per process; every session shares one environment. A relative
 //! model path is found the same way ([`resolve`]), so the shipped model serves a `vigil` run
@@ -58,33 +59,38 @@ pub fn locate(configured: Option<&Path>) -> Result<PathBuf, DetectorError> {
     }
     let mut searched = Vec::new();
     for root in project_roots() {
-        let lib = root.join(".venv").join("lib");
         searched.push(
-            lib.join("python3*/site-packages/onnxruntime/capi")
+            root.join(".venv/lib/python3*/site-packages/onnxruntime/capi")
                 .join(LIBRARY),
         );
-        let Ok(entries) = std::fs::read_dir(&lib) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let candidate = entry
-                .path()
-                .join("site-packages/onnxruntime/capi")
-                .join(LIBRARY);
-            if candidate.is_file() {
-                return Ok(candidate);
-            }
+        if let Some(library) = in_virtualenv(&root) {
+            return Ok(library);
         }
     }
     Err(DetectorError::OnnxRuntimeMissing { searched })
 }
 
-/// Where a project's files (its `.venv`, its `models/`) may be: the working directory, then
+/// The library inside the virtual environment `root/.venv`, if it is installed there.
+pub fn in_virtualenv(root: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(root.join(".venv").join("lib"))
+        .ok()?
+        .flatten()
+        .map(|entry| {
+            entry
+                .path()
+                .join("site-packages/onnxruntime/capi")
+                .join(LIBRARY)
+        })
+        .find(|candidate| candidate.is_file())
+}
+
+/// Where a project's files (its `.venv`, its `models/`) may be: the working directory and each
+/// directory above it (a run from a subdirectory of the project), then
 /// each directory above the running binary (`target/release/vigil` lies inside the project).
 pub fn project_roots() -> Vec<PathBuf> {
     let mut roots = Vec::new();
     if let Ok(dir) = std::env::current_dir() {
-        roots.push(dir);
+        roots.extend(dir.ancestors().map(Path::to_path_buf));
     }
     if let Ok(exe) = std::env::current_exe() {
         roots.extend(exe.ancestors().skip(1).map(Path::to_path_buf));
