@@ -8,12 +8,14 @@
 //! completion text. Errors name the field and the problem, never the offending value; the
 //! [`Content`] type prints only lengths.
 
+pub mod case;
 pub mod detection;
 pub mod flag;
 pub mod ids;
 pub mod record;
 pub mod resource;
 
+pub use case::{Case, CaseSignals};
 pub use detection::{Detection, HarmScores};
 pub use flag::{
     Category, FlagError, FlagEvent, FlagOrigin, FlagScores, FlagSubject, FlagWindow,

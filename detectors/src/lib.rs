@@ -1,23 +1,32 @@
-//! vigil's detectors: the harm classifier and the measures of its quality.
+//! vigil's per-record detectors: the harm classifier, the heuristics, and the measures of
+//! their quality.
 //!
 //! - [`text`] normalises text and [`features`] turns it into hashed n-gram features, exactly
 //!   as the training notebook (`notebooks/train_classifier.ipynb`) did;
 //! - [`runtime`] finds and loads ONNX Runtime;
 //! - [`classifier`] serves the ONNX model: batched, shared across threads, checked at start-up;
+//! - [`skeleton`] undoes filter evasions (spacing, leetspeak, homoglyphs, invisible
+//!   characters) and [`heuristics`] matches the policy's lexicons and jailbreak patterns
+//!   against the result; [`simhash`] fingerprints texts for near-duplicate detection;
 //! - [`metrics`] computes what `vigil eval` prints: AUPRC, precision, recall, F1 and
 //!   false-positive rate.
 //!
-//! Detectors see content in memory only; what leaves them is scores ([`vigil_core::HarmScores`]).
+//! Detectors see content in memory only; what leaves them is scores ([`vigil_core::HarmScores`],
+//! [`heuristics::Inspection`]). Recurrence over time is the `vigil-abuse` crate's job.
 
 pub mod classifier;
 pub mod features;
+pub mod heuristics;
 pub mod metrics;
 pub mod runtime;
+pub mod simhash;
+pub mod skeleton;
 pub mod text;
 
 use std::path::PathBuf;
 
 pub use classifier::{ClassifierConfig, HarmClassifier};
+pub use heuristics::{Heuristics, HeuristicsPolicy, Inspection, PolicyError};
 pub use metrics::{Evaluation, Metrics};
 
 /// Why a detector could not start or score.

@@ -49,7 +49,7 @@ fn ascii_punctuation(ch: char) -> char {
 }
 
 /// Characters that render as nothing and are used to split words past filters.
-fn is_invisible(ch: char) -> bool {
+pub(crate) fn is_invisible(ch: char) -> bool {
     matches!(ch,
         '\u{00AD}' | '\u{180E}' | '\u{FEFF}'
         | '\u{200B}'..='\u{200F}'
