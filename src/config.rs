@@ -8,6 +8,7 @@ use anyhow::Context;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
+use vigil_abuse::AbuseConfig;
 use vigil_detectors::ClassifierConfig;
 use vigil_ingest::IngestConfig;
 use vigil_kafka::KafkaConfig;
@@ -33,6 +34,9 @@ pub struct Config {
     /// The harm classifier: its model, ONNX Runtime, batching and threshold.
     #[serde(default)]
     pub detectors: ClassifierConfig,
+    /// Recurring-abuse detection: the policy file and where flag events go.
+    #[serde(default)]
+    pub abuse: AbuseConfig,
 }
 
 fn default_resources() -> PathBuf {

@@ -22,12 +22,14 @@
 //! States are bounded in memory and checkpointed by the caller (the pipeline writes them in
 //! the same atomic batch as the records that changed them), so a restart forgets nothing.
 
+pub mod config;
 pub mod policy;
 mod score;
 mod signal;
 mod tracker;
 mod window;
 
+pub use config::AbuseConfig;
 pub use policy::{CompiledPolicy, Policy, PolicyWatcher, Reload};
 pub use score::abuse_score;
 pub use signal::RecordSignal;

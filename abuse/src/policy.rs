@@ -333,7 +333,7 @@ pub(crate) mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        let bad = shipped().replace("length_secs = 3600", "length_secs = 3601");
+        let bad = shipped().replace("length_secs = 86400", "length_secs = 86401");
         assert_eq!(
             CompiledPolicy::compile(&bad).unwrap_err().field,
             "windows.length_secs"
@@ -364,7 +364,7 @@ pub(crate) mod tests {
         };
         std::fs::write(
             &path,
-            shipped().replace("threshold = 0.5", "threshold = 0.6"),
+            shipped().replace("threshold = 0.5,", "threshold = 0.6,"),
         )
         .unwrap();
         set_mtime(1_000);
@@ -376,7 +376,7 @@ pub(crate) mod tests {
         set_mtime(2_000);
         assert!(matches!(watcher.check(), Reload::Refused(_)));
         assert_eq!(watcher.current().policy.scoring.end_user.threshold, 0.6);
-        std::fs::write(&path, shipped().replace("buckets = 6", "buckets = 12")).unwrap();
+        std::fs::write(&path, shipped().replace("buckets = 24", "buckets = 12")).unwrap();
         set_mtime(3_000);
         match watcher.check() {
             Reload::Refused(e) => assert_eq!(e.field, "windows"),

@@ -162,6 +162,11 @@ impl Topics {
         self.0.replace(GEOGRAPHY, geography.as_str())
     }
 
+    /// The naming scheme itself, such as `vigil.flags.{geography}`.
+    pub fn pattern(&self) -> &str {
+        &self.0
+    }
+
     /// The geography whose topic `topic` is, if it is one.
     pub fn geography(&self, topic: &str) -> Option<Geography> {
         let (prefix, suffix) = self.0.split_once(GEOGRAPHY)?;

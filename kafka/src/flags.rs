@@ -14,6 +14,7 @@ use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord};
 use tracing::warn;
 use vigil_core::{FlagEvent, Geography};
+use vigil_pipeline::{FlagSink, FlagSinkError};
 
 use crate::dead_letter::HEADER_PREFIX;
 use crate::producer::{flush, producer, send, DeliveryContext};
@@ -60,6 +61,31 @@ impl FlagPublisher {
     /// Waits until every event published is acknowledged by the broker.
     pub fn flush(&self) -> Result<(), KafkaError> {
         flush(&self.producer).map_err(KafkaError::Delivery)
+    }
+}
+
+impl FlagSink for FlagPublisher {
+    fn destination(&self) -> String {
+        format!("kafka topics {}", self.topics.pattern())
+    }
+
+    fn publish(&mut self, event: &FlagEvent) -> Result<(), FlagSinkError> {
+        FlagPublisher::publish(self, event)
+            .map(|_| ())
+            .map_err(|e| self.sink_error(e))
+    }
+
+    fn flush(&mut self) -> Result<(), FlagSinkError> {
+        FlagPublisher::flush(self).map_err(|e| self.sink_error(e))
+    }
+}
+
+impl FlagPublisher {
+    fn sink_error(&self, error: KafkaError) -> FlagSinkError {
+        FlagSinkError {
+            destination: FlagSink::destination(self),
+            message: error.to_string(),
+        }
     }
 }
 

@@ -33,8 +33,30 @@ pub(crate) struct Batch {
     pub(crate) items: Vec<Item>,
     /// The source's progress mark (input bytes read) when the batch was sent.
     pub(crate) progress: u64,
-    pub(crate) decode_time: Duration,
-    pub(crate) seal_time: Duration,
+    pub(crate) cost: Cost,
+}
+
+/// Decode-thread time spent on items.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Cost {
+    /// Decoding, validating and routing.
+    pub decode: Duration,
+    /// Encrypting and encoding.
+    pub seal: Duration,
+    /// Running the abuse heuristics.
+    pub inspect: Duration,
+}
+
+impl Cost {
+    fn total(&self) -> Duration {
+        self.decode + self.seal + self.inspect
+    }
+
+    fn add(&mut self, other: Cost) {
+        self.decode += other.decode;
+        self.seal += other.seal;
+        self.inspect += other.inspect;
+    }
 }
 
 impl Batch {
@@ -44,8 +66,7 @@ impl Batch {
             started: Instant::now(),
             items: Vec::with_capacity(BATCH_ITEMS),
             progress: 0,
-            decode_time: Duration::ZERO,
-            seal_time: Duration::ZERO,
+            cost: Cost::default(),
         }
     }
 }
@@ -112,20 +133,14 @@ impl Handoff {
 
     /// Appends one item to the batch under construction, sending the batch on when it is full.
     /// Returns the number of the batch the item went into.
-    pub(crate) fn push(
-        &self,
-        item: Item,
-        decode_time: Duration,
-        seal_time: Duration,
-    ) -> Result<BatchSeq, Stopped> {
+    pub(crate) fn push(&self, item: Item, cost: Cost) -> Result<BatchSeq, Stopped> {
         let mut pending = self.pending();
         let batch = &mut pending.batch;
         if batch.items.is_empty() {
-            batch.started = Instant::now() - decode_time - seal_time;
+            batch.started = Instant::now() - cost.total();
         }
         batch.items.push(item);
-        batch.decode_time += decode_time;
-        batch.seal_time += seal_time;
+        batch.cost.add(cost);
         let seq = batch.seq;
         if batch.items.len() >= BATCH_ITEMS {
             Self::send(&mut pending)?;

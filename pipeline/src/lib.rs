@@ -17,9 +17,13 @@
 //! vigil's own machinery (the input cannot be read, a store or the dead-letter destination
 //! cannot be written, the master key does not match) end it, with an error.
 //!
-//! Later stages (recurring-abuse windows, review) slot in between detection and storage,
-//! keeping the data flowing one way.
+//! With an [`AbuseStage`], the decode thread also runs the abuse policy's heuristics on each
+//! record's content, and the store thread adds every newly stored record to its end user's and
+//! resource's windows inside the same atomic write, opening cases; after each durability
+//! point, new cases are published as flag events to a [`FlagSink`] (see [`abuse`]).
 
+pub mod abuse;
+pub mod flags;
 pub mod handoff;
 mod input;
 mod summary;
@@ -31,6 +35,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError};
 use tracing::{debug, info, info_span, warn};
 use vigil_core::{Content, Geography, HarmScores, ResourceRegistry};
+use vigil_detectors::heuristics::Scratch;
 use vigil_detectors::{DetectorError, HarmClassifier};
 use vigil_ingest::{
     decode, DeadLetter, DeadLetterError, DeadLetterSink, IngestConfig, Line, Payload,
@@ -38,9 +43,14 @@ use vigil_ingest::{
 };
 use vigil_storage::{GeoStore, SealedRecord, StorageError, Stores, WriteOutcome};
 
+pub use abuse::{AbuseStage, PublishError};
+pub use flags::{FlagFile, FlagSink, FlagSinkError};
 pub use handoff::{BatchSeq, Handoff, Stopped};
 pub use input::Input;
-pub use summary::{DetectionSummary, Percentiles, StageTimes, Summary};
+pub use summary::{AbuseSummary, CaseCounts, DetectionSummary, Percentiles, StageTimes, Summary};
+
+use crate::abuse::Observed;
+use crate::handoff::Cost;
 
 /// Batches in flight between the threads.
 const CHANNEL_BATCHES: usize = 4;
@@ -77,6 +87,9 @@ pub enum PipelineError {
     /// The classifier failed to score a batch.
     #[error(transparent)]
     Detection(#[from] DetectorError),
+    /// Flag events could not be published.
+    #[error(transparent)]
+    Publish(#[from] PublishError),
     /// The decode thread panicked (a bug).
     #[error("the decode thread panicked")]
     DecodePanicked,
@@ -129,6 +142,8 @@ enum Item {
         raw: Option<Vec<u8>>,
         /// The content in flight, for the classifier; `None` when the pipeline has none.
         content: Option<Content>,
+        /// What the abuse stage needs of the record; `None` when the pipeline has none.
+        observed: Option<Observed>,
     },
     /// A rejected input.
     Rejected(DeadLetter),
@@ -139,6 +154,7 @@ struct GeoBatch {
     geo: Arc<GeoStore>,
     records: Vec<SealedRecord>,
     origins: Vec<(SourcePosition, Option<Vec<u8>>)>,
+    observed: Vec<Option<Observed>>,
 }
 
 /// The decode stage as a source sees it: push inputs in, in order.
@@ -146,6 +162,7 @@ pub struct Feed<'a> {
     pipeline: &'a Pipeline<'a>,
     router: Router<'a>,
     handoff: Arc<Handoff>,
+    scratch: Scratch,
 }
 
 impl Feed<'_> {
@@ -159,10 +176,15 @@ impl Feed<'_> {
         arrived_for: Option<&Geography>,
     ) -> Result<BatchSeq, PipelineError> {
         let start = Instant::now();
-        let (item, decode_time, seal_time) =
-            self.pipeline
-                .process(line, source, arrived_for, &self.router, start)?;
-        Ok(self.handoff.push(item, decode_time, seal_time)?)
+        let (item, cost) = self.pipeline.process(
+            line,
+            source,
+            arrived_for,
+            &self.router,
+            &mut self.scratch,
+            start,
+        )?;
+        Ok(self.handoff.push(item, cost)?)
     }
 
     /// Largest accepted input, in bytes (`ingest.max_record_bytes`); a longer one is pushed as
@@ -184,6 +206,7 @@ pub struct Pipeline<'a> {
     stores: &'a Stores,
     config: &'a IngestConfig,
     classifier: Option<&'a HarmClassifier>,
+    abuse: Option<&'a AbuseStage>,
     durability: Durability,
     payloads: PayloadPolicy,
     /// Resources whose unavailable key was already reported in this run (warned once each;
@@ -203,6 +226,7 @@ impl<'a> Pipeline<'a> {
             stores,
             config,
             classifier: None,
+            abuse: None,
             durability: Durability::AtEnd,
             payloads: PayloadPolicy::new(registry),
             key_warned: Mutex::new(HashSet::new()),
@@ -212,6 +236,12 @@ impl<'a> Pipeline<'a> {
     /// Scores every record's content with `classifier`, if any, and stores the detections.
     pub fn with_classifier(mut self, classifier: Option<&'a HarmClassifier>) -> Self {
         self.classifier = classifier;
+        self
+    }
+
+    /// Tracks recurring abuse with `abuse`, if any: heuristics, windows, cases and flags.
+    pub fn with_abuse(mut self, abuse: Option<&'a AbuseStage>) -> Self {
+        self.abuse = abuse;
         self
     }
 
@@ -257,6 +287,7 @@ impl<'a> Pipeline<'a> {
                 pipeline: self,
                 router: Router::new(self.registry),
                 handoff: handoff.clone(),
+                scratch: Scratch::default(),
             };
             let decoder = scope.spawn(move || {
                 decode_span.in_scope(|| {
@@ -281,6 +312,7 @@ impl<'a> Pipeline<'a> {
             stored.and(decoded)
         });
         stored?;
+        summary.abuse = self.abuse.map(AbuseStage::summary);
         summary.finish(started.elapsed());
         debug_assert!(summary.is_balanced(), "an input was lost or counted twice");
         info!(
@@ -293,16 +325,21 @@ impl<'a> Pipeline<'a> {
         Ok(summary)
     }
 
-    /// Decodes, routes and seals one input; `start` is when its processing began. Returns
-    /// the item with the time spent decoding (and routing) and sealing it.
+    /// Decodes, routes and seals one input, and inspects its content for the abuse stage;
+    /// `start` is when its processing began. Returns the item with the time spent on it.
     fn process(
         &self,
         line: Line,
         source: SourcePosition,
         arrived_for: Option<&Geography>,
         router: &Router<'_>,
+        scratch: &mut Scratch,
         start: Instant,
-    ) -> Result<(Item, Duration, Duration), PipelineError> {
+    ) -> Result<(Item, Cost), PipelineError> {
+        let decoded = |decode: Duration| Cost {
+            decode,
+            ..Cost::default()
+        };
         let raw = match line {
             Line::Complete(raw) => raw,
             Line::Oversized { prefix, len } => {
@@ -311,14 +348,14 @@ impl<'a> Pipeline<'a> {
                     limit: self.config.max_record_bytes,
                 };
                 let letter = self.dead_letter(&reason, source, Some((&prefix, true)), None);
-                return Ok((Item::Rejected(letter), start.elapsed(), Duration::ZERO));
+                return Ok((Item::Rejected(letter), decoded(start.elapsed())));
             }
         };
         let mut record = match decode(&raw) {
             Ok(record) => record,
             Err(reason) => {
                 let item = self.reject(&reason, source, &raw, None);
-                return Ok((item, start.elapsed(), Duration::ZERO));
+                return Ok((item, decoded(start.elapsed())));
             }
         };
         let routed = router.route(&record, arrived_for);
@@ -331,19 +368,25 @@ impl<'a> Pipeline<'a> {
             Ok(resource) => resource,
             Err(reason) => {
                 let item = self.reject(&reason, source, &raw, Some(ids));
-                return Ok((item, decode_time, Duration::ZERO));
+                return Ok((item, decoded(decode_time)));
             }
         };
         let sealing = Instant::now();
         let geo = self.stores.geo(&resource.geography)?;
         let sealed = geo.seal(&record, resource);
         let seal_time = sealing.elapsed();
+        let inspecting = Instant::now();
         let item = match sealed {
             Ok(sealed) => Item::Sealed {
                 geo,
                 record: sealed,
                 source,
                 raw: resource.content_logging.then_some(raw),
+                observed: self.abuse.map(|abuse| Observed {
+                    end_user: record.meta.end_user.take(),
+                    timestamp: record.meta.timestamp,
+                    inspection: abuse.inspect(&record.content, scratch),
+                }),
                 content: self
                     .classifier
                     .is_some()
@@ -361,7 +404,12 @@ impl<'a> Pipeline<'a> {
             }
             Err(e) => return Err(e.into()),
         };
-        Ok((item, decode_time, seal_time))
+        let cost = Cost {
+            decode: decode_time,
+            seal: seal_time,
+            inspect: inspecting.elapsed(),
+        };
+        Ok((item, cost))
     }
 
     fn reject(
@@ -457,6 +505,9 @@ impl<'a> Pipeline<'a> {
         self.stores.flush()?;
         dead_letters.flush()?;
         summary.stages.flush_secs += flushing.elapsed().as_secs_f64();
+        if let Some(abuse) = self.abuse {
+            abuse.publish(self.stores)?;
+        }
         Ok(())
     }
 
@@ -468,8 +519,12 @@ impl<'a> Pipeline<'a> {
         latencies: &mut Vec<Duration>,
         progress: &dyn Progress,
     ) -> Result<(), PipelineError> {
-        summary.stages.decode_secs += batch.decode_time.as_secs_f64();
-        summary.stages.seal_secs += batch.seal_time.as_secs_f64();
+        summary.stages.decode_secs += batch.cost.decode.as_secs_f64();
+        summary.stages.seal_secs += batch.cost.seal.as_secs_f64();
+        summary.stages.inspect_secs += batch.cost.inspect.as_secs_f64();
+        if let Some(abuse) = self.abuse {
+            abuse.reload_if_changed();
+        }
         summary.read += batch.items.len() as u64;
         debug!(
             seq = batch.seq,
@@ -492,6 +547,7 @@ impl<'a> Pipeline<'a> {
                     source,
                     raw,
                     content: _,
+                    observed,
                 } => {
                     let entry = by_geo
                         .entry(geo.geography().to_string())
@@ -499,16 +555,27 @@ impl<'a> Pipeline<'a> {
                             geo: geo.clone(),
                             records: Vec::new(),
                             origins: Vec::new(),
+                            observed: Vec::new(),
                         });
                     entry.records.push(record);
                     entry.origins.push((source, raw));
+                    entry.observed.push(observed);
                 }
                 Item::Rejected(letter) => letters.push(letter),
             }
         }
         let storing = Instant::now();
+        let mut abuse_time = Duration::ZERO;
         for (geo_name, part) in by_geo {
-            let outcomes = part.geo.write_batch(&part.records)?;
+            let outcomes = match self.abuse {
+                None => part.geo.write_batch(&part.records)?,
+                Some(abuse) => part.geo.write_batch_with(&part.records, |outcomes| {
+                    let observing = Instant::now();
+                    let annex = abuse.observe(&part.geo, &part.records, &part.observed, outcomes);
+                    abuse_time += observing.elapsed();
+                    annex
+                })?,
+            };
             let results = outcomes.iter().zip(&part.records).zip(part.origins);
             for ((outcome, record), (source, raw)) in results {
                 match outcome {
@@ -531,7 +598,13 @@ impl<'a> Pipeline<'a> {
                 }
             }
         }
-        summary.stages.store_secs += storing.elapsed().as_secs_f64();
+        if let Some(abuse) = self.abuse {
+            let sweeping = Instant::now();
+            abuse.end_batch();
+            abuse_time += sweeping.elapsed();
+        }
+        summary.stages.abuse_secs += abuse_time.as_secs_f64();
+        summary.stages.store_secs += (storing.elapsed() - abuse_time).as_secs_f64();
         let writing = Instant::now();
         for letter in &letters {
             *summary.rejected.entry(letter.reason.code).or_default() += 1;

@@ -26,6 +26,42 @@ pub struct StageTimes {
     pub flush_secs: f64,
     /// Scoring content with the harm classifier.
     pub detect_secs: f64,
+    /// Matching content against the abuse policy's heuristics and fingerprinting it (on the
+    /// decode thread).
+    pub inspect_secs: f64,
+    /// Updating abuse windows, scoring and opening cases (inside the store's writes).
+    pub abuse_secs: f64,
+}
+
+/// Cases opened, by kind of subject.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CaseCounts {
+    /// Cases about one end user.
+    pub end_users: u64,
+    /// Cases about a resource as a whole.
+    pub resources: u64,
+}
+
+/// What recurring-abuse detection did in a run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AbuseSummary {
+    /// The policy version in force at the end.
+    pub policy_version: String,
+    /// Cases opened.
+    pub cases: CaseCounts,
+    /// Flag events published (this run's cases and any left in the outbox by an earlier one).
+    pub flags_published: u64,
+    /// Where flag events went.
+    pub flags_destination: String,
+    /// The tracker's counters: records observed, harmful, template hits, states loaded and
+    /// evicted.
+    pub tracker: vigil_abuse::TrackerStats,
+    /// Subjects (end users and resources) whose windows were in memory at the end.
+    pub subjects_in_memory: u64,
+    /// Times the policy file was reloaded.
+    pub policy_reloads: u64,
+    /// Times a changed policy file was refused.
+    pub policy_refused: u64,
 }
 
 /// What the harm classifier found in the records stored by a run.
@@ -116,6 +152,8 @@ pub struct Summary {
     pub duplicates: u64,
     /// What the harm classifier found, when the run had one.
     pub detection: Option<DetectionSummary>,
+    /// What recurring-abuse detection found, when the run had it.
+    pub abuse: Option<AbuseSummary>,
     /// Resources whose content logging was turned off since the last run, with the number of
     /// records whose stored content this run destroyed before starting.
     pub content_forgotten: BTreeMap<String, u64>,
@@ -190,6 +228,30 @@ impl fmt::Display for Summary {
             for (category, n) in &d.categories {
                 writeln!(f, "    {category:<17} {n:>10}")?;
             }
+        }
+        if let Some(a) = &self.abuse {
+            writeln!(
+                f,
+                "abuse windows         {:>10}   (records observed; policy {})",
+                a.tracker.observed, a.policy_version
+            )?;
+            writeln!(
+                f,
+                "  harmful             {:>10}   ({} matched a jailbreak template)",
+                a.tracker.harmful, a.tracker.template_hits
+            )?;
+            writeln!(
+                f,
+                "  cases opened        {:>10}   ({} end users, {} resources)",
+                a.cases.end_users + a.cases.resources,
+                a.cases.end_users,
+                a.cases.resources
+            )?;
+            writeln!(
+                f,
+                "  flags published     {:>10}   (to {})",
+                a.flags_published, a.flags_destination
+            )?;
         }
         writeln!(f, "rejected              {:>10}", self.rejected_total())?;
         for (code, n) in &self.rejected {

@@ -5,11 +5,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
+use vigil_abuse::PolicyWatcher;
 use vigil_core::ResourceRegistry;
 use vigil_detectors::HarmClassifier;
 use vigil_ingest::{DeadLetterSink, DeadLetterWriter};
-use vigil_kafka::{DeadLetterTopic, KafkaSource, SourceOptions};
-use vigil_pipeline::{Durability, Input, Pipeline, Progress, Source, Summary};
+use vigil_kafka::{DeadLetterTopic, FlagPublisher, KafkaSource, SourceOptions};
+use vigil_pipeline::{
+    AbuseStage, Durability, FlagFile, FlagSink, Input, Pipeline, Progress, Source, Summary,
+};
 use vigil_storage::Stores;
 
 use super::{geographies, kafka_config, load_registry, output, stop_on_signals};
@@ -44,9 +47,11 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<()> {
     let registry = load_registry(config)?;
     // Loaded and checked before anything is read: a bad model stops the run here.
     let classifier = open_classifier(config)?;
+    let abuse = open_abuse(config, args)?;
     let stores = Stores::open(&config.storage, registry.base_dir())?;
-    let pipeline =
-        Pipeline::new(&registry, &stores, &config.ingest).with_classifier(classifier.as_ref());
+    let pipeline = Pipeline::new(&registry, &stores, &config.ingest)
+        .with_classifier(classifier.as_ref())
+        .with_abuse(abuse.as_ref());
     let summary = match &args.input {
         Some(path) => run_file(config, pipeline, path)?,
         None => run_kafka(config, &registry, pipeline, args)?,
@@ -65,6 +70,26 @@ pub(super) fn open_classifier(config: &Config) -> anyhow::Result<Option<HarmClas
     let classifier = HarmClassifier::open(&config.detectors)
         .context("loading the harm classifier (detectors.enabled = false runs without it)")?;
     Ok(Some(classifier))
+}
+
+/// The recurring-abuse stage, unless `abuse.enabled` is false: its policy is loaded and
+/// checked here, and its flag events go to the file `abuse.flags`, or to the Kafka flag topics
+/// when consuming from Kafka.
+fn open_abuse(config: &Config, args: &RunArgs) -> anyhow::Result<Option<AbuseStage>> {
+    if !config.abuse.enabled {
+        return Ok(None);
+    }
+    let path = vigil_detectors::runtime::resolve(&config.abuse.policy);
+    let watcher = PolicyWatcher::open(&path)
+        .context("loading the abuse policy (abuse.enabled = false runs without it)")?;
+    let flags: Box<dyn FlagSink> = match &args.input {
+        Some(_) => Box::new(FlagFile::new(&config.abuse.flags)),
+        None => Box::new(FlagPublisher::new(&kafka_config(
+            config,
+            args.kafka_args.brokers.as_deref(),
+        ))?),
+    };
+    Ok(Some(AbuseStage::new(watcher, flags)))
 }
 
 fn run_file(

@@ -24,6 +24,10 @@ use crate::keys::{KeySource, WrappedKey};
 use crate::layout::{self, StoredContent, StoredValue};
 use crate::{Result, StorageError};
 
+mod annex;
+
+pub use annex::Annex;
+
 /// Records stripped per batch when content is destroyed.
 const STRIP_CHUNK: usize = 1024;
 
@@ -346,7 +350,12 @@ impl GeoStore {
     /// skipped: a [`WriteOutcome::Duplicate`] for the same resource, a
     /// [`WriteOutcome::Conflict`] for another. Returns one outcome per record, in order.
     pub fn write_batch(&self, records: &[SealedRecord]) -> Result<Vec<WriteOutcome>> {
-        let _writer = self.writer.lock().expect("lock poisoned");
+        self.write_batch_with(records, |_| Ok(Vec::new()))
+    }
+
+    /// The sled batch storing `records`, and each one's outcome. The caller holds the writer
+    /// lock.
+    fn record_batch(&self, records: &[SealedRecord]) -> Result<(sled::Batch, Vec<WriteOutcome>)> {
         let mut batch = sled::Batch::default();
         let mut in_batch: HashMap<&str, &str> = HashMap::with_capacity(records.len());
         let mut outcomes = Vec::with_capacity(records.len());
@@ -379,10 +388,7 @@ impl GeoStore {
             };
             outcomes.push(outcome);
         }
-        self.records
-            .apply_batch(batch)
-            .map_err(|e| self.sled_err(e))?;
-        Ok(outcomes)
+        Ok((batch, outcomes))
     }
 
     /// The resource that stored `request_id`, if any.

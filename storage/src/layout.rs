@@ -7,6 +7,10 @@
 //!   lets a point query find a record by request ID alone.
 //! - `D resource \0 request` → the record's [`Detection`](vigil_core::Detection) (scores
 //!   only), written with the record when a classifier scored it.
+//! - `W resource \0 end-user` → the checkpoint of an end user's abuse windows (an empty end
+//!   user: the resource's own), written in the same batch as the records that changed it.
+//! - `C case` → a [`Case`](vigil_core::Case) (JSON), and `O case` while its flag event is
+//!   not yet published (the outbox).
 //!
 //! The `data_keys` tree maps a resource ID to its wrapped data key, and holds
 //! `\0shred\0 resource` markers while a resource's content is being destroyed.
@@ -21,6 +25,9 @@ use crate::crypto::Sealed;
 const RECORD: u8 = b'R';
 const INDEX: u8 = b'I';
 const DETECTION: u8 = b'D';
+const WINDOW: u8 = b'W';
+const CASE: u8 = b'C';
+const OUTBOX: u8 = b'O';
 
 /// The current value format.
 pub const FORMAT: u8 = 1;
@@ -42,6 +49,38 @@ pub fn detection_key(resource: &str, request: &str) -> Vec<u8> {
     let mut key = prefixed(DETECTION, resource);
     key.extend_from_slice(request.as_bytes());
     key
+}
+
+/// Key of an abuse-window checkpoint: an end user's, or the resource's when `end_user` is
+/// `None` (end-user IDs are never empty).
+pub fn window_key(resource: &str, end_user: Option<&str>) -> Vec<u8> {
+    let mut key = prefixed(WINDOW, resource);
+    key.extend_from_slice(end_user.unwrap_or("").as_bytes());
+    key
+}
+
+/// Key of a case.
+pub fn case_key(case: &str) -> Vec<u8> {
+    let mut key = vec![CASE];
+    key.extend_from_slice(case.as_bytes());
+    key
+}
+
+/// Prefix of every case.
+pub fn all_cases_prefix() -> [u8; 1] {
+    [CASE]
+}
+
+/// Key of a case's outbox entry (its flag event is not yet published).
+pub fn outbox_key(case: &str) -> Vec<u8> {
+    let mut key = vec![OUTBOX];
+    key.extend_from_slice(case.as_bytes());
+    key
+}
+
+/// Prefix of the outbox.
+pub fn outbox_prefix() -> [u8; 1] {
+    [OUTBOX]
 }
 
 fn prefixed(kind: u8, resource: &str) -> Vec<u8> {

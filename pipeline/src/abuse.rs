@@ -1,0 +1,207 @@
+//! The recurring-abuse stage: heuristics on the decode thread, windows and cases on the
+//! store thread, flag events after durability.
+//!
+//! - The decode thread inspects each record's content with the policy's heuristics while the
+//!   content is still in memory ([`AbuseStage::inspect`]); only the [`Inspection`] (numbers)
+//!   travels on with the sealed record.
+//! - The store thread, inside each geography's atomic write, adds every newly stored record to
+//!   its end user's and resource's windows and writes the changed window states and any case
+//!   opened in the same batch ([`AbuseStage::observe`]): records, the windows they changed and
+//!   the cases they opened become durable together, and a redelivered duplicate counts nowhere.
+//! - After each durability point, cases still in the outbox are published as flag events and
+//!   taken out of it ([`AbuseStage::publish`]).
+//! - The policy file is checked for changes at most once a second and reloaded between
+//!   batches.
+
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use time::OffsetDateTime;
+use tracing::{info, warn};
+use vigil_abuse::{CompiledPolicy, Observation, PolicyWatcher, RecordSignal, Reload, Tracker};
+use vigil_core::{Content, FlagSubject};
+use vigil_detectors::heuristics::Scratch;
+use vigil_detectors::Inspection;
+use vigil_storage::{Annex, GeoStore, SealedRecord, StorageError, Stores, WriteOutcome};
+
+use crate::flags::{FlagSink, FlagSinkError};
+use crate::summary::AbuseSummary;
+
+/// How often the policy file is checked for changes.
+const POLICY_CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// What the decode thread learned about a record, for its windows.
+#[derive(Debug, Clone)]
+pub(crate) struct Observed {
+    pub end_user: Option<String>,
+    pub timestamp: OffsetDateTime,
+    pub inspection: Inspection,
+}
+
+/// Recurring-abuse detection for a run (see the module docs).
+pub struct AbuseStage {
+    watcher: Mutex<PolicyWatcher>,
+    current: RwLock<Arc<CompiledPolicy>>,
+    tracker: Mutex<Tracker>,
+    flags: Mutex<Box<dyn FlagSink>>,
+    checked: Mutex<Instant>,
+    summary: Mutex<AbuseSummary>,
+}
+
+impl AbuseStage {
+    /// A stage under the policy `watcher` watches, publishing flag events to `flags`.
+    pub fn new(watcher: PolicyWatcher, flags: Box<dyn FlagSink>) -> Self {
+        let current = watcher.current().clone();
+        let summary = AbuseSummary {
+            policy_version: current.policy.version.clone(),
+            flags_destination: flags.destination(),
+            ..AbuseSummary::default()
+        };
+        Self {
+            tracker: Mutex::new(Tracker::new(current.clone())),
+            current: RwLock::new(current),
+            watcher: Mutex::new(watcher),
+            flags: Mutex::new(flags),
+            checked: Mutex::new(Instant::now()),
+            summary: Mutex::new(summary),
+        }
+    }
+
+    /// Inspects a record's content with the policy in force (decode thread).
+    pub(crate) fn inspect(&self, content: &Content, scratch: &mut Scratch) -> Inspection {
+        let policy = self.current.read().expect("lock poisoned").clone();
+        policy.heuristics.inspect(content, scratch)
+    }
+
+    /// Reloads the policy file if it changed (store thread, between batches).
+    pub(crate) fn reload_if_changed(&self) {
+        let mut checked = self.checked.lock().expect("lock poisoned");
+        if checked.elapsed() < POLICY_CHECK_EVERY {
+            return;
+        }
+        *checked = Instant::now();
+        let mut watcher = self.watcher.lock().expect("lock poisoned");
+        let mut summary = self.summary.lock().expect("lock poisoned");
+        match watcher.check() {
+            Reload::Unchanged => {}
+            Reload::Reloaded(policy) => {
+                info!(path = %watcher.path().display(), version = %policy.policy.version, "Reloaded the abuse policy.");
+                summary.policy_reloads += 1;
+                summary.policy_version = policy.policy.version.clone();
+                *self.current.write().expect("lock poisoned") = policy.clone();
+                self.tracker
+                    .lock()
+                    .expect("lock poisoned")
+                    .set_policy(policy);
+            }
+            Reload::Refused(error) => {
+                warn!(path = %watcher.path().display(), %error, "The changed abuse policy was refused; the previous one stays in force.");
+                summary.policy_refused += 1;
+            }
+        }
+    }
+
+    /// Adds the records of one geography's batch that were newly stored to their windows, and
+    /// returns what to write with them: the changed window states and the cases opened. Runs
+    /// inside the store's atomic write.
+    pub(crate) fn observe(
+        &self,
+        geo: &GeoStore,
+        records: &[SealedRecord],
+        observed: &[Option<Observed>],
+        outcomes: &[WriteOutcome],
+    ) -> Result<Vec<Annex>, StorageError> {
+        let mut tracker = self.tracker.lock().expect("lock poisoned");
+        let policy = tracker.policy().clone();
+        let mut annex = Vec::new();
+        let mut load = |key: &vigil_abuse::SubjectKey| {
+            geo.window_state(&key.resource_id, key.end_user.as_deref())
+        };
+        let stored = records.iter().zip(observed).zip(outcomes);
+        for ((record, observed), _) in stored.filter(|(_, o)| **o == WriteOutcome::Stored) {
+            let Some(observed) = observed else { continue };
+            let observation = Observation {
+                geography: geo.geography(),
+                resource_id: &record.resource_id,
+                end_user: observed.end_user.as_deref(),
+                request_id: &record.request_id,
+                timestamp: observed.timestamp,
+                signal: RecordSignal::of(
+                    &policy.policy,
+                    record.detection.as_ref(),
+                    &observed.inspection,
+                ),
+            };
+            for case in tracker.observe(&observation, &mut load)? {
+                info!(case_id = %case.case_id, resource_id = %case.resource_id, abuse = case.scores.abuse, "Opened a case.");
+                annex.push(Annex::Case(Box::new(case)));
+            }
+        }
+        let mut summary = self.summary.lock().expect("lock poisoned");
+        for case in annex.iter().filter_map(|a| match a {
+            Annex::Case(case) => Some(case),
+            Annex::Window { .. } => None,
+        }) {
+            match case.subject {
+                FlagSubject::EndUser { .. } => summary.cases.end_users += 1,
+                FlagSubject::Resource => summary.cases.resources += 1,
+            }
+        }
+        annex.extend(
+            tracker
+                .take_dirty(geo.geography())
+                .into_iter()
+                .map(|(key, state)| Annex::Window {
+                    resource_id: key.resource_id,
+                    end_user: key.end_user,
+                    state,
+                }),
+        );
+        Ok(annex)
+    }
+
+    /// Ends a batch: evicts idle and excess window states from memory.
+    pub(crate) fn end_batch(&self) {
+        self.tracker.lock().expect("lock poisoned").sweep();
+    }
+
+    /// Publishes the flag events of every case in the outbox of `stores` and clears them from
+    /// it. Call only when the stores are durable.
+    pub(crate) fn publish(&self, stores: &Stores) -> Result<(), PublishError> {
+        let mut flags = self.flags.lock().expect("lock poisoned");
+        for geography in stores.geographies_on_disk()? {
+            let geo = stores.geo(&geography)?;
+            let cases = geo.unpublished_cases()?;
+            if cases.is_empty() {
+                continue;
+            }
+            for case in &cases {
+                flags.publish(&case.flag_event())?;
+            }
+            flags.flush()?;
+            geo.mark_published(cases.iter().map(|c| c.case_id.as_str()))?;
+            self.summary.lock().expect("lock poisoned").flags_published += cases.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// What the stage did, with the tracker's counters.
+    pub fn summary(&self) -> AbuseSummary {
+        let tracker = self.tracker.lock().expect("lock poisoned");
+        let mut summary = self.summary.lock().expect("lock poisoned").clone();
+        summary.tracker = tracker.stats().clone();
+        summary.subjects_in_memory = tracker.len() as u64;
+        summary
+    }
+}
+
+/// Why flag events could not be published.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The outbox could not be read or cleared.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The flag sink failed.
+    #[error(transparent)]
+    Sink(#[from] FlagSinkError),
+}
