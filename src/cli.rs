@@ -35,6 +35,9 @@ pub enum Command {
     Resource(ResourceCommand),
     /// Show what the stores hold: record counts per geography and resource (never content).
     Stats,
+    /// The cases recurring-abuse detection opened (the review queue): IDs, scores,
+    /// categories, signals and sampled request IDs; never content.
+    Cases(CasesArgs),
     /// Measure file → validate → encrypt → store throughput on uniform records.
     Bench(BenchArgs),
     /// Measure the harm classifier on labelled texts: AUPRC of the any-harm score, precision,
@@ -224,7 +227,7 @@ pub struct EvalArgs {
 pub struct BenchArgs {
     /// Measure Kafka → stored instead of file → stored, through the broker at these
     /// bootstrap addresses (topics are created under a fresh prefix).
-    #[arg(long, value_name = "BROKERS", conflicts_with = "classifier")]
+    #[arg(long, value_name = "BROKERS", conflicts_with_all = ["classifier", "detection"])]
     pub kafka: Option<String>,
     /// Measure the harm classifier alone instead: texts/s and batch latency on sample
     /// prompts and completions (--records is then the number of texts).
@@ -233,6 +236,17 @@ pub struct BenchArgs {
     /// Worker threads sharing the classifier (with --classifier).
     #[arg(long, default_value_t = 2, requires = "classifier")]
     pub threads: usize,
+    /// Measure recurring-abuse detection alone instead: heuristics, near-duplicates, windows
+    /// and scoring on sample records (no storage), records/s, latency and memory per tracked
+    /// user.
+    #[arg(long, conflicts_with = "classifier")]
+    pub detection: bool,
+    /// With --detection: score every record with the harm classifier too.
+    #[arg(long, requires = "detection")]
+    pub with_classifier: bool,
+    /// With --detection: distinct end users the records are spread over.
+    #[arg(long, default_value_t = 50_000, requires = "detection")]
+    pub users: usize,
     /// Records per run.
     #[arg(long, default_value_t = 200_000)]
     pub records: usize,
@@ -245,4 +259,16 @@ pub struct BenchArgs {
     /// Working directory (default: a temporary one, removed afterwards).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CasesArgs {
+    /// Show this case in full instead of listing them all.
+    pub case_id: Option<String>,
+    /// Only cases of this geography.
+    #[arg(long)]
+    pub geography: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
 }

@@ -14,7 +14,7 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 use ort::value::TensorRef;
 use serde::{Deserialize, Serialize};
-use vigil_core::{Category, Detection, HarmScores};
+use vigil_core::{Category, Content, Detection, HarmScores};
 
 use crate::features::{FeatureBatch, FeatureSpec, Featurizer};
 use crate::{runtime, DetectorError};
@@ -161,6 +161,32 @@ impl HarmClassifier {
             scores,
             model: self.model.clone(),
         }
+    }
+
+    /// The detection of each record's content, in one call. A record's prompt and completion
+    /// are scored separately and the higher score kept for each head, so a long benign
+    /// completion cannot dilute a harmful prompt.
+    pub fn detect(&self, contents: &[&Content]) -> Result<Vec<Detection>, DetectorError> {
+        let mut texts: Vec<&str> = Vec::new();
+        let mut spans = Vec::with_capacity(contents.len());
+        for content in contents {
+            let start = texts.len();
+            texts.extend(content.prompt.as_deref());
+            texts.extend(content.completion.as_deref());
+            spans.push(start..texts.len());
+        }
+        let scores = self.score(&texts)?;
+        Ok(spans
+            .into_iter()
+            .map(|span| {
+                let combined = scores[span]
+                    .iter()
+                    .copied()
+                    .reduce(HarmScores::max)
+                    .unwrap_or_default();
+                self.detection(combined)
+            })
+            .collect())
     }
 
     fn run(&self, batch: &FeatureBatch, out: &mut Vec<HarmScores>) -> Result<(), DetectorError> {

@@ -4,8 +4,8 @@
 //! - **Lexicons** are lists of terms, each list with a category and a severity. All terms are
 //!   matched at once with Aho-Corasick, on word boundaries; a multi-word term also matches
 //!   written without its spaces (what the skeleton makes of `p i p e b o m b`).
-//! - **Pattern families** are sets of regular expressions (a `RegexSet`), each family with a
-//!   category and a severity: "ignore previous instructions", role-play personas, developer
+//! - **Pattern families** are sets of regular expressions (a `RegexSet`) matched against
+//!   prompts, each family with a category and a severity: "ignore previous instructions", role-play personas, developer
 //!   modes, system-prompt extraction and so on. They are written against the skeleton:
 //!   lowercase words separated by single spaces, no punctuation.
 //! - A **long preamble** is a prompt of at least `min_chars` characters that matches one of
@@ -133,7 +133,7 @@ impl HeuristicHits {
 /// The heuristic view of one record: matches and a near-duplicate fingerprint.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Inspection {
-    /// Lexicon and pattern matches over the prompt and the completion.
+    /// Lexicon matches over the prompt and the completion, pattern matches over the prompt.
     pub hits: HeuristicHits,
     /// SimHash of the prompt (of the completion when there is no prompt).
     pub fingerprint: u64,
@@ -273,15 +273,17 @@ impl Heuristics {
             .collect()
     }
 
-    /// Inspects a record's prompt and completion.
+    /// Inspects a record: lexicons on its prompt and its completion, pattern families (which
+    /// describe what a user asks) and the long-preamble rule on its prompt only.
     pub fn inspect(&self, content: &Content, scratch: &mut Scratch) -> Inspection {
         let mut inspection = Inspection::default();
         let mut fingerprinted = false;
         for (text, is_prompt) in [(&content.prompt, true), (&content.completion, false)] {
             let Some(text) = text else { continue };
             skeleton_into(text, self.max_chars, &mut scratch.skeleton);
-            self.scan(&scratch.skeleton, &mut inspection.hits);
+            self.match_terms(&scratch.skeleton, &mut inspection.hits);
             if is_prompt {
+                self.match_patterns(&scratch.skeleton, &mut inspection.hits);
                 if let Some((min_chars, mask, severity)) = self.preamble {
                     let long = text.len() >= min_chars
                         && text.chars().nth(min_chars.saturating_sub(1)).is_some();
@@ -299,12 +301,15 @@ impl Heuristics {
         inspection
     }
 
-    fn scan(&self, skeleton: &str, hits: &mut HeuristicHits) {
+    fn match_terms(&self, skeleton: &str, hits: &mut HeuristicHits) {
         for found in self.lexicon.find_overlapping_iter(skeleton) {
             let (category, severity) = self.terms[found.pattern().as_usize()];
             hits.note(category, severity);
             hits.terms += 1;
         }
+    }
+
+    fn match_patterns(&self, skeleton: &str, hits: &mut HeuristicHits) {
         for index in self.patterns.matches(skeleton).iter() {
             let family = self.pattern_family[index];
             let (_, category, severity) = &self.families[family];

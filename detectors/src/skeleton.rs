@@ -53,12 +53,21 @@ struct Writer<'a> {
 
 impl Writer<'_> {
     fn visit(&mut self, ch: char) {
+        if ch.is_ascii() {
+            let ch = ch.to_ascii_lowercase();
+            if ch.is_ascii_alphanumeric() || leet_letter(ch).is_some() {
+                self.word.push(ch);
+            } else if !ch.is_ascii_control() || ch.is_ascii_whitespace() {
+                self.end_word();
+            }
+            return;
+        }
         if is_invisible(ch) || (ch.is_control() && !ch.is_whitespace()) {
             return;
         }
         for ch in ch.to_lowercase() {
             let ch = fold_homoglyph(ch);
-            if ch.is_alphanumeric() || leet_letter(ch).is_some() {
+            if ch.is_alphanumeric() {
                 self.word.push(ch);
             } else {
                 self.end_word();
@@ -67,17 +76,29 @@ impl Writer<'_> {
     }
 
     fn end_word(&mut self) {
-        let word = self.word.finish();
+        // A symbol ending a word is punctuation (`run!`), not a letter.
+        let buffer = std::mem::take(&mut self.word.chars);
+        let word = buffer.trim_end_matches(|c: char| !c.is_alphanumeric());
         let mut chars = word.chars();
         match (chars.next(), chars.next()) {
             (None, _) => {}
             (Some(letter), None) if letter.is_alphabetic() => self.singles.push(letter),
             _ => {
                 self.flush_singles();
-                self.out.push_str(&word);
+                // Leet symbols among digits or alone (`$5`) are not letters.
+                for c in word.chars() {
+                    match leet_letter(c) {
+                        Some(letter) if self.word.has_letter => self.out.push(letter),
+                        _ if c.is_alphanumeric() => self.out.push(c),
+                        _ => {}
+                    }
+                }
                 self.out.push(' ');
             }
         }
+        self.word.chars = buffer;
+        self.word.chars.clear();
+        self.word.has_letter = false;
     }
 
     /// A run of joined single letters becomes one word if it has at least three; fewer stay
@@ -108,24 +129,6 @@ impl Word {
     fn push(&mut self, ch: char) {
         self.has_letter |= ch.is_alphabetic();
         self.chars.push(ch);
-    }
-
-    /// The word as it reads, and empties it. Leet symbols that end a word, stand alone or
-    /// stand among digits (`$`, `@`, `!`) are not letters.
-    fn finish(&mut self) -> String {
-        // A symbol ending a word is punctuation (`run!`), not a letter.
-        let trimmed = self.chars.trim_end_matches(|c: char| !c.is_alphanumeric());
-        let read = if self.has_letter {
-            trimmed
-                .chars()
-                .map(|c| leet_letter(c).unwrap_or(c))
-                .collect()
-        } else {
-            self.chars.chars().filter(|c| c.is_alphanumeric()).collect()
-        };
-        self.chars.clear();
-        self.has_letter = false;
-        read
     }
 }
 

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError};
 use tracing::{debug, info, info_span, warn};
-use vigil_core::{Content, Geography, HarmScores, ResourceRegistry};
+use vigil_core::{Content, Geography, ResourceRegistry};
 use vigil_detectors::heuristics::Scratch;
 use vigil_detectors::{DetectorError, HarmClassifier};
 use vigil_ingest::{
@@ -617,35 +617,25 @@ impl<'a> Pipeline<'a> {
     }
 }
 
-/// Scores the content of the sealed items and attaches each record's detection. A record is
-/// scored on its prompt and its completion separately; its scores are the higher of the two
-/// for each head, so a long benign completion cannot dilute a harmful prompt. The content is
-/// dropped here: past this point only scores remain.
+/// Scores the content of the sealed items and attaches each record's detection (see
+/// [`HarmClassifier::detect`]). The content is dropped here: past this point only scores
+/// remain.
 fn detect(classifier: &HarmClassifier, items: &mut [Item]) -> Result<(), DetectorError> {
-    let mut texts: Vec<String> = Vec::new();
-    let mut spans = Vec::new();
-    for item in items.iter_mut() {
-        if let Item::Sealed { content, .. } = item {
-            let Content { prompt, completion } = content.take().unwrap_or_default();
-            let start = texts.len();
-            texts.extend(prompt);
-            texts.extend(completion);
-            spans.push(start..texts.len());
-        }
-    }
-    let scores = classifier.score(&texts)?;
-    drop(texts);
+    let contents: Vec<Content> = items
+        .iter_mut()
+        .filter_map(|item| match item {
+            Item::Sealed { content, .. } => Some(content.take().unwrap_or_default()),
+            Item::Rejected(_) => None,
+        })
+        .collect();
+    let detections = classifier.detect(&contents.iter().collect::<Vec<_>>())?;
+    drop(contents);
     let sealed = items.iter_mut().filter_map(|item| match item {
         Item::Sealed { record, .. } => Some(record),
         Item::Rejected(_) => None,
     });
-    for (record, span) in sealed.zip(spans) {
-        let combined = scores[span]
-            .iter()
-            .copied()
-            .reduce(HarmScores::max)
-            .unwrap_or_default();
-        record.detection = Some(classifier.detection(combined));
+    for (record, detection) in sealed.zip(detections) {
+        record.detection = Some(detection);
     }
     Ok(())
 }

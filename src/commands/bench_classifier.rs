@@ -92,14 +92,17 @@ pub fn bench(config: &Config, args: &BenchArgs) -> anyhow::Result<()> {
 
 /// `count` texts: the prompts and completions of sample exchanges, in a fixed order.
 fn corpus_texts(count: usize) -> Vec<String> {
-    let corpus = Corpus::embedded();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(20261123);
-    let mut texts = Vec::with_capacity(count + 1);
-    while texts.len() < count {
-        let (prompt, completion) = corpus.exchange(&mut rng);
-        texts.push(prompt);
-        texts.push(completion);
-    }
+    let mut texts: Vec<String> = corpus_exchanges(count.div_ceil(2))
+        .into_iter()
+        .flat_map(|(prompt, completion)| [prompt, completion])
+        .collect();
     texts.truncate(count);
     texts
+}
+
+/// `count` sample exchanges (prompt, completion), in a fixed order.
+pub(super) fn corpus_exchanges(count: usize) -> Vec<(String, String)> {
+    let corpus = Corpus::embedded();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(20261123);
+    (0..count).map(|_| corpus.exchange(&mut rng)).collect()
 }

@@ -2,6 +2,8 @@
 
 mod bench;
 mod bench_classifier;
+mod bench_detection;
+mod cases;
 mod eval;
 mod flags;
 mod generate;
@@ -32,7 +34,9 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Generate(args) => generate::generate(&config, &args),
         Command::Resource(cmd) => resource::resource(&config, cmd),
         Command::Stats => stats::stats(&config),
+        Command::Cases(args) => cases::cases(&config, &args),
         Command::Bench(args) if args.classifier => bench_classifier::bench(&config, &args),
+        Command::Bench(args) if args.detection => bench_detection::bench(&config, &args),
         Command::Bench(args) => bench::bench(&args),
         Command::Eval(args) => eval::eval(&config, &args),
     }
