@@ -5,6 +5,7 @@
 mod broker;
 mod util;
 
+mod abuse;
 mod crash;
 mod detect;
 mod kafka;

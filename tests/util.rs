@@ -77,8 +77,8 @@ impl Workdir {
     }
 
     /// A `vigil` command in this directory, isolated from the caller's VIGIL_* settings. It
-    /// uses the repository's model and ONNX Runtime: the binary may be built outside the
-    /// repository (CARGO_TARGET_DIR), where it would not find them by itself.
+    /// uses the repository's model, abuse policy and ONNX Runtime: the binary may be built
+    /// outside the repository (CARGO_TARGET_DIR), where it would not find them by itself.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_vigil"));
         cmd.args(args).current_dir(self.root());

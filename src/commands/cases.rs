@@ -83,7 +83,11 @@ fn describe(case: &Case) -> anyhow::Result<String> {
     let s = &case.signals;
     let mut out = String::new();
     writeln!(out, "case           {}", case.case_id)?;
-    writeln!(out, "resource       {} ({})", case.resource_id, case.geography)?;
+    writeln!(
+        out,
+        "resource       {} ({})",
+        case.resource_id, case.geography
+    )?;
     writeln!(out, "subject        {}", subject(case))?;
     let rfc3339 = &time::format_description::well_known::Rfc3339;
     writeln!(
