@@ -238,8 +238,12 @@ fn a_restart_in_the_middle_of_a_window_keeps_the_counts() {
     // It counts, and samples, records of both runs.
     assert!(count(&cases[0], &["signals", "harmful"]) >= 4, "{cases:#?}");
     let sample = cases[0]["sample"].as_array().unwrap();
-    assert!(sample.iter().any(|id| ["m-0", "m-1", "m-2"].contains(&id.as_str().unwrap())));
-    assert!(sample.iter().any(|id| ["m-3", "m-4"].contains(&id.as_str().unwrap())));
+    assert!(sample
+        .iter()
+        .any(|id| ["m-0", "m-1", "m-2"].contains(&id.as_str().unwrap())));
+    assert!(sample
+        .iter()
+        .any(|id| ["m-3", "m-4"].contains(&id.as_str().unwrap())));
     // The same two alone, in a fresh directory, open nothing.
     let fresh = Workdir::new();
     fresh.write("resources.toml", REGISTRY);

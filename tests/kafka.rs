@@ -250,6 +250,40 @@ fn every_valid_record_is_stored_once_and_every_bad_one_dead_lettered() {
             );
         }
     }
+
+    // Recurring abuse: the same cases as the file run (each resource's records arrive in
+    // order on one partition), each published once on its geography's flag topic.
+    assert_eq!(
+        summary["abuse"]["cases"], expected["abuse"]["cases"],
+        "{summary:#}"
+    );
+    let oracle_flags = std::fs::read_to_string(wd.path("var/flags.jsonl")).unwrap();
+    let case_ids = |events: Vec<Value>| -> BTreeSet<String> {
+        events
+            .iter()
+            .map(|e| e["case_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let expected_cases = case_ids(
+        oracle_flags
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect(),
+    );
+    assert!(
+        !expected_cases.is_empty(),
+        "the sample has repeat offenders"
+    );
+    let mut published = Vec::new();
+    for geography in ["apac", "eu", "us"] {
+        for message in broker.read_all(&format!("vigil.flags.{geography}")) {
+            let event: Value = serde_json::from_slice(&message.value).unwrap();
+            assert_eq!(event["geography"], geography);
+            published.push(event);
+        }
+    }
+    assert_eq!(published.len(), expected_cases.len(), "{published:#?}");
+    assert_eq!(case_ids(published), expected_cases);
 }
 
 #[test]

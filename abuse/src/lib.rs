@@ -33,7 +33,7 @@ pub use config::AbuseConfig;
 pub use policy::{CompiledPolicy, Policy, PolicyWatcher, Reload};
 pub use score::abuse_score;
 pub use signal::RecordSignal;
-pub use tracker::{Observation, SubjectKey, Tracker, TrackerStats};
+pub use tracker::{LoadState, Observation, SubjectKey, Tracker, TrackerStats};
 pub use window::{SubjectState, Totals};
 
 /// FNV-1a, 64 bits, then a finaliser so that every bit depends on every input byte: stable

@@ -166,7 +166,7 @@ impl Policy {
         if w.buckets == 0 || w.buckets > 64 {
             return Err(PolicyError::new("windows.buckets", "must be 1 to 64"));
         }
-        if w.length_secs < w.buckets || w.length_secs % w.buckets != 0 {
+        if w.length_secs < w.buckets || !w.length_secs.is_multiple_of(w.buckets) {
             return Err(PolicyError::new(
                 "windows.length_secs",
                 "must be a multiple of windows.buckets",

@@ -33,6 +33,9 @@ pub struct SubjectKey {
     pub end_user: Option<String>,
 }
 
+/// Reads a subject's checkpointed state from the store, if it has one.
+pub type LoadState<'a, E> = dyn FnMut(&SubjectKey) -> Result<Option<Vec<u8>>, E> + 'a;
+
 /// One record as the tracker sees it.
 #[derive(Debug, Clone)]
 pub struct Observation<'a> {
@@ -157,7 +160,7 @@ impl Tracker {
     pub fn observe<E>(
         &mut self,
         observation: &Observation<'_>,
-        load: &mut dyn FnMut(&SubjectKey) -> Result<Option<Vec<u8>>, E>,
+        load: &mut LoadState<'_, E>,
     ) -> Result<Vec<Case>, E> {
         let policy = self.policy.clone();
         let bucket_secs = policy.policy.windows.bucket_secs();
@@ -200,7 +203,7 @@ impl Tracker {
         &mut self,
         key: &SubjectKey,
         geography: &Geography,
-        load: &mut dyn FnMut(&SubjectKey) -> Result<Option<Vec<u8>>, E>,
+        load: &mut LoadState<'_, E>,
     ) -> Result<&mut Tracked, E> {
         let touched = self.stats.observed;
         if !self.subjects.contains_key(key) {
@@ -407,7 +410,7 @@ mod tests {
             request: &str,
             minute: i64,
             prompt: &str,
-            load: &mut dyn FnMut(&SubjectKey) -> Result<Option<Vec<u8>>, Infallible>,
+            load: &mut LoadState<'_, Infallible>,
         ) -> Vec<Case> {
             let content = Content {
                 prompt: Some(prompt.into()),
