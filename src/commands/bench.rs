@@ -23,7 +23,7 @@ use anyhow::Context;
 use vigil_core::ResourceRegistry;
 use vigil_ingest::{DeadLetterWriter, IngestConfig};
 use vigil_kafka::{KafkaConfig, KafkaSource, SourceOptions};
-use vigil_pipeline::{Durability, Input, Pipeline, Progress, Summary};
+use vigil_pipeline::{Durability, Input, Percentiles, Pipeline, Progress, Summary};
 use vigil_sample::{fixed_size, FixedSizeSpec};
 use vigil_storage::{StorageConfig, Stores};
 
@@ -311,4 +311,19 @@ fn burst(
     drop(stores);
     let _ = fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// The last line of a throughput report: the median rate of the runs and the latency
+/// percentiles of all their batches.
+pub(super) fn median_line(rates: &mut [f64], latencies: &mut [Duration], unit: &str) -> String {
+    rates.sort_by(f64::total_cmp);
+    let latency = Percentiles::of(latencies);
+    format!(
+        "median {:>8.0} {unit}/s · batch latency p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        rates.get(rates.len() / 2).copied().unwrap_or(0.0),
+        latency.p50_ms,
+        latency.p90_ms,
+        latency.p99_ms,
+        latency.max_ms
+    )
 }

@@ -17,7 +17,7 @@ use vigil_detectors::{ClassifierConfig, HarmClassifier};
 use vigil_pipeline::Percentiles;
 use vigil_sample::Corpus;
 
-use super::bench::machine;
+use super::bench::{machine, median_line};
 use super::output;
 use crate::cli::BenchArgs;
 use crate::config::Config;
@@ -76,17 +76,8 @@ pub fn bench(config: &Config, args: &BenchArgs) -> anyhow::Result<()> {
         writeln!(report, "run {run}: {rate:>9.0} texts/s")?;
         rates.push(rate);
     }
-    rates.sort_by(f64::total_cmp);
-    let latency = Percentiles::of(&mut latencies.into_inner().expect("lock poisoned"));
-    write!(
-        report,
-        "median {:>8.0} texts/s · batch latency p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-        rates[rates.len() / 2],
-        latency.p50_ms,
-        latency.p90_ms,
-        latency.p99_ms,
-        latency.max_ms
-    )?;
+    let mut latencies = latencies.into_inner().expect("lock poisoned");
+    report.push_str(&median_line(&mut rates, &mut latencies, "texts"));
     output(report)
 }
 

@@ -22,7 +22,7 @@ use vigil_detectors::heuristics::Scratch;
 use vigil_detectors::HarmClassifier;
 use vigil_pipeline::Percentiles;
 
-use super::bench::machine;
+use super::bench::{machine, median_line};
 use super::bench_classifier::corpus_exchanges;
 use super::output;
 use crate::cli::BenchArgs;
@@ -180,17 +180,7 @@ pub fn bench(config: &Config, args: &BenchArgs) -> anyhow::Result<()> {
         }
         rates.push(rate);
     }
-    rates.sort_by(f64::total_cmp);
-    let latency = Percentiles::of(&mut latencies);
-    write!(
-        report,
-        "median {:>8.0} records/s · batch latency p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-        rates[rates.len() / 2],
-        latency.p50_ms,
-        latency.p90_ms,
-        latency.p99_ms,
-        latency.max_ms
-    )?;
+    report.push_str(&median_line(&mut rates, &mut latencies, "records"));
     output(report)
 }
 

@@ -61,9 +61,7 @@ pub fn window_key(resource: &str, end_user: Option<&str>) -> Vec<u8> {
 
 /// Key of a case.
 pub fn case_key(case: &str) -> Vec<u8> {
-    let mut key = vec![CASE];
-    key.extend_from_slice(case.as_bytes());
-    key
+    [&[CASE], case.as_bytes()].concat()
 }
 
 /// Prefix of every case.
@@ -73,9 +71,7 @@ pub fn all_cases_prefix() -> [u8; 1] {
 
 /// Key of a case's outbox entry (its flag event is not yet published).
 pub fn outbox_key(case: &str) -> Vec<u8> {
-    let mut key = vec![OUTBOX];
-    key.extend_from_slice(case.as_bytes());
-    key
+    [&[OUTBOX], case.as_bytes()].concat()
 }
 
 /// Prefix of the outbox.
