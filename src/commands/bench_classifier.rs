@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use rand::SeedableRng;
 use vigil_detectors::{ClassifierConfig, HarmClassifier};
-use vigil_pipeline::Percentiles;
 use vigil_sample::Corpus;
 
 use super::bench::{machine, median_line};

@@ -20,7 +20,6 @@ use vigil_abuse::{CompiledPolicy, Observation, RecordSignal, Tracker};
 use vigil_core::{Content, Geography, RequestId, ResourceId};
 use vigil_detectors::heuristics::Scratch;
 use vigil_detectors::HarmClassifier;
-use vigil_pipeline::Percentiles;
 
 use super::bench::{machine, median_line};
 use super::bench_classifier::corpus_exchanges;
