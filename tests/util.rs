@@ -91,6 +91,7 @@ impl Workdir {
             "VIGIL_DETECTORS__MODEL",
             repo().join("models/harm-linear.onnx"),
         );
+        cmd.env("VIGIL_ABUSE__POLICY", repo().join("policies/abuse.toml"));
         if std::env::var_os("ORT_DYLIB_PATH").is_none() {
             if let Some(library) = vigil_detectors::runtime::in_virtualenv(&repo()) {
                 cmd.env("ORT_DYLIB_PATH", library);
