@@ -13,21 +13,11 @@ use vigil_detectors::simhash;
 use crate::policy::Policy;
 use crate::signal::RecordSignal;
 
-/// Counters of one bucket.
+/// The counters of one bucket.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub(crate) struct Bucket {
-    pub index: i64,
-    pub records: u32,
-    pub harmful: u32,
-    pub severity_sum: f32,
-    pub max_severity: f32,
-    pub near_duplicates: u32,
-    pub template_hits: u32,
-    pub escalations: u32,
-    /// Pattern families seen.
-    pub families: u64,
-    /// Highest severity per category.
-    pub categories: [f32; Category::ALL.len()],
+    index: i64,
+    totals: Totals,
 }
 
 /// A request ID in the review reservoir, with its sampling key.
@@ -54,8 +44,8 @@ pub struct SubjectState {
     quiet_until: i64,
 }
 
-/// A window's totals.
-#[derive(Debug, Clone, PartialEq, Default)]
+/// Counters over a bucket or a window.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Totals {
     /// Records.
     pub records: u32,
@@ -63,6 +53,8 @@ pub struct Totals {
     pub harmful: u32,
     /// Sum of their severities.
     pub severity_sum: f32,
+    /// The highest of their severities.
+    pub max_severity: f32,
     /// Near-duplicate retries.
     pub near_duplicates: u32,
     /// Pattern-family matches.
@@ -76,10 +68,11 @@ pub struct Totals {
 }
 
 impl Totals {
-    fn add(&mut self, b: &Bucket) {
+    fn add(&mut self, b: &Totals) {
         self.records += b.records;
         self.harmful += b.harmful;
         self.severity_sum += b.severity_sum;
+        self.max_severity = self.max_severity.max(b.max_severity);
         self.near_duplicates += b.near_duplicates;
         self.template_hits += b.template_hits;
         self.escalations += b.escalations;
@@ -140,8 +133,8 @@ impl SubjectState {
         if index <= newest - 2 * buckets {
             return; // Too late to count anywhere.
         }
-        let (harm_before, max_before) = self.harm_so_far(newest, buckets);
-        let bucket = self.bucket_mut(index);
+        let before = self.totals_after(newest - buckets, newest);
+        let bucket = &mut self.bucket_mut(index).totals;
         bucket.records += 1;
         bucket.families |= signal.families;
         if signal.template {
@@ -151,7 +144,8 @@ impl SubjectState {
             bucket.harmful += 1;
             bucket.severity_sum += signal.severity;
             bucket.max_severity = bucket.max_severity.max(signal.severity);
-            if harm_before > 0 && signal.severity >= max_before + policy.signals.escalation_step {
+            let step = policy.signals.escalation_step;
+            if before.harmful > 0 && signal.severity >= before.max_severity + step {
                 bucket.escalations += 1;
             }
             for (slot, seen) in bucket.categories.iter_mut().zip(signal.categories) {
@@ -163,7 +157,7 @@ impl SubjectState {
                 simhash::distance(*fp, signal.fingerprint) <= policy.near_duplicates.max_distance
             });
             if repeat {
-                self.bucket_mut(index).near_duplicates += 1;
+                self.bucket_mut(index).totals.near_duplicates += 1;
             }
             if self.fingerprints.len() >= policy.near_duplicates.remember {
                 self.fingerprints.remove(0);
@@ -175,15 +169,17 @@ impl SubjectState {
         }
     }
 
-    /// Harmful records and their highest severity in the window ending at `newest`, before
-    /// the record being added.
-    fn harm_so_far(&self, newest: i64, buckets: i64) -> (u32, f32) {
-        self.buckets
+    /// Totals of the buckets after `start` up to and including `end`.
+    fn totals_after(&self, start: i64, end: i64) -> Totals {
+        let mut totals = Totals::default();
+        for bucket in self
+            .buckets
             .iter()
-            .filter(|b| b.index > newest - buckets)
-            .fold((0, 0.0), |(harmful, max), b| {
-                (harmful + b.harmful, max.max(b.max_severity))
-            })
+            .filter(|b| b.index > start && b.index <= end)
+        {
+            totals.add(&bucket.totals);
+        }
+        totals
     }
 
     fn bucket_mut(&mut self, index: i64) -> &mut Bucket {
@@ -194,7 +190,7 @@ impl SubjectState {
                     at,
                     Bucket {
                         index,
-                        ..Bucket::default()
+                        totals: Totals::default(),
                     },
                 );
                 at
@@ -239,20 +235,14 @@ impl SubjectState {
 
     /// Totals of the current window (ending at `newest`) and of the one before.
     pub fn windows(&self, policy: &Policy) -> (Totals, Totals) {
-        let mut current = Totals::default();
-        let mut previous = Totals::default();
         let Some(newest) = self.newest() else {
-            return (current, previous);
+            return (Totals::default(), Totals::default());
         };
         let buckets = i64::from(policy.windows.buckets);
-        for b in &self.buckets {
-            if b.index > newest - buckets {
-                current.add(b);
-            } else if b.index > newest - 2 * buckets {
-                previous.add(b);
-            }
-        }
-        (current, previous)
+        (
+            self.totals_after(newest - buckets, newest),
+            self.totals_after(newest - 2 * buckets, newest - buckets),
+        )
     }
 
     /// The sampled request IDs, most likely to matter first.

@@ -13,6 +13,7 @@
 //! - The policy file is checked for changes at most once a second and reloaded between
 //!   batches.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -46,6 +47,9 @@ pub struct AbuseStage {
     flags: Mutex<Box<dyn FlagSink>>,
     checked: Mutex<Instant>,
     summary: Mutex<AbuseSummary>,
+    /// Whether the stores' outboxes may hold cases: at start (an earlier run may have left
+    /// some) and after a case opens; publishing looks at the stores only then.
+    outbox_pending: AtomicBool,
 }
 
 impl AbuseStage {
@@ -64,6 +68,7 @@ impl AbuseStage {
             flags: Mutex::new(flags),
             checked: Mutex::new(Instant::now()),
             summary: Mutex::new(summary),
+            outbox_pending: AtomicBool::new(true),
         }
     }
 
@@ -134,17 +139,13 @@ impl AbuseStage {
             };
             for case in tracker.observe(&observation, &mut load)? {
                 info!(case_id = %case.case_id, resource_id = %case.resource_id, abuse = case.scores.abuse, "Opened a case.");
+                let mut summary = self.summary.lock().expect("lock poisoned");
+                match case.subject {
+                    FlagSubject::EndUser { .. } => summary.cases.end_users += 1,
+                    FlagSubject::Resource => summary.cases.resources += 1,
+                }
+                self.outbox_pending.store(true, Ordering::Relaxed);
                 annex.push(Annex::Case(Box::new(case)));
-            }
-        }
-        let mut summary = self.summary.lock().expect("lock poisoned");
-        for case in annex.iter().filter_map(|a| match a {
-            Annex::Case(case) => Some(case),
-            Annex::Window { .. } => None,
-        }) {
-            match case.subject {
-                FlagSubject::EndUser { .. } => summary.cases.end_users += 1,
-                FlagSubject::Resource => summary.cases.resources += 1,
             }
         }
         annex.extend(
@@ -168,6 +169,9 @@ impl AbuseStage {
     /// Publishes the flag events of every case in the outbox of `stores` and clears them from
     /// it. Call only when the stores are durable.
     pub(crate) fn publish(&self, stores: &Stores) -> Result<(), PublishError> {
+        if !self.outbox_pending.swap(false, Ordering::Relaxed) {
+            return Ok(());
+        }
         let mut flags = self.flags.lock().expect("lock poisoned");
         for geography in stores.geographies_on_disk()? {
             let geo = stores.geo(&geography)?;
