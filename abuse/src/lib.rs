@@ -30,7 +30,7 @@ mod tracker;
 mod window;
 
 pub use config::AbuseConfig;
-pub use policy::{CompiledPolicy, Policy, PolicyWatcher, Reload};
+pub use policy::{CompiledPolicy, Policy, PolicyWatcher, Reload, ReviewPolicy};
 pub use score::abuse_score;
 pub use signal::RecordSignal;
 pub use tracker::{LoadState, Observation, SubjectKey, Tracker, TrackerStats};
@@ -38,7 +38,7 @@ pub use window::{SubjectState, Totals};
 
 /// FNV-1a, 64 bits, then a finaliser so that every bit depends on every input byte: stable
 /// across builds and platforms, for case IDs and sampling keys.
-pub(crate) fn stable_hash(bytes: &[u8]) -> u64 {
+pub fn stable_hash(bytes: &[u8]) -> u64 {
     let fnv = bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
         (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
     });

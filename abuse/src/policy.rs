@@ -3,11 +3,13 @@
 //! review sample size. It is read at start-up and reloaded when it changes ([`PolicyWatcher`]);
 //! a changed file that does not compile is refused and the policy in force stays.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde::Deserialize;
+use vigil_core::Category;
 use vigil_detectors::heuristics::{Heuristics, HeuristicsPolicy, PolicyError};
 
 /// The whole policy file.
@@ -28,6 +30,8 @@ pub struct Policy {
     pub scoring: ScoringPolicy,
     /// The sample of records offered for review.
     pub sampling: SamplingPolicy,
+    /// The LLM review of sampled records: category definitions and routing thresholds.
+    pub review: ReviewPolicy,
 }
 
 /// Per-record signals.
@@ -125,6 +129,21 @@ pub struct SamplingPolicy {
     pub harmful_weight: f32,
 }
 
+/// The LLM review of sampled records.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewPolicy {
+    /// Sampled records of each case the LLM reviews (the first ones of the case's sample).
+    pub per_case: usize,
+    /// A "no violation" answer at least this confident closes the item; anything else (a
+    /// violation, or less confidence) escalates it to the human queue.
+    pub close_confidence: f32,
+    /// Content longer than this (characters, prompt and completion each) is cut before review.
+    pub max_content_chars: usize,
+    /// Each category with the short definition the reviewer is given.
+    pub categories: BTreeMap<Category, String>,
+}
+
 impl Policy {
     /// Parses and checks a policy; errors name the field.
     pub fn parse(text: &str) -> Result<Self, PolicyError> {
@@ -204,6 +223,31 @@ impl Policy {
         }
         if self.sampling.size == 0 {
             return Err(PolicyError::new("sampling.size", "must be at least 1"));
+        }
+        let r = &self.review;
+        if r.per_case == 0 || r.per_case > self.sampling.size {
+            return Err(PolicyError::new(
+                "review.per_case",
+                "must be 1 to sampling.size",
+            ));
+        }
+        unit("review.close_confidence", r.close_confidence)?;
+        if r.max_content_chars < 64 {
+            return Err(PolicyError::new(
+                "review.max_content_chars",
+                "must be at least 64",
+            ));
+        }
+        for category in Category::ALL {
+            match r.categories.get(&category) {
+                Some(definition) if !definition.trim().is_empty() => {}
+                _ => {
+                    return Err(PolicyError::new(
+                        format!("review.categories.{category}"),
+                        "every category needs a definition",
+                    ))
+                }
+            }
         }
         if !(self.sampling.harmful_weight.is_finite() && self.sampling.harmful_weight >= 1.0) {
             return Err(PolicyError::new(

@@ -14,6 +14,7 @@ pub mod flag;
 pub mod ids;
 pub mod record;
 pub mod resource;
+pub mod verdict;
 
 pub use case::{Case, CaseSignals};
 pub use detection::{Detection, HarmScores};
@@ -26,3 +27,4 @@ pub use record::{
     Content, Deployment, FieldProblem, LogRecord, Operation, RecordError, RecordMeta,
 };
 pub use resource::{Capability, KeyRef, RegistryError, Resource, ResourceRegistry};
+pub use verdict::{Assessment, Route, RouteReason, Severity, Verdict};

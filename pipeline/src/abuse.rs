@@ -10,22 +10,29 @@
 //!   the cases they opened become durable together, and a redelivered duplicate counts nowhere.
 //! - After each durability point, cases still in the outbox are published as flag events and
 //!   taken out of it ([`AbuseStage::publish`]).
+//! - When a case opens and the stage has a [`ReviewStage`], the first `review.per_case`
+//!   records of its sample are queued for the LLM reviewer in the same atomic write (or, for
+//!   resources that log no content, offered to it in flight; see [`crate::review`]).
 //! - The policy file is checked for changes at most once a second and reloaded between
 //!   batches.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 use tracing::{info, warn};
 use vigil_abuse::{CompiledPolicy, Observation, PolicyWatcher, RecordSignal, Reload, Tracker};
-use vigil_core::{Content, FlagSubject};
+use vigil_core::{Case, Content, FlagSubject};
 use vigil_detectors::heuristics::Scratch;
 use vigil_detectors::Inspection;
-use vigil_storage::{Annex, GeoStore, SealedRecord, StorageError, Stores, WriteOutcome};
+use vigil_review::ReviewSignals;
+use vigil_storage::{
+    Annex, GeoStore, ReviewTask, SealedRecord, StorageError, Stores, WriteOutcome,
+};
 
 use crate::flags::{FlagSink, FlagSinkError};
+use crate::review::{PolicyHandle, ReviewStage};
 use crate::summary::AbuseSummary;
 
 /// How often the policy file is checked for changes.
@@ -42,7 +49,7 @@ pub(crate) struct Observed {
 /// Recurring-abuse detection for a run (see the module docs).
 pub struct AbuseStage {
     watcher: Mutex<PolicyWatcher>,
-    current: RwLock<Arc<CompiledPolicy>>,
+    current: PolicyHandle,
     tracker: Mutex<Tracker>,
     flags: Mutex<Box<dyn FlagSink>>,
     checked: Mutex<Instant>,
@@ -50,6 +57,8 @@ pub struct AbuseStage {
     /// Whether the stores' outboxes may hold cases: at start (an earlier run may have left
     /// some) and after a case opens; publishing looks at the stores only then.
     outbox_pending: AtomicBool,
+    /// The LLM review of cases' samples, if any.
+    review: Option<ReviewStage>,
 }
 
 impl AbuseStage {
@@ -63,19 +72,35 @@ impl AbuseStage {
         };
         Self {
             tracker: Mutex::new(Tracker::new(current.clone())),
-            current: RwLock::new(current),
+            current: PolicyHandle::new(current),
             watcher: Mutex::new(watcher),
             flags: Mutex::new(flags),
             checked: Mutex::new(Instant::now()),
             summary: Mutex::new(summary),
             outbox_pending: AtomicBool::new(true),
+            review: None,
         }
+    }
+
+    /// The policy in force, as a handle that follows reloads (for the review stage).
+    pub fn policy_handle(&self) -> PolicyHandle {
+        self.current.clone()
+    }
+
+    /// Queues the samples of the cases it opens for `review`.
+    pub fn with_review(mut self, review: ReviewStage) -> Self {
+        self.review = Some(review);
+        self
+    }
+
+    /// The review stage, if any.
+    pub fn review(&self) -> Option<&ReviewStage> {
+        self.review.as_ref()
     }
 
     /// Inspects a record's content with the policy in force (decode thread).
     pub(crate) fn inspect(&self, content: &Content, scratch: &mut Scratch) -> Inspection {
-        let policy = self.current.read().expect("lock poisoned").clone();
-        policy.heuristics.inspect(content, scratch)
+        self.current.get().heuristics.inspect(content, scratch)
     }
 
     /// Reloads the policy file if it changed (store thread, between batches).
@@ -93,7 +118,7 @@ impl AbuseStage {
                 info!(path = %watcher.path().display(), version = %policy.policy.version, "Reloaded the abuse policy.");
                 summary.policy_reloads += 1;
                 summary.policy_version = policy.policy.version.clone();
-                *self.current.write().expect("lock poisoned") = policy.clone();
+                self.current.set(policy.clone());
                 self.tracker
                     .lock()
                     .expect("lock poisoned")
@@ -107,13 +132,15 @@ impl AbuseStage {
     }
 
     /// Adds the records of one geography's batch that were newly stored to their windows, and
-    /// returns what to write with them: the changed window states and the cases opened. Runs
-    /// inside the store's atomic write.
+    /// returns what to write with them: the changed window states, the cases opened and their
+    /// review tasks. `in_flight` holds the content of records whose resource logs none, for
+    /// in-flight review. Runs inside the store's atomic write.
     pub(crate) fn observe(
         &self,
-        geo: &GeoStore,
+        geo: &Arc<GeoStore>,
         records: &[SealedRecord],
         observed: &[Option<Observed>],
+        in_flight: &mut [Option<Content>],
         outcomes: &[WriteOutcome],
     ) -> Result<Vec<Annex>, StorageError> {
         let mut tracker = self.tracker.lock().expect("lock poisoned");
@@ -145,6 +172,17 @@ impl AbuseStage {
                     FlagSubject::Resource => summary.cases.resources += 1,
                 }
                 self.outbox_pending.store(true, Ordering::Relaxed);
+                if let Some(review) = &self.review {
+                    let logged = record.content_logged;
+                    let reviews = Reviews {
+                        review,
+                        geo,
+                        records,
+                        in_flight: &mut *in_flight,
+                        policy: &policy,
+                    };
+                    annex.extend(reviews.of(&case, logged));
+                }
                 annex.push(Annex::Case(Box::new(case)));
             }
         }
@@ -172,6 +210,9 @@ impl AbuseStage {
         if !self.outbox_pending.swap(false, Ordering::Relaxed) {
             return Ok(());
         }
+        if let Some(review) = &self.review {
+            review.notify();
+        }
         let mut flags = self.flags.lock().expect("lock poisoned");
         for geography in stores.geographies_on_disk()? {
             let geo = stores.geo(&geography)?;
@@ -196,6 +237,54 @@ impl AbuseStage {
         summary.tracker = tracker.stats().clone();
         summary.subjects_in_memory = tracker.len() as u64;
         summary
+    }
+}
+
+/// Where a new case's review items go.
+struct Reviews<'a> {
+    review: &'a ReviewStage,
+    geo: &'a Arc<GeoStore>,
+    records: &'a [SealedRecord],
+    in_flight: &'a mut [Option<Content>],
+    policy: &'a CompiledPolicy,
+}
+
+impl Reviews<'_> {
+    /// The first `review.per_case` records of `case`'s sample: queued in the store when its
+    /// resource logs content (`logged`); otherwise reviewed in flight when their content is in
+    /// this batch and fits in memory, or recorded as unreviewable.
+    fn of(self, case: &Case, logged: bool) -> Vec<Annex> {
+        let mut annex = Vec::new();
+        let per_case = self.policy.policy.review.per_case;
+        for request_id in case.sample.iter().take(per_case) {
+            let task = ReviewTask {
+                case_id: case.case_id.clone(),
+                request_id: request_id.clone(),
+                resource_id: case.resource_id.clone(),
+                queued_at: time::OffsetDateTime::now_utc(),
+            };
+            if logged {
+                annex.push(Annex::Review(task));
+                continue;
+            }
+            let here = self
+                .records
+                .iter()
+                .position(|r| &r.request_id == request_id);
+            let content = here.and_then(|i| self.in_flight[i].take().map(|c| (i, c)));
+            let offered = content.is_some_and(|(i, content)| {
+                let category_at = self.policy.policy.signals.category_at;
+                let detection = self.records[i].detection.as_ref();
+                let signals = ReviewSignals::of(detection, case, category_at);
+                self.review
+                    .offer_in_flight(self.geo.clone(), task.clone(), content, signals)
+            });
+            if !offered {
+                let verdict = self.review.content_unavailable(&task, true);
+                annex.push(Annex::Verdict(Box::new(verdict)));
+            }
+        }
+        annex
     }
 }
 

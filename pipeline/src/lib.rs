@@ -20,12 +20,16 @@
 //! With an [`AbuseStage`], the decode thread also runs the abuse policy's heuristics on each
 //! record's content, and the store thread adds every newly stored record to its end user's and
 //! resource's windows inside the same atomic write, opening cases; after each durability
-//! point, new cases are published as flag events to a [`FlagSink`] (see [`abuse`]).
+//! point, new cases are published as flag events to a [`FlagSink`] (see [`abuse`]). Cases'
+//! samples are queued for the LLM reviewer's worker threads ([`ReviewStage`]); the content of
+//! records whose resource logs none is kept in memory only until its batch is written, for
+//! in-flight review.
 
 pub mod abuse;
 pub mod flags;
 pub mod handoff;
 mod input;
+pub mod review;
 mod summary;
 
 use std::collections::{BTreeMap, HashSet};
@@ -47,6 +51,7 @@ pub use abuse::{AbuseStage, PublishError};
 pub use flags::{FlagFile, FlagSink, FlagSinkError};
 pub use handoff::{BatchSeq, Handoff, Stopped};
 pub use input::Input;
+pub use review::{PolicyHandle, ReviewStage, ReviewSummary, StageSettings};
 pub use summary::{AbuseSummary, CaseCounts, DetectionSummary, Percentiles, StageTimes, Summary};
 
 use crate::abuse::Observed;
@@ -140,7 +145,8 @@ enum Item {
         /// The raw line, kept in case the store rejects it; `None` when its resource's content
         /// logging is off.
         raw: Option<Vec<u8>>,
-        /// The content in flight, for the classifier; `None` when the pipeline has none.
+        /// The content in flight, for the classifier and, when the resource logs no content,
+        /// for in-flight review; `None` when neither needs it.
         content: Option<Content>,
         /// What the abuse stage needs of the record; `None` when the pipeline has none.
         observed: Option<Observed>,
@@ -155,6 +161,8 @@ struct GeoBatch {
     records: Vec<SealedRecord>,
     origins: Vec<(SourcePosition, Option<Vec<u8>>)>,
     observed: Vec<Option<Observed>>,
+    /// Content kept for in-flight review (resources that log none).
+    in_flight: Vec<Option<Content>>,
 }
 
 /// The decode stage as a source sees it: push inputs in, in order.
@@ -387,9 +395,7 @@ impl<'a> Pipeline<'a> {
                     timestamp: record.meta.timestamp,
                     inspection: abuse.inspect(&record.content, scratch),
                 }),
-                content: self
-                    .classifier
-                    .is_some()
+                content: (self.classifier.is_some() || self.reviews_in_flight(resource))
                     .then(|| std::mem::take(&mut record.content)),
             },
             // A customer key that cannot be used affects only its resource: reject its
@@ -410,6 +416,12 @@ impl<'a> Pipeline<'a> {
             inspect: inspecting.elapsed(),
         };
         Ok((item, cost))
+    }
+
+    /// Whether `resource`'s sampled records are reviewed on their content in flight: it logs
+    /// no content, and cases are reviewed.
+    fn reviews_in_flight(&self, resource: &vigil_core::Resource) -> bool {
+        !resource.content_logging && self.abuse.is_some_and(|a| a.review().is_some())
     }
 
     fn reject(
@@ -546,7 +558,7 @@ impl<'a> Pipeline<'a> {
                     record,
                     source,
                     raw,
-                    content: _,
+                    content,
                     observed,
                 } => {
                     let entry = by_geo
@@ -556,7 +568,12 @@ impl<'a> Pipeline<'a> {
                             records: Vec::new(),
                             origins: Vec::new(),
                             observed: Vec::new(),
+                            in_flight: Vec::new(),
                         });
+                    // Only records whose resource logs no content keep it this far.
+                    entry
+                        .in_flight
+                        .push(content.filter(|_| !record.content_logged));
                     entry.records.push(record);
                     entry.origins.push((source, raw));
                     entry.observed.push(observed);
@@ -566,12 +583,18 @@ impl<'a> Pipeline<'a> {
         }
         let storing = Instant::now();
         let mut abuse_time = Duration::ZERO;
-        for (geo_name, part) in by_geo {
+        for (geo_name, mut part) in by_geo {
             let outcomes = match self.abuse {
                 None => part.geo.write_batch(&part.records)?,
                 Some(abuse) => part.geo.write_batch_with(&part.records, |outcomes| {
                     let observing = Instant::now();
-                    let annex = abuse.observe(&part.geo, &part.records, &part.observed, outcomes);
+                    let annex = abuse.observe(
+                        &part.geo,
+                        &part.records,
+                        &part.observed,
+                        &mut part.in_flight,
+                        outcomes,
+                    );
                     abuse_time += observing.elapsed();
                     annex
                 })?,
@@ -618,24 +641,30 @@ impl<'a> Pipeline<'a> {
 }
 
 /// Scores the content of the sealed items and attaches each record's detection (see
-/// [`HarmClassifier::detect`]). The content is dropped here: past this point only scores
-/// remain.
+/// [`HarmClassifier::detect`]). The content is dropped here, past which only scores remain,
+/// except for records whose resource logs no content: theirs stays in memory until their
+/// batch is written, for in-flight review.
 fn detect(classifier: &HarmClassifier, items: &mut [Item]) -> Result<(), DetectorError> {
-    let contents: Vec<Content> = items
-        .iter_mut()
+    let empty = Content::default();
+    let contents: Vec<&Content> = items
+        .iter()
         .filter_map(|item| match item {
-            Item::Sealed { content, .. } => Some(content.take().unwrap_or_default()),
+            Item::Sealed { content, .. } => Some(content.as_ref().unwrap_or(&empty)),
             Item::Rejected(_) => None,
         })
         .collect();
-    let detections = classifier.detect(&contents.iter().collect::<Vec<_>>())?;
-    drop(contents);
+    let detections = classifier.detect(&contents)?;
     let sealed = items.iter_mut().filter_map(|item| match item {
-        Item::Sealed { record, .. } => Some(record),
+        Item::Sealed {
+            record, content, ..
+        } => Some((record, content)),
         Item::Rejected(_) => None,
     });
-    for (record, detection) in sealed.zip(detections) {
+    for ((record, content), detection) in sealed.zip(detections) {
         record.detection = Some(detection);
+        if record.content_logged {
+            *content = None;
+        }
     }
     Ok(())
 }

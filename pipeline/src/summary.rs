@@ -154,6 +154,8 @@ pub struct Summary {
     pub detection: Option<DetectionSummary>,
     /// What recurring-abuse detection found, when the run had it.
     pub abuse: Option<AbuseSummary>,
+    /// What the LLM reviewer did, when the run had one.
+    pub review: Option<crate::ReviewSummary>,
     /// Resources whose content logging was turned off since the last run, with the number of
     /// records whose stored content this run destroyed before starting.
     pub content_forgotten: BTreeMap<String, u64>,
@@ -252,6 +254,9 @@ impl fmt::Display for Summary {
                 "  flags published     {:>10}   (to {})",
                 a.flags_published, a.flags_destination
             )?;
+        }
+        if let Some(review) = &self.review {
+            writeln!(f, "{review}")?;
         }
         writeln!(f, "rejected              {:>10}", self.rejected_total())?;
         for (code, n) in &self.rejected {

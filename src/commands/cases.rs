@@ -1,15 +1,25 @@
-//! `vigil cases [CASE]`: the review queue as recurring-abuse detection left it. Identifiers,
-//! scores, categories and signals only: no content is read or decrypted.
+//! `vigil cases [CASE]`: the cases recurring-abuse detection opened, with the LLM reviewer's
+//! verdicts on their samples. Identifiers, scores, categories, signals and verdicts only: no
+//! content is read or decrypted.
 
 use std::fmt::Write as _;
 
 use anyhow::Context;
-use vigil_core::{Case, FlagSubject, Geography};
+use serde::Serialize;
+use vigil_core::{Case, FlagSubject, Geography, Route, Verdict};
 use vigil_storage::Stores;
 
 use super::{load_registry, output};
 use crate::cli::{CasesArgs, Format};
 use crate::config::Config;
+
+/// A case with the verdicts on its sampled records.
+#[derive(Serialize)]
+struct Reviewed {
+    #[serde(flatten)]
+    case: Case,
+    verdicts: Vec<Verdict>,
+}
 
 pub fn cases(config: &Config, args: &CasesArgs) -> anyhow::Result<()> {
     let registry = load_registry(config)?;
@@ -21,9 +31,13 @@ pub fn cases(config: &Config, args: &CasesArgs) -> anyhow::Result<()> {
     let mut cases = Vec::new();
     for geography in geographies {
         let geo = stores.geo(&geography)?;
-        match &args.case_id {
-            Some(id) => cases.extend(geo.case(id)?),
-            None => cases.extend(geo.cases()?),
+        let found = match &args.case_id {
+            Some(id) => geo.case(id)?.into_iter().collect(),
+            None => geo.cases()?,
+        };
+        for case in found {
+            let verdicts = geo.verdicts(Some(&case.case_id))?;
+            cases.push(Reviewed { case, verdicts });
         }
     }
     if let Some(id) = &args.case_id {
@@ -33,7 +47,9 @@ pub fn cases(config: &Config, args: &CasesArgs) -> anyhow::Result<()> {
             Format::Text => output(describe(case)?),
         };
     }
-    cases.sort_by(|a, b| (a.opened_at, &a.case_id).cmp(&(b.opened_at, &b.case_id)));
+    cases.sort_by(|a, b| {
+        (a.case.opened_at, &a.case.case_id).cmp(&(b.case.opened_at, &b.case.case_id))
+    });
     match args.format {
         Format::Json => output(serde_json::to_string_pretty(&cases)?),
         Format::Text => output(table(&cases)?),
@@ -47,7 +63,16 @@ fn subject(case: &Case) -> &str {
     }
 }
 
-fn table(cases: &[Case]) -> anyhow::Result<String> {
+/// `closed/escalated` counts of a case's verdicts, or `-` before any.
+fn review_column(verdicts: &[Verdict]) -> String {
+    if verdicts.is_empty() {
+        return "-".into();
+    }
+    let closed = verdicts.iter().filter(|v| v.route == Route::Closed).count();
+    format!("{closed}/{}", verdicts.len() - closed)
+}
+
+fn table(cases: &[Reviewed]) -> anyhow::Result<String> {
     let mut out = String::new();
     if cases.is_empty() {
         out.push_str("no cases");
@@ -55,14 +80,14 @@ fn table(cases: &[Case]) -> anyhow::Result<String> {
     }
     writeln!(
         out,
-        "{:<22} {:<20} {:<4} {:<24} {:<20} {:>5} {:>9}  categories",
-        "case", "opened", "geo", "resource", "subject", "abuse", "harmful"
+        "{:<22} {:<20} {:<4} {:<24} {:<20} {:>5} {:>9} {:>9}  categories",
+        "case", "opened", "geo", "resource", "subject", "abuse", "harmful", "llm c/esc"
     )?;
-    for case in cases {
+    for Reviewed { case, verdicts } in cases {
         let categories: Vec<&str> = case.categories.iter().map(|c| c.name()).collect();
         writeln!(
             out,
-            "{:<22} {:<20} {:<4} {:<24} {:<20} {:>5.2} {:>4}/{:<4}  {}",
+            "{:<22} {:<20} {:<4} {:<24} {:<20} {:>5.2} {:>4}/{:<4} {:>9}  {}",
             case.case_id,
             case.opened_at
                 .format(&time::format_description::well_known::Rfc3339)?,
@@ -72,6 +97,7 @@ fn table(cases: &[Case]) -> anyhow::Result<String> {
             case.scores.abuse,
             case.signals.harmful,
             case.signals.records,
+            review_column(verdicts),
             categories.join(",")
         )?;
     }
@@ -79,7 +105,7 @@ fn table(cases: &[Case]) -> anyhow::Result<String> {
     Ok(out)
 }
 
-fn describe(case: &Case) -> anyhow::Result<String> {
+fn describe(Reviewed { case, verdicts }: &Reviewed) -> anyhow::Result<String> {
     let s = &case.signals;
     let mut out = String::new();
     writeln!(out, "case           {}", case.case_id)?;
@@ -121,5 +147,40 @@ fn describe(case: &Case) -> anyhow::Result<String> {
     }
     let sample: Vec<&str> = case.sample.iter().map(|id| id.as_str()).collect();
     write!(out, "sampled        {}", sample.join(" "))?;
+    if verdicts.is_empty() {
+        write!(out, "\nLLM review     none yet (queued, or review is off)")?;
+    }
+    for v in verdicts {
+        let route = match v.route {
+            Route::Closed => "closed",
+            Route::Escalated => "escalated",
+        };
+        write!(
+            out,
+            "\nLLM review     {} {route} ({})",
+            v.request_id,
+            v.reason.name()
+        )?;
+        if let Some(a) = &v.assessment {
+            let categories: Vec<&str> = a.categories.iter().map(|c| c.name()).collect();
+            write!(
+                out,
+                "\n  verdict      violation={} severity={} confidence={:.2} categories=[{}]",
+                a.violation,
+                a.severity.name(),
+                a.confidence,
+                categories.join(",")
+            )?;
+            write!(out, "\n  rationale    {}", a.rationale)?;
+        }
+        write!(
+            out,
+            "\n  by           {} · policy {} · {} attempt(s){}",
+            v.model,
+            v.policy_version,
+            v.attempts,
+            if v.in_flight { " · in flight" } else { "" }
+        )?;
+    }
     Ok(out)
 }

@@ -14,16 +14,20 @@ use crate::cli::EvalArgs;
 use crate::config::Config;
 
 /// Source name of lines without one.
-const NO_SOURCE: &str = "-";
+pub(super) const NO_SOURCE: &str = "-";
 
 /// One labelled text.
-struct Labelled {
-    text: String,
-    flagged: bool,
-    source: Option<String>,
+#[derive(Default)]
+pub(super) struct Labelled {
+    pub text: String,
+    pub flagged: bool,
+    pub source: Option<String>,
 }
 
 pub fn eval(config: &Config, args: &EvalArgs) -> anyhow::Result<()> {
+    if args.reviewer {
+        return super::eval_reviewer::eval(config, args);
+    }
     let classifier_config = ClassifierConfig {
         threshold: args.threshold.or(config.detectors.threshold),
         ..config.detectors.clone()
@@ -76,7 +80,7 @@ pub fn eval(config: &Config, args: &EvalArgs) -> anyhow::Result<()> {
 }
 
 /// Reads and checks every line; the first bad one is an error naming its line and field.
-fn read(args: &EvalArgs) -> anyhow::Result<Vec<Labelled>> {
+pub(super) fn read(args: &EvalArgs) -> anyhow::Result<Vec<Labelled>> {
     let name = args.input.display();
     let reader: Box<dyn BufRead> = if args.input.as_os_str() == "-" {
         Box::new(std::io::stdin().lock())
@@ -132,7 +136,7 @@ fn parse(line: &str) -> Result<Labelled, String> {
     })
 }
 
-fn table(evaluation: &Evaluation) -> String {
+pub(super) fn table(evaluation: &Evaluation) -> String {
     let mut out = format!(
         "{:<28} {:>7} {:>7} {:>7} {:>9} {:>7} {:>7} {:>7}\n",
         "source", "texts", "harmful", "AUPRC", "precision", "recall", "F1", "FPR"

@@ -3,12 +3,15 @@
 mod bench;
 mod bench_classifier;
 mod bench_detection;
+mod bench_reviewer;
 mod cases;
 mod eval;
+mod eval_reviewer;
 mod flags;
 mod generate;
 mod produce;
 mod resource;
+mod review;
 mod run;
 mod stats;
 
@@ -35,8 +38,10 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Resource(cmd) => resource::resource(&config, cmd),
         Command::Stats => stats::stats(&config),
         Command::Cases(args) => cases::cases(&config, &args),
+        Command::Review(args) => review::review(&config, &args),
         Command::Bench(args) if args.classifier => bench_classifier::bench(&config, &args),
         Command::Bench(args) if args.detection => bench_detection::bench(&config, &args),
+        Command::Bench(args) if args.reviewer => bench_reviewer::bench(&config, &args),
         Command::Bench(args) => bench::bench(&args),
         Command::Eval(args) => eval::eval(&config, &args),
     }

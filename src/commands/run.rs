@@ -1,6 +1,7 @@
 //! `vigil run`: the main job, over a JSON-lines file or as a Kafka consumer-group member.
 
 use std::io::IsTerminal;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -11,8 +12,10 @@ use vigil_detectors::HarmClassifier;
 use vigil_ingest::{DeadLetterSink, DeadLetterWriter};
 use vigil_kafka::{DeadLetterTopic, FlagPublisher, KafkaSource, SourceOptions};
 use vigil_pipeline::{
-    AbuseStage, Durability, FlagFile, FlagSink, Input, Pipeline, Progress, Source, Summary,
+    AbuseStage, Durability, FlagFile, FlagSink, Input, Pipeline, PolicyHandle, Progress,
+    ReviewStage, Source, StageSettings, Summary,
 };
+use vigil_review::Reviewer;
 use vigil_storage::Stores;
 
 use super::{geographies, kafka_config, load_registry, output, stop_on_signals};
@@ -48,14 +51,34 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<()> {
     // Loaded and checked before anything is read: a bad model stops the run here.
     let classifier = open_classifier(config)?;
     let abuse = open_abuse(config, args)?;
-    let stores = Stores::open(&config.storage, registry.base_dir())?;
+    let stores = Arc::new(Stores::open(&config.storage, registry.base_dir())?);
+    let abuse = match abuse {
+        Some(abuse) => {
+            let review = open_review(config, abuse.policy_handle(), &stores, &registry)?;
+            Some(match review {
+                Some(review) => abuse.with_review(review),
+                None => abuse,
+            })
+        }
+        None => None,
+    };
     let pipeline = Pipeline::new(&registry, &stores, &config.ingest)
         .with_classifier(classifier.as_ref())
         .with_abuse(abuse.as_ref());
-    let summary = match &args.input {
+    let mut summary = match &args.input {
         Some(path) => run_file(config, pipeline, path)?,
         None => run_kafka(config, &registry, pipeline, args)?,
     };
+    if let Some(review) = abuse.as_ref().and_then(AbuseStage::review) {
+        if args.input.is_some() {
+            let limit = Duration::from_secs(config.review.drain_secs);
+            if !review.drain(limit)? {
+                tracing::info!(drain_secs = config.review.drain_secs, "Review time is up; the rest of the queue waits in the store for `vigil review` or the next run.");
+            }
+        }
+        review.stop();
+        summary.review = Some(review.summary());
+    }
     match args.format {
         Format::Text => output(&summary),
         Format::Json => output(serde_json::to_string_pretty(&summary)?),
@@ -90,6 +113,34 @@ fn open_abuse(config: &Config, args: &RunArgs) -> anyhow::Result<Option<AbuseSta
         ))?),
     };
     Ok(Some(AbuseStage::new(watcher, flags)))
+}
+
+/// The LLM review stage, unless `review.enabled` is false: its backend is opened here (a
+/// missing local model stops the run with the way to install it), and its workers start.
+pub(super) fn open_review(
+    config: &Config,
+    policy: PolicyHandle,
+    stores: &Arc<Stores>,
+    registry: &ResourceRegistry,
+) -> anyhow::Result<Option<ReviewStage>> {
+    let review = &config.review;
+    if !review.enabled {
+        return Ok(None);
+    }
+    let backend = vigil_review::open_backend(review)
+        .context("opening the LLM reviewer (review.enabled = false runs without it)")?;
+    let reviewer = Reviewer::new(backend, review.retry, review.breaker);
+    let settings = StageSettings {
+        workers: review.workers,
+        queue_capacity: review.queue_capacity,
+    };
+    Ok(Some(ReviewStage::start(
+        reviewer,
+        policy,
+        stores.clone(),
+        Arc::new(registry.clone()),
+        settings,
+    )))
 }
 
 fn run_file(

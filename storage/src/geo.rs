@@ -25,8 +25,10 @@ use crate::layout::{self, StoredContent, StoredValue};
 use crate::{Result, StorageError};
 
 mod annex;
+mod review;
 
 pub use annex::Annex;
+pub use review::ReviewTask;
 
 /// Records stripped per batch when content is destroyed.
 const STRIP_CHUNK: usize = 1024;

@@ -11,6 +11,10 @@
 //!   user: the resource's own), written in the same batch as the records that changed it.
 //! - `C case` → a [`Case`](vigil_core::Case) (JSON), and `O case` while its flag event is
 //!   not yet published (the outbox).
+//! - `Q case \0 request` → a [`ReviewTask`](crate::ReviewTask) (JSON): a sampled record
+//!   waiting for the LLM reviewer (the review queue), written with the case.
+//! - `V case \0 request` → the reviewer's [`Verdict`](vigil_core::Verdict) (JSON), written
+//!   in the same batch that removes the task.
 //!
 //! The `data_keys` tree maps a resource ID to its wrapped data key, and holds
 //! `\0shred\0 resource` markers while a resource's content is being destroyed.
@@ -28,6 +32,8 @@ const DETECTION: u8 = b'D';
 const WINDOW: u8 = b'W';
 const CASE: u8 = b'C';
 const OUTBOX: u8 = b'O';
+const REVIEW_QUEUE: u8 = b'Q';
+const VERDICT: u8 = b'V';
 
 /// The current value format.
 pub const FORMAT: u8 = 1;
@@ -77,6 +83,33 @@ pub fn outbox_key(case: &str) -> Vec<u8> {
 /// Prefix of the outbox.
 pub fn outbox_prefix() -> [u8; 1] {
     [OUTBOX]
+}
+
+/// Key of a queued review of a case's record.
+pub fn review_key(case: &str, request: &str) -> Vec<u8> {
+    let mut key = prefixed(REVIEW_QUEUE, case);
+    key.extend_from_slice(request.as_bytes());
+    key
+}
+
+/// Prefix of the review queue.
+pub fn review_queue_prefix() -> [u8; 1] {
+    [REVIEW_QUEUE]
+}
+
+/// Key of a verdict on a case's record.
+pub fn verdict_key(case: &str, request: &str) -> Vec<u8> {
+    let mut key = prefixed(VERDICT, case);
+    key.extend_from_slice(request.as_bytes());
+    key
+}
+
+/// Prefix of a case's verdicts (of every verdict when `case` is `None`).
+pub fn verdicts_prefix(case: Option<&str>) -> Vec<u8> {
+    match case {
+        Some(case) => prefixed(VERDICT, case),
+        None => vec![VERDICT],
+    }
 }
 
 fn prefixed(kind: u8, resource: &str) -> Vec<u8> {

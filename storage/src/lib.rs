@@ -30,7 +30,7 @@ use std::sync::{Arc, RwLock};
 use serde::{Deserialize, Serialize};
 use vigil_core::{Geography, ResourceId, ResourceRegistry};
 
-pub use geo::{Annex, GeoStore, SealedRecord, StoredRecord, WriteOutcome};
+pub use geo::{Annex, GeoStore, ReviewTask, SealedRecord, StoredRecord, WriteOutcome};
 pub use keys::{KeyError, MasterKey};
 pub use retention::RetentionConfig;
 

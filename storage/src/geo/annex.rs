@@ -1,9 +1,10 @@
 //! What is written beside records in the same atomic batch: abuse-window checkpoints and
-//! cases (with their flag events' outbox), and how they are read back.
+//! cases (with their flag events' outbox), review tasks and in-flight verdicts, and how they
+//! are read back.
 
-use vigil_core::{Case, ResourceId};
+use vigil_core::{Case, ResourceId, Verdict};
 
-use super::{GeoStore, SealedRecord, WriteOutcome};
+use super::{GeoStore, ReviewTask, SealedRecord, WriteOutcome};
 use crate::{layout, Result};
 
 /// One entry written with a batch of records.
@@ -20,6 +21,10 @@ pub enum Annex {
     },
     /// A case just opened; its flag event goes into the outbox.
     Case(Box<Case>),
+    /// A sampled record queued for the LLM reviewer.
+    Review(ReviewTask),
+    /// A verdict reached in flight (on content that is not stored).
+    Verdict(Box<Verdict>),
 }
 
 impl GeoStore {
@@ -48,6 +53,14 @@ impl GeoStore {
                     batch.insert(layout::case_key(&case.case_id), json);
                     batch.insert(layout::outbox_key(&case.case_id), &[]);
                 }
+                Annex::Review(task) => batch.insert(
+                    layout::review_key(&task.case_id, task.request_id.as_str()),
+                    serde_json::to_vec(&task).expect("a task serializes"),
+                ),
+                Annex::Verdict(verdict) => batch.insert(
+                    layout::verdict_key(&verdict.case_id, verdict.request_id.as_str()),
+                    serde_json::to_vec(&verdict).expect("a verdict serializes"),
+                ),
             }
         }
         self.records

@@ -1,0 +1,172 @@
+//! `vigil eval --reviewer`: the LLM reviewer's quality on the same labelled file as the
+//! classifier's eval, so the two are compared on the same texts: AUPRC of the reviewer's
+//! violation probability, precision/recall/F1/FPR of its "violation" answer, its escalation
+//! rate (items it would send to humans) and how many harmful texts it would close, per source
+//! and overall, and reviews/s. Each text is reviewed as a record's prompt, with no detection
+//! signals: the reviewer alone is measured. Texts are never printed.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use anyhow::Context;
+use serde::Serialize;
+use serde_json::json;
+use vigil_abuse::Policy;
+use vigil_core::{Content, RequestId, Route};
+use vigil_detectors::Evaluation;
+use vigil_review::{Item, ReviewRequest, ReviewSignals, Reviewer};
+
+use super::eval::{read, table, Labelled, NO_SOURCE};
+use super::output;
+use crate::cli::EvalArgs;
+use crate::config::Config;
+
+/// How the reviewer routed one source's texts.
+#[derive(Debug, Default, Serialize)]
+struct Routing {
+    texts: usize,
+    escalated: usize,
+    /// Harmful texts it closed: they would never reach a human.
+    harmful_closed: usize,
+    /// Texts with no usable answer (backend failure or malformed output), escalated.
+    unanswered: usize,
+}
+
+impl Routing {
+    fn escalation_rate(&self) -> f64 {
+        self.escalated as f64 / self.texts.max(1) as f64
+    }
+}
+
+pub fn eval(config: &Config, args: &EvalArgs) -> anyhow::Result<()> {
+    let mut samples = read(args)?;
+    if let Some(limit) = args.limit.filter(|&l| l < samples.len()) {
+        // An even spread over the file keeps every source represented.
+        let step = samples.len() as f64 / limit as f64;
+        samples = (0..limit)
+            .map(|i| std::mem::take(&mut samples[(i as f64 * step) as usize]))
+            .collect();
+    }
+    anyhow::ensure!(
+        !samples.is_empty(),
+        "{}: no texts to evaluate",
+        args.input.display()
+    );
+    let path = vigil_detectors::runtime::resolve(&config.abuse.policy);
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading the abuse policy {}", path.display()))?;
+    let policy = Policy::parse(&text).with_context(|| format!("{}", path.display()))?;
+    let review = &config.review;
+    let backend = vigil_review::open_backend(review).context("opening the LLM reviewer")?;
+    let reviewer = Reviewer::new(backend, review.retry, review.breaker);
+
+    let started = Instant::now();
+    let results = review_all(&reviewer, &policy, &samples, review.workers.max(1));
+    let elapsed = started.elapsed().as_secs_f64();
+    let per_second = samples.len() as f64 / elapsed.max(f64::EPSILON);
+
+    let mut routing: BTreeMap<String, Routing> = BTreeMap::new();
+    for (sample, &(_, route, answered)) in samples.iter().zip(&results) {
+        let source = sample.source.as_deref().unwrap_or(NO_SOURCE);
+        for key in [source, "overall"] {
+            let r = routing.entry(key.to_owned()).or_default();
+            r.texts += 1;
+            r.escalated += usize::from(route == Route::Escalated);
+            r.harmful_closed += usize::from(route == Route::Closed && sample.flagged);
+            r.unanswered += usize::from(!answered);
+        }
+    }
+    let evaluation = Evaluation::compute(
+        samples
+            .iter()
+            .zip(&results)
+            .map(|(s, &(p, _, _))| (s.source.as_deref().unwrap_or(NO_SOURCE), p, s.flagged)),
+        0.5,
+    );
+    let model = reviewer.model();
+    if args.json {
+        return output(serde_json::to_string_pretty(&json!({
+            "model": model,
+            "policy_version": policy.version,
+            "close_confidence": policy.review.close_confidence,
+            "reviews_per_second": per_second,
+            "sources": evaluation.sources,
+            "overall": evaluation.overall,
+            "routing": routing,
+        }))?);
+    }
+    output(table(&evaluation))?;
+    output(format_args!(
+        "\n{:<28} {:>7} {:>10} {:>14} {:>10}",
+        "routing", "texts", "escalated", "harmful closed", "unanswered"
+    ))?;
+    for (source, r) in &routing {
+        output(format_args!(
+            "{:<28} {:>7} {:>9.1}% {:>14} {:>10}",
+            source,
+            r.texts,
+            100.0 * r.escalation_rate(),
+            r.harmful_closed,
+            r.unanswered
+        ))?;
+    }
+    output(format_args!(
+        "reviewer {model} · policy {} (closes at confidence {:.2}) · violation at p >= 0.5 · {:.2} reviews/s ({} texts in {:.1} s, {} worker(s))",
+        policy.version,
+        policy.review.close_confidence,
+        per_second,
+        samples.len(),
+        elapsed,
+        review.workers.max(1)
+    ))
+}
+
+/// Reviews every sample on `workers` threads; for each: the violation probability (1 when
+/// there was no usable answer: such items escalate), the route, and whether it was answered.
+fn review_all(
+    reviewer: &Reviewer,
+    policy: &Policy,
+    samples: &[Labelled],
+    workers: usize,
+) -> Vec<(f32, Route, bool)> {
+    let next = Mutex::new(0usize);
+    let results = Mutex::new(vec![(0.0, Route::Escalated, false); samples.len()]);
+    let signals = ReviewSignals::default();
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| loop {
+                let i = {
+                    let mut next = next.lock().expect("lock poisoned");
+                    *next += 1;
+                    *next - 1
+                };
+                let Some(sample) = samples.get(i) else { return };
+                let content = Content {
+                    prompt: Some(sample.text.clone()),
+                    completion: None,
+                };
+                let request = ReviewRequest {
+                    content: &content,
+                    signals: &signals,
+                    policy: &policy.review,
+                    policy_version: &policy.version,
+                };
+                let request_id = RequestId::parse(&format!("eval-{i}")).expect("a valid ID");
+                let item = Item {
+                    case_id: "eval",
+                    request_id: &request_id,
+                    in_flight: true,
+                };
+                let verdict = reviewer.review(item, &request);
+                let p = verdict
+                    .assessment
+                    .as_ref()
+                    .map_or(1.0, |a| a.violation_probability());
+                results.lock().expect("lock poisoned")[i] =
+                    (p, verdict.route, verdict.assessment.is_some());
+            });
+        }
+    });
+    results.into_inner().expect("lock poisoned")
+}
