@@ -50,13 +50,8 @@ fn review(reviewer: &Reviewer, policy: &Policy, n: usize, prompt: &str) -> Verdi
         completion: Some("I can't help with that.".into()),
     };
     let signals = ReviewSignals::default();
-    let request = ReviewRequest {
-        content: &content,
-        signals: &signals,
-        policy: &policy.review,
-        policy_version: &policy.version,
-    };
-    let request_id = RequestId::parse(&format!("req-{n}")).unwrap();
+    let request = ReviewRequest::new(&content, &signals, policy);
+    let request_id = RequestId::parse(format!("req-{n}")).unwrap();
     let item = Item {
         case_id: "case-test",
         request_id: &request_id,

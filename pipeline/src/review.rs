@@ -94,6 +94,8 @@ pub struct ReviewSummary {
     /// The most items held in memory at once (waiting or under review): never above
     /// `queue_capacity` plus one per worker, however long the queue in the store.
     pub peak_in_memory: u64,
+    /// Seconds since the stage started.
+    pub elapsed_secs: f64,
 }
 
 impl std::fmt::Display for ReviewSummary {
@@ -101,8 +103,8 @@ impl std::fmt::Display for ReviewSummary {
         let s = &self.stats;
         writeln!(
             f,
-            "reviewed by LLM       {:>10}   ({}; {} in flight)",
-            s.reviewed, self.model, self.in_flight
+            "reviewed by LLM       {:>10}   ({}; {} in flight; {:.1}s)",
+            s.reviewed, self.model, self.in_flight, self.elapsed_secs
         )?;
         writeln!(
             f,
@@ -141,6 +143,7 @@ struct Shared {
 /// The review stage (see the module docs). Stops its threads when dropped.
 pub struct ReviewStage {
     shared: Arc<Shared>,
+    started: Instant,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -186,6 +189,7 @@ impl ReviewStage {
         info!(model = %shared.reviewer.model(), workers = settings.workers, capacity = settings.queue_capacity, "Review stage started.");
         Self {
             shared,
+            started: Instant::now(),
             threads: Mutex::new(threads),
         }
     }
@@ -266,6 +270,7 @@ impl ReviewStage {
             content_unavailable: self.shared.content_unavailable.load(Ordering::Relaxed),
             queued: self.queued().unwrap_or(0),
             peak_in_memory: self.shared.peak_in_memory.load(Ordering::Relaxed),
+            elapsed_secs: self.started.elapsed().as_secs_f64(),
         }
     }
 
@@ -394,13 +399,13 @@ impl Shared {
                 self.in_flight.fetch_add(1, Ordering::Relaxed);
                 let item = item_of(&task, true);
                 self.reviewer
-                    .review(item, &request(&content, &signals, policy))
+                    .review(item, &ReviewRequest::new(&content, &signals, policy))
             }
             Job::Stored { geo, task } => match self.stored_content(&geo, &task) {
                 Ok(Some((content, signals))) => {
                     let item = item_of(&task, false);
                     self.reviewer
-                        .review(item, &request(&content, &signals, policy))
+                        .review(item, &ReviewRequest::new(&content, &signals, policy))
                 }
                 Ok(None) => self.unavailable(&task, false),
                 Err(error) => {
@@ -452,18 +457,5 @@ fn item_of(task: &ReviewTask, in_flight: bool) -> Item<'_> {
         case_id: &task.case_id,
         request_id: &task.request_id,
         in_flight,
-    }
-}
-
-fn request<'a>(
-    content: &'a Content,
-    signals: &'a ReviewSignals,
-    policy: &'a vigil_abuse::Policy,
-) -> ReviewRequest<'a> {
-    ReviewRequest {
-        content,
-        signals,
-        policy: &policy.review,
-        policy_version: &policy.version,
     }
 }

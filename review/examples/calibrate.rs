@@ -221,21 +221,11 @@ fn main() -> anyhow::Result<()> {
 
     let signals = ReviewSignals::default();
     let request = |content: &Content| -> f32 {
-        let request = ReviewRequest {
-            content,
-            signals: &signals,
-            policy: &policy.review,
-            policy_version: &policy.version,
-        };
+        let request = ReviewRequest::new(content, &signals, &policy);
         model.raw_score(&request).expect("the local model scores")
     };
     let tokens_of = |content: &Content| {
-        let request = ReviewRequest {
-            content,
-            signals: &signals,
-            policy: &policy.review,
-            policy_version: &policy.version,
-        };
+        let request = ReviewRequest::new(content, &signals, &policy);
         model.prompt_tokens(&request).expect("the prompt tokenizes")
     };
     // The prefix is computed once, outside the timings.

@@ -1,6 +1,6 @@
 //! The one trait every reviewer backend implements, and what it is given.
 
-use vigil_abuse::ReviewPolicy;
+use vigil_abuse::{Policy, ReviewPolicy};
 use vigil_core::{Assessment, Case, Category, Content, Detection};
 
 /// The detection signals behind a sampled record, given to the reviewer beside its content.
@@ -41,6 +41,18 @@ pub struct ReviewRequest<'a> {
     pub policy: &'a ReviewPolicy,
     /// The policy version, recorded on the verdict.
     pub policy_version: &'a str,
+}
+
+impl<'a> ReviewRequest<'a> {
+    /// A request to review `content` with `signals` under `policy`'s `[review]` section.
+    pub fn new(content: &'a Content, signals: &'a ReviewSignals, policy: &'a Policy) -> Self {
+        Self {
+            content,
+            signals,
+            policy: &policy.review,
+            policy_version: &policy.version,
+        }
+    }
 }
 
 /// How firmly the backend is told to answer in the verdict format.

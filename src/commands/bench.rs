@@ -15,8 +15,8 @@
 use std::fmt::Write as _;
 use std::fs;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -315,6 +315,51 @@ fn burst(
 
 /// The last line of a throughput report: the median rate of the runs and the latency
 /// percentiles of all their batches.
+/// Runs `work` over `items` items `runs` times on `threads` threads that take chunks of `chunk`
+/// items from a common counter (`work` gets each chunk's index range). Returns each run's rate
+/// in items/s and the latency of every chunk of every run.
+pub(super) fn timed_runs(
+    runs: usize,
+    threads: usize,
+    items: usize,
+    chunk: usize,
+    work: impl Fn(std::ops::Range<usize>) -> anyhow::Result<()> + Sync,
+) -> anyhow::Result<(Vec<f64>, Vec<Duration>)> {
+    let chunk = chunk.max(1);
+    let mut rates = Vec::new();
+    let latencies = Mutex::new(Vec::new());
+    for _ in 0..runs {
+        let next = AtomicUsize::new(0);
+        let started = Instant::now();
+        std::thread::scope(|scope| -> anyhow::Result<()> {
+            let workers: Vec<_> = (0..threads.max(1))
+                .map(|_| {
+                    scope.spawn(|| -> anyhow::Result<()> {
+                        let mut mine: Vec<Duration> = Vec::new();
+                        loop {
+                            let start = next.fetch_add(chunk, Ordering::Relaxed);
+                            if start >= items {
+                                break;
+                            }
+                            let began = Instant::now();
+                            work(start..(start + chunk).min(items))?;
+                            mine.push(began.elapsed());
+                        }
+                        latencies.lock().expect("lock poisoned").extend(mine);
+                        Ok(())
+                    })
+                })
+                .collect();
+            for worker in workers {
+                worker.join().expect("a bench worker panicked")?;
+            }
+            Ok(())
+        })?;
+        rates.push(items as f64 / started.elapsed().as_secs_f64());
+    }
+    Ok((rates, latencies.into_inner().expect("lock poisoned")))
+}
+
 pub(super) fn median_line(rates: &mut [f64], latencies: &mut [Duration], unit: &str) -> String {
     rates.sort_by(f64::total_cmp);
     let latency = Percentiles::of(latencies);

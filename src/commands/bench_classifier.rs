@@ -8,15 +8,12 @@
 //! are over all runs' batches.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use rand::SeedableRng;
 use vigil_detectors::{ClassifierConfig, HarmClassifier};
 use vigil_sample::Corpus;
 
-use super::bench::{machine, median_line};
+use super::bench::{machine, median_line, timed_runs};
 use super::output;
 use crate::cli::BenchArgs;
 use crate::config::Config;
@@ -41,41 +38,14 @@ pub fn bench(config: &Config, args: &BenchArgs) -> anyhow::Result<()> {
         config.detectors.threads.max(1),
         machine()
     );
-    let mut rates = Vec::new();
-    let latencies = Mutex::new(Vec::new());
-    for run in 1..=args.runs {
-        let next = AtomicUsize::new(0);
-        let started = Instant::now();
-        std::thread::scope(|scope| -> anyhow::Result<()> {
-            let workers: Vec<_> = (0..threads)
-                .map(|_| {
-                    scope.spawn(|| -> anyhow::Result<()> {
-                        let mut mine: Vec<Duration> = Vec::new();
-                        loop {
-                            let start = next.fetch_add(batch_size, Ordering::Relaxed);
-                            if start >= texts.len() {
-                                break;
-                            }
-                            let batch = &texts[start..(start + batch_size).min(texts.len())];
-                            let began = Instant::now();
-                            classifier.score(batch)?;
-                            mine.push(began.elapsed());
-                        }
-                        latencies.lock().expect("lock poisoned").extend(mine);
-                        Ok(())
-                    })
-                })
-                .collect();
-            for worker in workers {
-                worker.join().expect("a bench worker panicked")?;
-            }
+    let (mut rates, mut latencies) =
+        timed_runs(args.runs, threads, texts.len(), batch_size, |batch| {
+            classifier.score(&texts[batch])?;
             Ok(())
         })?;
-        let rate = texts.len() as f64 / started.elapsed().as_secs_f64();
-        writeln!(report, "run {run}: {rate:>9.0} texts/s")?;
-        rates.push(rate);
+    for (run, rate) in rates.iter().enumerate() {
+        writeln!(report, "run {}: {rate:>9.0} texts/s", run + 1)?;
     }
-    let mut latencies = latencies.into_inner().expect("lock poisoned");
     report.push_str(&median_line(&mut rates, &mut latencies, "texts"));
     output(report)
 }

@@ -13,9 +13,9 @@ use anyhow::Context;
 use serde::Serialize;
 use serde_json::json;
 use vigil_abuse::Policy;
-use vigil_core::{Content, RequestId, Route};
+use vigil_core::{Content, RequestId, Route, Verdict};
 use vigil_detectors::Evaluation;
-use vigil_review::{Item, ReviewRequest, ReviewSignals, Reviewer};
+use vigil_review::{Item, ReviewConfig, ReviewRequest, ReviewSignals, Reviewer};
 
 use super::eval::{read, table, Labelled, NO_SOURCE};
 use super::output;
@@ -53,13 +53,8 @@ pub fn eval(config: &Config, args: &EvalArgs) -> anyhow::Result<()> {
         "{}: no texts to evaluate",
         args.input.display()
     );
-    let path = vigil_detectors::runtime::resolve(&config.abuse.policy);
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("reading the abuse policy {}", path.display()))?;
-    let policy = Policy::parse(&text).with_context(|| format!("{}", path.display()))?;
     let review = &config.review;
-    let backend = vigil_review::open_backend(review).context("opening the LLM reviewer")?;
-    let reviewer = Reviewer::new(backend, review.retry, review.breaker);
+    let (policy, reviewer) = standalone_reviewer(config, review)?;
 
     let started = Instant::now();
     let results = review_all(&reviewer, &policy, &samples, review.workers.max(1));
@@ -101,7 +96,8 @@ pub fn eval(config: &Config, args: &EvalArgs) -> anyhow::Result<()> {
         "\n{:<28} {:>7} {:>10} {:>14} {:>10}",
         "routing", "texts", "escalated", "harmful closed", "unanswered"
     ))?;
-    for (source, r) in &routing {
+    let overall = routing.remove_entry("overall");
+    for (source, r) in routing.iter().chain(overall.as_ref().map(|(s, r)| (s, r))) {
         output(format_args!(
             "{:<28} {:>7} {:>9.1}% {:>14} {:>10}",
             source,
@@ -132,7 +128,6 @@ fn review_all(
 ) -> Vec<(f32, Route, bool)> {
     let next = Mutex::new(0usize);
     let results = Mutex::new(vec![(0.0, Route::Escalated, false); samples.len()]);
-    let signals = ReviewSignals::default();
     std::thread::scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|| loop {
@@ -146,19 +141,7 @@ fn review_all(
                     prompt: Some(sample.text.clone()),
                     completion: None,
                 };
-                let request = ReviewRequest {
-                    content: &content,
-                    signals: &signals,
-                    policy: &policy.review,
-                    policy_version: &policy.version,
-                };
-                let request_id = RequestId::parse(&format!("eval-{i}")).expect("a valid ID");
-                let item = Item {
-                    case_id: "eval",
-                    request_id: &request_id,
-                    in_flight: true,
-                };
-                let verdict = reviewer.review(item, &request);
+                let verdict = review_content(reviewer, policy, &content, "eval", i);
                 let p = verdict
                     .assessment
                     .as_ref()
@@ -169,4 +152,38 @@ fn review_all(
         }
     });
     results.into_inner().expect("lock poisoned")
+}
+
+/// The abuse policy in force and a reviewer over `review`'s backend, for commands that review
+/// texts outside the pipeline.
+pub(super) fn standalone_reviewer(
+    config: &Config,
+    review: &ReviewConfig,
+) -> anyhow::Result<(Policy, Reviewer)> {
+    let path = vigil_detectors::runtime::resolve(&config.abuse.policy);
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading the abuse policy {}", path.display()))?;
+    let policy = Policy::parse(&text).with_context(|| format!("{}", path.display()))?;
+    let backend = vigil_review::open_backend(review).context("opening the LLM reviewer")?;
+    Ok((policy, Reviewer::new(backend, review.retry, review.breaker)))
+}
+
+/// Reviews `content` with no detection signals, as item `n` of a run named `run` (which
+/// stands in for the case ID).
+pub(super) fn review_content(
+    reviewer: &Reviewer,
+    policy: &Policy,
+    content: &Content,
+    run: &str,
+    n: usize,
+) -> Verdict {
+    let signals = ReviewSignals::default();
+    let request = ReviewRequest::new(content, &signals, policy);
+    let request_id = RequestId::parse(format!("{run}-{n}")).expect("a valid ID");
+    let item = Item {
+        case_id: run,
+        request_id: &request_id,
+        in_flight: true,
+    };
+    reviewer.review(item, &request)
 }
