@@ -385,9 +385,10 @@ fn the_local_model_reviews_case_samples_and_logging_off_content_only_in_flight()
 fn the_review_queue_waits_in_the_store_with_bounded_memory_and_survives_a_restart() {
     let wd = Workdir::new();
     abusive_traffic(&wd);
-    let slow = ScriptedServer::start(|_, _| {
-        Reply::Slow(Duration::from_millis(400), verdict_json(true, 0.9))
-    });
+    // Answers later than the client waits: the first run reviews at most the one task under
+    // way when it stops, however fast the machine.
+    let slow =
+        ScriptedServer::start(|_, _| Reply::Slow(Duration::from_secs(5), verdict_json(true, 0.9)));
     let config = |url: &str, drain: &str| -> Vec<(String, String)> {
         [
             ("VIGIL_REVIEW__ENABLED", "true"),
@@ -396,6 +397,8 @@ fn the_review_queue_waits_in_the_store_with_bounded_memory_and_survives_a_restar
             ("VIGIL_REVIEW__QUEUE_CAPACITY", "1"),
             ("VIGIL_REVIEW__WORKERS", "1"),
             ("VIGIL_REVIEW__DRAIN_SECS", drain),
+            ("VIGIL_REVIEW__OPENAI__TIMEOUT_MS", "1000"),
+            ("VIGIL_REVIEW__RETRY__MAX_RETRIES", "0"),
         ]
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .to_vec()

@@ -32,7 +32,7 @@ use vigil_storage::{
 };
 
 use crate::flags::{FlagSink, FlagSinkError};
-use crate::review::{PolicyHandle, ReviewStage};
+use crate::review::{InFlight, PolicyHandle, ReviewStage};
 use crate::summary::AbuseSummary;
 
 /// How often the policy file is checked for changes.
@@ -133,14 +133,16 @@ impl AbuseStage {
 
     /// Adds the records of one geography's batch that were newly stored to their windows, and
     /// returns what to write with them: the changed window states, the cases opened and their
-    /// review tasks. `in_flight` holds the content of records whose resource logs none, for
-    /// in-flight review. Runs inside the store's atomic write.
+    /// review tasks. `in_flight` holds the content of records whose resource logs none; the
+    /// sampled ones go into `offers`, for [`AbuseStage::offer_in_flight`] once the write
+    /// succeeded. Runs inside the store's atomic write.
     pub(crate) fn observe(
         &self,
         geo: &Arc<GeoStore>,
         records: &[SealedRecord],
         observed: &[Option<Observed>],
-        in_flight: &mut [Option<Content>],
+        in_flight: &[Option<Content>],
+        offers: &mut Vec<InFlight>,
         outcomes: &[WriteOutcome],
     ) -> Result<Vec<Annex>, StorageError> {
         let mut tracker = self.tracker.lock().expect("lock poisoned");
@@ -176,9 +178,9 @@ impl AbuseStage {
                     let logged = record.content_logged;
                     let reviews = Reviews {
                         review,
-                        geo,
                         records,
-                        in_flight: &mut *in_flight,
+                        in_flight,
+                        offers: &mut *offers,
                         policy: &policy,
                     };
                     annex.extend(reviews.of(&case, logged));
@@ -197,6 +199,24 @@ impl AbuseStage {
                 }),
         );
         Ok(annex)
+    }
+
+    /// Hands the in-flight reviews `observe` prepared to the review stage, once their batch is
+    /// written. What does not fit in memory keeps its `content_unavailable` verdict.
+    pub(crate) fn offer_in_flight(
+        &self,
+        geo: &Arc<GeoStore>,
+        offers: Vec<InFlight>,
+    ) -> Result<(), StorageError> {
+        let Some(review) = &self.review else {
+            return Ok(());
+        };
+        for offer in offers {
+            if let Some(task) = review.offer_in_flight(geo.clone(), offer) {
+                geo.store_verdict(&review.content_unavailable(&task, true))?;
+            }
+        }
+        Ok(())
     }
 
     /// Ends a batch: evicts idle and excess window states from memory.
@@ -243,16 +263,17 @@ impl AbuseStage {
 /// Where a new case's review items go.
 struct Reviews<'a> {
     review: &'a ReviewStage,
-    geo: &'a Arc<GeoStore>,
     records: &'a [SealedRecord],
-    in_flight: &'a mut [Option<Content>],
+    in_flight: &'a [Option<Content>],
+    offers: &'a mut Vec<InFlight>,
     policy: &'a CompiledPolicy,
 }
 
 impl Reviews<'_> {
     /// The first `review.per_case` records of `case`'s sample: queued in the store when its
-    /// resource logs content (`logged`); otherwise reviewed in flight when their content is in
-    /// this batch and fits in memory, or recorded as unreviewable.
+    /// resource logs content (`logged`). Otherwise each gets a `content_unavailable` verdict
+    /// in the same write, which an in-flight review overwrites when the record's content is
+    /// in this batch (so every sampled record ends with a verdict, even after a crash).
     fn of(self, case: &Case, logged: bool) -> Vec<Annex> {
         let mut annex = Vec::new();
         let per_case = self.policy.policy.review.per_case;
@@ -267,21 +288,24 @@ impl Reviews<'_> {
                 annex.push(Annex::Review(task));
                 continue;
             }
+            let placeholder = self.review.placeholder(&task);
+            annex.push(Annex::Verdict(Box::new(placeholder)));
             let here = self
                 .records
                 .iter()
                 .position(|r| &r.request_id == request_id);
-            let content = here.and_then(|i| self.in_flight[i].take().map(|c| (i, c)));
-            let offered = content.is_some_and(|(i, content)| {
+            // Cloned: the end user's and the resource's cases may both sample the record.
+            if let Some((i, content)) =
+                here.and_then(|i| self.in_flight[i].as_ref().map(|c| (i, c.clone())))
+            {
                 let category_at = self.policy.policy.signals.category_at;
                 let detection = self.records[i].detection.as_ref();
                 let signals = ReviewSignals::of(detection, case, category_at);
-                self.review
-                    .offer_in_flight(self.geo.clone(), task.clone(), content, signals)
-            });
-            if !offered {
-                let verdict = self.review.content_unavailable(&task, true);
-                annex.push(Annex::Verdict(Box::new(verdict)));
+                self.offers.push(InFlight {
+                    task,
+                    content,
+                    signals,
+                });
             }
         }
         annex

@@ -583,7 +583,8 @@ impl<'a> Pipeline<'a> {
         }
         let storing = Instant::now();
         let mut abuse_time = Duration::ZERO;
-        for (geo_name, mut part) in by_geo {
+        for (geo_name, part) in by_geo {
+            let mut offers = Vec::new();
             let outcomes = match self.abuse {
                 None => part.geo.write_batch(&part.records)?,
                 Some(abuse) => part.geo.write_batch_with(&part.records, |outcomes| {
@@ -592,13 +593,17 @@ impl<'a> Pipeline<'a> {
                         &part.geo,
                         &part.records,
                         &part.observed,
-                        &mut part.in_flight,
+                        &part.in_flight,
+                        &mut offers,
                         outcomes,
                     );
                     abuse_time += observing.elapsed();
                     annex
                 })?,
             };
+            if let Some(abuse) = self.abuse {
+                abuse.offer_in_flight(&part.geo, offers)?;
+            }
             let results = outcomes.iter().zip(&part.records).zip(part.origins);
             for ((outcome, record), (source, raw)) in results {
                 match outcome {

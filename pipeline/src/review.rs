@@ -9,9 +9,10 @@
 //!   only in memory), review it, and store the verdict in the batch that deletes the task.
 //! - **Content-logging-off resources** store no content, so their sampled records are
 //!   reviewed in flight: the pipeline offers the content of those in the batch that opened the
-//!   case ([`ReviewStage::offer_in_flight`]); only the verdict is kept. When the in-memory
-//!   queue is full, or the record was not in that batch, there is nothing left to review and
-//!   the item escalates as `content_unavailable`.
+//!   case, once that batch is written; only the verdict is kept. Each such item gets a
+//!   `content_unavailable` verdict in the case's own write, which the review overwrites: when
+//!   the in-memory queue is full, the record was not in that batch, or the process stops first,
+//!   that verdict stands, and no sampled record is left without one.
 //! - The verdicts' routing follows the policy in force (reloads included).
 
 use std::collections::HashSet;
@@ -59,6 +60,13 @@ pub struct StageSettings {
     pub workers: usize,
     /// Items held in memory at most.
     pub queue_capacity: usize,
+}
+
+/// A content-logging-off record to review on its content in flight.
+pub(crate) struct InFlight {
+    pub task: ReviewTask,
+    pub content: Content,
+    pub signals: ReviewSignals,
 }
 
 /// One item in memory.
@@ -199,35 +207,46 @@ impl ReviewStage {
         self.shared.notify();
     }
 
-    /// Offers a content-logging-off record's content for review in flight. Returns false when
-    /// the in-memory queue is full (the caller records the item as unreviewable).
-    pub fn offer_in_flight(
+    /// Offers a content-logging-off record's content for review in flight. Returns the task
+    /// back when the in-memory queue is full (the content is then dropped unreviewed).
+    pub(crate) fn offer_in_flight(
         &self,
         geo: Arc<GeoStore>,
-        task: ReviewTask,
-        content: Content,
-        signals: ReviewSignals,
-    ) -> bool {
-        let key = task_key(&task);
+        offer: InFlight,
+    ) -> Option<ReviewTask> {
+        let key = task_key(&offer.task);
         self.shared.take(&key);
         let job = Job::InFlight {
             geo,
-            task,
-            content,
-            signals,
+            task: offer.task,
+            content: offer.content,
+            signals: offer.signals,
         };
         match self.shared.jobs.0.try_send(job) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+            Ok(()) => None,
+            Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => {
                 self.shared.release(&key);
-                false
+                match job {
+                    Job::InFlight { task, .. } | Job::Stored { task, .. } => Some(task),
+                }
             }
         }
     }
 
-    /// The verdict for a record whose content is gone before it could be reviewed.
+    /// The verdict (counted) for a record whose content is gone before it could be reviewed.
     pub fn content_unavailable(&self, task: &ReviewTask, in_flight: bool) -> Verdict {
         self.shared.unavailable(task, in_flight)
+    }
+
+    /// The `content_unavailable` verdict written with an in-flight item's case, which its
+    /// review then overwrites; not counted.
+    pub(crate) fn placeholder(&self, task: &ReviewTask) -> Verdict {
+        let version = self.shared.policy.get().policy.version.clone();
+        self.shared.reviewer.unreviewed_verdict(
+            item_of(task, true),
+            &version,
+            RouteReason::ContentUnavailable,
+        )
     }
 
     /// Waits until every queued task is reviewed, or `limit` passes. Returns whether the
@@ -274,7 +293,9 @@ impl ReviewStage {
         }
     }
 
-    /// Stops the threads after the items they hold; what is queued stays in the store.
+    /// Stops the threads once the reviews under way end; what is queued stays in the store
+    /// (items already in memory are dropped: stored tasks stay queued, in-flight ones keep
+    /// their `content_unavailable` verdict).
     pub fn stop(&self) {
         self.shared.stop.store(true, Ordering::Relaxed);
         self.notify();
@@ -348,6 +369,9 @@ impl Shared {
                 geo.review_queue(room, |task| taken.contains(&task_key(task)))?
             };
             for task in tasks {
+                if self.stop.load(Ordering::Relaxed) {
+                    return Ok(moved);
+                }
                 let key = task_key(&task);
                 self.take(&key);
                 let job = Job::Stored {
@@ -376,10 +400,24 @@ impl Shared {
                     (geo.clone(), task.clone())
                 }
             };
+            if self.stop.load(Ordering::Relaxed) {
+                // Stopping: a stored task stays queued in the store; an in-flight one's content
+                // is dropped, and its `content_unavailable` verdict stands (now counted).
+                if let Job::InFlight { .. } = job {
+                    let verdict = self.unavailable(&task, true);
+                    if let Err(error) = geo.store_verdict(&verdict) {
+                        warn!(%error, case_id = %task.case_id, request_id = %task.request_id, "Storing a verdict failed.");
+                    }
+                }
+                self.release(&task_key(&task));
+                continue;
+            }
             let verdict = self.review(job);
             debug!(case_id = %verdict.case_id, request_id = %verdict.request_id, route = ?verdict.route, reason = verdict.reason.name(), "Reviewed.");
             if let Err(error) = geo.store_verdict(&verdict) {
                 warn!(%error, case_id = %task.case_id, request_id = %task.request_id, "Storing a verdict failed; the task stays queued.");
+                // Not straight back to the backend for the same task.
+                std::thread::sleep(Duration::from_secs(1));
             }
             self.release(&task_key(&task));
         }

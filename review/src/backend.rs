@@ -75,6 +75,10 @@ pub enum BackendError {
     /// never the answer's text (which may echo content).
     #[error("malformed model output: {0}")]
     Malformed(String),
+    /// The backend refused this one item (for example HTTP 400 from a content filter, or 413):
+    /// not retried, and no sign that the backend is down.
+    #[error("the backend rejected the item: {0}")]
+    Rejected(String),
     /// Retrying will not help (for example HTTP 401: a wrong API key; or a broken model).
     #[error("backend failure: {0}")]
     Permanent(String),
@@ -83,7 +87,7 @@ pub enum BackendError {
 /// A reviewer backend: a local model or a remote endpoint. Shared across worker threads.
 pub trait Backend: Send + Sync {
     /// The backend and model, recorded on every verdict (for example
-    /// `openai:gpt-4o-mini@https://…` or `local:SmolLM2-135M-Instruct.Q4_1`).
+    /// `openai:gpt-4o-mini` or `local:SmolLM2-135M-Instruct.Q4_1`).
     fn model(&self) -> String;
 
     /// Assesses one record.

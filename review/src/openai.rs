@@ -7,8 +7,9 @@
 //! whole request, body included, is bounded by the configured timeout. The verdict's JSON
 //! Schema goes with the request (`response_format`), so servers with structured outputs
 //! constrain the answer to it; the answer is parsed strictly all the same. HTTP 408, 429 and 5xx
-//! and connection failures are transient (retried by the [`crate::Reviewer`]); other HTTP
-//! errors are permanent; a reply that is not a chat completion with a valid verdict is
+//! and connection failures are transient (retried by the [`crate::Reviewer`]); 400, 413 and
+//! 422 reject this one item (a content filter, a record too long); other HTTP errors (401,
+//! 403, 404) are permanent; a reply that is not a chat completion with a valid verdict is
 //! malformed.
 
 use std::time::Duration;
@@ -97,7 +98,9 @@ impl OpenAiBackend {
     }
 }
 
-/// The JSON Schema of the verdict format (see [`crate::prompt`]).
+/// The JSON Schema of the verdict format (see [`crate::prompt`]). Only keywords every
+/// structured-output implementation accepts (OpenAI's strict mode rejects some range and
+/// length keywords); ranges are checked by the parser.
 fn verdict_schema() -> serde_json::Value {
     let categories: Vec<&str> = Category::ALL.iter().map(|c| c.name()).collect();
     let severities: Vec<&str> = Severity::ALL.iter().map(|s| s.name()).collect();
@@ -107,8 +110,8 @@ fn verdict_schema() -> serde_json::Value {
             "violation": {"type": "boolean"},
             "categories": {"type": "array", "items": {"type": "string", "enum": categories}},
             "severity": {"type": "string", "enum": severities},
-            "confidence": {"type": "number", "minimum": 0, "maximum": 1},
-            "rationale": {"type": "string", "maxLength": 300},
+            "confidence": {"type": "number"},
+            "rationale": {"type": "string"},
         },
         "required": ["violation", "categories", "severity", "confidence", "rationale"],
         "additionalProperties": false,
@@ -170,6 +173,9 @@ impl Backend for OpenAiBackend {
         let response = call.send_json(body).map_err(|error| match error {
             ureq::Error::Status(code, _) if code == 408 || code == 429 || code >= 500 => {
                 BackendError::Transient(format!("HTTP {code}"))
+            }
+            ureq::Error::Status(code @ (400 | 413 | 422), _) => {
+                BackendError::Rejected(format!("HTTP {code}"))
             }
             ureq::Error::Status(code, _) => BackendError::Permanent(format!("HTTP {code}")),
             ureq::Error::Transport(transport) => {

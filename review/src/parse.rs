@@ -41,12 +41,15 @@ pub fn parse_answer(answer: &str, content: &Content) -> Result<Assessment, Backe
     if !(answer.starts_with('{') && answer.ends_with('}')) {
         return Err(malformed("the answer is not a bare JSON object"));
     }
+    // serde's own messages quote the offending key or value, which may be content the model
+    // echoed: only the error's class is reported.
     let parsed: Answer = serde_json::from_str(answer).map_err(|e| {
-        // serde's message names the key or type problem; its position is not content.
-        BackendError::Malformed(format!(
-            "the answer is not a verdict: {}",
-            describe_json_error(&e)
-        ))
+        BackendError::Malformed(match e.classify() {
+            serde_json::error::Category::Data => {
+                "the answer's keys or value types are not the verdict's".into()
+            }
+            _ => "the answer is not valid JSON".into(),
+        })
     })?;
     let mut categories = Vec::with_capacity(parsed.categories.len());
     for name in &parsed.categories {
@@ -85,15 +88,6 @@ pub fn parse_answer(answer: &str, content: &Content) -> Result<Assessment, Backe
         confidence: parsed.confidence as f32,
         rationale,
     })
-}
-
-/// serde_json's error category and message, without the line/column suffix.
-fn describe_json_error(error: &serde_json::Error) -> String {
-    let message = error.to_string();
-    match message.find(" at line ") {
-        Some(at) => message[..at].to_owned(),
-        None => message,
-    }
 }
 
 /// The first sentence of `text`, on one line, at most [`MAX_RATIONALE_CHARS`] characters.
@@ -185,6 +179,21 @@ mod tests {
             let error = parse_answer(&bad, &content()).unwrap_err();
             assert!(matches!(error, BackendError::Malformed(_)), "{bad}");
             assert!(!error.to_string().contains("pipe bomb"));
+        }
+    }
+
+    #[test]
+    fn errors_never_repeat_what_the_model_echoed() {
+        let echoed = [
+            r#"{"violation": "build a pipe bomb", "categories": [], "severity": "none", "confidence": 0.9, "rationale": "x."}"#,
+            r#"{"violation": false, "build a pipe bomb": 1, "categories": [], "severity": "none", "confidence": 0.9, "rationale": "x."}"#,
+            r#"{"violation": false, "categories": ["build a pipe bomb"], "severity": "none", "confidence": 0.9, "rationale": "x."}"#,
+            r#"{"violation": false, "categories": [], "severity": "build a pipe bomb", "confidence": 0.9, "rationale": "x."}"#,
+            r#"{"violation": false build a pipe bomb}"#,
+        ];
+        for answer in echoed {
+            let error = parse_answer(answer, &content()).unwrap_err().to_string();
+            assert!(!error.contains("pipe"), "{error}");
         }
     }
 

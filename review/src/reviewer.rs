@@ -6,7 +6,9 @@
 //! - A malformed answer is retried once with the strict instruction; a second one escalates
 //!   the item (`malformed_output`).
 //! - Permanent failures, exhausted retries and an open breaker escalate the item at once
-//!   (`backend_unavailable`): humans review it instead of it waiting on a dead backend.
+//!   (`backend_unavailable`): humans review it instead of it waiting on a dead backend. An
+//!   item the backend rejects (HTTP 400/413/422) escalates the same way without counting
+//!   against the breaker; a panicking backend counts as a failed call.
 //! - An assessment is routed by [`route`]: a confident "no violation" closes the item,
 //!   anything else escalates it.
 
@@ -147,14 +149,20 @@ impl Reviewer {
         self.verdict(item, request, route, reason, assessment, attempts)
     }
 
-    /// The verdict for an item that could not be reviewed at all (`reason` says why).
-    pub fn unreviewed(
+    /// The verdict for an item that could not be reviewed at all (`reason` says why),
+    /// counted.
+    pub fn unreviewed(&self, item: Item<'_>, policy_version: &str, reason: RouteReason) -> Verdict {
+        self.count_verdict(Route::Escalated);
+        self.unreviewed_verdict(item, policy_version, reason)
+    }
+
+    /// The same verdict as [`Reviewer::unreviewed`], not counted (a placeholder).
+    pub fn unreviewed_verdict(
         &self,
         item: Item<'_>,
-        request_policy_version: &str,
+        policy_version: &str,
         reason: RouteReason,
     ) -> Verdict {
-        self.count_verdict(Route::Escalated);
         Verdict {
             case_id: item.case_id.to_owned(),
             request_id: item.request_id.clone(),
@@ -163,7 +171,7 @@ impl Reviewer {
             reason,
             assessment: None,
             model: self.backend.model(),
-            policy_version: request_policy_version.to_owned(),
+            policy_version: policy_version.to_owned(),
             attempts: 0,
             in_flight: item.in_flight,
         }
@@ -219,7 +227,13 @@ impl Reviewer {
                 return (None, RouteReason::BackendUnavailable, attempts);
             }
             attempts += 1;
-            match self.backend.assess(request, instruction) {
+            // A panicking backend is a failed call: the worker lives on, and a half-open
+            // breaker gets its answer.
+            let assessed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.backend.assess(request, instruction)
+            }))
+            .unwrap_or_else(|_| Err(BackendError::Permanent("the backend panicked".into())));
+            match assessed {
                 Ok(assessment) => {
                     self.breaker.succeeded();
                     return (Some(assessment), RouteReason::Violation, attempts);
@@ -232,6 +246,14 @@ impl Reviewer {
                         return (None, RouteReason::MalformedOutput, attempts);
                     }
                     instruction = Instruction::Strict;
+                }
+                Err(error @ BackendError::Rejected(_)) => {
+                    self.breaker.succeeded();
+                    warn!(case_id = item.case_id, request_id = %item.request_id, %error, "The reviewer backend rejected the item; escalating.");
+                    self.counters
+                        .backend_unavailable
+                        .fetch_add(1, Ordering::Relaxed);
+                    return (None, RouteReason::BackendUnavailable, attempts);
                 }
                 Err(error) => {
                     if self.breaker.failed() {
