@@ -288,24 +288,28 @@ impl Reviews<'_> {
                 annex.push(Annex::Review(task));
                 continue;
             }
-            let placeholder = self.review.placeholder(&task);
-            annex.push(Annex::Verdict(Box::new(placeholder)));
             let here = self
                 .records
                 .iter()
                 .position(|r| &r.request_id == request_id);
             // Cloned: the end user's and the resource's cases may both sample the record.
-            if let Some((i, content)) =
-                here.and_then(|i| self.in_flight[i].as_ref().map(|c| (i, c.clone())))
-            {
-                let category_at = self.policy.policy.signals.category_at;
-                let detection = self.records[i].detection.as_ref();
-                let signals = ReviewSignals::of(detection, case, category_at);
-                self.offers.push(InFlight {
-                    task,
-                    content,
-                    signals,
-                });
+            match here.and_then(|i| self.in_flight[i].as_ref().map(|c| (i, c.clone()))) {
+                Some((i, content)) => {
+                    let placeholder = self.review.placeholder(&task);
+                    annex.push(Annex::Verdict(Box::new(placeholder)));
+                    let category_at = self.policy.policy.signals.category_at;
+                    let detection = self.records[i].detection.as_ref();
+                    let signals = ReviewSignals::of(detection, case, category_at);
+                    self.offers.push(InFlight {
+                        task,
+                        content,
+                        signals,
+                    });
+                }
+                None => {
+                    let verdict = self.review.content_unavailable(&task, true);
+                    annex.push(Annex::Verdict(Box::new(verdict)));
+                }
             }
         }
         annex
