@@ -228,9 +228,9 @@ pub struct EvalArgs {
     /// violation probability, its escalation rate and the harmful texts it would close.
     #[arg(long)]
     pub reviewer: bool,
-    /// With --reviewer: review only this many texts, spread evenly over the file (a local
-    /// model reviews a few per second).
-    #[arg(long, requires = "reviewer")]
+    /// Evaluate only this many texts, spread evenly over the file (the same ones with and
+    /// without --reviewer; a local reviewer reviews about one per second).
+    #[arg(long)]
     pub limit: Option<usize>,
 }
 

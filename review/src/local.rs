@@ -325,7 +325,10 @@ impl LocalModel {
             tokens: ids.len(),
             model,
         });
-        tracing::debug!(tokens = prefix.tokens, "local review prompt prefix cached");
+        tracing::debug!(
+            instruction_tokens = prefix.tokens,
+            "Cached the attention state of the policy's review instructions (a token count only)."
+        );
         *cached = Some(Arc::clone(&prefix));
         Ok(prefix)
     }

@@ -140,13 +140,18 @@ impl Reviewer {
 
     /// Reviews one record and returns its verdict; never fails (failures escalate).
     pub fn review(&self, item: Item<'_>, request: &ReviewRequest<'_>) -> Verdict {
-        let (assessment, reason, attempts) = self.assess(item, request);
-        let (route, reason) = match (&assessment, reason) {
-            (Some(assessment), _) => route(assessment, request.policy),
-            (None, reason) => (Route::Escalated, reason),
+        let (assessed, attempts) = self.assess(item, request);
+        let (route, reason) = match &assessed {
+            Ok(assessment) => route(assessment, request.policy),
+            Err(reason) => (Route::Escalated, *reason),
         };
         self.count_verdict(route);
-        self.verdict(item, request, route, reason, assessment, attempts)
+        let verdict = self.verdict(item, request.policy_version, route, reason);
+        Verdict {
+            assessment: assessed.ok(),
+            attempts,
+            ..verdict
+        }
     }
 
     /// The verdict for an item that could not be reviewed at all (`reason` says why),
@@ -163,18 +168,7 @@ impl Reviewer {
         policy_version: &str,
         reason: RouteReason,
     ) -> Verdict {
-        Verdict {
-            case_id: item.case_id.to_owned(),
-            request_id: item.request_id.clone(),
-            reviewed_at: OffsetDateTime::now_utc(),
-            route: Route::Escalated,
-            reason,
-            assessment: None,
-            model: self.backend.model(),
-            policy_version: policy_version.to_owned(),
-            attempts: 0,
-            in_flight: item.in_flight,
-        }
+        self.verdict(item, policy_version, Route::Escalated, reason)
     }
 
     fn count_verdict(&self, route: Route) {
@@ -186,14 +180,13 @@ impl Reviewer {
         .fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A verdict with no assessment and no attempts, reached now.
     fn verdict(
         &self,
         item: Item<'_>,
-        request: &ReviewRequest<'_>,
+        policy_version: &str,
         route: Route,
         reason: RouteReason,
-        assessment: Option<Assessment>,
-        attempts: u32,
     ) -> Verdict {
         Verdict {
             case_id: item.case_id.to_owned(),
@@ -201,10 +194,10 @@ impl Reviewer {
             reviewed_at: OffsetDateTime::now_utc(),
             route,
             reason,
-            assessment,
+            assessment: None,
             model: self.backend.model(),
-            policy_version: request.policy_version.to_owned(),
-            attempts,
+            policy_version: policy_version.to_owned(),
+            attempts: 0,
             in_flight: item.in_flight,
         }
     }
@@ -215,7 +208,7 @@ impl Reviewer {
         &self,
         item: Item<'_>,
         request: &ReviewRequest<'_>,
-    ) -> (Option<Assessment>, RouteReason, u32) {
+    ) -> (Result<Assessment, RouteReason>, u32) {
         let mut attempts = 0;
         let mut retries = 0;
         let mut instruction = Instruction::Normal;
@@ -224,7 +217,7 @@ impl Reviewer {
                 self.counters
                     .backend_unavailable
                     .fetch_add(1, Ordering::Relaxed);
-                return (None, RouteReason::BackendUnavailable, attempts);
+                return (Err(RouteReason::BackendUnavailable), attempts);
             }
             attempts += 1;
             // A panicking backend is a failed call: the worker lives on, and a half-open
@@ -236,14 +229,14 @@ impl Reviewer {
             match assessed {
                 Ok(assessment) => {
                     self.breaker.succeeded();
-                    return (Some(assessment), RouteReason::Violation, attempts);
+                    return (Ok(assessment), attempts);
                 }
                 Err(BackendError::Malformed(problem)) => {
                     self.breaker.succeeded();
                     self.counters.malformed.fetch_add(1, Ordering::Relaxed);
                     warn!(case_id = item.case_id, request_id = %item.request_id, %problem, strict = instruction == Instruction::Strict, "The reviewer's answer was malformed.");
                     if instruction == Instruction::Strict {
-                        return (None, RouteReason::MalformedOutput, attempts);
+                        return (Err(RouteReason::MalformedOutput), attempts);
                     }
                     instruction = Instruction::Strict;
                 }
@@ -253,7 +246,7 @@ impl Reviewer {
                     self.counters
                         .backend_unavailable
                         .fetch_add(1, Ordering::Relaxed);
-                    return (None, RouteReason::BackendUnavailable, attempts);
+                    return (Err(RouteReason::BackendUnavailable), attempts);
                 }
                 Err(error) => {
                     if self.breaker.failed() {
@@ -266,7 +259,7 @@ impl Reviewer {
                         self.counters
                             .backend_unavailable
                             .fetch_add(1, Ordering::Relaxed);
-                        return (None, RouteReason::BackendUnavailable, attempts);
+                        return (Err(RouteReason::BackendUnavailable), attempts);
                     }
                     let pause = self.retry.backoff(
                         retries,

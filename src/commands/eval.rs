@@ -79,7 +79,8 @@ pub fn eval(config: &Config, args: &EvalArgs) -> anyhow::Result<()> {
     }
 }
 
-/// Reads and checks every line; the first bad one is an error naming its line and field.
+/// Reads and checks every line (the first bad one is an error naming its line and field),
+/// then keeps `--limit` of them, spread evenly over the file.
 pub(super) fn read(args: &EvalArgs) -> anyhow::Result<Vec<Labelled>> {
     let name = args.input.display();
     let reader: Box<dyn BufRead> = if args.input.as_os_str() == "-" {
@@ -99,6 +100,13 @@ pub(super) fn read(args: &EvalArgs) -> anyhow::Result<Vec<Labelled>> {
         let sample =
             parse(&line).map_err(|problem| anyhow::anyhow!("{name} line {number}: {problem}"))?;
         samples.push(sample);
+    }
+    if let Some(limit) = args.limit.filter(|&l| l < samples.len()) {
+        // An even spread over the file keeps every source represented.
+        let step = samples.len() as f64 / limit as f64;
+        samples = (0..limit)
+            .map(|i| std::mem::take(&mut samples[(i as f64 * step) as usize]))
+            .collect();
     }
     Ok(samples)
 }

@@ -12,11 +12,12 @@ use std::time::Instant;
 use anyhow::Context;
 use serde::Serialize;
 use serde_json::json;
-use vigil_abuse::Policy;
+use vigil_abuse::{CompiledPolicy, Policy};
 use vigil_core::{Content, RequestId, Route, Verdict};
 use vigil_detectors::Evaluation;
 use vigil_review::{Item, ReviewConfig, ReviewRequest, ReviewSignals, Reviewer};
 
+use super::bench::timed_runs;
 use super::eval::{read, table, Labelled, NO_SOURCE};
 use super::output;
 use crate::cli::EvalArgs;
@@ -40,14 +41,7 @@ impl Routing {
 }
 
 pub fn eval(config: &Config, args: &EvalArgs) -> anyhow::Result<()> {
-    let mut samples = read(args)?;
-    if let Some(limit) = args.limit.filter(|&l| l < samples.len()) {
-        // An even spread over the file keeps every source represented.
-        let step = samples.len() as f64 / limit as f64;
-        samples = (0..limit)
-            .map(|i| std::mem::take(&mut samples[(i as f64 * step) as usize]))
-            .collect();
-    }
+    let samples = read(args)?;
     anyhow::ensure!(
         !samples.is_empty(),
         "{}: no texts to evaluate",
@@ -57,7 +51,7 @@ pub fn eval(config: &Config, args: &EvalArgs) -> anyhow::Result<()> {
     let (policy, reviewer) = standalone_reviewer(config, review)?;
 
     let started = Instant::now();
-    let results = review_all(&reviewer, &policy, &samples, review.workers.max(1));
+    let results = review_all(&reviewer, &policy, &samples, review.workers.max(1))?;
     let elapsed = started.elapsed().as_secs_f64();
     let per_second = samples.len() as f64 / elapsed.max(f64::EPSILON);
 
@@ -125,33 +119,25 @@ fn review_all(
     policy: &Policy,
     samples: &[Labelled],
     workers: usize,
-) -> Vec<(f32, Route, bool)> {
-    let next = Mutex::new(0usize);
+) -> anyhow::Result<Vec<(f32, Route, bool)>> {
     let results = Mutex::new(vec![(0.0, Route::Escalated, false); samples.len()]);
-    std::thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| loop {
-                let i = {
-                    let mut next = next.lock().expect("lock poisoned");
-                    *next += 1;
-                    *next - 1
-                };
-                let Some(sample) = samples.get(i) else { return };
-                let content = Content {
-                    prompt: Some(sample.text.clone()),
-                    completion: None,
-                };
-                let verdict = review_content(reviewer, policy, &content, "eval", i);
-                let p = verdict
-                    .assessment
-                    .as_ref()
-                    .map_or(1.0, |a| a.violation_probability());
-                results.lock().expect("lock poisoned")[i] =
-                    (p, verdict.route, verdict.assessment.is_some());
-            });
+    timed_runs(1, workers, samples.len(), 1, |one| {
+        for i in one {
+            let content = Content {
+                prompt: Some(samples[i].text.clone()),
+                completion: None,
+            };
+            let verdict = review_content(reviewer, policy, &content, "eval", i);
+            let p = verdict
+                .assessment
+                .as_ref()
+                .map_or(1.0, |a| a.violation_probability());
+            results.lock().expect("lock poisoned")[i] =
+                (p, verdict.route, verdict.assessment.is_some());
         }
-    });
-    results.into_inner().expect("lock poisoned")
+        Ok(())
+    })?;
+    Ok(results.into_inner().expect("lock poisoned"))
 }
 
 /// The abuse policy in force and a reviewer over `review`'s backend, for commands that review
@@ -161,9 +147,9 @@ pub(super) fn standalone_reviewer(
     review: &ReviewConfig,
 ) -> anyhow::Result<(Policy, Reviewer)> {
     let path = vigil_detectors::runtime::resolve(&config.abuse.policy);
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("reading the abuse policy {}", path.display()))?;
-    let policy = Policy::parse(&text).with_context(|| format!("{}", path.display()))?;
+    let policy = CompiledPolicy::load(&path)
+        .context("loading the abuse policy")?
+        .policy;
     let backend = vigil_review::open_backend(review).context("opening the LLM reviewer")?;
     Ok((policy, Reviewer::new(backend, review.retry, review.breaker)))
 }
