@@ -43,6 +43,19 @@ pub enum Command {
     Review(ReviewArgs),
     /// Measure file → validate → encrypt → store throughput on uniform records.
     Bench(BenchArgs),
+    /// Purge everything past retention now, per geography (records, indexes, windows, cases,
+    /// reviews, the expired days' data keys and export partitions), then compact the stores.
+    /// `vigil run` also purges on a schedule.
+    Purge(PurgeArgs),
+    /// Delete a customer's data now: one request ID, or everything of a resource.
+    #[command(subcommand)]
+    Delete(DeleteCommand),
+    /// Bring the Parquet analytics exports up to date with the stores (metadata, never
+    /// content).
+    Export,
+    /// Run a read-only SQL query over the analytics exports (tables: records, detections,
+    /// cases, verdicts).
+    Sql(SqlArgs),
     /// Measure the harm classifier on labelled texts: AUPRC of the any-harm score, precision,
     /// recall, F1 and false-positive rate at the operating threshold, and texts/s, per source
     /// and overall.
@@ -257,6 +270,14 @@ pub struct BenchArgs {
     /// reviews; a local model reviews a few per second).
     #[arg(long, conflicts_with_all = ["classifier", "detection", "kafka"])]
     pub reviewer: bool,
+    /// Measure the retention purge instead: store --records records under an expired day's
+    /// key, then purge them (records/s, with ingest of new records running alongside).
+    #[arg(long, conflicts_with_all = ["classifier", "detection", "kafka", "reviewer", "sql"])]
+    pub purge: bool,
+    /// Measure SQL over the analytics exports instead: write --records synthetic metadata rows
+    /// as Parquet partitions, then time aggregation queries over them (rows/s).
+    #[arg(long, conflicts_with_all = ["classifier", "detection", "kafka", "reviewer"])]
+    pub sql: bool,
     /// With --reviewer: review through this OpenAI-compatible API base URL (for example
     /// http://127.0.0.1:8080/v1) instead of the configured backend.
     #[arg(long, value_name = "URL", requires = "reviewer")]
@@ -279,6 +300,52 @@ pub struct BenchArgs {
     /// Working directory (default: a temporary one, removed afterwards).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct PurgeArgs {
+    /// Skip compaction (rewriting each store without the purged data). Compaction needs the
+    /// stores to itself; a scheduled purge inside `vigil run` never compacts.
+    #[arg(long)]
+    pub no_compact: bool,
+    /// How to print the report.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeleteCommand {
+    /// Delete one record (content, metadata, scores, its reviews) by request ID.
+    Request {
+        /// The request ID.
+        request_id: String,
+    },
+    /// Delete everything stored for a resource: its data keys first (its content is
+    /// unreadable at once), then its records, windows, cases and reviews. The resource stays
+    /// registered.
+    Resource {
+        /// The resource ID.
+        resource_id: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SqlFormat {
+    /// An aligned table.
+    Table,
+    /// CSV with a header line.
+    Csv,
+    /// One JSON object a line.
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct SqlArgs {
+    /// The query (SELECT, WITH, EXPLAIN, SHOW, DESCRIBE; nothing that writes).
+    pub query: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = SqlFormat::Table)]
+    pub format: SqlFormat,
 }
 
 #[derive(Debug, Args)]

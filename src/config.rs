@@ -9,6 +9,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 use vigil_abuse::AbuseConfig;
+use vigil_analytics::AnalyticsConfig;
 use vigil_detectors::ClassifierConfig;
 use vigil_ingest::IngestConfig;
 use vigil_kafka::KafkaConfig;
@@ -41,6 +42,9 @@ pub struct Config {
     /// The LLM reviewer of cases' samples: backend, workers, queue, retries and breaker.
     #[serde(default)]
     pub review: ReviewConfig,
+    /// The Parquet analytics exports that `vigil sql` queries.
+    #[serde(default)]
+    pub analytics: AnalyticsConfig,
 }
 
 fn default_resources() -> PathBuf {

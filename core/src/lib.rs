@@ -9,6 +9,7 @@
 //! [`Content`] type prints only lengths.
 
 pub mod case;
+pub mod clock;
 pub mod detection;
 pub mod flag;
 pub mod ids;
@@ -17,6 +18,7 @@ pub mod resource;
 pub mod verdict;
 
 pub use case::{Case, CaseSignals};
+pub use clock::{Clock, ClockError, Day};
 pub use detection::{Detection, HarmScores};
 pub use flag::{
     Category, FlagError, FlagEvent, FlagOrigin, FlagScores, FlagSubject, FlagWindow,

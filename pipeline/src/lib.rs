@@ -29,6 +29,7 @@ pub mod abuse;
 pub mod flags;
 pub mod handoff;
 mod input;
+pub mod lifecycle;
 pub mod review;
 mod summary;
 
@@ -51,6 +52,7 @@ pub use abuse::{AbuseStage, PublishError};
 pub use flags::{FlagFile, FlagSink, FlagSinkError};
 pub use handoff::{BatchSeq, Handoff, Stopped};
 pub use input::Input;
+pub use lifecycle::{ExportReport, Lifecycle, LifecycleError, LifecycleSummary, Scheduled};
 pub use review::{PolicyHandle, ReviewStage, ReviewSummary, StageSettings};
 pub use summary::{AbuseSummary, CaseCounts, DetectionSummary, Percentiles, StageTimes, Summary};
 

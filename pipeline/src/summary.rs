@@ -156,6 +156,8 @@ pub struct Summary {
     pub abuse: Option<AbuseSummary>,
     /// What the LLM reviewer did, when the run had one.
     pub review: Option<crate::ReviewSummary>,
+    /// What the retention purge and the analytics exports did, when the run had them.
+    pub lifecycle: Option<crate::LifecycleSummary>,
     /// Resources whose content logging was turned off since the last run, with the number of
     /// records whose stored content this run destroyed before starting.
     pub content_forgotten: BTreeMap<String, u64>,
@@ -257,6 +259,9 @@ impl fmt::Display for Summary {
         }
         if let Some(review) = &self.review {
             writeln!(f, "{review}")?;
+        }
+        if let Some(lifecycle) = &self.lifecycle {
+            writeln!(f, "{lifecycle}")?;
         }
         writeln!(f, "rejected              {:>10}", self.rejected_total())?;
         for (code, n) in &self.rejected {

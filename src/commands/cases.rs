@@ -7,9 +7,8 @@ use std::fmt::Write as _;
 use anyhow::Context;
 use serde::Serialize;
 use vigil_core::{Case, FlagSubject, Geography, Route, Verdict};
-use vigil_storage::Stores;
 
-use super::{load_registry, output};
+use super::{load_registry, open_stores, output};
 use crate::cli::{CasesArgs, Format};
 use crate::config::Config;
 
@@ -23,7 +22,7 @@ struct Reviewed {
 
 pub fn cases(config: &Config, args: &CasesArgs) -> anyhow::Result<()> {
     let registry = load_registry(config)?;
-    let stores = Stores::open(&config.storage, registry.base_dir())?;
+    let stores = open_stores(config, &registry)?;
     let geographies = match &args.geography {
         Some(name) => vec![Geography::parse(name.as_str()).context("--geography")?],
         None => stores.geographies_on_disk()?,

@@ -10,9 +10,8 @@ use vigil_core::{
     Category, FlagEvent, FlagOrigin, FlagScores, FlagSubject, RequestId, FLAG_SCHEMA_VERSION,
 };
 use vigil_kafka::{FlagPublisher, FlagTail};
-use vigil_storage::Stores;
 
-use super::{geographies, kafka_config, load_registry, output, stop_on_signals};
+use super::{geographies, kafka_config, load_registry, open_stores, output, stop_on_signals};
 use crate::cli::FlagsCommand;
 use crate::config::Config;
 
@@ -63,7 +62,7 @@ fn manual_flag(
     end_user: Option<String>,
 ) -> anyhow::Result<FlagEvent> {
     let registry = load_registry(config)?;
-    let stores = Stores::open(&config.storage, registry.base_dir())?;
+    let stores = open_stores(config, &registry)?;
     let categories = categories
         .iter()
         .map(|c| {

@@ -4,15 +4,20 @@ mod bench;
 mod bench_classifier;
 mod bench_detection;
 mod bench_reviewer;
+mod bench_sql;
 mod cases;
+mod delete;
 mod eval;
 mod eval_reviewer;
+mod export;
 mod flags;
 mod generate;
 mod produce;
+mod purge;
 mod resource;
 mod review;
 mod run;
+mod sql;
 mod stats;
 
 use std::collections::BTreeSet;
@@ -21,8 +26,11 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use anyhow::Context;
-use vigil_core::{Geography, ResourceRegistry};
+use vigil_analytics::Exports;
+use vigil_core::{Clock, Geography, ResourceRegistry};
 use vigil_kafka::KafkaConfig;
+use vigil_pipeline::Lifecycle;
+use vigil_storage::Stores;
 
 use crate::cli::{Cli, Command};
 use crate::config::Config;
@@ -42,8 +50,14 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) if args.classifier => bench_classifier::bench(&config, &args),
         Command::Bench(args) if args.detection => bench_detection::bench(&config, &args),
         Command::Bench(args) if args.reviewer => bench_reviewer::bench(&config, &args),
+        Command::Bench(args) if args.purge => purge::bench(&config, &args),
+        Command::Bench(args) if args.sql => bench_sql::bench(&config, &args),
         Command::Bench(args) => bench::bench(&args),
         Command::Eval(args) => eval::eval(&config, &args),
+        Command::Purge(args) => purge::purge(&config, &args),
+        Command::Delete(cmd) => delete::delete(&config, cmd),
+        Command::Export => export::export(&config),
+        Command::Sql(args) => sql::sql(&config, &args),
     }
 }
 
@@ -52,6 +66,35 @@ fn load_registry(config: &Config) -> anyhow::Result<ResourceRegistry> {
     let registry = ResourceRegistry::load(&config.resources)?;
     config.storage.retention.validate(&registry)?;
     Ok(registry)
+}
+
+/// Opens the stores, dated by the system clock, or by the instant `VIGIL_NOW` names (for
+/// tests and retention drills; a warning says so).
+fn open_stores(config: &Config, registry: &ResourceRegistry) -> anyhow::Result<Stores> {
+    let clock = Clock::from_env()?;
+    if clock.is_shifted() {
+        tracing::warn!(now = %clock.now(), "The clock is shifted by {}: records are dated, and expire, by it.", Clock::ENV);
+    }
+    Ok(Stores::open_with_clock(
+        &config.storage,
+        registry.base_dir(),
+        clock,
+    )?)
+}
+
+/// The retention purge and analytics exports over `stores`.
+fn lifecycle(
+    config: &Config,
+    stores: &Arc<Stores>,
+    registry: &ResourceRegistry,
+) -> anyhow::Result<Lifecycle> {
+    let exports = Exports::open(&config.analytics).context("opening the analytics exports")?;
+    Ok(Lifecycle::new(
+        stores.clone(),
+        Arc::new(registry.clone()),
+        config.storage.retention.clone(),
+        exports,
+    ))
 }
 
 /// The Kafka settings, with the brokers given on the command line if any.

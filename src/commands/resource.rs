@@ -5,9 +5,8 @@ use std::io::Write;
 
 use tracing::warn;
 use vigil_core::{Geography, KeyRef, Resource, ResourceId, ResourceRegistry};
-use vigil_storage::Stores;
 
-use super::output;
+use super::{open_stores, output};
 use crate::cli::{ResourceCommand, ResourceSettings};
 use crate::config::Config;
 
@@ -99,8 +98,8 @@ fn apply_to_stores(config: &Config, registry: &ResourceRegistry) {
     if !config.storage.data_dir.exists() {
         return;
     }
-    let applied = Stores::open(&config.storage, registry.base_dir())
-        .and_then(|stores| stores.reconcile(registry));
+    let applied = open_stores(config, registry)
+        .and_then(|stores| Ok(stores.reconcile(registry)?));
     match applied {
         Ok(done) => {
             for (resource_id, records) in done.content_forgotten {

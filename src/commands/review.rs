@@ -7,10 +7,9 @@ use std::time::Duration;
 use anyhow::Context;
 use vigil_abuse::PolicyWatcher;
 use vigil_pipeline::PolicyHandle;
-use vigil_storage::Stores;
 
 use super::run::open_review;
-use super::{load_registry, output};
+use super::{load_registry, open_stores, output};
 use crate::cli::{Format, ReviewArgs};
 use crate::config::Config;
 
@@ -23,7 +22,7 @@ pub fn review(config: &Config, args: &ReviewArgs) -> anyhow::Result<()> {
     let path = vigil_detectors::runtime::resolve(&config.abuse.policy);
     let watcher = PolicyWatcher::open(&path).context("loading the abuse policy")?;
     let policy = PolicyHandle::new(watcher.current().clone());
-    let stores = Arc::new(Stores::open(&config.storage, registry.base_dir())?);
+    let stores = Arc::new(open_stores(config, &registry)?);
     let review = open_review(config, policy, &stores, &registry)?
         .context("the review stage did not start")?;
     let limit = Duration::from_secs(args.drain_secs.unwrap_or(config.review.drain_secs));

@@ -18,7 +18,9 @@ use vigil_pipeline::{
 use vigil_review::Reviewer;
 use vigil_storage::Stores;
 
-use super::{geographies, kafka_config, load_registry, output, stop_on_signals};
+use super::{
+    geographies, kafka_config, lifecycle, load_registry, open_stores, output, stop_on_signals,
+};
 use crate::cli::{Format, RunArgs};
 use crate::config::Config;
 
@@ -51,7 +53,7 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<()> {
     // Loaded and checked before anything is read: a bad model stops the run here.
     let classifier = open_classifier(config)?;
     let abuse = open_abuse(config, args)?;
-    let stores = Arc::new(Stores::open(&config.storage, registry.base_dir())?);
+    let stores = Arc::new(open_stores(config, &registry)?);
     let abuse = match abuse {
         Some(abuse) => {
             let review = open_review(config, abuse.policy_handle(), &stores, &registry)?;
@@ -62,6 +64,10 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
+    // The retention purge runs now and on its schedule beside ingest; the exports follow.
+    let schedule = Arc::new(lifecycle(config, &stores, &registry)?).schedule(Duration::from_secs(
+        config.storage.retention.purge_interval_secs,
+    ));
     let pipeline = Pipeline::new(&registry, &stores, &config.ingest)
         .with_classifier(classifier.as_ref())
         .with_abuse(abuse.as_ref());
@@ -79,6 +85,7 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<()> {
         review.stop();
         summary.review = Some(review.summary());
     }
+    summary.lifecycle = Some(schedule.finish()?);
     match args.format {
         Format::Text => output(&summary),
         Format::Json => output(serde_json::to_string_pretty(&summary)?),

@@ -3,14 +3,13 @@
 
 use std::fmt::Write as _;
 
-use vigil_storage::Stores;
 
-use super::{load_registry, output};
+use super::{load_registry, open_stores, output};
 use crate::config::Config;
 
 pub fn stats(config: &Config) -> anyhow::Result<()> {
     let registry = load_registry(config)?;
-    let stores = Stores::open(&config.storage, registry.base_dir())?;
+    let stores = open_stores(config, &registry)?;
     let mut report = String::new();
     let geographies = stores.geographies_on_disk()?;
     if geographies.is_empty() {

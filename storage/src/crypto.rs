@@ -88,9 +88,12 @@ pub fn content_aad(geography: &str, resource: &str, request: &str) -> Vec<u8> {
     aad("vigil/content/v1", &[geography, resource, request])
 }
 
-/// Associated data of a resource's wrapped data key.
-pub fn data_key_aad(geography: &str, resource: &str) -> Vec<u8> {
-    aad("vigil/data-key/v1", &[geography, resource])
+/// Associated data of a resource's wrapped data key of one day.
+pub fn data_key_aad(geography: &str, resource: &str, day: vigil_core::Day) -> Vec<u8> {
+    aad(
+        "vigil/data-key/v2",
+        &[geography, resource, &day.to_string()],
+    )
 }
 
 #[cfg(test)]

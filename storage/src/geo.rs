@@ -6,17 +6,23 @@
 //! that are already stored (one writer at a time).
 //!
 //! Crash safety: a batch is one atomic sled batch, so after a crash each record is either
-//! fully stored (record and index entry) or absent, and a re-run stores exactly the missing
-//! ones. A new data key is flushed to disk before any content sealed under it can be written.
+//! fully stored (record, index and bucket entries) or absent, and a re-run stores exactly the
+//! missing ones. A new data key is flushed to disk before any content sealed under it can be
+//! written.
+//!
+//! Data keys are per resource and per UTC day of storage (the store's [`Clock`]), so that
+//! destroying one day's key crypto-shreds exactly that day's content ([`lifecycle`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use aes_gcm::Aes256Gcm;
 use time::OffsetDateTime;
 use vigil_core::{
-    Content, Detection, Geography, LogRecord, RecordMeta, RequestId, Resource, ResourceId,
+    Clock, Content, Day, Detection, Geography, LogRecord, RecordMeta, RequestId, Resource,
+    ResourceId,
 };
 
 use crate::crypto;
@@ -25,13 +31,14 @@ use crate::layout::{self, StoredContent, StoredValue};
 use crate::{Result, StorageError};
 
 mod annex;
+mod export;
+mod lifecycle;
 mod review;
 
 pub use annex::Annex;
+pub use export::{ExportPart, ExportedRecord, StaleExport};
+pub use lifecycle::{DeletedRequest, JobKind, JobReport, PurgeProgress, PurgeReport};
 pub use review::ReviewTask;
-
-/// Records stripped per batch when content is destroyed.
-const STRIP_CHUNK: usize = 1024;
 
 /// A record encrypted and encoded, ready for [`GeoStore::write_batch`].
 #[derive(Debug, Clone)]
@@ -44,6 +51,10 @@ pub struct SealedRecord {
     pub content_logged: bool,
     /// The classifier's scores, stored beside the record (also when its content is not).
     pub detection: Option<Detection>,
+    /// The UTC day it was sealed on: its bucket, and the day of the data key that sealed it.
+    pub day: Day,
+    /// Which generation of that data key sealed it (`None`: no content).
+    key_epoch: Option<u64>,
     value: Vec<u8>,
 }
 
@@ -70,43 +81,83 @@ pub struct StoredRecord {
     pub content: Option<Content>,
 }
 
+/// A data key in use: its cipher and its generation. A key destroyed and created again for
+/// the same resource and day is a new generation, so a record sealed under the old one is
+/// recognised when it is written.
+#[derive(Clone)]
+struct DataKey {
+    cipher: Arc<Aes256Gcm>,
+    epoch: u64,
+}
+
 /// One geography's sled database.
 pub struct GeoStore {
     geography: Geography,
-    db: sled::Db,
+    pub(crate) db: sled::Db,
     records: sled::Tree,
     data_keys: sled::Tree,
     keys: Arc<KeySource>,
-    ciphers: RwLock<HashMap<ResourceId, Arc<Aes256Gcm>>>,
+    clock: Clock,
+    ciphers: RwLock<HashMap<(ResourceId, Day), DataKey>>,
+    epochs: AtomicU64,
     key_creation: Mutex<()>,
     writer: Mutex<()>,
 }
 
+/// How every geography's sled database is opened (also the compacted copy).
+pub(crate) fn sled_config(path: &Path) -> sled::Config {
+    sled::Config::new()
+        .path(path)
+        .mode(sled::Mode::HighThroughput)
+        .flush_every_ms(Some(500))
+        .segment_size(8 << 20)
+}
+
 impl GeoStore {
-    pub(crate) fn open(path: &Path, geography: Geography, keys: Arc<KeySource>) -> Result<Self> {
+    pub(crate) fn open(
+        path: &Path,
+        geography: Geography,
+        keys: Arc<KeySource>,
+        clock: Clock,
+    ) -> Result<Self> {
         let sled_err = |source| StorageError::Sled {
             geography: geography.clone(),
             source,
         };
-        let db = sled::Config::new()
-            .path(path)
-            .mode(sled::Mode::HighThroughput)
-            .flush_every_ms(Some(500))
-            .segment_size(8 << 20)
-            .open()
-            .map_err(sled_err)?;
+        let db = sled_config(path).open().map_err(sled_err)?;
         let records = db.open_tree("records").map_err(sled_err)?;
         let data_keys = db.open_tree("data_keys").map_err(sled_err)?;
+        match data_keys.get(layout::LAYOUT_KEY).map_err(sled_err)? {
+            Some(v) if v.as_ref() == [layout::LAYOUT_VERSION] => {}
+            None if records.is_empty() && data_keys.is_empty() => {
+                data_keys
+                    .insert(layout::LAYOUT_KEY, &[layout::LAYOUT_VERSION])
+                    .map_err(sled_err)?;
+            }
+            found => {
+                return Err(StorageError::Layout {
+                    path: path.to_owned(),
+                    found: found.and_then(|v| v.first().copied()).unwrap_or(1),
+                })
+            }
+        }
         Ok(Self {
             geography,
             db,
             records,
             data_keys,
             keys,
+            clock,
             ciphers: RwLock::new(HashMap::new()),
+            epochs: AtomicU64::new(0),
             key_creation: Mutex::new(()),
             writer: Mutex::new(()),
         })
+    }
+
+    /// The clock that dates what this store writes.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     fn sled_err(&self, source: sled::Error) -> StorageError {
@@ -128,143 +179,75 @@ impl GeoStore {
         &self.geography
     }
 
-    /// The data key cipher of `resource`; created (and flushed) when `create` is set and
-    /// the resource has none yet.
-    fn cipher(&self, resource: &Resource, create: bool) -> Result<Option<Arc<Aes256Gcm>>> {
+    /// `resource`'s data key for `day`; created (and flushed) when `create` is set and the
+    /// resource has none for that day yet.
+    fn data_key(&self, resource: &Resource, day: Day, create: bool) -> Result<Option<DataKey>> {
+        let slot = (resource.id.clone(), day);
         let cached = || {
             self.ciphers
                 .read()
                 .expect("lock poisoned")
-                .get(&resource.id)
+                .get(&slot)
                 .cloned()
         };
-        if let Some(c) = cached() {
-            return Ok(Some(c));
+        if let Some(k) = cached() {
+            return Ok(Some(k));
         }
         // One creator at a time, and a second look once in: another thread may have just
-        // created or unwrapped this resource's key.
+        // created or unwrapped this key.
         let _creating = self.key_creation.lock().expect("lock poisoned");
-        if let Some(c) = cached() {
-            return Ok(Some(c));
+        if let Some(k) = cached() {
+            return Ok(Some(k));
         }
-        let id = resource.id.as_str();
-        let aad = crypto::data_key_aad(self.geography.as_str(), id);
-        let cipher = match self.data_keys.get(id).map_err(|e| self.sled_err(e))? {
+        let id = layout::data_key_id(resource.id.as_str(), day);
+        let aad = crypto::data_key_aad(self.geography.as_str(), resource.id.as_str(), day);
+        let cipher = match self.data_keys.get(&id).map_err(|e| self.sled_err(e))? {
             Some(bytes) => {
                 let wrapped: WrappedKey =
-                    postcard::from_bytes(&bytes).map_err(|e| Self::corrupt(id.as_bytes(), e))?;
+                    postcard::from_bytes(&bytes).map_err(|e| Self::corrupt(&id, e))?;
                 let (cipher, rewrapped) = self.keys.unwrap_data_key(resource, &aad, &wrapped)?;
                 if let Some(rewrapped) = rewrapped {
-                    self.put_data_key(id, &rewrapped)?;
+                    self.put_data_key(&id, &rewrapped)?;
                 }
                 cipher
             }
             None if create => {
                 let (cipher, wrapped) = self.keys.new_data_key(resource, &aad)?;
-                self.put_data_key(id, &wrapped)?;
+                self.put_data_key(&id, &wrapped)?;
                 cipher
             }
             None => return Ok(None),
         };
-        let cipher = Arc::new(cipher);
+        let key = DataKey {
+            cipher: Arc::new(cipher),
+            epoch: self.epochs.fetch_add(1, Ordering::Relaxed),
+        };
         self.ciphers
             .write()
             .expect("lock poisoned")
-            .insert(resource.id.clone(), cipher.clone());
-        Ok(Some(cipher))
+            .insert(slot, key.clone());
+        Ok(Some(key))
     }
 
-    /// Loads `resource`'s data key if it has one, re-wrapping it when the registry now names
-    /// another key-encryption key.
+    /// Loads each of `resource`'s data keys, re-wrapping those wrapped by another
+    /// key-encryption key than the registry now names.
     pub(crate) fn check_data_key(&self, resource: &Resource) -> Result<()> {
-        self.cipher(resource, false).map(drop)
+        for day in self.data_key_days(&resource.id)? {
+            self.data_key(resource, day, false)?;
+        }
+        Ok(())
     }
 
-    /// Destroys `resource`'s content, leaving its metadata. Returns how many records held
-    /// content.
-    ///
-    /// In one atomic step the data key is deleted (crypto-shredding: the ciphertexts are
-    /// unreadable from that moment) and a shredding marker is set; then the ciphertexts are
-    /// stripped in chunks; then the marker is cleared. A crash in between leaves the marker,
-    /// and [`GeoStore::pending_shreds`] lets the next start finish the job whatever the registry
-    /// says by then. A resource with neither key nor marker has no content to strip, so this
-    /// costs nothing for resources whose content logging was always off.
-    ///
-    /// Precondition: nothing is being sealed or written for this resource meanwhile (the
-    /// pipeline reconciles before it starts its threads); a record sealed earlier and written
-    /// afterwards would keep a ciphertext under the deleted key.
-    pub(crate) fn forget_content(&self, resource_id: &ResourceId) -> Result<usize> {
-        let id = resource_id.as_str();
-        let marker = layout::shred_marker(id);
-        {
-            let _creating = self.key_creation.lock().expect("lock poisoned");
-            self.ciphers
-                .write()
-                .expect("lock poisoned")
-                .remove(resource_id);
-            let has_key = self
-                .data_keys
-                .contains_key(id)
-                .map_err(|e| self.sled_err(e))?;
-            let pending = self
-                .data_keys
-                .contains_key(&marker)
-                .map_err(|e| self.sled_err(e))?;
-            if !has_key && !pending {
-                return Ok(0);
-            }
-            let mut shred = sled::Batch::default();
-            shred.remove(id);
-            shred.insert(marker.as_slice(), &[]);
-            self.data_keys
-                .apply_batch(shred)
-                .map_err(|e| self.sled_err(e))?;
-            self.db.flush().map_err(|e| self.sled_err(e))?;
-        }
-        let _writer = self.writer.lock().expect("lock poisoned");
-        let mut stripped = 0;
-        let mut batch = sled::Batch::default();
-        let mut in_batch = 0;
-        for entry in self.records.scan_prefix(layout::resource_prefix(id)) {
-            let (key, bytes) = entry.map_err(|e| self.sled_err(e))?;
-            let mut value: StoredValue =
-                postcard::from_bytes(&bytes).map_err(|e| Self::corrupt(&key, e))?;
-            if matches!(value.content, StoredContent::Sealed(_)) {
-                value.content = StoredContent::NotLogged;
-                let bytes = postcard::to_stdvec(&value).expect("a stored value always encodes");
-                batch.insert(key, bytes);
-                stripped += 1;
-                in_batch += 1;
-            }
-            if in_batch == STRIP_CHUNK {
-                let full = std::mem::take(&mut batch);
-                self.records
-                    .apply_batch(full)
-                    .map_err(|e| self.sled_err(e))?;
-                in_batch = 0;
-            }
-        }
-        self.records
-            .apply_batch(batch)
-            .map_err(|e| self.sled_err(e))?;
-        self.db.flush().map_err(|e| self.sled_err(e))?;
+    /// The days `resource` has a data key for.
+    pub(crate) fn data_key_days(&self, resource: &ResourceId) -> Result<Vec<Day>> {
         self.data_keys
-            .remove(&marker)
-            .map_err(|e| self.sled_err(e))?;
-        self.db.flush().map_err(|e| self.sled_err(e))?;
-        Ok(stripped)
-    }
-
-    /// Resources whose content destruction was interrupted by a crash.
-    pub(crate) fn pending_shreds(&self) -> Result<Vec<ResourceId>> {
-        self.data_keys
-            .scan_prefix(layout::shred_marker(""))
+            .scan_prefix(layout::data_keys_prefix(resource.as_str()))
             .keys()
             .map(|k| {
                 let k = k.map_err(|e| self.sled_err(e))?;
-                let id =
-                    layout::shredded_resource(&k).ok_or_else(|| Self::corrupt(&k, "bad marker"))?;
-                ResourceId::parse(id).map_err(|e| Self::corrupt(&k, e))
+                layout::data_key_of(&k)
+                    .map(|(_, day)| day)
+                    .ok_or_else(|| Self::corrupt(&k, "bad data key name"))
             })
             .collect()
     }
@@ -277,23 +260,20 @@ impl GeoStore {
     ) -> Result<Option<bool>> {
         for entry in self.data_keys.iter() {
             let (key, bytes) = entry.map_err(|e| self.sled_err(e))?;
-            let Some(id) = std::str::from_utf8(&key)
-                .ok()
-                .filter(|id| !id.starts_with('\0'))
-            else {
+            let Some((id, day)) = layout::data_key_of(&key) else {
                 continue;
             };
             let wrapped: WrappedKey =
                 postcard::from_bytes(&bytes).map_err(|e| Self::corrupt(&key, e))?;
             if wrapped.kek == crate::keys::KekRef::Master {
-                let aad = crypto::data_key_aad(self.geography.as_str(), id);
+                let aad = crypto::data_key_aad(self.geography.as_str(), id, day);
                 return Ok(Some(opens(&wrapped, &aad)));
             }
         }
         Ok(None)
     }
 
-    fn put_data_key(&self, id: &str, wrapped: &WrappedKey) -> Result<()> {
+    fn put_data_key(&self, id: &[u8], wrapped: &WrappedKey) -> Result<()> {
         let bytes = postcard::to_stdvec(wrapped).expect("a wrapped key always encodes");
         self.data_keys
             .insert(id, bytes)
@@ -309,10 +289,14 @@ impl GeoStore {
     pub fn seal(&self, record: &LogRecord, resource: &Resource) -> Result<SealedRecord> {
         debug_assert_eq!(record.meta.resource_id, resource.id);
         let meta = &record.meta;
+        let stored_at = self.clock.now();
+        let day = Day::of(stored_at);
+        let mut key_epoch = None;
         let content = if resource.content_logging {
-            let cipher = self
-                .cipher(resource, true)?
-                .expect("create=true always yields a cipher");
+            let key = self
+                .data_key(resource, day, true)?
+                .expect("create=true always yields a key");
+            key_epoch = Some(key.epoch);
             let encoded = zeroize::Zeroizing::new(
                 postcard::to_stdvec(&record.content).expect("content always encodes"),
             );
@@ -324,7 +308,7 @@ impl GeoStore {
                 meta.resource_id.as_str(),
                 meta.request_id.as_str(),
             );
-            StoredContent::Sealed(crypto::seal(&cipher, &aad, &plaintext))
+            StoredContent::Sealed(crypto::seal(&key.cipher, &aad, &plaintext))
         } else {
             StoredContent::NotLogged
         };
@@ -336,7 +320,7 @@ impl GeoStore {
             operation: meta.operation,
             model: meta.model.clone(),
             end_user: meta.end_user.clone(),
-            stored_at: OffsetDateTime::now_utc().unix_timestamp(),
+            stored_at: stored_at.unix_timestamp(),
             content,
         };
         Ok(SealedRecord {
@@ -344,6 +328,8 @@ impl GeoStore {
             request_id: meta.request_id.clone(),
             content_logged: resource.content_logging,
             detection: None,
+            day,
+            key_epoch,
             value: postcard::to_stdvec(&value).expect("a stored value always encodes"),
         })
     }
@@ -361,6 +347,7 @@ impl GeoStore {
         let mut batch = sled::Batch::default();
         let mut in_batch: HashMap<&str, &str> = HashMap::with_capacity(records.len());
         let mut outcomes = Vec::with_capacity(records.len());
+        let mut days = BTreeSet::new();
         for rec in records {
             let request = rec.request_id.as_str();
             let resource = rec.resource_id.as_str();
@@ -378,7 +365,15 @@ impl GeoStore {
                 Some(_) => WriteOutcome::Conflict,
                 None => {
                     batch.insert(index_key, resource.as_bytes());
-                    batch.insert(layout::record_key(resource, request), rec.value.as_slice());
+                    let key = layout::record_key(resource, request);
+                    if self.sealed_under_a_destroyed_key(rec) {
+                        let stripped = Self::without_content(&key, &rec.value)?;
+                        batch.insert(key, stripped);
+                    } else {
+                        batch.insert(key, rec.value.as_slice());
+                    }
+                    batch.insert(layout::bucket_key(resource, rec.day, request), &[]);
+                    days.insert(rec.day);
                     if let Some(detection) = &rec.detection {
                         let encoded =
                             postcard::to_stdvec(detection).expect("a detection always encodes");
@@ -390,7 +385,32 @@ impl GeoStore {
             };
             outcomes.push(outcome);
         }
+        for day in days {
+            self.mark_for_export(&mut batch, ExportPart::Records, day)?;
+        }
         Ok((batch, outcomes))
+    }
+
+    /// Whether `rec`'s content was sealed under a data key that has been destroyed since (its
+    /// resource's data was deleted, or its content logging turned off, meanwhile). The caller
+    /// holds the writer lock, which key destruction also takes, so the answer holds until the
+    /// batch is applied.
+    fn sealed_under_a_destroyed_key(&self, rec: &SealedRecord) -> bool {
+        let Some(epoch) = rec.key_epoch else {
+            return false;
+        };
+        let ciphers = self.ciphers.read().expect("lock poisoned");
+        ciphers
+            .get(&(rec.resource_id.clone(), rec.day))
+            .is_none_or(|k| k.epoch != epoch)
+    }
+
+    /// A stored value with its content stripped.
+    fn without_content(key: &[u8], value: &[u8]) -> Result<Vec<u8>> {
+        let mut value: StoredValue =
+            postcard::from_bytes(value).map_err(|e| Self::corrupt(key, e))?;
+        value.content = StoredContent::NotLogged;
+        Ok(postcard::to_stdvec(&value).expect("a stored value always encodes"))
     }
 
     /// The resource that stored `request_id`, if any.
@@ -424,7 +444,14 @@ impl GeoStore {
             // destroyed yet: it is never returned all the same.
             StoredContent::Sealed(_) if !resource.content_logging => None,
             StoredContent::Sealed(sealed) => {
-                let cipher = self.cipher(resource, false)?.ok_or_else(decrypt_err)?;
+                let day = Day::of(
+                    OffsetDateTime::from_unix_timestamp(value.stored_at)
+                        .map_err(|e| Self::corrupt(&key, e))?,
+                );
+                let cipher = self
+                    .data_key(resource, day, false)?
+                    .ok_or_else(decrypt_err)?
+                    .cipher;
                 let aad = crypto::content_aad(
                     self.geography.as_str(),
                     resource.id.as_str(),
@@ -439,7 +466,7 @@ impl GeoStore {
                 Some(postcard::from_bytes(&encoded).map_err(|_| decrypt_err())?)
             }
         };
-        let (meta, stored_at) = self.meta_of(&key, resource, request_id, value)?;
+        let (meta, stored_at) = self.meta_of(&key, &resource.id, request_id, value)?;
         Ok(Some(StoredRecord {
             meta,
             stored_at,
@@ -454,7 +481,7 @@ impl GeoStore {
         request_id: &RequestId,
     ) -> Result<Option<(RecordMeta, OffsetDateTime)>> {
         match self.read(resource, request_id)? {
-            Some((key, value)) => Ok(Some(self.meta_of(&key, resource, request_id, value)?)),
+            Some((key, value)) => Ok(Some(self.meta_of(&key, &resource.id, request_id, value)?)),
             None => Ok(None),
         }
     }
@@ -479,7 +506,15 @@ impl GeoStore {
         resource: &Resource,
         request_id: &RequestId,
     ) -> Result<Option<(Vec<u8>, StoredValue)>> {
-        let key = layout::record_key(resource.id.as_str(), request_id.as_str());
+        self.read_value(&resource.id, request_id)
+    }
+
+    fn read_value(
+        &self,
+        resource: &ResourceId,
+        request_id: &RequestId,
+    ) -> Result<Option<(Vec<u8>, StoredValue)>> {
+        let key = layout::record_key(resource.as_str(), request_id.as_str());
         let Some(bytes) = self.records.get(&key).map_err(|e| self.sled_err(e))? else {
             return Ok(None);
         };
@@ -497,7 +532,7 @@ impl GeoStore {
     fn meta_of(
         &self,
         key: &[u8],
-        resource: &Resource,
+        resource: &ResourceId,
         request_id: &RequestId,
         value: StoredValue,
     ) -> Result<(RecordMeta, OffsetDateTime)> {
@@ -507,7 +542,7 @@ impl GeoStore {
             .map_err(|e| Self::corrupt(key, e))?;
         let meta = RecordMeta {
             request_id: request_id.clone(),
-            resource_id: resource.id.clone(),
+            resource_id: resource.clone(),
             geography: self.geography.clone(),
             deployment: value.deployment,
             processed_in: value.processed_in,
@@ -568,3 +603,5 @@ impl GeoStore {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_lifecycle;

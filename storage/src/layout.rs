@@ -16,13 +16,25 @@
 //! - `V case \0 request` → the reviewer's [`Verdict`](vigil_core::Verdict) (JSON), written
 //!   in the same batch that removes the task.
 //!
-//! The `data_keys` tree maps a resource ID to its wrapped data key, and holds
-//! `\0shred\0 resource` markers while a resource's content is being destroyed.
+//! - `B resource \0 day request` → nothing: the bucket index. `day` is the UTC day (4 bytes,
+//!   big-endian, so days sort) the record was stored on; a resource's records of one day are
+//!   one contiguous range, and a retention purge walks only the expired ones.
+//! - `X part day` → a token: the export partition of that day (`r`: records and detections,
+//!   `c`: cases and verdicts) changed since it was last exported.
+//!
+//! Window checkpoints and cases are *dated*: their value starts with the day they were last
+//! written, which is what the purge expires them by. Review tasks and verdicts live and die
+//! with their case.
+//!
+//! The `data_keys` tree maps `resource \0 day` to the wrapped data key of that resource's
+//! records stored that day (destroying one key crypto-shreds one day), holds
+//! `\0job\0 kind resource` markers while a resource's content is being stripped (`s`) or its
+//! data deleted (`d`), and `\0layout` with the layout version.
 //!
 //! Values start with a format byte so later versions can read older records.
 
 use serde::{Deserialize, Serialize};
-use vigil_core::{Deployment, Operation};
+use vigil_core::{Day, Deployment, Operation};
 
 use crate::crypto::Sealed;
 
@@ -34,6 +46,15 @@ const CASE: u8 = b'C';
 const OUTBOX: u8 = b'O';
 const REVIEW_QUEUE: u8 = b'Q';
 const VERDICT: u8 = b'V';
+const BUCKET: u8 = b'B';
+const EXPORT_BACKLOG: u8 = b'X';
+
+/// The layout version, kept under [`LAYOUT_KEY`] in the `data_keys` tree. Version 1 had one
+/// data key per resource; version 2 one per resource and day.
+pub const LAYOUT_VERSION: u8 = 2;
+
+/// Key, in the `data_keys` tree, of the layout version.
+pub const LAYOUT_KEY: &[u8] = b"\0layout";
 
 /// The current value format.
 pub const FORMAT: u8 = 1;
@@ -92,11 +113,6 @@ pub fn review_key(case: &str, request: &str) -> Vec<u8> {
     key
 }
 
-/// Prefix of the review queue.
-pub fn review_queue_prefix() -> [u8; 1] {
-    [REVIEW_QUEUE]
-}
-
 /// Key of a verdict on a case's record.
 pub fn verdict_key(case: &str, request: &str) -> Vec<u8> {
     let mut key = prefixed(VERDICT, case);
@@ -133,19 +149,156 @@ pub fn index_key(request: &str) -> Vec<u8> {
     key
 }
 
-/// Key, in the `data_keys` tree, of the marker saying `resource`'s content is being
-/// destroyed. Resource IDs never contain NUL, so it cannot collide with a data key.
-pub fn shred_marker(resource: &str) -> Vec<u8> {
-    let mut key = b"\0shred\0".to_vec();
+const JOB_MARKER: &[u8] = b"\0job\0";
+
+/// Key, in the `data_keys` tree, of the marker saying a job on `resource` is under way (its
+/// data keys are destroyed; its records are being stripped or deleted). Resource IDs never
+/// contain NUL, so it cannot collide with a data key.
+pub fn job_marker(kind: u8, resource: &str) -> Vec<u8> {
+    let mut key = JOB_MARKER.to_vec();
+    key.push(kind);
     key.extend_from_slice(resource.as_bytes());
     key
 }
 
-/// The resource a shredding marker names.
-pub fn shredded_resource(marker: &[u8]) -> Option<&str> {
-    marker
-        .strip_prefix(b"\0shred\0".as_slice())
-        .and_then(|id| std::str::from_utf8(id).ok())
+/// Prefix of every job marker.
+pub fn job_markers_prefix() -> &'static [u8] {
+    JOB_MARKER
+}
+
+/// The kind and resource a job marker names.
+pub fn job_of(marker: &[u8]) -> Option<(u8, &str)> {
+    let rest = marker.strip_prefix(JOB_MARKER)?;
+    let (kind, id) = rest.split_first()?;
+    Some((*kind, std::str::from_utf8(id).ok()?))
+}
+
+/// Key, in the `data_keys` tree, of `resource`'s data key for records stored on `day`.
+pub fn data_key_id(resource: &str, day: Day) -> Vec<u8> {
+    let mut key = Vec::with_capacity(resource.len() + 5);
+    key.extend_from_slice(resource.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&day.to_be_bytes());
+    key
+}
+
+/// Prefix of every data key of `resource`.
+pub fn data_keys_prefix(resource: &str) -> Vec<u8> {
+    let mut key = resource.as_bytes().to_vec();
+    key.push(0);
+    key
+}
+
+/// The resource and day of a data key's key; `None` for markers and the layout version.
+pub fn data_key_of(key: &[u8]) -> Option<(&str, Day)> {
+    if key.first() == Some(&0) {
+        return None;
+    }
+    let sep = key.iter().position(|b| *b == 0)?;
+    let day = Day::from_be_bytes(&key[sep + 1..]).filter(|_| key.len() == sep + 5)?;
+    Some((std::str::from_utf8(&key[..sep]).ok()?, day))
+}
+
+/// Key of a record's bucket-index entry.
+pub fn bucket_key(resource: &str, day: Day, request: &str) -> Vec<u8> {
+    let mut key = prefixed(BUCKET, resource);
+    key.extend_from_slice(&day.to_be_bytes());
+    key.extend_from_slice(request.as_bytes());
+    key
+}
+
+/// Prefix of `resource`'s bucket-index entries of `day` (of every day when `day` is `None`).
+pub fn bucket_prefix(resource: &str, day: Option<Day>) -> Vec<u8> {
+    let mut key = prefixed(BUCKET, resource);
+    if let Some(day) = day {
+        key.extend_from_slice(&day.to_be_bytes());
+    }
+    key
+}
+
+/// Prefix of the whole bucket index.
+pub fn all_buckets_prefix() -> [u8; 1] {
+    [BUCKET]
+}
+
+/// The resource, day and request of a bucket-index key.
+pub fn bucket_entry(key: &[u8]) -> Option<(&str, Day, &str)> {
+    let rest = key.strip_prefix(&[BUCKET])?;
+    let sep = rest.iter().position(|b| *b == 0)?;
+    let day = Day::from_be_bytes(rest.get(sep + 1..sep + 5)?)?;
+    Some((
+        std::str::from_utf8(&rest[..sep]).ok()?,
+        day,
+        std::str::from_utf8(&rest[sep + 5..]).ok()?,
+    ))
+}
+
+/// The first key after every key that starts with `prefix` (`None` when there is none).
+pub fn successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut key = prefix.to_vec();
+    while let Some(last) = key.pop() {
+        if last < u8::MAX {
+            key.push(last + 1);
+            return Some(key);
+        }
+    }
+    None
+}
+
+/// The resource part of a key made by `prefixed` (records, detections, windows, buckets).
+pub fn resource_of_key(key: &[u8]) -> Option<&str> {
+    let rest = key.get(1..)?;
+    let sep = rest.iter().position(|b| *b == 0)?;
+    std::str::from_utf8(&rest[..sep]).ok()
+}
+
+/// Key of the marker saying export partition `part` of `day` changed.
+pub fn export_backlog_key(part: u8, day: Day) -> [u8; 6] {
+    let d = day.to_be_bytes();
+    [EXPORT_BACKLOG, part, d[0], d[1], d[2], d[3]]
+}
+
+/// Prefix of the export backlog.
+pub fn export_backlog_prefix() -> [u8; 1] {
+    [EXPORT_BACKLOG]
+}
+
+/// The partition and day of an export backlog key.
+pub fn export_backlog_entry(key: &[u8]) -> Option<(u8, Day)> {
+    match key {
+        [EXPORT_BACKLOG, part, day @ ..] if day.len() == 4 => {
+            Some((*part, Day::from_be_bytes(day)?))
+        }
+        _ => None,
+    }
+}
+
+/// Prefix of every window checkpoint.
+pub fn all_windows_prefix() -> [u8; 1] {
+    [WINDOW]
+}
+
+/// Prefix of `resource`'s window checkpoints.
+pub fn windows_prefix(resource: &str) -> Vec<u8> {
+    prefixed(WINDOW, resource)
+}
+
+/// Prefix of a case's review tasks (of every queued task when `case` is `None`).
+pub fn reviews_prefix(case: Option<&str>) -> Vec<u8> {
+    match case {
+        Some(case) => prefixed(REVIEW_QUEUE, case),
+        None => vec![REVIEW_QUEUE],
+    }
+}
+
+/// A value that starts with the day it was written on.
+pub fn dated(day: Day, value: &[u8]) -> Vec<u8> {
+    [&day.to_be_bytes()[..], value].concat()
+}
+
+/// The day and the value of a dated value.
+pub fn undated(value: &[u8]) -> Option<(Day, &[u8])> {
+    Some((Day::from_be_bytes(value)?, value.get(4..)?))
 }
 
 /// The request ID part of a record key.

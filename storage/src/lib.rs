@@ -11,12 +11,17 @@
 //! customer-managed key. The associated data of every ciphertext binds it to its geography,
 //! resource and request ID.
 //!
+//! Lifecycle ([`geo::GeoStore::purge`], deletion, [`Stores::compact`]): data keys are per
+//! resource and per UTC day, so retention and deletion destroy keys first (crypto-shredding)
+//! and remove entries after; compaction rewrites a store without what was removed.
+//!
 //! Architecture invariants:
 //! - Only this crate touches the stores and the keys, and nothing it writes to disk holds
 //!   prompt or completion text in the clear.
 //! - A resource whose content logging is off has no content written at all, not even
 //!   encrypted; only its metadata is kept.
 
+mod compact;
 pub mod crypto;
 pub mod geo;
 pub mod keys;
@@ -28,11 +33,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
-use vigil_core::{Geography, ResourceId, ResourceRegistry};
+use vigil_core::{Clock, Geography, RequestId, ResourceId, ResourceRegistry};
 
-pub use geo::{Annex, GeoStore, ReviewTask, SealedRecord, StoredRecord, WriteOutcome};
+pub use compact::Compacted;
+pub use geo::{
+    Annex, DeletedRequest, ExportPart, ExportedRecord, GeoStore, JobKind, JobReport, PurgeProgress,
+    PurgeReport, ReviewTask, SealedRecord, StaleExport, StoredRecord, WriteOutcome,
+};
 pub use keys::{KeyError, MasterKey};
-pub use retention::RetentionConfig;
+pub use retention::{Cutoffs, RetentionConfig};
 
 /// Settings for storage.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,6 +108,22 @@ pub enum StorageError {
         /// What is wrong.
         problem: String,
     },
+    /// The store was written by an older version of vigil, with another layout.
+    #[error("store {path} has layout version {found}; this vigil reads version {}: move it aside and re-ingest", layout::LAYOUT_VERSION)]
+    Layout {
+        /// The store's directory.
+        path: PathBuf,
+        /// The layout version found.
+        found: u8,
+    },
+    /// An operation that needs a store to itself found it in use.
+    #[error("store for geography {geography} is in use; {what} needs it to itself")]
+    InUse {
+        /// The geography.
+        geography: Geography,
+        /// The operation.
+        what: &'static str,
+    },
     /// The data directory could not be created.
     #[error("data directory {path}: {source}")]
     Io {
@@ -115,6 +140,8 @@ pub struct Reconciled {
     /// Resources whose content logging is off and whose stored content was destroyed, with
     /// the number of records stripped.
     pub content_forgotten: Vec<(ResourceId, usize)>,
+    /// Resource deletions a crash had cut short, finished now.
+    pub deletions_finished: Vec<JobReport>,
     /// Customer keys that could not be used; those resources' content stays unreadable.
     pub key_problems: Vec<KeyError>,
 }
@@ -158,13 +185,25 @@ pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 pub struct Stores {
     data_dir: PathBuf,
     keys: Arc<keys::KeySource>,
+    clock: Clock,
     open: RwLock<HashMap<Geography, Arc<GeoStore>>>,
 }
 
 impl Stores {
-    /// Opens the data directory, loading (or creating) the master key. `key_base_dir` is the
-    /// directory relative customer key references resolve against.
+    /// Opens the data directory with the system clock; see [`Stores::open_with_clock`].
     pub fn open(config: &StorageConfig, key_base_dir: &Path) -> Result<Self> {
+        Self::open_with_clock(config, key_base_dir, Clock::system())
+    }
+
+    /// Opens the data directory, loading (or creating) the master key. `key_base_dir` is the
+    /// directory relative customer key references resolve against; `clock` dates what is
+    /// stored and decides what has expired. A compaction a crash cut short is rolled back or
+    /// finished first.
+    pub fn open_with_clock(
+        config: &StorageConfig,
+        key_base_dir: &Path,
+        clock: Clock,
+    ) -> Result<Self> {
         let data_dir = &config.data_dir;
         let io = |path: &Path| {
             let path = path.to_owned();
@@ -174,10 +213,12 @@ impl Stores {
         std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
             .create(data_dir)
             .map_err(io(data_dir))?;
+        compact::recover(data_dir)?;
         let (master, unvouched) = Self::master_key(config)?;
         let stores = Self {
             data_dir: data_dir.clone(),
             keys: Arc::new(keys::KeySource::new(master, key_base_dir)),
+            clock,
             open: RwLock::new(HashMap::new()),
         };
         if unvouched {
@@ -267,10 +308,15 @@ impl Stores {
         let mut done = Reconciled::default();
         for geography in self.geographies_on_disk()? {
             let store = self.geo(&geography)?;
-            // First finish destructions a crash interrupted, whatever the registry says now.
-            for resource_id in store.pending_shreds()? {
-                let stripped = store.forget_content(&resource_id)?;
-                done.content_forgotten.push((resource_id, stripped));
+            // First finish jobs a crash interrupted, whatever the registry says now.
+            for (resource_id, kind) in store.pending_jobs()? {
+                let report = store.run_job(&resource_id, kind)?;
+                match kind {
+                    JobKind::StripContent => {
+                        done.content_forgotten.push((resource_id, report.records))
+                    }
+                    JobKind::DeleteData => done.deletions_finished.push(report),
+                }
             }
             for resource in registry.iter().filter(|r| r.geography == geography) {
                 if !resource.content_logging {
@@ -305,6 +351,7 @@ impl Stores {
             &self.data_dir.join(geography.as_str()),
             geography.clone(),
             self.keys.clone(),
+            self.clock,
         )?);
         open.insert(geography.clone(), store.clone());
         Ok(store)
@@ -313,6 +360,43 @@ impl Stores {
     /// The geographies that have a store on disk.
     pub fn geographies_on_disk(&self) -> Result<Vec<Geography>> {
         geographies_in(&self.data_dir)
+    }
+
+    /// The clock the stores date records by.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// Purges every geography on disk of what is past retention as of the clock's today (see
+    /// [`GeoStore::purge`]). `progress` sees each geography's running totals.
+    pub fn purge(
+        &self,
+        retention: &RetentionConfig,
+        registry: &ResourceRegistry,
+        progress: PurgeProgress<'_>,
+    ) -> Result<Vec<PurgeReport>> {
+        let today = self.clock.today();
+        let mut reports = Vec::new();
+        for geography in self.geographies_on_disk()? {
+            let cutoffs = Cutoffs::new(retention, registry, &geography, today);
+            let report = self.geo(&geography)?.purge(&cutoffs, progress)?;
+            let complete = report.complete;
+            reports.push(report);
+            if !complete {
+                break;
+            }
+        }
+        Ok(reports)
+    }
+
+    /// Deletes one record wherever it is stored (see [`GeoStore::delete_request`]).
+    pub fn delete_request(&self, request_id: &RequestId) -> Result<Option<DeletedRequest>> {
+        for geography in self.geographies_on_disk()? {
+            if let Some(deleted) = self.geo(&geography)?.delete_request(request_id)? {
+                return Ok(Some(deleted));
+            }
+        }
+        Ok(None)
     }
 
     /// Flushes every open store to disk.

@@ -2,9 +2,9 @@
 //! cases (with their flag events' outbox), review tasks and in-flight verdicts, and how they
 //! are read back.
 
-use vigil_core::{Case, ResourceId, Verdict};
+use vigil_core::{Case, Day, ResourceId, Verdict};
 
-use super::{GeoStore, ReviewTask, SealedRecord, WriteOutcome};
+use super::{ExportPart, GeoStore, ReviewTask, SealedRecord, WriteOutcome};
 use crate::{layout, Result};
 
 /// One entry written with a batch of records.
@@ -30,7 +30,8 @@ pub enum Annex {
 impl GeoStore {
     /// Stores a batch like [`GeoStore::write_batch`], and in the same atomic batch what
     /// `annex` makes of the outcomes (it runs while no other batch can be written, so what it
-    /// reads from this store stays true until the batch is applied).
+    /// reads from this store stays true until the batch is applied). Window checkpoints and
+    /// cases are dated today, by the store's clock: that is the day they expire by.
     pub fn write_batch_with(
         &self,
         records: &[SealedRecord],
@@ -38,6 +39,7 @@ impl GeoStore {
     ) -> Result<Vec<WriteOutcome>> {
         let _writer = self.writer.lock().expect("lock poisoned");
         let (mut batch, outcomes) = self.record_batch(records)?;
+        let today = self.clock.today();
         for entry in annex(&outcomes)? {
             match entry {
                 Annex::Window {
@@ -46,12 +48,13 @@ impl GeoStore {
                     state,
                 } => batch.insert(
                     layout::window_key(resource_id.as_str(), end_user.as_deref()),
-                    state,
+                    layout::dated(today, &state),
                 ),
                 Annex::Case(case) => {
                     let json = serde_json::to_vec(&case).expect("a case serializes");
-                    batch.insert(layout::case_key(&case.case_id), json);
+                    batch.insert(layout::case_key(&case.case_id), layout::dated(today, &json));
                     batch.insert(layout::outbox_key(&case.case_id), &[]);
+                    self.mark_for_export(&mut batch, ExportPart::Cases, today)?;
                 }
                 Annex::Review(task) => batch.insert(
                     layout::review_key(&task.case_id, task.request_id.as_str()),
@@ -76,30 +79,49 @@ impl GeoStore {
         end_user: Option<&str>,
     ) -> Result<Option<Vec<u8>>> {
         let key = layout::window_key(resource.as_str(), end_user);
-        let state = self.records.get(key).map_err(|e| self.sled_err(e))?;
-        Ok(state.map(|v| v.to_vec()))
+        match self.records.get(&key).map_err(|e| self.sled_err(e))? {
+            None => Ok(None),
+            Some(value) => layout::undated(&value)
+                .map(|(_, state)| Some(state.to_vec()))
+                .ok_or_else(|| Self::corrupt(&key, "undated window checkpoint")),
+        }
     }
 
     /// Every case in this geography, in case-ID order.
     pub fn cases(&self) -> Result<Vec<Case>> {
+        Ok(self.dated_cases()?.into_iter().map(|(_, c)| c).collect())
+    }
+
+    /// Every case with the day it was stored on, in case-ID order.
+    pub(crate) fn dated_cases(&self) -> Result<Vec<(Day, Case)>> {
         self.records
             .scan_prefix(layout::all_cases_prefix())
             .map(|entry| {
                 let (key, value) = entry.map_err(|e| self.sled_err(e))?;
-                serde_json::from_slice(&value).map_err(|e| Self::corrupt(&key, e))
+                Self::dated_case(&key, &value)
             })
             .collect()
     }
 
-    /// One case.
-    pub fn case(&self, case_id: &str) -> Result<Option<Case>> {
+    fn dated_case(key: &[u8], value: &[u8]) -> Result<(Day, Case)> {
+        let (day, json) =
+            layout::undated(value).ok_or_else(|| Self::corrupt(key, "undated case"))?;
+        let case = serde_json::from_slice(json).map_err(|e| Self::corrupt(key, e))?;
+        Ok((day, case))
+    }
+
+    /// One case, with the day it was stored on.
+    pub(crate) fn dated_case_by_id(&self, case_id: &str) -> Result<Option<(Day, Case)>> {
         let key = layout::case_key(case_id);
         match self.records.get(&key).map_err(|e| self.sled_err(e))? {
             None => Ok(None),
-            Some(value) => serde_json::from_slice(&value)
-                .map(Some)
-                .map_err(|e| Self::corrupt(&key, e)),
+            Some(value) => Self::dated_case(&key, &value).map(Some),
         }
+    }
+
+    /// One case.
+    pub fn case(&self, case_id: &str) -> Result<Option<Case>> {
+        Ok(self.dated_case_by_id(case_id)?.map(|(_, c)| c))
     }
 
     /// Cases whose flag events are not yet published, in case-ID order.

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use vigil_core::{RequestId, ResourceId, Verdict};
 
-use super::GeoStore;
+use super::{ExportPart, GeoStore};
 use crate::{layout, Result};
 
 /// A record waiting for the LLM reviewer.
@@ -33,7 +33,7 @@ impl GeoStore {
         mut skip: impl FnMut(&ReviewTask) -> bool,
     ) -> Result<Vec<ReviewTask>> {
         let mut tasks = Vec::new();
-        for entry in self.records.scan_prefix(layout::review_queue_prefix()) {
+        for entry in self.records.scan_prefix(layout::reviews_prefix(None)) {
             if tasks.len() >= limit {
                 break;
             }
@@ -50,14 +50,21 @@ impl GeoStore {
     /// How many review tasks are queued.
     pub fn review_queue_len(&self) -> usize {
         self.records
-            .scan_prefix(layout::review_queue_prefix())
+            .scan_prefix(layout::reviews_prefix(None))
             .count()
     }
 
-    /// Stores a verdict and takes its task off the queue, atomically.
+    /// Stores a verdict and takes its task off the queue, atomically. A verdict whose case
+    /// is gone (purged or deleted meanwhile) is dropped.
     pub fn store_verdict(&self, verdict: &Verdict) -> Result<()> {
         let (case, request) = (verdict.case_id.as_str(), verdict.request_id.as_str());
+        // Under the writer lock, so a purge or deletion cannot remove the case in between.
+        let _writer = self.writer.lock().expect("lock poisoned");
+        let Some((day, _)) = self.dated_case_by_id(case)? else {
+            return Ok(());
+        };
         let mut batch = sled::Batch::default();
+        self.mark_for_export(&mut batch, ExportPart::Cases, day)?;
         batch.insert(
             layout::verdict_key(case, request),
             serde_json::to_vec(verdict).expect("a verdict serializes"),

@@ -180,7 +180,7 @@ fn content_logging_off_keeps_metadata_only() {
     assert_eq!(back.meta, rec.meta);
     assert_eq!(back.content, None);
     // No data key was even created for it.
-    assert!(geo.data_keys.is_empty());
+    assert!(geo.data_key_days(&quiet.id).unwrap().is_empty());
 
     // Content stored while logging was on is not returned once it is off, even before it is
     // destroyed.
@@ -286,11 +286,8 @@ fn a_content_destruction_cut_short_by_a_crash_is_finished_at_the_next_start() {
         }
         // The crash: key deleted and marker set, ciphertexts not yet stripped.
         let geo = stores.geo(&eu()).unwrap();
-        let mut shred = sled::Batch::default();
-        shred.remove("a");
-        shred.insert(crate::layout::shred_marker("a"), &[]);
-        geo.data_keys.apply_batch(shred).unwrap();
-        geo.flush().unwrap();
+        geo.start_job(&res.id, super::JobKind::StripContent)
+            .unwrap();
     }
     // Content logging is back on by the time vigil restarts: the destruction still finishes.
     let stores = stores(dir.path());
@@ -298,7 +295,7 @@ fn a_content_destruction_cut_short_by_a_crash_is_finished_at_the_next_start() {
     assert_eq!(done.content_forgotten, vec![(res.id.clone(), 5)]);
     let geo = stores.geo(&eu()).unwrap();
     assert_eq!(content_of(&geo, &res, "r2"), None);
-    assert!(geo.pending_shreds().unwrap().is_empty());
+    assert!(geo.pending_jobs().unwrap().is_empty());
     // New content gets a new key and is readable.
     put(&stores, &res, &record("a", "r9", "new"));
     assert!(content_of(&geo, &res, "r9").is_some());

@@ -1,0 +1,349 @@
+//! The end of the data's life, and its analytics: the retention purge, on demand or on a
+//! schedule beside ingest, and the Parquet exports kept in line with the stores.
+//!
+//! Exports follow the stores one way: every write, purge and deletion marks the day
+//! partitions it changed ([`vigil_storage::GeoStore::export_backlog`]), and
+//! [`Lifecycle::export`] rewrites exactly those from what the store holds now, so a purged or
+//! deleted record leaves the exports at the next export. Partitions older than anything the
+//! geography keeps are removed whatever the backlog says.
+
+use std::ops::ControlFlow;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tracing::{info, info_span, warn};
+use vigil_analytics::{
+    AnalyticsError, CaseRow, DetectionRow, Exports, RecordRow, Table, VerdictRow,
+};
+use vigil_core::ResourceRegistry;
+use vigil_storage::{
+    Cutoffs, ExportPart, GeoStore, PurgeReport, RetentionConfig, StaleExport, StorageError,
+    Stores,
+};
+
+/// Failures of the lifecycle stage.
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    /// A store failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// An export could not be written.
+    #[error(transparent)]
+    Analytics(#[from] AnalyticsError),
+}
+
+/// What one export pass wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ExportReport {
+    /// Partitions rewritten (one per table, geography and day that changed).
+    pub partitions_written: usize,
+    /// Partitions removed (nothing left in them, or past retention).
+    pub partitions_removed: usize,
+    /// Rows in the partitions written.
+    pub rows: u64,
+    /// The export directory.
+    pub dir: String,
+}
+
+impl ExportReport {
+    fn add(&mut self, other: &ExportReport) {
+        self.partitions_written += other.partitions_written;
+        self.partitions_removed += other.partitions_removed;
+        self.rows += other.rows;
+    }
+}
+
+/// What the lifecycle stage did during a run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LifecycleSummary {
+    /// Purges run.
+    pub purges: usize,
+    /// What they removed, per geography (summed over purges).
+    pub purged: Vec<PurgeReport>,
+    /// What the exports wrote (summed over passes).
+    pub exports: ExportReport,
+}
+
+impl LifecycleSummary {
+    fn add_purge(&mut self, reports: Vec<PurgeReport>) {
+        self.purges += 1;
+        for report in reports {
+            match self
+                .purged
+                .iter_mut()
+                .find(|p| p.geography == report.geography)
+            {
+                Some(total) => {
+                    total.today = report.today;
+                    total.data_keys += report.data_keys;
+                    total.records += report.records;
+                    total.windows += report.windows;
+                    total.cases += report.cases;
+                    total.review_tasks += report.review_tasks;
+                    total.verdicts += report.verdicts;
+                    total.complete = report.complete;
+                }
+                None => self.purged.push(report),
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for LifecycleSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let records: usize = self.purged.iter().map(|p| p.records).sum();
+        let keys: usize = self.purged.iter().map(|p| p.data_keys).sum();
+        let cases: usize = self.purged.iter().map(|p| p.cases).sum();
+        writeln!(
+            f,
+            "purged past retention {records:>10}   records ({keys} day keys destroyed, {cases} cases; {} purge(s))",
+            self.purges
+        )?;
+        write!(
+            f,
+            "analytics exported    {:>10}   rows in {} partitions ({} removed) under {}",
+            self.exports.rows,
+            self.exports.partitions_written,
+            self.exports.partitions_removed,
+            self.exports.dir
+        )
+    }
+}
+
+/// The retention purge and the analytics exports over a set of stores.
+pub struct Lifecycle {
+    stores: Arc<Stores>,
+    registry: Arc<ResourceRegistry>,
+    retention: RetentionConfig,
+    exports: Exports,
+}
+
+impl Lifecycle {
+    /// The lifecycle of `stores`, exporting into `exports`.
+    pub fn new(
+        stores: Arc<Stores>,
+        registry: Arc<ResourceRegistry>,
+        retention: RetentionConfig,
+        exports: Exports,
+    ) -> Self {
+        Self {
+            stores,
+            registry,
+            retention,
+            exports,
+        }
+    }
+
+    /// Purges every geography of what is past retention as of the stores' clock.
+    /// `progress` sees the running totals after each chunk, and may stop the purge.
+    pub fn purge(
+        &self,
+        progress: &mut dyn FnMut(&PurgeReport) -> ControlFlow<()>,
+    ) -> Result<Vec<PurgeReport>, LifecycleError> {
+        let _span = info_span!("purge").entered();
+        let reports = self.stores.purge(&self.retention, &self.registry, progress)?;
+        for r in &reports {
+            info!(
+                geography = %r.geography,
+                today = %r.today,
+                data_keys = r.data_keys,
+                records = r.records,
+                windows = r.windows,
+                cases = r.cases,
+                complete = r.complete,
+                "Purged what is past retention."
+            );
+        }
+        Ok(reports)
+    }
+
+    /// Rewrites the export partitions that changed since the last export, and removes those
+    /// past every resource's retention.
+    pub fn export(&self) -> Result<ExportReport, LifecycleError> {
+        let _span = info_span!("export").entered();
+        let mut report = ExportReport {
+            dir: self.exports.dir().display().to_string(),
+            ..ExportReport::default()
+        };
+        let today = self.stores.clock().today();
+        for geography in self.stores.geographies_on_disk()? {
+            let store = self.stores.geo(&geography)?;
+            for stale in store.export_backlog()? {
+                report.add(&self.export_partition(&store, &stale)?);
+                store.exported(&stale)?;
+            }
+            let cutoffs = Cutoffs::new(&self.retention, &self.registry, &geography, today);
+            let first_kept = cutoffs.first_kept_by_geography().date();
+            for table in Table::ALL {
+                for (geo, day) in self.exports.partitions(table)? {
+                    if geo == geography && day < first_kept && self.exports.remove(table, &geo, day)? {
+                        report.partitions_removed += 1;
+                    }
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Rewrites one changed day partition from what the store holds now.
+    fn export_partition(
+        &self,
+        store: &GeoStore,
+        stale: &StaleExport,
+    ) -> Result<ExportReport, LifecycleError> {
+        let geography = store.geography();
+        let day = stale.day.date();
+        let mut report = ExportReport::default();
+        let mut tally = |rows: u64| {
+            if rows > 0 {
+                report.partitions_written += 1;
+                report.rows += rows;
+            } else {
+                report.partitions_removed += 1;
+            }
+        };
+        match stale.part {
+            ExportPart::Records => {
+                let mut records = self.exports.partition::<RecordRow>(geography, day)?;
+                let mut detections = self.exports.partition::<DetectionRow>(geography, day)?;
+                let mut failed = None;
+                store.records_of_day(stale.day, |r| {
+                    if failed.is_some() {
+                        return;
+                    }
+                    let pushed = (|| {
+                        if let Some(detection) = r.detection {
+                            detections.push(&DetectionRow {
+                                resource_id: r.meta.resource_id.clone(),
+                                request_id: r.meta.request_id.clone(),
+                                stored_at: r.stored_at,
+                                detection,
+                            })?;
+                        }
+                        records.push(&RecordRow {
+                            meta: r.meta,
+                            stored_at: r.stored_at,
+                            content_stored: r.content_stored,
+                        })
+                    })();
+                    failed = pushed.err();
+                })?;
+                if let Some(e) = failed {
+                    return Err(e.into());
+                }
+                tally(records.finish()?.rows);
+                tally(detections.finish()?.rows);
+            }
+            ExportPart::Cases => {
+                let mut cases = self.exports.partition::<CaseRow>(geography, day)?;
+                let mut verdicts = self.exports.partition::<VerdictRow>(geography, day)?;
+                for (case, flag_published) in store.cases_of_day(stale.day)? {
+                    for verdict in store.verdicts(Some(&case.case_id))? {
+                        verdicts.push(&VerdictRow {
+                            resource_id: case.resource_id.clone(),
+                            verdict,
+                        })?;
+                    }
+                    cases.push(&CaseRow {
+                        case,
+                        flag_published,
+                    })?;
+                }
+                tally(cases.finish()?.rows);
+                tally(verdicts.finish()?.rows);
+            }
+        }
+        Ok(report)
+    }
+
+    /// Purges, then exports.
+    fn pass(&self, summary: &Mutex<LifecycleSummary>) -> Result<(), LifecycleError> {
+        let purged = self.purge(&mut |_| ControlFlow::Continue(()))?;
+        summary.lock().expect("lock poisoned").add_purge(purged);
+        self.export_into(summary)
+    }
+
+    fn export_into(&self, summary: &Mutex<LifecycleSummary>) -> Result<(), LifecycleError> {
+        let exported = self.export()?;
+        let mut summary = summary.lock().expect("lock poisoned");
+        summary.exports.dir.clone_from(&exported.dir);
+        summary.exports.add(&exported);
+        Ok(())
+    }
+
+    /// Starts a thread that purges and exports now and then every `interval`, until
+    /// [`Scheduled::finish`]. Failures are logged and retried at the next interval: a purge
+    /// that fails is finished by the next one.
+    pub fn schedule(self: Arc<Self>, interval: Duration) -> Scheduled {
+        let stop = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+        let summary = Arc::new(Mutex::new(LifecycleSummary::default()));
+        let thread = {
+            let (stop, summary, lifecycle) = (stop.clone(), summary.clone(), self.clone());
+            std::thread::Builder::new()
+                .name("lifecycle".into())
+                .spawn(move || loop {
+                    let started = Instant::now();
+                    if let Err(error) = lifecycle.pass(&summary) {
+                        warn!(%error, "The scheduled purge or export failed; it runs again at the next interval.");
+                    }
+                    let (lock, wake) = &*stop;
+                    let mut stopped = lock.lock().expect("lock poisoned");
+                    while !*stopped {
+                        let left = interval.saturating_sub(started.elapsed());
+                        if left.is_zero() {
+                            break;
+                        }
+                        stopped = wake.wait_timeout(stopped, left).expect("lock poisoned").0;
+                    }
+                    if *stopped {
+                        return;
+                    }
+                })
+                .expect("spawning the lifecycle thread")
+        };
+        Scheduled {
+            lifecycle: self,
+            stop,
+            summary,
+            thread: Some(thread),
+        }
+    }
+}
+
+/// A running purge-and-export schedule.
+pub struct Scheduled {
+    lifecycle: Arc<Lifecycle>,
+    stop: Arc<(Mutex<bool>, std::sync::Condvar)>,
+    summary: Arc<Mutex<LifecycleSummary>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Scheduled {
+    /// Stops the schedule (waiting for a pass under way), exports what the run changed since
+    /// the last pass, and returns what the schedule did.
+    pub fn finish(mut self) -> Result<LifecycleSummary, LifecycleError> {
+        self.stop_thread();
+        self.lifecycle.export_into(&self.summary)?;
+        Ok(self.summary.lock().expect("lock poisoned").clone())
+    }
+
+    fn stop_thread(&mut self) {
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        let (lock, wake) = &*self.stop;
+        *lock.lock().expect("lock poisoned") = true;
+        wake.notify_all();
+        if thread.join().is_err() {
+            warn!("The lifecycle thread panicked.");
+        }
+    }
+}
+
+impl Drop for Scheduled {
+    fn drop(&mut self) {
+        self.stop_thread();
+    }
+}

@@ -1,0 +1,47 @@
+//! `vigil delete`: a customer's deletion of one request ID, or of everything stored for a
+//! resource. Deleted content is unreadable when the command returns (the record is gone from
+//! the store's trees; for a resource, its data keys are destroyed first), the export
+//! partitions are rewritten without it, and it leaves the disk at the next compaction
+//! (`vigil purge` compacts).
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use serde_json::json;
+use vigil_core::{RequestId, ResourceId};
+
+use super::{lifecycle, load_registry, open_stores, output};
+use crate::cli::DeleteCommand;
+use crate::config::Config;
+
+pub fn delete(config: &Config, cmd: DeleteCommand) -> anyhow::Result<()> {
+    let registry = load_registry(config)?;
+    let stores = Arc::new(open_stores(config, &registry)?);
+    let deleted = match cmd {
+        DeleteCommand::Request { request_id } => {
+            let request_id = RequestId::parse(request_id).context("request ID")?;
+            match stores.delete_request(&request_id)? {
+                Some(d) => json!({"deleted": "request", "request_id": request_id, "geography": d.geography,
+                    "resource_id": d.resource_id, "reviews": d.reviews}),
+                // Deleting what is not there is not an error: the outcome the customer asked
+                // for holds.
+                None => json!({"deleted": "request", "request_id": request_id, "found": false}),
+            }
+        }
+        DeleteCommand::Resource { resource_id } => {
+            let resource_id = ResourceId::parse(resource_id).context("resource ID")?;
+            let resource = registry
+                .get(resource_id.as_str())
+                .with_context(|| format!("resource {resource_id} is not registered"))?;
+            let report = stores.geo(&resource.geography)?.delete_resource(&resource_id)?;
+            json!({"deleted": "resource", "resource_id": resource_id, "geography": resource.geography,
+                "data_keys": report.data_keys, "records": report.records, "windows": report.windows,
+                "cases": report.cases})
+        }
+    };
+    let exports = lifecycle(config, &stores, &registry)?.export()?;
+    let mut out = deleted;
+    out["export_partitions_rewritten"] = json!(exports.partitions_written);
+    out["export_partitions_removed"] = json!(exports.partitions_removed);
+    output(serde_json::to_string(&out)?)
+}

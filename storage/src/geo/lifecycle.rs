@@ -1,0 +1,527 @@
+//! The end of data's life in a store: the retention purge, customer deletion (one request, or
+//! a whole resource), and destruction of a resource's content when its logging is turned off.
+//!
+//! Each follows the same order: first destroy data keys (one atomic batch, flushed), so the
+//! content they sealed is unreadable from that moment, even from old disk blocks
+//! (crypto-shredding); then remove what is left in chunks, each chunk one atomic batch taken
+//! under the writer lock, so ingest interleaves with it instead of waiting for the whole job.
+//! What a chunk removes is gone from the trees at once and from disk after compaction.
+//!
+//! Every job can be cut short by a crash and finishes on the next run: a purge recomputes what
+//! has expired from what is left, and resource jobs leave a marker, set with the key
+//! destruction and cleared at the end, that [`crate::Stores::reconcile`] resumes.
+
+use std::collections::BTreeSet;
+use std::ops::ControlFlow;
+
+use time::OffsetDateTime;
+use vigil_core::{Day, RequestId, ResourceId};
+
+use super::{ExportPart, GeoStore};
+use crate::layout::{self, StoredContent, StoredValue};
+use crate::retention::Cutoffs;
+use crate::Result;
+
+/// Keys removed (or records stripped) per atomic batch.
+pub(super) const CHUNK: usize = 1024;
+
+/// What a purge of one geography removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PurgeReport {
+    /// The geography.
+    pub geography: String,
+    /// The day the purge ran as of.
+    pub today: String,
+    /// Data keys destroyed (one per resource and expired day).
+    pub data_keys: usize,
+    /// Records removed, with their index entries and detections.
+    pub records: usize,
+    /// Abuse-window checkpoints removed.
+    pub windows: usize,
+    /// Cases removed, with their outbox entries.
+    pub cases: usize,
+    /// Review tasks removed with their cases.
+    pub review_tasks: usize,
+    /// Verdicts removed with their cases.
+    pub verdicts: usize,
+    /// Whether it ran to the end (false: stopped by its progress callback).
+    pub complete: bool,
+}
+
+/// A purge's progress, as reported after each chunk.
+pub type PurgeProgress<'a> = &'a mut dyn FnMut(&PurgeReport) -> ControlFlow<()>;
+
+/// What a resource job does after destroying the resource's data keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobKind {
+    /// Content logging was turned off: strip the content, keep the metadata.
+    StripContent,
+    /// The customer deleted the resource's data: remove everything stored for it.
+    DeleteData,
+}
+
+impl JobKind {
+    const fn tag(self) -> u8 {
+        match self {
+            Self::StripContent => b's',
+            Self::DeleteData => b'd',
+        }
+    }
+
+    fn from_tag(tag: u8) -> Option<Self> {
+        match tag {
+            b's' => Some(Self::StripContent),
+            b'd' => Some(Self::DeleteData),
+            _ => None,
+        }
+    }
+}
+
+/// What a resource job did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct JobReport {
+    /// The resource.
+    pub resource_id: String,
+    /// Data keys destroyed.
+    pub data_keys: usize,
+    /// Records stripped of content, or removed.
+    pub records: usize,
+    /// Window checkpoints removed.
+    pub windows: usize,
+    /// Cases removed (with their review tasks and verdicts).
+    pub cases: usize,
+}
+
+/// What deleting one request removed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DeletedRequest {
+    /// The geography it was stored in.
+    pub geography: String,
+    /// Its resource.
+    pub resource_id: String,
+    /// Review tasks and verdicts about it that were removed.
+    pub reviews: usize,
+}
+
+impl GeoStore {
+    /// Removes everything past retention: the data keys of expired days first (their content
+    /// is unreadable from then on), then records with their index, bucket and detection
+    /// entries, window checkpoints, and cases with their outbox entries, review tasks and
+    /// verdicts. Export partitions of the days it touched are marked for re-export.
+    ///
+    /// `progress` sees the running totals after each chunk and may stop the purge early
+    /// (the next purge finishes the job). Safe to run while records are being written: it
+    /// only touches expired days, and takes the writer lock one chunk at a time.
+    pub fn purge(&self, cutoffs: &Cutoffs, progress: PurgeProgress<'_>) -> Result<PurgeReport> {
+        let mut report = PurgeReport {
+            geography: self.geography.to_string(),
+            today: cutoffs.today().to_string(),
+            ..PurgeReport::default()
+        };
+        report.data_keys =
+            self.destroy_data_keys(|resource, day| cutoffs.expired(resource, day), None)?;
+        for resource in self.bucketed_resources()? {
+            let end = layout::bucket_prefix(&resource, Some(cutoffs.first_kept(&resource)));
+            let from = layout::bucket_prefix(&resource, None);
+            loop {
+                let chunk = self.keys_in(&from, &end)?;
+                if chunk.is_empty() {
+                    break;
+                }
+                report.records += self.remove_bucketed(&chunk)?;
+                if progress(&report).is_break() {
+                    return Ok(report);
+                }
+            }
+        }
+        let expired_window = |key: &[u8], value: &[u8]| {
+            let resource = layout::resource_of_key(key);
+            let day = layout::undated(value).map(|(day, _)| day);
+            matches!((resource, day), (Some(r), Some(d)) if cutoffs.expired(r, d))
+        };
+        let windows_end = layout::successor(&layout::all_windows_prefix()).expect("W < 255");
+        let mut from = layout::all_windows_prefix().to_vec();
+        loop {
+            let (removed, next) = self.remove_matching(&from, &windows_end, &expired_window)?;
+            report.windows += removed;
+            match next {
+                Some(next) => from = next,
+                None => break,
+            }
+            if progress(&report).is_break() {
+                return Ok(report);
+            }
+        }
+        let (cases, reviews, verdicts) =
+            self.remove_cases(|day, case| cutoffs.expired(case.resource_id.as_str(), day))?;
+        report.cases = cases;
+        report.review_tasks = reviews;
+        report.verdicts = verdicts;
+        self.flush()?;
+        report.complete = true;
+        let _ = progress(&report);
+        Ok(report)
+    }
+
+    /// Deletes one record: its content, metadata, index, bucket and detection entries, and
+    /// the review tasks and verdicts about it, in one atomic batch, flushed before returning.
+    /// `None` when this store does not hold it.
+    pub fn delete_request(&self, request_id: &RequestId) -> Result<Option<DeletedRequest>> {
+        let _writer = self.writer.lock().expect("lock poisoned");
+        let Some(resource) = self.resource_of(request_id.as_str())? else {
+            return Ok(None);
+        };
+        let (resource, request) = (resource.as_str(), request_id.as_str());
+        let mut batch = sled::Batch::default();
+        batch.remove(layout::index_key(request));
+        batch.remove(layout::detection_key(resource, request));
+        let record_key = layout::record_key(resource, request);
+        if let Some(bytes) = self
+            .records
+            .get(&record_key)
+            .map_err(|e| self.sled_err(e))?
+        {
+            let day = Self::stored_day(&record_key, &bytes)?;
+            batch.remove(record_key);
+            batch.remove(layout::bucket_key(resource, day, request));
+            self.mark_for_export(&mut batch, ExportPart::Records, day)?;
+        }
+        let mut reviews = 0;
+        let mut cases = BTreeSet::new();
+        for prefix in [layout::reviews_prefix(None), layout::verdicts_prefix(None)] {
+            for key in self.records.scan_prefix(prefix).keys() {
+                let key = key.map_err(|e| self.sled_err(e))?;
+                let rest = &key[1..];
+                let Some(sep) = rest.iter().position(|b| *b == 0) else {
+                    continue;
+                };
+                if &rest[sep + 1..] == request.as_bytes() {
+                    cases.insert(String::from_utf8_lossy(&rest[..sep]).into_owned());
+                    batch.remove(key);
+                    reviews += 1;
+                }
+            }
+        }
+        for case in cases {
+            if let Some((day, _)) = self.dated_case_by_id(&case)? {
+                self.mark_for_export(&mut batch, ExportPart::Cases, day)?;
+            }
+        }
+        self.records
+            .apply_batch(batch)
+            .map_err(|e| self.sled_err(e))?;
+        self.flush()?;
+        Ok(Some(DeletedRequest {
+            geography: self.geography.to_string(),
+            resource_id: resource.to_owned(),
+            reviews,
+        }))
+    }
+
+    /// Deletes everything stored for a resource: its data keys at once (its content is
+    /// unreadable from then on), then its records, detections, windows and cases. A crash
+    /// midway is finished by the next [`crate::Stores::reconcile`].
+    pub fn delete_resource(&self, resource_id: &ResourceId) -> Result<JobReport> {
+        let data_keys = self
+            .start_job(resource_id, JobKind::DeleteData)?
+            .unwrap_or(0);
+        let mut report = self.run_job(resource_id, JobKind::DeleteData)?;
+        report.data_keys = data_keys;
+        Ok(report)
+    }
+
+    /// Destroys `resource`'s content, leaving its metadata (content logging was turned off).
+    /// Returns how many records held content. A resource with neither data keys nor a
+    /// pending job has no content to strip, so this costs nothing for resources whose
+    /// content logging was always off.
+    pub(crate) fn forget_content(&self, resource_id: &ResourceId) -> Result<usize> {
+        match self.start_job(resource_id, JobKind::StripContent)? {
+            Some(_) => Ok(self.run_job(resource_id, JobKind::StripContent)?.records),
+            None => Ok(0),
+        }
+    }
+
+    /// Resource jobs a crash cut short.
+    pub(crate) fn pending_jobs(&self) -> Result<Vec<(ResourceId, JobKind)>> {
+        self.data_keys
+            .scan_prefix(layout::job_markers_prefix())
+            .keys()
+            .map(|k| {
+                let k = k.map_err(|e| self.sled_err(e))?;
+                let (tag, id) =
+                    layout::job_of(&k).ok_or_else(|| Self::corrupt(&k, "bad marker"))?;
+                let kind = JobKind::from_tag(tag).ok_or_else(|| Self::corrupt(&k, "bad job"))?;
+                let id = ResourceId::parse(id).map_err(|e| Self::corrupt(&k, e))?;
+                Ok((id, kind))
+            })
+            .collect()
+    }
+
+    /// Finishes a resource job: strips or removes the resource's records, then clears the
+    /// job's marker.
+    pub(crate) fn run_job(&self, resource_id: &ResourceId, kind: JobKind) -> Result<JobReport> {
+        let resource = resource_id.as_str();
+        let mut report = JobReport {
+            resource_id: resource.to_owned(),
+            data_keys: 0,
+            records: 0,
+            windows: 0,
+            cases: 0,
+        };
+        match kind {
+            JobKind::StripContent => report.records = self.strip_content(resource)?,
+            JobKind::DeleteData => {
+                let from = layout::bucket_prefix(resource, None);
+                let end = layout::successor(&from).expect("a prefix ending in NUL has one");
+                loop {
+                    let chunk = self.keys_in(&from, &end)?;
+                    if chunk.is_empty() {
+                        break;
+                    }
+                    report.records += self.remove_bucketed(&chunk)?;
+                }
+                let windows = layout::windows_prefix(resource);
+                let windows_end = layout::successor(&windows).expect("has one");
+                let mut from = windows;
+                loop {
+                    let (removed, next) =
+                        self.remove_matching(&from, &windows_end, &|_: &[u8], _: &[u8]| true)?;
+                    report.windows += removed;
+                    match next {
+                        Some(next) => from = next,
+                        None => break,
+                    }
+                }
+                report.cases = self
+                    .remove_cases(|_, case| case.resource_id == *resource_id)?
+                    .0;
+            }
+        }
+        self.flush()?;
+        self.data_keys
+            .remove(layout::job_marker(kind.tag(), resource))
+            .map_err(|e| self.sled_err(e))?;
+        self.flush()?;
+        Ok(report)
+    }
+
+    /// Destroys all of `resource`'s data keys and sets the job's marker, in one atomic batch,
+    /// flushed. Returns the number of keys destroyed, or `None` for a content strip with
+    /// nothing to do (no keys, no pending job).
+    pub(crate) fn start_job(
+        &self,
+        resource_id: &ResourceId,
+        kind: JobKind,
+    ) -> Result<Option<usize>> {
+        let marker = layout::job_marker(kind.tag(), resource_id.as_str());
+        let pending = self
+            .data_keys
+            .contains_key(&marker)
+            .map_err(|e| self.sled_err(e))?;
+        let has_keys = !self.data_key_days(resource_id)?.is_empty();
+        if kind == JobKind::StripContent && !has_keys && !pending {
+            return Ok(None);
+        }
+        let destroyed = self.destroy_data_keys(
+            |resource, _| resource == resource_id.as_str(),
+            Some(&marker),
+        )?;
+        Ok(Some(destroyed))
+    }
+
+    /// Destroys the data keys `doomed` picks (by resource and day) and sets `marker` if given,
+    /// in one atomic batch, flushed before returning. Holds the writer lock, so no batch holding
+    /// content sealed under one of these keys is written after this returns (see
+    /// `GeoStore::sealed_under_a_destroyed_key`).
+    fn destroy_data_keys(
+        &self,
+        doomed: impl Fn(&str, Day) -> bool,
+        marker: Option<&[u8]>,
+    ) -> Result<usize> {
+        let _writer = self.writer.lock().expect("lock poisoned");
+        let _creating = self.key_creation.lock().expect("lock poisoned");
+        let mut batch = sled::Batch::default();
+        let mut destroyed = 0;
+        let mut ciphers = self.ciphers.write().expect("lock poisoned");
+        for key in self.data_keys.iter().keys() {
+            let key = key.map_err(|e| self.sled_err(e))?;
+            let Some((resource, day)) = layout::data_key_of(&key) else {
+                continue;
+            };
+            if doomed(resource, day) {
+                ciphers.retain(|(r, d), _| !(r.as_str() == resource && *d == day));
+                batch.remove(key.clone());
+                destroyed += 1;
+            }
+        }
+        if let Some(marker) = marker {
+            batch.insert(marker, &[]);
+        } else if destroyed == 0 {
+            return Ok(0);
+        }
+        self.data_keys
+            .apply_batch(batch)
+            .map_err(|e| self.sled_err(e))?;
+        self.flush()?;
+        Ok(destroyed)
+    }
+
+    /// Up to a chunk of keys in `from..end`.
+    fn keys_in(&self, from: &[u8], end: &[u8]) -> Result<Vec<sled::IVec>> {
+        self.records
+            .range(from..end)
+            .keys()
+            .take(CHUNK)
+            .map(|k| k.map_err(|e| self.sled_err(e)))
+            .collect()
+    }
+
+    /// Removes the records these bucket-index keys name, with their index, bucket and
+    /// detection entries, in one atomic batch, and marks their days' export partitions.
+    fn remove_bucketed(&self, bucket_keys: &[sled::IVec]) -> Result<usize> {
+        let _writer = self.writer.lock().expect("lock poisoned");
+        let mut batch = sled::Batch::default();
+        let mut days = BTreeSet::new();
+        for key in bucket_keys {
+            let (resource, day, request) =
+                layout::bucket_entry(key).ok_or_else(|| Self::corrupt(key, "bad bucket key"))?;
+            batch.remove(layout::record_key(resource, request));
+            batch.remove(layout::index_key(request));
+            batch.remove(layout::detection_key(resource, request));
+            batch.remove(key.clone());
+            days.insert(day);
+        }
+        for day in days {
+            self.mark_for_export(&mut batch, ExportPart::Records, day)?;
+        }
+        self.records
+            .apply_batch(batch)
+            .map_err(|e| self.sled_err(e))?;
+        Ok(bucket_keys.len())
+    }
+
+    /// Removes the entries in `from..end` that `doomed` picks by key and value, looking at up
+    /// to a chunk of entries: the picks are checked again under the writer lock (a window
+    /// checkpoint may have been rewritten meanwhile). Returns how many were removed and where
+    /// the next chunk starts (`None`: at the end).
+    fn remove_matching(
+        &self,
+        from: &[u8],
+        end: &[u8],
+        doomed: &dyn Fn(&[u8], &[u8]) -> bool,
+    ) -> Result<(usize, Option<Vec<u8>>)> {
+        let mut picked = Vec::new();
+        let mut last = None;
+        for entry in self.records.range(from..end).take(CHUNK) {
+            let (key, value) = entry.map_err(|e| self.sled_err(e))?;
+            if doomed(&key, &value) {
+                picked.push(key.clone());
+            }
+            last = Some(key);
+        }
+        let Some(last) = last else {
+            return Ok((0, None));
+        };
+        let _writer = self.writer.lock().expect("lock poisoned");
+        let mut batch = sled::Batch::default();
+        let mut removed = 0;
+        for key in picked {
+            let current = self.records.get(&key).map_err(|e| self.sled_err(e))?;
+            if current.is_some_and(|value| doomed(&key, &value)) {
+                batch.remove(key);
+                removed += 1;
+            }
+        }
+        self.records
+            .apply_batch(batch)
+            .map_err(|e| self.sled_err(e))?;
+        let mut next = last.to_vec();
+        next.push(0);
+        Ok((removed, Some(next)))
+    }
+
+    /// Removes the cases `doomed` picks (by the day they were stored and their content), with
+    /// their outbox entries, review tasks and verdicts, in one atomic batch. Returns how many
+    /// cases, review tasks and verdicts were removed.
+    fn remove_cases(
+        &self,
+        doomed: impl Fn(Day, &vigil_core::Case) -> bool,
+    ) -> Result<(usize, usize, usize)> {
+        let _writer = self.writer.lock().expect("lock poisoned");
+        let mut batch = sled::Batch::default();
+        let (mut cases, mut reviews, mut verdicts) = (0, 0, 0);
+        let mut days = BTreeSet::new();
+        for (day, case) in self.dated_cases()? {
+            if !doomed(day, &case) {
+                continue;
+            }
+            let id = case.case_id.as_str();
+            batch.remove(layout::case_key(id));
+            batch.remove(layout::outbox_key(id));
+            for (prefix, count) in [
+                (layout::reviews_prefix(Some(id)), &mut reviews),
+                (layout::verdicts_prefix(Some(id)), &mut verdicts),
+            ] {
+                for key in self.records.scan_prefix(prefix).keys() {
+                    batch.remove(key.map_err(|e| self.sled_err(e))?);
+                    *count += 1;
+                }
+            }
+            days.insert(day);
+            cases += 1;
+        }
+        for day in days {
+            self.mark_for_export(&mut batch, ExportPart::Cases, day)?;
+        }
+        self.records
+            .apply_batch(batch)
+            .map_err(|e| self.sled_err(e))?;
+        Ok((cases, reviews, verdicts))
+    }
+
+    /// Replaces every sealed content of `resource` with "not logged", a chunk per atomic
+    /// batch. Returns how many records held content.
+    fn strip_content(&self, resource: &str) -> Result<usize> {
+        let from = layout::resource_prefix(resource);
+        let end = layout::successor(&from).expect("a prefix ending in NUL has one");
+        let mut stripped = 0;
+        let mut cursor = from;
+        loop {
+            let _writer = self.writer.lock().expect("lock poisoned");
+            let mut batch = sled::Batch::default();
+            let mut last = None;
+            for entry in self
+                .records
+                .range(cursor.as_slice()..end.as_slice())
+                .take(CHUNK)
+            {
+                let (key, bytes) = entry.map_err(|e| self.sled_err(e))?;
+                let mut value: StoredValue =
+                    postcard::from_bytes(&bytes).map_err(|e| Self::corrupt(&key, e))?;
+                if matches!(value.content, StoredContent::Sealed(_)) {
+                    value.content = StoredContent::NotLogged;
+                    let bytes = postcard::to_stdvec(&value).expect("a stored value always encodes");
+                    batch.insert(key.clone(), bytes);
+                    stripped += 1;
+                }
+                last = Some(key);
+            }
+            self.records
+                .apply_batch(batch)
+                .map_err(|e| self.sled_err(e))?;
+            let Some(last) = last else {
+                return Ok(stripped);
+            };
+            cursor = last.to_vec();
+            cursor.push(0);
+        }
+    }
+
+    /// The day a stored record was stored on.
+    fn stored_day(key: &[u8], bytes: &[u8]) -> Result<Day> {
+        let value: StoredValue = postcard::from_bytes(bytes).map_err(|e| Self::corrupt(key, e))?;
+        let at = OffsetDateTime::from_unix_timestamp(value.stored_at)
+            .map_err(|e| Self::corrupt(key, e))?;
+        Ok(Day::of(at))
+    }
+}

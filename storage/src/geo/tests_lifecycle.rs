@@ -1,0 +1,530 @@
+//! Tests of retention purge, deletion and compaction, with an injected clock, on real sled
+//! databases in temporary directories.
+
+use std::ops::ControlFlow;
+use std::path::Path;
+
+use time::macros::datetime;
+use time::{Duration, OffsetDateTime};
+use vigil_core::{
+    Case, CaseSignals, Clock, Day, FlagScores, FlagSubject, FlagWindow, Geography, LogRecord,
+    RequestId, Resource, ResourceId, ResourceRegistry, Route, RouteReason, Verdict,
+};
+
+use super::{Annex, ExportPart, ReviewTask};
+use crate::retention::Cutoffs;
+use crate::{layout, RetentionConfig, StorageConfig, StorageError, Stores};
+
+const NOW: OffsetDateTime = datetime!(2026-11-23 12:00 UTC);
+
+fn eu() -> Geography {
+    Geography::parse("eu").unwrap()
+}
+
+fn resource(id: &str) -> Resource {
+    Resource::new(ResourceId::parse(id).unwrap(), eu())
+}
+
+fn registry(resources: &[&Resource]) -> ResourceRegistry {
+    let mut registry = ResourceRegistry::default();
+    for r in resources {
+        registry.add((*r).clone()).unwrap();
+    }
+    registry
+}
+
+fn config(dir: &Path) -> StorageConfig {
+    StorageConfig {
+        data_dir: dir.join("data"),
+        master_key: dir.join("keys/master.key"),
+        ..StorageConfig::default()
+    }
+}
+
+/// The stores as they are `days_ago` days before [`NOW`].
+fn stores_at(dir: &Path, days_ago: i64) -> Stores {
+    Stores::open_with_clock(
+        &config(dir),
+        dir,
+        Clock::starting_at(NOW - Duration::days(days_ago)),
+    )
+    .unwrap()
+}
+
+fn record(resource: &str, request: &str, end_user: &str, prompt: &str) -> LogRecord {
+    LogRecord::from_json(&format!(
+        r#"{{"request_id":"{request}","resource_id":"{resource}","geography":"eu","deployment":"standard","timestamp":"2026-11-20T10:00:00Z","operation":"chat","model":"m","end_user":"{end_user}","prompt":"{prompt}","completion":"ok"}}"#
+    ))
+    .unwrap()
+}
+
+fn req(id: &str) -> RequestId {
+    RequestId::parse(id).unwrap()
+}
+
+/// Stores `ids` for `res` in one batch, with a window checkpoint for `end_user`.
+fn put(stores: &Stores, res: &Resource, ids: &[String], end_user: &str, prompt: &str) {
+    let geo = stores.geo(&eu()).unwrap();
+    let sealed: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            geo.seal(&record(res.id.as_str(), id, end_user, prompt), res)
+                .unwrap()
+        })
+        .collect();
+    geo.write_batch_with(&sealed, |_| {
+        Ok(vec![Annex::Window {
+            resource_id: res.id.clone(),
+            end_user: Some(end_user.into()),
+            state: b"state".to_vec(),
+        }])
+    })
+    .unwrap();
+}
+
+fn ids(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{i:05}")).collect()
+}
+
+/// Opens a case on `res` sampling `request`, with a queued review task and a verdict.
+fn open_case(stores: &Stores, res: &Resource, case_id: &str, request: &str) {
+    let geo = stores.geo(&eu()).unwrap();
+    let case = Case {
+        case_id: case_id.into(),
+        opened_at: NOW,
+        geography: eu(),
+        resource_id: res.id.clone(),
+        subject: FlagSubject::Resource,
+        window: FlagWindow {
+            start: NOW,
+            end: NOW,
+        },
+        scores: FlagScores {
+            abuse: 0.9,
+            categories: Default::default(),
+        },
+        categories: vec![],
+        signals: CaseSignals::default(),
+        pattern_families: vec![],
+        sample: vec![req(request)],
+        policy_version: "p".into(),
+    };
+    let task = ReviewTask {
+        case_id: case_id.into(),
+        request_id: req(request),
+        resource_id: res.id.clone(),
+        queued_at: NOW,
+    };
+    geo.write_batch_with(&[], |_| {
+        Ok(vec![Annex::Case(Box::new(case)), Annex::Review(task)])
+    })
+    .unwrap();
+    geo.store_verdict(&Verdict {
+        case_id: case_id.into(),
+        request_id: req(request),
+        reviewed_at: NOW,
+        route: Route::Escalated,
+        reason: RouteReason::LowConfidence,
+        assessment: None,
+        model: "m".into(),
+        policy_version: "p".into(),
+        attempts: 1,
+        in_flight: false,
+    })
+    .unwrap();
+}
+
+fn purge_all(stores: &Stores, registry: &ResourceRegistry) -> crate::PurgeReport {
+    let mut reports = stores
+        .purge(&RetentionConfig::default(), registry, &mut |_| {
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert_eq!(reports.len(), 1);
+    reports.remove(0)
+}
+
+/// Every file under `dir`, concatenated.
+fn all_bytes(dir: &Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(all_bytes(&path));
+        } else {
+            out.extend(std::fs::read(&path).unwrap());
+        }
+    }
+    out
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn a_purge_removes_what_is_past_retention_and_keeps_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (resource("a"), resource("b"));
+    let mut short = resource("short");
+    short.retention_days = Some(7);
+    let reg = registry(&[&a, &b, &short]);
+    {
+        let old = stores_at(dir.path(), 31);
+        put(&old, &a, &ids("old", 10), "u-old", "forty days");
+        put(&old, &short, &ids("short-old", 3), "u-short", "kept a week");
+        open_case(&old, &a, "case-old", "old-00001");
+    }
+    {
+        let recent = stores_at(dir.path(), 10);
+        put(&recent, &b, &ids("recent", 5), "u-recent", "ten days");
+        put(
+            &recent,
+            &short,
+            &ids("short-recent", 2),
+            "u-short2",
+            "ten days",
+        );
+        open_case(&recent, &b, "case-recent", "recent-00001");
+    }
+    // 29 days ago is the oldest day kept (30 days, today included): its record stays.
+    put(
+        &stores_at(dir.path(), 29),
+        &a,
+        &ids("edge", 1),
+        "u-edge",
+        "edge",
+    );
+
+    let stores = stores_at(dir.path(), 0);
+    let report = purge_all(&stores, &reg);
+    assert!(report.complete);
+    // 10 of a (31 days old), 3 + 2 of `short` (kept 7 days).
+    assert_eq!(report.records, 15);
+    assert_eq!(report.data_keys, 3);
+    assert_eq!(report.windows, 3);
+    assert_eq!(
+        (report.cases, report.review_tasks, report.verdicts),
+        (1, 0, 1)
+    );
+
+    let geo = stores.geo(&eu()).unwrap();
+    for id in ids("old", 10).iter().chain(&ids("short-old", 3)) {
+        assert_eq!(geo.resource_of(id).unwrap(), None, "index entry of {id}");
+        assert!(geo.get_meta(&a, &req(id)).unwrap().is_none());
+    }
+    assert!(geo.case("case-old").unwrap().is_none());
+    assert!(geo.verdicts(Some("case-old")).unwrap().is_empty());
+    assert_eq!(geo.window_state(&a.id, Some("u-old")).unwrap(), None);
+    assert!(geo.data_key_days(&a.id).unwrap().len() == 1);
+    // What is inside retention is intact and readable.
+    for id in ids("recent", 5) {
+        let got = geo.get(&b, &req(&id)).unwrap().unwrap();
+        assert_eq!(got.content.unwrap().prompt.as_deref(), Some("ten days"));
+    }
+    assert!(geo
+        .get(&a, &req("edge-00000"))
+        .unwrap()
+        .unwrap()
+        .content
+        .is_some());
+    assert!(geo.case("case-recent").unwrap().is_some());
+    assert_eq!(geo.verdicts(Some("case-recent")).unwrap().len(), 1);
+    assert!(geo.window_state(&b.id, Some("u-recent")).unwrap().is_some());
+    assert_eq!(geo.len(), 6);
+    // The exports of the purged days are marked for rewriting.
+    let backlog = geo.export_backlog().unwrap();
+    let old_day = Day::of(NOW - Duration::days(31));
+    assert!(backlog
+        .iter()
+        .any(|s| s.part == ExportPart::Records && s.day == old_day));
+    assert!(backlog
+        .iter()
+        .any(|s| s.part == ExportPart::Cases && s.day == old_day));
+    // A second purge finds nothing.
+    let again = purge_all(&stores, &reg);
+    assert_eq!((again.records, again.data_keys, again.windows), (0, 0, 0));
+}
+
+#[test]
+fn a_purge_cut_short_leaves_the_content_unreadable_and_the_next_one_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = resource("a");
+    let reg = registry(&[&a]);
+    put(
+        &stores_at(dir.path(), 40),
+        &a,
+        &ids("old", 3000),
+        "u",
+        "old",
+    );
+    let stores = stores_at(dir.path(), 0);
+    // Stopped after its first chunk, as a kill between two chunks would leave it.
+    let reports = stores
+        .purge(&RetentionConfig::default(), &reg, &mut |_| {
+            ControlFlow::Break(())
+        })
+        .unwrap();
+    assert!(!reports[0].complete);
+    assert_eq!(reports[0].records, super::lifecycle::CHUNK);
+    let geo = stores.geo(&eu()).unwrap();
+    assert_eq!(geo.len(), 3000 - super::lifecycle::CHUNK);
+    // The day's key went first: what is left cannot be decrypted.
+    assert!(matches!(
+        geo.get(&a, &req("old-02999")),
+        Err(StorageError::Decrypt { .. })
+    ));
+    drop(geo);
+    drop(stores);
+    let stores = stores_at(dir.path(), 0);
+    let report = purge_all(&stores, &reg);
+    assert!(report.complete);
+    assert_eq!(report.records, 3000 - super::lifecycle::CHUNK);
+    assert_eq!(stores.geo(&eu()).unwrap().len(), 0);
+}
+
+#[test]
+fn ingest_during_a_purge_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = resource("a");
+    let reg = registry(&[&a]);
+    put(
+        &stores_at(dir.path(), 40),
+        &a,
+        &ids("old", 20_000),
+        "u",
+        "old",
+    );
+    let stores = stores_at(dir.path(), 0);
+    let new_ids: Vec<Vec<String>> = (0..40).map(|b| ids(&format!("new{b}"), 100)).collect();
+    let report = std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            for batch in &new_ids {
+                put(&stores, &a, batch, "u-new", "new");
+            }
+        });
+        let report = purge_all(&stores, &reg);
+        writer.join().unwrap();
+        report
+    });
+    assert_eq!(report.records, 20_000);
+    let geo = stores.geo(&eu()).unwrap();
+    assert_eq!(geo.len(), 4000);
+    for id in new_ids.iter().flatten() {
+        assert!(geo.get(&a, &req(id)).unwrap().unwrap().content.is_some());
+    }
+}
+
+#[test]
+fn after_purge_and_compaction_no_byte_of_a_purged_record_or_its_key_is_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = resource("a");
+    let reg = registry(&[&a]);
+    let old_day = Day::of(NOW - Duration::days(40));
+    {
+        let old = stores_at(dir.path(), 40);
+        put(
+            &old,
+            &a,
+            &ids("purgemarker", 200),
+            "enduser-purgemarker",
+            "x",
+        );
+        old.flush().unwrap();
+    }
+    put(
+        &stores_at(dir.path(), 1),
+        &a,
+        &ids("keptmarker", 50),
+        "enduser-keptmarker",
+        "y",
+    );
+    let data = dir.path().join("data");
+    let wrapped = {
+        let stores = stores_at(dir.path(), 0);
+        let geo = stores.geo(&eu()).unwrap();
+        geo.data_keys
+            .get(layout::data_key_id("a", old_day))
+            .unwrap()
+            .expect("the old day has a key")
+            .to_vec()
+    };
+    let before = all_bytes(&data);
+    assert!(
+        contains(&before, b"purgemarker-00199"),
+        "the scan can see IDs"
+    );
+    assert!(
+        contains(&before, &wrapped),
+        "the scan can see the wrapped key"
+    );
+
+    let stores = stores_at(dir.path(), 0);
+    assert_eq!(purge_all(&stores, &reg).records, 200);
+    let compacted = stores.compact(&eu()).unwrap();
+    assert!(compacted.bytes_after < compacted.bytes_before);
+    let after = all_bytes(&data);
+    assert!(!contains(&after, b"purgemarker"));
+    assert!(!contains(&after, &wrapped));
+    assert!(contains(&after, b"keptmarker-00049"));
+    // The store still works after compaction: kept records read back, new ones are written.
+    let geo = stores.geo(&eu()).unwrap();
+    assert!(geo
+        .get(&a, &req("keptmarker-00010"))
+        .unwrap()
+        .unwrap()
+        .content
+        .is_some());
+    put(&stores, &a, &ids("later", 1), "u", "z");
+    assert_eq!(geo.len(), 51);
+}
+
+#[test]
+fn compaction_refuses_a_store_in_use_and_a_cut_short_one_is_tidied() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = resource("a");
+    put(&stores_at(dir.path(), 0), &a, &ids("r", 3), "u", "x");
+    let stores = stores_at(dir.path(), 0);
+    let held = stores.geo(&eu()).unwrap();
+    assert!(matches!(
+        stores.compact(&eu()),
+        Err(StorageError::InUse { .. })
+    ));
+    assert_eq!(held.len(), 3);
+    drop(held);
+    drop(stores);
+    // A crash after the store was moved aside, before the copy took its name.
+    let data = dir.path().join("data");
+    std::fs::rename(data.join("eu"), data.join("eu.old")).unwrap();
+    std::fs::create_dir(data.join("eu.compact")).unwrap();
+    let stores = stores_at(dir.path(), 0);
+    assert_eq!(stores.geo(&eu()).unwrap().len(), 3);
+    assert!(!data.join("eu.old").exists() && !data.join("eu.compact").exists());
+}
+
+#[test]
+fn deleting_a_request_removes_it_and_its_reviews_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (resource("a"), resource("b"));
+    let stores = stores_at(dir.path(), 0);
+    put(&stores, &a, &ids("a", 3), "u", "x");
+    put(&stores, &b, &ids("b", 3), "u", "y");
+    open_case(&stores, &a, "case-a", "a-00001");
+    let deleted = stores.delete_request(&req("a-00001")).unwrap().unwrap();
+    assert_eq!((deleted.resource_id.as_str(), deleted.reviews), ("a", 1));
+    let geo = stores.geo(&eu()).unwrap();
+    assert!(geo.get(&a, &req("a-00001")).unwrap().is_none());
+    assert_eq!(geo.resource_of("a-00001").unwrap(), None);
+    assert!(geo.verdicts(Some("case-a")).unwrap().is_empty());
+    assert_eq!(geo.len(), 5);
+    assert!(geo
+        .get(&a, &req("a-00002"))
+        .unwrap()
+        .unwrap()
+        .content
+        .is_some());
+    assert!(stores.delete_request(&req("a-00001")).unwrap().is_none());
+    // The same request ID can be stored again afterwards (a new record).
+    put(&stores, &a, &["a-00001".to_owned()], "u", "again");
+    assert_eq!(geo.len(), 6);
+}
+
+#[test]
+fn deleting_a_resource_destroys_its_keys_first_and_leaves_others_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (resource("a"), resource("b"));
+    {
+        let old = stores_at(dir.path(), 3);
+        put(&old, &a, &ids("a-old", 4), "u", "x");
+    }
+    let stores = stores_at(dir.path(), 0);
+    put(&stores, &a, &ids("a", 3), "u", "x");
+    put(&stores, &b, &ids("b", 3), "u", "y");
+    open_case(&stores, &a, "case-a", "a-00001");
+    open_case(&stores, &b, "case-b", "b-00001");
+    let geo = stores.geo(&eu()).unwrap();
+    // A record sealed before the deletion and written after it keeps no ciphertext.
+    let late = geo.seal(&record("a", "a-late", "u", "late"), &a).unwrap();
+    let report = geo.delete_resource(&a.id).unwrap();
+    assert_eq!((report.data_keys, report.records, report.cases), (2, 7, 1));
+    assert_eq!(report.windows, 1);
+    assert_eq!(geo.count(&a.id), 0);
+    assert!(geo.data_key_days(&a.id).unwrap().is_empty());
+    assert!(geo.case("case-a").unwrap().is_none());
+    assert!(geo.window_state(&a.id, Some("u")).unwrap().is_none());
+    geo.write_batch(&[late]).unwrap();
+    assert_eq!(geo.get(&a, &req("a-late")).unwrap().unwrap().content, None);
+    // The other resource is untouched.
+    assert_eq!(geo.count(&b.id), 3);
+    assert!(geo.case("case-b").unwrap().is_some());
+    assert!(geo
+        .get(&b, &req("b-00002"))
+        .unwrap()
+        .unwrap()
+        .content
+        .is_some());
+    assert!(geo.window_state(&b.id, Some("u")).unwrap().is_some());
+}
+
+#[test]
+fn a_deletion_cut_short_by_a_crash_is_finished_at_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = resource("a");
+    {
+        let stores = stores_at(dir.path(), 0);
+        put(&stores, &a, &ids("a", 5), "u", "x");
+        // The crash: keys destroyed and the job marked, records not yet removed.
+        let geo = stores.geo(&eu()).unwrap();
+        assert_eq!(
+            geo.start_job(&a.id, super::JobKind::DeleteData).unwrap(),
+            Some(1)
+        );
+        assert!(matches!(
+            geo.get(&a, &req("a-00001")),
+            Err(StorageError::Decrypt { .. })
+        ));
+    }
+    let stores = stores_at(dir.path(), 0);
+    let done = stores.reconcile(&registry(&[&a])).unwrap();
+    assert_eq!(done.deletions_finished.len(), 1);
+    assert_eq!(done.deletions_finished[0].records, 5);
+    let geo = stores.geo(&eu()).unwrap();
+    assert_eq!(geo.count(&a.id), 0);
+    assert!(geo.pending_jobs().unwrap().is_empty());
+}
+
+#[test]
+fn a_store_of_the_older_layout_is_refused_with_the_way_out() {
+    let dir = tempfile::tempdir().unwrap();
+    put(
+        &stores_at(dir.path(), 0),
+        &resource("a"),
+        &ids("a", 1),
+        "u",
+        "x",
+    );
+    {
+        let stores = stores_at(dir.path(), 0);
+        let geo = stores.geo(&eu()).unwrap();
+        geo.data_keys.remove(layout::LAYOUT_KEY).unwrap();
+        geo.flush().unwrap();
+    }
+    let err = stores_at(dir.path(), 0).geo(&eu()).err().unwrap();
+    assert!(
+        matches!(err, StorageError::Layout { found: 1, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("re-ingest"));
+}
+
+#[test]
+fn cutoffs_follow_the_clock() {
+    let cut = Cutoffs::new(
+        &RetentionConfig::default(),
+        &ResourceRegistry::default(),
+        &eu(),
+        Day::of(NOW),
+    );
+    assert!(cut.expired("x", Day::of(NOW - Duration::days(30))));
+    assert!(!cut.expired("x", Day::of(NOW - Duration::days(29))));
+}
