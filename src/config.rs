@@ -55,7 +55,7 @@ fn default_resources() -> PathBuf {
 const DEFAULT_FILE: &str = "vigil.toml";
 
 /// Environment variables with the `VIGIL_` prefix that are not settings.
-const NOT_SETTINGS: [&str; 2] = ["log", "config"];
+const NOT_SETTINGS: [&str; 3] = ["log", "config", "now"];
 
 impl Config {
     /// Loads the configuration. An explicitly named file must exist.

@@ -10,6 +10,7 @@ mod abuse;
 mod crash;
 mod detect;
 mod kafka;
+mod lifecycle;
 mod privacy;
 mod resources;
 mod review;

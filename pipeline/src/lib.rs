@@ -286,6 +286,9 @@ impl<'a> Pipeline<'a> {
                 .content_forgotten
                 .insert(resource_id.to_string(), records as u64);
         }
+        for done in reconciled.deletions_finished {
+            info!(resource_id = %done.resource_id, records = done.records, "Finished deleting a resource's data (a crash had cut it short).");
+        }
         for error in reconciled.key_problems {
             warn!(%error, "A customer key is unavailable; that resource's content is unreadable.");
         }

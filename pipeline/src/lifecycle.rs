@@ -19,8 +19,7 @@ use vigil_analytics::{
 };
 use vigil_core::ResourceRegistry;
 use vigil_storage::{
-    Cutoffs, ExportPart, GeoStore, PurgeReport, RetentionConfig, StaleExport, StorageError,
-    Stores,
+    Cutoffs, ExportPart, GeoStore, PurgeReport, RetentionConfig, StaleExport, StorageError, Stores,
 };
 
 /// Failures of the lifecycle stage.
@@ -143,7 +142,9 @@ impl Lifecycle {
         progress: &mut dyn FnMut(&PurgeReport) -> ControlFlow<()>,
     ) -> Result<Vec<PurgeReport>, LifecycleError> {
         let _span = info_span!("purge").entered();
-        let reports = self.stores.purge(&self.retention, &self.registry, progress)?;
+        let reports = self
+            .stores
+            .purge(&self.retention, &self.registry, progress)?;
         for r in &reports {
             info!(
                 geography = %r.geography,
@@ -178,7 +179,10 @@ impl Lifecycle {
             let first_kept = cutoffs.first_kept_by_geography().date();
             for table in Table::ALL {
                 for (geo, day) in self.exports.partitions(table)? {
-                    if geo == geography && day < first_kept && self.exports.remove(table, &geo, day)? {
+                    if geo == geography
+                        && day < first_kept
+                        && self.exports.remove(table, &geo, day)?
+                    {
                         report.partitions_removed += 1;
                     }
                 }

@@ -139,7 +139,8 @@ pub fn bench(_config: &Config, args: &BenchArgs) -> anyhow::Result<()> {
     )?;
 
     let sql = Sql::open(&config)?;
-    let middle_day = vigil_analytics::day_name(FIRST_DAY + time::Duration::days(i64::from(DAYS / 2)));
+    let middle_day =
+        vigil_analytics::day_name(FIRST_DAY + time::Duration::days(i64::from(DAYS / 2)));
     writeln!(
         report,
         "{:<46} {:>11} {:>13} {:>16} {:>7}",
@@ -155,7 +156,9 @@ pub fn bench(_config: &Config, args: &BenchArgs) -> anyhow::Result<()> {
         let mut measured = None;
         for _ in 0..args.runs {
             let started = Instant::now();
-            let m = sql.measure(&text).with_context(|| format!("query `{name}`"))?;
+            let m = sql
+                .measure(&text)
+                .with_context(|| format!("query `{name}`"))?;
             latencies.push(started.elapsed());
             measured = Some(m);
         }
@@ -309,10 +312,14 @@ fn synthetic(
             end_user,
         },
         stored_at,
-        content_stored: resource % 10 != 0,
+        content_stored: !resource.is_multiple_of(10),
     };
 
-    let harmful_rate = if resource % 37 == 0 { 0.30 } else { 0.02 };
+    let harmful_rate = if resource.is_multiple_of(37) {
+        0.30
+    } else {
+        0.02
+    };
     let harmful = rng.gen_bool(harmful_rate);
     let any_harm: f32 = if harmful {
         0.5 + 0.5 * rng.gen::<f32>()

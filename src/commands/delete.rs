@@ -21,8 +21,10 @@ pub fn delete(config: &Config, cmd: DeleteCommand) -> anyhow::Result<()> {
         DeleteCommand::Request { request_id } => {
             let request_id = RequestId::parse(request_id).context("request ID")?;
             match stores.delete_request(&request_id)? {
-                Some(d) => json!({"deleted": "request", "request_id": request_id, "geography": d.geography,
-                    "resource_id": d.resource_id, "reviews": d.reviews}),
+                Some(d) => {
+                    json!({"deleted": "request", "request_id": request_id, "geography": d.geography,
+                    "resource_id": d.resource_id, "reviews": d.reviews})
+                }
                 // Deleting what is not there is not an error: the outcome the customer asked
                 // for holds.
                 None => json!({"deleted": "request", "request_id": request_id, "found": false}),
@@ -33,7 +35,9 @@ pub fn delete(config: &Config, cmd: DeleteCommand) -> anyhow::Result<()> {
             let resource = registry
                 .get(resource_id.as_str())
                 .with_context(|| format!("resource {resource_id} is not registered"))?;
-            let report = stores.geo(&resource.geography)?.delete_resource(&resource_id)?;
+            let report = stores
+                .geo(&resource.geography)?
+                .delete_resource(&resource_id)?;
             json!({"deleted": "resource", "resource_id": resource_id, "geography": resource.geography,
                 "data_keys": report.data_keys, "records": report.records, "windows": report.windows,
                 "cases": report.cases})

@@ -145,10 +145,7 @@ fn report(o: &PurgeOutcome, storage: &StorageConfig) -> anyhow::Result<String> {
     writeln!(
         out,
         "exports: {} partitions rewritten ({} rows), {} removed, under {}",
-        o.exports.partitions_written,
-        o.exports.rows,
-        o.exports.partitions_removed,
-        o.exports.dir
+        o.exports.partitions_written, o.exports.rows, o.exports.partitions_removed, o.exports.dir
     )?;
     for c in &o.compacted {
         writeln!(
@@ -390,7 +387,7 @@ fn bench_run(work: &std::path::Path, args: &BenchArgs) -> anyhow::Result<PurgeRu
         "after the purge the store holds {} records, {expected} expected",
         geo.len()
     );
-    drop(lifecycle);
+    drop((geo, lifecycle));
     let compact_started = Instant::now();
     let compacted = stores.compact(&Geography::parse("eu")?)?;
     let purged = reports.iter().map(|r| r.records).sum::<usize>();

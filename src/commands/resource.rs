@@ -98,8 +98,7 @@ fn apply_to_stores(config: &Config, registry: &ResourceRegistry) {
     if !config.storage.data_dir.exists() {
         return;
     }
-    let applied = open_stores(config, registry)
-        .and_then(|stores| Ok(stores.reconcile(registry)?));
+    let applied = open_stores(config, registry).and_then(|stores| Ok(stores.reconcile(registry)?));
     match applied {
         Ok(done) => {
             for (resource_id, records) in done.content_forgotten {

@@ -3,7 +3,6 @@
 
 use std::fmt::Write as _;
 
-
 use super::{load_registry, open_stores, output};
 use crate::config::Config;
 
