@@ -113,6 +113,26 @@ pub(crate) fn sled_config(path: &Path) -> sled::Config {
         .segment_size(8 << 20)
 }
 
+/// How long opening a store waits for its file lock: a database this process just closed
+/// (or compacted) releases it when sled's flusher thread has finished, a moment later.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Opens a sled database, waiting up to [`LOCK_WAIT`] for its file lock.
+fn open_db(path: &Path) -> sled::Result<sled::Db> {
+    let started = std::time::Instant::now();
+    loop {
+        match sled_config(path).open() {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && started.elapsed() < LOCK_WAIT =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            result => return result,
+        }
+    }
+}
+
 impl GeoStore {
     pub(crate) fn open(
         path: &Path,
@@ -124,7 +144,7 @@ impl GeoStore {
             geography: geography.clone(),
             source,
         };
-        let db = sled_config(path).open().map_err(sled_err)?;
+        let db = open_db(path).map_err(sled_err)?;
         let records = db.open_tree("records").map_err(sled_err)?;
         let data_keys = db.open_tree("data_keys").map_err(sled_err)?;
         match data_keys.get(layout::LAYOUT_KEY).map_err(sled_err)? {
