@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tracing::{info, info_span, warn};
 use vigil_analytics::{
-    AnalyticsError, CaseRow, DetectionRow, Exports, RecordRow, Table, VerdictRow,
+    AnalyticsError, CaseRow, DetectionRow, Exports, RecordRow, Table, VerdictRow, PART_FILE,
 };
 use vigil_core::ResourceRegistry;
 use vigil_storage::{
@@ -200,11 +200,18 @@ impl Lifecycle {
         let geography = store.geography();
         let day = stale.day.date();
         let mut report = ExportReport::default();
-        let mut tally = |rows: u64| {
+        // A partition left empty is removed; count it only if there was one to remove.
+        let existed = |table: Table| {
+            self.exports
+                .partition_dir(table, geography, day)
+                .join(PART_FILE)
+                .is_file()
+        };
+        let mut tally = |rows: u64, existed: bool| {
             if rows > 0 {
                 report.partitions_written += 1;
                 report.rows += rows;
-            } else {
+            } else if existed {
                 report.partitions_removed += 1;
             }
         };
@@ -237,8 +244,9 @@ impl Lifecycle {
                 if let Some(e) = failed {
                     return Err(e.into());
                 }
-                tally(records.finish()?.rows);
-                tally(detections.finish()?.rows);
+                let had = (existed(Table::Records), existed(Table::Detections));
+                tally(records.finish()?.rows, had.0);
+                tally(detections.finish()?.rows, had.1);
             }
             ExportPart::Cases => {
                 let mut cases = self.exports.partition::<CaseRow>(geography, day)?;
@@ -255,8 +263,9 @@ impl Lifecycle {
                         flag_published,
                     })?;
                 }
-                tally(cases.finish()?.rows);
-                tally(verdicts.finish()?.rows);
+                let had = (existed(Table::Cases), existed(Table::Verdicts));
+                tally(cases.finish()?.rows, had.0);
+                tally(verdicts.finish()?.rows, had.1);
             }
         }
         Ok(report)

@@ -7,7 +7,9 @@
 //! Then runs a fixed set of aggregation queries `--runs` times each through one read-only
 //! session, and reports per query the median latency, the rows its scans read, and scanned
 //! rows per second. The write rate counts time spent in the writer (push and finish), not
-//! generating the rows.
+//! generating the rows. Peak resident memory is reported after the writes (bounded: one
+//! partition's batch and row group at a time) and at the end (the queries' hash tables,
+//! which grow with distinct keys).
 //!
 //! The exports go to a temporary directory, or to `<--dir>/exports`, left in place there so
 //! they can be queried afterwards (`VIGIL_ANALYTICS__EXPORT_DIR=<dir>/exports vigil sql ...`).
@@ -128,7 +130,7 @@ pub fn bench(_config: &Config, args: &BenchArgs) -> anyhow::Result<()> {
     let written = write(&exports, args.records, users_per_resource)?;
     writeln!(
         report,
-        "write: {} rows (2 tables) in {:.2} s of writer time: {:.0} rows/s · {} files, {:.1} MiB, {:.1} bytes/row · {:.2} s wall with row generation",
+        "write: {} rows (2 tables) in {:.2} s of writer time: {:.0} rows/s · {} files, {:.1} MiB, {:.1} bytes/row · {:.2} s wall with row generation · peak resident memory {}",
         written.rows,
         written.writer_time.as_secs_f64(),
         written.rows as f64 / written.writer_time.as_secs_f64(),
@@ -136,6 +138,7 @@ pub fn bench(_config: &Config, args: &BenchArgs) -> anyhow::Result<()> {
         written.bytes as f64 / (1024.0 * 1024.0),
         written.bytes as f64 / written.rows.max(1) as f64,
         written.wall.as_secs_f64(),
+        peak_resident(),
     )?;
 
     let sql = Sql::open(&config)?;
@@ -175,12 +178,24 @@ pub fn bench(_config: &Config, args: &BenchArgs) -> anyhow::Result<()> {
             m.rows
         )?;
     }
+    write!(report, "peak resident memory {}", peak_resident())?;
     if args.dir.is_some() {
-        write!(report, "exports left in {}", export_dir.display())?;
-    } else {
-        report.pop();
+        write!(report, " · exports left in {}", export_dir.display())?;
     }
     output(report)
+}
+
+/// The process's peak resident memory so far (Linux `VmHWM`), in words.
+fn peak_resident() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map_or("unknown".into(), |kib| {
+            format!("{:.0} MiB", kib as f64 / 1024.0)
+        })
 }
 
 struct WriteTotals {
