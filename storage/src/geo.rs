@@ -117,15 +117,18 @@ pub(crate) fn sled_config(path: &Path) -> sled::Config {
 /// (or compacted) releases it when sled's flusher thread has finished, a moment later.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
+/// Whether opening a sled database failed because another process (or a handle this one
+/// has not finished closing) holds its file lock.
+pub fn is_lock_error(error: &sled::Error) -> bool {
+    matches!(error, sled::Error::Io(e) if e.to_string().contains("could not acquire lock"))
+}
+
 /// Opens a sled database, waiting up to [`LOCK_WAIT`] for its file lock.
-fn open_db(path: &Path) -> sled::Result<sled::Db> {
+pub fn open_db(path: &Path) -> sled::Result<sled::Db> {
     let started = std::time::Instant::now();
     loop {
         match sled_config(path).open() {
-            Err(sled::Error::Io(e))
-                if e.to_string().contains("could not acquire lock")
-                    && started.elapsed() < LOCK_WAIT =>
-            {
+            Err(e) if is_lock_error(&e) && started.elapsed() < LOCK_WAIT => {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
             result => return result,

@@ -1,0 +1,573 @@
+//! The audit log: every attempt to read content (granted or refused, and why), every grant
+//! step, every deletion and every admin action, one JSON line each, chained by SHA-256.
+//!
+//! Each entry carries the hash of the one before it (`prev`) and its own (`hash`, over the
+//! entry's canonical JSON with `hash` empty), so an edited, removed, reordered or inserted
+//! line breaks the chain at that point; [`verify`] names the first broken entry.
+//!
+//! Writing is group-committed: one thread takes every entry waiting, writes them in one go
+//! and syncs the file once, then answers each caller. A caller learns its entry is durable
+//! before the request it records is carried out; if the entry cannot be written, the request
+//! is refused (fail closed). A failed batch is cut back off the file so the chain stays
+//! whole; if even that fails, the log refuses everything from then on.
+//!
+//! Entries hold names, IDs, codes and counts, never content.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use time::format_description::well_known::Rfc3339;
+use tracing::{error, warn};
+use vigil_core::Clock;
+
+/// What an entry records the result of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Content was returned, or access given.
+    Granted,
+    /// The request was refused; `reason` says why.
+    Refused,
+    /// An action other than reading was carried out.
+    Done,
+}
+
+/// One thing to record, before the log numbers, dates and chains it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    /// Who: a principal's name, `anonymous`, or `cli` for the operator at the console.
+    pub actor: String,
+    /// The actor's role, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// What was attempted, such as `record.read` or `grant.approve`.
+    pub action: String,
+    /// Granted, refused or done.
+    pub outcome: Option<Outcome>,
+    /// A refusal's code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The case involved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub case_id: Option<String>,
+    /// The request ID involved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// The resource involved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_id: Option<String>,
+    /// The access request (grant) involved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_request: Option<String>,
+    /// The workstation the request came from, by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workstation: Option<String>,
+    /// Anything else worth keeping: a reviewer's stated reason, counts, a setting's new value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl AuditEvent {
+    /// An event by `actor` doing `action`.
+    pub fn new(actor: impl Into<String>, action: impl Into<String>) -> Self {
+        Self {
+            actor: actor.into(),
+            action: action.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Sets the outcome.
+    pub fn outcome(mut self, outcome: Outcome) -> Self {
+        self.outcome = Some(outcome);
+        self
+    }
+
+    /// Marks it refused, for `reason`.
+    pub fn refused(mut self, reason: &str) -> Self {
+        self.outcome = Some(Outcome::Refused);
+        self.reason = Some(reason.to_owned());
+        self
+    }
+}
+
+/// A line of the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// 1 for the first entry, then one more each line.
+    pub seq: u64,
+    /// When it was written (RFC 3339, UTC).
+    pub at: String,
+    /// What happened.
+    #[serde(flatten)]
+    pub event: AuditEvent,
+    /// The previous entry's hash (64 zeros for the first).
+    pub prev: String,
+    /// This entry's hash.
+    pub hash: String,
+}
+
+const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+impl AuditEntry {
+    fn sealed(seq: u64, at: String, event: AuditEvent, prev: String) -> Self {
+        let mut entry = Self {
+            seq,
+            at,
+            event,
+            prev,
+            hash: String::new(),
+        };
+        entry.hash = entry.compute_hash();
+        entry
+    }
+
+    fn compute_hash(&self) -> String {
+        let unsealed = Self {
+            hash: String::new(),
+            ..self.clone()
+        };
+        let json = serde_json::to_vec(&unsealed).expect("an audit entry always encodes");
+        hex::encode(Sha256::digest(&json))
+    }
+}
+
+/// Audit log errors.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// The log file could not be opened, read, written or synced.
+    #[error("audit log {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// An earlier write failed and could not be undone; nothing more is written.
+    #[error("audit log {0}: an earlier write failed and could not be rolled back; restart vigil after fixing the file system")]
+    Failed(PathBuf),
+    /// The writer thread is gone.
+    #[error("audit log: the writer has stopped")]
+    Closed,
+    /// The last entry of an existing log could not be read, so the chain cannot go on.
+    #[error("audit log {path}, line {line}: {problem} (see `vigil audit verify`)")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// The line (1-based).
+        line: u64,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+type Reply = tokio::sync::oneshot::Sender<Result<u64, String>>;
+
+/// The audit log's writer. Cheap to clone; every clone feeds the same thread.
+#[derive(Clone)]
+pub struct AuditLog {
+    jobs: mpsc::Sender<(AuditEvent, Reply)>,
+    path: PathBuf,
+}
+
+/// Largest batch one sync covers.
+const MAX_BATCH: usize = 4096;
+
+struct Writer {
+    file: File,
+    path: PathBuf,
+    len: u64,
+    seq: u64,
+    last_hash: String,
+    failed: bool,
+    clock: Clock,
+}
+
+impl AuditLog {
+    /// Opens (or creates) the log at `path` and starts its writer thread. A last line torn by
+    /// a crash was never acknowledged, so it is cut off (and a warning logged); any other
+    /// unreadable last line stops here.
+    pub fn open(path: &Path, clock: Clock) -> Result<Self, AuditError> {
+        let io = |source| AuditError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::os::unix::fs::DirBuilderExt::mode(
+                std::fs::DirBuilder::new().recursive(true),
+                0o700,
+            )
+            .create(dir)
+            .map_err(io)?;
+        }
+        let mut file = std::os::unix::fs::OpenOptionsExt::mode(
+            OpenOptions::new().read(true).append(true).create(true),
+            0o600,
+        )
+        .open(path)
+        .map_err(io)?;
+        let (len, seq, last_hash) = Self::tail(&mut file, path)?;
+        let writer = Writer {
+            file,
+            path: path.to_owned(),
+            len,
+            seq,
+            last_hash,
+            failed: false,
+            clock,
+        };
+        let (jobs, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("vigil-audit".into())
+            .spawn(move || writer.run(rx))
+            .map_err(io)?;
+        Ok(Self {
+            jobs,
+            path: path.to_owned(),
+        })
+    }
+
+    /// The log's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Finds where the chain ends: the file's length, the last sequence number and hash.
+    fn tail(file: &mut File, path: &Path) -> Result<(u64, u64, String), AuditError> {
+        let io = |source| AuditError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let len = file.metadata().map_err(io)?.len();
+        if len == 0 {
+            return Ok((0, 0, GENESIS.into()));
+        }
+        // Entries are far shorter than this; the last complete one is inside it.
+        let start = len.saturating_sub(256 * 1024);
+        file.seek(SeekFrom::Start(start)).map_err(io)?;
+        let mut buf = Vec::new();
+        file.read_to_end(&mut buf).map_err(io)?;
+        let mut end = buf.len();
+        if buf.last() != Some(&b'\n') {
+            // A torn last line: written in part when vigil stopped, never acknowledged.
+            let cut = buf.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            let new_len = start + cut as u64;
+            warn!(
+                path = %path.display(),
+                bytes = len - new_len,
+                "The audit log ends in a torn line (a crash while writing); cutting it off."
+            );
+            file.set_len(new_len).map_err(io)?;
+            end = cut;
+            if new_len == 0 {
+                return Ok((0, 0, GENESIS.into()));
+            }
+        }
+        let body = &buf[..end.saturating_sub(1)];
+        let last = body
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(body, |i| &body[i + 1..]);
+        let entry: AuditEntry =
+            serde_json::from_slice(last).map_err(|e| AuditError::Corrupt {
+                path: path.to_owned(),
+                line: 0,
+                problem: format!("the last entry does not parse: {e}"),
+            })?;
+        if entry.compute_hash() != entry.hash {
+            return Err(AuditError::Corrupt {
+                path: path.to_owned(),
+                line: entry.seq,
+                problem: "the last entry's hash does not match it".into(),
+            });
+        }
+        let len = start + end as u64;
+        Ok((len, entry.seq, entry.hash))
+    }
+
+    /// Records `event`, returning its sequence number once it is on disk.
+    pub async fn append(&self, event: AuditEvent) -> Result<u64, AuditError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send((event, tx))
+            .map_err(|_| AuditError::Closed)?;
+        self.answer(rx.await.map_err(|_| AuditError::Closed)?)
+    }
+
+    /// [`AuditLog::append`] for callers outside an async runtime.
+    pub fn append_blocking(&self, event: AuditEvent) -> Result<u64, AuditError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send((event, tx))
+            .map_err(|_| AuditError::Closed)?;
+        self.answer(rx.blocking_recv().map_err(|_| AuditError::Closed)?)
+    }
+
+    fn answer(&self, reply: Result<u64, String>) -> Result<u64, AuditError> {
+        reply.map_err(|problem| AuditError::Io {
+            path: self.path.clone(),
+            source: std::io::Error::other(problem),
+        })
+    }
+}
+
+impl Writer {
+    fn run(mut self, jobs: mpsc::Receiver<(AuditEvent, Reply)>) {
+        while let Ok(first) = jobs.recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match jobs.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            self.write(batch);
+        }
+    }
+
+    fn write(&mut self, batch: Vec<(AuditEvent, Reply)>) {
+        if self.failed {
+            let problem = AuditError::Failed(self.path.clone()).to_string();
+            for (_, reply) in batch {
+                let _ = reply.send(Err(problem.clone()));
+            }
+            return;
+        }
+        let at = self
+            .clock
+            .now()
+            .format(&Rfc3339)
+            .expect("a UTC time always formats");
+        let mut seq = self.seq;
+        let mut hash = self.last_hash.clone();
+        let mut bytes = Vec::with_capacity(batch.len() * 256);
+        let mut replies = Vec::with_capacity(batch.len());
+        for (event, reply) in batch {
+            seq += 1;
+            let entry = AuditEntry::sealed(seq, at.clone(), event, hash);
+            serde_json::to_writer(&mut bytes, &entry).expect("an audit entry always encodes");
+            bytes.push(b'\n');
+            hash = entry.hash;
+            replies.push((seq, reply));
+        }
+        let written = self
+            .file
+            .write_all(&bytes)
+            .and_then(|()| self.file.sync_data());
+        match written {
+            Ok(()) => {
+                self.len += bytes.len() as u64;
+                self.seq = seq;
+                self.last_hash = hash;
+                for (seq, reply) in replies {
+                    let _ = reply.send(Ok(seq));
+                }
+            }
+            Err(e) => {
+                error!(path = %self.path.display(), error = %e, entries = replies.len(), "The audit log could not be written; the requests it would record are refused.");
+                // Cut the batch back off so the chain stays whole for the next one.
+                if self.file.set_len(self.len).is_err() {
+                    self.failed = true;
+                }
+                for (_, reply) in replies {
+                    let _ = reply.send(Err(e.to_string()));
+                }
+            }
+        }
+    }
+}
+
+/// What [`verify`] found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VerifyReport {
+    /// Entries whose chain checked out, from the first.
+    pub verified: u64,
+    /// The first entry that breaks the chain, if any.
+    pub first_broken: Option<BrokenEntry>,
+}
+
+/// An entry that breaks the chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BrokenEntry {
+    /// Its line in the file (1-based).
+    pub line: u64,
+    /// The sequence number it claims, if it parses.
+    pub seq: Option<u64>,
+    /// What is wrong.
+    pub problem: String,
+}
+
+/// Checks the whole chain of the log at `path`: each line parses, is in canonical form,
+/// numbers on from the one before, names its hash as `prev`, and hashes to its `hash`.
+pub fn verify(path: &Path) -> Result<VerifyReport, AuditError> {
+    let io = |source| AuditError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let file = File::open(path).map_err(io)?;
+    let mut reader = BufReader::new(file);
+    let mut prev = GENESIS.to_owned();
+    let mut verified = 0u64;
+    let mut line = Vec::new();
+    let mut number = 0u64;
+    loop {
+        line.clear();
+        let n = reader.read_until(b'\n', &mut line).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        number += 1;
+        let broken = |seq, problem: String| {
+            Ok(VerifyReport {
+                verified,
+                first_broken: Some(BrokenEntry {
+                    line: number,
+                    seq,
+                    problem,
+                }),
+            })
+        };
+        if line.last() != Some(&b'\n') {
+            return broken(None, "the line is incomplete (no newline)".into());
+        }
+        let text = &line[..line.len() - 1];
+        let entry: AuditEntry = match serde_json::from_slice(text) {
+            Ok(e) => e,
+            Err(e) => return broken(None, format!("not an audit entry: {e}")),
+        };
+        let seq = Some(entry.seq);
+        if serde_json::to_vec(&entry).ok().as_deref() != Some(text) {
+            return broken(seq, "the line is not in canonical form (edited)".into());
+        }
+        if entry.seq != verified + 1 {
+            return broken(
+                seq,
+                format!("sequence {} where {} was due", entry.seq, verified + 1),
+            );
+        }
+        if entry.prev != prev {
+            return broken(seq, "prev does not match the previous entry's hash".into());
+        }
+        if entry.compute_hash() != entry.hash {
+            return broken(seq, "the hash does not match the entry (edited)".into());
+        }
+        prev = entry.hash;
+        verified += 1;
+    }
+    Ok(VerifyReport {
+        verified,
+        first_broken: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(i: u32) -> AuditEvent {
+        AuditEvent {
+            case_id: Some(format!("case-{i}")),
+            ..AuditEvent::new("alice", "record.read").refused("no_grant")
+        }
+    }
+
+    fn clock() -> Clock {
+        Clock::starting_at(time::macros::datetime!(2026-11-23 10:00 UTC))
+    }
+
+    #[test]
+    fn chains_across_reopens_and_threads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit/audit.jsonl");
+        let log = AuditLog::open(&path, clock()).unwrap();
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    for i in 0..25 {
+                        log.append_blocking(event(t * 100 + i)).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        drop(log);
+        let log = AuditLog::open(&path, clock()).unwrap();
+        assert_eq!(log.append_blocking(event(999)).unwrap(), 201);
+        let report = verify(&path).unwrap();
+        assert_eq!(report.verified, 201);
+        assert_eq!(report.first_broken, None);
+    }
+
+    #[test]
+    fn finds_the_first_tampered_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = AuditLog::open(&path, clock()).unwrap();
+        for i in 0..5 {
+            log.append_blocking(event(i)).unwrap();
+        }
+        let original = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = original.lines().collect();
+
+        // An edited field, its hash left alone.
+        let edited = original.replacen("\"case-2\"", "\"case-7\"", 1);
+        std::fs::write(&path, &edited).unwrap();
+        let broken = verify(&path).unwrap().first_broken.unwrap();
+        assert_eq!((broken.line, broken.seq), (3, Some(3)), "{broken:?}");
+        assert_eq!(verify(&path).unwrap().verified, 2);
+
+        // A removed entry.
+        let removed: Vec<&str> = lines.iter().copied().filter(|l| *l != lines[1]).collect();
+        std::fs::write(&path, removed.join("\n") + "\n").unwrap();
+        let broken = verify(&path).unwrap().first_broken.unwrap();
+        assert_eq!(broken.line, 2);
+        assert!(broken.problem.contains("sequence"), "{broken:?}");
+
+        // An entry rewritten whole, with a recomputed hash: the next one's prev gives it away.
+        let mut forged: AuditEntry = serde_json::from_str(lines[3]).unwrap();
+        forged.event.outcome = Some(Outcome::Granted);
+        forged.hash = forged.compute_hash();
+        let mut rewritten: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+        rewritten[3] = serde_json::to_string(&forged).unwrap();
+        std::fs::write(&path, rewritten.join("\n") + "\n").unwrap();
+        let broken = verify(&path).unwrap().first_broken.unwrap();
+        assert_eq!(broken.line, 5, "{broken:?}");
+        assert!(broken.problem.contains("prev"), "{broken:?}");
+
+        // Whitespace added to a line.
+        let spaced = original.replacen("{\"seq\":4,", "{ \"seq\":4,", 1);
+        std::fs::write(&path, &spaced).unwrap();
+        assert_eq!(verify(&path).unwrap().first_broken.unwrap().line, 4);
+    }
+
+    #[test]
+    fn a_torn_last_line_is_cut_off_and_the_chain_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = AuditLog::open(&path, clock()).unwrap();
+        log.append_blocking(event(1)).unwrap();
+        drop(log);
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"seq\":2,\"at\":\"20").unwrap();
+        drop(f);
+        let log = AuditLog::open(&path, clock()).unwrap();
+        assert_eq!(log.append_blocking(event(2)).unwrap(), 2);
+        assert_eq!(verify(&path).unwrap().verified, 2);
+    }
+
+    #[test]
+    fn a_log_that_cannot_be_written_refuses() {
+        // /dev/full accepts the open and fails every write, like a full disk.
+        let log = AuditLog::open(Path::new("/dev/full"), clock()).unwrap();
+        for _ in 0..2 {
+            assert!(log.append_blocking(event(1)).is_err());
+        }
+    }
+}

@@ -1,0 +1,364 @@
+//! The access store: one sled database of principals, token hashes, workstations and access
+//! requests. It holds names, IDs, regions and reasons; never content, never a token.
+//!
+//! Trees: `principals` (name → JSON), `tokens` (SHA-256 of a token → name), `workstations`
+//! (certificate fingerprint → JSON), `requests` (ID → JSON) and `requests_by_reviewer`
+//! (`requester \0 case \0 ID`, so a point query finds its caller's grants for one case with
+//! one prefix scan). Every change is flushed before it returns.
+
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::grant::AccessRequest;
+use crate::principal::{hash_token, Principal, Token};
+use crate::workstation::Workstation;
+use crate::AccessError;
+
+/// The access store.
+#[derive(Clone)]
+pub struct AccessStore {
+    db: sled::Db,
+    principals: sled::Tree,
+    tokens: sled::Tree,
+    workstations: sled::Tree,
+    requests: sled::Tree,
+    by_reviewer: sled::Tree,
+}
+
+fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, AccessError> {
+    serde_json::from_slice(bytes).map_err(|e| AccessError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        problem: e.to_string(),
+    })
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("access store values always encode")
+}
+
+fn reviewer_key(requester: &str, case_id: &str, id: &str) -> Vec<u8> {
+    [requester.as_bytes(), b"\0", case_id.as_bytes(), b"\0", id.as_bytes()].concat()
+}
+
+impl AccessStore {
+    /// Opens (or creates) the store in `dir` (mode 0700).
+    pub fn open(dir: &Path) -> Result<Self, AccessError> {
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(dir)
+            .map_err(|source| AccessError::Io {
+                path: dir.to_owned(),
+                source,
+            })?;
+        let path = dir.join("db");
+        let db = vigil_storage::geo::open_db(&path).map_err(|e| {
+            if vigil_storage::geo::is_lock_error(&e) {
+                AccessError::InUse(path.clone())
+            } else {
+                AccessError::Store(e)
+            }
+        })?;
+        Ok(Self {
+            principals: db.open_tree("principals")?,
+            tokens: db.open_tree("tokens")?,
+            workstations: db.open_tree("workstations")?,
+            requests: db.open_tree("requests")?,
+            by_reviewer: db.open_tree("requests_by_reviewer")?,
+            db,
+        })
+    }
+
+    fn flushed<T>(&self, value: T) -> Result<T, AccessError> {
+        self.db.flush()?;
+        Ok(value)
+    }
+
+    /// Adds a principal; the name must be new.
+    pub fn add_principal(&self, principal: &Principal) -> Result<(), AccessError> {
+        Principal::check_name(&principal.name)?;
+        let added = self.principals.compare_and_swap(
+            principal.name.as_bytes(),
+            None::<&[u8]>,
+            Some(encode(principal)),
+        )?;
+        if added.is_err() {
+            return Err(AccessError::Duplicate(format!(
+                "principal {}",
+                principal.name
+            )));
+        }
+        self.flushed(())
+    }
+
+    /// The principal called `name`.
+    pub fn principal(&self, name: &str) -> Result<Option<Principal>, AccessError> {
+        self.principals
+            .get(name.as_bytes())?
+            .map(|v| decode(name.as_bytes(), &v))
+            .transpose()
+    }
+
+    /// Every principal, by name.
+    pub fn principals(&self) -> Result<Vec<Principal>, AccessError> {
+        self.principals
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                decode(&k, &v)
+            })
+            .collect()
+    }
+
+    /// Removes a principal and every token of theirs. Their past requests stay, for the record.
+    pub fn remove_principal(&self, name: &str) -> Result<(), AccessError> {
+        if self.principals.remove(name.as_bytes())?.is_none() {
+            return Err(AccessError::NotFound(format!("principal {name}")));
+        }
+        self.revoke_tokens(name)?;
+        self.flushed(())
+    }
+
+    /// Issues a new token for `name`; it is returned once and stored only hashed.
+    pub fn issue_token(&self, name: &str) -> Result<Token, AccessError> {
+        if self.principal(name)?.is_none() {
+            return Err(AccessError::NotFound(format!("principal {name}")));
+        }
+        let token = Token::generate();
+        self.tokens.insert(token.hash(), name.as_bytes())?;
+        self.flushed(token)
+    }
+
+    /// Revokes every token of `name`; returns how many there were.
+    pub fn revoke_tokens(&self, name: &str) -> Result<usize, AccessError> {
+        let mut revoked = 0;
+        for kv in self.tokens.iter() {
+            let (hash, holder) = kv?;
+            if holder.as_ref() == name.as_bytes() {
+                self.tokens.remove(hash)?;
+                revoked += 1;
+            }
+        }
+        self.flushed(revoked)
+    }
+
+    /// The principal a presented token belongs to.
+    pub fn authenticate(&self, token: &str) -> Result<Option<Principal>, AccessError> {
+        let Some(name) = self.tokens.get(hash_token(token))? else {
+            return Ok(None);
+        };
+        let name = String::from_utf8_lossy(&name).into_owned();
+        self.principal(&name)
+    }
+
+    /// Registers a workstation; its name must be new.
+    pub fn register_workstation(&self, workstation: &Workstation) -> Result<(), AccessError> {
+        if self.workstations()?.iter().any(|w| w.name == workstation.name) {
+            return Err(AccessError::Duplicate(format!(
+                "workstation {}",
+                workstation.name
+            )));
+        }
+        self.workstations
+            .insert(workstation.fingerprint.as_bytes(), encode(workstation))?;
+        self.flushed(())
+    }
+
+    /// The registered workstation with this certificate fingerprint.
+    pub fn workstation(&self, fingerprint: &str) -> Result<Option<Workstation>, AccessError> {
+        self.workstations
+            .get(fingerprint.as_bytes())?
+            .map(|v| decode(fingerprint.as_bytes(), &v))
+            .transpose()
+    }
+
+    /// Every registered workstation.
+    pub fn workstations(&self) -> Result<Vec<Workstation>, AccessError> {
+        self.workstations
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                decode(&k, &v)
+            })
+            .collect()
+    }
+
+    /// Revokes the workstation called `name`: its certificate reads nothing from now on.
+    pub fn revoke_workstation(
+        &self,
+        name: &str,
+        at: time::OffsetDateTime,
+    ) -> Result<Workstation, AccessError> {
+        let mut ws = self
+            .workstations()?
+            .into_iter()
+            .find(|w| w.name == name)
+            .ok_or_else(|| AccessError::NotFound(format!("workstation {name}")))?;
+        ws.revoked_at.get_or_insert(at);
+        self.workstations
+            .insert(ws.fingerprint.as_bytes(), encode(&ws))?;
+        self.flushed(ws)
+    }
+
+    /// Stores a new access request.
+    pub fn add_request(&self, request: &AccessRequest) -> Result<(), AccessError> {
+        self.requests
+            .insert(request.id.as_bytes(), encode(request))?;
+        self.by_reviewer.insert(
+            reviewer_key(&request.requester, &request.case_id, &request.id),
+            &[],
+        )?;
+        self.flushed(())
+    }
+
+    /// Replaces `current` with `next` if nobody changed it meanwhile (two managers deciding
+    /// the same request at once: one wins). Returns whether it was replaced.
+    pub fn update_request(
+        &self,
+        current: &AccessRequest,
+        next: &AccessRequest,
+    ) -> Result<bool, AccessError> {
+        let swapped = self.requests.compare_and_swap(
+            current.id.as_bytes(),
+            Some(encode(current)),
+            Some(encode(next)),
+        )?;
+        self.flushed(swapped.is_ok())
+    }
+
+    /// The access request with this ID.
+    pub fn request(&self, id: &str) -> Result<Option<AccessRequest>, AccessError> {
+        self.requests
+            .get(id.as_bytes())?
+            .map(|v| decode(id.as_bytes(), &v))
+            .transpose()
+    }
+
+    /// `requester`'s requests for `case_id`.
+    pub fn requests_for(
+        &self,
+        requester: &str,
+        case_id: &str,
+    ) -> Result<Vec<AccessRequest>, AccessError> {
+        let prefix = reviewer_key(requester, case_id, "");
+        let mut found = Vec::new();
+        for kv in self.by_reviewer.scan_prefix(prefix.as_slice()) {
+            let (key, _) = kv?;
+            let id = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
+            if let Some(request) = self.request(&id)? {
+                found.push(request);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Every access request, newest first.
+    pub fn requests(&self) -> Result<Vec<AccessRequest>, AccessError> {
+        let mut all: Vec<AccessRequest> = self
+            .requests
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                decode(&k, &v)
+            })
+            .collect::<Result<_, _>>()?;
+        all.sort_by(|a, b| b.requested_at.cmp(&a.requested_at));
+        Ok(all)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grant::GrantState;
+    use crate::principal::{Region, Role};
+    use time::macros::datetime;
+    use vigil_core::{Geography, ResourceId};
+
+    fn alice() -> Principal {
+        Principal {
+            name: "alice".into(),
+            role: Role::Reviewer,
+            region: Region::Eea,
+            resources: vec![],
+        }
+    }
+
+    #[test]
+    fn principals_tokens_and_workstations() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AccessStore::open(dir.path()).unwrap();
+        store.add_principal(&alice()).unwrap();
+        assert!(matches!(
+            store.add_principal(&alice()),
+            Err(AccessError::Duplicate(_))
+        ));
+        let token = store.issue_token("alice").unwrap();
+        assert_eq!(store.authenticate(token.expose()).unwrap(), Some(alice()));
+        assert_eq!(store.authenticate("vgl_nope").unwrap(), None);
+        // Only the hash is on disk.
+        drop(store);
+        let store = AccessStore::open(dir.path()).unwrap();
+        let needle = token.expose().as_bytes();
+        for entry in std::fs::read_dir(dir.path().join("db")).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                let bytes = std::fs::read(&path).unwrap();
+                assert!(
+                    !bytes.windows(needle.len()).any(|w| w == needle),
+                    "the token itself is in {}",
+                    path.display()
+                );
+            }
+        }
+        assert_eq!(store.revoke_tokens("alice").unwrap(), 1);
+        assert_eq!(store.authenticate(token.expose()).unwrap(), None);
+
+        let ws = Workstation {
+            name: "ws-1".into(),
+            fingerprint: "ab".repeat(32),
+            issued_at: datetime!(2026-11-23 10:00 UTC),
+            revoked_at: None,
+        };
+        store.register_workstation(&ws).unwrap();
+        assert!(store.register_workstation(&ws).is_err());
+        assert_eq!(store.workstation(&ws.fingerprint).unwrap(), Some(ws.clone()));
+        let revoked = store
+            .revoke_workstation("ws-1", datetime!(2026-11-23 11:00 UTC))
+            .unwrap();
+        assert!(revoked.revoked_at.is_some());
+    }
+
+    #[test]
+    fn requests_are_found_per_reviewer_and_case_and_decided_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AccessStore::open(dir.path()).unwrap();
+        let request = |case: &str| AccessRequest {
+            id: AccessRequest::new_id(),
+            case_id: case.into(),
+            geography: Geography::parse("eu").unwrap(),
+            resource_id: ResourceId::parse("r").unwrap(),
+            requester: "alice".into(),
+            reason: "r".into(),
+            requested_at: datetime!(2026-11-23 10:00 UTC),
+            state: GrantState::Pending,
+        };
+        let (a, b) = (request("case-a"), request("case-b"));
+        store.add_request(&a).unwrap();
+        store.add_request(&b).unwrap();
+        assert_eq!(store.requests_for("alice", "case-a").unwrap(), vec![a.clone()]);
+        assert!(store.requests_for("bob", "case-a").unwrap().is_empty());
+        let denied = AccessRequest {
+            state: GrantState::Denied {
+                by: "boss".into(),
+                at: datetime!(2026-11-23 10:01 UTC),
+            },
+            ..a.clone()
+        };
+        assert!(store.update_request(&a, &denied).unwrap());
+        // A second decision based on the stale pending request loses.
+        assert!(!store.update_request(&a, &denied).unwrap());
+        assert_eq!(store.request(&a.id).unwrap(), Some(denied));
+        assert_eq!(store.requests().unwrap().len(), 2);
+    }
+}
