@@ -56,6 +56,17 @@ pub enum Command {
     /// Run a read-only SQL query over the analytics exports (tables: records, detections,
     /// cases, verdicts).
     Sql(SqlArgs),
+    /// Serve the HTTP API until SIGINT or SIGTERM: case metadata, access requests and grants,
+    /// resource management, and point queries from registered workstations over mutual TLS.
+    /// Purges and exports on the same schedule as `vigil run`.
+    Serve,
+    /// Manage principals, their API tokens, and secure workstations (needs the access store
+    /// to itself: stop `vigil serve` first). Every change is audited.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// The hash-chained audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Measure the harm classifier on labelled texts: AUPRC of the any-harm score, precision,
     /// recall, F1 and false-positive rate at the operating threshold, and texts/s, per source
     /// and overall.
@@ -368,4 +379,87 @@ pub struct CasesArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Reviewers, managers, admins and customers.
+    #[command(subcommand)]
+    Principal(PrincipalCommand),
+    /// API tokens (shown once, stored hashed).
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Secure access workstations and their client certificates.
+    #[command(subcommand)]
+    Workstation(WorkstationCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PrincipalCommand {
+    /// Add a principal.
+    Add {
+        /// A unique name (A-Z a-z 0-9 . _ -).
+        name: String,
+        /// reviewer, manager, admin or customer.
+        #[arg(long)]
+        role: String,
+        /// eea or non-eea: EEA resources' content is readable only by EEA reviewers.
+        #[arg(long)]
+        region: String,
+        /// For customers: a resource they own (repeat for several).
+        #[arg(long = "resource")]
+        resources: Vec<String>,
+    },
+    /// List principals (never tokens).
+    List,
+    /// Remove a principal and revoke their tokens.
+    Remove {
+        /// The principal's name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Issue a new API token for a principal; it is printed once.
+    Issue {
+        /// The principal's name.
+        name: String,
+    },
+    /// Revoke every token of a principal.
+    Revoke {
+        /// The principal's name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkstationCommand {
+    /// Issue a client certificate for a workstation and register it; writes NAME.pem,
+    /// NAME.key and the CA certificate ca.pem into the output directory.
+    Issue {
+        /// The workstation's name.
+        name: String,
+        /// Where to write the certificate and key.
+        #[arg(long, default_value = "var/workstations")]
+        out: PathBuf,
+    },
+    /// List registered workstations.
+    List,
+    /// Revoke a workstation: its certificate reads nothing from now on.
+    Revoke {
+        /// The workstation's name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the audit log's hash chain; names the first broken entry and exits non-zero if
+    /// there is one.
+    Verify {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
 }

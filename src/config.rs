@@ -9,7 +9,9 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 use vigil_abuse::AbuseConfig;
+use vigil_access::AccessConfig;
 use vigil_analytics::AnalyticsConfig;
+use vigil_api::ApiConfig;
 use vigil_detectors::ClassifierConfig;
 use vigil_ingest::IngestConfig;
 use vigil_kafka::KafkaConfig;
@@ -45,6 +47,12 @@ pub struct Config {
     /// The Parquet analytics exports that `vigil sql` queries.
     #[serde(default)]
     pub analytics: AnalyticsConfig,
+    /// Principals, grants, the workstation CA, rate limits and the audit log.
+    #[serde(default)]
+    pub access: AccessConfig,
+    /// The HTTP API's listeners (`vigil serve`).
+    #[serde(default)]
+    pub api: ApiConfig,
 }
 
 fn default_resources() -> PathBuf {

@@ -117,6 +117,8 @@ pub struct Lifecycle {
     registry: Arc<ResourceRegistry>,
     retention: RetentionConfig,
     exports: Exports,
+    /// One export at a time: the schedule's and one asked for after a deletion may overlap.
+    exporting: std::sync::Mutex<()>,
 }
 
 impl Lifecycle {
@@ -132,6 +134,7 @@ impl Lifecycle {
             registry,
             retention,
             exports,
+            exporting: std::sync::Mutex::new(()),
         }
     }
 
@@ -164,6 +167,7 @@ impl Lifecycle {
     /// past every resource's retention.
     pub fn export(&self) -> Result<ExportReport, LifecycleError> {
         let _span = info_span!("export").entered();
+        let _one_at_a_time = self.exporting.lock().expect("lock poisoned");
         let mut report = ExportReport {
             dir: self.exports.dir().display().to_string(),
             ..ExportReport::default()

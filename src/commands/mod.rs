@@ -1,5 +1,7 @@
 //! One module per subcommand; each loads what it needs and calls into the crates.
 
+mod admin;
+mod audit;
 mod bench;
 mod bench_classifier;
 mod bench_detection;
@@ -17,6 +19,7 @@ mod purge;
 mod resource;
 mod review;
 mod run;
+mod serve;
 mod sql;
 mod stats;
 
@@ -58,6 +61,9 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Delete(cmd) => delete::delete(&config, cmd),
         Command::Export => export::export(&config),
         Command::Sql(args) => sql::sql(&config, &args),
+        Command::Serve => serve::serve(&config),
+        Command::Admin(cmd) => admin::admin(&config, cmd),
+        Command::Audit(cmd) => audit::audit(&config, cmd),
     }
 }
 

@@ -1,0 +1,182 @@
+//! One API request as the audit log sees it: who (token), from where (workstation
+//! certificate), what (the route's action), and how it ended.
+//!
+//! Every `/v1` handler takes an [`Attempt`] and ends with [`Attempt::finish`], so each
+//! request leaves exactly one entry. Handlers that read content or change state call
+//! [`Attempt::commit`] *before* returning the content or making the change: when the entry
+//! cannot be written, nothing is returned or changed (fail closed).
+
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, MatchedPath, Request};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use vigil_access::{AuditEvent, Outcome, Principal, Refusal, Role};
+
+use crate::error::ApiError;
+use crate::tls::Peer;
+use crate::{routes, AppState};
+
+/// A request in progress, with its audit entry.
+pub struct Attempt {
+    /// The handlers' state.
+    pub state: Arc<AppState>,
+    /// The caller, when the token matched someone.
+    pub caller: Option<Principal>,
+    /// The registered, unrevoked workstation the request came from, by name.
+    pub workstation: Option<String>,
+    /// The entry being filled in.
+    pub event: AuditEvent,
+    committed: bool,
+}
+
+impl FromRequestParts<Arc<AppState>> for Attempt {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
+        let path = parts
+            .extensions
+            .get::<MatchedPath>()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_default();
+        let action = routes::action_of(&parts.method, &path).unwrap_or("unknown");
+        let token = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        let caller = match token {
+            Some(token) => state.access.authenticate(token).map_err(ApiError::internal)?,
+            None => None,
+        };
+        let certificate = parts
+            .extensions
+            .get::<ConnectInfo<Peer>>()
+            .and_then(|c| c.0.certificate.clone());
+        let workstation = match certificate {
+            Some(fingerprint) => state
+                .access
+                .workstation(&fingerprint)
+                .map_err(ApiError::internal)?
+                .filter(|w| w.revoked_at.is_none())
+                .map(|w| w.name),
+            None => None,
+        };
+        let mut event = AuditEvent::new(
+            caller.as_ref().map_or("anonymous", |p| p.name.as_str()),
+            action,
+        );
+        event.role = caller.as_ref().map(|p| p.role.name().to_owned());
+        event.workstation = workstation.clone();
+        Ok(Self {
+            state: state.clone(),
+            caller,
+            workstation,
+            event,
+            committed: false,
+        })
+    }
+}
+
+impl Attempt {
+    /// The caller, if their role is one of `roles`.
+    pub fn require(&self, roles: &[Role]) -> Result<&Principal, ApiError> {
+        let caller = self.caller.as_ref().ok_or(Refusal::Unauthenticated)?;
+        if roles.contains(&caller.role) {
+            Ok(caller)
+        } else {
+            Err(Refusal::WrongRole.into())
+        }
+    }
+
+    /// Refuses unless the request came from a registered workstation.
+    pub fn require_workstation(&self) -> Result<(), ApiError> {
+        match self.workstation {
+            Some(_) => Ok(()),
+            None => Err(Refusal::NoWorkstation.into()),
+        }
+    }
+
+    /// Writes the entry now, as `outcome`, before the handler returns content or changes
+    /// anything. If it cannot be written, the request is refused.
+    pub async fn commit(&mut self, outcome: Outcome) -> Result<(), ApiError> {
+        self.event.outcome = Some(outcome);
+        self.committed = true;
+        match self.state.audit.append(self.event.clone()).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::error!(error = %e, action = %self.event.action, "Refused a request that could not be audited.");
+                Err(Refusal::AuditUnavailable.into())
+            }
+        }
+    }
+
+    /// Ends the request: writes its entry if no commit did (refused, or a plain read), and
+    /// answers.
+    pub async fn finish<T: IntoResponse>(mut self, result: Result<T, ApiError>) -> Response {
+        match result {
+            Ok(answer) if self.committed => answer.into_response(),
+            Ok(answer) => match self.commit(Outcome::Done).await {
+                Ok(()) => answer.into_response(),
+                Err(e) => e.into_response(),
+            },
+            Err(error) => {
+                if error.code != Refusal::AuditUnavailable.code() {
+                    // After a commit this is a second entry: the action was recorded, then failed.
+                    let event = self.event.clone().refused(error.code);
+                    if let Err(e) = self.state.audit.append(event).await {
+                        tracing::error!(error = %e, "A refusal could not be audited.");
+                    }
+                }
+                error.into_response()
+            }
+        }
+    }
+}
+
+/// A JSON request body. An empty body is the type's default; a non-empty one must be
+/// `application/json`. Problems surface inside the handler, so the attempt is still audited.
+pub struct Body<T>(pub Result<T, ApiError>);
+
+impl<T: DeserializeOwned + Default + Send> FromRequest<Arc<AppState>> for Body<T> {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        let is_json = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+        let bytes = match axum::body::Bytes::from_request(req, state).await {
+            Ok(b) => b,
+            Err(rejection) => {
+                return Ok(Self(Err(ApiError::body(
+                    rejection.status(),
+                    rejection.body_text(),
+                ))))
+            }
+        };
+        if bytes.is_empty() {
+            return Ok(Self(Ok(T::default())));
+        }
+        if !is_json {
+            return Ok(Self(Err(ApiError::body(
+                axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "the body must be JSON (Content-Type: application/json)",
+            ))));
+        }
+        Ok(Self(serde_json::from_slice(&bytes).map_err(|e| {
+            ApiError::body(
+                axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                format!("the body is not the expected JSON: {e}"),
+            )
+        })))
+    }
+}

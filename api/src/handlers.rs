@@ -1,0 +1,698 @@
+//! The handlers of [`crate::routes::OPERATIONS`]. Each is a thin shell: it runs its body and
+//! hands the result to [`Attempt::finish`], which audits it.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use vigil_access::grant::{self, MAX_REASON_CHARS};
+use vigil_access::{AccessRequest, GrantState, GrantStatus, Outcome, Refusal, Role};
+use vigil_core::{Case, RequestId, Resource, ResourceId};
+use vigil_storage::GeoStore;
+
+use crate::attempt::{Attempt, Body};
+use crate::error::ApiError;
+use crate::AppState;
+
+type Answer = Result<Response, ApiError>;
+
+const REVIEWERS: &[Role] = &[Role::Reviewer, Role::Manager];
+const MANAGERS: &[Role] = &[Role::Manager];
+const RESOURCE_MANAGERS: &[Role] = &[Role::Admin, Role::Customer];
+
+fn ok(status: StatusCode, body: Value) -> Answer {
+    Ok((status, Json(body)).into_response())
+}
+
+/// Case IDs are `case-` and hex digits; anything else is refused before any lookup.
+fn case_id(raw: &str) -> Result<&str, ApiError> {
+    let valid = (6..=64).contains(&raw.len())
+        && raw.starts_with("case-")
+        && raw[5..].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if valid {
+        Ok(raw)
+    } else {
+        Err(ApiError::invalid(
+            "case_id",
+            "must be `case-` followed by letters, digits or dashes (at most 64 characters)",
+        ))
+    }
+}
+
+fn request_id(raw: &str) -> Result<RequestId, ApiError> {
+    RequestId::parse(raw).map_err(|e| ApiError::invalid("request_id", e))
+}
+
+fn access_request_id(raw: &str) -> Result<&str, ApiError> {
+    if AccessRequest::is_valid_id(raw) {
+        Ok(raw)
+    } else {
+        Err(ApiError::invalid(
+            "request_id",
+            "must be `acc-` followed by 16 lowercase hex digits",
+        ))
+    }
+}
+
+fn resource_id(raw: &str) -> Result<ResourceId, ApiError> {
+    ResourceId::parse(raw).map_err(|e| ApiError::invalid("resource_id", e))
+}
+
+impl AppState {
+    fn resource(&self, id: &str) -> Option<Resource> {
+        self.registry
+            .read()
+            .expect("registry lock poisoned")
+            .get(id)
+            .cloned()
+    }
+
+    fn is_eea(&self, resource: &Resource) -> bool {
+        self.access_config.is_eea(resource.geography.as_str())
+    }
+
+    fn store_of(&self, resource: &Resource) -> Result<Arc<GeoStore>, ApiError> {
+        self.stores
+            .geo(&resource.geography)
+            .map_err(ApiError::internal)
+    }
+
+    fn find_case(&self, case_id: &str) -> Result<Option<Case>, ApiError> {
+        for geography in self
+            .stores
+            .geographies_on_disk()
+            .map_err(ApiError::internal)?
+        {
+            let store = self.stores.geo(&geography).map_err(ApiError::internal)?;
+            if let Some(case) = store.case(case_id).map_err(ApiError::internal)? {
+                return Ok(Some(case));
+            }
+        }
+        Ok(None)
+    }
+
+    fn all_cases(&self) -> Result<Vec<Case>, ApiError> {
+        let mut cases = Vec::new();
+        for geography in self
+            .stores
+            .geographies_on_disk()
+            .map_err(ApiError::internal)?
+        {
+            let store = self.stores.geo(&geography).map_err(ApiError::internal)?;
+            cases.extend(store.cases().map_err(ApiError::internal)?);
+        }
+        cases.sort_by(|a, b| b.opened_at.cmp(&a.opened_at));
+        Ok(cases)
+    }
+
+    fn now(&self) -> time::OffsetDateTime {
+        self.stores.clock().now()
+    }
+}
+
+/// A case as reviewers see it: metadata, and whether its resource has content to grant.
+fn case_view(state: &AppState, case: &Case) -> Value {
+    let resource = state.resource(case.resource_id.as_str());
+    let mut view = serde_json::to_value(case).expect("a case always encodes");
+    view["content_logging"] = json!(resource.as_ref().is_none_or(|r| r.content_logging));
+    view["eea"] = json!(resource.as_ref().is_some_and(|r| state.is_eea(r)));
+    view
+}
+
+fn request_view(state: &AppState, request: &AccessRequest) -> Value {
+    let mut view = serde_json::to_value(request).expect("an access request always encodes");
+    view["status"] = json!(request.status(state.now()));
+    view
+}
+
+pub async fn me(attempt: Attempt) -> Response {
+    let result = (|| {
+        let caller = attempt.require(&[Role::Reviewer, Role::Manager, Role::Admin, Role::Customer])?;
+        ok(
+            StatusCode::OK,
+            json!({"name": caller.name, "role": caller.role, "region": caller.region,
+                "resources": caller.resources, "workstation": attempt.workstation}),
+        )
+    })();
+    attempt.finish(result).await
+}
+
+pub async fn list_cases(attempt: Attempt) -> Response {
+    let result = (|| {
+        attempt.require(REVIEWERS)?;
+        let cases: Vec<Value> = attempt
+            .state
+            .all_cases()?
+            .iter()
+            .map(|c| case_view(&attempt.state, c))
+            .collect();
+        ok(StatusCode::OK, json!({"cases": cases}))
+    })();
+    attempt.finish(result).await
+}
+
+pub async fn view_case(mut attempt: Attempt, Path(raw): Path<String>) -> Response {
+    let result = (|| {
+        let caller = attempt.require(REVIEWERS)?.clone();
+        let id = case_id(&raw)?;
+        attempt.event.case_id = Some(id.to_owned());
+        let state = &attempt.state;
+        let case = state.find_case(id)?.ok_or(Refusal::UnknownCase)?;
+        attempt.event.resource_id = Some(case.resource_id.to_string());
+        let store = state
+            .stores
+            .geo(&case.geography)
+            .map_err(ApiError::internal)?;
+        let verdicts: Vec<Value> = store
+            .verdicts(Some(id))
+            .map_err(ApiError::internal)?
+            .iter()
+            .map(|v| {
+                let mut v = serde_json::to_value(v).expect("a verdict always encodes");
+                // The model's own words stay out of the API, as out of the exports.
+                if let Some(a) = v.get_mut("assessment").and_then(Value::as_object_mut) {
+                    a.remove("rationale");
+                }
+                v
+            })
+            .collect();
+        let requests = state
+            .access
+            .requests_for(&caller.name, id)
+            .map_err(ApiError::internal)?;
+        let standing = match grant::standing(&requests, state.now()) {
+            Ok(active) => json!({"status": "active", "access_request": active.id, "expires_at": active.expires_at().map(fmt_time)}),
+            Err(refusal) => json!({"status": refusal.code()}),
+        };
+        let mut view = case_view(state, &case);
+        view["verdicts"] = json!(verdicts);
+        view["your_access"] = standing;
+        ok(StatusCode::OK, view)
+    })();
+    attempt.finish(result).await
+}
+
+fn fmt_time(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .expect("a UTC time always formats")
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReasonBody {
+    #[serde(default)]
+    reason: String,
+}
+
+pub async fn request_access(
+    mut attempt: Attempt,
+    Path(raw): Path<String>,
+    body: Body<ReasonBody>,
+) -> Response {
+    let result = async {
+        let caller = attempt.require(REVIEWERS)?.clone();
+        let id = case_id(&raw)?.to_owned();
+        attempt.event.case_id = Some(id.clone());
+        let reason = body.0?.reason;
+        let reason = reason.trim();
+        if reason.is_empty() || reason.chars().count() > MAX_REASON_CHARS {
+            return Err(ApiError::invalid(
+                "reason",
+                format!("must be 1-{MAX_REASON_CHARS} characters"),
+            ));
+        }
+        let state = attempt.state.clone();
+        let case = state.find_case(&id)?.ok_or(Refusal::UnknownCase)?;
+        attempt.event.resource_id = Some(case.resource_id.to_string());
+        let resource = state
+            .resource(case.resource_id.as_str())
+            .ok_or(Refusal::UnknownCase)?;
+        grant::check_request(&caller, state.is_eea(&resource), resource.content_logging)?;
+        let request = AccessRequest {
+            id: AccessRequest::new_id(),
+            case_id: id,
+            geography: case.geography.clone(),
+            resource_id: case.resource_id.clone(),
+            requester: caller.name.clone(),
+            reason: reason.to_owned(),
+            requested_at: state.now(),
+            state: GrantState::Pending,
+        };
+        attempt.event.access_request = Some(request.id.clone());
+        attempt.event.detail = Some(format!("reason: {}", request.reason));
+        attempt.commit(Outcome::Done).await?;
+        state
+            .access
+            .add_request(&request)
+            .map_err(ApiError::internal)?;
+        ok(StatusCode::CREATED, request_view(&state, &request))
+    }
+    .await;
+    attempt.finish(result).await
+}
+
+#[derive(Deserialize)]
+pub struct ListFilter {
+    state: Option<String>,
+}
+
+pub async fn list_requests(attempt: Attempt, Query(filter): Query<ListFilter>) -> Response {
+    let result = (|| {
+        let caller = attempt.require(REVIEWERS)?;
+        let wanted = match filter.state.as_deref() {
+            None => None,
+            Some(s) => Some(
+                serde_json::from_value::<GrantStatusName>(json!(s))
+                    .map_err(|_| {
+                        ApiError::invalid(
+                            "state",
+                            "must be pending, active, expired, denied or revoked",
+                        )
+                    })?
+                    .0,
+            ),
+        };
+        let now = attempt.state.now();
+        let requests: Vec<Value> = attempt
+            .state
+            .access
+            .requests()
+            .map_err(ApiError::internal)?
+            .iter()
+            .filter(|r| caller.role == Role::Manager || r.requester == caller.name)
+            .filter(|r| wanted.is_none_or(|w| r.status(now) == w))
+            .map(|r| request_view(&attempt.state, r))
+            .collect();
+        ok(StatusCode::OK, json!({"access_requests": requests}))
+    })();
+    attempt.finish(result).await
+}
+
+/// A status name in a query string.
+struct GrantStatusName(GrantStatus);
+
+impl<'de> Deserialize<'de> for GrantStatusName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        [
+            GrantStatus::Pending,
+            GrantStatus::Active,
+            GrantStatus::Expired,
+            GrantStatus::Denied,
+            GrantStatus::Revoked,
+        ]
+        .into_iter()
+        .find(|st| json!(st) == json!(s))
+        .map(GrantStatusName)
+        .ok_or_else(|| serde::de::Error::custom("unknown state"))
+    }
+}
+
+/// Loads an access request the caller may see: their own, or any for a manager. Others'
+/// requests are answered as unknown.
+fn visible_request(attempt: &mut Attempt, raw: &str) -> Result<AccessRequest, ApiError> {
+    let caller = attempt.require(REVIEWERS)?.clone();
+    let id = access_request_id(raw)?;
+    attempt.event.access_request = Some(id.to_owned());
+    let request = attempt
+        .state
+        .access
+        .request(id)
+        .map_err(ApiError::internal)?
+        .filter(|r| caller.role == Role::Manager || r.requester == caller.name)
+        .ok_or(Refusal::UnknownCase)?;
+    attempt.event.case_id = Some(request.case_id.clone());
+    attempt.event.resource_id = Some(request.resource_id.to_string());
+    Ok(request)
+}
+
+pub async fn view_request(mut attempt: Attempt, Path(raw): Path<String>) -> Response {
+    let result = visible_request(&mut attempt, &raw)
+        .and_then(|r| ok(StatusCode::OK, request_view(&attempt.state, &r)));
+    attempt.finish(result).await
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApproveBody {
+    duration_secs: Option<u64>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoteBody {
+    note: Option<String>,
+}
+
+/// Approves (`Some(duration)`) or denies (`None`) a pending request.
+async fn decide(attempt: &mut Attempt, raw: &str, approve: Option<Option<u64>>) -> Answer {
+    let manager = attempt.require(MANAGERS)?.clone();
+    let request = visible_request(attempt, raw)?;
+    let state = attempt.state.clone();
+    let resource = state.resource(request.resource_id.as_str());
+    let requester = state
+        .access
+        .principal(&request.requester)
+        .map_err(ApiError::internal)?;
+    grant::check_decision(
+        &manager,
+        &request,
+        requester.as_ref(),
+        resource.as_ref().is_some_and(|r| state.is_eea(r)),
+        resource.as_ref().is_some_and(|r| r.content_logging),
+        approve.is_some(),
+    )?;
+    let now = state.now();
+    let next_state = match approve {
+        Some(asked) => {
+            let length = grant::grant_length(
+                asked,
+                state.access_config.grant_secs,
+                state.access_config.max_grant_secs,
+            )?;
+            GrantState::Approved {
+                by: manager.name.clone(),
+                at: now,
+                expires_at: now + length,
+            }
+        }
+        None => GrantState::Denied {
+            by: manager.name.clone(),
+            at: now,
+        },
+    };
+    let next = AccessRequest {
+        state: next_state,
+        ..request.clone()
+    };
+    if let Some(expires) = next.expires_at() {
+        attempt.event.detail = Some(format!("expires_at: {}", fmt_time(expires)));
+    }
+    attempt.commit(Outcome::Done).await?;
+    if !state
+        .access
+        .update_request(&request, &next)
+        .map_err(ApiError::internal)?
+    {
+        return Err(Refusal::AlreadyDecided.into());
+    }
+    ok(StatusCode::OK, request_view(&state, &next))
+}
+
+pub async fn approve(
+    mut attempt: Attempt,
+    Path(raw): Path<String>,
+    body: Body<ApproveBody>,
+) -> Response {
+    let result = match body.0 {
+        Ok(b) => decide(&mut attempt, &raw, Some(b.duration_secs)).await,
+        Err(e) => Err(e),
+    };
+    attempt.finish(result).await
+}
+
+pub async fn deny(mut attempt: Attempt, Path(raw): Path<String>, body: Body<NoteBody>) -> Response {
+    let result = match body.0 {
+        Ok(b) => {
+            if let Some(note) = b.note.filter(|n| !n.trim().is_empty()) {
+                if note.chars().count() > MAX_REASON_CHARS {
+                    let e = ApiError::invalid("note", format!("at most {MAX_REASON_CHARS} characters"));
+                    return attempt.finish::<Response>(Err(e)).await;
+                }
+                attempt.event.detail = Some(format!("note: {note}"));
+            }
+            decide(&mut attempt, &raw, None).await
+        }
+        Err(e) => Err(e),
+    };
+    attempt.finish(result).await
+}
+
+pub async fn revoke(mut attempt: Attempt, Path(raw): Path<String>) -> Response {
+    let result = async {
+        let caller = attempt.require(REVIEWERS)?.clone();
+        let request = visible_request(&mut attempt, &raw)?;
+        // The holder may give a grant up; otherwise only a manager revokes.
+        if caller.role != Role::Manager && caller.name != request.requester {
+            return Err(Refusal::WrongRole.into());
+        }
+        let state = attempt.state.clone();
+        let now = state.now();
+        let GrantState::Approved { by, .. } = &request.state else {
+            return Err(Refusal::NotActive.into());
+        };
+        if request.status(now) != GrantStatus::Active {
+            return Err(Refusal::NotActive.into());
+        }
+        let next = AccessRequest {
+            state: GrantState::Revoked {
+                by: caller.name.clone(),
+                at: now,
+                approved_by: by.clone(),
+            },
+            ..request.clone()
+        };
+        attempt.commit(Outcome::Done).await?;
+        if !state
+            .access
+            .update_request(&request, &next)
+            .map_err(ApiError::internal)?
+        {
+            return Err(Refusal::NotActive.into());
+        }
+        ok(StatusCode::OK, request_view(&state, &next))
+    }
+    .await;
+    attempt.finish(result).await
+}
+
+pub async fn read_record(
+    mut attempt: Attempt,
+    Path((raw_case, raw_request)): Path<(String, String)>,
+) -> Response {
+    let result = async {
+        let caller = attempt.require(REVIEWERS)?.clone();
+        attempt.require_workstation()?;
+        let state = attempt.state.clone();
+        if let Err(wait) = state.limiter.check(&caller.name) {
+            let mut e = ApiError::from(Refusal::RateLimited);
+            e.retry_after = Some(wait.as_secs().max(1));
+            return Err(e);
+        }
+        let id = case_id(&raw_case)?.to_owned();
+        attempt.event.case_id = Some(id.clone());
+        let request_id = request_id(&raw_request)?;
+        attempt.event.request_id = Some(request_id.to_string());
+        let requests = state
+            .access
+            .requests_for(&caller.name, &id)
+            .map_err(ApiError::internal)?;
+        let grant = grant::standing(&requests, state.now())?;
+        attempt.event.access_request = Some(grant.id.clone());
+        attempt.event.resource_id = Some(grant.resource_id.to_string());
+        let store = state
+            .stores
+            .geo(&grant.geography)
+            .map_err(ApiError::internal)?;
+        let case = store
+            .case(&id)
+            .map_err(ApiError::internal)?
+            .ok_or(Refusal::NotAvailable)?;
+        if case.resource_id != grant.resource_id || !case.sample.contains(&request_id) {
+            return Err(Refusal::NotAvailable.into());
+        }
+        let resource = state
+            .resource(case.resource_id.as_str())
+            .ok_or(Refusal::NotAvailable)?;
+        grant::check_region(&caller, state.is_eea(&resource))?;
+        if !resource.content_logging {
+            return Err(Refusal::ContentLoggingOff.into());
+        }
+        let record = store
+            .get(&resource, &request_id)
+            .map_err(ApiError::internal)?
+            .ok_or(Refusal::NotAvailable)?;
+        let content = record.content.ok_or(Refusal::NotAvailable)?;
+        let expires_at = grant.expires_at();
+        attempt.commit(Outcome::Granted).await?;
+        let body = json!({
+            "case_id": id,
+            "request_id": request_id,
+            "resource_id": case.resource_id,
+            "geography": case.geography,
+            "stored_at": fmt_time(record.stored_at),
+            "model": record.meta.model,
+            "prompt": content.prompt,
+            "completion": content.completion,
+            "grant": {"access_request": grant.id, "expires_at": expires_at.map(fmt_time)},
+            "watermark": {"reviewer": caller.name, "read_at": fmt_time(state.now()),
+                "workstation": attempt.workstation},
+        });
+        let mut response = (StatusCode::OK, Json(body)).into_response();
+        response.headers_mut().insert(
+            header::CACHE_CONTROL,
+            header::HeaderValue::from_static("no-store"),
+        );
+        Ok(response)
+    }
+    .await;
+    attempt.finish(result).await
+}
+
+/// The resource the caller may manage: any for admins, their own for customers; others are
+/// answered as unknown.
+fn managed_resource(attempt: &mut Attempt, raw: &str) -> Result<Resource, ApiError> {
+    let caller = attempt.require(RESOURCE_MANAGERS)?.clone();
+    let id = resource_id(raw)?;
+    attempt.event.resource_id = Some(id.to_string());
+    if caller.role == Role::Customer && !caller.owns(id.as_str()) {
+        return Err(Refusal::NotOwner.into());
+    }
+    attempt.state.resource(id.as_str()).ok_or_else(ApiError::no_resource)
+}
+
+fn resource_view(resource: &Resource) -> Value {
+    json!({
+        "id": resource.id,
+        "geography": resource.geography,
+        "retention_days": resource.retention_days,
+        "customer_managed_key": resource.customer_key.is_some(),
+        "capabilities": resource.capabilities(),
+    })
+}
+
+pub async fn view_resource(mut attempt: Attempt, Path(raw): Path<String>) -> Response {
+    let result =
+        managed_resource(&mut attempt, &raw).and_then(|r| ok(StatusCode::OK, resource_view(&r)));
+    attempt.finish(result).await
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceChange {
+    content_logging: Option<bool>,
+    #[serde(default, deserialize_with = "present")]
+    retention_days: Option<Option<u32>>,
+}
+
+/// Tells `"retention_days": null` (remove the override) from an absent field.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<u32>>, D::Error> {
+    Option::<u32>::deserialize(d).map(Some)
+}
+
+pub async fn update_resource(
+    mut attempt: Attempt,
+    Path(raw): Path<String>,
+    body: Body<ResourceChange>,
+) -> Response {
+    let result = async {
+        attempt.require(&[Role::Admin])?;
+        let change = body.0?;
+        let mut resource = managed_resource(&mut attempt, &raw)?;
+        if let Some(on) = change.content_logging {
+            resource.content_logging = on;
+        }
+        if let Some(days) = change.retention_days {
+            resource.retention_days = days;
+        }
+        let state = attempt.state.clone();
+        let updated = {
+            let current = state.registry.read().expect("registry lock poisoned");
+            let mut next = current.clone();
+            next.update(resource.clone())
+                .map_err(|e| ApiError::invalid("body", e))?;
+            state
+                .retention
+                .validate(&next)
+                .map_err(|e| ApiError::invalid("retention_days", e))?;
+            next
+        };
+        attempt.event.detail = Some(format!(
+            "content_logging: {}, retention_days: {}",
+            resource.content_logging,
+            resource
+                .retention_days
+                .map_or("geography default".into(), |d| d.to_string())
+        ));
+        attempt.commit(Outcome::Done).await?;
+        let applied = tokio::task::spawn_blocking({
+            let state = state.clone();
+            move || -> anyhow::Result<usize> {
+                let mut registry = state.registry.write().expect("registry lock poisoned");
+                updated.save(&state.registry_path)?;
+                *registry = updated;
+                // Content logging off destroys the stored content now.
+                let done = state.stores.reconcile(&registry)?;
+                Ok(done.content_forgotten.iter().map(|(_, n)| n).sum())
+            }
+        })
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+        (state.on_change)();
+        let mut view = resource_view(&resource);
+        view["content_destroyed_records"] = json!(applied);
+        ok(StatusCode::OK, view)
+    }
+    .await;
+    attempt.finish(result).await
+}
+
+pub async fn delete_request(
+    mut attempt: Attempt,
+    Path((raw_resource, raw_request)): Path<(String, String)>,
+) -> Response {
+    let result = async {
+        let resource = managed_resource(&mut attempt, &raw_resource)?;
+        let request_id = request_id(&raw_request)?;
+        attempt.event.request_id = Some(request_id.to_string());
+        let state = attempt.state.clone();
+        let store = state.store_of(&resource)?;
+        // Only a request of this resource: another customer's ID reads as absent.
+        let owner = store
+            .resource_of(request_id.as_str())
+            .map_err(ApiError::internal)?;
+        if owner.as_ref() != Some(&resource.id) {
+            return Err(Refusal::NotAvailable.into());
+        }
+        attempt.commit(Outcome::Done).await?;
+        let deleted = store
+            .delete_request(&request_id)
+            .map_err(ApiError::internal)?
+            .ok_or(Refusal::NotAvailable)?;
+        (state.on_change)();
+        ok(
+            StatusCode::OK,
+            json!({"deleted": true, "request_id": request_id, "resource_id": resource.id,
+                "reviews_removed": deleted.reviews}),
+        )
+    }
+    .await;
+    attempt.finish(result).await
+}
+
+pub async fn delete_resource(mut attempt: Attempt, Path(raw): Path<String>) -> Response {
+    let result = async {
+        let resource = managed_resource(&mut attempt, &raw)?;
+        let state = attempt.state.clone();
+        let store = state.store_of(&resource)?;
+        attempt.commit(Outcome::Done).await?;
+        let id = resource.id.clone();
+        let report = tokio::task::spawn_blocking(move || store.delete_resource(&id))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(ApiError::internal)?;
+        (state.on_change)();
+        ok(
+            StatusCode::OK,
+            json!({"deleted": true, "resource_id": resource.id, "data_keys_destroyed": report.data_keys,
+                "records": report.records, "windows": report.windows, "cases": report.cases}),
+        )
+    }
+    .await;
+    attempt.finish(result).await
+}

@@ -1,0 +1,179 @@
+//! The route table: every operation the API serves, once. The router and `/openapi.json` are
+//! both made from it, so the document lists exactly what is served.
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::Method;
+use axum::routing::{get, MethodFilter, MethodRouter};
+use axum::{Json, Router};
+use serde_json::{json, Map, Value};
+
+use crate::error::ApiError;
+use crate::{handlers, AppState};
+
+/// One operation.
+pub struct Operation {
+    /// The HTTP method.
+    pub method: Method,
+    /// The path, with `{name}` parameters.
+    pub path: &'static str,
+    /// The action name the audit log records (also the OpenAPI operationId).
+    pub action: &'static str,
+    /// Who may call it, and what it does.
+    pub summary: &'static str,
+    /// The request body's schema, if it takes one.
+    pub body: Option<fn() -> Value>,
+    /// The success status.
+    pub success: u16,
+}
+
+macro_rules! op {
+    ($method:ident $path:literal, $action:literal, $success:literal, $body:expr, $summary:literal) => {
+        Operation {
+            method: Method::$method,
+            path: $path,
+            action: $action,
+            summary: $summary,
+            body: $body,
+            success: $success,
+        }
+    };
+}
+
+fn reason_body() -> Value {
+    json!({"type": "object", "required": ["reason"], "additionalProperties": false,
+        "properties": {"reason": {"type": "string", "minLength": 1, "maxLength": 1000}}})
+}
+fn approve_body() -> Value {
+    json!({"type": "object", "additionalProperties": false,
+        "properties": {"duration_secs": {"type": "integer", "minimum": 1,
+            "description": "grant length; default access.grant_secs, at most access.max_grant_secs"}}})
+}
+fn note_body() -> Value {
+    json!({"type": "object", "additionalProperties": false,
+        "properties": {"note": {"type": "string", "maxLength": 1000}}})
+}
+fn resource_body() -> Value {
+    json!({"type": "object", "additionalProperties": false,
+        "properties": {"content_logging": {"type": "boolean"},
+            "retention_days": {"type": ["integer", "null"], "minimum": 1,
+                "description": "null removes the resource's own retention"}}})
+}
+
+/// Every operation, in the order the document lists them.
+pub static OPERATIONS: &[Operation] = &[
+    op!(GET "/v1/me", "me", 200, None, "Any principal: who the token belongs to, its role and region, and the workstation the request came from."),
+    op!(GET "/v1/cases", "cases.list", 200, None, "Reviewers and managers: every open case's metadata (IDs, scores, categories, signals, sampled request IDs); never content."),
+    op!(GET "/v1/cases/{case_id}", "case.view", 200, None, "Reviewers and managers: one case's metadata, its LLM verdicts (without rationale) and the caller's grant standing."),
+    op!(POST "/v1/cases/{case_id}/access-requests", "grant.request", 201, Some(reason_body), "Reviewers and managers: ask for just-in-time access to one case's flagged records, with a reason. Refused for EEA data to non-EEA reviewers and for resources with content logging off."),
+    op!(GET "/v1/access-requests", "grants.list", 200, None, "Reviewers see their own access requests, managers everyone's; `?state=pending|active|expired|denied|revoked` filters."),
+    op!(GET "/v1/access-requests/{request_id}", "grant.view", 200, None, "The requester or a manager: one access request and where it stands."),
+    op!(POST "/v1/access-requests/{request_id}/approve", "grant.approve", 200, Some(approve_body), "Managers other than the requester: approve; the grant runs from now for the configured time (or less)."),
+    op!(POST "/v1/access-requests/{request_id}/deny", "grant.deny", 200, Some(note_body), "Managers other than the requester: deny."),
+    op!(POST "/v1/access-requests/{request_id}/revoke", "grant.revoke", 200, None, "A manager, or the grant's holder: end an active grant now."),
+    op!(GET "/v1/cases/{case_id}/records/{request_id}", "record.read", 200, None, "Point query, workstation listener only: one flagged record's prompt and completion, under the caller's active grant for that case. Anything else is refused without saying whether the record exists."),
+    op!(GET "/v1/resources/{resource_id}", "resource.view", 200, None, "Admins, or the customer owning it: the resource and its capabilities (`ContentLogging` `false` exactly when content logging is off)."),
+    op!(PATCH "/v1/resources/{resource_id}", "resource.update", 200, Some(resource_body), "Admins: turn content logging on or off (off destroys the stored content at once) and set retention."),
+    op!(DELETE "/v1/resources/{resource_id}/requests/{request_id}", "data.delete_request", 200, None, "Admins, or the customer owning the resource: delete one stored request now."),
+    op!(DELETE "/v1/resources/{resource_id}/data", "data.delete_resource", 200, None, "Admins, or the customer owning the resource: delete all of its stored data now (its keys first)."),
+];
+
+/// The action of the operation at `method` and `path` (the route's pattern).
+pub fn action_of(method: &Method, path: &str) -> Option<&'static str> {
+    OPERATIONS
+        .iter()
+        .find(|op| op.method == *method && op.path == path)
+        .map(|op| op.action)
+}
+
+fn with_handler(
+    route: MethodRouter<Arc<AppState>>,
+    op: &Operation,
+) -> MethodRouter<Arc<AppState>> {
+    let filter = MethodFilter::try_from(op.method.clone()).expect("a standard method");
+    match op.action {
+        "me" => route.on(filter, handlers::me),
+        "cases.list" => route.on(filter, handlers::list_cases),
+        "case.view" => route.on(filter, handlers::view_case),
+        "grant.request" => route.on(filter, handlers::request_access),
+        "grants.list" => route.on(filter, handlers::list_requests),
+        "grant.view" => route.on(filter, handlers::view_request),
+        "grant.approve" => route.on(filter, handlers::approve),
+        "grant.deny" => route.on(filter, handlers::deny),
+        "grant.revoke" => route.on(filter, handlers::revoke),
+        "record.read" => route.on(filter, handlers::read_record),
+        "resource.view" => route.on(filter, handlers::view_resource),
+        "resource.update" => route.on(filter, handlers::update_resource),
+        "data.delete_request" => route.on(filter, handlers::delete_request),
+        "data.delete_resource" => route.on(filter, handlers::delete_resource),
+        other => unreachable!("operation {other} has no handler"),
+    }
+}
+
+/// The router: every operation, `/openapi.json`, and JSON 404s for anything else.
+pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
+    let mut router = Router::new();
+    let mut paths: Vec<&str> = OPERATIONS.iter().map(|op| op.path).collect();
+    paths.sort_unstable();
+    paths.dedup();
+    for path in paths {
+        let route = OPERATIONS
+            .iter()
+            .filter(|op| op.path == path)
+            .fold(MethodRouter::new(), with_handler);
+        router = router.route(path, route);
+    }
+    let document = openapi();
+    router
+        .route("/openapi.json", get(move || async move { Json(document) }))
+        .fallback(|| async { ApiError::no_route() })
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}
+
+/// The OpenAPI 3.1 document of [`OPERATIONS`].
+pub fn openapi() -> Value {
+    let error = json!({"description": "refused or invalid; `error.code` says why",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
+    let mut paths = Map::new();
+    for op in OPERATIONS {
+        let parameters: Vec<Value> = op
+            .path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
+            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .collect();
+        let mut operation = json!({
+            "operationId": op.action,
+            "summary": op.summary,
+            "security": [{"bearer": []}],
+            "parameters": parameters,
+            "responses": {
+                op.success.to_string(): {"description": "success", "content": {"application/json": {}}},
+                "4XX": error,
+                "503": {"description": "the audit log cannot record the request, so it was not carried out"},
+            },
+        });
+        if let Some(body) = op.body {
+            operation["requestBody"] =
+                json!({"required": false, "content": {"application/json": {"schema": body()}}});
+        }
+        let entry = paths
+            .entry(op.path)
+            .or_insert_with(|| Value::Object(Map::new()));
+        entry[op.method.as_str().to_ascii_lowercase()] = operation;
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "vigil API", "version": env!("CARGO_PKG_VERSION"),
+            "description": "JIT-gated point queries (workstation listener, mutual TLS), case metadata, access requests, resource management. Every /v1 request is audited."},
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {"Error": {"type": "object", "required": ["error"], "properties": {"error": {
+                "type": "object", "required": ["code", "message"],
+                "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}}},
+        },
+    })
+}

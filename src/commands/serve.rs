@@ -1,0 +1,93 @@
+//! `vigil serve`: the HTTP API over the stores, with the retention schedule running beside
+//! it. Also used by `vigil run` when `api.serve_in_run` is set.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use vigil_access::{AccessStore, AuditLog, RateLimiter, WorkstationCa};
+use vigil_api::{ApiServer, AppState, ServerParts};
+use vigil_core::ResourceRegistry;
+use vigil_pipeline::Lifecycle;
+use vigil_storage::Stores;
+
+use super::{lifecycle, load_registry, open_stores, output, stop_on_signals};
+use crate::config::Config;
+
+/// Starts the API over `stores`; deletions and resource changes made through it nudge
+/// `lifecycle` to bring the exports up to date.
+pub(super) fn start_api(
+    config: &Config,
+    stores: &Arc<Stores>,
+    registry: &ResourceRegistry,
+    lifecycle: &Arc<Lifecycle>,
+) -> anyhow::Result<ApiServer> {
+    config.access.validate()?;
+    let access = AccessStore::open(&config.access.dir)?;
+    let audit = AuditLog::open(&config.access.audit_log, *stores.clock())
+        .context("opening the audit log")?;
+    let ca = WorkstationCa::load_or_create(&config.access.ca_dir)?;
+    let (nudge, nudged) = std::sync::mpsc::channel::<()>();
+    let exporter = lifecycle.clone();
+    std::thread::Builder::new()
+        .name("api-exports".into())
+        .spawn(move || {
+            while nudged.recv().is_ok() {
+                while nudged.try_recv().is_ok() {}
+                if let Err(error) = exporter.export() {
+                    tracing::warn!(%error, "Bringing the exports up to date after a change failed; the next scheduled pass retries.");
+                }
+            }
+        })
+        .context("starting the export thread")?;
+    let state = AppState {
+        stores: stores.clone(),
+        registry: std::sync::RwLock::new(registry.clone()),
+        registry_path: config.resources.clone(),
+        retention: config.storage.retention.clone(),
+        limiter: RateLimiter::new(
+            config.access.point_queries_per_minute,
+            config.access.point_query_burst,
+        ),
+        access,
+        access_config: config.access.clone(),
+        audit,
+        on_change: Box::new(move || {
+            let _ = nudge.send(());
+        }),
+    };
+    let server = ApiServer::start(ServerParts {
+        state,
+        config: config.api.clone(),
+        ca,
+    })?;
+    output(format!(
+        "vigil API on http://{} (metadata, access requests, management) and https://{} (workstations: client certificate from {} required; content only here)",
+        server.http_addr,
+        server.workstation_addr,
+        config.access.ca_dir.join("ca.pem").display()
+    ))?;
+    Ok(server)
+}
+
+pub fn serve(config: &Config) -> anyhow::Result<()> {
+    let registry = load_registry(config)?;
+    let stores = Arc::new(open_stores(config, &registry)?);
+    // Finish deletions a crash cut short, and apply registry changes made while stopped.
+    stores.reconcile(&registry)?;
+    let lifecycle = Arc::new(lifecycle(config, &stores, &registry)?);
+    let stop = stop_on_signals()?;
+    let server = start_api(config, &stores, &registry, &lifecycle)?;
+    let schedule = lifecycle.schedule(Duration::from_secs(
+        config.storage.retention.purge_interval_secs,
+    ));
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    tracing::info!("Stopping the API.");
+    server.stop();
+    schedule.finish()?;
+    stores.flush()?;
+    Ok(())
+}
