@@ -7,6 +7,7 @@ mod llm;
 mod util;
 
 mod abuse;
+mod api;
 mod crash;
 mod detect;
 mod kafka;

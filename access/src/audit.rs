@@ -272,12 +272,11 @@ impl AuditLog {
             .iter()
             .rposition(|&b| b == b'\n')
             .map_or(body, |i| &body[i + 1..]);
-        let entry: AuditEntry =
-            serde_json::from_slice(last).map_err(|e| AuditError::Corrupt {
-                path: path.to_owned(),
-                line: 0,
-                problem: format!("the last entry does not parse: {e}"),
-            })?;
+        let entry: AuditEntry = serde_json::from_slice(last).map_err(|e| AuditError::Corrupt {
+            path: path.to_owned(),
+            line: 0,
+            problem: format!("the last entry does not parse: {e}"),
+        })?;
         if entry.compute_hash() != entry.hash {
             return Err(AuditError::Corrupt {
                 path: path.to_owned(),

@@ -445,12 +445,18 @@ mod tests {
     #[test]
     fn grant_lengths_are_capped() {
         assert_eq!(grant_length(None, 3600, 7200), Ok(Duration::hours(1)));
-        assert_eq!(grant_length(Some(600), 3600, 7200), Ok(Duration::minutes(10)));
+        assert_eq!(
+            grant_length(Some(600), 3600, 7200),
+            Ok(Duration::minutes(10))
+        );
         assert_eq!(
             grant_length(Some(7201), 3600, 7200),
             Err(Refusal::GrantTooLong)
         );
-        assert_eq!(grant_length(Some(0), 3600, 7200), Err(Refusal::GrantTooLong));
+        assert_eq!(
+            grant_length(Some(0), 3600, 7200),
+            Err(Refusal::GrantTooLong)
+        );
     }
 
     #[test]

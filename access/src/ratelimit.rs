@@ -70,7 +70,11 @@ mod tests {
         // Another principal has a bucket of their own.
         assert!(limiter.check_at("b", t0).is_ok());
         // One a second comes back.
-        assert!(limiter.check_at("a", t0 + Duration::from_millis(1001)).is_ok());
-        assert!(limiter.check_at("a", t0 + Duration::from_millis(1002)).is_err());
+        assert!(limiter
+            .check_at("a", t0 + Duration::from_millis(1001))
+            .is_ok());
+        assert!(limiter
+            .check_at("a", t0 + Duration::from_millis(1002))
+            .is_err());
     }
 }

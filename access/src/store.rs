@@ -39,7 +39,14 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 fn reviewer_key(requester: &str, case_id: &str, id: &str) -> Vec<u8> {
-    [requester.as_bytes(), b"\0", case_id.as_bytes(), b"\0", id.as_bytes()].concat()
+    [
+        requester.as_bytes(),
+        b"\0",
+        case_id.as_bytes(),
+        b"\0",
+        id.as_bytes(),
+    ]
+    .concat()
 }
 
 impl AccessStore {
@@ -153,7 +160,11 @@ impl AccessStore {
 
     /// Registers a workstation; its name must be new.
     pub fn register_workstation(&self, workstation: &Workstation) -> Result<(), AccessError> {
-        if self.workstations()?.iter().any(|w| w.name == workstation.name) {
+        if self
+            .workstations()?
+            .iter()
+            .any(|w| w.name == workstation.name)
+        {
             return Err(AccessError::Duplicate(format!(
                 "workstation {}",
                 workstation.name
@@ -322,7 +333,10 @@ mod tests {
         };
         store.register_workstation(&ws).unwrap();
         assert!(store.register_workstation(&ws).is_err());
-        assert_eq!(store.workstation(&ws.fingerprint).unwrap(), Some(ws.clone()));
+        assert_eq!(
+            store.workstation(&ws.fingerprint).unwrap(),
+            Some(ws.clone())
+        );
         let revoked = store
             .revoke_workstation("ws-1", datetime!(2026-11-23 11:00 UTC))
             .unwrap();
@@ -346,7 +360,10 @@ mod tests {
         let (a, b) = (request("case-a"), request("case-b"));
         store.add_request(&a).unwrap();
         store.add_request(&b).unwrap();
-        assert_eq!(store.requests_for("alice", "case-a").unwrap(), vec![a.clone()]);
+        assert_eq!(
+            store.requests_for("alice", "case-a").unwrap(),
+            vec![a.clone()]
+        );
         assert!(store.requests_for("bob", "case-a").unwrap().is_empty());
         let denied = AccessRequest {
             state: GrantState::Denied {

@@ -234,7 +234,8 @@ mod tests {
         let first = std::fs::read(&cert).unwrap();
         ca.server_cert(&["localhost".into()]).unwrap();
         assert_eq!(std::fs::read(&cert).unwrap(), first);
-        ca.server_cert(&["localhost".into(), "127.0.0.1".into()]).unwrap();
+        ca.server_cert(&["localhost".into(), "127.0.0.1".into()])
+            .unwrap();
         assert_ne!(std::fs::read(&cert).unwrap(), first);
     }
 }

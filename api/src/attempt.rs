@@ -52,7 +52,10 @@ impl FromRequestParts<Arc<AppState>> for Attempt {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim);
         let caller = match token {
-            Some(token) => state.access.authenticate(token).map_err(ApiError::internal)?,
+            Some(token) => state
+                .access
+                .authenticate(token)
+                .map_err(ApiError::internal)?,
             None => None,
         };
         let certificate = parts

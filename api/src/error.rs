@@ -51,7 +51,11 @@ impl ApiError {
 
     /// No such route.
     pub fn no_route() -> Self {
-        Self::new(StatusCode::NOT_FOUND, "no_route", "no such endpoint; see /openapi.json")
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "no_route",
+            "no such endpoint; see /openapi.json",
+        )
     }
 
     /// No such resource (or not one of the caller's).

@@ -32,7 +32,9 @@ fn ok(status: StatusCode, body: Value) -> Answer {
 fn case_id(raw: &str) -> Result<&str, ApiError> {
     let valid = (6..=64).contains(&raw.len())
         && raw.starts_with("case-")
-        && raw[5..].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        && raw[5..]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-');
     if valid {
         Ok(raw)
     } else {
@@ -131,7 +133,8 @@ fn request_view(state: &AppState, request: &AccessRequest) -> Value {
 
 pub async fn me(attempt: Attempt) -> Response {
     let result = (|| {
-        let caller = attempt.require(&[Role::Reviewer, Role::Manager, Role::Admin, Role::Customer])?;
+        let caller =
+            attempt.require(&[Role::Reviewer, Role::Manager, Role::Admin, Role::Customer])?;
         ok(
             StatusCode::OK,
             json!({"name": caller.name, "role": caller.role, "region": caller.region,
@@ -185,7 +188,9 @@ pub async fn view_case(mut attempt: Attempt, Path(raw): Path<String>) -> Respons
             .requests_for(&caller.name, id)
             .map_err(ApiError::internal)?;
         let standing = match grant::standing(&requests, state.now()) {
-            Ok(active) => json!({"status": "active", "access_request": active.id, "expires_at": active.expires_at().map(fmt_time)}),
+            Ok(active) => {
+                json!({"status": "active", "access_request": active.id, "expires_at": active.expires_at().map(fmt_time)})
+            }
             Err(refusal) => json!({"status": refusal.code()}),
         };
         let mut view = case_view(state, &case);
@@ -420,7 +425,8 @@ pub async fn deny(mut attempt: Attempt, Path(raw): Path<String>, body: Body<Note
         Ok(b) => {
             if let Some(note) = b.note.filter(|n| !n.trim().is_empty()) {
                 if note.chars().count() > MAX_REASON_CHARS {
-                    let e = ApiError::invalid("note", format!("at most {MAX_REASON_CHARS} characters"));
+                    let e =
+                        ApiError::invalid("note", format!("at most {MAX_REASON_CHARS} characters"));
                     return attempt.finish::<Response>(Err(e)).await;
                 }
                 attempt.event.detail = Some(format!("note: {note}"));
@@ -552,7 +558,10 @@ fn managed_resource(attempt: &mut Attempt, raw: &str) -> Result<Resource, ApiErr
     if caller.role == Role::Customer && !caller.owns(id.as_str()) {
         return Err(Refusal::NotOwner.into());
     }
-    attempt.state.resource(id.as_str()).ok_or_else(ApiError::no_resource)
+    attempt
+        .state
+        .resource(id.as_str())
+        .ok_or_else(ApiError::no_resource)
 }
 
 fn resource_view(resource: &Resource) -> Value {

@@ -87,10 +87,7 @@ pub fn action_of(method: &Method, path: &str) -> Option<&'static str> {
         .map(|op| op.action)
 }
 
-fn with_handler(
-    route: MethodRouter<Arc<AppState>>,
-    op: &Operation,
-) -> MethodRouter<Arc<AppState>> {
+fn with_handler(route: MethodRouter<Arc<AppState>>, op: &Operation) -> MethodRouter<Arc<AppState>> {
     let filter = MethodFilter::try_from(op.method.clone()).expect("a standard method");
     match op.action {
         "me" => route.on(filter, handlers::me),

@@ -5,8 +5,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use vigil_access::{
-    AccessStore, AuditEvent, AuditLog, Outcome, Principal, Region, Role, Workstation,
-    WorkstationCa,
+    AccessStore, AuditEvent, AuditLog, Outcome, Principal, Region, Role, Workstation, WorkstationCa,
 };
 use vigil_core::{Clock, ResourceId};
 

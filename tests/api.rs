@@ -1,0 +1,973 @@
+//! The API end to end: the real `vigil serve` on loopback ports, real TLS with workstation
+//! client certificates issued by `vigil admin`, over the sample run's cases. Every refusal
+//! the source documents call for is a request here, and the audit log is checked after.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use serde_json::{json, Value};
+
+use crate::util::Workdir;
+
+/// A `vigil serve` process, stopped (SIGTERM) when dropped.
+struct Server {
+    child: Child,
+    http: String,
+    https: String,
+}
+
+impl Server {
+    fn start(wd: &Workdir, envs: &[(&str, &str)]) -> Self {
+        let mut child = wd
+            .command(&["serve"])
+            .envs(envs.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("vigil serve starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = |scheme: &str| {
+            let start = line
+                .find(scheme)
+                .unwrap_or_else(|| panic!("no {scheme} in {line:?}"));
+            line[start..].split_whitespace().next().unwrap().to_owned()
+        };
+        Self {
+            http: url("http://"),
+            https: url("https://"),
+            child,
+        }
+    }
+
+    fn stop(mut self) {
+        self.terminate();
+    }
+
+    fn terminate(&mut self) {
+        // SIGTERM: vigil stops cleanly, releasing its stores.
+        let _ = std::process::Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "vigil serve exited with {status}");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// An HTTP client: plain, or TLS trusting vigil's CA and presenting a workstation's
+/// certificate.
+fn agent(wd: &Workdir, workstation: Option<&str>) -> ureq::Agent {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(wd.path("ws/ca.pem")).unwrap())
+        .unwrap();
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = match workstation {
+        Some(name) => builder
+            .with_client_auth_cert(
+                vec![CertificateDer::from_pem_file(wd.path(&format!("ws/{name}.pem"))).unwrap()],
+                PrivateKeyDer::from_pem_file(wd.path(&format!("ws/{name}.key"))).unwrap(),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    ureq::AgentBuilder::new()
+        .tls_config(Arc::new(config))
+        .build()
+}
+
+/// Sends a request and returns the status and JSON body (Null when not JSON).
+fn call(
+    agent: &ureq::Agent,
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = agent.request(method, url);
+    if let Some(token) = token {
+        request = request.set("Authorization", &format!("Bearer {token}"));
+    }
+    let result = match body {
+        Some(body) => request.send_json(body),
+        None => request.call(),
+    };
+    let response = match result {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{method} {url}: {e}"),
+    };
+    let status = response.status();
+    let text = response.into_string().unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+fn code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or("")
+}
+
+/// The sample run's cases, principals with tokens, and two workstations (one revoked).
+struct World {
+    wd: Workdir,
+    tokens: std::collections::HashMap<&'static str, String>,
+}
+
+const PRINCIPALS: &[(&str, &str, &str)] = &[
+    ("rita", "reviewer", "eea"),
+    ("rhea", "reviewer", "eea"),
+    ("uma", "reviewer", "non-eea"),
+    ("max", "manager", "eea"),
+    ("mia", "manager", "eea"),
+    ("adam", "admin", "non-eea"),
+];
+
+fn world() -> World {
+    let wd = crate::util::sample_workdir();
+    wd.write(
+        "vigil.toml",
+        format!(
+            "{}[api]\nlisten = \"127.0.0.1:0\"\nworkstation_listen = \"127.0.0.1:0\"\n[access]\npoint_queries_per_minute = 6\npoint_query_burst = 12\n",
+            crate::util::CONFIG
+        ),
+    );
+    wd.run("traffic.jsonl");
+    let mut tokens = std::collections::HashMap::new();
+    for (name, role, region) in PRINCIPALS {
+        wd.ok(&[
+            "admin",
+            "principal",
+            "add",
+            name,
+            "--role",
+            role,
+            "--region",
+            region,
+        ]);
+        tokens.insert(
+            *name,
+            wd.ok(&["admin", "token", "issue", name]).trim().to_owned(),
+        );
+    }
+    wd.ok(&[
+        "admin",
+        "principal",
+        "add",
+        "cora",
+        "--role",
+        "customer",
+        "--region",
+        "eea",
+        "--resource",
+        "contoso-chat-eu",
+    ]);
+    tokens.insert(
+        "cora",
+        wd.ok(&["admin", "token", "issue", "cora"])
+            .trim()
+            .to_owned(),
+    );
+    for ws in ["ws1", "ws2"] {
+        wd.ok(&["admin", "workstation", "issue", ws, "--out", "ws"]);
+    }
+    wd.ok(&["admin", "workstation", "revoke", "ws2"]);
+    World { wd, tokens }
+}
+
+impl World {
+    fn token(&self, name: &str) -> Option<&str> {
+        self.tokens.get(name).map(String::as_str)
+    }
+
+    /// A case of `resource` with its sampled request IDs, and a request ID of the same
+    /// resource that no case flagged.
+    fn case_of(&self, server: &Server, resource: &str) -> (String, Vec<String>, String) {
+        let (status, body) = call(
+            &agent(&self.wd, None),
+            "GET",
+            &format!("{}/v1/cases", server.http),
+            self.token("rita"),
+            None,
+        );
+        assert_eq!(status, 200, "{body}");
+        let cases = body["cases"].as_array().unwrap();
+        let case = cases
+            .iter()
+            .find(|c| c["resource_id"] == resource && c["subject"]["kind"] != "resource")
+            .or_else(|| cases.iter().find(|c| c["resource_id"] == resource))
+            .unwrap_or_else(|| panic!("no case of {resource}"));
+        let sample: Vec<String> = case["sample"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_str().unwrap().to_owned())
+            .collect();
+        let flagged: Vec<&Value> = cases
+            .iter()
+            .flat_map(|c| c["sample"].as_array().unwrap())
+            .collect();
+        let traffic = traffic(&self.wd);
+        let unflagged = traffic
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|r| r["resource_id"] == resource && !flagged.contains(&&r["request_id"]))
+            .map(|r| r["request_id"].as_str().unwrap().to_owned())
+            .unwrap();
+        (
+            case["case_id"].as_str().unwrap().to_owned(),
+            sample,
+            unflagged,
+        )
+    }
+}
+
+/// The sample traffic (it has deliberately broken lines, some not UTF-8).
+fn traffic(wd: &Workdir) -> String {
+    String::from_utf8_lossy(&std::fs::read(wd.path("traffic.jsonl")).unwrap()).into_owned()
+}
+
+fn prompt_of(wd: &Workdir, request_id: &str) -> String {
+    let traffic = traffic(wd);
+    traffic
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|r| r["request_id"] == request_id)
+        .and_then(|r| r["prompt"].as_str().map(str::to_owned))
+        .unwrap()
+}
+
+fn audit_lines(wd: &Workdir) -> Vec<Value> {
+    std::fs::read_to_string(wd.path("var/audit/audit.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn grants_gate_point_queries_and_every_refusal_is_audited() {
+    let w = world();
+    let wd = &w.wd;
+    let server = Server::start(wd, &[]);
+    let (plain, ws1, ws2) = (
+        agent(wd, None),
+        agent(wd, Some("ws1")),
+        agent(wd, Some("ws2")),
+    );
+    let (case, sample, unflagged) = w.case_of(&server, "contoso-chat-eu");
+    let (us_case, us_sample, _) = w.case_of(&server, "tailspin-support-us");
+    let (quiet_case, _, _) = w.case_of(&server, "northwind-health-eu");
+    let http = |path: &str| format!("{}{path}", server.http);
+    let https = |path: &str| format!("{}{path}", server.https);
+    let record = |case: &str, request: &str| format!("/v1/cases/{case}/records/{request}");
+    let reason = |text: &str| Some(json!({"reason": text}));
+
+    // Who am I; no token and a wrong token.
+    let (s, me) = call(&plain, "GET", &http("/v1/me"), w.token("rita"), None);
+    assert_eq!(
+        (s, me["role"].as_str(), me["region"].as_str()),
+        (200, Some("reviewer"), Some("eea"))
+    );
+    assert_eq!(call(&plain, "GET", &http("/v1/cases"), None, None).0, 401);
+    assert_eq!(
+        call(&plain, "GET", &http("/v1/cases"), Some("vgl_forged"), None).0,
+        401
+    );
+    // Wrong role: an admin reads no case metadata and requests nothing.
+    let (s, b) = call(&plain, "GET", &http("/v1/cases"), w.token("adam"), None);
+    assert_eq!((s, code(&b)), (403, "wrong_role"));
+
+    // A reviewer without a grant reads nothing, even from a registered workstation.
+    let (s, b) = call(
+        &ws1,
+        "GET",
+        &https(&record(&case, &sample[0])),
+        w.token("rita"),
+        None,
+    );
+    assert_eq!((s, code(&b)), (403, "no_grant"));
+
+    // The EEA rule: a non-EEA reviewer cannot even ask.
+    let (s, b) = call(
+        &plain,
+        "POST",
+        &http(&format!("/v1/cases/{case}/access-requests")),
+        w.token("uma"),
+        reason("look"),
+    );
+    assert_eq!((s, code(&b)), (403, "eea_rule"));
+    // Content logging off: nothing to grant.
+    let (s, b) = call(
+        &plain,
+        "POST",
+        &http(&format!("/v1/cases/{quiet_case}/access-requests")),
+        w.token("rita"),
+        reason("look"),
+    );
+    assert_eq!((s, code(&b)), (409, "content_logging_off"));
+    // An empty reason.
+    let (s, b) = call(
+        &plain,
+        "POST",
+        &http(&format!("/v1/cases/{case}/access-requests")),
+        w.token("rita"),
+        reason("  "),
+    );
+    assert_eq!((s, code(&b)), (400, "invalid_input"));
+
+    // Rita asks; pending reads nothing.
+    let (s, req) = call(
+        &plain,
+        "POST",
+        &http(&format!("/v1/cases/{case}/access-requests")),
+        w.token("rita"),
+        reason("repeated jailbreak attempts"),
+    );
+    assert_eq!((s, req["status"].as_str()), (201, Some("pending")), "{req}");
+    let id = req["id"].as_str().unwrap().to_owned();
+    let (s, b) = call(
+        &ws1,
+        "GET",
+        &https(&record(&case, &sample[0])),
+        w.token("rita"),
+        None,
+    );
+    assert_eq!((s, code(&b)), (403, "grant_pending"));
+    // A reviewer cannot approve; a manager may not approve their own request.
+    let approve = |id: &str| http(&format!("/v1/access-requests/{id}/approve"));
+    let (s, b) = call(&plain, "POST", &approve(&id), w.token("rita"), None);
+    assert_eq!((s, code(&b)), (403, "wrong_role"));
+    let (s, own) = call(
+        &plain,
+        "POST",
+        &http(&format!("/v1/cases/{case}/access-requests")),
+        w.token("max"),
+        reason("mine"),
+    );
+    assert_eq!(s, 201);
+    let own_id = own["id"].as_str().unwrap();
+    let (s, b) = call(&plain, "POST", &approve(own_id), w.token("max"), None);
+    assert_eq!((s, code(&b)), (403, "self_approval"));
+    // Longer than the cap is refused.
+    let (s, b) = call(
+        &plain,
+        "POST",
+        &approve(&id),
+        w.token("max"),
+        Some(json!({"duration_secs": 9 * 3600})),
+    );
+    assert_eq!((s, code(&b)), (422, "grant_too_long"));
+    // Max approves Rita's; a second decision is refused.
+    let (s, granted) = call(&plain, "POST", &approve(&id), w.token("max"), None);
+    assert_eq!(
+        (s, granted["status"].as_str()),
+        (200, Some("active")),
+        "{granted}"
+    );
+    let (s, b) = call(
+        &plain,
+        "POST",
+        &http(&format!("/v1/access-requests/{id}/deny")),
+        w.token("mia"),
+        None,
+    );
+    assert_eq!((s, code(&b)), (409, "already_decided"));
+
+    // The grant reads flagged records of its case, from a registered workstation only.
+    let (s, rec) = call(
+        &ws1,
+        "GET",
+        &https(&record(&case, &sample[0])),
+        w.token("rita"),
+        None,
+    );
+    assert_eq!(s, 200, "{rec}");
+    assert_eq!(rec["prompt"].as_str().unwrap(), prompt_of(wd, &sample[0]));
+    assert_eq!(rec["watermark"]["reviewer"], "rita");
+    assert_eq!(rec["watermark"]["workstation"], "ws1");
+    let (s, b) = call(
+        &plain,
+        "GET",
+        &http(&record(&case, &sample[0])),
+        w.token("rita"),
+        None,
+    );
+    assert_eq!((s, code(&b)), (403, "no_workstation"), "plain HTTP");
+    let (s, b) = call(
+        &ws2,
+        "GET",
+        &https(&record(&case, &sample[0])),
+        w.token("rita"),
+        None,
+    );
+    assert_eq!(
+        (s, code(&b)),
+        (403, "no_workstation"),
+        "a revoked workstation"
+    );
+    let no_cert = agent(wd, None).get(&https("/v1/me")).call();
+    assert!(
+        matches!(no_cert, Err(ureq::Error::Transport(_))),
+        "TLS without a client certificate: {no_cert:?}"
+    );
+    // The same grant is no key to another reviewer.
+    let (s, b) = call(
+        &ws1,
+        "GET",
+        &https(&record(&case, &sample[0])),
+        w.token("rhea"),
+        None,
+    );
+    assert_eq!((s, code(&b)), (403, "no_grant"));
+
+    // Unflagged, absent and other-case records get one answer, which says nothing of existence.
+    let (s1, b1) = call(
+        &ws1,
+        "GET",
+        &https(&record(&case, &unflagged)),
+        w.token("rita"),
+        None,
+    );
+    let (s2, b2) = call(
+        &ws1,
+        "GET",
+        &https(&record(&case, "chatcmpl-never-stored")),
+        w.token("rita"),
+        None,
+    );
+    let (s3, b3) = call(
+        &ws1,
+        "GET",
+        &https(&record(&case, &us_sample[0])),
+        w.token("rita"),
+        None,
+    );
+    assert_eq!((s1, &b1), (404, &b2));
+    assert_eq!((s2, &b2), (s3, &b3));
+    assert_eq!(code(&b1), "not_available");
+    // Another case needs its own grant.
+    let (s, b) = call(
+        &ws1,
+        "GET",
+        &https(&record(&us_case, &us_sample[0])),
+        w.token("rita"),
+        None,
+    );
+    assert_eq!((s, code(&b)), (403, "no_grant"));
+
+    // Revoked: reads nothing.
+    let (s, _) = call(
+        &plain,
+        "POST",
+        &http(&format!("/v1/access-requests/{id}/revoke")),
+        w.token("mia"),
+        None,
+    );
+    assert_eq!(s, 200);
+    let (s, b) = call(
+        &ws1,
+        "GET",
+        &https(&record(&case, &sample[0])),
+        w.token("rita"),
+        None,
+    );
+    assert_eq!((s, code(&b)), (403, "grant_revoked"));
+
+    // Expired: a one-second grant.
+    let (_, again) = call(
+        &plain,
+        "POST",
+        &http(&format!("/v1/cases/{case}/access-requests")),
+        w.token("rita"),
+        reason("once more"),
+    );
+    let again = again["id"].as_str().unwrap().to_owned();
+    let (s, _) = call(
+        &plain,
+        "POST",
+        &approve(&again),
+        w.token("mia"),
+        Some(json!({"duration_secs": 1})),
+    );
+    assert_eq!(s, 200);
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let (s, b) = call(
+        &ws1,
+        "GET",
+        &https(&record(&case, &sample[0])),
+        w.token("rita"),
+        None,
+    );
+    assert_eq!((s, code(&b)), (403, "grant_expired"));
+    let (s, list) = call(
+        &plain,
+        "GET",
+        &http("/v1/access-requests?state=expired"),
+        w.token("rita"),
+        None,
+    );
+    assert_eq!(
+        (s, list["access_requests"].as_array().unwrap().len()),
+        (200, 1)
+    );
+
+    // Rate limit: Rhea's burst of 12, then 429 with Retry-After; Rita is not affected.
+    let (_, r) = call(
+        &plain,
+        "POST",
+        &http(&format!("/v1/cases/{us_case}/access-requests")),
+        w.token("rhea"),
+        reason("burst"),
+    );
+    let r = r["id"].as_str().unwrap().to_owned();
+    call(&plain, "POST", &approve(&r), w.token("max"), None);
+    let statuses: Vec<u16> = (0..13)
+        .map(|_| {
+            call(
+                &ws1,
+                "GET",
+                &https(&record(&us_case, &us_sample[0])),
+                w.token("rhea"),
+                None,
+            )
+            .0
+        })
+        .collect();
+    // (Her refused read above took one from the bucket too.)
+    assert_eq!(statuses[..11], [200; 11]);
+    assert_eq!(statuses[11..], [429; 2]);
+
+    // The audit log: one entry per /v1 request, the chain intact, never content.
+    server.stop();
+    let entries = audit_lines(wd);
+    let reads: Vec<&Value> = entries
+        .iter()
+        .filter(|e| e["action"] == "record.read")
+        .collect();
+    assert_eq!(
+        reads.iter().filter(|e| e["outcome"] == "granted").count(),
+        12
+    );
+    for reason in [
+        "no_grant",
+        "grant_pending",
+        "no_workstation",
+        "not_available",
+        "grant_revoked",
+        "grant_expired",
+        "rate_limited",
+    ] {
+        assert!(
+            reads.iter().any(|e| e["reason"] == reason),
+            "no audited {reason}"
+        );
+    }
+    for (action, reason) in [
+        ("grant.request", "eea_rule"),
+        ("grant.request", "content_logging_off"),
+        ("grant.approve", "self_approval"),
+        ("cases.list", "unauthenticated"),
+        ("cases.list", "wrong_role"),
+    ] {
+        assert!(
+            entries
+                .iter()
+                .any(|e| e["action"] == action && e["reason"] == reason),
+            "no audited {action} {reason}"
+        );
+    }
+    let granted = entries
+        .iter()
+        .find(|e| e["action"] == "grant.approve" && e["outcome"] == "done")
+        .unwrap();
+    assert_eq!(
+        (
+            granted["actor"].as_str(),
+            granted["access_request"].as_str()
+        ),
+        (Some("max"), Some(id.as_str()))
+    );
+    let log = std::fs::read_to_string(wd.path("var/audit/audit.jsonl")).unwrap();
+    assert!(
+        !log.contains(&prompt_of(wd, &sample[0])),
+        "content in the audit log"
+    );
+    let out = wd.ok(&["audit", "verify"]);
+    assert!(out.contains("chain intact"), "{out}");
+
+    // A tampered entry is found, by line.
+    let lines: Vec<&str> = log.lines().collect();
+    let target = lines
+        .iter()
+        .position(|l| l.contains("\"self_approval\""))
+        .unwrap();
+    let tampered = log.replacen("\"self_approval\"", "\"no_grant\"", 1);
+    std::fs::write(wd.path("var/audit/audit.jsonl"), tampered).unwrap();
+    let out = wd.output(&["audit", "verify", "--format", "json"], b"", &[]);
+    assert!(!out.status.success());
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["first_broken"]["line"],
+        target as u64 + 1,
+        "{report}"
+    );
+    std::fs::write(wd.path("var/audit/audit.jsonl"), &log).unwrap();
+
+    // Fail closed: with an audit log that cannot be written, nothing is read or decided.
+    let (_, pending) = {
+        let server = Server::start(wd, &[]);
+        let result = call(
+            &plain,
+            "POST",
+            &format!("{}/v1/cases/{us_case}/access-requests", server.http),
+            w.token("rita"),
+            reason("later"),
+        );
+        server.stop();
+        result
+    };
+    let pending = pending["id"].as_str().unwrap().to_owned();
+    let broken = Server::start(wd, &[("VIGIL_ACCESS__AUDIT_LOG", "/dev/full")]);
+    let (s, b) = call(
+        &ws1,
+        "GET",
+        &format!("{}{}", broken.https, record(&us_case, &us_sample[0])),
+        w.token("rhea"),
+        None,
+    );
+    assert_eq!((s, code(&b)), (503, "audit_unavailable"), "{b}");
+    assert!(b.get("prompt").is_none());
+    let (s, _) = call(
+        &plain,
+        "POST",
+        &format!("{}/v1/access-requests/{pending}/approve", broken.http),
+        w.token("max"),
+        None,
+    );
+    assert_eq!(s, 503);
+    broken.stop();
+    let server = Server::start(wd, &[]);
+    let (_, still) = call(
+        &plain,
+        "GET",
+        &format!("{}/v1/access-requests/{pending}", server.http),
+        w.token("rita"),
+        None,
+    );
+    assert_eq!(
+        still["status"], "pending",
+        "a decision was made without an audit entry"
+    );
+    server.stop();
+    assert!(wd.ok(&["audit", "verify"]).contains("chain intact"));
+}
+
+#[test]
+fn management_api_and_malformed_input() {
+    let w = world();
+    let wd = &w.wd;
+    let server = Server::start(wd, &[]);
+    let plain = agent(wd, None);
+    let http = |path: &str| format!("{}{path}", server.http);
+
+    // Capabilities: ContentLogging=false exactly when logging is off, no entry otherwise.
+    let (s, quiet) = call(
+        &plain,
+        "GET",
+        &http("/v1/resources/northwind-health-eu"),
+        w.token("adam"),
+        None,
+    );
+    assert_eq!(
+        (s, &quiet["capabilities"]),
+        (200, &json!([{"name": "ContentLogging", "value": "false"}]))
+    );
+    let (_, loud) = call(
+        &plain,
+        "GET",
+        &http("/v1/resources/contoso-chat-eu"),
+        w.token("adam"),
+        None,
+    );
+    assert_eq!(loud["capabilities"], json!([]));
+    // A customer sees their own resource only; another reads as unknown. Reviewers manage nothing.
+    assert_eq!(
+        call(
+            &plain,
+            "GET",
+            &http("/v1/resources/contoso-chat-eu"),
+            w.token("cora"),
+            None
+        )
+        .0,
+        200
+    );
+    let (s, b) = call(
+        &plain,
+        "GET",
+        &http("/v1/resources/northwind-health-eu"),
+        w.token("cora"),
+        None,
+    );
+    assert_eq!((s, code(&b)), (404, "unknown_resource"));
+    assert_eq!(
+        call(
+            &plain,
+            "GET",
+            &http("/v1/resources/contoso-chat-eu"),
+            w.token("rita"),
+            None
+        )
+        .0,
+        403
+    );
+    // Only admins change settings.
+    let (s, _) = call(
+        &plain,
+        "PATCH",
+        &http("/v1/resources/contoso-chat-eu"),
+        w.token("cora"),
+        Some(json!({"content_logging": false})),
+    );
+    assert_eq!(s, 403);
+    let (s, b) = call(
+        &plain,
+        "PATCH",
+        &http("/v1/resources/contoso-chat-eu"),
+        w.token("adam"),
+        Some(json!({"retention_days": 31})),
+    );
+    assert_eq!((s, code(&b)), (400, "invalid_input"), "{b}");
+
+    // A customer deletes one request of theirs, not another customer's.
+    let (case, sample, _) = w.case_of(&server, "contoso-chat-eu");
+    let (_, us_sample, _) = w.case_of(&server, "tailspin-support-us");
+    let (s, b) = call(
+        &plain,
+        "DELETE",
+        &http(&format!(
+            "/v1/resources/contoso-chat-eu/requests/{}",
+            us_sample[0]
+        )),
+        w.token("cora"),
+        None,
+    );
+    assert_eq!((s, code(&b)), (404, "not_available"));
+    let (s, b) = call(
+        &plain,
+        "DELETE",
+        &http(&format!(
+            "/v1/resources/contoso-chat-eu/requests/{}",
+            sample[1]
+        )),
+        w.token("cora"),
+        None,
+    );
+    assert_eq!((s, b["deleted"].as_bool()), (200, Some(true)), "{b}");
+    let (s, _) = call(
+        &plain,
+        "DELETE",
+        &http(&format!(
+            "/v1/resources/contoso-chat-eu/requests/{}",
+            sample[1]
+        )),
+        w.token("cora"),
+        None,
+    );
+    assert_eq!(s, 404);
+
+    // Turning content logging off destroys stored content and shows in the capabilities;
+    // requests for that resource then say there is nothing to grant.
+    let (s, b) = call(
+        &plain,
+        "PATCH",
+        &http("/v1/resources/contoso-chat-eu"),
+        w.token("adam"),
+        Some(json!({"content_logging": false})),
+    );
+    assert_eq!(
+        (s, &b["capabilities"]),
+        (200, &json!([{"name": "ContentLogging", "value": "false"}])),
+        "{b}"
+    );
+    assert!(b["content_destroyed_records"].as_u64().unwrap() > 0);
+    let (s, b) = call(
+        &plain,
+        "POST",
+        &http(&format!("/v1/cases/{case}/access-requests")),
+        w.token("rita"),
+        Some(json!({"reason": "look"})),
+    );
+    assert_eq!((s, code(&b)), (409, "content_logging_off"));
+    let registry = std::fs::read_to_string(wd.path("resources.toml")).unwrap();
+    assert!(registry.contains("content_logging = false"));
+
+    // Malformed input: 4xx, never 5xx.
+    let big = "x".repeat(64 * 1024);
+    let long_id = "a".repeat(300);
+    let ws1 = agent(wd, Some("ws1"));
+    let raw = |method: &str, path: &str, content_type: Option<&str>, body: &str| {
+        // Record paths over the workstation listener, so validation is what answers.
+        let (client, url) = if path.contains("/records/") {
+            (&ws1, format!("{}{path}", server.https))
+        } else {
+            (&plain, http(path))
+        };
+        let mut request = client.request(method, &url).set(
+            "Authorization",
+            &format!("Bearer {}", w.token("rita").unwrap()),
+        );
+        if let Some(ct) = content_type {
+            request = request.set("Content-Type", ct);
+        }
+        match request.send_string(body) {
+            Ok(r) => r.status(),
+            Err(ureq::Error::Status(s, _)) => s,
+            Err(e) => panic!("{method} {path}: {e}"),
+        }
+    };
+    let access = format!("/v1/cases/{case}/access-requests");
+    let cases = [
+        (
+            "POST",
+            access.as_str(),
+            Some("application/json"),
+            format!("{{\"reason\":\"{big}\"}}"),
+            413,
+        ),
+        (
+            "POST",
+            access.as_str(),
+            Some("text/plain"),
+            "{\"reason\":\"x\"}".to_owned(),
+            415,
+        ),
+        (
+            "POST",
+            access.as_str(),
+            Some("application/json"),
+            "{\"reason\":".to_owned(),
+            422,
+        ),
+        (
+            "POST",
+            access.as_str(),
+            Some("application/json"),
+            "{\"reason\":\"x\",\"admin\":true}".to_owned(),
+            422,
+        ),
+        (
+            "POST",
+            access.as_str(),
+            Some("application/json"),
+            "[1,2]".to_owned(),
+            422,
+        ),
+        (
+            "GET",
+            "/v1/cases/..%2F..%2Fetc%2Fpasswd",
+            None,
+            String::new(),
+            400,
+        ),
+        (
+            "GET",
+            "/v1/cases/case-1/records/..%2F..%2Fkeys%2Fmaster.key",
+            None,
+            String::new(),
+            400,
+        ),
+        (
+            "GET",
+            &format!("/v1/cases/case-1/records/{long_id}"),
+            None,
+            String::new(),
+            400,
+        ),
+        ("GET", "/v1/cases/case-%00", None, String::new(), 400),
+        (
+            "GET",
+            "/v1/access-requests/acc-ZZZ",
+            None,
+            String::new(),
+            400,
+        ),
+        (
+            "GET",
+            "/v1/access-requests?state=everything",
+            None,
+            String::new(),
+            400,
+        ),
+        (
+            "GET",
+            "/v1/access-requests/acc-0000000000000000",
+            None,
+            String::new(),
+            404,
+        ),
+        ("GET", "/v1/resources/bad%20id", None, String::new(), 403),
+        ("DELETE", "/v1/cases", None, String::new(), 405),
+        ("GET", "/v1/nothing/here", None, String::new(), 404),
+        ("GET", "/../../etc/passwd", None, String::new(), 404),
+    ];
+    for (method, path, ct, body, want) in &cases {
+        let got = raw(method, path, *ct, body);
+        assert_eq!(got, *want, "{method} {path}");
+    }
+    let (s, b) = call(
+        &plain,
+        "GET",
+        &http("/v1/resources/bad%20id"),
+        w.token("adam"),
+        None,
+    );
+    assert_eq!((s, code(&b)), (400, "invalid_input"));
+
+    // The OpenAPI document lists exactly what is served: each documented operation answers
+    // (refused or not, never "no such route" or "method not allowed").
+    let (s, doc) = call(&plain, "GET", &http("/openapi.json"), None, None);
+    assert_eq!(s, 200);
+    let paths = doc["paths"].as_object().unwrap();
+    let mut operations = 0;
+    for (path, methods) in paths {
+        let concrete = path
+            .replace("{case_id}", "case-0")
+            .replace("{request_id}", "acc-0000000000000000")
+            .replace("{resource_id}", "nobody");
+        for method in methods.as_object().unwrap().keys() {
+            operations += 1;
+            let (s, b) = call(
+                &plain,
+                &method.to_uppercase(),
+                &http(&concrete),
+                w.token("adam"),
+                None,
+            );
+            assert!(
+                s != 405 && code(&b) != "no_route" && s < 500,
+                "{method} {path}: {s} {b}"
+            );
+        }
+    }
+    assert_eq!(operations, vigil_api::routes::OPERATIONS.len());
+    server.stop();
+    assert!(wd.ok(&["audit", "verify"]).contains("chain intact"));
+}
