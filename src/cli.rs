@@ -289,6 +289,13 @@ pub struct BenchArgs {
     /// as Parquet partitions, then time aggregation queries over them (rows/s).
     #[arg(long, conflicts_with_all = ["classifier", "detection", "kafka", "reviewer"])]
     pub sql: bool,
+    /// Point queries through the API: `--reviewers` concurrent reviewers over mutual TLS, each
+    /// reading its granted case's records by ID, `--records` queries a run.
+    #[arg(long, conflicts_with_all = ["classifier", "detection", "kafka", "reviewer", "sql", "purge"])]
+    pub api: bool,
+    /// Concurrent reviewers (client threads) for `--api`.
+    #[arg(long, default_value_t = 50, requires = "api")]
+    pub reviewers: usize,
     /// With --reviewer: review through this OpenAI-compatible API base URL (for example
     /// http://127.0.0.1:8080/v1) instead of the configured backend.
     #[arg(long, value_name = "URL", requires = "reviewer")]

@@ -3,6 +3,7 @@
 mod admin;
 mod audit;
 mod bench;
+mod bench_api;
 mod bench_classifier;
 mod bench_detection;
 mod bench_reviewer;
@@ -55,6 +56,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) if args.reviewer => bench_reviewer::bench(&config, &args),
         Command::Bench(args) if args.purge => purge::bench(&config, &args),
         Command::Bench(args) if args.sql => bench_sql::bench(&config, &args),
+        Command::Bench(args) if args.api => bench_api::bench(&config, &args),
         Command::Bench(args) => bench::bench(&args),
         Command::Eval(args) => eval::eval(&config, &args),
         Command::Purge(args) => purge::purge(&config, &args),

@@ -62,13 +62,17 @@ pub(super) fn start_api(
         config: config.api.clone(),
         ca,
     })?;
+    Ok(server)
+}
+
+/// Tells the operator where the API listens (tests read this line for the ports).
+pub(super) fn announce(config: &Config, server: &ApiServer) -> anyhow::Result<()> {
     output(format!(
         "vigil API on http://{} (metadata, access requests, management) and https://{} (workstations: client certificate from {} required; content only here)",
         server.http_addr,
         server.workstation_addr,
         config.access.ca_dir.join("ca.pem").display()
-    ))?;
-    Ok(server)
+    ))
 }
 
 pub fn serve(config: &Config) -> anyhow::Result<()> {
@@ -79,6 +83,7 @@ pub fn serve(config: &Config) -> anyhow::Result<()> {
     let lifecycle = Arc::new(lifecycle(config, &stores, &registry)?);
     let stop = stop_on_signals()?;
     let server = start_api(config, &stores, &registry, &lifecycle)?;
+    announce(config, &server)?;
     let schedule = lifecycle.schedule(Duration::from_secs(
         config.storage.retention.purge_interval_secs,
     ));

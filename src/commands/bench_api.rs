@@ -1,0 +1,214 @@
+//! `vigil bench --api`: point queries against a running API, the way reviewers make them.
+//!
+//! In a scratch directory it stores flagged records of an EEA resource, one case per
+//! reviewer (ten sampled records each), and gives `--reviewers` EEA reviewers an approved
+//! grant for their case and a registered workstation certificate. Then as many client
+//! threads, each with its own keep-alive TLS connection, read their case's records by ID
+//! through the workstation listener until `--records` queries are done: every query passes
+//! the whole gate (token, workstation, rate limit, grant, flag, region, decryption) and is
+//! audited with an fsync before it is answered. Reports queries/s and latency percentiles.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use anyhow::Context;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use time::Duration;
+use vigil_access::{
+    AccessRequest, AccessStore, GrantState, Principal, Region, Role, Workstation, WorkstationCa,
+};
+use vigil_core::{
+    Case, CaseSignals, FlagScores, FlagSubject, FlagWindow, Geography, LogRecord, RequestId,
+    Resource, ResourceId, ResourceRegistry,
+};
+use vigil_storage::Annex;
+
+use super::bench::{machine, median_line, timed_runs};
+use super::{lifecycle, open_stores, output, serve};
+use crate::cli::BenchArgs;
+use crate::config::Config;
+
+const RESOURCE: &str = "bench-eu";
+const PER_CASE: usize = 10;
+
+pub fn bench(config: &Config, args: &BenchArgs) -> anyhow::Result<()> {
+    let scratch = match &args.dir {
+        Some(dir) => tempfile::tempdir_in(dir),
+        None => tempfile::tempdir(),
+    }
+    .context("creating the bench directory")?;
+    let dir = scratch.path();
+    let mut config = config.clone();
+    config.resources = dir.join("resources.toml");
+    config.storage.data_dir = dir.join("data");
+    config.storage.master_key = dir.join("keys/master.key");
+    config.analytics.export_dir = dir.join("exports");
+    config.access.dir = dir.join("access");
+    config.access.ca_dir = dir.join("access/ca");
+    config.access.audit_log = dir.join("audit/audit.jsonl");
+    // The rate limit is not what is measured.
+    config.access.point_queries_per_minute = u32::MAX;
+    config.access.point_query_burst = u32::MAX;
+    config.api.listen = "127.0.0.1:0".into();
+    config.api.workstation_listen = "127.0.0.1:0".into();
+
+    let reviewers = args.reviewers.max(1);
+    let mut registry = ResourceRegistry::default();
+    let eu = Geography::parse("eu")?;
+    registry.add(Resource::new(ResourceId::parse(RESOURCE)?, eu.clone()))?;
+    registry.save(&config.resources)?;
+    let registry = ResourceRegistry::load(&config.resources)?;
+    let stores = Arc::new(open_stores(&config, &registry)?);
+    let cases = store_cases(&stores, &registry, reviewers)?;
+
+    let access = AccessStore::open(&config.access.dir)?;
+    let ca = WorkstationCa::load_or_create(&config.access.ca_dir)?;
+    let issued = ca.issue_workstation("bench-ws")?;
+    let now = stores.clock().now();
+    access.register_workstation(&Workstation {
+        name: "bench-ws".into(),
+        fingerprint: issued.fingerprint.clone(),
+        issued_at: now,
+        revoked_at: None,
+    })?;
+    let mut tokens = Vec::new();
+    for (i, case) in cases.iter().enumerate() {
+        let name = format!("reviewer-{i:03}");
+        access.add_principal(&Principal {
+            name: name.clone(),
+            role: Role::Reviewer,
+            region: Region::Eea,
+            resources: vec![],
+        })?;
+        tokens.push(access.issue_token(&name)?.expose().to_owned());
+        access.add_request(&AccessRequest {
+            id: AccessRequest::new_id(),
+            case_id: case.case_id.clone(),
+            geography: eu.clone(),
+            resource_id: case.resource_id.clone(),
+            requester: name,
+            reason: "bench".into(),
+            requested_at: now,
+            state: GrantState::Approved {
+                by: "bench-manager".into(),
+                at: now,
+                expires_at: now + Duration::hours(4),
+            },
+        })?;
+    }
+    drop(access);
+
+    let lifecycle = Arc::new(lifecycle(&config, &stores, &registry)?);
+    let server = serve::start_api(&config, &stores, &registry, &lifecycle)?;
+    let client = client_config(&ca, &issued)?;
+    let agents: Vec<ureq::Agent> = (0..reviewers)
+        .map(|_| ureq::AgentBuilder::new().tls_config(client.clone()).build())
+        .collect();
+    let base = format!("https://{}", server.workstation_addr);
+    let mut report = format!(
+        "API point queries · {reviewers} concurrent reviewers, each on its own keep-alive TLS connection · {} queries a run · every query audited (fsync) · {}\n",
+        args.records,
+        machine()
+    );
+    let (mut rates, mut latencies) = timed_runs(args.runs, reviewers, args.records, 1, |one| {
+        for i in one {
+            let who = i % reviewers;
+            let case = &cases[who];
+            let request_id = &case.sample[(i / reviewers) % case.sample.len()];
+            let url = format!("{base}/v1/cases/{}/records/{request_id}", case.case_id);
+            let response = agents[who]
+                .get(&url)
+                .set("Authorization", &format!("Bearer {}", tokens[who]))
+                .call()
+                .with_context(|| format!("point query {url}"))?;
+            let body = response.into_string()?;
+            anyhow::ensure!(
+                body.contains("\"prompt\""),
+                "a point query returned no content"
+            );
+        }
+        Ok(())
+    })?;
+    for (run, rate) in rates.iter().enumerate() {
+        writeln!(report, "run {}: {rate:>8.0} queries/s", run + 1)?;
+    }
+    report.push_str(&median_line(&mut rates, &mut latencies, "queries"));
+    report.push_str(" (a batch is one query)");
+    server.stop();
+    output(report)
+}
+
+/// Stores `PER_CASE` records per reviewer and a case sampling them.
+fn store_cases(
+    stores: &vigil_storage::Stores,
+    registry: &ResourceRegistry,
+    reviewers: usize,
+) -> anyhow::Result<Vec<Case>> {
+    let resource = registry.get(RESOURCE).expect("registered above");
+    let store = stores.geo(&resource.geography)?;
+    let now = stores.clock().now();
+    let mut cases = Vec::new();
+    for r in 0..reviewers {
+        let mut sealed = Vec::new();
+        let mut sample = Vec::new();
+        for k in 0..PER_CASE {
+            let id = format!("bench-{r:03}-{k:02}");
+            let line = serde_json::json!({
+                "request_id": id, "resource_id": RESOURCE, "geography": "eu",
+                "deployment": "standard", "timestamp": now.format(&time::format_description::well_known::Rfc3339)?,
+                "operation": "chat", "model": "gpt-4o", "end_user": format!("user-{r}"),
+                "prompt": format!("bench prompt {r} {k}: {}", "lorem ipsum ".repeat(30)),
+                "completion": format!("bench completion {r} {k}: {}", "dolor sit amet ".repeat(30)),
+            });
+            let record = LogRecord::from_json(&line.to_string())
+                .map_err(|e| anyhow::anyhow!("bench record: {e}"))?;
+            sealed.push(store.seal(&record, resource)?);
+            sample.push(RequestId::parse(id)?);
+        }
+        let case = Case {
+            case_id: format!("case-bench{r:04}"),
+            opened_at: now,
+            geography: resource.geography.clone(),
+            resource_id: resource.id.clone(),
+            subject: FlagSubject::EndUser {
+                end_user: format!("user-{r}"),
+            },
+            window: FlagWindow {
+                start: now - Duration::hours(1),
+                end: now,
+            },
+            scores: FlagScores {
+                abuse: 0.9,
+                categories: Default::default(),
+            },
+            categories: vec![],
+            signals: CaseSignals::default(),
+            pattern_families: vec![],
+            sample,
+            policy_version: "bench".into(),
+        };
+        let annex = Annex::Case(Box::new(case.clone()));
+        store.write_batch_with(&sealed, |_| Ok(vec![annex]))?;
+        cases.push(case);
+    }
+    stores.flush()?;
+    Ok(cases)
+}
+
+fn client_config(
+    ca: &WorkstationCa,
+    issued: &vigil_access::workstation::Issued,
+) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_slice(ca.ca_pem().as_bytes())?)?;
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            vec![CertificateDer::from_pem_slice(issued.cert_pem.as_bytes())?],
+            PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes())?,
+        )?;
+    Ok(Arc::new(config))
+}
