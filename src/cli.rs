@@ -54,7 +54,7 @@ pub enum Command {
     /// content).
     Export,
     /// Run a read-only SQL query over the analytics exports (tables: records, detections,
-    /// cases, verdicts).
+    /// cases, verdicts, audit).
     Sql(SqlArgs),
     /// Serve the HTTP API until SIGINT or SIGTERM: case metadata, access requests and grants,
     /// resource management, and point queries from registered workstations over mutual TLS.

@@ -612,6 +612,16 @@ fn grants_gate_point_queries_and_every_refusal_is_audited() {
     let out = wd.ok(&["audit", "verify"]);
     assert!(out.contains("chain intact"), "{out}");
 
+    // The audit table copies the log's structured fields.
+    wd.ok(&["export"]);
+    let granted = wd.ok(&[
+        "sql",
+        "SELECT count(*) AS n FROM audit WHERE action = 'record.read' AND outcome = 'granted'",
+        "--format",
+        "csv",
+    ]);
+    assert_eq!(granted.trim(), "n\n12");
+
     // A tampered entry is found, by line.
     let lines: Vec<&str> = log.lines().collect();
     let target = lines

@@ -11,6 +11,11 @@
 //! is refused (fail closed). A failed batch is cut back off the file so the chain stays
 //! whole; if even that fails, the log refuses everything from then on.
 //!
+//! The file is locked (`flock`) by its one writer. After each batch the writer also records
+//! the chain's head (last sequence number and hash) in `<log>.head`, so that entries cut off
+//! the end of the log are noticed too; anchor the head that `verify` prints somewhere else as
+//! well, since whoever can rewrite the log can rewrite that file.
+//!
 //! Entries hold names, IDs, codes and counts, never content.
 
 use std::fs::{File, OpenOptions};
@@ -153,6 +158,9 @@ pub enum AuditError {
     /// The writer thread is gone.
     #[error("audit log: the writer has stopped")]
     Closed,
+    /// Another process writes this log.
+    #[error("audit log {0} is in use by another vigil process")]
+    InUse(PathBuf),
     /// The last entry of an existing log could not be read, so the chain cannot go on.
     #[error("audit log {path}, line {line}: {problem} (see `vigil audit verify`)")]
     Corrupt {
@@ -185,6 +193,8 @@ struct Writer {
     last_hash: String,
     failed: bool,
     clock: Clock,
+    /// Whether the log is a regular file (not a device), beside which a head can be kept.
+    keeps_head: bool,
 }
 
 impl AuditLog {
@@ -210,7 +220,24 @@ impl AuditLog {
         )
         .open(path)
         .map_err(io)?;
+        // A writer this process just dropped lets go of the lock when its thread ends.
+        let started = std::time::Instant::now();
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock)
+                    if started.elapsed() < std::time::Duration::from_secs(3) =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(AuditError::InUse(path.to_owned()))
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+            }
+        }
         let (len, seq, last_hash) = Self::tail(&mut file, path)?;
+        let keeps_head = file.metadata().map_err(io)?.is_file();
         let writer = Writer {
             file,
             path: path.to_owned(),
@@ -219,6 +246,7 @@ impl AuditLog {
             last_hash,
             failed: false,
             clock,
+            keeps_head,
         };
         let (jobs, rx) = mpsc::channel();
         std::thread::Builder::new()
@@ -261,7 +289,9 @@ impl AuditLog {
                 bytes = len - new_len,
                 "The audit log ends in a torn line (a crash while writing); cutting it off."
             );
-            file.set_len(new_len).map_err(io)?;
+            file.set_len(new_len)
+                .and_then(|()| file.sync_all())
+                .map_err(io)?;
             end = cut;
             if new_len == 0 {
                 return Ok((0, 0, GENESIS.into()));
@@ -362,14 +392,27 @@ impl Writer {
                 self.len += bytes.len() as u64;
                 self.seq = seq;
                 self.last_hash = hash;
+                let head = match self.keeps_head {
+                    true => write_head(&self.path, self.seq, &self.last_hash),
+                    false => Ok(()),
+                };
+                if let Err(e) = head {
+                    warn!(path = %self.path.display(), error = %e, "The audit log's head could not be recorded; entries cut off its end would go unnoticed.");
+                }
                 for (seq, reply) in replies {
                     let _ = reply.send(Ok(seq));
                 }
             }
             Err(e) => {
                 error!(path = %self.path.display(), error = %e, entries = replies.len(), "The audit log could not be written; the requests it would record are refused.");
-                // Cut the batch back off so the chain stays whole for the next one.
-                if self.file.set_len(self.len).is_err() {
+                // Cut the batch back off so the chain stays whole for the next one. A failed
+                // sync may have lost pages silently, so a failed sync also ends writing.
+                let rolled_back = self
+                    .file
+                    .set_len(self.len)
+                    .and_then(|()| self.file.sync_all());
+                let sync_failed = e.kind() != std::io::ErrorKind::StorageFull;
+                if rolled_back.is_err() || sync_failed {
                     self.failed = true;
                 }
                 for (_, reply) in replies {
@@ -380,11 +423,40 @@ impl Writer {
     }
 }
 
+/// The recorded head of the chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Head {
+    seq: u64,
+    hash: String,
+}
+
+fn head_path(log: &Path) -> PathBuf {
+    let mut name = log.as_os_str().to_owned();
+    name.push(".head");
+    PathBuf::from(name)
+}
+
+/// Records the head: written beside and renamed over, so it is always whole.
+fn write_head(log: &Path, seq: u64, hash: &str) -> std::io::Result<()> {
+    let path = head_path(log);
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let head = serde_json::to_vec(&Head {
+        seq,
+        hash: hash.to_owned(),
+    })
+    .expect("a head always encodes");
+    std::fs::write(&tmp, head)?;
+    std::fs::rename(&tmp, &path)
+}
+
 /// What [`verify`] found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct VerifyReport {
     /// Entries whose chain checked out, from the first.
     pub verified: u64,
+    /// The hash of the last verified entry: record it elsewhere to anchor the log.
+    pub last_hash: String,
     /// The first entry that breaks the chain, if any.
     pub first_broken: Option<BrokenEntry>,
 }
@@ -408,6 +480,9 @@ pub fn verify(path: &Path) -> Result<VerifyReport, AuditError> {
         source,
     };
     let file = File::open(path).map_err(io)?;
+    let head: Option<Head> = std::fs::read(head_path(path))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok());
     let mut reader = BufReader::new(file);
     let mut prev = GENESIS.to_owned();
     let mut verified = 0u64;
@@ -423,6 +498,7 @@ pub fn verify(path: &Path) -> Result<VerifyReport, AuditError> {
         let broken = |seq, problem: String| {
             Ok(VerifyReport {
                 verified,
+                last_hash: prev.clone(),
                 first_broken: Some(BrokenEntry {
                     line: number,
                     seq,
@@ -454,11 +530,32 @@ pub fn verify(path: &Path) -> Result<VerifyReport, AuditError> {
         if entry.compute_hash() != entry.hash {
             return broken(seq, "the hash does not match the entry (edited)".into());
         }
+        if head
+            .as_ref()
+            .is_some_and(|h| h.seq == entry.seq && h.hash != entry.hash)
+        {
+            return broken(seq, "the entry differs from the recorded head".into());
+        }
         prev = entry.hash;
         verified += 1;
     }
+    if let Some(head) = head.filter(|h| h.seq > verified) {
+        return Ok(VerifyReport {
+            verified,
+            last_hash: prev,
+            first_broken: Some(BrokenEntry {
+                line: number + 1,
+                seq: Some(verified + 1),
+                problem: format!(
+                    "the log ends at seq {verified}, but entries up to seq {} were written (cut off the end)",
+                    head.seq
+                ),
+            }),
+        });
+    }
     Ok(VerifyReport {
         verified,
+        last_hash: prev,
         first_broken: None,
     })
 }
@@ -539,6 +636,12 @@ mod tests {
         let broken = verify(&path).unwrap().first_broken.unwrap();
         assert_eq!(broken.line, 5, "{broken:?}");
         assert!(broken.problem.contains("prev"), "{broken:?}");
+
+        // The last two entries cut off the end.
+        std::fs::write(&path, lines[..3].join("\n") + "\n").unwrap();
+        let broken = verify(&path).unwrap().first_broken.unwrap();
+        assert_eq!((broken.line, broken.seq), (4, Some(4)), "{broken:?}");
+        assert!(broken.problem.contains("cut off the end"), "{broken:?}");
 
         // Whitespace added to a line.
         let spaced = original.replacen("{\"seq\":4,", "{ \"seq\":4,", 1);

@@ -302,8 +302,8 @@ pub fn grant_length(
     default_secs: u64,
     max_secs: u64,
 ) -> Result<Duration, Refusal> {
-    let secs = asked_secs.unwrap_or(default_secs);
-    if secs == 0 || secs > max_secs {
+    let secs = asked_secs.unwrap_or(default_secs).max(1);
+    if secs > max_secs {
         return Err(Refusal::GrantTooLong);
     }
     Ok(Duration::seconds(secs as i64))
@@ -453,10 +453,7 @@ mod tests {
             grant_length(Some(7201), 3600, 7200),
             Err(Refusal::GrantTooLong)
         );
-        assert_eq!(
-            grant_length(Some(0), 3600, 7200),
-            Err(Refusal::GrantTooLong)
-        );
+        assert_eq!(grant_length(Some(0), 3600, 7200), Ok(Duration::seconds(1)));
     }
 
     #[test]

@@ -20,7 +20,7 @@ impl RateLimiter {
     /// Allows `per_minute` queries a minute to each principal, and `burst` at once.
     pub fn new(per_minute: u32, burst: u32) -> Self {
         Self {
-            per_second: f64::from(per_minute) / 60.0,
+            per_second: f64::from(per_minute.max(1)) / 60.0,
             burst: f64::from(burst.max(1)),
             buckets: Mutex::new(HashMap::new()),
         }

@@ -21,6 +21,9 @@ use crate::AccessError;
 pub struct AccessStore {
     db: sled::Db,
     principals: sled::Tree,
+    /// Names of removed principals: never given out again, since grants and audit entries
+    /// still name them.
+    removed: sled::Tree,
     tokens: sled::Tree,
     workstations: sled::Tree,
     requests: sled::Tree,
@@ -68,6 +71,7 @@ impl AccessStore {
         })?;
         Ok(Self {
             principals: db.open_tree("principals")?,
+            removed: db.open_tree("removed_principals")?,
             tokens: db.open_tree("tokens")?,
             workstations: db.open_tree("workstations")?,
             requests: db.open_tree("requests")?,
@@ -84,6 +88,12 @@ impl AccessStore {
     /// Adds a principal; the name must be new.
     pub fn add_principal(&self, principal: &Principal) -> Result<(), AccessError> {
         Principal::check_name(&principal.name)?;
+        if self.removed.contains_key(principal.name.as_bytes())? {
+            return Err(AccessError::Invalid(format!(
+                "principal {} was removed; names are not reused (its grants and audit entries still name it)",
+                principal.name
+            )));
+        }
         let added = self.principals.compare_and_swap(
             principal.name.as_bytes(),
             None::<&[u8]>,
@@ -122,6 +132,7 @@ impl AccessStore {
         if self.principals.remove(name.as_bytes())?.is_none() {
             return Err(AccessError::NotFound(format!("principal {name}")));
         }
+        self.removed.insert(name.as_bytes(), &[])?;
         self.revoke_tokens(name)?;
         self.flushed(())
     }
@@ -273,7 +284,7 @@ impl AccessStore {
                 decode(&k, &v)
             })
             .collect::<Result<_, _>>()?;
-        all.sort_by(|a, b| b.requested_at.cmp(&a.requested_at));
+        all.sort_by_key(|r| std::cmp::Reverse(r.requested_at));
         Ok(all)
     }
 }
@@ -324,6 +335,14 @@ mod tests {
         }
         assert_eq!(store.revoke_tokens("alice").unwrap(), 1);
         assert_eq!(store.authenticate(token.expose()).unwrap(), None);
+        let again = store.issue_token("alice").unwrap();
+        store.remove_principal("alice").unwrap();
+        assert_eq!(store.authenticate(again.expose()).unwrap(), None);
+        // The name is not given out again: old grants would follow it.
+        assert!(matches!(
+            store.add_principal(&alice()),
+            Err(AccessError::Invalid(_))
+        ));
 
         let ws = Workstation {
             name: "ws-1".into(),

@@ -4,8 +4,8 @@
 //!
 //! A content request must arrive over TLS with a certificate this CA signed (rustls checks
 //! that during the handshake) *and* whose SHA-256 fingerprint is registered and not revoked
-//! (the API checks that per request). Revoking a workstation takes effect at once, without a
-//! CRL.
+//! (the API checks that per request, against the access store). A revoked workstation reads
+//! nothing from the next request the store answers, without a CRL.
 //!
 //! Files in the CA directory: `ca.pem`, `ca.key` (mode 0600), `server.pem`, `server.key`.
 
@@ -76,7 +76,9 @@ fn ca_params() -> CertificateParams {
     params
 }
 
-fn write_private(path: &Path, text: &str) -> Result<(), AccessError> {
+/// Writes a private key (or anything secret) readable by its owner only, whether or not the
+/// file existed.
+pub fn write_private(path: &Path, text: &str) -> Result<(), AccessError> {
     use std::io::Write;
     let io = |source| AccessError::Io {
         path: path.to_owned(),
@@ -91,6 +93,8 @@ fn write_private(path: &Path, text: &str) -> Result<(), AccessError> {
     )
     .open(path)
     .map_err(io)?;
+    f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .map_err(io)?;
     f.write_all(text.as_bytes()).map_err(io)?;
     f.sync_all().map_err(io)
 }

@@ -25,4 +25,6 @@ pub use export::{
     day_name, Exports, PartitionWriter, Written, BATCH_ROWS, PART_FILE, ROW_GROUP_ROWS,
 };
 pub use query::{query, Measured, OutputFormat, Sql};
-pub use table::{CaseRow, DetectionRow, RecordRow, Row, Table, VerdictRow, PARTITION_COLUMNS};
+pub use table::{
+    AuditRow, CaseRow, DetectionRow, RecordRow, Row, Table, VerdictRow, PARTITION_COLUMNS,
+};

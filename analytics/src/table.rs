@@ -15,7 +15,7 @@ use std::sync::{Arc, LazyLock};
 
 use datafusion::arrow::array::{
     ArrayBuilder, ArrayRef, BooleanBuilder, Float32Builder, ListBuilder, StringBuilder,
-    TimestampMicrosecondBuilder, UInt32Builder,
+    TimestampMicrosecondBuilder, UInt32Builder, UInt64Builder,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use time::{Date, OffsetDateTime, UtcOffset};
@@ -39,11 +39,19 @@ pub enum Table {
     Cases,
     /// `verdicts`: one row per LLM review verdict, without its rationale.
     Verdicts,
+    /// `audit`: one row per audit log entry (who, what, outcome, IDs; never free text).
+    Audit,
 }
 
 impl Table {
     /// Every table, in a fixed order.
-    pub const ALL: [Table; 4] = [Self::Records, Self::Detections, Self::Cases, Self::Verdicts];
+    pub const ALL: [Table; 5] = [
+        Self::Records,
+        Self::Detections,
+        Self::Cases,
+        Self::Verdicts,
+        Self::Audit,
+    ];
 
     /// The table's name in SQL and in the export directory.
     pub fn name(self) -> &'static str {
@@ -52,17 +60,19 @@ impl Table {
             Self::Detections => "detections",
             Self::Cases => "cases",
             Self::Verdicts => "verdicts",
+            Self::Audit => "audit",
         }
     }
 
     /// The schema of the table's Parquet files (without the partition columns).
     pub fn schema(self) -> SchemaRef {
-        static SCHEMAS: LazyLock<[SchemaRef; 4]> = LazyLock::new(|| {
+        static SCHEMAS: LazyLock<[SchemaRef; 5]> = LazyLock::new(|| {
             [
                 records_schema(),
                 detections_schema(),
                 cases_schema(),
                 verdicts_schema(),
+                audit_schema(),
             ]
             .map(Arc::new)
         });
@@ -196,6 +206,124 @@ fn verdicts_schema() -> Schema {
         Field::new("attempts", DataType::UInt32, false),
         Field::new("in_flight", DataType::Boolean, false),
     ])
+}
+
+fn audit_schema() -> Schema {
+    Schema::new(vec![
+        Field::new("seq", DataType::UInt64, false),
+        timestamp("at"),
+        utf8("actor", false),
+        utf8("role", true),
+        utf8("action", false),
+        utf8("outcome", true),
+        utf8("reason", true),
+        utf8("case_id", true),
+        utf8("request_id", true),
+        utf8("resource_id", true),
+        utf8("access_request", true),
+        utf8("workstation", true),
+    ])
+}
+
+/// An audit log entry, as the `audit` table holds it: its structured fields only (a
+/// reviewer's stated reason and other free text stay in the log).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditRow {
+    /// The partition's geography: the resource's home, or `global` for entries about no
+    /// resource.
+    pub geography: Geography,
+    /// The entry's sequence number.
+    pub seq: u64,
+    /// When it was written.
+    pub at: OffsetDateTime,
+    /// Who.
+    pub actor: String,
+    /// Their role.
+    pub role: Option<String>,
+    /// What.
+    pub action: String,
+    /// `granted`, `refused` or `done`.
+    pub outcome: Option<String>,
+    /// A refusal's code.
+    pub reason: Option<String>,
+    /// The case involved.
+    pub case_id: Option<String>,
+    /// The request ID involved.
+    pub request_id: Option<String>,
+    /// The resource involved.
+    pub resource_id: Option<String>,
+    /// The access request involved.
+    pub access_request: Option<String>,
+    /// The workstation involved.
+    pub workstation: Option<String>,
+}
+
+/// Column builders of the `audit` table.
+#[doc(hidden)]
+pub struct AuditColumns {
+    seq: UInt64Builder,
+    at: TimestampMicrosecondBuilder,
+    text: [StringBuilder; 10],
+}
+
+impl sealed::Sealed for AuditRow {}
+
+impl Row for AuditRow {
+    const TABLE: Table = Table::Audit;
+    type Columns = AuditColumns;
+
+    fn geography(&self) -> Option<&Geography> {
+        Some(&self.geography)
+    }
+
+    fn day(&self) -> Date {
+        utc_day(self.at)
+    }
+}
+
+impl sealed::Columns<AuditRow> for AuditColumns {
+    fn with_capacity(rows: usize) -> Self {
+        Self {
+            seq: UInt64Builder::with_capacity(rows),
+            at: timestamps(rows),
+            text: std::array::from_fn(|_| strings(rows)),
+        }
+    }
+
+    fn push(&mut self, row: &AuditRow) {
+        self.seq.append_value(row.seq);
+        self.at.append_value(micros(row.at));
+        let values = [
+            Some(row.actor.as_str()),
+            row.role.as_deref(),
+            Some(row.action.as_str()),
+            row.outcome.as_deref(),
+            row.reason.as_deref(),
+            row.case_id.as_deref(),
+            row.request_id.as_deref(),
+            row.resource_id.as_deref(),
+            row.access_request.as_deref(),
+            row.workstation.as_deref(),
+        ];
+        for (builder, value) in self.text.iter_mut().zip(values) {
+            builder.append_option(value);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.seq.len()
+    }
+
+    fn finish(&mut self) -> Vec<ArrayRef> {
+        let mut columns: Vec<ArrayRef> =
+            vec![Arc::new(self.seq.finish()), Arc::new(self.at.finish())];
+        columns.extend(
+            self.text
+                .iter_mut()
+                .map(|b| Arc::new(b.finish()) as ArrayRef),
+        );
+        columns
+    }
 }
 
 /// A record's metadata, as the `records` table holds it.

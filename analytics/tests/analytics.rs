@@ -8,7 +8,7 @@ use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use time::macros::{date, datetime};
 use time::{Date, Duration, OffsetDateTime};
 use vigil_analytics::{
-    query, AnalyticsConfig, AnalyticsError, CaseRow, DetectionRow, Exports, OutputFormat,
+    query, AnalyticsConfig, AnalyticsError, AuditRow, CaseRow, DetectionRow, Exports, OutputFormat,
     RecordRow, Row, Sql, Table, VerdictRow, BATCH_ROWS, PART_FILE,
 };
 use vigil_core::flag::{FlagScores, FlagSubject, FlagWindow};
@@ -593,6 +593,26 @@ fn files_hold_the_table_schema_without_partition_columns() {
     );
     write(&exports, "eu", DAY1, &[case("eu", None)]);
     write(&exports, "eu", DAY1, &[verdict("req-a", "x", true)]);
+    write(
+        &exports,
+        "eu",
+        DAY1,
+        &[AuditRow {
+            geography: geo("eu"),
+            seq: 1,
+            at: DAY1.midnight().assume_utc(),
+            actor: "rita".into(),
+            role: Some("reviewer".into()),
+            action: "record.read".into(),
+            outcome: Some("refused".into()),
+            reason: Some("no_grant".into()),
+            case_id: Some("case-1".into()),
+            request_id: Some("req-a".into()),
+            resource_id: Some("res-eu".into()),
+            access_request: None,
+            workstation: None,
+        }],
+    );
     for table in Table::ALL {
         let file = exports
             .partition_dir(table, &geo("eu"), DAY1)

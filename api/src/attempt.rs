@@ -143,6 +143,29 @@ impl Attempt {
     }
 }
 
+/// A path or query extractor whose failure (say, a parameter that is not UTF-8 once
+/// percent-decoded) surfaces inside the handler as an invalid-input refusal, so the attempt
+/// is still audited.
+pub struct Lenient<E>(pub Result<E, ApiError>);
+
+impl<E: FromRequestParts<Arc<AppState>> + Send> FromRequestParts<Arc<AppState>> for Lenient<E> {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self(E::from_request_parts(parts, state).await.map_err(
+            |_| {
+                ApiError::invalid(
+                    "path or query",
+                    "a parameter is not valid UTF-8 or not of the expected shape",
+                )
+            },
+        )))
+    }
+}
+
 /// A JSON request body. An empty body is the type's default; a non-empty one must be
 /// `application/json`. Problems surface inside the handler, so the attempt is still audited.
 pub struct Body<T>(pub Result<T, ApiError>);
@@ -176,10 +199,20 @@ impl<T: DeserializeOwned + Default + Send> FromRequest<Arc<AppState>> for Body<T
             ))));
         }
         Ok(Self(serde_json::from_slice(&bytes).map_err(|e| {
-            ApiError::body(
-                axum::http::StatusCode::UNPROCESSABLE_ENTITY,
-                format!("the body is not the expected JSON: {e}"),
-            )
+            // serde's messages may quote the value sent; only field names are repeated.
+            let text = e.to_string();
+            let problem = if text.starts_with("unknown field") || text.starts_with("missing field")
+            {
+                text
+            } else {
+                format!(
+                    "the body is not the expected JSON ({:?} at line {}, column {})",
+                    e.classify(),
+                    e.line(),
+                    e.column()
+                )
+            };
+            ApiError::body(axum::http::StatusCode::UNPROCESSABLE_ENTITY, problem)
         })))
     }
 }

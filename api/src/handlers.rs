@@ -14,7 +14,7 @@ use vigil_access::{AccessRequest, GrantState, GrantStatus, Outcome, Refusal, Rol
 use vigil_core::{Case, RequestId, Resource, ResourceId};
 use vigil_storage::GeoStore;
 
-use crate::attempt::{Attempt, Body};
+use crate::attempt::{Attempt, Body, Lenient};
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -107,7 +107,7 @@ impl AppState {
             let store = self.stores.geo(&geography).map_err(ApiError::internal)?;
             cases.extend(store.cases().map_err(ApiError::internal)?);
         }
-        cases.sort_by(|a, b| b.opened_at.cmp(&a.opened_at));
+        cases.sort_by_key(|c| std::cmp::Reverse(c.opened_at));
         Ok(cases)
     }
 
@@ -158,9 +158,10 @@ pub async fn list_cases(attempt: Attempt) -> Response {
     attempt.finish(result).await
 }
 
-pub async fn view_case(mut attempt: Attempt, Path(raw): Path<String>) -> Response {
+pub async fn view_case(mut attempt: Attempt, raw: Lenient<Path<String>>) -> Response {
     let result = (|| {
         let caller = attempt.require(REVIEWERS)?.clone();
+        let Path(raw) = raw.0?;
         let id = case_id(&raw)?;
         attempt.event.case_id = Some(id.to_owned());
         let state = &attempt.state;
@@ -215,11 +216,12 @@ pub struct ReasonBody {
 
 pub async fn request_access(
     mut attempt: Attempt,
-    Path(raw): Path<String>,
+    raw: Lenient<Path<String>>,
     body: Body<ReasonBody>,
 ) -> Response {
     let result = async {
         let caller = attempt.require(REVIEWERS)?.clone();
+        let Path(raw) = raw.0?;
         let id = case_id(&raw)?.to_owned();
         attempt.event.case_id = Some(id.clone());
         let reason = body.0?.reason;
@@ -265,9 +267,10 @@ pub struct ListFilter {
     state: Option<String>,
 }
 
-pub async fn list_requests(attempt: Attempt, Query(filter): Query<ListFilter>) -> Response {
+pub async fn list_requests(attempt: Attempt, filter: Lenient<Query<ListFilter>>) -> Response {
     let result = (|| {
         let caller = attempt.require(REVIEWERS)?;
+        let Query(filter) = filter.0?;
         let wanted = match filter.state.as_deref() {
             None => None,
             Some(s) => Some(
@@ -335,8 +338,10 @@ fn visible_request(attempt: &mut Attempt, raw: &str) -> Result<AccessRequest, Ap
     Ok(request)
 }
 
-pub async fn view_request(mut attempt: Attempt, Path(raw): Path<String>) -> Response {
-    let result = visible_request(&mut attempt, &raw)
+pub async fn view_request(mut attempt: Attempt, raw: Lenient<Path<String>>) -> Response {
+    let result = raw
+        .0
+        .and_then(|Path(raw)| visible_request(&mut attempt, &raw))
         .and_then(|r| ok(StatusCode::OK, request_view(&attempt.state, &r)));
     attempt.finish(result).await
 }
@@ -410,19 +415,23 @@ async fn decide(attempt: &mut Attempt, raw: &str, approve: Option<Option<u64>>) 
 
 pub async fn approve(
     mut attempt: Attempt,
-    Path(raw): Path<String>,
+    raw: Lenient<Path<String>>,
     body: Body<ApproveBody>,
 ) -> Response {
-    let result = match body.0 {
-        Ok(b) => decide(&mut attempt, &raw, Some(b.duration_secs)).await,
-        Err(e) => Err(e),
+    let result = match (raw.0, body.0) {
+        (Ok(Path(raw)), Ok(b)) => decide(&mut attempt, &raw, Some(b.duration_secs)).await,
+        (Err(e), _) | (_, Err(e)) => Err(e),
     };
     attempt.finish(result).await
 }
 
-pub async fn deny(mut attempt: Attempt, Path(raw): Path<String>, body: Body<NoteBody>) -> Response {
-    let result = match body.0 {
-        Ok(b) => {
+pub async fn deny(
+    mut attempt: Attempt,
+    raw: Lenient<Path<String>>,
+    body: Body<NoteBody>,
+) -> Response {
+    let result = match (raw.0, body.0) {
+        (Ok(Path(raw)), Ok(b)) => {
             if let Some(note) = b.note.filter(|n| !n.trim().is_empty()) {
                 if note.chars().count() > MAX_REASON_CHARS {
                     let e =
@@ -433,14 +442,15 @@ pub async fn deny(mut attempt: Attempt, Path(raw): Path<String>, body: Body<Note
             }
             decide(&mut attempt, &raw, None).await
         }
-        Err(e) => Err(e),
+        (Err(e), _) | (_, Err(e)) => Err(e),
     };
     attempt.finish(result).await
 }
 
-pub async fn revoke(mut attempt: Attempt, Path(raw): Path<String>) -> Response {
+pub async fn revoke(mut attempt: Attempt, raw: Lenient<Path<String>>) -> Response {
     let result = async {
         let caller = attempt.require(REVIEWERS)?.clone();
+        let Path(raw) = raw.0?;
         let request = visible_request(&mut attempt, &raw)?;
         // The holder may give a grant up; otherwise only a manager revokes.
         if caller.role != Role::Manager && caller.name != request.requester {
@@ -476,10 +486,7 @@ pub async fn revoke(mut attempt: Attempt, Path(raw): Path<String>) -> Response {
     attempt.finish(result).await
 }
 
-pub async fn read_record(
-    mut attempt: Attempt,
-    Path((raw_case, raw_request)): Path<(String, String)>,
-) -> Response {
+pub async fn read_record(mut attempt: Attempt, raw: Lenient<Path<(String, String)>>) -> Response {
     let result = async {
         let caller = attempt.require(REVIEWERS)?.clone();
         attempt.require_workstation()?;
@@ -489,6 +496,7 @@ pub async fn read_record(
             e.retry_after = Some(wait.as_secs().max(1));
             return Err(e);
         }
+        let Path((raw_case, raw_request)) = raw.0?;
         let id = case_id(&raw_case)?.to_owned();
         attempt.event.case_id = Some(id.clone());
         let request_id = request_id(&raw_request)?;
@@ -518,10 +526,16 @@ pub async fn read_record(
         if !resource.content_logging {
             return Err(Refusal::ContentLoggingOff.into());
         }
-        let record = store
-            .get(&resource, &request_id)
-            .map_err(ApiError::internal)?
-            .ok_or(Refusal::NotAvailable)?;
+        let record = match store.get(&resource, &request_id) {
+            Ok(Some(record)) => record,
+            Ok(None) => return Err(Refusal::NotAvailable.into()),
+            // Undecryptable (its key shredded or a customer key revoked): not readable, and
+            // said the same way as every other unreadable record.
+            Err(
+                vigil_storage::StorageError::Decrypt { .. } | vigil_storage::StorageError::Key(_),
+            ) => return Err(Refusal::NotAvailable.into()),
+            Err(e) => return Err(ApiError::internal(e)),
+        };
         let content = record.content.ok_or(Refusal::NotAvailable)?;
         let expires_at = grant.expires_at();
         attempt.commit(Outcome::Granted).await?;
@@ -574,9 +588,11 @@ fn resource_view(resource: &Resource) -> Value {
     })
 }
 
-pub async fn view_resource(mut attempt: Attempt, Path(raw): Path<String>) -> Response {
-    let result =
-        managed_resource(&mut attempt, &raw).and_then(|r| ok(StatusCode::OK, resource_view(&r)));
+pub async fn view_resource(mut attempt: Attempt, raw: Lenient<Path<String>>) -> Response {
+    let result = raw
+        .0
+        .and_then(|Path(raw)| managed_resource(&mut attempt, &raw))
+        .and_then(|r| ok(StatusCode::OK, resource_view(&r)));
     attempt.finish(result).await
 }
 
@@ -588,6 +604,41 @@ pub struct ResourceChange {
     retention_days: Option<Option<u32>>,
 }
 
+impl ResourceChange {
+    fn apply(&self, resource: &mut Resource) {
+        if let Some(on) = self.content_logging {
+            resource.content_logging = on;
+        }
+        if let Some(days) = self.retention_days {
+            resource.retention_days = days;
+        }
+    }
+}
+
+impl AppState {
+    /// The registry with `change` applied to resource `id`, checked against the retention
+    /// rules.
+    fn registry_with(
+        &self,
+        change: &ResourceChange,
+        id: &str,
+    ) -> Result<vigil_core::ResourceRegistry, ApiError> {
+        let mut next = self
+            .registry
+            .read()
+            .expect("registry lock poisoned")
+            .clone();
+        let mut resource = next.get(id).cloned().ok_or_else(ApiError::no_resource)?;
+        change.apply(&mut resource);
+        next.update(resource)
+            .map_err(|e| ApiError::invalid("body", e))?;
+        self.retention
+            .validate(&next)
+            .map_err(|e| ApiError::invalid("retention_days", e))?;
+        Ok(next)
+    }
+}
+
 /// Tells `"retention_days": null` (remove the override) from an absent field.
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<u32>>, D::Error> {
     Option::<u32>::deserialize(d).map(Some)
@@ -595,31 +646,21 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<u32>>
 
 pub async fn update_resource(
     mut attempt: Attempt,
-    Path(raw): Path<String>,
+    raw: Lenient<Path<String>>,
     body: Body<ResourceChange>,
 ) -> Response {
     let result = async {
         attempt.require(&[Role::Admin])?;
+        if !attempt.state.settings_writable {
+            return Err(ApiError::settings_locked());
+        }
         let change = body.0?;
+        let Path(raw) = raw.0?;
         let mut resource = managed_resource(&mut attempt, &raw)?;
-        if let Some(on) = change.content_logging {
-            resource.content_logging = on;
-        }
-        if let Some(days) = change.retention_days {
-            resource.retention_days = days;
-        }
+        change.apply(&mut resource);
         let state = attempt.state.clone();
-        let updated = {
-            let current = state.registry.read().expect("registry lock poisoned");
-            let mut next = current.clone();
-            next.update(resource.clone())
-                .map_err(|e| ApiError::invalid("body", e))?;
-            state
-                .retention
-                .validate(&next)
-                .map_err(|e| ApiError::invalid("retention_days", e))?;
-            next
-        };
+        // Checked now, for a plain refusal; applied again below to the registry as it is then.
+        state.registry_with(&change, resource.id.as_str())?;
         attempt.event.detail = Some(format!(
             "content_logging: {}, retention_days: {}",
             resource.content_logging,
@@ -628,20 +669,30 @@ pub async fn update_resource(
                 .map_or("geography default".into(), |d| d.to_string())
         ));
         attempt.commit(Outcome::Done).await?;
-        let applied = tokio::task::spawn_blocking({
+        let id = resource.id.clone();
+        let (resource, applied) = tokio::task::spawn_blocking({
             let state = state.clone();
-            move || -> anyhow::Result<usize> {
-                let mut registry = state.registry.write().expect("registry lock poisoned");
-                updated.save(&state.registry_path)?;
-                *registry = updated;
+            move || -> Result<(Resource, usize), ApiError> {
+                // One change at a time, each applied to the registry as the last one left it.
+                let _one_at_a_time = state.registry_change.lock().expect("lock poisoned");
+                let next = state.registry_with(&change, id.as_str())?;
+                next.save(&state.registry_path)
+                    .map_err(ApiError::internal)?;
+                *state.registry.write().expect("registry lock poisoned") = next.clone();
                 // Content logging off destroys the stored content now.
-                let done = state.stores.reconcile(&registry)?;
-                Ok(done.content_forgotten.iter().map(|(_, n)| n).sum())
+                let done = state.stores.reconcile(&next).map_err(ApiError::internal)?;
+                let resource = next
+                    .get(id.as_str())
+                    .cloned()
+                    .ok_or_else(ApiError::no_resource)?;
+                Ok((
+                    resource,
+                    done.content_forgotten.iter().map(|(_, n)| n).sum(),
+                ))
             }
         })
         .await
-        .map_err(ApiError::internal)?
-        .map_err(ApiError::internal)?;
+        .map_err(ApiError::internal)??;
         (state.on_change)();
         let mut view = resource_view(&resource);
         view["content_destroyed_records"] = json!(applied);
@@ -653,9 +704,10 @@ pub async fn update_resource(
 
 pub async fn delete_request(
     mut attempt: Attempt,
-    Path((raw_resource, raw_request)): Path<(String, String)>,
+    raw: Lenient<Path<(String, String)>>,
 ) -> Response {
     let result = async {
+        let Path((raw_resource, raw_request)) = raw.0?;
         let resource = managed_resource(&mut attempt, &raw_resource)?;
         let request_id = request_id(&raw_request)?;
         attempt.event.request_id = Some(request_id.to_string());
@@ -684,8 +736,9 @@ pub async fn delete_request(
     attempt.finish(result).await
 }
 
-pub async fn delete_resource(mut attempt: Attempt, Path(raw): Path<String>) -> Response {
+pub async fn delete_resource(mut attempt: Attempt, raw: Lenient<Path<String>>) -> Response {
     let result = async {
+        let Path(raw) = raw.0?;
         let resource = managed_resource(&mut attempt, &raw)?;
         let state = attempt.state.clone();
         let store = state.store_of(&resource)?;

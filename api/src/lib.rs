@@ -82,6 +82,9 @@ pub struct AppState {
     pub stores: Arc<Stores>,
     /// The resource registry, as last saved.
     pub registry: RwLock<ResourceRegistry>,
+    /// Held while a resource change is saved and applied, so changes never overwrite each
+    /// other.
+    pub registry_change: std::sync::Mutex<()>,
     /// Where the registry is saved.
     pub registry_path: PathBuf,
     /// Retention rules, to check resource changes against.
@@ -96,6 +99,10 @@ pub struct AppState {
     pub limiter: RateLimiter,
     /// Called after data was deleted or a resource changed, so exports can follow.
     pub on_change: Box<dyn Fn() + Send + Sync>,
+    /// Whether resource settings may change through the API. Not while this process also
+    /// ingests: the pipeline reads the registry once, at start, and would go on storing
+    /// content for a resource whose logging was just turned off.
+    pub settings_writable: bool,
 }
 
 /// Everything [`ApiServer::start`] needs besides the state.

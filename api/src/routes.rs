@@ -81,6 +81,12 @@ pub static OPERATIONS: &[Operation] = &[
 
 /// The action of the operation at `method` and `path` (the route's pattern).
 pub fn action_of(method: &Method, path: &str) -> Option<&'static str> {
+    // axum answers HEAD with the GET handler.
+    let method = if method == Method::HEAD {
+        &Method::GET
+    } else {
+        method
+    };
     OPERATIONS
         .iter()
         .find(|op| op.method == *method && op.path == path)

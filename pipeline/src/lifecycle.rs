@@ -13,10 +13,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
 use tracing::{info, info_span, warn};
 use vigil_analytics::{
     AnalyticsError, CaseRow, DetectionRow, Exports, RecordRow, Table, VerdictRow, PART_FILE,
 };
+use vigil_analytics::{AuditRow, Row as _};
 use vigil_core::ResourceRegistry;
 use vigil_storage::{
     Cutoffs, ExportPart, GeoStore, PurgeReport, RetentionConfig, StaleExport, StorageError, Stores,
@@ -31,6 +34,9 @@ pub enum LifecycleError {
     /// An export could not be written.
     #[error(transparent)]
     Analytics(#[from] AnalyticsError),
+    /// The audit log could not be read, or the audit export's marker written.
+    #[error("audit export: {0}")]
+    Audit(String),
 }
 
 /// What one export pass wrote.
@@ -119,6 +125,8 @@ pub struct Lifecycle {
     exports: Exports,
     /// One export at a time: the schedule's and one asked for after a deletion may overlap.
     exporting: std::sync::Mutex<()>,
+    /// The audit log whose entries the `audit` table copies, if any.
+    audit_log: Option<std::path::PathBuf>,
 }
 
 impl Lifecycle {
@@ -135,7 +143,14 @@ impl Lifecycle {
             retention,
             exports,
             exporting: std::sync::Mutex::new(()),
+            audit_log: None,
         }
+    }
+
+    /// Also exports the audit log at `path` into the `audit` table.
+    pub fn with_audit_log(mut self, path: std::path::PathBuf) -> Self {
+        self.audit_log = Some(path);
+        self
     }
 
     /// Purges every geography of what is past retention as of the stores' clock.
@@ -192,7 +207,89 @@ impl Lifecycle {
                 }
             }
         }
+        self.export_audit(&mut report)?;
         Ok(report)
+    }
+
+    /// Brings the `audit` table up to date with the audit log: rewrites the partitions of the
+    /// days (and geographies) that gained entries since the last export, which `audit/.seq`
+    /// remembers. The log is append-only, so no other partition can have changed.
+    fn export_audit(&self, report: &mut ExportReport) -> Result<(), LifecycleError> {
+        let Some(log) = &self.audit_log else {
+            return Ok(());
+        };
+        let io = |e: std::io::Error| LifecycleError::Audit(format!("{}: {e}", log.display()));
+        // Only a regular file is read (a device such as /dev/full reads without end).
+        if !std::fs::metadata(log).is_ok_and(|m| m.is_file()) {
+            return Ok(());
+        }
+        let text = match std::fs::read_to_string(log) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io(e)),
+        };
+        let marker = self.exports.table_dir(Table::Audit).join(".seq");
+        let exported: u64 = std::fs::read_to_string(&marker)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        let global = vigil_core::Geography::parse("global").expect("a valid geography");
+        let mut rows = Vec::new();
+        for line in text.lines() {
+            // A line that does not parse is `vigil audit verify`'s to report, not the export's.
+            let Ok(entry) = serde_json::from_str::<vigil_access::AuditEntry>(line) else {
+                continue;
+            };
+            let Ok(at) = OffsetDateTime::parse(&entry.at, &Rfc3339) else {
+                continue;
+            };
+            let e = entry.event;
+            let geography = e
+                .resource_id
+                .as_deref()
+                .and_then(|r| self.registry.get(r))
+                .map_or_else(|| global.clone(), |r| r.geography.clone());
+            rows.push(AuditRow {
+                geography,
+                seq: entry.seq,
+                at,
+                actor: e.actor,
+                role: e.role,
+                action: e.action,
+                outcome: e
+                    .outcome
+                    .map(|o| serde_json::to_value(o).expect("an outcome encodes"))
+                    .and_then(|v| v.as_str().map(str::to_owned)),
+                reason: e.reason,
+                case_id: e.case_id,
+                request_id: e.request_id,
+                resource_id: e.resource_id,
+                access_request: e.access_request,
+                workstation: e.workstation,
+            });
+        }
+        let last = rows.iter().map(|r| r.seq).max().unwrap_or(0);
+        let stale: std::collections::BTreeSet<(vigil_core::Geography, time::Date)> = rows
+            .iter()
+            .filter(|r| r.seq > exported)
+            .map(|r| (r.geography.clone(), r.day()))
+            .collect();
+        for (geography, day) in &stale {
+            let mut part = self.exports.partition::<AuditRow>(geography, *day)?;
+            for row in rows
+                .iter()
+                .filter(|r| &r.geography == geography && r.day() == *day)
+            {
+                part.push(row)?;
+            }
+            report.partitions_written += 1;
+            report.rows += part.finish()?.rows;
+        }
+        if last > exported {
+            std::fs::create_dir_all(self.exports.table_dir(Table::Audit)).map_err(io)?;
+            std::fs::write(&marker, last.to_string()).map_err(io)?;
+        }
+        Ok(())
     }
 
     /// Rewrites one changed day partition from what the store holds now.

@@ -1,62 +1,31 @@
 //! `vigil admin`: principals, tokens and workstations. Every change is written to the audit
 //! log first (actor `cli:$USER`); if it cannot be, nothing changes.
 
-use std::path::Path;
-
 use anyhow::Context;
-use vigil_access::{
-    AccessStore, AuditEvent, AuditLog, Outcome, Principal, Region, Role, Workstation, WorkstationCa,
-};
+use vigil_access::workstation::write_private;
+use vigil_access::{AccessStore, AuditEvent, Principal, Region, Role, Workstation, WorkstationCa};
 use vigil_core::{Clock, ResourceId};
 
-use super::output;
+use super::{output, OperatorAudit};
 use crate::cli::{AdminCommand, PrincipalCommand, TokenCommand, WorkstationCommand};
 use crate::config::Config;
 
 struct Admin {
     store: AccessStore,
-    audit: AuditLog,
-    actor: String,
+    audit: OperatorAudit,
 }
 
 impl Admin {
-    /// Records `action` before it is carried out.
     fn record(&self, action: &str, fill: impl FnOnce(&mut AuditEvent)) -> anyhow::Result<()> {
-        let mut event = AuditEvent::new(self.actor.clone(), action).outcome(Outcome::Done);
-        event.role = Some("operator".into());
-        fill(&mut event);
-        self.audit
-            .append_blocking(event)
-            .context("the audit log cannot record this change, so it was not made")?;
-        Ok(())
+        self.audit.record(action, fill)
     }
-}
-
-fn write_file(path: &Path, text: &str, private: bool) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mode = if private { 0o600 } else { 0o644 };
-    let mut f = std::os::unix::fs::OpenOptionsExt::mode(
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true),
-        mode,
-    )
-    .open(path)
-    .with_context(|| path.display().to_string())?;
-    f.write_all(text.as_bytes())
-        .with_context(|| path.display().to_string())
 }
 
 pub fn admin(config: &Config, cmd: AdminCommand) -> anyhow::Result<()> {
     let clock = Clock::from_env()?;
     let admin = Admin {
         store: AccessStore::open(&config.access.dir)?,
-        audit: AuditLog::open(&config.access.audit_log, clock)?,
-        actor: format!(
-            "cli:{}",
-            std::env::var("USER").unwrap_or_else(|_| "unknown".into())
-        ),
+        audit: OperatorAudit::open(config, clock)?,
     };
     match cmd {
         AdminCommand::Principal(PrincipalCommand::Add {
@@ -141,9 +110,10 @@ pub fn admin(config: &Config, cmd: AdminCommand) -> anyhow::Result<()> {
                 out.join(format!("{name}.key")),
                 out.join("ca.pem"),
             );
-            write_file(&cert, &issued.cert_pem, false)?;
-            write_file(&key, &issued.key_pem, true)?;
-            write_file(&ca_path, ca.ca_pem(), false)?;
+            for (path, text) in [(&cert, issued.cert_pem.as_str()), (&ca_path, ca.ca_pem())] {
+                std::fs::write(path, text).with_context(|| path.display().to_string())?;
+            }
+            write_private(&key, &issued.key_pem)?;
             output(format!(
                 "workstation {name} registered (fingerprint {}): certificate {}, key {}, CA {}",
                 issued.fingerprint,

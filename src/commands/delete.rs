@@ -10,16 +10,20 @@ use anyhow::Context;
 use serde_json::json;
 use vigil_core::{RequestId, ResourceId};
 
-use super::{lifecycle, load_registry, open_stores, output};
+use super::{lifecycle, load_registry, open_stores, output, OperatorAudit};
 use crate::cli::DeleteCommand;
 use crate::config::Config;
 
 pub fn delete(config: &Config, cmd: DeleteCommand) -> anyhow::Result<()> {
     let registry = load_registry(config)?;
     let stores = Arc::new(open_stores(config, &registry)?);
+    let audit = OperatorAudit::open(config, *stores.clock())?;
     let deleted = match cmd {
         DeleteCommand::Request { request_id } => {
             let request_id = RequestId::parse(request_id).context("request ID")?;
+            audit.record("data.delete_request", |e| {
+                e.request_id = Some(request_id.to_string())
+            })?;
             match stores.delete_request(&request_id)? {
                 Some(d) => {
                     json!({"deleted": "request", "request_id": request_id, "geography": d.geography,
@@ -35,6 +39,9 @@ pub fn delete(config: &Config, cmd: DeleteCommand) -> anyhow::Result<()> {
             let resource = registry
                 .get(resource_id.as_str())
                 .with_context(|| format!("resource {resource_id} is not registered"))?;
+            audit.record("data.delete_resource", |e| {
+                e.resource_id = Some(resource_id.to_string())
+            })?;
             let report = stores
                 .geo(&resource.geography)?
                 .delete_resource(&resource_id)?;

@@ -102,7 +102,43 @@ fn lifecycle(
         Arc::new(registry.clone()),
         config.storage.retention.clone(),
         exports,
-    ))
+    )
+    .with_audit_log(config.access.audit_log.clone()))
+}
+
+/// The operator at the command line, for the audit log: deletions, purges, resource and
+/// access changes made by `vigil` commands are recorded as `cli:$USER` before they are made.
+struct OperatorAudit {
+    log: vigil_access::AuditLog,
+    actor: String,
+}
+
+impl OperatorAudit {
+    fn open(config: &Config, clock: Clock) -> anyhow::Result<Self> {
+        Ok(Self {
+            log: vigil_access::AuditLog::open(&config.access.audit_log, clock)?,
+            actor: format!(
+                "cli:{}",
+                std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+            ),
+        })
+    }
+
+    /// Records `action` before it is carried out; if it cannot be recorded, it is not.
+    fn record(
+        &self,
+        action: &str,
+        fill: impl FnOnce(&mut vigil_access::AuditEvent),
+    ) -> anyhow::Result<()> {
+        let mut event = vigil_access::AuditEvent::new(self.actor.clone(), action)
+            .outcome(vigil_access::Outcome::Done);
+        event.role = Some("operator".into());
+        fill(&mut event);
+        self.log
+            .append_blocking(event)
+            .context("the audit log cannot record this, so it was not done")?;
+        Ok(())
+    }
 }
 
 /// The Kafka settings, with the brokers given on the command line if any.

@@ -82,6 +82,9 @@ impl PurgeMeter {
 pub fn purge(config: &Config, args: &PurgeArgs) -> anyhow::Result<()> {
     let registry = load_registry(config)?;
     let stores = Arc::new(open_stores(config, &registry)?);
+    super::OperatorAudit::open(config, *stores.clock())?.record("data.purge", |e| {
+        e.detail = Some(format!("past retention as of {}", stores.clock().today()))
+    })?;
     // A resource deletion or content destruction a crash cut short is finished first.
     let reconciled = stores.reconcile(&registry)?;
     let lifecycle = lifecycle(config, &stores, &registry)?;

@@ -85,6 +85,18 @@ pub fn resource(config: &Config, cmd: ResourceCommand) -> anyhow::Result<()> {
         }
     };
     config.storage.retention.validate(&registry)?;
+    super::OperatorAudit::open(config, vigil_core::Clock::from_env()?)?.record(
+        "resource.update",
+        |e| {
+            e.resource_id = Some(changed.id.to_string());
+            e.detail = Some(format!(
+                "content_logging: {}, retention_days: {:?}, customer_key: {}",
+                changed.content_logging,
+                changed.retention_days,
+                changed.customer_key.is_some()
+            ));
+        },
+    )?;
     registry.save(path)?;
     output(serde_json::to_string_pretty(&describe(&changed))?)?;
     apply_to_stores(config, &registry);

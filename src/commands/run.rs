@@ -1,6 +1,6 @@
 //! `vigil run`: the main job, over a JSON-lines file or as a Kafka consumer-group member.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -65,7 +65,21 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<()> {
         None => None,
     };
     // The retention purge runs now and on its schedule beside ingest; the exports follow.
-    let schedule = Arc::new(lifecycle(config, &stores, &registry)?).schedule(Duration::from_secs(
+    let lifecycle = Arc::new(lifecycle(config, &stores, &registry)?);
+    // With `api.serve_in_run`, the API serves these stores while the run lasts.
+    let api = if config.api.serve_in_run {
+        let server = super::serve::start_api(config, &stores, &registry, &lifecycle, false)?;
+        // On stderr: stdout carries the run's summary.
+        let _ = writeln!(
+            std::io::stderr(),
+            "{}",
+            super::serve::announcement(config, &server)
+        );
+        Some(server)
+    } else {
+        None
+    };
+    let schedule = lifecycle.schedule(Duration::from_secs(
         config.storage.retention.purge_interval_secs,
     ));
     let pipeline = Pipeline::new(&registry, &stores, &config.ingest)
@@ -84,6 +98,9 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<()> {
         }
         review.stop();
         summary.review = Some(review.summary());
+    }
+    if let Some(api) = api {
+        api.stop();
     }
     summary.lifecycle = Some(schedule.finish()?);
     match args.format {

@@ -22,6 +22,7 @@ pub(super) fn start_api(
     stores: &Arc<Stores>,
     registry: &ResourceRegistry,
     lifecycle: &Arc<Lifecycle>,
+    settings_writable: bool,
 ) -> anyhow::Result<ApiServer> {
     config.access.validate()?;
     let access = AccessStore::open(&config.access.dir)?;
@@ -44,6 +45,7 @@ pub(super) fn start_api(
     let state = AppState {
         stores: stores.clone(),
         registry: std::sync::RwLock::new(registry.clone()),
+        registry_change: std::sync::Mutex::new(()),
         registry_path: config.resources.clone(),
         retention: config.storage.retention.clone(),
         limiter: RateLimiter::new(
@@ -56,6 +58,7 @@ pub(super) fn start_api(
         on_change: Box::new(move || {
             let _ = nudge.send(());
         }),
+        settings_writable,
     };
     let server = ApiServer::start(ServerParts {
         state,
@@ -65,14 +68,14 @@ pub(super) fn start_api(
     Ok(server)
 }
 
-/// Tells the operator where the API listens (tests read this line for the ports).
-pub(super) fn announce(config: &Config, server: &ApiServer) -> anyhow::Result<()> {
-    output(format!(
+/// Where the API listens, for the operator (tests read this line for the ports).
+pub(super) fn announcement(config: &Config, server: &ApiServer) -> String {
+    format!(
         "vigil API on http://{} (metadata, access requests, management) and https://{} (workstations: client certificate from {} required; content only here)",
         server.http_addr,
         server.workstation_addr,
         config.access.ca_dir.join("ca.pem").display()
-    ))
+    )
 }
 
 pub fn serve(config: &Config) -> anyhow::Result<()> {
@@ -82,8 +85,8 @@ pub fn serve(config: &Config) -> anyhow::Result<()> {
     stores.reconcile(&registry)?;
     let lifecycle = Arc::new(lifecycle(config, &stores, &registry)?);
     let stop = stop_on_signals()?;
-    let server = start_api(config, &stores, &registry, &lifecycle)?;
-    announce(config, &server)?;
+    let server = start_api(config, &stores, &registry, &lifecycle, true)?;
+    output(announcement(config, &server))?;
     let schedule = lifecycle.schedule(Duration::from_secs(
         config.storage.retention.purge_interval_secs,
     ));
