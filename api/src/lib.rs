@@ -163,7 +163,7 @@ impl ApiServer {
                     };
                     // Both listeners stop when `stopping` is dropped.
                     let (stopping, stopped) = tokio::sync::watch::channel(());
-                    let plain = axum::serve(http, app.clone())
+                    let plain = axum::serve(tls::PlainListener(http), app.clone())
                         .with_graceful_shutdown(wait(stopped.clone()));
                     let secure = axum::serve(tls, app).with_graceful_shutdown(wait(stopped));
                     let stopper = async move {
