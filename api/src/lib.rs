@@ -80,8 +80,8 @@ impl Default for ApiConfig {
 pub struct AppState {
     /// The geography stores (records, cases, verdicts).
     pub stores: Arc<Stores>,
-    /// The resource registry, as last saved.
-    pub registry: RwLock<ResourceRegistry>,
+    /// The resource registry, as last saved (shared with the retention schedule).
+    pub registry: Arc<RwLock<ResourceRegistry>>,
     /// Held while a resource change is saved and applied, so changes never overwrite each
     /// other.
     pub registry_change: std::sync::Mutex<()>,

@@ -8,7 +8,7 @@
 //! geography keeps are removed whatever the backlog says.
 
 use std::ops::ControlFlow;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -120,7 +120,9 @@ impl std::fmt::Display for LifecycleSummary {
 /// The retention purge and the analytics exports over a set of stores.
 pub struct Lifecycle {
     stores: Arc<Stores>,
-    registry: Arc<ResourceRegistry>,
+    /// Shared with whoever changes resources while the schedule runs (`vigil serve`), so a
+    /// retention change applies from the next pass.
+    registry: Arc<RwLock<ResourceRegistry>>,
     retention: RetentionConfig,
     exports: Exports,
     /// One export at a time: the schedule's and one asked for after a deletion may overlap.
@@ -133,7 +135,7 @@ impl Lifecycle {
     /// The lifecycle of `stores`, exporting into `exports`.
     pub fn new(
         stores: Arc<Stores>,
-        registry: Arc<ResourceRegistry>,
+        registry: Arc<RwLock<ResourceRegistry>>,
         retention: RetentionConfig,
         exports: Exports,
     ) -> Self {
@@ -145,6 +147,19 @@ impl Lifecycle {
             exporting: std::sync::Mutex::new(()),
             audit_log: None,
         }
+    }
+
+    /// The registry as it is now.
+    fn registry(&self) -> ResourceRegistry {
+        self.registry
+            .read()
+            .expect("registry lock poisoned")
+            .clone()
+    }
+
+    /// The registry this lifecycle reads, to share with what changes it.
+    pub fn registry_handle(&self) -> Arc<RwLock<ResourceRegistry>> {
+        self.registry.clone()
     }
 
     /// Also exports the audit log at `path` into the `audit` table.
@@ -162,7 +177,7 @@ impl Lifecycle {
         let _span = info_span!("purge").entered();
         let reports = self
             .stores
-            .purge(&self.retention, &self.registry, progress)?;
+            .purge(&self.retention, &self.registry(), progress)?;
         for r in &reports {
             info!(
                 geography = %r.geography,
@@ -194,7 +209,7 @@ impl Lifecycle {
                 report.add(&self.export_partition(&store, &stale)?);
                 store.exported(&stale)?;
             }
-            let cutoffs = Cutoffs::new(&self.retention, &self.registry, &geography, today);
+            let cutoffs = Cutoffs::new(&self.retention, &self.registry(), &geography, today);
             let first_kept = cutoffs.first_kept_by_geography().date();
             for table in Table::ALL {
                 for (geo, day) in self.exports.partitions(table)? {
@@ -234,6 +249,7 @@ impl Lifecycle {
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(0);
         let global = vigil_core::Geography::parse("global").expect("a valid geography");
+        let registry = self.registry();
         let mut rows = Vec::new();
         for line in text.lines() {
             // A line that does not parse is `vigil audit verify`'s to report, not the export's.
@@ -247,7 +263,7 @@ impl Lifecycle {
             let geography = e
                 .resource_id
                 .as_deref()
-                .and_then(|r| self.registry.get(r))
+                .and_then(|r| registry.get(r))
                 .map_or_else(|| global.clone(), |r| r.geography.clone());
             rows.push(AuditRow {
                 geography,

@@ -99,7 +99,7 @@ fn lifecycle(
     let exports = Exports::open(&config.analytics).context("opening the analytics exports")?;
     Ok(Lifecycle::new(
         stores.clone(),
-        Arc::new(registry.clone()),
+        Arc::new(std::sync::RwLock::new(registry.clone())),
         config.storage.retention.clone(),
         exports,
     )

@@ -344,7 +344,7 @@ fn bench_run(work: &std::path::Path, args: &BenchArgs) -> anyhow::Result<PurgeRu
     let ingest_alone_per_sec = load(&stores, &registry, "alone", alone_n, bytes, None, None)?;
     let lifecycle = Lifecycle::new(
         stores.clone(),
-        Arc::new(registry.clone()),
+        Arc::new(std::sync::RwLock::new(registry.clone())),
         storage.retention.clone(),
         Exports::open(&AnalyticsConfig {
             export_dir: work.join("exports"),

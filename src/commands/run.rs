@@ -68,7 +68,7 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<()> {
     let lifecycle = Arc::new(lifecycle(config, &stores, &registry)?);
     // With `api.serve_in_run`, the API serves these stores while the run lasts.
     let api = if config.api.serve_in_run {
-        let server = super::serve::start_api(config, &stores, &registry, &lifecycle, false)?;
+        let server = super::serve::start_api(config, &stores, &lifecycle, false)?;
         // On stderr: stdout carries the run's summary.
         let _ = writeln!(
             std::io::stderr(),

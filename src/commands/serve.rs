@@ -8,19 +8,18 @@ use std::time::Duration;
 use anyhow::Context;
 use vigil_access::{AccessStore, AuditLog, RateLimiter, WorkstationCa};
 use vigil_api::{ApiServer, AppState, ServerParts};
-use vigil_core::ResourceRegistry;
 use vigil_pipeline::Lifecycle;
 use vigil_storage::Stores;
 
 use super::{lifecycle, load_registry, open_stores, output, stop_on_signals};
 use crate::config::Config;
 
-/// Starts the API over `stores`; deletions and resource changes made through it nudge
-/// `lifecycle` to bring the exports up to date.
+/// Starts the API over `stores`, sharing `lifecycle`'s registry (a retention change made
+/// through the API applies from the schedule's next pass); deletions and resource changes
+/// nudge `lifecycle` to bring the exports up to date.
 pub(super) fn start_api(
     config: &Config,
     stores: &Arc<Stores>,
-    registry: &ResourceRegistry,
     lifecycle: &Arc<Lifecycle>,
     settings_writable: bool,
 ) -> anyhow::Result<ApiServer> {
@@ -44,7 +43,7 @@ pub(super) fn start_api(
         .context("starting the export thread")?;
     let state = AppState {
         stores: stores.clone(),
-        registry: std::sync::RwLock::new(registry.clone()),
+        registry: lifecycle.registry_handle(),
         registry_change: std::sync::Mutex::new(()),
         registry_path: config.resources.clone(),
         retention: config.storage.retention.clone(),
@@ -85,7 +84,7 @@ pub fn serve(config: &Config) -> anyhow::Result<()> {
     stores.reconcile(&registry)?;
     let lifecycle = Arc::new(lifecycle(config, &stores, &registry)?);
     let stop = stop_on_signals()?;
-    let server = start_api(config, &stores, &registry, &lifecycle, true)?;
+    let server = start_api(config, &stores, &lifecycle, true)?;
     output(announcement(config, &server))?;
     let schedule = lifecycle.schedule(Duration::from_secs(
         config.storage.retention.purge_interval_secs,
