@@ -278,6 +278,24 @@ fn grants_gate_point_queries_and_every_refusal_is_audited() {
     let https = |path: &str| format!("{}{path}", server.https);
     let record = |case: &str, request: &str| format!("/v1/cases/{case}/records/{request}");
     let reason = |text: &str| Some(json!({"reason": text}));
+    let ask = |who: &str, case: &str, text: &str| {
+        call(
+            &plain,
+            "POST",
+            &http(&format!("/v1/cases/{case}/access-requests")),
+            w.token(who),
+            reason(text),
+        )
+    };
+    let read = |client: &ureq::Agent, who: &str, case: &str, request: &str| {
+        call(
+            client,
+            "GET",
+            &https(&record(case, request)),
+            w.token(who),
+            None,
+        )
+    };
 
     // Who am I; no token and a wrong token.
     let (s, me) = call(&plain, "GET", &http("/v1/me"), w.token("rita"), None);
@@ -295,72 +313,30 @@ fn grants_gate_point_queries_and_every_refusal_is_audited() {
     assert_eq!((s, code(&b)), (403, "wrong_role"));
 
     // A reviewer without a grant reads nothing, even from a registered workstation.
-    let (s, b) = call(
-        &ws1,
-        "GET",
-        &https(&record(&case, &sample[0])),
-        w.token("rita"),
-        None,
-    );
+    let (s, b) = read(&ws1, "rita", &case, &sample[0]);
     assert_eq!((s, code(&b)), (403, "no_grant"));
 
     // The EEA rule: a non-EEA reviewer cannot even ask.
-    let (s, b) = call(
-        &plain,
-        "POST",
-        &http(&format!("/v1/cases/{case}/access-requests")),
-        w.token("uma"),
-        reason("look"),
-    );
+    let (s, b) = ask("uma", &case, "look");
     assert_eq!((s, code(&b)), (403, "eea_rule"));
     // Content logging off: nothing to grant.
-    let (s, b) = call(
-        &plain,
-        "POST",
-        &http(&format!("/v1/cases/{quiet_case}/access-requests")),
-        w.token("rita"),
-        reason("look"),
-    );
+    let (s, b) = ask("rita", &quiet_case, "look");
     assert_eq!((s, code(&b)), (409, "content_logging_off"));
     // An empty reason.
-    let (s, b) = call(
-        &plain,
-        "POST",
-        &http(&format!("/v1/cases/{case}/access-requests")),
-        w.token("rita"),
-        reason("  "),
-    );
+    let (s, b) = ask("rita", &case, "  ");
     assert_eq!((s, code(&b)), (400, "invalid_input"));
 
     // Rita asks; pending reads nothing.
-    let (s, req) = call(
-        &plain,
-        "POST",
-        &http(&format!("/v1/cases/{case}/access-requests")),
-        w.token("rita"),
-        reason("repeated jailbreak attempts"),
-    );
+    let (s, req) = ask("rita", &case, "repeated jailbreak attempts");
     assert_eq!((s, req["status"].as_str()), (201, Some("pending")), "{req}");
     let id = req["id"].as_str().unwrap().to_owned();
-    let (s, b) = call(
-        &ws1,
-        "GET",
-        &https(&record(&case, &sample[0])),
-        w.token("rita"),
-        None,
-    );
+    let (s, b) = read(&ws1, "rita", &case, &sample[0]);
     assert_eq!((s, code(&b)), (403, "grant_pending"));
     // A reviewer cannot approve; a manager may not approve their own request.
     let approve = |id: &str| http(&format!("/v1/access-requests/{id}/approve"));
     let (s, b) = call(&plain, "POST", &approve(&id), w.token("rita"), None);
     assert_eq!((s, code(&b)), (403, "wrong_role"));
-    let (s, own) = call(
-        &plain,
-        "POST",
-        &http(&format!("/v1/cases/{case}/access-requests")),
-        w.token("max"),
-        reason("mine"),
-    );
+    let (s, own) = ask("max", &case, "mine");
     assert_eq!(s, 201);
     let own_id = own["id"].as_str().unwrap();
     let (s, b) = call(&plain, "POST", &approve(own_id), w.token("max"), None);
@@ -391,13 +367,7 @@ fn grants_gate_point_queries_and_every_refusal_is_audited() {
     assert_eq!((s, code(&b)), (409, "already_decided"));
 
     // The grant reads flagged records of its case, from a registered workstation only.
-    let (s, rec) = call(
-        &ws1,
-        "GET",
-        &https(&record(&case, &sample[0])),
-        w.token("rita"),
-        None,
-    );
+    let (s, rec) = read(&ws1, "rita", &case, &sample[0]);
     assert_eq!(s, 200, "{rec}");
     assert_eq!(rec["prompt"].as_str().unwrap(), prompt_of(wd, &sample[0]));
     assert_eq!(rec["watermark"]["reviewer"], "rita");
@@ -410,13 +380,7 @@ fn grants_gate_point_queries_and_every_refusal_is_audited() {
         None,
     );
     assert_eq!((s, code(&b)), (403, "no_workstation"), "plain HTTP");
-    let (s, b) = call(
-        &ws2,
-        "GET",
-        &https(&record(&case, &sample[0])),
-        w.token("rita"),
-        None,
-    );
+    let (s, b) = read(&ws2, "rita", &case, &sample[0]);
     assert_eq!(
         (s, code(&b)),
         (403, "no_workstation"),
@@ -428,48 +392,18 @@ fn grants_gate_point_queries_and_every_refusal_is_audited() {
         "TLS without a client certificate: {no_cert:?}"
     );
     // The same grant is no key to another reviewer.
-    let (s, b) = call(
-        &ws1,
-        "GET",
-        &https(&record(&case, &sample[0])),
-        w.token("rhea"),
-        None,
-    );
+    let (s, b) = read(&ws1, "rhea", &case, &sample[0]);
     assert_eq!((s, code(&b)), (403, "no_grant"));
 
     // Unflagged, absent and other-case records get one answer, which says nothing of existence.
-    let (s1, b1) = call(
-        &ws1,
-        "GET",
-        &https(&record(&case, &unflagged)),
-        w.token("rita"),
-        None,
-    );
-    let (s2, b2) = call(
-        &ws1,
-        "GET",
-        &https(&record(&case, "chatcmpl-never-stored")),
-        w.token("rita"),
-        None,
-    );
-    let (s3, b3) = call(
-        &ws1,
-        "GET",
-        &https(&record(&case, &us_sample[0])),
-        w.token("rita"),
-        None,
-    );
+    let (s1, b1) = read(&ws1, "rita", &case, &unflagged);
+    let (s2, b2) = read(&ws1, "rita", &case, "chatcmpl-never-stored");
+    let (s3, b3) = read(&ws1, "rita", &case, &us_sample[0]);
     assert_eq!((s1, &b1), (404, &b2));
     assert_eq!((s2, &b2), (s3, &b3));
     assert_eq!(code(&b1), "not_available");
     // Another case needs its own grant.
-    let (s, b) = call(
-        &ws1,
-        "GET",
-        &https(&record(&us_case, &us_sample[0])),
-        w.token("rita"),
-        None,
-    );
+    let (s, b) = read(&ws1, "rita", &us_case, &us_sample[0]);
     assert_eq!((s, code(&b)), (403, "no_grant"));
 
     // Revoked: reads nothing.
@@ -481,23 +415,11 @@ fn grants_gate_point_queries_and_every_refusal_is_audited() {
         None,
     );
     assert_eq!(s, 200);
-    let (s, b) = call(
-        &ws1,
-        "GET",
-        &https(&record(&case, &sample[0])),
-        w.token("rita"),
-        None,
-    );
+    let (s, b) = read(&ws1, "rita", &case, &sample[0]);
     assert_eq!((s, code(&b)), (403, "grant_revoked"));
 
     // Expired: a one-second grant.
-    let (_, again) = call(
-        &plain,
-        "POST",
-        &http(&format!("/v1/cases/{case}/access-requests")),
-        w.token("rita"),
-        reason("once more"),
-    );
+    let (_, again) = ask("rita", &case, "once more");
     let again = again["id"].as_str().unwrap().to_owned();
     let (s, _) = call(
         &plain,
@@ -508,13 +430,7 @@ fn grants_gate_point_queries_and_every_refusal_is_audited() {
     );
     assert_eq!(s, 200);
     std::thread::sleep(std::time::Duration::from_millis(1200));
-    let (s, b) = call(
-        &ws1,
-        "GET",
-        &https(&record(&case, &sample[0])),
-        w.token("rita"),
-        None,
-    );
+    let (s, b) = read(&ws1, "rita", &case, &sample[0]);
     assert_eq!((s, code(&b)), (403, "grant_expired"));
     let (s, list) = call(
         &plain,
@@ -529,26 +445,11 @@ fn grants_gate_point_queries_and_every_refusal_is_audited() {
     );
 
     // Rate limit: Rhea's burst of 12, then 429 with Retry-After; Rita is not affected.
-    let (_, r) = call(
-        &plain,
-        "POST",
-        &http(&format!("/v1/cases/{us_case}/access-requests")),
-        w.token("rhea"),
-        reason("burst"),
-    );
+    let (_, r) = ask("rhea", &us_case, "burst");
     let r = r["id"].as_str().unwrap().to_owned();
     call(&plain, "POST", &approve(&r), w.token("max"), None);
     let statuses: Vec<u16> = (0..13)
-        .map(|_| {
-            call(
-                &ws1,
-                "GET",
-                &https(&record(&us_case, &us_sample[0])),
-                w.token("rhea"),
-                None,
-            )
-            .0
-        })
+        .map(|_| read(&ws1, "rhea", &us_case, &us_sample[0]).0)
         .collect();
     // (Her refused read above took one from the bucket too.)
     assert_eq!(statuses[..11], [200; 11]);

@@ -207,12 +207,7 @@ impl AuditLog {
             source,
         };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::os::unix::fs::DirBuilderExt::mode(
-                std::fs::DirBuilder::new().recursive(true),
-                0o700,
-            )
-            .create(dir)
-            .map_err(io)?;
+            crate::create_private_dir(dir).map_err(io)?;
         }
         let mut file = std::os::unix::fs::OpenOptionsExt::mode(
             OpenOptions::new().read(true).append(true).create(true),

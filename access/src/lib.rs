@@ -33,6 +33,12 @@ pub use ratelimit::RateLimiter;
 pub use store::AccessStore;
 pub use workstation::{Workstation, WorkstationCa};
 
+/// Creates `dir` and its parents, readable by vigil's user only (mode 0700).
+pub(crate) fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+        .create(dir)
+}
+
 /// Settings for access control, grants and the audit log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

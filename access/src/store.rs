@@ -55,12 +55,10 @@ fn reviewer_key(requester: &str, case_id: &str, id: &str) -> Vec<u8> {
 impl AccessStore {
     /// Opens (or creates) the store in `dir` (mode 0700).
     pub fn open(dir: &Path) -> Result<Self, AccessError> {
-        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
-            .create(dir)
-            .map_err(|source| AccessError::Io {
-                path: dir.to_owned(),
-                source,
-            })?;
+        crate::create_private_dir(dir).map_err(|source| AccessError::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
         let path = dir.join("db");
         let db = vigil_storage::geo::open_db(&path).map_err(|e| {
             if vigil_storage::geo::is_lock_error(&e) {

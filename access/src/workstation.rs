@@ -113,12 +113,10 @@ fn ca_err(e: rcgen::Error) -> AccessError {
 impl WorkstationCa {
     /// Loads the CA from `dir`, creating it (and the directory, mode 0700) on first use.
     pub fn load_or_create(dir: &Path) -> Result<Self, AccessError> {
-        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
-            .create(dir)
-            .map_err(|source| AccessError::Io {
-                path: dir.to_owned(),
-                source,
-            })?;
+        crate::create_private_dir(dir).map_err(|source| AccessError::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
         let (key_path, cert_path) = (dir.join("ca.key"), dir.join("ca.pem"));
         let (key, ca_pem) = if key_path.exists() {
             let key = KeyPair::from_pem(&read(&key_path)?).map_err(ca_err)?;

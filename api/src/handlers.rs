@@ -84,12 +84,7 @@ impl AppState {
     }
 
     fn find_case(&self, case_id: &str) -> Result<Option<Case>, ApiError> {
-        for geography in self
-            .stores
-            .geographies_on_disk()
-            .map_err(ApiError::internal)?
-        {
-            let store = self.stores.geo(&geography).map_err(ApiError::internal)?;
+        for store in self.stores.on_disk().map_err(ApiError::internal)? {
             if let Some(case) = store.case(case_id).map_err(ApiError::internal)? {
                 return Ok(Some(case));
             }
@@ -99,12 +94,7 @@ impl AppState {
 
     fn all_cases(&self) -> Result<Vec<Case>, ApiError> {
         let mut cases = Vec::new();
-        for geography in self
-            .stores
-            .geographies_on_disk()
-            .map_err(ApiError::internal)?
-        {
-            let store = self.stores.geo(&geography).map_err(ApiError::internal)?;
+        for store in self.stores.on_disk().map_err(ApiError::internal)? {
             cases.extend(store.cases().map_err(ApiError::internal)?);
         }
         cases.sort_by_key(|c| std::cmp::Reverse(c.opened_at));
@@ -418,10 +408,12 @@ pub async fn approve(
     raw: Lenient<Path<String>>,
     body: Body<ApproveBody>,
 ) -> Response {
-    let result = match (raw.0, body.0) {
-        (Ok(Path(raw)), Ok(b)) => decide(&mut attempt, &raw, Some(b.duration_secs)).await,
-        (Err(e), _) | (_, Err(e)) => Err(e),
-    };
+    let result = async {
+        let Path(raw) = raw.0?;
+        let asked = body.0?.duration_secs;
+        decide(&mut attempt, &raw, Some(asked)).await
+    }
+    .await;
     attempt.finish(result).await
 }
 
@@ -430,20 +422,20 @@ pub async fn deny(
     raw: Lenient<Path<String>>,
     body: Body<NoteBody>,
 ) -> Response {
-    let result = match (raw.0, body.0) {
-        (Ok(Path(raw)), Ok(b)) => {
-            if let Some(note) = b.note.filter(|n| !n.trim().is_empty()) {
-                if note.chars().count() > MAX_REASON_CHARS {
-                    let e =
-                        ApiError::invalid("note", format!("at most {MAX_REASON_CHARS} characters"));
-                    return attempt.finish::<Response>(Err(e)).await;
-                }
-                attempt.event.detail = Some(format!("note: {note}"));
+    let result = async {
+        let Path(raw) = raw.0?;
+        if let Some(note) = body.0?.note.filter(|n| !n.trim().is_empty()) {
+            if note.chars().count() > MAX_REASON_CHARS {
+                return Err(ApiError::invalid(
+                    "note",
+                    format!("at most {MAX_REASON_CHARS} characters"),
+                ));
             }
-            decide(&mut attempt, &raw, None).await
+            attempt.event.detail = Some(format!("note: {note}"));
         }
-        (Err(e), _) | (_, Err(e)) => Err(e),
-    };
+        decide(&mut attempt, &raw, None).await
+    }
+    .await;
     attempt.finish(result).await
 }
 

@@ -357,6 +357,14 @@ impl Stores {
         Ok(store)
     }
 
+    /// The store of every geography on disk, opened.
+    pub fn on_disk(&self) -> Result<Vec<Arc<GeoStore>>> {
+        self.geographies_on_disk()?
+            .iter()
+            .map(|g| self.geo(g))
+            .collect()
+    }
+
     /// The geographies that have a store on disk.
     pub fn geographies_on_disk(&self) -> Result<Vec<Geography>> {
         geographies_in(&self.data_dir)
@@ -391,8 +399,8 @@ impl Stores {
 
     /// Deletes one record wherever it is stored (see [`GeoStore::delete_request`]).
     pub fn delete_request(&self, request_id: &RequestId) -> Result<Option<DeletedRequest>> {
-        for geography in self.geographies_on_disk()? {
-            if let Some(deleted) = self.geo(&geography)?.delete_request(request_id)? {
+        for store in self.on_disk()? {
+            if let Some(deleted) = store.delete_request(request_id)? {
                 return Ok(Some(deleted));
             }
         }
