@@ -668,40 +668,22 @@ fn management_api_and_malformed_input() {
     assert_eq!((s, code(&b)), (400, "invalid_input"), "{b}");
 
     // A customer deletes one request of theirs, not another customer's.
+    let delete_as_cora = |request: &str| {
+        call(
+            &plain,
+            "DELETE",
+            &http(&format!("/v1/resources/contoso-chat-eu/requests/{request}")),
+            w.token("cora"),
+            None,
+        )
+    };
     let (case, sample, _) = w.case_of(&server, "contoso-chat-eu");
     let (_, us_sample, _) = w.case_of(&server, "tailspin-support-us");
-    let (s, b) = call(
-        &plain,
-        "DELETE",
-        &http(&format!(
-            "/v1/resources/contoso-chat-eu/requests/{}",
-            us_sample[0]
-        )),
-        w.token("cora"),
-        None,
-    );
+    let (s, b) = delete_as_cora(&us_sample[0]);
     assert_eq!((s, code(&b)), (404, "not_available"));
-    let (s, b) = call(
-        &plain,
-        "DELETE",
-        &http(&format!(
-            "/v1/resources/contoso-chat-eu/requests/{}",
-            sample[1]
-        )),
-        w.token("cora"),
-        None,
-    );
+    let (s, b) = delete_as_cora(&sample[1]);
     assert_eq!((s, b["deleted"].as_bool()), (200, Some(true)), "{b}");
-    let (s, _) = call(
-        &plain,
-        "DELETE",
-        &http(&format!(
-            "/v1/resources/contoso-chat-eu/requests/{}",
-            sample[1]
-        )),
-        w.token("cora"),
-        None,
-    );
+    let (s, _) = delete_as_cora(&sample[1]);
     assert_eq!(s, 404);
 
     // Turning content logging off destroys stored content and shows in the capabilities;

@@ -41,6 +41,17 @@ pub enum Outcome {
     Done,
 }
 
+impl Outcome {
+    /// The outcome's name, as the log writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Granted => "granted",
+            Outcome::Refused => "refused",
+            Outcome::Done => "done",
+        }
+    }
+}
+
 /// One thing to record, before the log numbers, dates and chains it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEvent {

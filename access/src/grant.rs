@@ -169,6 +169,31 @@ pub enum GrantStatus {
 }
 
 impl GrantStatus {
+    /// Every status.
+    pub const ALL: [GrantStatus; 5] = [
+        GrantStatus::Pending,
+        GrantStatus::Active,
+        GrantStatus::Expired,
+        GrantStatus::Denied,
+        GrantStatus::Revoked,
+    ];
+
+    /// The status's name, as the API writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            GrantStatus::Pending => "pending",
+            GrantStatus::Active => "active",
+            GrantStatus::Expired => "expired",
+            GrantStatus::Denied => "denied",
+            GrantStatus::Revoked => "revoked",
+        }
+    }
+
+    /// Parses a status name.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.name() == name)
+    }
+
     /// The refusal a point query under a grant in this status gets, if any.
     pub fn refusal(self) -> Option<Refusal> {
         match self {

@@ -37,6 +37,23 @@ fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, AccessErro
     })
 }
 
+/// The value under `key` in `tree`, decoded.
+fn lookup<T: DeserializeOwned>(tree: &sled::Tree, key: &str) -> Result<Option<T>, AccessError> {
+    tree.get(key.as_bytes())?
+        .map(|v| decode(key.as_bytes(), &v))
+        .transpose()
+}
+
+/// Every value in `tree`, decoded, in key order.
+fn all<T: DeserializeOwned>(tree: &sled::Tree) -> Result<Vec<T>, AccessError> {
+    tree.iter()
+        .map(|kv| {
+            let (k, v) = kv?;
+            decode(&k, &v)
+        })
+        .collect()
+}
+
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("access store values always encode")
 }
@@ -108,21 +125,12 @@ impl AccessStore {
 
     /// The principal called `name`.
     pub fn principal(&self, name: &str) -> Result<Option<Principal>, AccessError> {
-        self.principals
-            .get(name.as_bytes())?
-            .map(|v| decode(name.as_bytes(), &v))
-            .transpose()
+        lookup(&self.principals, name)
     }
 
     /// Every principal, by name.
     pub fn principals(&self) -> Result<Vec<Principal>, AccessError> {
-        self.principals
-            .iter()
-            .map(|kv| {
-                let (k, v) = kv?;
-                decode(&k, &v)
-            })
-            .collect()
+        all(&self.principals)
     }
 
     /// Removes a principal and every token of theirs. Their past requests stay, for the record.
@@ -186,21 +194,12 @@ impl AccessStore {
 
     /// The registered workstation with this certificate fingerprint.
     pub fn workstation(&self, fingerprint: &str) -> Result<Option<Workstation>, AccessError> {
-        self.workstations
-            .get(fingerprint.as_bytes())?
-            .map(|v| decode(fingerprint.as_bytes(), &v))
-            .transpose()
+        lookup(&self.workstations, fingerprint)
     }
 
     /// Every registered workstation.
     pub fn workstations(&self) -> Result<Vec<Workstation>, AccessError> {
-        self.workstations
-            .iter()
-            .map(|kv| {
-                let (k, v) = kv?;
-                decode(&k, &v)
-            })
-            .collect()
+        all(&self.workstations)
     }
 
     /// Revokes the workstation called `name`: its certificate reads nothing from now on.
@@ -248,10 +247,7 @@ impl AccessStore {
 
     /// The access request with this ID.
     pub fn request(&self, id: &str) -> Result<Option<AccessRequest>, AccessError> {
-        self.requests
-            .get(id.as_bytes())?
-            .map(|v| decode(id.as_bytes(), &v))
-            .transpose()
+        lookup(&self.requests, id)
     }
 
     /// `requester`'s requests for `case_id`.
@@ -274,16 +270,9 @@ impl AccessStore {
 
     /// Every access request, newest first.
     pub fn requests(&self) -> Result<Vec<AccessRequest>, AccessError> {
-        let mut all: Vec<AccessRequest> = self
-            .requests
-            .iter()
-            .map(|kv| {
-                let (k, v) = kv?;
-                decode(&k, &v)
-            })
-            .collect::<Result<_, _>>()?;
-        all.sort_by_key(|r| std::cmp::Reverse(r.requested_at));
-        Ok(all)
+        let mut requests: Vec<AccessRequest> = all(&self.requests)?;
+        requests.sort_by_key(|r| std::cmp::Reverse(r.requested_at));
+        Ok(requests)
     }
 }
 

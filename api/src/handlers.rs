@@ -263,16 +263,12 @@ pub async fn list_requests(attempt: Attempt, filter: Lenient<Query<ListFilter>>)
         let Query(filter) = filter.0?;
         let wanted = match filter.state.as_deref() {
             None => None,
-            Some(s) => Some(
-                serde_json::from_value::<GrantStatusName>(json!(s))
-                    .map_err(|_| {
-                        ApiError::invalid(
-                            "state",
-                            "must be pending, active, expired, denied or revoked",
-                        )
-                    })?
-                    .0,
-            ),
+            Some(name) => Some(GrantStatus::parse(name).ok_or_else(|| {
+                ApiError::invalid(
+                    "state",
+                    "must be pending, active, expired, denied or revoked",
+                )
+            })?),
         };
         let now = attempt.state.now();
         let requests: Vec<Value> = attempt
@@ -288,26 +284,6 @@ pub async fn list_requests(attempt: Attempt, filter: Lenient<Query<ListFilter>>)
         ok(StatusCode::OK, json!({"access_requests": requests}))
     })();
     attempt.finish(result).await
-}
-
-/// A status name in a query string.
-struct GrantStatusName(GrantStatus);
-
-impl<'de> Deserialize<'de> for GrantStatusName {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        [
-            GrantStatus::Pending,
-            GrantStatus::Active,
-            GrantStatus::Expired,
-            GrantStatus::Denied,
-            GrantStatus::Revoked,
-        ]
-        .into_iter()
-        .find(|st| json!(st) == json!(s))
-        .map(GrantStatusName)
-        .ok_or_else(|| serde::de::Error::custom("unknown state"))
-    }
 }
 
 /// Loads an access request the caller may see: their own, or any for a manager. Others'

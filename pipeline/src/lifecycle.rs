@@ -272,10 +272,7 @@ impl Lifecycle {
                 actor: e.actor,
                 role: e.role,
                 action: e.action,
-                outcome: e
-                    .outcome
-                    .map(|o| serde_json::to_value(o).expect("an outcome encodes"))
-                    .and_then(|v| v.as_str().map(str::to_owned)),
+                outcome: e.outcome.map(|o| o.name().to_owned()),
                 reason: e.reason,
                 case_id: e.case_id,
                 request_id: e.request_id,
