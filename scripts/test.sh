@@ -2,7 +2,7 @@
 # vigil's whole test suite: formatting, lints (warnings are errors), and every unit and
 # integration test. Installs what the tests need, idempotently: the Tansu Kafka-protocol broker
 # (from crates.io, about 15-20 minutes the first time) and ONNX Runtime (PyPI's
-# onnxruntime==1.31.1, into ./.venv); later prerequisites (a browser) are installed here too.
+# onnxruntime==1.31.1, into ./.venv), Debian's chromium and the console tests' playwright-core.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +24,20 @@ fi
 # The classifier tests run the shipped ONNX model under the real ONNX Runtime; the reviewer tests
 # run the local GGUF model and an OpenAI-compatible llama.cpp server on loopback.
 scripts/setup-python.sh --tests
+
+# The console tests drive Debian's Chromium with Playwright (playwright-core, pinned in
+# tests/console/package-lock.json).
+if [ ! -x /usr/bin/chromium ]; then
+  echo "== installing Debian's chromium (once)"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get install -y chromium || { $SUDO apt-get update && $SUDO apt-get install -y chromium; }
+fi
+command -v npm >/dev/null || { echo "test: npm is required (the machine's Node.js)" >&2; exit 1; }
+PLAYWRIGHT_VERSION=$(node -p "require('./tests/console/package.json').dependencies['playwright-core']")
+if [ "$(node -p "require('./tests/console/node_modules/playwright-core/package.json').version" 2>/dev/null)" != "$PLAYWRIGHT_VERSION" ]; then
+  echo "== installing the console tests' npm packages (once)"
+  npm ci --prefix tests/console --no-audit --no-fund
+fi
 
 echo "== cargo fmt --check"
 cargo fmt --all --check

@@ -54,12 +54,16 @@ pub enum Command {
     /// content).
     Export,
     /// Run a read-only SQL query over the analytics exports (tables: records, detections,
-    /// cases, verdicts, audit).
+    /// cases, verdicts, decisions, audit).
     Sql(SqlArgs),
     /// Serve the HTTP API until SIGINT or SIGTERM: case metadata, access requests and grants,
     /// resource management, and point queries from registered workstations over mutual TLS.
-    /// Purges and exports on the same schedule as `vigil run`.
+    /// Purges and exports on the same schedule as `vigil run`. The reviewer console is at
+    /// `/console` on both listeners.
     Serve,
+    /// Try the reviewer console on the sample: create a demo reviewer and manager (EEA) and a
+    /// workstation certificate, print sign-in links, and serve. Run `vigil run` first.
+    Demo(DemoArgs),
     /// Manage principals, their API tokens, and secure workstations (needs the access store
     /// to itself: stop `vigil serve` first). Every change is audited.
     #[command(subcommand)]
@@ -355,6 +359,16 @@ pub enum SqlFormat {
     Csv,
     /// One JSON object a line.
     Json,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Set up and print what to do, but do not serve.
+    #[arg(long)]
+    pub no_serve: bool,
+    /// Where to write the demo workstation's certificate, key and CA certificate.
+    #[arg(long, default_value = "var/workstations")]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -13,14 +13,14 @@ use serde_json::{json, Value};
 use crate::util::Workdir;
 
 /// A `vigil serve` process, stopped (SIGTERM) when dropped.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    http: String,
-    https: String,
+    pub(crate) http: String,
+    pub(crate) https: String,
 }
 
 impl Server {
-    fn start(wd: &Workdir, envs: &[(&str, &str)]) -> Self {
+    pub(crate) fn start(wd: &Workdir, envs: &[(&str, &str)]) -> Self {
         let mut child = wd
             .command(&["serve"])
             .envs(envs.iter().copied())
@@ -45,7 +45,7 @@ impl Server {
         }
     }
 
-    fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         self.terminate();
     }
 
@@ -70,7 +70,7 @@ impl Drop for Server {
 
 /// An HTTP client: plain, or TLS trusting vigil's CA and presenting a workstation's
 /// certificate.
-fn agent(wd: &Workdir, workstation: Option<&str>) -> ureq::Agent {
+pub(crate) fn agent(wd: &Workdir, workstation: Option<&str>) -> ureq::Agent {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     roots
@@ -95,7 +95,7 @@ fn agent(wd: &Workdir, workstation: Option<&str>) -> ureq::Agent {
 }
 
 /// Sends a request and returns the status and JSON body (Null when not JSON).
-fn call(
+pub(crate) fn call(
     agent: &ureq::Agent,
     method: &str,
     url: &str,
@@ -120,13 +120,13 @@ fn call(
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
-fn code(body: &Value) -> &str {
+pub(crate) fn code(body: &Value) -> &str {
     body["error"]["code"].as_str().unwrap_or("")
 }
 
 /// The sample run's cases, principals with tokens, and two workstations (one revoked).
-struct World {
-    wd: Workdir,
+pub(crate) struct World {
+    pub(crate) wd: Workdir,
     tokens: std::collections::HashMap<&'static str, String>,
 }
 
@@ -139,7 +139,7 @@ const PRINCIPALS: &[(&str, &str, &str)] = &[
     ("adam", "admin", "non-eea"),
 ];
 
-fn world() -> World {
+pub(crate) fn world() -> World {
     let wd = crate::util::sample_workdir();
     wd.write(
         "vigil.toml",
@@ -192,13 +192,13 @@ fn world() -> World {
 }
 
 impl World {
-    fn token(&self, name: &str) -> Option<&str> {
+    pub(crate) fn token(&self, name: &str) -> Option<&str> {
         self.tokens.get(name).map(String::as_str)
     }
 
     /// A case of `resource` with its sampled request IDs, and a request ID of the same
     /// resource that no case flagged.
-    fn case_of(&self, server: &Server, resource: &str) -> (String, Vec<String>, String) {
+    pub(crate) fn case_of(&self, server: &Server, resource: &str) -> (String, Vec<String>, String) {
         let (status, body) = call(
             &agent(&self.wd, None),
             "GET",
@@ -239,11 +239,11 @@ impl World {
 }
 
 /// The sample traffic (it has deliberately broken lines, some not UTF-8).
-fn traffic(wd: &Workdir) -> String {
+pub(crate) fn traffic(wd: &Workdir) -> String {
     String::from_utf8_lossy(&std::fs::read(wd.path("traffic.jsonl")).unwrap()).into_owned()
 }
 
-fn prompt_of(wd: &Workdir, request_id: &str) -> String {
+pub(crate) fn prompt_of(wd: &Workdir, request_id: &str) -> String {
     let traffic = traffic(wd);
     traffic
         .lines()
@@ -253,7 +253,7 @@ fn prompt_of(wd: &Workdir, request_id: &str) -> String {
         .unwrap()
 }
 
-fn audit_lines(wd: &Workdir) -> Vec<Value> {
+pub(crate) fn audit_lines(wd: &Workdir) -> Vec<Value> {
     std::fs::read_to_string(wd.path("var/audit/audit.jsonl"))
         .unwrap()
         .lines()

@@ -1,15 +1,16 @@
 //! vigil's analytics tables: Parquet exports of metadata (never content) and SQL over them.
 //!
-//! Four tables ([`Table`]): `records`, `detections`, `cases` and `verdicts`, each fed by a
-//! plain row struct built from `vigil_core` metadata types ([`RecordRow`], [`DetectionRow`],
-//! [`CaseRow`], [`VerdictRow`]). [`Exports`] writes them under the export directory as
+//! Six tables ([`Table`]): `records`, `detections`, `cases`, `verdicts`, `decisions` and
+//! `audit`, each fed by a plain row struct built from `vigil_core` metadata types
+//! ([`RecordRow`], [`DetectionRow`], [`CaseRow`], [`VerdictRow`], [`DecisionRow`],
+//! [`AuditRow`]). [`Exports`] writes them under the export directory as
 //! `<table>/geography=<g>/day=<YYYY-MM-DD>/part-0.parquet`, one partition at a time, each
 //! replaced atomically ([`PartitionWriter`]). [`Sql`] and [`query`] run read-only SQL over
 //! them with DataFusion.
 //!
 //! Architecture invariant: nothing here can carry prompt or completion text. No row struct
 //! holds a [`vigil_core::Content`], the verdict row never reads the assessment's free-text
-//! `rationale`, and errors name paths, tables and problems, never row values. The
+//! `rationale`, the decision row never reads the reviewer's note, and errors name paths, tables and problems, never row values. The
 //! partition columns `geography` and `day` exist only in directory names, so a reader with
 //! hive partitioning (DataFusion, pyarrow, pandas, DuckDB) sees them once.
 
@@ -26,5 +27,6 @@ pub use export::{
 };
 pub use query::{query, Measured, OutputFormat, Sql};
 pub use table::{
-    AuditRow, CaseRow, DetectionRow, RecordRow, Row, Table, VerdictRow, PARTITION_COLUMNS,
+    AuditRow, CaseRow, DecisionRow, DetectionRow, RecordRow, Row, Table, VerdictRow,
+    PARTITION_COLUMNS,
 };

@@ -1,10 +1,11 @@
-//! The four analytics tables: their schemas, the plain row structs that feed them, and how
+//! The analytics tables: their schemas, the plain row structs that feed them, and how
 //! each row becomes Arrow columns.
 //!
 //! Rows are built from `vigil_core` metadata types only. No row struct can hold
-//! [`vigil_core::Content`], and the verdict row drops the assessment's free-text `rationale`
-//! (written by a model that read the content): both are left out by construction, not by a
-//! filter that could be forgotten.
+//! [`vigil_core::Content`], the verdict row drops the assessment's free-text `rationale`
+//! (written by a model that read the content), and the decision row drops the reviewer's
+//! note (written by a person who read it): all are left out by construction, not by a filter
+//! that could be forgotten.
 //!
 //! The schemas here are the *file* schemas. Every table also has the partition columns
 //! [`PARTITION_COLUMNS`] (`geography`, `day`), which exist only in the directory names of the
@@ -21,7 +22,8 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit}
 use time::{Date, OffsetDateTime, UtcOffset};
 use vigil_core::flag::FlagSubject;
 use vigil_core::{
-    Case, Category, Detection, Geography, RecordMeta, RequestId, ResourceId, Route, Verdict,
+    Case, Category, Decision, Detection, Geography, RecordMeta, RequestId, ResourceId, Route,
+    Verdict,
 };
 
 /// The hive partition columns of every table, in directory order. They are `Utf8`; `day` is a
@@ -41,16 +43,19 @@ pub enum Table {
     Verdicts,
     /// `audit`: one row per audit log entry (who, what, outcome, IDs; never free text).
     Audit,
+    /// `decisions`: one row per human reviewer decision, without its note.
+    Decisions,
 }
 
 impl Table {
     /// Every table, in a fixed order.
-    pub const ALL: [Table; 5] = [
+    pub const ALL: [Table; 6] = [
         Self::Records,
         Self::Detections,
         Self::Cases,
         Self::Verdicts,
         Self::Audit,
+        Self::Decisions,
     ];
 
     /// The table's name in SQL and in the export directory.
@@ -61,18 +66,20 @@ impl Table {
             Self::Cases => "cases",
             Self::Verdicts => "verdicts",
             Self::Audit => "audit",
+            Self::Decisions => "decisions",
         }
     }
 
     /// The schema of the table's Parquet files (without the partition columns).
     pub fn schema(self) -> SchemaRef {
-        static SCHEMAS: LazyLock<[SchemaRef; 5]> = LazyLock::new(|| {
+        static SCHEMAS: LazyLock<[SchemaRef; 6]> = LazyLock::new(|| {
             [
                 records_schema(),
                 detections_schema(),
                 cases_schema(),
                 verdicts_schema(),
                 audit_schema(),
+                decisions_schema(),
             ]
             .map(Arc::new)
         });
@@ -205,6 +212,19 @@ fn verdicts_schema() -> Schema {
         utf8("policy_version", false),
         Field::new("attempts", DataType::UInt32, false),
         Field::new("in_flight", DataType::Boolean, false),
+    ])
+}
+
+fn decisions_schema() -> Schema {
+    Schema::new(vec![
+        utf8("decision_id", false),
+        utf8("case_id", false),
+        utf8("request_id", true),
+        utf8("resource_id", false),
+        utf8("reviewer", false),
+        utf8("decision", false),
+        timestamp("decided_at"),
+        utf8("access_request", false),
     ])
 }
 
@@ -368,9 +388,17 @@ pub struct VerdictRow {
     pub verdict: Verdict,
 }
 
+/// A human reviewer's decision, as the `decisions` table holds it (its note is never
+/// written).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecisionRow {
+    /// The decision.
+    pub decision: Decision,
+}
+
 /// A row of one of the tables: what an export partition is made of.
 ///
-/// Implemented by [`RecordRow`], [`DetectionRow`], [`CaseRow`] and [`VerdictRow`] only.
+/// Implemented by this crate's row structs only.
 pub trait Row: sealed::Sealed + Sized {
     /// The table the row belongs to.
     const TABLE: Table;
@@ -862,6 +890,74 @@ impl sealed::Columns<VerdictRow> for VerdictColumns {
             self.policy_version,
             self.attempts,
             self.in_flight,
+        ]
+    }
+}
+
+/// Column builders of the `decisions` table.
+#[doc(hidden)]
+pub struct DecisionColumns {
+    text: [StringBuilder; 5],
+    request_id: StringBuilder,
+    decided_at: TimestampMicrosecondBuilder,
+    access_request: StringBuilder,
+}
+
+impl sealed::Sealed for DecisionRow {}
+
+impl Row for DecisionRow {
+    const TABLE: Table = Table::Decisions;
+    type Columns = DecisionColumns;
+
+    fn geography(&self) -> Option<&Geography> {
+        Some(&self.decision.geography)
+    }
+
+    fn day(&self) -> Date {
+        utc_day(self.decision.decided_at)
+    }
+}
+
+impl sealed::Columns<DecisionRow> for DecisionColumns {
+    fn with_capacity(rows: usize) -> Self {
+        Self {
+            text: std::array::from_fn(|_| strings(rows)),
+            request_id: strings(rows),
+            decided_at: timestamps(rows),
+            access_request: strings(rows),
+        }
+    }
+
+    fn push(&mut self, row: &DecisionRow) {
+        let d = &row.decision;
+        // The reviewer's `note` is deliberately never read here.
+        let [decision_id, case_id, resource_id, reviewer, outcome] = &mut self.text;
+        decision_id.append_value(&d.decision_id);
+        case_id.append_value(&d.case_id);
+        self.request_id
+            .append_option(d.request_id.as_ref().map(RequestId::as_str));
+        resource_id.append_value(d.resource_id.as_str());
+        reviewer.append_value(&d.reviewer);
+        outcome.append_value(d.outcome.name());
+        self.decided_at.append_value(micros(d.decided_at));
+        self.access_request.append_value(&d.access_request);
+    }
+
+    fn len(&self) -> usize {
+        self.decided_at.len()
+    }
+
+    fn finish(&mut self) -> Vec<ArrayRef> {
+        let [decision_id, case_id, resource_id, reviewer, outcome] = &mut self.text;
+        finish![
+            decision_id,
+            case_id,
+            self.request_id,
+            resource_id,
+            reviewer,
+            outcome,
+            self.decided_at,
+            self.access_request,
         ]
     }
 }

@@ -11,7 +11,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use vigil_access::grant::{self, MAX_REASON_CHARS};
 use vigil_access::{AccessRequest, GrantState, GrantStatus, Outcome, Refusal, Role};
-use vigil_core::{Case, RequestId, Resource, ResourceId};
+use vigil_core::decision::MAX_NOTE_CHARS;
+use vigil_core::{Case, Day, Decision, DecisionOutcome, RequestId, Resource, ResourceId};
 use vigil_storage::GeoStore;
 
 use crate::attempt::{Attempt, Body, Lenient};
@@ -83,22 +84,37 @@ impl AppState {
             .map_err(ApiError::internal)
     }
 
-    fn find_case(&self, case_id: &str) -> Result<Option<Case>, ApiError> {
+    /// A case, with the day it was stored on.
+    fn find_case(&self, case_id: &str) -> Result<Option<(Day, Case)>, ApiError> {
         for store in self.stores.on_disk().map_err(ApiError::internal)? {
-            if let Some(case) = store.case(case_id).map_err(ApiError::internal)? {
-                return Ok(Some(case));
+            if let Some(found) = store
+                .dated_case_by_id(case_id)
+                .map_err(ApiError::internal)?
+            {
+                return Ok(Some(found));
             }
         }
         Ok(None)
     }
 
-    fn all_cases(&self) -> Result<Vec<Case>, ApiError> {
+    /// Every case, with the day it was stored on, newest first.
+    fn all_cases(&self) -> Result<Vec<(Day, Case)>, ApiError> {
         let mut cases = Vec::new();
         for store in self.stores.on_disk().map_err(ApiError::internal)? {
-            cases.extend(store.cases().map_err(ApiError::internal)?);
+            cases.extend(store.dated_cases().map_err(ApiError::internal)?);
         }
-        cases.sort_by_key(|c| std::cmp::Reverse(c.opened_at));
+        cases.sort_by_key(|(_, c)| std::cmp::Reverse(c.opened_at));
         Ok(cases)
+    }
+
+    /// When a case stored on `day` becomes due for the retention purge: its records and it
+    /// are deleted by the first scheduled purge after that.
+    fn purge_due(&self, day: Day, case: &Case) -> time::OffsetDateTime {
+        let days = match self.resource(case.resource_id.as_str()) {
+            Some(resource) => self.retention.resource_days(&resource),
+            None => self.retention.geography_days(case.geography.as_str()),
+        };
+        day.plus(days).start()
     }
 
     fn now(&self) -> time::OffsetDateTime {
@@ -106,13 +122,39 @@ impl AppState {
     }
 }
 
-/// A case as reviewers see it: metadata, and whether its resource has content to grant.
-fn case_view(state: &AppState, case: &Case) -> Value {
+/// A case as reviewers see it: metadata, whether its resource has content to grant, and
+/// when retention purges it.
+fn case_view(state: &AppState, day: Day, case: &Case) -> Value {
     let resource = state.resource(case.resource_id.as_str());
     let mut view = serde_json::to_value(case).expect("a case always encodes");
     view["content_logging"] = json!(resource.as_ref().is_none_or(|r| r.content_logging));
     view["eea"] = json!(resource.as_ref().is_some_and(|r| state.is_eea(r)));
+    view["purge_due_at"] = json!(fmt_time(state.purge_due(day, case)));
     view
+}
+
+/// A human decision; its note only for callers who may read the case's content (an active
+/// grant), since a note may quote it.
+fn decision_view(decision: &Decision, with_note: bool) -> Value {
+    let mut view = serde_json::to_value(decision).expect("a decision always encodes");
+    if !with_note {
+        view["note"] = Value::Null;
+    }
+    view
+}
+
+/// What the LLM reviewer concluded on a case's sampled records, counted.
+fn verdict_summary(case: &Case, verdicts: &[vigil_core::Verdict]) -> Value {
+    let violations = verdicts
+        .iter()
+        .filter(|v| v.assessment.as_ref().is_some_and(|a| a.violation))
+        .count();
+    let escalated = verdicts
+        .iter()
+        .filter(|v| v.route == vigil_core::Route::Escalated)
+        .count();
+    json!({"sampled": case.sample.len(), "reviewed": verdicts.len(), "violations": violations,
+        "escalated": escalated, "closed": verdicts.len() - escalated})
 }
 
 fn request_view(state: &AppState, request: &AccessRequest) -> Value {
@@ -128,7 +170,8 @@ pub async fn me(attempt: Attempt) -> Response {
         ok(
             StatusCode::OK,
             json!({"name": caller.name, "role": caller.role, "region": caller.region,
-                "resources": caller.resources, "workstation": attempt.workstation}),
+                "resources": caller.resources, "workstation": attempt.workstation,
+                "now": fmt_time(attempt.state.now())}),
         )
     })();
     attempt.finish(result).await
@@ -137,13 +180,30 @@ pub async fn me(attempt: Attempt) -> Response {
 pub async fn list_cases(attempt: Attempt) -> Response {
     let result = (|| {
         attempt.require(REVIEWERS)?;
-        let cases: Vec<Value> = attempt
-            .state
-            .all_cases()?
-            .iter()
-            .map(|c| case_view(&attempt.state, c))
-            .collect();
-        ok(StatusCode::OK, json!({"cases": cases}))
+        let state = &attempt.state;
+        let mut cases = Vec::new();
+        for (day, case) in state.all_cases()? {
+            let store = state
+                .stores
+                .geo(&case.geography)
+                .map_err(ApiError::internal)?;
+            let id = Some(case.case_id.as_str());
+            let verdicts = store.verdicts(id).map_err(ApiError::internal)?;
+            let decisions: Vec<Value> = store
+                .decisions(id)
+                .map_err(ApiError::internal)?
+                .iter()
+                .map(|d| decision_view(d, false))
+                .collect();
+            let mut view = case_view(state, day, &case);
+            view["llm_review"] = verdict_summary(&case, &verdicts);
+            view["decisions"] = json!(decisions);
+            cases.push(view);
+        }
+        ok(
+            StatusCode::OK,
+            json!({"cases": cases, "now": fmt_time(state.now())}),
+        )
     })();
     attempt.finish(result).await
 }
@@ -155,15 +215,15 @@ pub async fn view_case(mut attempt: Attempt, raw: Lenient<Path<String>>) -> Resp
         let id = case_id(&raw)?;
         attempt.event.case_id = Some(id.to_owned());
         let state = &attempt.state;
-        let case = state.find_case(id)?.ok_or(Refusal::UnknownCase)?;
+        let (day, case) = state.find_case(id)?.ok_or(Refusal::UnknownCase)?;
         attempt.event.resource_id = Some(case.resource_id.to_string());
         let store = state
             .stores
             .geo(&case.geography)
             .map_err(ApiError::internal)?;
-        let verdicts: Vec<Value> = store
-            .verdicts(Some(id))
-            .map_err(ApiError::internal)?
+        let verdicts = store.verdicts(Some(id)).map_err(ApiError::internal)?;
+        let summary = verdict_summary(&case, &verdicts);
+        let verdicts: Vec<Value> = verdicts
             .iter()
             .map(|v| {
                 let mut v = serde_json::to_value(v).expect("a verdict always encodes");
@@ -178,15 +238,25 @@ pub async fn view_case(mut attempt: Attempt, raw: Lenient<Path<String>>) -> Resp
             .access
             .requests_for(&caller.name, id)
             .map_err(ApiError::internal)?;
-        let standing = match grant::standing(&requests, state.now()) {
+        let granted = grant::standing(&requests, state.now());
+        let standing = match &granted {
             Ok(active) => {
                 json!({"status": "active", "access_request": active.id, "expires_at": active.expires_at().map(fmt_time)})
             }
             Err(refusal) => json!({"status": refusal.code()}),
         };
-        let mut view = case_view(state, &case);
+        let decisions: Vec<Value> = store
+            .decisions(Some(id))
+            .map_err(ApiError::internal)?
+            .iter()
+            .map(|d| decision_view(d, granted.is_ok()))
+            .collect();
+        let mut view = case_view(state, day, &case);
+        view["llm_review"] = summary;
         view["verdicts"] = json!(verdicts);
+        view["decisions"] = json!(decisions);
         view["your_access"] = standing;
+        view["now"] = json!(fmt_time(state.now()));
         ok(StatusCode::OK, view)
     })();
     attempt.finish(result).await
@@ -223,7 +293,7 @@ pub async fn request_access(
             ));
         }
         let state = attempt.state.clone();
-        let case = state.find_case(&id)?.ok_or(Refusal::UnknownCase)?;
+        let (_, case) = state.find_case(&id)?.ok_or(Refusal::UnknownCase)?;
         attempt.event.resource_id = Some(case.resource_id.to_string());
         let resource = state
             .resource(case.resource_id.as_str())
@@ -526,6 +596,107 @@ pub async fn read_record(mut attempt: Attempt, raw: Lenient<Path<(String, String
             header::HeaderValue::from_static("no-store"),
         );
         Ok(response)
+    }
+    .await;
+    attempt.finish(result).await
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionBody {
+    #[serde(default)]
+    request_id: Option<String>,
+    #[serde(default)]
+    decision: String,
+    #[serde(default)]
+    note: String,
+}
+
+pub async fn record_decision(
+    mut attempt: Attempt,
+    raw: Lenient<Path<String>>,
+    body: Body<DecisionBody>,
+) -> Response {
+    let result = async {
+        let caller = attempt.require(REVIEWERS)?.clone();
+        let Path(raw) = raw.0?;
+        let id = case_id(&raw)?.to_owned();
+        attempt.event.case_id = Some(id.clone());
+        let body = body.0?;
+        let outcome = DecisionOutcome::parse(body.decision.trim()).ok_or_else(|| {
+            ApiError::invalid(
+                "decision",
+                "must be abuse_confirmed, false_positive or needs_escalation",
+            )
+        })?;
+        let note = body.note.trim();
+        if note.chars().count() > MAX_NOTE_CHARS {
+            return Err(ApiError::invalid(
+                "note",
+                format!("at most {MAX_NOTE_CHARS} characters"),
+            ));
+        }
+        let request_id = body.request_id.as_deref().map(request_id).transpose()?;
+        attempt.event.request_id = request_id.as_ref().map(ToString::to_string);
+        // Deciding needs what reading needs: an active grant for the case, and the region.
+        let state = attempt.state.clone();
+        let requests = state
+            .access
+            .requests_for(&caller.name, &id)
+            .map_err(ApiError::internal)?;
+        let grant = grant::standing(&requests, state.now())?;
+        attempt.event.access_request = Some(grant.id.clone());
+        attempt.event.resource_id = Some(grant.resource_id.to_string());
+        let store = state
+            .stores
+            .geo(&grant.geography)
+            .map_err(ApiError::internal)?;
+        let case = store
+            .case(&id)
+            .map_err(ApiError::internal)?
+            .ok_or(Refusal::UnknownCase)?;
+        if request_id
+            .as_ref()
+            .is_some_and(|r| !case.sample.contains(r))
+        {
+            return Err(Refusal::NotAvailable.into());
+        }
+        let resource = state
+            .resource(case.resource_id.as_str())
+            .ok_or(Refusal::UnknownCase)?;
+        grant::check_region(&caller, state.is_eea(&resource))?;
+        let now = state.now();
+        let decision = Decision {
+            decision_id: Decision::new_id(now),
+            case_id: id,
+            request_id,
+            resource_id: case.resource_id.clone(),
+            geography: case.geography.clone(),
+            reviewer: caller.name.clone(),
+            outcome,
+            note: note.to_owned(),
+            decided_at: now,
+            access_request: grant.id.clone(),
+        };
+        // The note stays out of the audit log: its author read the content.
+        attempt.event.detail = Some(format!(
+            "decision: {} ({})",
+            outcome.name(),
+            decision.decision_id
+        ));
+        attempt.commit(Outcome::Done).await?;
+        let stored = tokio::task::spawn_blocking({
+            let decision = decision.clone();
+            move || store.store_decision(&decision)
+        })
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+        if !stored {
+            return Err(Refusal::UnknownCase.into());
+        }
+        (state.on_change)();
+        ok(StatusCode::CREATED, decision_view(&decision, true))
     }
     .await;
     attempt.finish(result).await

@@ -109,6 +109,9 @@ pub struct AppState {
 pub struct ServerParts {
     /// The handlers' state.
     pub state: AppState,
+    /// Pages served beside the API on both listeners (the reviewer console), which reach
+    /// data only through the API like any other client.
+    pub pages: axum::Router,
     /// Listener settings.
     pub config: ApiConfig,
     /// The workstation CA (for the TLS listener's certificates).
@@ -128,7 +131,12 @@ pub struct ApiServer {
 impl ApiServer {
     /// Binds both listeners and starts serving.
     pub fn start(parts: ServerParts) -> anyhow::Result<Self> {
-        let ServerParts { state, config, ca } = parts;
+        let ServerParts {
+            state,
+            pages,
+            config,
+            ca,
+        } = parts;
         let (cert, key) = ca.server_cert(&config.tls_hosts)?;
         let tls = tls::server_config(ca.ca_pem(), &cert, &key)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -148,6 +156,7 @@ impl ApiServer {
         let http_addr = http.local_addr()?;
         let workstation_addr = workstation.local_addr()?;
         let app = routes::router(Arc::new(state), config.max_body_bytes)
+            .merge(pages)
             .into_make_service_with_connect_info::<Peer>();
         let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new()

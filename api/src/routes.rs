@@ -54,6 +54,13 @@ fn note_body() -> Value {
     json!({"type": "object", "additionalProperties": false,
         "properties": {"note": {"type": "string", "maxLength": 1000}}})
 }
+fn decision_body() -> Value {
+    json!({"type": "object", "required": ["decision"], "additionalProperties": false,
+        "properties": {
+            "request_id": {"type": ["string", "null"], "description": "the flagged record decided on; absent or null for the whole case"},
+            "decision": {"type": "string", "enum": ["abuse_confirmed", "false_positive", "needs_escalation"]},
+            "note": {"type": "string", "maxLength": 2000}}})
+}
 fn resource_body() -> Value {
     json!({"type": "object", "additionalProperties": false,
         "properties": {"content_logging": {"type": "boolean"},
@@ -72,6 +79,7 @@ pub static OPERATIONS: &[Operation] = &[
     op!(POST "/v1/access-requests/{request_id}/approve", "grant.approve", 200, Some(approve_body), "Managers other than the requester: approve; the grant runs from now for the configured time (or less)."),
     op!(POST "/v1/access-requests/{request_id}/deny", "grant.deny", 200, Some(note_body), "Managers other than the requester: deny."),
     op!(POST "/v1/access-requests/{request_id}/revoke", "grant.revoke", 200, None, "A manager, or the grant's holder: end an active grant now."),
+    op!(POST "/v1/cases/{case_id}/decisions", "decision.record", 201, Some(decision_body), "Reviewers and managers holding an active grant for the case: record a decision about one flagged record (`request_id`) or the whole case: abuse_confirmed, false_positive or needs_escalation, with a note. Stored with the case and purged with it; audited without the note; listed in the queue (notes only to holders of an active grant)."),
     op!(GET "/v1/cases/{case_id}/records/{request_id}", "record.read", 200, None, "Point query, workstation listener only: one flagged record's prompt and completion, under the caller's active grant for that case. Anything else is refused without saying whether the record exists."),
     op!(GET "/v1/resources/{resource_id}", "resource.view", 200, None, "Admins, or the customer owning it: the resource and its capabilities (`ContentLogging` `false` exactly when content logging is off)."),
     op!(PATCH "/v1/resources/{resource_id}", "resource.update", 200, Some(resource_body), "Admins: turn content logging on or off (off destroys the stored content at once) and set retention."),
@@ -106,6 +114,7 @@ fn with_handler(route: MethodRouter<Arc<AppState>>, op: &Operation) -> MethodRou
         "grant.deny" => route.on(filter, handlers::deny),
         "grant.revoke" => route.on(filter, handlers::revoke),
         "record.read" => route.on(filter, handlers::read_record),
+        "decision.record" => route.on(filter, handlers::record_decision),
         "resource.view" => route.on(filter, handlers::view_resource),
         "resource.update" => route.on(filter, handlers::update_resource),
         "data.delete_request" => route.on(filter, handlers::delete_request),

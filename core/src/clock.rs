@@ -118,6 +118,11 @@ impl Day {
         Self(self.0 + 1)
     }
 
+    /// `n` days later.
+    pub fn plus(self, n: u32) -> Self {
+        Self(self.0.saturating_add(n))
+    }
+
     /// Midnight UTC at the start of the day.
     pub fn start(self) -> OffsetDateTime {
         OffsetDateTime::UNIX_EPOCH + Duration::days(i64::from(self.0))

@@ -10,6 +10,7 @@
 
 pub mod case;
 pub mod clock;
+pub mod decision;
 pub mod detection;
 pub mod flag;
 pub mod ids;
@@ -19,6 +20,7 @@ pub mod verdict;
 
 pub use case::{Case, CaseSignals};
 pub use clock::{Clock, ClockError, Day};
+pub use decision::{Decision, Outcome as DecisionOutcome};
 pub use detection::{Detection, HarmScores};
 pub use flag::{
     Category, FlagError, FlagEvent, FlagOrigin, FlagScores, FlagSubject, FlagWindow,

@@ -17,7 +17,8 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use tracing::{info, info_span, warn};
 use vigil_analytics::{
-    AnalyticsError, CaseRow, DetectionRow, Exports, RecordRow, Table, VerdictRow, PART_FILE,
+    AnalyticsError, CaseRow, DecisionRow, DetectionRow, Exports, RecordRow, Table, VerdictRow,
+    PART_FILE,
 };
 use vigil_analytics::{AuditRow, Row as _};
 use vigil_core::ResourceRegistry;
@@ -88,6 +89,7 @@ impl LifecycleSummary {
                     total.cases += report.cases;
                     total.review_tasks += report.review_tasks;
                     total.verdicts += report.verdicts;
+                    total.decisions += report.decisions;
                     total.complete = report.complete;
                 }
                 None => self.purged.push(report),
@@ -365,6 +367,7 @@ impl Lifecycle {
             ExportPart::Cases => {
                 let mut cases = self.exports.partition::<CaseRow>(geography, day)?;
                 let mut verdicts = self.exports.partition::<VerdictRow>(geography, day)?;
+                let mut decisions = self.exports.partition::<DecisionRow>(geography, day)?;
                 for (case, flag_published) in store.cases_of_day(stale.day)? {
                     for verdict in store.verdicts(Some(&case.case_id))? {
                         verdicts.push(&VerdictRow {
@@ -372,14 +375,22 @@ impl Lifecycle {
                             verdict,
                         })?;
                     }
+                    for decision in store.decisions(Some(&case.case_id))? {
+                        decisions.push(&DecisionRow { decision })?;
+                    }
                     cases.push(&CaseRow {
                         case,
                         flag_published,
                     })?;
                 }
-                let had = (existed(Table::Cases), existed(Table::Verdicts));
+                let had = (
+                    existed(Table::Cases),
+                    existed(Table::Verdicts),
+                    existed(Table::Decisions),
+                );
                 tally(cases.finish()?.rows, had.0);
                 tally(verdicts.finish()?.rows, had.1);
+                tally(decisions.finish()?.rows, had.2);
             }
         }
         Ok(report)

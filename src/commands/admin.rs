@@ -1,32 +1,115 @@
 //! `vigil admin`: principals, tokens and workstations. Every change is written to the audit
 //! log first (actor `cli:$USER`); if it cannot be, nothing changes.
 
+use std::path::{Path, PathBuf};
+
 use anyhow::Context;
 use vigil_access::workstation::write_private;
-use vigil_access::{AccessStore, AuditEvent, Principal, Region, Role, Workstation, WorkstationCa};
+use vigil_access::{
+    AccessStore, AuditEvent, Principal, Region, Role, Token, Workstation, WorkstationCa,
+};
 use vigil_core::{Clock, ResourceId};
 
 use super::{output, OperatorAudit};
 use crate::cli::{AdminCommand, PrincipalCommand, TokenCommand, WorkstationCommand};
 use crate::config::Config;
 
-struct Admin {
-    store: AccessStore,
+/// The access store with the operator's audit trail: each change is audited, then made.
+/// Holds the store's and the audit log's locks until dropped.
+pub(super) struct Admin {
+    pub(super) store: AccessStore,
     audit: OperatorAudit,
+    clock: Clock,
+}
+
+/// A workstation certificate written to disk.
+pub(super) struct IssuedFiles {
+    pub(super) fingerprint: String,
+    pub(super) cert: PathBuf,
+    pub(super) key: PathBuf,
+    pub(super) ca: PathBuf,
 }
 
 impl Admin {
+    pub(super) fn open(config: &Config) -> anyhow::Result<Self> {
+        let clock = Clock::from_env()?;
+        Ok(Self {
+            store: AccessStore::open(&config.access.dir)?,
+            audit: OperatorAudit::open(config, clock)?,
+            clock,
+        })
+    }
+
     fn record(&self, action: &str, fill: impl FnOnce(&mut AuditEvent)) -> anyhow::Result<()> {
         self.audit.record(action, fill)
+    }
+
+    pub(super) fn add_principal(&self, principal: &Principal) -> anyhow::Result<()> {
+        Principal::check_name(&principal.name)?;
+        self.record("admin.principal_add", |e| {
+            e.detail = Some(format!(
+                "principal: {}, role: {}, region: {}",
+                principal.name, principal.role, principal.region
+            ))
+        })?;
+        Ok(self.store.add_principal(principal)?)
+    }
+
+    pub(super) fn issue_token(&self, name: &str) -> anyhow::Result<Token> {
+        self.record("admin.token_issue", |e| {
+            e.detail = Some(format!("principal: {name}"))
+        })?;
+        Ok(self.store.issue_token(name)?)
+    }
+
+    pub(super) fn revoke_tokens(&self, name: &str) -> anyhow::Result<usize> {
+        self.record("admin.token_revoke", |e| {
+            e.detail = Some(format!("principal: {name}"))
+        })?;
+        Ok(self.store.revoke_tokens(name)?)
+    }
+
+    /// Issues and registers workstation `name`'s certificate, and writes it, its key (owner
+    /// only) and the CA certificate into `out`.
+    pub(super) fn issue_workstation(
+        &self,
+        config: &Config,
+        name: &str,
+        out: &Path,
+    ) -> anyhow::Result<IssuedFiles> {
+        let ca = WorkstationCa::load_or_create(&config.access.ca_dir)?;
+        let issued = ca.issue_workstation(name)?;
+        self.record("admin.workstation_issue", |e| {
+            e.workstation = Some(name.to_owned());
+            e.detail = Some(format!("fingerprint: {}", issued.fingerprint));
+        })?;
+        self.store.register_workstation(&Workstation {
+            name: name.to_owned(),
+            fingerprint: issued.fingerprint.clone(),
+            issued_at: self.clock.now(),
+            revoked_at: None,
+        })?;
+        std::fs::create_dir_all(out).with_context(|| out.display().to_string())?;
+        let files = IssuedFiles {
+            fingerprint: issued.fingerprint,
+            cert: out.join(format!("{name}.pem")),
+            key: out.join(format!("{name}.key")),
+            ca: out.join("ca.pem"),
+        };
+        for (path, text) in [
+            (&files.cert, issued.cert_pem.as_str()),
+            (&files.ca, ca.ca_pem()),
+        ] {
+            std::fs::write(path, text).with_context(|| path.display().to_string())?;
+        }
+        write_private(&files.key, &issued.key_pem)?;
+        Ok(files)
     }
 }
 
 pub fn admin(config: &Config, cmd: AdminCommand) -> anyhow::Result<()> {
-    let clock = Clock::from_env()?;
-    let admin = Admin {
-        store: AccessStore::open(&config.access.dir)?,
-        audit: OperatorAudit::open(config, clock)?,
-    };
+    let admin = Admin::open(config)?;
+    let clock = admin.clock;
     match cmd {
         AdminCommand::Principal(PrincipalCommand::Add {
             name,
@@ -53,14 +136,7 @@ pub fn admin(config: &Config, cmd: AdminCommand) -> anyhow::Result<()> {
                 region,
                 resources,
             };
-            Principal::check_name(&principal.name)?;
-            admin.record("admin.principal_add", |e| {
-                e.detail = Some(format!(
-                    "principal: {}, role: {}, region: {}",
-                    principal.name, principal.role, principal.region
-                ))
-            })?;
-            admin.store.add_principal(&principal)?;
+            admin.add_principal(&principal)?;
             output(serde_json::to_string(&principal)?)
         }
         AdminCommand::Principal(PrincipalCommand::List) => {
@@ -77,49 +153,21 @@ pub fn admin(config: &Config, cmd: AdminCommand) -> anyhow::Result<()> {
             output(format!("removed {name} and revoked their tokens"))
         }
         AdminCommand::Token(TokenCommand::Issue { name }) => {
-            admin.record("admin.token_issue", |e| {
-                e.detail = Some(format!("principal: {name}"))
-            })?;
-            let token = admin.store.issue_token(&name)?;
             // The one time the token is shown.
-            output(token.expose())
+            output(admin.issue_token(&name)?.expose())
         }
         AdminCommand::Token(TokenCommand::Revoke { name }) => {
-            admin.record("admin.token_revoke", |e| {
-                e.detail = Some(format!("principal: {name}"))
-            })?;
-            let n = admin.store.revoke_tokens(&name)?;
+            let n = admin.revoke_tokens(&name)?;
             output(format!("revoked {n} token(s) of {name}"))
         }
         AdminCommand::Workstation(WorkstationCommand::Issue { name, out }) => {
-            let ca = WorkstationCa::load_or_create(&config.access.ca_dir)?;
-            let issued = ca.issue_workstation(&name)?;
-            admin.record("admin.workstation_issue", |e| {
-                e.workstation = Some(name.clone());
-                e.detail = Some(format!("fingerprint: {}", issued.fingerprint));
-            })?;
-            admin.store.register_workstation(&Workstation {
-                name: name.clone(),
-                fingerprint: issued.fingerprint.clone(),
-                issued_at: clock.now(),
-                revoked_at: None,
-            })?;
-            std::fs::create_dir_all(&out).with_context(|| out.display().to_string())?;
-            let (cert, key, ca_path) = (
-                out.join(format!("{name}.pem")),
-                out.join(format!("{name}.key")),
-                out.join("ca.pem"),
-            );
-            for (path, text) in [(&cert, issued.cert_pem.as_str()), (&ca_path, ca.ca_pem())] {
-                std::fs::write(path, text).with_context(|| path.display().to_string())?;
-            }
-            write_private(&key, &issued.key_pem)?;
+            let files = admin.issue_workstation(config, &name, &out)?;
             output(format!(
                 "workstation {name} registered (fingerprint {}): certificate {}, key {}, CA {}",
-                issued.fingerprint,
-                cert.display(),
-                key.display(),
-                ca_path.display()
+                files.fingerprint,
+                files.cert.display(),
+                files.key.display(),
+                files.ca.display()
             ))
         }
         AdminCommand::Workstation(WorkstationCommand::List) => {

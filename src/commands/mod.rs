@@ -10,6 +10,7 @@ mod bench_reviewer;
 mod bench_sql;
 mod cases;
 mod delete;
+mod demo;
 mod eval;
 mod eval_reviewer;
 mod export;
@@ -64,6 +65,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Export => export::export(&config),
         Command::Sql(args) => sql::sql(&config, &args),
         Command::Serve => serve::serve(&config),
+        Command::Demo(args) => demo::demo(&config, &args),
         Command::Admin(cmd) => admin::admin(&config, cmd),
         Command::Audit(cmd) => audit::audit(&config, cmd),
     }

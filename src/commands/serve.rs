@@ -61,6 +61,7 @@ pub(super) fn start_api(
     };
     let server = ApiServer::start(ServerParts {
         state,
+        pages: vigil_console::router(),
         config: config.api.clone(),
         ca,
     })?;
@@ -70,7 +71,7 @@ pub(super) fn start_api(
 /// Where the API listens, for the operator (tests read this line for the ports).
 pub(super) fn announcement(config: &Config, server: &ApiServer) -> String {
     format!(
-        "vigil API on http://{} (metadata, access requests, management) and https://{} (workstations: client certificate from {} required; content only here)",
+        "vigil API on http://{} (metadata, access requests, management) and https://{} (workstations: client certificate from {} required; content only here); reviewer console at /console on both",
         server.http_addr,
         server.workstation_addr,
         config.access.ca_dir.join("ca.pem").display()
@@ -78,6 +79,15 @@ pub(super) fn announcement(config: &Config, server: &ApiServer) -> String {
 }
 
 pub fn serve(config: &Config) -> anyhow::Result<()> {
+    serve_then(config, |_| Ok(()))
+}
+
+/// Serves until SIGINT or SIGTERM, calling `ready` once the listeners are bound (after the
+/// announcement line).
+pub(super) fn serve_then(
+    config: &Config,
+    ready: impl FnOnce(&ApiServer) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let registry = load_registry(config)?;
     let stores = Arc::new(open_stores(config, &registry)?);
     // Finish deletions a crash cut short, and apply registry changes made while stopped.
@@ -86,6 +96,7 @@ pub fn serve(config: &Config) -> anyhow::Result<()> {
     let stop = stop_on_signals()?;
     let server = start_api(config, &stores, &lifecycle, true)?;
     output(announcement(config, &server))?;
+    ready(&server)?;
     let schedule = lifecycle.schedule(Duration::from_secs(
         config.storage.retention.purge_interval_secs,
     ));

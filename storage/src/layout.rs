@@ -15,6 +15,8 @@
 //!   waiting for the LLM reviewer (the review queue), written with the case.
 //! - `V case \0 request` → the reviewer's [`Verdict`](vigil_core::Verdict) (JSON), written
 //!   in the same batch that removes the task.
+//! - `H case \0 decision` → a human reviewer's [`Decision`](vigil_core::Decision) (JSON),
+//!   keyed by its time-ordered ID.
 //!
 //! - `B resource \0 day request` → nothing: the bucket index. `day` is the UTC day (4 bytes,
 //!   big-endian, so days sort) the record was stored on; a resource's records of one day are
@@ -23,8 +25,8 @@
 //!   `c`: cases and verdicts) changed since it was last exported.
 //!
 //! Window checkpoints and cases are *dated*: their value starts with the day they were last
-//! written, which is what the purge expires them by. Review tasks and verdicts live and die
-//! with their case.
+//! written, which is what the purge expires them by. Review tasks, verdicts and decisions
+//! live and die with their case.
 //!
 //! The `data_keys` tree maps `resource \0 day` to the wrapped data key of that resource's
 //! records stored that day (destroying one key crypto-shreds one day), holds
@@ -46,6 +48,7 @@ const CASE: u8 = b'C';
 const OUTBOX: u8 = b'O';
 const REVIEW_QUEUE: u8 = b'Q';
 const VERDICT: u8 = b'V';
+const DECISION: u8 = b'H';
 const BUCKET: u8 = b'B';
 const EXPORT_BACKLOG: u8 = b'X';
 
@@ -125,6 +128,21 @@ pub fn verdicts_prefix(case: Option<&str>) -> Vec<u8> {
     match case {
         Some(case) => prefixed(VERDICT, case),
         None => vec![VERDICT],
+    }
+}
+
+/// Key of a human decision on a case.
+pub fn decision_key(case: &str, decision: &str) -> Vec<u8> {
+    let mut key = prefixed(DECISION, case);
+    key.extend_from_slice(decision.as_bytes());
+    key
+}
+
+/// Prefix of a case's decisions (of every decision when `case` is `None`).
+pub fn decisions_prefix(case: Option<&str>) -> Vec<u8> {
+    match case {
+        Some(case) => prefixed(DECISION, case),
+        None => vec![DECISION],
     }
 }
 

@@ -93,7 +93,7 @@ impl GeoStore {
     }
 
     /// Every case with the day it was stored on, in case-ID order.
-    pub(crate) fn dated_cases(&self) -> Result<Vec<(Day, Case)>> {
+    pub fn dated_cases(&self) -> Result<Vec<(Day, Case)>> {
         self.records
             .scan_prefix(layout::all_cases_prefix())
             .map(|entry| {
@@ -111,7 +111,7 @@ impl GeoStore {
     }
 
     /// One case, with the day it was stored on.
-    pub(crate) fn dated_case_by_id(&self, case_id: &str) -> Result<Option<(Day, Case)>> {
+    pub fn dated_case_by_id(&self, case_id: &str) -> Result<Option<(Day, Case)>> {
         let key = layout::case_key(case_id);
         match self.records.get(&key).map_err(|e| self.sled_err(e))? {
             None => Ok(None),

@@ -44,6 +44,8 @@ pub struct PurgeReport {
     pub review_tasks: usize,
     /// Verdicts removed with their cases.
     pub verdicts: usize,
+    /// Human decisions removed with their cases.
+    pub decisions: usize,
     /// Whether it ran to the end (false: stopped by its progress callback).
     pub complete: bool,
 }
@@ -88,8 +90,17 @@ pub struct JobReport {
     pub records: usize,
     /// Window checkpoints removed.
     pub windows: usize,
-    /// Cases removed (with their review tasks and verdicts).
+    /// Cases removed (with their review tasks, verdicts and decisions).
     pub cases: usize,
+}
+
+/// What [`GeoStore::remove_cases`] removed.
+#[derive(Debug, Default)]
+struct CasesRemoved {
+    cases: usize,
+    reviews: usize,
+    verdicts: usize,
+    decisions: usize,
 }
 
 /// What deleting one request removed.
@@ -99,15 +110,15 @@ pub struct DeletedRequest {
     pub geography: String,
     /// Its resource.
     pub resource_id: String,
-    /// Review tasks and verdicts about it that were removed.
+    /// Review tasks, verdicts and decisions about it that were removed.
     pub reviews: usize,
 }
 
 impl GeoStore {
     /// Removes everything past retention: the data keys of expired days first (their content
     /// is unreadable from then on), then records with their index, bucket and detection
-    /// entries, window checkpoints, and cases with their outbox entries, review tasks and
-    /// verdicts. Export partitions of the days it touched are marked for re-export.
+    /// entries, window checkpoints, and cases with their outbox entries, review tasks,
+    /// verdicts and decisions. Export partitions of the days it touched are marked for re-export.
     ///
     /// `progress` sees the running totals after each chunk and may stop the purge early
     /// (the next purge finishes the job). Safe to run while records are being written: it
@@ -152,11 +163,12 @@ impl GeoStore {
                 return Ok(report);
             }
         }
-        let (cases, reviews, verdicts) =
+        let removed =
             self.remove_cases(|day, case| cutoffs.expired(case.resource_id.as_str(), day))?;
-        report.cases = cases;
-        report.review_tasks = reviews;
-        report.verdicts = verdicts;
+        report.cases = removed.cases;
+        report.review_tasks = removed.reviews;
+        report.verdicts = removed.verdicts;
+        report.decisions = removed.decisions;
         self.flush()?;
         report.complete = true;
         let _ = progress(&report);
@@ -164,7 +176,7 @@ impl GeoStore {
     }
 
     /// Deletes one record: its content, metadata, index, bucket and detection entries, and
-    /// the review tasks and verdicts about it, in one atomic batch, flushed before returning.
+    /// the review tasks, verdicts and decisions about it, in one atomic batch, flushed before returning.
     /// `None` when this store does not hold it.
     pub fn delete_request(&self, request_id: &RequestId) -> Result<Option<DeletedRequest>> {
         let _writer = self.writer.lock().expect("lock poisoned");
@@ -200,6 +212,17 @@ impl GeoStore {
                     batch.remove(key);
                     reviews += 1;
                 }
+            }
+        }
+        // Decisions are keyed by their own ID; the record they are about is in the value.
+        for entry in self.records.scan_prefix(layout::decisions_prefix(None)) {
+            let (key, value) = entry.map_err(|e| self.sled_err(e))?;
+            let decision: vigil_core::Decision =
+                serde_json::from_slice(&value).map_err(|e| Self::corrupt(&key, e))?;
+            if decision.request_id.as_ref() == Some(request_id) {
+                cases.insert(decision.case_id);
+                batch.remove(key);
+                reviews += 1;
             }
         }
         for case in cases {
@@ -294,7 +317,7 @@ impl GeoStore {
                 }
                 report.cases = self
                     .remove_cases(|_, case| case.resource_id == *resource_id)?
-                    .0;
+                    .cases;
             }
         }
         self.flush()?;
@@ -441,15 +464,14 @@ impl GeoStore {
     }
 
     /// Removes the cases `doomed` picks (by the day they were stored and their content), with
-    /// their outbox entries, review tasks and verdicts, in one atomic batch. Returns how many
-    /// cases, review tasks and verdicts were removed.
+    /// their outbox entries, review tasks, verdicts and decisions, in one atomic batch.
     fn remove_cases(
         &self,
         doomed: impl Fn(Day, &vigil_core::Case) -> bool,
-    ) -> Result<(usize, usize, usize)> {
+    ) -> Result<CasesRemoved> {
         let _writer = self.writer.lock().expect("lock poisoned");
         let mut batch = sled::Batch::default();
-        let (mut cases, mut reviews, mut verdicts) = (0, 0, 0);
+        let mut removed = CasesRemoved::default();
         let mut days = BTreeSet::new();
         for (day, case) in self.dated_cases()? {
             if !doomed(day, &case) {
@@ -459,8 +481,9 @@ impl GeoStore {
             batch.remove(layout::case_key(id));
             batch.remove(layout::outbox_key(id));
             for (prefix, count) in [
-                (layout::reviews_prefix(Some(id)), &mut reviews),
-                (layout::verdicts_prefix(Some(id)), &mut verdicts),
+                (layout::reviews_prefix(Some(id)), &mut removed.reviews),
+                (layout::verdicts_prefix(Some(id)), &mut removed.verdicts),
+                (layout::decisions_prefix(Some(id)), &mut removed.decisions),
             ] {
                 for key in self.records.scan_prefix(prefix).keys() {
                     batch.remove(key.map_err(|e| self.sled_err(e))?);
@@ -468,7 +491,7 @@ impl GeoStore {
                 }
             }
             days.insert(day);
-            cases += 1;
+            removed.cases += 1;
         }
         for day in days {
             self.mark_for_export(&mut batch, ExportPart::Cases, day)?;
@@ -476,7 +499,7 @@ impl GeoStore {
         self.records
             .apply_batch(batch)
             .map_err(|e| self.sled_err(e))?;
-        Ok((cases, reviews, verdicts))
+        Ok(removed)
     }
 
     /// Replaces every sealed content of `resource` with "not logged", a chunk per atomic

@@ -86,7 +86,8 @@ fn ids(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}-{i:05}")).collect()
 }
 
-/// Opens a case on `res` sampling `request`, with a queued review task and a verdict.
+/// Opens a case on `res` sampling `request`, with a queued review task, a verdict, and two
+/// human decisions: one on the record, one on the whole case.
 fn open_case(stores: &Stores, res: &Resource, case_id: &str, request: &str) {
     let geo = stores.geo(&eu()).unwrap();
     let case = Case {
@@ -132,6 +133,21 @@ fn open_case(stores: &Stores, res: &Resource, case_id: &str, request: &str) {
         in_flight: false,
     })
     .unwrap();
+    for about in [Some(req(request)), None] {
+        let decision = vigil_core::Decision {
+            decision_id: vigil_core::Decision::new_id(NOW),
+            case_id: case_id.into(),
+            request_id: about,
+            resource_id: res.id.clone(),
+            geography: eu(),
+            reviewer: "rita".into(),
+            outcome: vigil_core::DecisionOutcome::AbuseConfirmed,
+            note: "a note".into(),
+            decided_at: NOW,
+            access_request: "acc-0000000000000001".into(),
+        };
+        assert!(geo.store_decision(&decision).unwrap());
+    }
 }
 
 fn purge_all(stores: &Stores, registry: &ResourceRegistry) -> crate::PurgeReport {
@@ -204,8 +220,13 @@ fn a_purge_removes_what_is_past_retention_and_keeps_the_rest() {
     assert_eq!(report.data_keys, 3);
     assert_eq!(report.windows, 3);
     assert_eq!(
-        (report.cases, report.review_tasks, report.verdicts),
-        (1, 0, 1)
+        (
+            report.cases,
+            report.review_tasks,
+            report.verdicts,
+            report.decisions
+        ),
+        (1, 0, 1, 2)
     );
 
     let geo = stores.geo(&eu()).unwrap();
@@ -215,6 +236,12 @@ fn a_purge_removes_what_is_past_retention_and_keeps_the_rest() {
     }
     assert!(geo.case("case-old").unwrap().is_none());
     assert!(geo.verdicts(Some("case-old")).unwrap().is_empty());
+    assert!(geo.decisions(Some("case-old")).unwrap().is_empty());
+    // A decision arriving after its case was purged is not stored.
+    let mut late = geo.decisions(Some("case-recent")).unwrap().remove(0);
+    late.case_id = "case-old".into();
+    assert!(!geo.store_decision(&late).unwrap());
+    assert!(geo.decisions(Some("case-old")).unwrap().is_empty());
     assert_eq!(geo.window_state(&a.id, Some("u-old")).unwrap(), None);
     assert!(geo.data_key_days(&a.id).unwrap().len() == 1);
     // What is inside retention is intact and readable.
@@ -230,6 +257,7 @@ fn a_purge_removes_what_is_past_retention_and_keeps_the_rest() {
         .is_some());
     assert!(geo.case("case-recent").unwrap().is_some());
     assert_eq!(geo.verdicts(Some("case-recent")).unwrap().len(), 1);
+    assert_eq!(geo.decisions(Some("case-recent")).unwrap().len(), 2);
     assert!(geo.window_state(&b.id, Some("u-recent")).unwrap().is_some());
     assert_eq!(geo.len(), 6);
     // The exports of the purged days are marked for rewriting.
@@ -411,11 +439,15 @@ fn deleting_a_request_removes_it_and_its_reviews_only() {
     put(&stores, &b, &ids("b", 3), "u", "y");
     open_case(&stores, &a, "case-a", "a-00001");
     let deleted = stores.delete_request(&req("a-00001")).unwrap().unwrap();
-    assert_eq!((deleted.resource_id.as_str(), deleted.reviews), ("a", 1));
+    // The verdict and the decision on the record; the decision on the whole case stays.
+    assert_eq!((deleted.resource_id.as_str(), deleted.reviews), ("a", 2));
     let geo = stores.geo(&eu()).unwrap();
     assert!(geo.get(&a, &req("a-00001")).unwrap().is_none());
     assert_eq!(geo.resource_of("a-00001").unwrap(), None);
     assert!(geo.verdicts(Some("case-a")).unwrap().is_empty());
+    let left = geo.decisions(Some("case-a")).unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].request_id, None);
     assert_eq!(geo.len(), 5);
     assert!(geo
         .get(&a, &req("a-00002"))

@@ -1,0 +1,226 @@
+#!/usr/bin/env python3
+"""Runs vigil's notebooks headless, or checks that they are committed without outputs.
+
+    .venv/bin/python scripts/run-notebooks.py --exports var/exports        # execute them all
+    .venv/bin/python scripts/run-notebooks.py --exports DIR --only review_funnel --out /tmp/nb
+    .venv/bin/python scripts/run-notebooks.py --check-stripped             # no outputs committed?
+    .venv/bin/python scripts/run-notebooks.py --strip                      # remove outputs in place
+
+Execution uses nbclient with a `python3` kernel started from this interpreter (run it with the
+project's `.venv/bin/python`, where `scripts/setup-python.sh --notebooks` installed the
+requirements), in `notebooks/` as the working directory, with `VIGIL_EXPORTS` set to
+`--exports`. Notebooks run in memory: the committed files are never written (executed copies go
+to `--out` when it is given). `train_classifier.ipynb` writes its model, golden scores and model
+card into a temporary `VIGIL_MODEL_DIR` (and its dev split into `VIGIL_EVAL_DIR`) rather than over
+the committed `models/`, and the golden scores it produced are then compared with
+`models/harm-linear.golden.jsonl`: training is seeded, so they must match.
+
+Exits 1 when a cell raises (naming the notebook and the cell), when the retrained golden scores
+differ, or, with `--check-stripped`, when a notebook holds outputs or execution counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
+TRAINING = "train_classifier"
+GOLDEN = "harm-linear.golden.jsonl"
+#: Largest difference allowed between a retrained golden score and the committed one.
+GOLDEN_TOLERANCE = 1e-6
+
+try:
+    import nbformat
+    from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
+    from jupyter_client.manager import KernelManager
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError
+except ImportError as error:  # pragma: no cover - a setup problem, reported plainly
+    sys.exit(f"run-notebooks: {error.name} is missing: run scripts/setup-python.sh --notebooks "
+             "and use .venv/bin/python")
+
+
+class ThisInterpreter(KernelSpecManager):
+    """Every kernel name resolves to an IPython kernel of the interpreter running this script,
+    whatever kernelspecs the user or the system has installed."""
+
+    def get_kernel_spec(self, kernel_name: str) -> KernelSpec:
+        return KernelSpec(
+            argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            display_name=f"Python 3 ({sys.prefix})", language="python",
+        )
+
+
+def notebooks(only: list[str]) -> list[Path]:
+    """The notebooks to handle: all of `notebooks/*.ipynb`, or those named by `--only`."""
+    found = sorted(NOTEBOOKS.glob("*.ipynb"))
+    if not only:
+        return found
+    wanted = {name.removesuffix(".ipynb") for name in only}
+    unknown = wanted - {path.stem for path in found}
+    if unknown:
+        sys.exit(f"run-notebooks: no notebook named {', '.join(sorted(unknown))} in {NOTEBOOKS}")
+    return [path for path in found if path.stem in wanted]
+
+
+def unstripped(path: Path) -> list[str]:
+    """What keeps a notebook from being committed as is: cells with outputs or counts."""
+    problems = []
+    nb = nbformat.read(path, as_version=4)
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        if cell.get("outputs"):
+            problems.append(f"cell {index} has outputs")
+        if cell.get("execution_count") is not None:
+            problems.append(f"cell {index} has execution_count {cell.execution_count}")
+        if "execution" in cell.get("metadata", {}):
+            problems.append(f"cell {index} has execution timing metadata")
+    return problems
+
+
+def strip(path: Path) -> bool:
+    """Removes outputs, execution counts and timings; True when the file changed."""
+    nb = nbformat.read(path, as_version=4)
+    before = nbformat.writes(nb)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = []
+            cell.execution_count = None
+            cell.metadata.pop("execution", None)
+    after = nbformat.writes(nb)
+    if after != before:
+        path.write_text(after + ("" if after.endswith("\n") else "\n"), encoding="utf-8")
+    return after != before
+
+
+def execute(path: Path, timeout: int, out: Path | None) -> str | None:
+    """Runs one notebook in memory; None when every cell ran, else which cell failed and how."""
+    nb = nbformat.read(path, as_version=4)
+    current = {"cell": -1}
+    client = NotebookClient(
+        nb, km=KernelManager(kernel_name="python3", kernel_spec_manager=ThisInterpreter()),
+        timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}},
+        on_cell_start=lambda cell, cell_index, **_: current.update(cell=cell_index),
+    )
+    failure = None
+    try:
+        client.execute()
+    except CellExecutionError as error:
+        failure = f"cell {current['cell']} raised {error.ename}: {error.evalue}\n{error}"
+    except CellTimeoutError:
+        failure = f"cell {current['cell']} ran past the {timeout} s timeout"
+    except Exception as error:  # the kernel died or could not start
+        failure = f"cell {current['cell']}: {type(error).__name__}: {error}"
+    finally:
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            nbformat.write(nb, out / path.name)
+    return failure
+
+
+def read_golden(path: Path) -> list[dict]:
+    with path.open(encoding="utf-8") as lines:
+        return [json.loads(line) for line in lines if line.strip()]
+
+
+def compare_golden(retrained: Path, committed: Path) -> str | None:
+    """None when the retrained golden scores match the committed ones within the tolerance."""
+    if not retrained.exists():
+        return f"the notebook wrote no {retrained.name}"
+    new, old = read_golden(retrained), read_golden(committed)
+    if [g["text"] for g in new] != [g["text"] for g in old]:
+        return "the golden texts differ from the committed ones"
+    worst = 0.0
+    for a, b in zip(new, old):
+        if a["scores"].keys() != b["scores"].keys():
+            return f"the heads differ: {sorted(a['scores'])} against {sorted(b['scores'])}"
+        worst = max([worst] + [abs(a["scores"][h] - b["scores"][h]) for h in a["scores"]])
+    if not math.isfinite(worst) or worst > GOLDEN_TOLERANCE:
+        return (f"retrained golden scores differ from {committed.relative_to(ROOT)} by up to "
+                f"{worst:.3g} (tolerance {GOLDEN_TOLERANCE}): re-run scripts/train-classifier.sh "
+                "and commit the model, or find what made training non-deterministic")
+    return None
+
+
+def run(args) -> int:
+    exports = Path(args.exports).resolve()
+    os.environ["VIGIL_EXPORTS"] = str(exports)
+    scratch = tempfile.TemporaryDirectory(prefix="vigil-notebooks-")
+    model_dir = Path(args.model_dir).resolve() if args.model_dir else Path(scratch.name) / "models"
+    os.environ["VIGIL_MODEL_DIR"] = str(model_dir)
+    os.environ["VIGIL_EVAL_DIR"] = str(Path(scratch.name) / "eval")
+    out = Path(args.out).resolve() if args.out else None
+    print(f"exports: {exports}" + ("" if exports.is_dir() else " (missing: every table empty)"))
+
+    passed, failed = [], []
+    with scratch:
+        for path in notebooks(args.only):
+            started = time.monotonic()
+            failure = execute(path, args.timeout, out)
+            if failure is None and path.stem == TRAINING and not args.no_golden:
+                failure = compare_golden(model_dir / GOLDEN, ROOT / "models" / GOLDEN)
+            seconds = time.monotonic() - started
+            if failure is None:
+                passed.append(path.name)
+                print(f"ok      {path.name} ({seconds:.1f} s)", flush=True)
+            else:
+                failed.append(path.name)
+                print(f"FAILED  {path.name} ({seconds:.1f} s): {failure}", flush=True)
+    if out is not None:
+        print(f"executed copies in {out}")
+    print(f"{len(passed)} passed, {len(failed)} failed")
+    return 1 if failed else 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--exports", metavar="DIR",
+                        help="the export directory the notebooks read (VIGIL_EXPORTS)")
+    parser.add_argument("--only", metavar="NAME", action="append", default=[],
+                        help="run only this notebook (file name, with or without .ipynb); repeatable")
+    parser.add_argument("--out", metavar="DIR", help="write the executed notebooks here")
+    parser.add_argument("--timeout", type=int, default=900, metavar="S",
+                        help="seconds one cell may run (default 900)")
+    parser.add_argument("--model-dir", metavar="DIR",
+                        help="where train_classifier writes its model (default: a temporary directory)")
+    parser.add_argument("--no-golden", action="store_true",
+                        help="do not compare the retrained golden scores with models/")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--check-stripped", action="store_true",
+                      help="execute nothing; fail when a notebook holds outputs or execution counts")
+    mode.add_argument("--strip", action="store_true",
+                      help="execute nothing; remove outputs and execution counts in place")
+    args = parser.parse_args()
+
+    if args.check_stripped:
+        bad = {p.name: unstripped(p) for p in notebooks(args.only)}
+        bad = {name: problems for name, problems in bad.items() if problems}
+        for name, problems in bad.items():
+            print(f"{name}: {'; '.join(problems)}")
+        if bad:
+            print("strip them with: .venv/bin/python scripts/run-notebooks.py --strip")
+            return 1
+        print("notebooks are stripped")
+        return 0
+    if args.strip:
+        for path in notebooks(args.only):
+            if strip(path):
+                print(f"stripped {path.relative_to(ROOT)}")
+        return 0
+    if not args.exports:
+        parser.error("--exports DIR is required to execute the notebooks")
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
