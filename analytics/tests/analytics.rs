@@ -8,13 +8,14 @@ use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use time::macros::{date, datetime};
 use time::{Date, Duration, OffsetDateTime};
 use vigil_analytics::{
-    query, AnalyticsConfig, AnalyticsError, AuditRow, CaseRow, DetectionRow, Exports, OutputFormat,
-    RecordRow, Row, Sql, Table, VerdictRow, BATCH_ROWS, PART_FILE,
+    query, AnalyticsConfig, AnalyticsError, AuditRow, CaseRow, DecisionRow, DetectionRow, Exports,
+    OutputFormat, RecordRow, Row, Sql, Table, VerdictRow, BATCH_ROWS, PART_FILE,
 };
 use vigil_core::flag::{FlagScores, FlagSubject, FlagWindow};
 use vigil_core::{
-    Assessment, Case, CaseSignals, Category, Deployment, Detection, Geography, HarmScores,
-    Operation, RecordMeta, RequestId, ResourceId, Route, RouteReason, Severity, Verdict,
+    Assessment, Case, CaseSignals, Category, Decision, DecisionOutcome, Deployment, Detection,
+    Geography, HarmScores, Operation, RecordMeta, RequestId, ResourceId, Route, RouteReason,
+    Severity, Verdict,
 };
 
 const DAY1: Date = date!(2026 - 03 - 01);
@@ -533,8 +534,25 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
+fn decision(request: Option<&str>, note: &str) -> DecisionRow {
+    DecisionRow {
+        decision: Decision {
+            decision_id: Decision::new_id(datetime!(2026-03-01 12:00 UTC)),
+            case_id: "case-eu-u1".into(),
+            request_id: request.map(|r| RequestId::parse(r).unwrap()),
+            resource_id: ResourceId::parse("res-eu-0").unwrap(),
+            geography: geo("eu"),
+            reviewer: "rita".into(),
+            outcome: DecisionOutcome::FalsePositive,
+            note: note.into(),
+            decided_at: datetime!(2026-03-01 12:00 UTC),
+            access_request: "acc-00000000000000aa".into(),
+        },
+    }
+}
+
 #[test]
-fn rationales_never_reach_the_exports() {
+fn rationales_and_decision_notes_never_reach_the_exports() {
     const MARKER: &str = "RATIONALE-MARKER-7f3a91";
     // A value that is exported, to show the scans would find a marker.
     const CONTROL: &str = "CONTROL-MODEL-7f3a91";
@@ -546,6 +564,16 @@ fn rationales_never_reach_the_exports() {
         .collect();
     rows[0].verdict.model = CONTROL.into();
     write(&exports, "eu", DAY1, &rows);
+    // Nor the notes of human decisions.
+    write(
+        &exports,
+        "eu",
+        DAY1,
+        &[
+            decision(Some("req-1"), &format!("{MARKER} note")),
+            decision(None, MARKER),
+        ],
+    );
     write(&exports, "eu", DAY1, &[record("eu", DAY1, 0)]);
     write(&exports, "eu", DAY1, &[case("eu", Some("u1"))]);
     write(
@@ -557,7 +585,7 @@ fn rationales_never_reach_the_exports() {
 
     // Every byte of every file (the footer's statistics are not compressed)...
     let files = files_under(&config.export_dir);
-    assert_eq!(files.len(), 4);
+    assert_eq!(files.len(), 5);
     let mut control_seen = false;
     for file in &files {
         let bytes = fs::read(file).unwrap();
@@ -593,6 +621,7 @@ fn files_hold_the_table_schema_without_partition_columns() {
     );
     write(&exports, "eu", DAY1, &[case("eu", None)]);
     write(&exports, "eu", DAY1, &[verdict("req-a", "x", true)]);
+    write(&exports, "eu", DAY1, &[decision(None, "n")]);
     write(
         &exports,
         "eu",
