@@ -143,10 +143,6 @@ class Exports:
         """Registers `query` as a view that later queries can name like a table."""
         self.ctx.register_view(name, self.ctx.sql(query))
 
-    def rows(self, table: str) -> int:
-        """The number of rows in a table (0 for one with no export)."""
-        return int(self.sql(f"SELECT count(*) AS n FROM {table}")["n"].iloc[0])
-
     def summary(self) -> pd.DataFrame:
         """One line per table: partition files, rows, geographies and days."""
         lines = []

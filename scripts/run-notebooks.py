@@ -25,6 +25,8 @@ import argparse
 import json
 import math
 import os
+import re
+import subprocess
 import sys
 import tempfile
 import time
@@ -39,10 +41,12 @@ GOLDEN_TOLERANCE = 1e-6
 
 try:
     import nbformat
+    import zmq
     from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
     from jupyter_client.manager import KernelManager
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, CellTimeoutError
+    from traitlets import default
 except ImportError as error:  # pragma: no cover - a setup problem, reported plainly
     sys.exit(f"run-notebooks: {error.name} is missing: run scripts/setup-python.sh --notebooks "
              "and use .venv/bin/python")
@@ -56,7 +60,21 @@ class ThisInterpreter(KernelSpecManager):
         return KernelSpec(
             argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
             display_name=f"Python 3 ({sys.prefix})", language="python",
+            metadata={"supported_encryption": ["curve"]},
         )
+
+
+class ThisInterpreterKernel(KernelManager):
+    """Starts kernels of this interpreter, their loopback traffic encrypted with CurveZMQ where
+    pyzmq supports it (ipykernel warns about plain TCP otherwise)."""
+
+    @default("kernel_spec_manager")
+    def _this_interpreter(self) -> KernelSpecManager:
+        return ThisInterpreter(data_dir=self.data_dir)
+
+    @default("transport_encryption")
+    def _curve(self) -> str:
+        return "auto" if zmq.has("curve") else "disabled"
 
 
 def notebooks(only: list[str]) -> list[Path]:
@@ -88,7 +106,8 @@ def unstripped(path: Path) -> list[str]:
 
 
 def strip(path: Path) -> bool:
-    """Removes outputs, execution counts and timings; True when the file changed."""
+    """Removes outputs, execution counts and timings (and the Python version an editor
+    recorded); True when the file changed."""
     nb = nbformat.read(path, as_version=4)
     before = nbformat.writes(nb)
     for cell in nb.cells:
@@ -96,6 +115,7 @@ def strip(path: Path) -> bool:
             cell.outputs = []
             cell.execution_count = None
             cell.metadata.pop("execution", None)
+    nb.metadata.get("language_info", {}).pop("version", None)  # the editor's Python version
     after = nbformat.writes(nb)
     if after != before:
         path.write_text(after + ("" if after.endswith("\n") else "\n"), encoding="utf-8")
@@ -107,15 +127,15 @@ def execute(path: Path, timeout: int, out: Path | None) -> str | None:
     nb = nbformat.read(path, as_version=4)
     current = {"cell": -1}
     client = NotebookClient(
-        nb, km=KernelManager(kernel_name="python3", kernel_spec_manager=ThisInterpreter()),
-        timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}},
+        nb, kernel_manager_class=ThisInterpreterKernel, kernel_name="python3", timeout=timeout,
+        resources={"metadata": {"path": str(NOTEBOOKS)}},
         on_cell_start=lambda cell, cell_index, **_: current.update(cell=cell_index),
     )
     failure = None
     try:
         client.execute()
     except CellExecutionError as error:
-        failure = f"cell {current['cell']} raised {error.ename}: {error.evalue}\n{error}"
+        failure = f"cell {current['cell']} raised {error.ename}: {error.evalue}\n{plain(str(error))}"
     except CellTimeoutError:
         failure = f"cell {current['cell']} ran past the {timeout} s timeout"
     except Exception as error:  # the kernel died or could not start
@@ -125,6 +145,11 @@ def execute(path: Path, timeout: int, out: Path | None) -> str | None:
             out.mkdir(parents=True, exist_ok=True)
             nbformat.write(nb, out / path.name)
     return failure
+
+
+def plain(text: str) -> str:
+    """`text` without the terminal colour codes of IPython's tracebacks."""
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
 
 
 def read_golden(path: Path) -> list[dict]:
@@ -151,9 +176,28 @@ def compare_golden(retrained: Path, committed: Path) -> str | None:
     return None
 
 
+def training_data() -> Path | None:
+    """The shared training data: `$VIGIL_DATA`, else `../shared/data` beside this checkout, else
+    beside the repository it was cloned from (a CI clone of a local checkout lives elsewhere)."""
+    if os.environ.get("VIGIL_DATA"):
+        return Path(os.environ["VIGIL_DATA"])
+    candidates = [ROOT.parent / "shared" / "data"]
+    try:
+        origin = subprocess.run(["git", "-C", str(ROOT), "config", "remote.origin.url"],
+                                capture_output=True, text=True, check=False).stdout.strip()
+    except OSError:
+        origin = ""
+    if origin and "://" not in origin and ":" not in origin.split("/")[0]:
+        candidates.append(Path(origin.removeprefix("file:")).resolve().parent / "shared" / "data")
+    return next((c for c in candidates if c.is_dir()), None)
+
+
 def run(args) -> int:
     exports = Path(args.exports).resolve()
     os.environ["VIGIL_EXPORTS"] = str(exports)
+    data = training_data()
+    if data is not None:
+        os.environ["VIGIL_DATA"] = str(data)
     scratch = tempfile.TemporaryDirectory(prefix="vigil-notebooks-")
     model_dir = Path(args.model_dir).resolve() if args.model_dir else Path(scratch.name) / "models"
     os.environ["VIGIL_MODEL_DIR"] = str(model_dir)
@@ -177,6 +221,8 @@ def run(args) -> int:
                 print(f"FAILED  {path.name} ({seconds:.1f} s): {failure}", flush=True)
     if out is not None:
         print(f"executed copies in {out}")
+    for name in failed:
+        print(f"failed: {name}")
     print(f"{len(passed)} passed, {len(failed)} failed")
     return 1 if failed else 0
 

@@ -23,10 +23,14 @@ if ! .venv/bin/python -c 'import importlib.metadata as m, sys; sys.exit(m.versio
 fi
 # The tests serve the same model over HTTP with a prebuilt llama.cpp server (MIT).
 XLLAMACPP=xllamacpp==2026.10.11549
-if [ "${1:-}" = "--tests" ] && ! .venv/bin/python -c 'import importlib.metadata as m, sys; sys.exit(m.version("xllamacpp") != "2026.10.11549")' 2>/dev/null; then
+if [[ " $* " == *" --tests "* ]] && ! .venv/bin/python -c 'import importlib.metadata as m, sys; sys.exit(m.version("xllamacpp") != "2026.10.11549")' 2>/dev/null; then
   echo "== installing $XLLAMACPP (an OpenAI-compatible LLM server for the tests) into .venv"
   .venv/bin/pip install --quiet --disable-pip-version-check "$XLLAMACPP"
 fi
-if [ "${1:-}" = "--notebooks" ]; then
-  .venv/bin/pip install --quiet --disable-pip-version-check -r notebooks/requirements.txt
-fi
+# The notebooks' pinned requirements: training (scikit-learn, onnx) and analysis (datafusion,
+# the engine `vigil sql` runs, with pyarrow and matplotlib), and nbclient, which
+# scripts/run-notebooks.py executes them with. pip skips what is already installed.
+case " $* " in
+  *" --notebooks "*)
+    .venv/bin/pip install --quiet --disable-pip-version-check -r notebooks/requirements.txt ;;
+esac

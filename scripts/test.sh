@@ -22,8 +22,9 @@ if ! tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
 fi
 
 # The classifier tests run the shipped ONNX model under the real ONNX Runtime; the reviewer tests
-# run the local GGUF model and an OpenAI-compatible llama.cpp server on loopback.
-scripts/setup-python.sh --tests
+# run the local GGUF model and an OpenAI-compatible llama.cpp server on loopback; the notebook
+# test executes every notebook with nbclient (notebooks/requirements.txt, pinned).
+scripts/setup-python.sh --tests --notebooks
 
 # The console tests drive Debian's Chromium with Playwright (playwright-core, pinned in
 # tests/console/package-lock.json).

@@ -13,6 +13,7 @@ mod crash;
 mod detect;
 mod kafka;
 mod lifecycle;
+mod notebooks;
 mod privacy;
 mod resources;
 mod review;
