@@ -139,51 +139,57 @@ const PRINCIPALS: &[(&str, &str, &str)] = &[
     ("adam", "admin", "non-eea"),
 ];
 
+/// The test configuration with both API listeners on ports the system picks; `extra` is
+/// appended.
+pub(crate) fn config_with_api(extra: &str) -> String {
+    format!(
+        "{}[api]\nlisten = \"127.0.0.1:0\"\nworkstation_listen = \"127.0.0.1:0\"\n{extra}",
+        crate::util::CONFIG
+    )
+}
+
+/// Adds a principal with `vigil admin` (`extra`: more options) and returns a token of theirs.
+pub(crate) fn principal(
+    wd: &Workdir,
+    name: &str,
+    role: &str,
+    region: &str,
+    extra: &[&str],
+) -> String {
+    let mut args = vec![
+        "admin",
+        "principal",
+        "add",
+        name,
+        "--role",
+        role,
+        "--region",
+        region,
+    ];
+    args.extend_from_slice(extra);
+    wd.ok(&args);
+    wd.ok(&["admin", "token", "issue", name]).trim().to_owned()
+}
+
 pub(crate) fn world() -> World {
     let wd = crate::util::sample_workdir();
     wd.write(
         "vigil.toml",
-        format!(
-            "{}[api]\nlisten = \"127.0.0.1:0\"\nworkstation_listen = \"127.0.0.1:0\"\n[access]\npoint_queries_per_minute = 6\npoint_query_burst = 12\n",
-            crate::util::CONFIG
-        ),
+        config_with_api("[access]\npoint_queries_per_minute = 6\npoint_query_burst = 12\n"),
     );
     wd.run("traffic.jsonl");
     let mut tokens = std::collections::HashMap::new();
     for (name, role, region) in PRINCIPALS {
-        wd.ok(&[
-            "admin",
-            "principal",
-            "add",
-            name,
-            "--role",
-            role,
-            "--region",
-            region,
-        ]);
-        tokens.insert(
-            *name,
-            wd.ok(&["admin", "token", "issue", name]).trim().to_owned(),
-        );
+        tokens.insert(*name, principal(&wd, name, role, region, &[]));
     }
-    wd.ok(&[
-        "admin",
-        "principal",
-        "add",
+    let cora = principal(
+        &wd,
         "cora",
-        "--role",
         "customer",
-        "--region",
         "eea",
-        "--resource",
-        "contoso-chat-eu",
-    ]);
-    tokens.insert(
-        "cora",
-        wd.ok(&["admin", "token", "issue", "cora"])
-            .trim()
-            .to_owned(),
+        &["--resource", "contoso-chat-eu"],
     );
+    tokens.insert("cora", cora);
     for ws in ["ws1", "ws2"] {
         wd.ok(&["admin", "workstation", "issue", ws, "--out", "ws"]);
     }

@@ -9,8 +9,8 @@ use std::process::Command;
 
 use serde_json::json;
 
-use crate::api::{call, Server};
-use crate::util::{repo, sample_workdir, CONFIG};
+use crate::api::{call, config_with_api, principal, Server};
+use crate::util::{repo, sample_workdir};
 
 fn run_notebooks(args: &[&str]) {
     let python = repo().join(".venv/bin/python");
@@ -35,30 +35,17 @@ fn committed_notebooks_carry_no_outputs() {
 #[test]
 fn every_notebook_runs_on_the_sample_exports() {
     let wd = sample_workdir();
-    wd.write(
-        "vigil.toml",
-        format!("{CONFIG}[api]\nlisten = \"127.0.0.1:0\"\nworkstation_listen = \"127.0.0.1:0\"\n"),
-    );
+    wd.write("vigil.toml", config_with_api(""));
     wd.ok_with(
         &["run", "--input", "traffic.jsonl"],
         b"",
         &[("VIGIL_REVIEW__ENABLED", "true")],
     );
-    let mut tokens = std::collections::HashMap::new();
-    for (name, role) in [("rita", "reviewer"), ("max", "manager")] {
-        wd.ok(&[
-            "admin",
-            "principal",
-            "add",
-            name,
-            "--role",
-            role,
-            "--region",
-            "eea",
-        ]);
-        let token = wd.ok(&["admin", "token", "issue", name]).trim().to_owned();
-        tokens.insert(name, token);
-    }
+    let tokens: std::collections::HashMap<&str, String> =
+        [("rita", "reviewer"), ("max", "manager")]
+            .into_iter()
+            .map(|(name, role)| (name, principal(&wd, name, role, "eea", &[])))
+            .collect();
 
     // One case through the whole funnel: asked, approved, decided per record and as a whole.
     let server = Server::start(&wd, &[]);

@@ -10,7 +10,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use vigil_access::grant::{self, MAX_REASON_CHARS};
-use vigil_access::{AccessRequest, GrantState, GrantStatus, Outcome, Refusal, Role};
+use vigil_access::{AccessRequest, GrantState, GrantStatus, Outcome, Principal, Refusal, Role};
 use vigil_core::decision::MAX_NOTE_CHARS;
 use vigil_core::{Case, Day, Decision, DecisionOutcome, RequestId, Resource, ResourceId};
 use vigil_storage::GeoStore;
@@ -524,6 +524,55 @@ pub async fn revoke(mut attempt: Attempt, raw: Lenient<Path<String>>) -> Respons
     attempt.finish(result).await
 }
 
+/// What an active grant opens: the grant, its case's store, the case and its resource.
+struct Granted {
+    grant: AccessRequest,
+    store: Arc<GeoStore>,
+    case: Case,
+    resource: Resource,
+}
+
+/// The rules every action under a grant shares: the caller holds an active grant for
+/// `case_id`, the case is still stored under the grant's resource, `request` (if given) is
+/// flagged in it, and the region rule holds. Fills in the audit entry's grant and resource.
+/// Anything no longer there is `not_available`, said the same way for every cause.
+fn under_grant(
+    attempt: &mut Attempt,
+    caller: &Principal,
+    case_id: &str,
+    request: Option<&RequestId>,
+) -> Result<Granted, ApiError> {
+    let state = attempt.state.clone();
+    let requests = state
+        .access
+        .requests_for(&caller.name, case_id)
+        .map_err(ApiError::internal)?;
+    let grant = grant::standing(&requests, state.now())?.clone();
+    attempt.event.access_request = Some(grant.id.clone());
+    attempt.event.resource_id = Some(grant.resource_id.to_string());
+    let store = state
+        .stores
+        .geo(&grant.geography)
+        .map_err(ApiError::internal)?;
+    let case = store
+        .case(case_id)
+        .map_err(ApiError::internal)?
+        .ok_or(Refusal::NotAvailable)?;
+    if case.resource_id != grant.resource_id || request.is_some_and(|r| !case.sample.contains(r)) {
+        return Err(Refusal::NotAvailable.into());
+    }
+    let resource = state
+        .resource(case.resource_id.as_str())
+        .ok_or(Refusal::NotAvailable)?;
+    grant::check_region(caller, state.is_eea(&resource))?;
+    Ok(Granted {
+        grant,
+        store,
+        case,
+        resource,
+    })
+}
+
 pub async fn read_record(mut attempt: Attempt, raw: Lenient<Path<(String, String)>>) -> Response {
     let result = async {
         let caller = attempt.require(REVIEWERS)?.clone();
@@ -539,28 +588,12 @@ pub async fn read_record(mut attempt: Attempt, raw: Lenient<Path<(String, String
         attempt.event.case_id = Some(id.clone());
         let request_id = request_id(&raw_request)?;
         attempt.event.request_id = Some(request_id.to_string());
-        let requests = state
-            .access
-            .requests_for(&caller.name, &id)
-            .map_err(ApiError::internal)?;
-        let grant = grant::standing(&requests, state.now())?;
-        attempt.event.access_request = Some(grant.id.clone());
-        attempt.event.resource_id = Some(grant.resource_id.to_string());
-        let store = state
-            .stores
-            .geo(&grant.geography)
-            .map_err(ApiError::internal)?;
-        let case = store
-            .case(&id)
-            .map_err(ApiError::internal)?
-            .ok_or(Refusal::NotAvailable)?;
-        if case.resource_id != grant.resource_id || !case.sample.contains(&request_id) {
-            return Err(Refusal::NotAvailable.into());
-        }
-        let resource = state
-            .resource(case.resource_id.as_str())
-            .ok_or(Refusal::NotAvailable)?;
-        grant::check_region(&caller, state.is_eea(&resource))?;
+        let Granted {
+            grant,
+            store,
+            case,
+            resource,
+        } = under_grant(&mut attempt, &caller, &id, Some(&request_id))?;
         if !resource.content_logging {
             return Err(Refusal::ContentLoggingOff.into());
         }
@@ -639,32 +672,10 @@ pub async fn record_decision(
         let request_id = body.request_id.as_deref().map(request_id).transpose()?;
         attempt.event.request_id = request_id.as_ref().map(ToString::to_string);
         // Deciding needs what reading needs: an active grant for the case, and the region.
+        let Granted {
+            grant, store, case, ..
+        } = under_grant(&mut attempt, &caller, &id, request_id.as_ref())?;
         let state = attempt.state.clone();
-        let requests = state
-            .access
-            .requests_for(&caller.name, &id)
-            .map_err(ApiError::internal)?;
-        let grant = grant::standing(&requests, state.now())?;
-        attempt.event.access_request = Some(grant.id.clone());
-        attempt.event.resource_id = Some(grant.resource_id.to_string());
-        let store = state
-            .stores
-            .geo(&grant.geography)
-            .map_err(ApiError::internal)?;
-        let case = store
-            .case(&id)
-            .map_err(ApiError::internal)?
-            .ok_or(Refusal::UnknownCase)?;
-        if request_id
-            .as_ref()
-            .is_some_and(|r| !case.sample.contains(r))
-        {
-            return Err(Refusal::NotAvailable.into());
-        }
-        let resource = state
-            .resource(case.resource_id.as_str())
-            .ok_or(Refusal::UnknownCase)?;
-        grant::check_region(&caller, state.is_eea(&resource))?;
         let now = state.now();
         let decision = Decision {
             decision_id: Decision::new_id(now),

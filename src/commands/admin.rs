@@ -30,6 +30,18 @@ pub(super) struct IssuedFiles {
     pub(super) ca: PathBuf,
 }
 
+impl IssuedFiles {
+    /// Where `vigil admin workstation issue NAME --out OUT` writes workstation `name`'s files.
+    pub(super) fn at(out: &Path, name: &str, fingerprint: String) -> Self {
+        Self {
+            fingerprint,
+            cert: out.join(format!("{name}.pem")),
+            key: out.join(format!("{name}.key")),
+            ca: out.join("ca.pem"),
+        }
+    }
+}
+
 impl Admin {
     pub(super) fn open(config: &Config) -> anyhow::Result<Self> {
         let clock = Clock::from_env()?;
@@ -90,12 +102,7 @@ impl Admin {
             revoked_at: None,
         })?;
         std::fs::create_dir_all(out).with_context(|| out.display().to_string())?;
-        let files = IssuedFiles {
-            fingerprint: issued.fingerprint,
-            cert: out.join(format!("{name}.pem")),
-            key: out.join(format!("{name}.key")),
-            ca: out.join("ca.pem"),
-        };
+        let files = IssuedFiles::at(out, name, issued.fingerprint);
         for (path, text) in [
             (&files.cert, issued.cert_pem.as_str()),
             (&files.ca, ca.ca_pem()),

@@ -100,12 +100,7 @@ fn workstation(
         let Some(known) = registered.iter().find(|w| w.name == name) else {
             return Ok((name.clone(), admin.issue_workstation(config, &name, out)?));
         };
-        let files = IssuedFiles {
-            fingerprint: known.fingerprint.clone(),
-            cert: out.join(format!("{name}.pem")),
-            key: out.join(format!("{name}.key")),
-            ca: out.join("ca.pem"),
-        };
+        let files = IssuedFiles::at(out, &name, known.fingerprint.clone());
         if known.revoked_at.is_none()
             && [&files.cert, &files.key, &files.ca]
                 .iter()

@@ -64,9 +64,7 @@ pub const FORMAT: u8 = 1;
 
 /// Key of a stored record.
 pub fn record_key(resource: &str, request: &str) -> Vec<u8> {
-    let mut key = resource_prefix(resource);
-    key.extend_from_slice(request.as_bytes());
-    key
+    keyed(RECORD, resource, request)
 }
 
 /// Prefix of all of a resource's records.
@@ -76,17 +74,13 @@ pub fn resource_prefix(resource: &str) -> Vec<u8> {
 
 /// Key of a record's detection.
 pub fn detection_key(resource: &str, request: &str) -> Vec<u8> {
-    let mut key = prefixed(DETECTION, resource);
-    key.extend_from_slice(request.as_bytes());
-    key
+    keyed(DETECTION, resource, request)
 }
 
 /// Key of an abuse-window checkpoint: an end user's, or the resource's when `end_user` is
 /// `None` (end-user IDs are never empty).
 pub fn window_key(resource: &str, end_user: Option<&str>) -> Vec<u8> {
-    let mut key = prefixed(WINDOW, resource);
-    key.extend_from_slice(end_user.unwrap_or("").as_bytes());
-    key
+    keyed(WINDOW, resource, end_user.unwrap_or(""))
 }
 
 /// Key of a case.
@@ -111,38 +105,41 @@ pub fn outbox_prefix() -> [u8; 1] {
 
 /// Key of a queued review of a case's record.
 pub fn review_key(case: &str, request: &str) -> Vec<u8> {
-    let mut key = prefixed(REVIEW_QUEUE, case);
-    key.extend_from_slice(request.as_bytes());
-    key
+    keyed(REVIEW_QUEUE, case, request)
 }
 
 /// Key of a verdict on a case's record.
 pub fn verdict_key(case: &str, request: &str) -> Vec<u8> {
-    let mut key = prefixed(VERDICT, case);
-    key.extend_from_slice(request.as_bytes());
-    key
+    keyed(VERDICT, case, request)
 }
 
 /// Prefix of a case's verdicts (of every verdict when `case` is `None`).
 pub fn verdicts_prefix(case: Option<&str>) -> Vec<u8> {
-    match case {
-        Some(case) => prefixed(VERDICT, case),
-        None => vec![VERDICT],
-    }
+    kind_prefix(VERDICT, case)
 }
 
 /// Key of a human decision on a case.
 pub fn decision_key(case: &str, decision: &str) -> Vec<u8> {
-    let mut key = prefixed(DECISION, case);
-    key.extend_from_slice(decision.as_bytes());
-    key
+    keyed(DECISION, case, decision)
 }
 
 /// Prefix of a case's decisions (of every decision when `case` is `None`).
 pub fn decisions_prefix(case: Option<&str>) -> Vec<u8> {
-    match case {
-        Some(case) => prefixed(DECISION, case),
-        None => vec![DECISION],
+    kind_prefix(DECISION, case)
+}
+
+/// `kind owner \0 item`: an entry of `owner` (a resource or a case).
+fn keyed(kind: u8, owner: &str, item: &str) -> Vec<u8> {
+    let mut key = prefixed(kind, owner);
+    key.extend_from_slice(item.as_bytes());
+    key
+}
+
+/// Prefix of `owner`'s entries of `kind` (of every entry of `kind` when `owner` is `None`).
+fn kind_prefix(kind: u8, owner: Option<&str>) -> Vec<u8> {
+    match owner {
+        Some(owner) => prefixed(kind, owner),
+        None => vec![kind],
     }
 }
 
@@ -303,10 +300,7 @@ pub fn windows_prefix(resource: &str) -> Vec<u8> {
 
 /// Prefix of a case's review tasks (of every queued task when `case` is `None`).
 pub fn reviews_prefix(case: Option<&str>) -> Vec<u8> {
-    match case {
-        Some(case) => prefixed(REVIEW_QUEUE, case),
-        None => vec![REVIEW_QUEUE],
-    }
+    kind_prefix(REVIEW_QUEUE, case)
 }
 
 /// A value that starts with the day it was written on.
