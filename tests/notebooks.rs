@@ -10,6 +10,7 @@ use std::process::Command;
 use serde_json::json;
 
 use crate::api::{call, config_with_api, principal, Server};
+use crate::llm::smollm_model;
 use crate::util::{repo, sample_workdir};
 
 fn run_notebooks(args: &[&str]) {
@@ -36,10 +37,14 @@ fn committed_notebooks_carry_no_outputs() {
 fn every_notebook_runs_on_the_sample_exports() {
     let wd = sample_workdir();
     wd.write("vigil.toml", config_with_api(""));
+    let model = smollm_model();
     wd.ok_with(
         &["run", "--input", "traffic.jsonl"],
         b"",
-        &[("VIGIL_REVIEW__ENABLED", "true")],
+        &[
+            ("VIGIL_REVIEW__ENABLED", "true"),
+            ("VIGIL_REVIEW__LOCAL__MODEL", model.to_str().unwrap()),
+        ],
     );
     let tokens: std::collections::HashMap<&str, String> =
         [("rita", "reviewer"), ("max", "manager")]

@@ -134,7 +134,7 @@ function showRefusal(error, context) {
   );
   notice.dataset.code = error.code;
   notice.className = "notice refusal";
-  notice.hidden = false;
+  showNotice(notice);
 }
 function showInfo(text) {
   const notice = $("notice");
@@ -142,6 +142,11 @@ function showInfo(text) {
     el("button", { type: "button", class: "link dismiss", onclick: clearNotice }, "Dismiss"));
   delete notice.dataset.code;
   notice.className = "notice info";
+  showNotice(notice);
+}
+/** Shows the notice as belonging to the current screen: navigating elsewhere clears it. */
+function showNotice(notice) {
+  notice.dataset.route = location.hash;
   notice.hidden = false;
 }
 function clearNotice() {
@@ -189,8 +194,8 @@ function signOut(message) {
   session.me = null;
   $("whoami").hidden = true;
   $("tabs").hidden = true;
-  if (message) showInfo(message); else clearNotice();
   location.hash = "#/signin";
+  if (message) showInfo(message); else clearNotice();
   route();
 }
 
@@ -607,7 +612,10 @@ async function start() {
   document.addEventListener("keydown", (event) => {
     if (event.key === "Escape" && !$("record-view").hidden) closeRecord();
   });
-  window.addEventListener("hashchange", route);
+  window.addEventListener("hashchange", () => {
+    if ($("notice").dataset.route !== location.hash) clearNotice();
+    route();
+  });
   setInterval(refreshCountdowns, 1000);
 
   // `vigil demo` prints links that carry the token in the fragment (never sent to a server);

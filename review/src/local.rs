@@ -497,18 +497,26 @@ impl Backend for LocalModel {
 /// `configured` if set, else the packaged model in the first project root's `.venv` that
 /// has it.
 fn find_model(configured: Option<&Path>) -> Result<PathBuf, LocalError> {
+    let roots = vigil_detectors::runtime::project_roots();
     let candidates: Vec<PathBuf> = match configured {
         Some(path) => vec![vigil_detectors::runtime::resolve(path)],
-        None => vigil_detectors::runtime::project_roots()
-            .into_iter()
+        None => roots
+            .iter()
             .flat_map(|root| site_packages(&root.join(".venv/lib")))
             .map(|dir| dir.join(PACKAGED_MODEL))
             .collect(),
     };
     match candidates.iter().find(|p| p.is_file()) {
         Some(path) => Ok(path.clone()),
+        // No project root has a virtual environment at all: name every place one could be.
         None if candidates.is_empty() => Err(LocalError::ModelMissing {
-            looked: vec![PathBuf::from(".venv/lib/python3*/site-packages").join(PACKAGED_MODEL)],
+            looked: roots
+                .iter()
+                .map(|root| {
+                    root.join(".venv/lib/python3*/site-packages")
+                        .join(PACKAGED_MODEL)
+                })
+                .collect(),
         }),
         None => Err(LocalError::ModelMissing { looked: candidates }),
     }

@@ -72,8 +72,9 @@ async function signIn(page, base, who) {
   check((await page.textContent("#who-name")) === who, `signed in as ${who}`);
 }
 
+/** The refusal the page shows next (an earlier screen's notice is cleared on navigation). */
 async function notice(page) {
-  await page.waitForSelector("#notice:not([hidden])");
+  await page.waitForSelector("#notice.refusal:not([hidden])");
   return { code: await page.getAttribute("#notice", "data-code"), text: await page.textContent("#notice") };
 }
 
@@ -95,7 +96,7 @@ async function approve(page, who, caseId, duration) {
   await item.first().waitFor();
   if (duration) await item.first().locator("select").selectOption(String(duration));
   await item.first().getByRole("button", { name: "Approve" }).click();
-  await page.waitForSelector("#notice.info");
+  await page.locator("#notice.info", { hasText: `Approved: ${who}'s request for ${caseId}.` }).waitFor();
 }
 
 try {
