@@ -73,7 +73,8 @@ fn a_reviewer_requests_a_manager_approves_and_the_reviewer_reads_and_decides_in_
         "case": {"id": case, "sample": sample, "prompt": prompt_of(wd, &sample[0])},
         "case_count": cases.len(),
         "quiet_case": quiet_case,
-        "expiry": {"case": other["case_id"], "request": other["sample"][0], "seconds": 6},
+        // Long enough to approve, reload and open the record on a loaded CI machine first.
+        "expiry": {"case": other["case_id"], "request": other["sample"][0], "seconds": 15},
         "note": NOTE,
         "secrets": secrets,
         "screenshots": screenshots(),
