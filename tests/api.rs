@@ -521,13 +521,10 @@ fn grants_gate_point_queries_and_every_refusal_is_audited() {
 
     // The audit table copies the log's structured fields.
     wd.ok(&["export"]);
-    let granted = wd.ok(&[
-        "sql",
+    let granted = wd.sql(
         "SELECT count(*) AS n FROM audit WHERE action = 'record.read' AND outcome = 'granted'",
-        "--format",
-        "csv",
-    ]);
-    assert_eq!(granted.trim(), "n\n12");
+    );
+    assert_eq!(granted, ["n", "12"]);
 
     // A tampered entry is found, by line.
     let lines: Vec<&str> = log.lines().collect();

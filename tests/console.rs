@@ -147,15 +147,16 @@ fn a_reviewer_requests_a_manager_approves_and_the_reviewer_reads_and_decides_in_
     assert_eq!(recorded.len(), 2);
     assert!(recorded.iter().all(|e| e["actor"] == "rita"));
     wd.ok(&["export"]);
-    let rows = wd.ok(&[
-        "sql",
+    let rows = wd.sql(
         "SELECT reviewer, decision, request_id IS NULL AS whole_case FROM decisions ORDER BY decided_at",
-        "--format",
-        "csv",
-    ]);
+    );
     assert_eq!(
-        rows.trim(),
-        "reviewer,decision,whole_case\nrita,abuse_confirmed,false\nrita,needs_escalation,true"
+        rows,
+        [
+            "reviewer,decision,whole_case",
+            "rita,abuse_confirmed,false",
+            "rita,needs_escalation,true"
+        ]
     );
     for dir in ["var/audit", "var/exports"] {
         assert!(

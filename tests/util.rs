@@ -77,9 +77,9 @@ impl Workdir {
     }
 
     /// A `vigil` command in this directory, isolated from the caller's VIGIL_* settings. It
-    /// uses the repository's model, abuse policy and ONNX Runtime: the binary may be built
-    /// outside the repository (CARGO_TARGET_DIR), where it would not find them by itself. The
-    /// LLM reviewer is off; tests that want it set `VIGIL_REVIEW__ENABLED`.
+    /// uses the repository's model, abuse policy, ONNX Runtime and local review model: the
+    /// binary may be built outside the repository (CARGO_TARGET_DIR), where it would not find
+    /// them by itself. The LLM reviewer is off; tests that want it set `VIGIL_REVIEW__ENABLED`.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_vigil"));
         cmd.args(args).current_dir(self.root());
@@ -100,6 +100,9 @@ impl Workdir {
                 cmd.env("ORT_DYLIB_PATH", library);
             }
         }
+        if let Some(model) = vigil_review::local::in_virtualenv(&repo()) {
+            cmd.env("VIGIL_REVIEW__LOCAL__MODEL", model);
+        }
         cmd
     }
 
@@ -118,6 +121,14 @@ impl Workdir {
     /// Runs `vigil` and requires success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         self.ok_with(args, b"", &[]).0
+    }
+
+    /// Runs `vigil sql` as CSV and requires success; returns its lines (header first).
+    pub fn sql(&self, query: &str) -> Vec<String> {
+        self.ok(&["sql", query, "--format", "csv"])
+            .lines()
+            .map(str::to_owned)
+            .collect()
     }
 
     /// Runs `vigil` with stdin and environment, requires success; returns stdout and stderr.

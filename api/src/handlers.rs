@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use vigil_access::grant::{self, MAX_REASON_CHARS};
 use vigil_access::{AccessRequest, GrantState, GrantStatus, Outcome, Principal, Refusal, Role};
 use vigil_core::decision::MAX_NOTE_CHARS;
-use vigil_core::{Case, Day, Decision, DecisionOutcome, RequestId, Resource, ResourceId};
+use vigil_core::{Case, Day, Decision, DecisionOutcome, RequestId, Resource, ResourceId, Verdict};
 use vigil_storage::GeoStore;
 
 use crate::attempt::{Attempt, Body, Lenient};
@@ -122,15 +122,35 @@ impl AppState {
     }
 }
 
-/// A case as reviewers see it: metadata, whether its resource has content to grant, and
-/// when retention purges it.
-fn case_view(state: &AppState, day: Day, case: &Case) -> Value {
+/// A case as reviewers see it: metadata, whether its resource has content to grant, when
+/// retention purges it, what the LLM reviewer concluded (counted) and the human decisions
+/// (notes only `with_notes`, see [`decision_view`]). The case's verdicts come back with it.
+fn case_view(
+    state: &AppState,
+    day: Day,
+    case: &Case,
+    with_notes: bool,
+) -> Result<(Value, Vec<Verdict>), ApiError> {
+    let store = state
+        .stores
+        .geo(&case.geography)
+        .map_err(ApiError::internal)?;
+    let id = Some(case.case_id.as_str());
+    let verdicts = store.verdicts(id).map_err(ApiError::internal)?;
+    let decisions: Vec<Value> = store
+        .decisions(id)
+        .map_err(ApiError::internal)?
+        .iter()
+        .map(|d| decision_view(d, with_notes))
+        .collect();
     let resource = state.resource(case.resource_id.as_str());
     let mut view = serde_json::to_value(case).expect("a case always encodes");
     view["content_logging"] = json!(resource.as_ref().is_none_or(|r| r.content_logging));
     view["eea"] = json!(resource.as_ref().is_some_and(|r| state.is_eea(r)));
     view["purge_due_at"] = json!(fmt_time(state.purge_due(day, case)));
-    view
+    view["llm_review"] = verdict_summary(case, &verdicts);
+    view["decisions"] = json!(decisions);
+    Ok((view, verdicts))
 }
 
 /// A human decision; its note only for callers who may read the case's content (an active
@@ -144,7 +164,7 @@ fn decision_view(decision: &Decision, with_note: bool) -> Value {
 }
 
 /// What the LLM reviewer concluded on a case's sampled records, counted.
-fn verdict_summary(case: &Case, verdicts: &[vigil_core::Verdict]) -> Value {
+fn verdict_summary(case: &Case, verdicts: &[Verdict]) -> Value {
     let violations = verdicts
         .iter()
         .filter(|v| v.assessment.as_ref().is_some_and(|a| a.violation))
@@ -183,22 +203,7 @@ pub async fn list_cases(attempt: Attempt) -> Response {
         let state = &attempt.state;
         let mut cases = Vec::new();
         for (day, case) in state.all_cases()? {
-            let store = state
-                .stores
-                .geo(&case.geography)
-                .map_err(ApiError::internal)?;
-            let id = Some(case.case_id.as_str());
-            let verdicts = store.verdicts(id).map_err(ApiError::internal)?;
-            let decisions: Vec<Value> = store
-                .decisions(id)
-                .map_err(ApiError::internal)?
-                .iter()
-                .map(|d| decision_view(d, false))
-                .collect();
-            let mut view = case_view(state, day, &case);
-            view["llm_review"] = verdict_summary(&case, &verdicts);
-            view["decisions"] = json!(decisions);
-            cases.push(view);
+            cases.push(case_view(state, day, &case, false)?.0);
         }
         ok(
             StatusCode::OK,
@@ -210,19 +215,16 @@ pub async fn list_cases(attempt: Attempt) -> Response {
 
 pub async fn view_case(mut attempt: Attempt, raw: Lenient<Path<String>>) -> Response {
     let result = (|| {
-        let caller = attempt.require(REVIEWERS)?.clone();
-        let Path(raw) = raw.0?;
-        let id = case_id(&raw)?;
-        attempt.event.case_id = Some(id.to_owned());
+        let (caller, id) = reviewer_on_case(&mut attempt, raw)?;
         let state = &attempt.state;
-        let (day, case) = state.find_case(id)?.ok_or(Refusal::UnknownCase)?;
+        let (day, case) = state.find_case(&id)?.ok_or(Refusal::UnknownCase)?;
         attempt.event.resource_id = Some(case.resource_id.to_string());
-        let store = state
-            .stores
-            .geo(&case.geography)
+        let requests = state
+            .access
+            .requests_for(&caller.name, &id)
             .map_err(ApiError::internal)?;
-        let verdicts = store.verdicts(Some(id)).map_err(ApiError::internal)?;
-        let summary = verdict_summary(&case, &verdicts);
+        let granted = grant::standing(&requests, state.now());
+        let (mut view, verdicts) = case_view(state, day, &case, granted.is_ok())?;
         let verdicts: Vec<Value> = verdicts
             .iter()
             .map(|v| {
@@ -234,32 +236,30 @@ pub async fn view_case(mut attempt: Attempt, raw: Lenient<Path<String>>) -> Resp
                 v
             })
             .collect();
-        let requests = state
-            .access
-            .requests_for(&caller.name, id)
-            .map_err(ApiError::internal)?;
-        let granted = grant::standing(&requests, state.now());
         let standing = match &granted {
             Ok(active) => {
                 json!({"status": "active", "access_request": active.id, "expires_at": active.expires_at().map(fmt_time)})
             }
             Err(refusal) => json!({"status": refusal.code()}),
         };
-        let decisions: Vec<Value> = store
-            .decisions(Some(id))
-            .map_err(ApiError::internal)?
-            .iter()
-            .map(|d| decision_view(d, granted.is_ok()))
-            .collect();
-        let mut view = case_view(state, day, &case);
-        view["llm_review"] = summary;
         view["verdicts"] = json!(verdicts);
-        view["decisions"] = json!(decisions);
         view["your_access"] = standing;
         view["now"] = json!(fmt_time(state.now()));
         ok(StatusCode::OK, view)
     })();
     attempt.finish(result).await
+}
+
+/// The calling reviewer or manager, and the case the path names (noted in the audit entry).
+fn reviewer_on_case(
+    attempt: &mut Attempt,
+    raw: Lenient<Path<String>>,
+) -> Result<(Principal, String), ApiError> {
+    let caller = attempt.require(REVIEWERS)?.clone();
+    let Path(raw) = raw.0?;
+    let id = case_id(&raw)?.to_owned();
+    attempt.event.case_id = Some(id.clone());
+    Ok((caller, id))
 }
 
 fn fmt_time(t: time::OffsetDateTime) -> String {
@@ -280,10 +280,7 @@ pub async fn request_access(
     body: Body<ReasonBody>,
 ) -> Response {
     let result = async {
-        let caller = attempt.require(REVIEWERS)?.clone();
-        let Path(raw) = raw.0?;
-        let id = case_id(&raw)?.to_owned();
-        attempt.event.case_id = Some(id.clone());
+        let (caller, id) = reviewer_on_case(&mut attempt, raw)?;
         let reason = body.0?.reason;
         let reason = reason.trim();
         if reason.is_empty() || reason.chars().count() > MAX_REASON_CHARS {
@@ -651,10 +648,7 @@ pub async fn record_decision(
     body: Body<DecisionBody>,
 ) -> Response {
     let result = async {
-        let caller = attempt.require(REVIEWERS)?.clone();
-        let Path(raw) = raw.0?;
-        let id = case_id(&raw)?.to_owned();
-        attempt.event.case_id = Some(id.clone());
+        let (caller, id) = reviewer_on_case(&mut attempt, raw)?;
         let body = body.0?;
         let outcome = DecisionOutcome::parse(body.decision.trim()).ok_or_else(|| {
             ApiError::invalid(

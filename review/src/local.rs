@@ -497,29 +497,33 @@ impl Backend for LocalModel {
 /// `configured` if set, else the packaged model in the first project root's `.venv` that
 /// has it.
 fn find_model(configured: Option<&Path>) -> Result<PathBuf, LocalError> {
-    let roots = vigil_detectors::runtime::project_roots();
-    let candidates: Vec<PathBuf> = match configured {
-        Some(path) => vec![vigil_detectors::runtime::resolve(path)],
-        None => roots
-            .iter()
-            .flat_map(|root| site_packages(&root.join(".venv/lib")))
-            .map(|dir| dir.join(PACKAGED_MODEL))
-            .collect(),
-    };
-    match candidates.iter().find(|p| p.is_file()) {
-        Some(path) => Ok(path.clone()),
-        // No project root has a virtual environment at all: name every place one could be.
-        None if candidates.is_empty() => Err(LocalError::ModelMissing {
-            looked: roots
-                .iter()
-                .map(|root| {
-                    root.join(".venv/lib/python3*/site-packages")
-                        .join(PACKAGED_MODEL)
-                })
-                .collect(),
-        }),
-        None => Err(LocalError::ModelMissing { looked: candidates }),
+    if let Some(path) = configured {
+        let path = vigil_detectors::runtime::resolve(path);
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(LocalError::ModelMissing { looked: vec![path] })
+        };
     }
+    let mut looked = Vec::new();
+    for root in vigil_detectors::runtime::project_roots() {
+        if let Some(model) = in_virtualenv(&root) {
+            return Ok(model);
+        }
+        looked.push(
+            root.join(".venv/lib/python3*/site-packages")
+                .join(PACKAGED_MODEL),
+        );
+    }
+    Err(LocalError::ModelMissing { looked })
+}
+
+/// The packaged model inside the virtual environment `root/.venv`, if it is installed there.
+pub fn in_virtualenv(root: &Path) -> Option<PathBuf> {
+    site_packages(&root.join(".venv/lib"))
+        .into_iter()
+        .map(|dir| dir.join(PACKAGED_MODEL))
+        .find(|path| path.is_file())
 }
 
 /// `lib/python*/site-packages` directories under a virtual environment's `lib`.
