@@ -44,5 +44,7 @@ echo "== cargo fmt --check"
 cargo fmt --all --check
 echo "== cargo clippy (warnings denied)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# --no-fail-fast: every test binary runs even when one fails, so one failure never hides the rest
+# (cargo still exits non-zero and lists the failed binaries at the end).
 echo "== cargo test"
-cargo test --workspace --locked
+cargo test --workspace --locked --no-fail-fast

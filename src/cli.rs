@@ -260,6 +260,10 @@ pub struct EvalArgs {
     /// without --reviewer; a local reviewer reviews about one per second).
     #[arg(long)]
     pub limit: Option<usize>,
+    /// Skip the side-by-side with alt-profanity-check (run by default when the project's
+    /// virtual environment has it).
+    #[arg(long)]
+    pub no_peer: bool,
 }
 
 #[derive(Debug, Args)]
@@ -275,6 +279,9 @@ pub struct BenchArgs {
     /// Worker threads sharing the classifier (with --classifier).
     #[arg(long, default_value_t = 2, requires = "classifier")]
     pub threads: usize,
+    /// With --classifier: skip the side-by-side with alt-profanity-check on the same texts.
+    #[arg(long, requires = "classifier")]
+    pub no_peer: bool,
     /// Measure recurring-abuse detection alone instead: heuristics, near-duplicates, windows
     /// and scoring on sample records (no storage), records/s, latency and memory per tracked
     /// user.

@@ -9,9 +9,9 @@ use vigil_core::{RequestId, ResourceId};
 
 use crate::util::{count, record, repo, sample_workdir, Workdir, REGISTRY};
 
-/// The golden scores the notebook wrote for the shipped model, by text.
+/// The final (cascade) golden scores the notebook wrote for the shipped models, by text.
 fn golden_any(text: &str) -> f64 {
-    let golden = fs::read_to_string(repo().join("models/harm-linear.golden.jsonl")).unwrap();
+    let golden = fs::read_to_string(repo().join("models/harm-semantic.golden.jsonl")).unwrap();
     golden
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
@@ -41,7 +41,14 @@ fn run_scores_every_stored_record_and_stores_the_detection() {
     let summary = wd.run("in.jsonl");
     assert_eq!(count(&summary, &["detection", "scored"]), 2, "{summary:#}");
     assert_eq!(count(&summary, &["detection", "harmful"]), 1, "{summary:#}");
-    assert_eq!(summary["detection"]["model"], "harm-linear@1");
+    assert_eq!(
+        summary["detection"]["model"],
+        "harm-linear@2+harm-semantic@1"
+    );
+    assert!(
+        count(&summary, &["detection", "semantic_texts"]) >= 1,
+        "{summary:#}"
+    );
 
     let (registry, stores) = wd.open_stores();
     let resource = registry.get("a").unwrap();
@@ -85,20 +92,25 @@ fn a_missing_or_corrupt_model_stops_run_before_it_reads_anything() {
     wd.write("resources.toml", REGISTRY);
     wd.write("in.jsonl", record("req-1", "a", "us", "hello") + "\n");
     wd.write("broken.onnx", b"not a model");
-    for (model, problem) in [
-        ("missing.onnx", "No such file"),
-        ("broken.onnx", "not a valid ONNX model"),
-    ] {
-        let out = wd.output(
-            &["run", "--input", "in.jsonl"],
-            b"",
-            &[("VIGIL_DETECTORS__MODEL", model)],
-        );
+    // The cheap model, the semantic model and the sentence encoder alike.
+    let settings = [
+        "VIGIL_DETECTORS__MODEL",
+        "VIGIL_DETECTORS__SEMANTIC__MODEL",
+        "VIGIL_DETECTORS__SEMANTIC__ENCODER__MODEL",
+    ];
+    let cases = settings.into_iter().flat_map(|setting| {
+        [
+            (setting, "missing.onnx", "No such file"),
+            (setting, "broken.onnx", "not a valid ONNX model"),
+        ]
+    });
+    for (setting, model, problem) in cases {
+        let out = wd.output(&["run", "--input", "in.jsonl"], b"", &[(setting, model)]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success());
         assert!(
             stderr.contains(model) && stderr.contains(problem),
-            "{stderr}"
+            "{setting}: {stderr}"
         );
         assert!(
             !wd.path("var/data").exists(),
@@ -115,6 +127,24 @@ fn a_missing_or_corrupt_model_stops_run_before_it_reads_anything() {
         ],
     );
     assert!(stdout.contains("stored"), "{stdout}");
+    // Without the semantic stage, the cheap stage's scores are final.
+    let (stdout, _) = wd.ok_with(
+        &["run", "--input", "in.jsonl", "--format", "json"],
+        b"",
+        &[
+            ("VIGIL_DETECTORS__SEMANTIC__ENABLED", "false"),
+            ("VIGIL_DETECTORS__SEMANTIC__ENCODER__MODEL", "missing.onnx"),
+        ],
+    );
+    let summary: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        summary["detection"]["model"], "harm-linear@2",
+        "{summary:#}"
+    );
+    assert!(
+        summary["detection"]["semantic_texts"].is_null(),
+        "{summary:#}"
+    );
 }
 
 #[test]
@@ -162,11 +192,22 @@ fn eval_matches_a_hand_computed_case() {
     assert_eq!(out["sources"]["a"]["texts"], 1);
     assert!(close(&out["sources"]["b"]["auprc"], 0.5), "{out:#}");
     assert!(out["texts_per_second"].as_f64().unwrap() > 0.0);
+    // The peer scored the same three texts in the same run, at its own threshold.
+    let peer = &out["peer"];
+    assert_eq!(peer["model"], "alt-profanity-check 1.9.1", "{out:#}");
+    assert_eq!(peer["overall"]["texts"], 3, "{out:#}");
+    assert_eq!(peer["sources"]["b"]["texts"], 2, "{out:#}");
+    assert!(peer["speed_ratio"].as_f64().unwrap() > 0.0, "{out:#}");
     let table = wd.ok(&["eval", "--input", "eval.jsonl"]);
     assert!(
         table.contains("overall") && table.contains("texts/s"),
         "{table}"
     );
+    assert!(table.contains("vigil/peer"), "{table}");
+    let alone: Value =
+        serde_json::from_str(&wd.ok(&["eval", "--input", "eval.jsonl", "--json", "--no-peer"]))
+            .unwrap();
+    assert!(alone["peer"].is_null(), "{alone:#}");
 }
 
 #[test]

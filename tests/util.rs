@@ -77,7 +77,8 @@ impl Workdir {
     }
 
     /// A `vigil` command in this directory, isolated from the caller's VIGIL_* settings. It
-    /// uses the repository's model, abuse policy, ONNX Runtime and local review model: the
+    /// uses the repository's models (the encoder's as `scripts/setup-python.sh` prepared it),
+    /// abuse policy, ONNX Runtime and local review model: the
     /// binary may be built outside the repository (CARGO_TARGET_DIR), where it would not find
     /// them by itself. The LLM reviewer is off; tests that want it set `VIGIL_REVIEW__ENABLED`.
     pub fn command(&self, args: &[&str]) -> Command {
@@ -91,6 +92,18 @@ impl Workdir {
         cmd.env(
             "VIGIL_DETECTORS__MODEL",
             repo().join("models/harm-linear.onnx"),
+        );
+        cmd.env(
+            "VIGIL_DETECTORS__SEMANTIC__MODEL",
+            repo().join("models/harm-semantic.onnx"),
+        );
+        cmd.env(
+            "VIGIL_DETECTORS__SEMANTIC__ENCODER__MODEL",
+            repo().join("models/encoder/use-multilingual-v3.onnx"),
+        );
+        cmd.env(
+            "VIGIL_DETECTORS__SEMANTIC__ENCODER__TOKENIZER",
+            repo().join("models/encoder/use-multilingual-v3.spm"),
         );
         cmd.env("VIGIL_ABUSE__POLICY", repo().join("policies/abuse.toml"));
         // The LLM reviewer is slow on two cores: off unless a test turns it on (tests/review.rs).

@@ -104,6 +104,7 @@ pub struct Featurizer {
     /// Byte offset of each character of the padded text, plus its end.
     bounds: Vec<usize>,
     buckets: Vec<u32>,
+    counts: BucketCounts,
     scratch: Vec<u8>,
 }
 
@@ -116,6 +117,7 @@ impl Featurizer {
             padded: String::new(),
             bounds: Vec::new(),
             buckets: Vec::new(),
+            counts: BucketCounts::default(),
             scratch: Vec::new(),
         }
     }
@@ -159,16 +161,59 @@ impl Featurizer {
             previous = Some(word);
         }
 
-        self.buckets.sort_unstable();
-        let mut i = 0;
-        while i < self.buckets.len() {
-            let id = self.buckets[i];
-            let run = self.buckets[i..].iter().take_while(|&&b| b == id).count();
+        self.counts.count(&self.buckets);
+        for (id, count) in self.counts.drain() {
             batch.ids.push(i64::from(id));
-            batch.counts.push(run as f32);
+            batch.counts.push(count as f32);
             batch.rows.push(row);
-            i += run;
         }
+    }
+}
+
+/// Counts the distinct buckets of one text: an open-addressing table (linear probing) small
+/// enough to stay in L1, cheaper than sorting the text's features. Buckets come out in the
+/// order they first occurred.
+#[derive(Debug, Default)]
+struct BucketCounts {
+    /// `(bucket + 1, count)`; 0 marks an empty slot.
+    slots: Vec<(u32, u32)>,
+    /// Slots in use, in first-occurrence order.
+    used: Vec<usize>,
+}
+
+impl BucketCounts {
+    fn count(&mut self, buckets: &[u32]) {
+        let wanted = (buckets.len() * 2).next_power_of_two().max(64);
+        if self.slots.len() < wanted {
+            self.slots = vec![(0, 0); wanted];
+        }
+        let mask = self.slots.len() - 1;
+        for &bucket in buckets {
+            let key = bucket + 1;
+            let mut slot = (key.wrapping_mul(0x9e37_79b1) as usize) & mask;
+            loop {
+                let (k, n) = &mut self.slots[slot];
+                if *k == key {
+                    *n += 1;
+                    break;
+                }
+                if *k == 0 {
+                    (*k, *n) = (key, 1);
+                    self.used.push(slot);
+                    break;
+                }
+                slot = (slot + 1) & mask;
+            }
+        }
+    }
+
+    /// The distinct buckets and their counts, emptying the table.
+    fn drain(&mut self) -> impl Iterator<Item = (u32, u32)> + '_ {
+        let slots = &mut self.slots;
+        self.used
+            .drain(..)
+            .map(move |slot| std::mem::take(&mut slots[slot]))
+            .map(|(key, count)| (key - 1, count))
     }
 }
 

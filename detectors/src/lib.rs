@@ -4,7 +4,13 @@
 //! - [`text`] normalises text and [`features`] turns it into hashed n-gram features, exactly
 //!   as the training notebook (`notebooks/train_classifier.ipynb`) did;
 //! - [`runtime`] finds and loads ONNX Runtime;
-//! - [`classifier`] serves the ONNX model: batched, shared across threads, checked at start-up;
+//! - [`onnx_file`] reads the model file's weights, and [`linear`] computes its linear heads in
+//!   Rust;
+//! - [`classifier`] serves the ONNX model: batched, shared across threads, checked at start-up
+//!   (ONNX Runtime and Rust must agree on probe texts), and runs the cascade: [`semantic`]
+//!   scores what the cheap stage cannot settle with a multilingual sentence encoder;
+//! - [`sentencepiece`] tokenises exactly as the encoder's original graph did;
+//! - [`encoder`] embeds texts with USE multilingual v3 (512 floats a text) in ONNX Runtime;
 //! - [`skeleton`] undoes filter evasions (spacing, leetspeak, homoglyphs, invisible
 //!   characters) and [`heuristics`] matches the policy's lexicons and jailbreak patterns
 //!   against the result; [`simhash`] fingerprints texts for near-duplicate detection;
@@ -15,10 +21,15 @@
 //! [`heuristics::Inspection`]). Recurrence over time is the `vigil-abuse` crate's job.
 
 pub mod classifier;
+pub mod encoder;
 pub mod features;
 pub mod heuristics;
+pub mod linear;
 pub mod metrics;
+pub mod onnx_file;
 pub mod runtime;
+pub mod semantic;
+pub mod sentencepiece;
 pub mod simhash;
 pub mod skeleton;
 pub mod text;
@@ -32,8 +43,8 @@ pub use metrics::{Evaluation, Metrics};
 /// Why a detector could not start or score.
 #[derive(Debug, thiserror::Error)]
 pub enum DetectorError {
-    /// The model file could not be read.
-    #[error("classifier model {}: {source}", path.display())]
+    /// A model file could not be read.
+    #[error("model {}: {source}", path.display())]
     ModelUnreadable {
         /// The file.
         path: PathBuf,
@@ -41,7 +52,7 @@ pub enum DetectorError {
         source: std::io::Error,
     },
     /// ONNX Runtime could not load or run the model (a corrupt or truncated file).
-    #[error("classifier model {} is not a valid ONNX model: {message}", path.display())]
+    #[error("model {} is not a valid ONNX model: {message}", path.display())]
     ModelInvalid {
         /// The file.
         path: PathBuf,
@@ -49,12 +60,20 @@ pub enum DetectorError {
         message: String,
     },
     /// The model is valid ONNX but not one vigil can serve.
-    #[error("classifier model {} is not a vigil harm model: {problem}", path.display())]
+    #[error("model {} is not one vigil can serve: {problem}", path.display())]
     ModelIncompatible {
         /// The file.
         path: PathBuf,
         /// What is missing or different.
         problem: String,
+    },
+    /// The encoder's SentencePiece tokenizer file is not one.
+    #[error("tokenizer {} is not the encoder's SentencePiece model: {message}", path.display())]
+    TokenizerInvalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
     },
     /// No ONNX Runtime library was found.
     #[error(
@@ -86,6 +105,6 @@ pub enum DetectorError {
     #[error("{0}")]
     Config(String),
     /// Scoring failed.
-    #[error("classifier inference failed: {0}")]
+    #[error("detector inference failed: {0}")]
     Inference(String),
 }

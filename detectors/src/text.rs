@@ -10,11 +10,20 @@ use unicode_normalization::UnicodeNormalization;
 
 /// Normalises `text` into `out` (cleared first), keeping at most `max_chars` source characters.
 pub fn normalize_into(text: &str, max_chars: usize, out: &mut String) {
+    // NFKC leaves ASCII unchanged: skip its decomposition machinery for ASCII text.
+    if text.is_ascii() {
+        normalize_chars(text.chars(), max_chars, out);
+    } else {
+        normalize_chars(text.nfkc(), max_chars, out);
+    }
+}
+
+fn normalize_chars(chars: impl Iterator<Item = char>, max_chars: usize, out: &mut String) {
     out.clear();
     let mut kept = 0;
     // True at the start and after a space, so leading and repeated whitespace is dropped.
     let mut after_space = true;
-    for ch in text.nfkc() {
+    for ch in chars {
         if kept >= max_chars {
             break;
         }

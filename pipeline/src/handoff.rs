@@ -36,7 +36,8 @@ pub(crate) struct Batch {
     pub(crate) cost: Cost,
 }
 
-/// Decode-thread time spent on items.
+/// Time spent on items before the store stage: on the decode thread, then on the detect
+/// thread.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Cost {
     /// Decoding, validating and routing.
@@ -45,6 +46,8 @@ pub(crate) struct Cost {
     pub seal: Duration,
     /// Running the abuse heuristics.
     pub inspect: Duration,
+    /// Scoring content with the harm classifier (the detect stage, once per batch).
+    pub detect: Duration,
 }
 
 impl Cost {
@@ -56,6 +59,7 @@ impl Cost {
         self.decode += other.decode;
         self.seal += other.seal;
         self.inspect += other.inspect;
+        self.detect += other.detect;
     }
 }
 

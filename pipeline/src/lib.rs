@@ -1,15 +1,17 @@
 //! vigil's main job: source → decode/validate → route → seal → store, with dead letters.
 //!
-//! A run uses two threads joined by a bounded channel, so reading and encryption overlap with
-//! storage writes and memory stays bounded however large the input or the backlog is:
+//! A run uses up to three threads joined by bounded channels, so reading and encryption,
+//! scoring and storage writes overlap and memory stays bounded however large the input or the
+//! backlog is:
 //!
 //! - the **decode** thread runs the [`Source`], which pushes each input into a [`Feed`]: the
 //!   feed decodes and validates it, routes the record to its resource's home geography, seals
 //!   (encrypts and encodes) it, and batches it (see [`handoff`]);
-//! - the calling thread **detects** and **stores** each batch: the harm classifier, when the
-//!   pipeline has one, scores the batch's content in one call (the plaintext never leaves
-//!   memory; only scores are kept), then each geography's records and their detections are
-//!   written in one atomic sled batch per geography; it hands dead
+//! - the **detect** thread, when the pipeline has a harm classifier, scores each batch's
+//!   content in one call (the plaintext never leaves memory; only scores are kept) and passes
+//!   the batch on in order, so scoring never runs on the store thread;
+//! - the calling thread **stores** each batch: each geography's records and their detections
+//!   are written in one atomic sled batch per geography; it hands dead
 //!   letters to their [`DeadLetterSink`], and makes both durable at the points the source asks
 //!   for (a Kafka consumer commits offsets only up to them) or at the configured interval.
 //!
@@ -100,6 +102,9 @@ pub enum PipelineError {
     /// The decode thread panicked (a bug).
     #[error("the decode thread panicked")]
     DecodePanicked,
+    /// The detect thread panicked (a bug).
+    #[error("the detect thread panicked")]
+    DetectPanicked,
 }
 
 /// Reports progress of a run, in input bytes consumed.
@@ -314,17 +319,37 @@ impl<'a> Pipeline<'a> {
                     ran.and(finished)
                 })
             });
+            // With a classifier, batches pass through the detect thread on their way to the
+            // store stage; the thread ends when the decode side closes its channel (or the
+            // store side closes its own), dropping its sender so the store stage ends too.
+            let (to_store, detector) = match self.classifier {
+                Some(classifier) => {
+                    let (detected_tx, detected_rx) = bounded(CHANNEL_BATCHES);
+                    let detect_span = info_span!(parent: &span, "detect");
+                    let detector = scope.spawn(move || {
+                        detect_span.in_scope(|| detect_stage(classifier, rx, detected_tx))
+                    });
+                    (detected_rx, Some(detector))
+                }
+                None => (rx, None),
+            };
             let stored = {
                 // Wakes a source waiting for durability even if the store stage panics.
                 let _stopped = handoff::OnDrop(&handoff, Handoff::mark_stopped);
-                self.store_stage(rx, &handoff, dead_letters, &mut summary, progress)
+                self.store_stage(to_store, &handoff, dead_letters, &mut summary, progress)
             };
+            let detected = detector.map_or(Ok(()), |detector| {
+                detector.join().map_err(|_| PipelineError::DetectPanicked)?
+            });
             let decoded = decoder.join().map_err(|_| PipelineError::DecodePanicked)?;
-            // A store failure is the root cause when both fail (the source then only sees
-            // the stopped store stage).
-            stored.and(decoded)
+            // A store failure is the root cause when all fail (the others then only see the
+            // stopped stage after them), then a detect failure.
+            stored.and(detected).and(decoded)
         });
         stored?;
+        if let (Some(detection), Some(classifier)) = (summary.detection.as_mut(), self.classifier) {
+            detection.semantic_texts = classifier.semantic_texts();
+        }
         summary.abuse = self.abuse.map(AbuseStage::summary);
         summary.finish(started.elapsed());
         debug_assert!(summary.is_balanced(), "an input was lost or counted twice");
@@ -419,6 +444,7 @@ impl<'a> Pipeline<'a> {
             decode: decode_time,
             seal: seal_time,
             inspect: inspecting.elapsed(),
+            ..Cost::default()
         };
         Ok((item, cost))
     }
@@ -539,6 +565,7 @@ impl<'a> Pipeline<'a> {
         summary.stages.decode_secs += batch.cost.decode.as_secs_f64();
         summary.stages.seal_secs += batch.cost.seal.as_secs_f64();
         summary.stages.inspect_secs += batch.cost.inspect.as_secs_f64();
+        summary.stages.detect_secs += batch.cost.detect.as_secs_f64();
         if let Some(abuse) = self.abuse {
             abuse.reload_if_changed();
         }
@@ -548,12 +575,7 @@ impl<'a> Pipeline<'a> {
             items = batch.items.len(),
             "Storing a batch."
         );
-        let mut items = batch.items;
-        if let Some(classifier) = self.classifier {
-            let detecting = Instant::now();
-            detect(classifier, &mut items)?;
-            summary.stages.detect_secs += detecting.elapsed().as_secs_f64();
-        }
+        let items = batch.items;
         let mut by_geo: BTreeMap<String, GeoBatch> = BTreeMap::new();
         let mut letters = Vec::new();
         for item in items {
@@ -648,6 +670,31 @@ impl<'a> Pipeline<'a> {
         progress.advanced(batch.progress);
         Ok(())
     }
+}
+
+/// The detect stage: scores each batch from `batches` (see [`detect`]) and sends it on to the
+/// store stage in the order received, with sync requests in their place. Ends when the decode
+/// side is done, or the store stage has stopped; a classifier failure ends it with the error.
+fn detect_stage(
+    classifier: &HarmClassifier,
+    batches: Receiver<handoff::ToStore>,
+    store: crossbeam_channel::Sender<handoff::ToStore>,
+) -> Result<(), PipelineError> {
+    for message in batches {
+        let message = match message {
+            handoff::ToStore::Batch(mut batch) => {
+                let detecting = Instant::now();
+                detect(classifier, &mut batch.items)?;
+                batch.cost.detect += detecting.elapsed();
+                handoff::ToStore::Batch(batch)
+            }
+            sync @ handoff::ToStore::Sync => sync,
+        };
+        if store.send(message).is_err() {
+            break; // the store stage stopped; its own error says why
+        }
+    }
+    Ok(())
 }
 
 /// Scores the content of the sealed items and attaches each record's detection (see

@@ -78,6 +78,9 @@ pub struct DetectionSummary {
     /// Harmful records by category scoring at or above the threshold (a record may count in
     /// several).
     pub categories: BTreeMap<String, u64>,
+    /// Texts (prompts and completions) the cascade's semantic stage scored, when it ran; the
+    /// rest kept the cheap stage's scores.
+    pub semantic_texts: Option<u64>,
 }
 
 impl DetectionSummary {
@@ -228,6 +231,12 @@ impl fmt::Display for Summary {
                 "scored                {:>10}   ({}, any-harm threshold {:.2})",
                 d.scored, d.model, d.threshold
             )?;
+            if let Some(texts) = d.semantic_texts {
+                writeln!(
+                    f,
+                    "  by the encoder      {texts:>10}   (texts the cheap stage could not settle)"
+                )?;
+            }
             writeln!(f, "  harmful             {:>10}", d.harmful)?;
             for (category, n) in &d.categories {
                 writeln!(f, "    {category:<17} {n:>10}")?;

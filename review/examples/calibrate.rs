@@ -7,7 +7,7 @@
 //! ```
 //!
 //! Each line of FILE is `{"text": ..., "flagged": 0|1, "source": ...}` (for example
-//! `var/eval/dev.jsonl`, written by `scripts/train-classifier.sh`). Each text is reviewed as a
+//! `var/eval/corpora.jsonl`, written by `scripts/train-classifier.sh`). Each text is reviewed as a
 //! prompt-only record with empty signals. With `--limit N`, a seeded sample of N texts,
 //! stratified by source and label, is scored instead of the whole file.
 

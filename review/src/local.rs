@@ -90,8 +90,9 @@ impl Default for LocalConfig {
             max_record_tokens: 384,
             // Fitted by `cargo run --release -p vigil-review --example calibrate --
             // var/eval/dev.jsonl --limit 500` (a stratified sample, seed 20261123, of the dev
-            // split that scripts/train-classifier.sh writes; raw AUPRC 0.504 at a base rate of
-            // 0.404: the 135M model barely ranks harm).
+            // split that harm-linear v1's training wrote; raw AUPRC 0.504 at a base rate of
+            // 0.404: the 135M model barely ranks harm). To refit, use the per-source sample
+            // scripts/train-classifier.sh now writes, var/eval/corpora.jsonl.
             scale: 0.902,
             bias: 3.150,
         }

@@ -1,41 +1,39 @@
-//! `vigil bench --classifier`: texts/s and batch latency of the harm classifier alone
-//! (normalisation, features and ONNX inference), on prompts and completions drawn from the
-//! embedded sample corpus (about one exchange in twelve abusive, jailbreaks up to thousands of
-//! characters long).
+//! `vigil bench --classifier`: texts/s and batch latency of the harm classifier alone (the
+//! cascade as configured: normalisation, features and the linear heads for every text, the
+//! sentence encoder and semantic heads for those routed to it), on prompts and completions
+//! drawn from the embedded sample corpus (about one exchange in twelve abusive, jailbreaks up to
+//! thousands of characters long), beside alt-profanity-check on the same texts.
 //!
-//! Worker threads share one [`HarmClassifier`] with a session each, as pipeline stages would,
+//! Worker threads share one [`HarmClassifier`], as pipeline stages would,
 //! and take batches from a common queue. Each run reports texts/s; batch latency percentiles
 //! are over all runs' batches.
 
 use std::fmt::Write as _;
 
 use rand::SeedableRng;
-use vigil_detectors::{ClassifierConfig, HarmClassifier};
+use vigil_detectors::HarmClassifier;
 use vigil_sample::Corpus;
 
 use super::bench::{machine, median_line, timed_runs};
 use super::output;
+use super::peer::{self, PEER};
 use crate::cli::BenchArgs;
 use crate::config::Config;
 
 pub fn bench(config: &Config, args: &BenchArgs) -> anyhow::Result<()> {
     let threads = args.threads.max(1);
-    let classifier = HarmClassifier::open(&ClassifierConfig {
-        sessions: threads,
-        ..config.detectors.clone()
-    })?;
+    let classifier = HarmClassifier::open(&config.detectors)?;
     let texts = corpus_texts(args.records);
     let batch_size = config.detectors.batch_size.max(1);
     let mean_chars = texts.iter().map(|t| t.chars().count()).sum::<usize>() / texts.len();
 
     let mut report = format!(
-        "harm classifier {} · {} texts of {} characters on average · batches of {} · {} worker thread(s), {} ONNX Runtime thread(s) each · {}\n",
+        "harm classifier {} · {} texts of {} characters on average · batches of {} · {} worker thread(s) · {}\n",
         classifier.model(),
         texts.len(),
         mean_chars,
         batch_size,
         threads,
-        config.detectors.threads.max(1),
         machine()
     );
     let (mut rates, mut latencies) =
@@ -47,7 +45,46 @@ pub fn bench(config: &Config, args: &BenchArgs) -> anyhow::Result<()> {
         writeln!(report, "run {}: {rate:>9.0} texts/s", run + 1)?;
     }
     report.push_str(&median_line(&mut rates, &mut latencies, "texts"));
+    if let Some(encoded) = classifier.semantic_texts() {
+        let scored = (texts.len() * rates.len()) as f64;
+        write!(
+            report,
+            "\nsemantic stage: {:.1}% of texts went through the encoder",
+            100.0 * encoded as f64 / scored
+        )?;
+    }
+    if !args.no_peer {
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        match peer::score(&refs, config.detectors.onnxruntime.as_deref()) {
+            Ok(peer) => {
+                let median = rates[rates.len() / 2];
+                let single = single_thread_rate(&classifier, &texts, batch_size)?;
+                write!(
+                    report,
+                    "\n{PEER} on the same texts: {:.0} texts/s (one thread, in Python) · vigil/peer: {:.2}x with one thread ({single:.0} texts/s), {:.2}x with {threads}",
+                    peer.texts_per_second(),
+                    single / peer.texts_per_second(),
+                    median / peer.texts_per_second(),
+                )?;
+            }
+            Err(e) => write!(report, "\n({PEER} not run: {e:#})")?,
+        }
+    }
     output(report)
+}
+
+/// Texts/s of one thread scoring every text once, batch by batch: the figure comparable with
+/// the single-threaded peer.
+fn single_thread_rate(
+    classifier: &HarmClassifier,
+    texts: &[String],
+    batch_size: usize,
+) -> anyhow::Result<f64> {
+    let started = std::time::Instant::now();
+    for batch in texts.chunks(batch_size) {
+        classifier.score(batch)?;
+    }
+    Ok(texts.len() as f64 / started.elapsed().as_secs_f64().max(f64::EPSILON))
 }
 
 /// `count` texts: the prompts and completions of sample exchanges, in a fixed order.

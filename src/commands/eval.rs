@@ -10,6 +10,7 @@ use serde_json::json;
 use vigil_detectors::{ClassifierConfig, Evaluation, HarmClassifier, Metrics};
 
 use super::output;
+use super::peer::{self, PEER, PEER_THRESHOLD};
 use crate::cli::EvalArgs;
 use crate::config::Config;
 
@@ -47,35 +48,82 @@ pub fn eval(config: &Config, args: &EvalArgs) -> anyhow::Result<()> {
     let elapsed = started.elapsed().as_secs_f64();
     let texts_per_second = samples.len() as f64 / elapsed.max(f64::EPSILON);
 
-    let evaluation = Evaluation::compute(
-        samples.iter().zip(&scores).map(|(s, scores)| {
-            (
-                s.source.as_deref().unwrap_or(NO_SOURCE),
-                scores.any_harm,
-                s.flagged,
-            )
-        }),
+    let evaluate = |any_harm: &mut dyn Iterator<Item = f32>, threshold: f32| {
+        Evaluation::compute(
+            samples
+                .iter()
+                .zip(any_harm)
+                .map(|(s, score)| (s.source.as_deref().unwrap_or(NO_SOURCE), score, s.flagged)),
+            threshold,
+        )
+    };
+    let evaluation = evaluate(
+        &mut scores.iter().map(|s| s.any_harm),
         classifier.threshold(),
     );
+    // The peer on the same texts, in the same run; its absence is reported, not fatal.
+    let peer =
+        (!args.no_peer).then(|| peer::score(&texts, config.detectors.onnxruntime.as_deref()));
+    let peer_evaluation = match &peer {
+        Some(Ok(peer)) => Some((
+            evaluate(&mut peer.scores.iter().copied(), PEER_THRESHOLD),
+            peer.texts_per_second(),
+        )),
+        _ => None,
+    };
     if args.json {
+        let peer_json = match (&peer, &peer_evaluation) {
+            (Some(Ok(_)), Some((evaluation, rate))) => json!({
+                "model": PEER,
+                "threshold": evaluation.threshold,
+                "texts_per_second": rate.round(),
+                "sources": evaluation.sources,
+                "overall": evaluation.overall,
+                "speed_ratio": texts_per_second / rate,
+            }),
+            (Some(Err(e)), _) => json!({"model": PEER, "error": e.to_string()}),
+            _ => serde_json::Value::Null,
+        };
         output(serde_json::to_string_pretty(&json!({
             "model": classifier.model(),
             "threshold": evaluation.threshold,
             "texts_per_second": texts_per_second.round(),
             "sources": evaluation.sources,
             "overall": evaluation.overall,
+            "peer": peer_json,
         }))?)
     } else {
         output(table(&evaluation))?;
         output(format_args!(
-            "model {} · threshold {:.4} · {:.0} texts/s ({} texts in {:.2} s, {} ONNX Runtime thread(s))",
+            "model {} · threshold {:.4} · {:.0} texts/s ({} texts in {:.2} s, one thread)",
             classifier.model(),
             evaluation.threshold,
             texts_per_second,
             samples.len(),
             elapsed,
-            config.detectors.threads.max(1),
-        ))
+        ))?;
+        match (peer, peer_evaluation) {
+            (Some(Ok(_)), Some((peer, rate))) => {
+                output(format_args!("\nbeside {PEER}, on the same texts:"))?;
+                output(table(&peer))?;
+                output(format_args!(
+                    "{PEER} · threshold {:.2} · {rate:.0} texts/s (one thread, in Python) · vigil/peer: AUPRC {} · speed {:.2}x",
+                    peer.threshold,
+                    ratio(evaluation.overall.auprc, peer.overall.auprc),
+                    texts_per_second / rate,
+                ))
+            }
+            (Some(Err(e)), _) => output(format_args!("({PEER} not run: {e:#})")),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// `a / b` as text, or "-" when either is missing.
+fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
+        _ => "-".into(),
     }
 }
 

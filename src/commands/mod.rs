@@ -16,6 +16,7 @@ mod eval_reviewer;
 mod export;
 mod flags;
 mod generate;
+mod peer;
 mod produce;
 mod purge;
 mod resource;
