@@ -172,7 +172,14 @@ impl Broker {
         let mut last = Instant::now();
         while last.elapsed() < Duration::from_secs(if out.is_empty() { 15 } else { 3 }) {
             if let Some(message) = consumer.poll(Duration::from_millis(100)) {
-                let message = message.unwrap();
+                let message = match message {
+                    Ok(message) => message,
+                    // A topic nothing was ever published to does not exist yet: it is empty.
+                    Err(rdkafka::error::KafkaError::MessageConsumption(
+                        rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition,
+                    )) => continue,
+                    Err(e) => panic!("reading {topic}: {e}"),
+                };
                 last = Instant::now();
                 let headers = message.headers().map_or_else(Vec::new, |h| {
                     h.iter()

@@ -89,23 +89,24 @@ impl Workdir {
                 cmd.env_remove(key);
             }
         }
-        cmd.env(
-            "VIGIL_DETECTORS__MODEL",
-            repo().join("models/harm-linear.onnx"),
-        );
-        cmd.env(
-            "VIGIL_DETECTORS__SEMANTIC__MODEL",
-            repo().join("models/harm-semantic.onnx"),
-        );
-        cmd.env(
-            "VIGIL_DETECTORS__SEMANTIC__ENCODER__MODEL",
-            repo().join("models/encoder/use-multilingual-v3.onnx"),
-        );
-        cmd.env(
-            "VIGIL_DETECTORS__SEMANTIC__ENCODER__TOKENIZER",
-            repo().join("models/encoder/use-multilingual-v3.spm"),
-        );
-        cmd.env("VIGIL_ABUSE__POLICY", repo().join("policies/abuse.toml"));
+        for (setting, file) in [
+            ("VIGIL_DETECTORS__MODEL", "models/harm-linear.onnx"),
+            (
+                "VIGIL_DETECTORS__SEMANTIC__MODEL",
+                "models/harm-semantic.onnx",
+            ),
+            (
+                "VIGIL_DETECTORS__SEMANTIC__ENCODER__MODEL",
+                "models/encoder/use-multilingual-v3.onnx",
+            ),
+            (
+                "VIGIL_DETECTORS__SEMANTIC__ENCODER__TOKENIZER",
+                "models/encoder/use-multilingual-v3.spm",
+            ),
+            ("VIGIL_ABUSE__POLICY", "policies/abuse.toml"),
+        ] {
+            cmd.env(setting, repo().join(file));
+        }
         // The LLM reviewer is slow on two cores: off unless a test turns it on (tests/review.rs).
         cmd.env("VIGIL_REVIEW__ENABLED", "false");
         if std::env::var_os("ORT_DYLIB_PATH").is_none() {

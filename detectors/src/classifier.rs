@@ -11,7 +11,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 use ort::value::TensorRef;
 use serde::{Deserialize, Serialize};
@@ -97,25 +96,12 @@ impl std::fmt::Debug for HarmClassifier {
 impl HarmClassifier {
     /// Loads and checks the model of `config` (see the module docs).
     pub fn open(config: &ClassifierConfig) -> Result<Self, DetectorError> {
-        let resolved = runtime::resolve(&config.model);
-        let path = resolved.as_path();
-        let bytes = std::fs::read(path).map_err(|source| DetectorError::ModelUnreadable {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let environment = runtime::environment(config.onnxruntime.as_deref())?;
-        let invalid = |message: String| DetectorError::ModelInvalid {
-            path: path.to_path_buf(),
-            message,
-        };
-        let mut session = Session::builder(environment)
-            .and_then(|b| {
-                b.with_optimization_level(GraphOptimizationLevel::Level3)
-                    .map_err(Into::into)
-            })
-            .and_then(|b| b.with_intra_threads(1).map_err(Into::into))
-            .and_then(|mut b| b.commit_from_memory(&bytes))
-            .map_err(|e| invalid(e.to_string()))?;
+        let runtime::LoadedModel {
+            path,
+            bytes,
+            mut session,
+        } = runtime::load_model(&config.model, config.onnxruntime.as_deref())?;
+        let path = path.as_path();
         let meta = Metadata::read(&session, path)?;
         let semantic = config
             .semantic

@@ -22,7 +22,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
-use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 use ort::value::{TensorElementType, TensorRef, ValueType};
 use serde::{Deserialize, Serialize};
@@ -122,34 +121,24 @@ impl SentenceEncoder {
             return Err(DetectorError::Config("encoder batch_size is 0".into()));
         }
         let started = Instant::now();
-        let model = runtime::resolve(&config.model);
         let tokenizer_path = runtime::resolve(&config.tokenizer);
-        let read = |path: &Path| {
-            std::fs::read(path).map_err(|source| DetectorError::ModelUnreadable {
-                path: path.to_path_buf(),
+        let tokenizer_bytes =
+            std::fs::read(&tokenizer_path).map_err(|source| DetectorError::ModelUnreadable {
+                path: tokenizer_path.clone(),
                 source,
-            })
-        };
-        let graph = read(&model)?;
-        let tokenizer = SentencePiece::from_bytes(&read(&tokenizer_path)?).map_err(|message| {
+            })?;
+        let tokenizer = SentencePiece::from_bytes(&tokenizer_bytes).map_err(|message| {
             DetectorError::TokenizerInvalid {
                 path: tokenizer_path.clone(),
                 message,
             }
         })?;
-        let environment = runtime::environment(onnxruntime)?;
-        let session = Session::builder(environment)
-            .and_then(|b| {
-                b.with_optimization_level(GraphOptimizationLevel::Level3)
-                    .map_err(Into::into)
-            })
-            .and_then(|b| b.with_intra_threads(1).map_err(Into::into))
-            .and_then(|mut b| b.commit_from_memory(&graph))
-            .map_err(|e| DetectorError::ModelInvalid {
-                path: model.clone(),
-                message: e.to_string(),
-            })?;
-        drop(graph);
+        drop(tokenizer_bytes);
+        let runtime::LoadedModel {
+            path: model,
+            session,
+            ..
+        } = runtime::load_model(&config.model, onnxruntime)?;
         check_signature(&session, &model, &tokenizer, &tokenizer_path)?;
         let encoder = Self {
             session: Mutex::new(session),

@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use ort::environment::Environment;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::Session;
 use tracing::info;
 
 use crate::DetectorError;
@@ -117,4 +119,42 @@ fn existing(path: PathBuf, setting: &'static str) -> Result<PathBuf, DetectorErr
     } else {
         Err(DetectorError::OnnxRuntimeNotAFile { path, setting })
     }
+}
+
+/// A model file read and opened in an ONNX Runtime session.
+pub struct LoadedModel {
+    /// Where it was found (see [`resolve`]).
+    pub path: PathBuf,
+    /// The file's bytes.
+    pub bytes: Vec<u8>,
+    /// A session over it, running on one thread (callers parallelise across texts).
+    pub session: Session,
+}
+
+/// Reads `model` (found as [`resolve`] finds it) and opens it with the process's ONNX Runtime
+/// (`onnxruntime` is the configured library, if any). A file that cannot be read is
+/// [`DetectorError::ModelUnreadable`]; one ONNX Runtime cannot load, [`DetectorError::ModelInvalid`].
+pub fn load_model(model: &Path, onnxruntime: Option<&Path>) -> Result<LoadedModel, DetectorError> {
+    let path = resolve(model);
+    let bytes = std::fs::read(&path).map_err(|source| DetectorError::ModelUnreadable {
+        path: path.clone(),
+        source,
+    })?;
+    let environment = environment(onnxruntime)?;
+    let session = Session::builder(environment)
+        .and_then(|b| {
+            b.with_optimization_level(GraphOptimizationLevel::Level3)
+                .map_err(Into::into)
+        })
+        .and_then(|b| b.with_intra_threads(1).map_err(Into::into))
+        .and_then(|mut b| b.commit_from_memory(&bytes))
+        .map_err(|e| DetectorError::ModelInvalid {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+    Ok(LoadedModel {
+        path,
+        bytes,
+        session,
+    })
 }

@@ -14,7 +14,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 use ort::value::TensorRef;
 use serde::{Deserialize, Serialize};
@@ -74,24 +73,9 @@ impl SemanticStage {
         heads: &[String],
     ) -> Result<Self, DetectorError> {
         let encoder = SentenceEncoder::open(&config.encoder, onnxruntime)?;
-        let resolved = runtime::resolve(&config.model);
-        let path = resolved.as_path();
-        let bytes = std::fs::read(path).map_err(|source| DetectorError::ModelUnreadable {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let environment = runtime::environment(onnxruntime)?;
-        let session = Session::builder(environment)
-            .and_then(|b| {
-                b.with_optimization_level(GraphOptimizationLevel::Level3)
-                    .map_err(Into::into)
-            })
-            .and_then(|b| b.with_intra_threads(1).map_err(Into::into))
-            .and_then(|mut b| b.commit_from_memory(&bytes))
-            .map_err(|e| DetectorError::ModelInvalid {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            })?;
+        let runtime::LoadedModel { path, session, .. } =
+            runtime::load_model(&config.model, onnxruntime)?;
+        let path = path.as_path();
         let incompatible = |problem: String| DetectorError::ModelIncompatible {
             path: path.to_path_buf(),
             problem,
