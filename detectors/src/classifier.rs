@@ -96,13 +96,8 @@ impl std::fmt::Debug for HarmClassifier {
 impl HarmClassifier {
     /// Loads and checks the model of `config` (see the module docs).
     pub fn open(config: &ClassifierConfig) -> Result<Self, DetectorError> {
-        let runtime::LoadedModel {
-            path,
-            bytes,
-            mut session,
-        } = runtime::load_model(&config.model, config.onnxruntime.as_deref())?;
-        let path = path.as_path();
-        let meta = Metadata::read(&session, path)?;
+        let model = runtime::load_model(&config.model, config.onnxruntime.as_deref())?;
+        let meta = Metadata::read(&model)?;
         let semantic = config
             .semantic
             .enabled
@@ -121,14 +116,10 @@ impl HarmClassifier {
                 "detectors.threshold {threshold} is outside [0, 1]"
             )));
         }
-        let incompatible = |problem: String| DetectorError::ModelIncompatible {
-            path: path.to_path_buf(),
-            problem,
-        };
-        let heads =
-            LinearHeads::from_onnx(&bytes, meta.spec.n_features as usize).map_err(incompatible)?;
+        let heads = LinearHeads::from_onnx(&model.bytes, meta.spec.n_features as usize)
+            .map_err(|problem| model.incompatible(problem))?;
         if heads.heads() != meta.heads {
-            return Err(incompatible(format!(
+            return Err(model.incompatible(format!(
                 "vigil.heads names {} heads, the weights have {}",
                 meta.heads,
                 heads.heads()
@@ -148,7 +139,10 @@ impl HarmClassifier {
             semantic,
             semantic_texts: AtomicU64::new(0),
         };
-        classifier.probe(&mut session, path)?;
+        let runtime::LoadedModel {
+            path, mut session, ..
+        } = model;
+        classifier.probe(&mut session, &path)?;
         Ok(classifier)
     }
 
@@ -354,24 +348,12 @@ struct Metadata {
 }
 
 impl Metadata {
-    fn read(session: &Session, path: &Path) -> Result<Self, DetectorError> {
-        let incompatible = |problem: String| DetectorError::ModelIncompatible {
-            path: path.to_path_buf(),
-            problem,
-        };
-        let metadata = session
-            .metadata()
-            .map_err(|e| incompatible(format!("no metadata: {e}")))?;
-        let get = |key: &str| {
-            metadata
-                .custom(key)
-                .ok_or_else(|| incompatible(format!("metadata lacks {key}")))
-        };
-        let spec = FeatureSpec::parse(&get("vigil.featurizer")?).map_err(incompatible)?;
-        let threshold: f32 = get("vigil.threshold")?
-            .parse()
-            .map_err(|_| incompatible("vigil.threshold is not a number".into()))?;
-        let heads: Vec<String> = get("vigil.heads")?.split(',').map(str::to_owned).collect();
+    fn read(model: &runtime::LoadedModel) -> Result<Self, DetectorError> {
+        let incompatible = |problem: String| model.incompatible(problem);
+        let spec =
+            FeatureSpec::parse(&model.metadata("vigil.featurizer")?).map_err(incompatible)?;
+        let threshold = model.probability("vigil.threshold")?;
+        let heads = model.heads()?;
         if let Some(unknown) = heads
             .iter()
             .find(|h| *h != ANY_HEAD && Category::parse(h).is_none())
@@ -383,6 +365,7 @@ impl Metadata {
         let columns = Category::ALL.map(|c| column(c.name()));
         let any_column = column(ANY_HEAD)
             .ok_or_else(|| incompatible(format!("the model has no {ANY_HEAD:?} head")))?;
+        let session = &model.session;
         let inputs: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
         for input in ["feature_ids", "feature_counts", "feature_rows", "row_count"] {
             if !inputs.contains(&input) {
@@ -392,9 +375,8 @@ impl Metadata {
         if !session.outputs().iter().any(|o| o.name() == "scores") {
             return Err(incompatible("the model has no output \"scores\"".into()));
         }
-        let name = format!("{}@{}", get("vigil.model")?, get("vigil.version")?);
         Ok(Self {
-            name,
+            name: model.name()?,
             spec,
             columns,
             any_column,

@@ -131,6 +131,54 @@ pub struct LoadedModel {
     pub session: Session,
 }
 
+impl LoadedModel {
+    /// The error for a model vigil cannot serve, naming this file.
+    pub fn incompatible(&self, problem: String) -> DetectorError {
+        DetectorError::ModelIncompatible {
+            path: self.path.clone(),
+            problem,
+        }
+    }
+
+    /// The model's metadata entry `key` (`vigil.*`), or an error naming the file and the key.
+    pub fn metadata(&self, key: &str) -> Result<String, DetectorError> {
+        let metadata = self
+            .session
+            .metadata()
+            .map_err(|e| self.incompatible(format!("no metadata: {e}")))?;
+        metadata
+            .custom(key)
+            .ok_or_else(|| self.incompatible(format!("metadata lacks {key}")))
+    }
+
+    /// The model's name and version, as recorded in detections: `vigil.model@vigil.version`.
+    pub fn name(&self) -> Result<String, DetectorError> {
+        Ok(format!(
+            "{}@{}",
+            self.metadata("vigil.model")?,
+            self.metadata("vigil.version")?
+        ))
+    }
+
+    /// The model's output columns, in order (`vigil.heads`).
+    pub fn heads(&self) -> Result<Vec<String>, DetectorError> {
+        Ok(self
+            .metadata("vigil.heads")?
+            .split(',')
+            .map(str::to_owned)
+            .collect())
+    }
+
+    /// The metadata entry `key` as a probability, or an error naming it.
+    pub fn probability(&self, key: &str) -> Result<f32, DetectorError> {
+        self.metadata(key)?
+            .parse::<f32>()
+            .ok()
+            .filter(|v| (0.0..=1.0).contains(v))
+            .ok_or_else(|| self.incompatible(format!("{key} is not a number in [0, 1]")))
+    }
+}
+
 /// Reads `model` (found as [`resolve`] finds it) and opens it with the process's ONNX Runtime
 /// (`onnxruntime` is the configured library, if any). A file that cannot be read is
 /// [`DetectorError::ModelUnreadable`]; one ONNX Runtime cannot load, [`DetectorError::ModelInvalid`].

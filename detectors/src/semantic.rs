@@ -73,47 +73,27 @@ impl SemanticStage {
         heads: &[String],
     ) -> Result<Self, DetectorError> {
         let encoder = SentenceEncoder::open(&config.encoder, onnxruntime)?;
-        let runtime::LoadedModel { path, session, .. } =
-            runtime::load_model(&config.model, onnxruntime)?;
-        let path = path.as_path();
-        let incompatible = |problem: String| DetectorError::ModelIncompatible {
-            path: path.to_path_buf(),
-            problem,
-        };
-        let metadata = session
-            .metadata()
-            .map_err(|e| incompatible(format!("no metadata: {e}")))?;
-        let get = |key: &str| {
-            metadata
-                .custom(key)
-                .ok_or_else(|| incompatible(format!("metadata lacks {key}")))
-        };
-        let own_heads: Vec<String> = get("vigil.heads")?.split(',').map(str::to_owned).collect();
+        let model = runtime::load_model(&config.model, onnxruntime)?;
+        let own_heads = model.heads()?;
         if own_heads != heads {
-            return Err(incompatible(format!(
+            return Err(model.incompatible(format!(
                 "its heads {own_heads:?} are not the cheap model's {heads:?}"
             )));
         }
-        let number = |key: &str| -> Result<f32, DetectorError> {
-            get(key)?
-                .parse::<f32>()
-                .ok()
-                .filter(|v| (0.0..=1.0).contains(v))
-                .ok_or_else(|| incompatible(format!("{key} is not a number in [0, 1]")))
-        };
-        let route_below = number("vigil.route_below")?;
-        let threshold = number("vigil.threshold")?;
+        let route_below = model.probability("vigil.route_below")?;
+        let threshold = model.probability("vigil.threshold")?;
         if route_below > threshold {
-            return Err(incompatible(format!(
+            return Err(model.incompatible(format!(
                 "vigil.route_below {route_below} is above vigil.threshold {threshold}: texts kept \
                  at their cheap score could then be flagged"
             )));
         }
-        let name = format!("{}@{}", get("vigil.model")?, get("vigil.version")?);
-        drop(metadata);
+        let name = model.name()?;
+        let not_probabilities = model.incompatible("its probe scores are not probabilities".into());
+        let path = model.path;
         let stage = Self {
             encoder,
-            session: Mutex::new(session),
+            session: Mutex::new(model.session),
             heads: heads.len(),
             route_below,
             threshold,
@@ -123,13 +103,11 @@ impl SemanticStage {
         let probe = stage
             .combine(&vec![0.0; DIM], &vec![0.5; heads.len()])
             .map_err(|e| DetectorError::ModelInvalid {
-                path: path.to_path_buf(),
+                path,
                 message: format!("scoring a probe failed: {e}"),
             })?;
         if !probe.iter().all(|v| (0.0..=1.0).contains(v)) {
-            return Err(incompatible(
-                "its probe scores are not probabilities".into(),
-            ));
+            return Err(not_probabilities);
         }
         Ok(stage)
     }
