@@ -192,12 +192,11 @@ def compare_golden(retrained: Path, committed: Path, model: str) -> str | None:
         return f"the golden texts of {retrained.name} differ from the committed ones"
     if [g.get("routed") for g in new] != [g.get("routed") for g in old]:
         return f"a golden text of {retrained.name} took another route through the cascade: {ADVICE}"
-    advice = ADVICE
     new_threshold = model_threshold(retrained.parent / model)
     old_threshold = model_threshold(committed.parent / model)
     if not abs(new_threshold - old_threshold) <= GOLDEN_TOLERANCE:
         return (f"the retrained any-harm threshold {new_threshold:.4f} differs from the committed "
-                f"{old_threshold:.4f} by more than {GOLDEN_TOLERANCE}: {advice}")
+                f"{old_threshold:.4f} by more than {GOLDEN_TOLERANCE}: {ADVICE}")
     worst = 0.0
     for a, b in zip(new, old):
         if a["scores"].keys() != b["scores"].keys():
@@ -205,10 +204,10 @@ def compare_golden(retrained: Path, committed: Path, model: str) -> str | None:
         worst = max([worst] + [abs(a["scores"][h] - b["scores"][h]) for h in a["scores"]])
         near = abs(b["scores"]["any"] - old_threshold) <= GOLDEN_TOLERANCE
         if not near and (a["scores"]["any"] >= new_threshold) != (b["scores"]["any"] >= old_threshold):
-            return f"golden text {a['text'][:40]!r} changed its any-harm verdict: {advice}"
+            return f"golden text {a['text'][:40]!r} changed its any-harm verdict: {ADVICE}"
     if not math.isfinite(worst) or worst > GOLDEN_TOLERANCE:
         return (f"retrained golden scores differ from {committed.relative_to(ROOT)} by up to "
-                f"{worst:.3g} (tolerance {GOLDEN_TOLERANCE}): {advice}")
+                f"{worst:.3g} (tolerance {GOLDEN_TOLERANCE}): {ADVICE}")
     return None
 
 

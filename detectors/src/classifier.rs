@@ -98,6 +98,15 @@ impl HarmClassifier {
     pub fn open(config: &ClassifierConfig) -> Result<Self, DetectorError> {
         let model = runtime::load_model(&config.model, config.onnxruntime.as_deref())?;
         let meta = Metadata::read(&model)?;
+        let heads = LinearHeads::from_onnx(&model.bytes, meta.spec.n_features as usize)
+            .map_err(|problem| model.incompatible(problem))?;
+        if heads.heads() != meta.head_names.len() {
+            return Err(model.incompatible(format!(
+                "vigil.heads names {} heads, the weights have {}",
+                meta.head_names.len(),
+                heads.heads()
+            )));
+        }
         let semantic = config
             .semantic
             .enabled
@@ -114,15 +123,6 @@ impl HarmClassifier {
         if !(0.0..=1.0).contains(&threshold) {
             return Err(DetectorError::Config(format!(
                 "detectors.threshold {threshold} is outside [0, 1]"
-            )));
-        }
-        let heads = LinearHeads::from_onnx(&model.bytes, meta.spec.n_features as usize)
-            .map_err(|problem| model.incompatible(problem))?;
-        if heads.heads() != meta.heads {
-            return Err(model.incompatible(format!(
-                "vigil.heads names {} heads, the weights have {}",
-                meta.heads,
-                heads.heads()
             )));
         }
         let classifier = Self {
@@ -343,7 +343,6 @@ struct Metadata {
     spec: FeatureSpec,
     columns: [Option<usize>; Category::ALL.len()],
     any_column: usize,
-    heads: usize,
     threshold: f32,
 }
 
@@ -380,7 +379,6 @@ impl Metadata {
             spec,
             columns,
             any_column,
-            heads: heads.len(),
             head_names: heads,
             threshold,
         })

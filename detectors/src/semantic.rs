@@ -19,9 +19,9 @@ use ort::value::TensorRef;
 use serde::{Deserialize, Serialize};
 
 use crate::encoder::{EncoderConfig, SentenceEncoder};
+use crate::{runtime, DetectorError};
 
 const DIM: usize = SentenceEncoder::DIM;
-use crate::{runtime, DetectorError};
 
 /// The `[detectors.semantic]` section of `vigil.toml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -173,7 +173,8 @@ const ENGLISH: [&str; 48] = [
 ];
 
 /// Function words of the other Latin-script languages the encoder reads (Italian, Spanish,
-/// French, German, Portuguese, Dutch, Polish), none of them an English word.
+/// French, German, Portuguese, Dutch, Polish); the few that are also English words ("die",
+/// "den") rarely make a tenth of an English text's words.
 const OTHER: [&str; 84] = [
     "il", "lo", "gli", "di", "che", "per", "sono", "della", "del", "una", "non", "el", "los",
     "las", "que", "y", "en", "por", "para", "es", "con", "le", "les", "des", "et", "est", "pas",

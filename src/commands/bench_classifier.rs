@@ -58,7 +58,12 @@ pub fn bench(config: &Config, args: &BenchArgs) -> anyhow::Result<()> {
         match peer::score(&refs, config.detectors.onnxruntime.as_deref()) {
             Ok(peer) => {
                 let median = rates[rates.len() / 2];
-                let single = single_thread_rate(&classifier, &texts, batch_size)?;
+                // With one worker the runs above are already the single-thread figure.
+                let single = if threads == 1 {
+                    median
+                } else {
+                    single_thread_rate(&classifier, &texts, batch_size)?
+                };
                 write!(
                     report,
                     "\n{PEER} on the same texts: {:.0} texts/s (one thread, in Python) · vigil/peer: {:.2}x with one thread ({single:.0} texts/s), {:.2}x with {threads}",

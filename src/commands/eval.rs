@@ -61,19 +61,19 @@ pub fn eval(config: &Config, args: &EvalArgs) -> anyhow::Result<()> {
         &mut scores.iter().map(|s| s.any_harm),
         classifier.threshold(),
     );
-    // The peer on the same texts, in the same run; its absence is reported, not fatal.
-    let peer =
-        (!args.no_peer).then(|| peer::score(&texts, config.detectors.onnxruntime.as_deref()));
-    let peer_evaluation = match &peer {
-        Some(Ok(peer)) => Some((
-            evaluate(&mut peer.scores.iter().copied(), PEER_THRESHOLD),
-            peer.texts_per_second(),
-        )),
-        _ => None,
-    };
+    // The peer on the same texts, in the same run: its evaluation and texts/s. Its absence is
+    // reported, not fatal.
+    let peer = (!args.no_peer).then(|| {
+        peer::score(&texts, config.detectors.onnxruntime.as_deref()).map(|peer| {
+            (
+                evaluate(&mut peer.scores.iter().copied(), PEER_THRESHOLD),
+                peer.texts_per_second(),
+            )
+        })
+    });
     if args.json {
-        let peer_json = match (&peer, &peer_evaluation) {
-            (Some(Ok(_)), Some((evaluation, rate))) => json!({
+        let peer_json = match &peer {
+            Some(Ok((evaluation, rate))) => json!({
                 "model": PEER,
                 "threshold": evaluation.threshold,
                 "texts_per_second": rate.round(),
@@ -81,8 +81,8 @@ pub fn eval(config: &Config, args: &EvalArgs) -> anyhow::Result<()> {
                 "overall": evaluation.overall,
                 "speed_ratio": texts_per_second / rate,
             }),
-            (Some(Err(e)), _) => json!({"model": PEER, "error": e.to_string()}),
-            _ => serde_json::Value::Null,
+            Some(Err(e)) => json!({"model": PEER, "error": e.to_string()}),
+            None => serde_json::Value::Null,
         };
         output(serde_json::to_string_pretty(&json!({
             "model": classifier.model(),
@@ -102,8 +102,8 @@ pub fn eval(config: &Config, args: &EvalArgs) -> anyhow::Result<()> {
             samples.len(),
             elapsed,
         ))?;
-        match (peer, peer_evaluation) {
-            (Some(Ok(_)), Some((peer, rate))) => {
+        match peer {
+            Some(Ok((peer, rate))) => {
                 output(format_args!("\nbeside {PEER}, on the same texts:"))?;
                 output(table(&peer))?;
                 output(format_args!(
@@ -113,8 +113,8 @@ pub fn eval(config: &Config, args: &EvalArgs) -> anyhow::Result<()> {
                     texts_per_second / rate,
                 ))
             }
-            (Some(Err(e)), _) => output(format_args!("({PEER} not run: {e:#})")),
-            _ => Ok(()),
+            Some(Err(e)) => output(format_args!("({PEER} not run: {e:#})")),
+            None => Ok(()),
         }
     }
 }
