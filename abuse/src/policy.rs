@@ -48,6 +48,14 @@ pub struct SignalsPolicy {
     pub escalation_step: f32,
 }
 
+impl SignalsPolicy {
+    /// Whether a heuristic of at least `heuristic_harmful_at` matched in `inspection`: the
+    /// record counts as harmful, and its prompt is worth the encoder's time.
+    pub fn suspicious(&self, inspection: &vigil_detectors::Inspection) -> bool {
+        inspection.hits.severity() >= self.heuristic_harmful_at
+    }
+}
+
 /// Sliding windows: `length_secs` long, moving in `buckets` steps; the window before is kept
 /// for the trend.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -75,6 +83,9 @@ impl WindowsPolicy {
 pub struct NearDuplicatesPolicy {
     /// Fingerprints at most this many bits apart (of 64) are near-duplicates.
     pub max_distance: u32,
+    /// Prompt meanings at most this many bits apart (of 256) are near-duplicates: paraphrases.
+    /// `256 * acos(c) / π` bits for embeddings of cosine similarity `c`; 85 is `c = 0.5`.
+    pub max_meaning_distance: u32,
     /// Fingerprints of harmful records remembered per subject and window.
     pub remember: usize,
 }
@@ -201,6 +212,12 @@ impl Policy {
             return Err(PolicyError::new(
                 "near_duplicates.max_distance",
                 "at most 32 (unrelated texts differ in about 32 bits of 64)",
+            ));
+        }
+        if self.near_duplicates.max_meaning_distance > 128 {
+            return Err(PolicyError::new(
+                "near_duplicates.max_meaning_distance",
+                "at most 128 (unrelated meanings differ in about 128 bits of 256)",
             ));
         }
         let s = &self.scoring;

@@ -1,10 +1,11 @@
 //! What one record contributes to its subjects' windows: whether it is harmful and how
 //! severely, in which categories, whether it matches a known jailbreak template, and its
-//! near-duplicate fingerprint. Built from the classifier's detection (when there is one) and
-//! the heuristics' inspection, under the policy's thresholds.
+//! near-duplicate fingerprints (of its words and, when the encoder read the prompt, of its
+//! meaning). Built from the classifier's detection (when there is one) and the heuristics'
+//! inspection, under the policy's thresholds.
 
 use vigil_core::{Category, Detection};
-use vigil_detectors::Inspection;
+use vigil_detectors::{Inspection, MeaningHash};
 
 use crate::policy::Policy;
 
@@ -24,16 +25,24 @@ pub struct RecordSignal {
     pub families: u64,
     /// SimHash of the prompt.
     pub fingerprint: u64,
+    /// Hash of the prompt's embedding, when the encoder read it.
+    pub meaning: Option<MeaningHash>,
 }
 
 impl RecordSignal {
     /// The signal of a record with these detection results.
-    pub fn of(policy: &Policy, detection: Option<&Detection>, inspection: &Inspection) -> Self {
+    pub fn of(
+        policy: &Policy,
+        detection: Option<&Detection>,
+        inspection: &Inspection,
+        meaning: Option<MeaningHash>,
+    ) -> Self {
         let at = policy.signals.heuristic_harmful_at;
         let hits = &inspection.hits;
         let mut signal = Self {
             families: hits.families,
             fingerprint: inspection.fingerprint,
+            meaning,
             template: hits.families != 0 && hits.categories[Category::Jailbreak.index()] >= at,
             ..Self::default()
         };

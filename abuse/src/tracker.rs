@@ -424,7 +424,7 @@ mod tests {
                 end_user: Some(user),
                 request_id: &RequestId::parse(request).unwrap(),
                 timestamp: self.start + time::Duration::minutes(minute),
-                signal: RecordSignal::of(&policy.policy, None, &inspection),
+                signal: RecordSignal::of(&policy.policy, None, &inspection, None),
             };
             self.tracker.observe(&observation, load).unwrap()
         }

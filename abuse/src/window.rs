@@ -1,5 +1,6 @@
 //! One subject's sliding-window state: bucketed counters over the current and the previous
-//! window, the fingerprints of its recent harmful records, and its review reservoir.
+//! window, the fingerprints (words and meaning) of its recent harmful records, and its review
+//! reservoir.
 //!
 //! Time is event time (the records' timestamps), cut into buckets of `length / buckets`
 //! seconds; the current window is the `buckets` buckets ending with the newest one seen, the
@@ -8,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 use vigil_core::{Category, RequestId};
-use vigil_detectors::simhash;
+use vigil_detectors::{simhash, MeaningHash};
 
 use crate::policy::Policy;
 use crate::signal::RecordSignal;
@@ -38,10 +39,21 @@ pub struct SubjectState {
     buckets: Vec<Bucket>,
     /// Fingerprints of recent harmful records and their buckets, oldest first.
     fingerprints: Vec<(u64, i64)>,
+    /// Meaning hashes of recent harmful records whose prompt the encoder read, and their
+    /// buckets, oldest first.
+    meanings: Vec<(MeaningHash, i64)>,
     /// The review reservoir (weighted sampling without replacement).
     reservoir: Vec<Sampled>,
     /// Bucket index until which no new case opens (exclusive).
     quiet_until: i64,
+}
+
+/// Appends `entry` to `recent`, dropping the oldest first when `limit` are held.
+fn remember<T>(recent: &mut Vec<T>, limit: usize, entry: T) {
+    if recent.len() >= limit {
+        recent.remove(0);
+    }
+    recent.push(entry);
 }
 
 /// Counters over a bucket or a window.
@@ -105,6 +117,7 @@ impl SubjectState {
     pub fn heap_bytes(&self) -> usize {
         self.buckets.capacity() * size_of::<Bucket>()
             + self.fingerprints.capacity() * size_of::<(u64, i64)>()
+            + self.meanings.capacity() * size_of::<(MeaningHash, i64)>()
             + self.reservoir.capacity() * size_of::<Sampled>()
             + self
                 .reservoir
@@ -129,6 +142,7 @@ impl SubjectState {
         // the current one, no longer count.
         self.buckets.retain(|b| b.index > newest - 2 * buckets);
         self.fingerprints.retain(|(_, b)| *b >= window_start);
+        self.meanings.retain(|(_, b)| *b >= window_start);
         self.reservoir.retain(|s| s.bucket >= window_start);
         if index <= newest - 2 * buckets {
             return; // Too late to count anywhere.
@@ -153,16 +167,27 @@ impl SubjectState {
             }
         }
         if (signal.harmful || signal.template) && index >= window_start {
-            let repeat = self.fingerprints.iter().any(|(fp, _)| {
-                simhash::distance(*fp, signal.fingerprint) <= policy.near_duplicates.max_distance
+            let near = &policy.near_duplicates;
+            let edited = self
+                .fingerprints
+                .iter()
+                .any(|(fp, _)| simhash::distance(*fp, signal.fingerprint) <= near.max_distance);
+            let paraphrased = signal.meaning.is_some_and(|meaning| {
+                self.meanings
+                    .iter()
+                    .any(|(seen, _)| seen.distance(&meaning) <= near.max_meaning_distance)
             });
-            if repeat {
+            if edited || paraphrased {
                 self.bucket_mut(index).totals.near_duplicates += 1;
             }
-            if self.fingerprints.len() >= policy.near_duplicates.remember {
-                self.fingerprints.remove(0);
+            remember(
+                &mut self.fingerprints,
+                near.remember,
+                (signal.fingerprint, index),
+            );
+            if let Some(meaning) = signal.meaning {
+                remember(&mut self.meanings, near.remember, (meaning, index));
             }
-            self.fingerprints.push((signal.fingerprint, index));
         }
         if index >= window_start {
             self.sample(policy, index, signal, request_id);

@@ -18,6 +18,7 @@ use vigil_core::{Category, Content, Detection, HarmScores};
 
 use crate::features::{FeatureBatch, FeatureSpec, Featurizer};
 use crate::linear::LinearHeads;
+use crate::meaning::MeaningHash;
 use crate::semantic::{SemanticConfig, SemanticStage};
 use crate::{runtime, DetectorError};
 
@@ -66,6 +67,25 @@ impl Default for ClassifierConfig {
             semantic: SemanticConfig::default(),
         }
     }
+}
+
+/// One record's content, for [`HarmClassifier::detect`].
+#[derive(Debug, Clone, Copy)]
+pub struct ToDetect<'a> {
+    /// Its prompt and completion.
+    pub content: &'a Content,
+    /// Sends the prompt to the semantic stage whatever its cheap score.
+    pub encode_prompt: bool,
+}
+
+/// What [`HarmClassifier::detect`] found in one record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Detected {
+    /// The scores, stored with the record.
+    pub detection: Detection,
+    /// The meaning of the prompt, when the semantic stage read it (for the recurring-abuse
+    /// windows only: it is never stored with the record).
+    pub meaning: Option<MeaningHash>,
 }
 
 /// The loaded model.
@@ -163,11 +183,24 @@ impl HarmClassifier {
 
     /// Scores `texts`, in order.
     pub fn score<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<HarmScores>, DetectorError> {
+        Ok(self.score_texts(texts, |_| false)?.0)
+    }
+
+    /// Scores `texts`, in order, sending those for which `encode(i)` holds to the semantic
+    /// stage whatever their cheap score. Also returns the [`MeaningHash`] of every text the
+    /// semantic stage read.
+    fn score_texts<S: AsRef<str>>(
+        &self,
+        texts: &[S],
+        encode: impl Fn(usize) -> bool,
+    ) -> Result<(Vec<HarmScores>, Vec<Option<MeaningHash>>), DetectorError> {
         let mut featurizer = Featurizer::new(self.spec.clone());
         let mut batch = FeatureBatch::default();
         let mut probabilities = Vec::new();
         let mut scores = Vec::with_capacity(texts.len());
-        for chunk in texts.chunks(self.batch_size) {
+        let mut meanings = vec![None; texts.len()];
+        for (at, chunk) in texts.chunks(self.batch_size).enumerate() {
+            let first = at * self.batch_size;
             batch.clear();
             for text in chunk {
                 featurizer.push(text.as_ref(), &mut batch);
@@ -175,7 +208,9 @@ impl HarmClassifier {
             probabilities.clear();
             self.heads.score(&batch, &mut probabilities);
             if let Some(stage) = &self.semantic {
-                self.cascade(stage, chunk, &mut probabilities)?;
+                let meanings = &mut meanings[first..][..chunk.len()];
+                let encode = |i: usize| encode(first + i);
+                self.cascade(stage, chunk, &encode, &mut probabilities, meanings)?;
             }
             scores.extend(
                 probabilities
@@ -183,7 +218,7 @@ impl HarmClassifier {
                     .map(|row| self.harm_scores(row)),
             );
         }
-        Ok(scores)
+        Ok((scores, meanings))
     }
 
     /// Texts scored by the semantic stage so far (the rest kept their cheap scores), or `None`
@@ -194,20 +229,25 @@ impl HarmClassifier {
             .map(|_| self.semantic_texts.load(Ordering::Relaxed))
     }
 
-    /// Sends the texts of `chunk` that the semantic stage takes on to it, replacing their rows
-    /// of `probabilities` (cheap scores in, final scores out).
+    /// Sends the texts of `chunk` that the semantic stage takes on (or that `encode` names) to
+    /// it, replacing their rows of `probabilities` (cheap scores in, final scores out) and
+    /// setting their `meanings`.
     fn cascade<S: AsRef<str>>(
         &self,
         stage: &SemanticStage,
         chunk: &[S],
+        encode: &dyn Fn(usize) -> bool,
         probabilities: &mut [f32],
+        meanings: &mut [Option<MeaningHash>],
     ) -> Result<(), DetectorError> {
         let heads = self.heads.heads();
         let routed: Vec<usize> = chunk
             .iter()
             .zip(probabilities.chunks_exact(heads))
             .enumerate()
-            .filter(|(_, (text, row))| stage.routes(text.as_ref(), row[self.any_column]))
+            .filter(|(i, (text, row))| {
+                encode(*i) || stage.routes(text.as_ref(), row[self.any_column])
+            })
             .map(|(i, _)| i)
             .collect();
         if routed.is_empty() {
@@ -218,9 +258,10 @@ impl HarmClassifier {
             .iter()
             .flat_map(|&i| probabilities[i * heads..][..heads].iter().copied())
             .collect();
-        let finals = stage.score(&texts, &cheap)?;
-        for (&i, row) in routed.iter().zip(finals.chunks_exact(heads)) {
+        let (finals, hashes) = stage.score(&texts, &cheap)?;
+        for ((&i, row), hash) in routed.iter().zip(finals.chunks_exact(heads)).zip(hashes) {
             probabilities[i * heads..][..heads].copy_from_slice(row);
+            meanings[i] = Some(hash);
         }
         self.semantic_texts
             .fetch_add(routed.len() as u64, Ordering::Relaxed);
@@ -250,26 +291,36 @@ impl HarmClassifier {
 
     /// The detection of each record's content, in one call. A record's prompt and completion
     /// are scored separately and the higher score kept for each head, so a long benign
-    /// completion cannot dilute a harmful prompt.
-    pub fn detect(&self, contents: &[&Content]) -> Result<Vec<Detection>, DetectorError> {
+    /// completion cannot dilute a harmful prompt. A prompt whose record says `encode_prompt`
+    /// (the heuristics matched something in it) goes to the semantic stage whatever its cheap
+    /// score, so every suspicious prompt has a [`MeaningHash`] for near-duplicates by meaning.
+    pub fn detect(&self, records: &[ToDetect<'_>]) -> Result<Vec<Detected>, DetectorError> {
         let mut texts: Vec<&str> = Vec::new();
-        let mut spans = Vec::with_capacity(contents.len());
-        for content in contents {
+        let mut encode = Vec::new();
+        let mut spans = Vec::with_capacity(records.len());
+        for record in records {
             let start = texts.len();
-            texts.extend(content.prompt.as_deref());
-            texts.extend(content.completion.as_deref());
-            spans.push(start..texts.len());
+            if let Some(prompt) = record.content.prompt.as_deref() {
+                texts.push(prompt);
+                encode.push(record.encode_prompt);
+            }
+            texts.extend(record.content.completion.as_deref());
+            encode.resize(texts.len(), false);
+            spans.push((start, record.content.prompt.is_some(), texts.len()));
         }
-        let scores = self.score(&texts)?;
+        let (scores, meanings) = self.score_texts(&texts, |i| encode[i])?;
         Ok(spans
             .into_iter()
-            .map(|span| {
-                let combined = scores[span]
+            .map(|(start, has_prompt, end)| {
+                let combined = scores[start..end]
                     .iter()
                     .copied()
                     .reduce(HarmScores::max)
                     .unwrap_or_default();
-                self.detection(combined)
+                Detected {
+                    detection: self.detection(combined),
+                    meaning: has_prompt.then(|| meanings[start]).flatten(),
+                }
             })
             .collect())
     }

@@ -13,7 +13,8 @@
 //! - [`encoder`] embeds texts with USE multilingual v3 (512 floats a text) in ONNX Runtime;
 //! - [`skeleton`] undoes filter evasions (spacing, leetspeak, homoglyphs, invisible
 //!   characters) and [`heuristics`] matches the policy's lexicons and jailbreak patterns
-//!   against the result; [`simhash`] fingerprints texts for near-duplicate detection;
+//!   against the result; [`simhash`] fingerprints texts for near-duplicate detection, and
+//!   [`meaning`] hashes encoder embeddings for near-duplicates by meaning (paraphrases);
 //! - [`metrics`] computes what `vigil eval` prints: AUPRC, precision, recall, F1 and
 //!   false-positive rate.
 //!
@@ -25,6 +26,7 @@ pub mod encoder;
 pub mod features;
 pub mod heuristics;
 pub mod linear;
+pub mod meaning;
 pub mod metrics;
 pub mod onnx_file;
 pub mod runtime;
@@ -36,8 +38,9 @@ pub mod text;
 
 use std::path::PathBuf;
 
-pub use classifier::{ClassifierConfig, HarmClassifier};
+pub use classifier::{ClassifierConfig, Detected, HarmClassifier, ToDetect};
 pub use heuristics::{Heuristics, HeuristicsPolicy, Inspection, PolicyError};
+pub use meaning::MeaningHash;
 pub use metrics::{Evaluation, Metrics};
 
 /// Why a detector could not start or score.

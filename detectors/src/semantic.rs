@@ -19,6 +19,7 @@ use ort::value::TensorRef;
 use serde::{Deserialize, Serialize};
 
 use crate::encoder::{EncoderConfig, SentenceEncoder};
+use crate::meaning::{MeaningHash, MeaningHasher};
 use crate::{runtime, DetectorError};
 
 const DIM: usize = SentenceEncoder::DIM;
@@ -53,6 +54,7 @@ pub struct SemanticStage {
     route_below: f32,
     threshold: f32,
     name: String,
+    hasher: MeaningHasher,
 }
 
 impl std::fmt::Debug for SemanticStage {
@@ -98,6 +100,7 @@ impl SemanticStage {
             route_below,
             threshold,
             name,
+            hasher: MeaningHasher::new(DIM),
         };
         // A model that loads but cannot run fails now, not at the first record.
         let probe = stage
@@ -128,14 +131,19 @@ impl SemanticStage {
     }
 
     /// Final scores of `texts` (row-major, `heads` per text) from their cheap scores `cheap`
-    /// (the same layout).
+    /// (the same layout), and each text's [`MeaningHash`].
     pub fn score<S: AsRef<str>>(
         &self,
         texts: &[S],
         cheap: &[f32],
-    ) -> Result<Vec<f32>, DetectorError> {
+    ) -> Result<(Vec<f32>, Vec<MeaningHash>), DetectorError> {
         let embeddings = self.encoder.embed(texts)?;
-        self.combine(&embeddings, cheap)
+        let scores = self.combine(&embeddings, cheap)?;
+        let meanings = embeddings
+            .chunks_exact(DIM)
+            .map(|e| self.hasher.hash(e))
+            .collect();
+        Ok((scores, meanings))
     }
 
     fn combine(&self, embeddings: &[f32], cheap: &[f32]) -> Result<Vec<f32>, DetectorError> {

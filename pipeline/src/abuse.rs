@@ -25,7 +25,7 @@ use tracing::{info, warn};
 use vigil_abuse::{CompiledPolicy, Observation, PolicyWatcher, RecordSignal, Reload, Tracker};
 use vigil_core::{Case, Content, FlagSubject};
 use vigil_detectors::heuristics::Scratch;
-use vigil_detectors::Inspection;
+use vigil_detectors::{Inspection, MeaningHash};
 use vigil_review::ReviewSignals;
 use vigil_storage::{
     Annex, GeoStore, ReviewTask, SealedRecord, StorageError, Stores, WriteOutcome,
@@ -38,12 +38,17 @@ use crate::summary::AbuseSummary;
 /// How often the policy file is checked for changes.
 const POLICY_CHECK_EVERY: Duration = Duration::from_secs(1);
 
-/// What the decode thread learned about a record, for its windows.
+/// What the decode (and detect) threads learned about a record, for its windows.
 #[derive(Debug, Clone)]
 pub(crate) struct Observed {
     pub end_user: Option<String>,
     pub timestamp: OffsetDateTime,
     pub inspection: Inspection,
+    /// A heuristic of at least the policy's `heuristic_harmful_at` matched: the classifier
+    /// sends the prompt to its encoder whatever its cheap score.
+    pub suspicious: bool,
+    /// The prompt's meaning, when the classifier's encoder read it.
+    pub meaning: Option<MeaningHash>,
 }
 
 /// Recurring-abuse detection for a run (see the module docs).
@@ -99,8 +104,22 @@ impl AbuseStage {
     }
 
     /// Inspects a record's content with the policy in force (decode thread).
-    pub(crate) fn inspect(&self, content: &Content, scratch: &mut Scratch) -> Inspection {
-        self.current.get().heuristics.inspect(content, scratch)
+    pub(crate) fn inspect(
+        &self,
+        end_user: Option<String>,
+        timestamp: OffsetDateTime,
+        content: &Content,
+        scratch: &mut Scratch,
+    ) -> Observed {
+        let policy = self.current.get();
+        let inspection = policy.heuristics.inspect(content, scratch);
+        Observed {
+            end_user,
+            timestamp,
+            suspicious: policy.policy.signals.suspicious(&inspection),
+            inspection,
+            meaning: None,
+        }
     }
 
     /// Reloads the policy file if it changed (store thread, between batches).
@@ -164,6 +183,7 @@ impl AbuseStage {
                     &policy.policy,
                     record.detection.as_ref(),
                     &observed.inspection,
+                    observed.meaning,
                 ),
             };
             for case in tracker.observe(&observation, &mut load)? {

@@ -43,7 +43,7 @@ use crossbeam_channel::{bounded, Receiver, RecvTimeoutError};
 use tracing::{debug, info, info_span, warn};
 use vigil_core::{Content, Geography, ResourceRegistry};
 use vigil_detectors::heuristics::Scratch;
-use vigil_detectors::{DetectorError, HarmClassifier};
+use vigil_detectors::{DetectorError, HarmClassifier, ToDetect};
 use vigil_ingest::{
     decode, DeadLetter, DeadLetterError, DeadLetterSink, IngestConfig, Line, Payload,
     PayloadPolicy, RejectReason, Router, SourcePosition,
@@ -420,10 +420,9 @@ impl<'a> Pipeline<'a> {
                 record: sealed,
                 source,
                 raw: resource.content_logging.then_some(raw),
-                observed: self.abuse.map(|abuse| Observed {
-                    end_user: record.meta.end_user.take(),
-                    timestamp: record.meta.timestamp,
-                    inspection: abuse.inspect(&record.content, scratch),
+                observed: self.abuse.map(|abuse| {
+                    let end_user = record.meta.end_user.take();
+                    abuse.inspect(end_user, record.meta.timestamp, &record.content, scratch)
                 }),
                 content: (self.classifier.is_some() || self.reviews_in_flight(resource))
                     .then(|| std::mem::take(&mut record.content)),
@@ -698,27 +697,38 @@ fn detect_stage(
 }
 
 /// Scores the content of the sealed items and attaches each record's detection (see
-/// [`HarmClassifier::detect`]). The content is dropped here, past which only scores remain,
-/// except for records whose resource logs no content: theirs stays in memory until their
-/// batch is written, for in-flight review.
+/// [`HarmClassifier::detect`]), and the prompt's meaning to what the abuse stage observes. The
+/// content is dropped here, past which only scores remain, except for records whose resource
+/// logs no content: theirs stays in memory until their batch is written, for in-flight review.
 fn detect(classifier: &HarmClassifier, items: &mut [Item]) -> Result<(), DetectorError> {
     let empty = Content::default();
-    let contents: Vec<&Content> = items
+    let records: Vec<ToDetect<'_>> = items
         .iter()
         .filter_map(|item| match item {
-            Item::Sealed { content, .. } => Some(content.as_ref().unwrap_or(&empty)),
+            Item::Sealed {
+                content, observed, ..
+            } => Some(ToDetect {
+                content: content.as_ref().unwrap_or(&empty),
+                encode_prompt: observed.as_ref().is_some_and(|o| o.suspicious),
+            }),
             Item::Rejected(_) => None,
         })
         .collect();
-    let detections = classifier.detect(&contents)?;
+    let detected = classifier.detect(&records)?;
     let sealed = items.iter_mut().filter_map(|item| match item {
         Item::Sealed {
-            record, content, ..
-        } => Some((record, content)),
+            record,
+            content,
+            observed,
+            ..
+        } => Some((record, content, observed)),
         Item::Rejected(_) => None,
     });
-    for ((record, content), detection) in sealed.zip(detections) {
-        record.detection = Some(detection);
+    for ((record, content, observed), detected) in sealed.zip(detected) {
+        record.detection = Some(detected.detection);
+        if let Some(observed) = observed {
+            observed.meaning = detected.meaning;
+        }
         if record.content_logged {
             *content = None;
         }

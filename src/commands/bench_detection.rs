@@ -19,7 +19,7 @@ use time::OffsetDateTime;
 use vigil_abuse::{CompiledPolicy, Observation, RecordSignal, Tracker};
 use vigil_core::{Content, Geography, RequestId, ResourceId};
 use vigil_detectors::heuristics::Scratch;
-use vigil_detectors::HarmClassifier;
+use vigil_detectors::{HarmClassifier, ToDetect};
 
 use super::bench::{machine, median_line};
 use super::bench_classifier::corpus_exchanges;
@@ -37,7 +37,7 @@ struct Inspected {
     began: Instant,
     first: usize,
     inspections: Vec<vigil_detectors::Inspection>,
-    detections: Option<Vec<vigil_core::Detection>>,
+    detections: Option<Vec<vigil_detectors::Detected>>,
 }
 
 struct BenchRecord {
@@ -105,13 +105,21 @@ pub fn bench(config: &Config, args: &BenchArgs) -> anyhow::Result<()> {
                     let began = Instant::now();
                     let batch_contents: Vec<&Content> =
                         batch.iter().map(|r| &contents[r.content]).collect();
-                    let inspections = batch_contents
+                    let inspections: Vec<vigil_detectors::Inspection> = batch_contents
                         .iter()
                         .map(|c| policy.heuristics.inspect(c, &mut scratch))
                         .collect();
                     let inspected = Instant::now();
+                    let to_detect: Vec<ToDetect<'_>> = batch_contents
+                        .iter()
+                        .zip(&inspections)
+                        .map(|(content, inspection)| ToDetect {
+                            content,
+                            encode_prompt: policy.policy.signals.suspicious(inspection),
+                        })
+                        .collect();
                     let detections = match &classifier {
-                        Some(classifier) => Some(classifier.detect(&batch_contents)?),
+                        Some(classifier) => Some(classifier.detect(&to_detect)?),
                         None => None,
                     };
                     inspect += inspected - began;
@@ -133,14 +141,19 @@ pub fn bench(config: &Config, args: &BenchArgs) -> anyhow::Result<()> {
                 let tracking = Instant::now();
                 for (i, inspection) in batch.inspections.iter().enumerate() {
                     let record = &records[batch.first + i];
-                    let detection = batch.detections.as_ref().map(|d| &d[i]);
+                    let detected = batch.detections.as_ref().map(|d| &d[i]);
                     let observation = Observation {
                         geography: &geography,
                         resource_id: &resources[record.resource],
                         end_user: Some(&record.end_user),
                         request_id: &record.request_id,
                         timestamp: record.timestamp,
-                        signal: RecordSignal::of(&policy.policy, detection, inspection),
+                        signal: RecordSignal::of(
+                            &policy.policy,
+                            detected.map(|d| &d.detection),
+                            inspection,
+                            detected.and_then(|d| d.meaning),
+                        ),
                     };
                     // Nothing to load: no store here. Cases are counted by the tracker.
                     let Ok(_) = tracker.observe(&observation, &mut |_| {
