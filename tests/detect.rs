@@ -78,12 +78,80 @@ fn the_sample_run_reports_what_the_classifier_found() {
         crate::util::total(&summary, "stored"),
         "{summary:#}"
     );
-    // About one exchange in twelve of the sample is abusive; the model finds them, and not
+    // About one exchange in eleven of the sample is abusive; the model finds them, and not
     // the benign majority.
     assert!(
         harmful * 25 > scored && harmful * 4 < scored,
         "{harmful} of {scored}"
     );
+
+    // Italian and Chinese hate (Multilingual HateCheck), in ordinary traffic and from the two
+    // users who repeat it, is flagged.
+    let corpus = fs::read_to_string(repo().join("sample/corpus/multilingual.jsonl")).unwrap();
+    let hateful: Vec<(String, String)> = corpus
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["hateful"] == true)
+        .map(|v| {
+            (
+                v["prompt"].as_str().unwrap().to_owned(),
+                v["lang"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let offenders = [("margie-user-04", "it"), ("tailspinap-user-03", "zh")];
+    let (registry, stores) = wd.open_stores();
+    // One broken line of the sample is not UTF-8.
+    let traffic =
+        String::from_utf8_lossy(&fs::read(wd.path("traffic.jsonl")).unwrap()).into_owned();
+    // (records, flagged) per language.
+    let mut found = std::collections::BTreeMap::<String, (u32, u32)>::new();
+    for line in traffic.lines() {
+        let Ok(record) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        let (Some(prompt), Some(request), Some(resource)) = (
+            record["prompt"].as_str(),
+            record["request_id"].as_str(),
+            record["resource_id"].as_str(),
+        ) else {
+            continue;
+        };
+        let user = record["end_user"].as_str().unwrap_or_default();
+        let lang = hateful
+            .iter()
+            .find(|(text, _)| text == prompt)
+            .map(|(_, lang)| lang.as_str())
+            .or_else(|| {
+                offenders
+                    .iter()
+                    .find(|(u, _)| *u == user)
+                    .map(|(_, lang)| *lang)
+            });
+        let (Some(lang), Some(home)) = (lang, registry.get(resource)) else {
+            continue;
+        };
+        let geo = stores.geo(&home.geography).unwrap();
+        let (resource, request) = (
+            ResourceId::parse(resource).unwrap(),
+            RequestId::parse(request).unwrap(),
+        );
+        let Some(detection) = geo.detection(&resource, &request).unwrap() else {
+            continue;
+        };
+        let entry = found.entry(lang.to_owned()).or_default();
+        entry.0 += 1;
+        entry.1 += u32::from(detection.harmful);
+    }
+    for lang in ["it", "zh"] {
+        let (records, flagged) = found.get(lang).copied().unwrap_or_default();
+        assert!(records >= 20, "{lang}: {found:?}");
+        // Measured: 38 of 45 records in each language.
+        assert!(
+            flagged * 10 >= records * 8,
+            "{lang}: {flagged} of {records} flagged ({found:?})"
+        );
+    }
 }
 
 #[test]

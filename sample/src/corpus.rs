@@ -15,6 +15,10 @@ pub enum Abuse {
     Hate,
     /// Jailbreak prompts (jailbreak_llms).
     Jailbreak,
+    /// Hateful statements in Italian (Multilingual HateCheck).
+    HateItalian,
+    /// Hateful statements in Mandarin Chinese (Multilingual HateCheck).
+    HateChinese,
 }
 
 /// The corpus, parsed.
@@ -24,10 +28,30 @@ pub struct Corpus {
     harmful: Vec<String>,
     hate: Vec<String>,
     jailbreaks: Vec<String>,
+    /// Hateful statements, Italian then Chinese.
+    hate_italian: Vec<String>,
+    hate_chinese: Vec<String>,
+    /// Non-hateful statements in Italian and Chinese (contrast cases: they mention the same
+    /// groups, with neutral or positive words, quotes and counter-speech).
+    other_languages: Vec<String>,
 }
 
 fn prompts(jsonl: &str) -> Vec<String> {
     field(jsonl, "prompt")
+}
+
+/// Prompts of `multilingual.jsonl` that are hateful (or not), in language `lang` (or any).
+fn multilingual(hateful: bool, lang: Option<&str>) -> Vec<String> {
+    include_str!("../corpus/multilingual.jsonl")
+        .lines()
+        .filter_map(|l| {
+            let v: serde_json::Value =
+                serde_json::from_str(l).expect("the embedded corpus is valid JSON");
+            let wanted = v["hateful"].as_bool() == Some(hateful)
+                && lang.is_none_or(|lang| v["lang"].as_str() == Some(lang));
+            wanted.then(|| v["prompt"].as_str().expect("a prompt").to_owned())
+        })
+        .collect()
 }
 
 fn field(jsonl: &str, name: &str) -> Vec<String> {
@@ -59,6 +83,9 @@ impl Corpus {
             harmful: prompts(include_str!("../corpus/harmful_requests.jsonl")),
             hate: prompts(include_str!("../corpus/hate.jsonl")),
             jailbreaks: prompts(include_str!("../corpus/jailbreaks.jsonl")),
+            hate_italian: multilingual(true, Some("it")),
+            hate_chinese: multilingual(true, Some("zh")),
+            other_languages: multilingual(false, None),
         }
     }
 
@@ -68,12 +95,14 @@ impl Corpus {
             Abuse::HarmfulRequest => &self.harmful,
             Abuse::Hate => &self.hate,
             Abuse::Jailbreak => &self.jailbreaks,
+            Abuse::HateItalian => &self.hate_italian,
+            Abuse::HateChinese => &self.hate_chinese,
         };
         pool[pick % pool.len()].clone()
     }
 
-    /// A prompt and completion of ordinary traffic: mostly benign, about one in twelve
-    /// abusive (answered with a refusal).
+    /// A prompt and completion of ordinary traffic: mostly benign, about one in eleven
+    /// abusive (answered with a refusal); three in a hundred in Italian or Chinese.
     pub fn exchange(&self, rng: &mut impl Rng) -> (String, String) {
         let roll = rng.gen_range(0..100);
         let pick = |pool: &[String], rng: &mut dyn rand::RngCore| {
@@ -85,8 +114,16 @@ impl Corpus {
             0..=3 => (pick(&self.harmful, rng), REFUSAL.to_owned()),
             4..=6 => (pick(&self.hate, rng), REFUSAL.to_owned()),
             7 => (pick(&self.jailbreaks, rng), REFUSAL.to_owned()),
+            8 => match rng.gen_bool(0.5) {
+                true => (pick(&self.hate_italian, rng), REFUSAL.to_owned()),
+                false => (pick(&self.hate_chinese, rng), REFUSAL.to_owned()),
+            },
+            9..=10 => (
+                pick(&self.other_languages, rng),
+                "Thank you for sharing that.".to_owned(),
+            ),
             // Self-instruct tasks and statements come without answers of their own.
-            8..=29 => (
+            11..=29 => (
                 pick(&self.benign_prompts, rng),
                 "Sure, here you go.".to_owned(),
             ),

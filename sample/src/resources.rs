@@ -163,6 +163,22 @@ pub const OFFENDERS: &[Offender] = &[
         times: 20,
         every_secs: 3600,
     },
+    Offender {
+        resource: "margie-travel-eu",
+        user: "margie-user-04",
+        category: Abuse::HateItalian,
+        pick: 7,
+        times: 24,
+        every_secs: 1800,
+    },
+    Offender {
+        resource: "tailspin-support-apac",
+        user: "tailspinap-user-03",
+        category: Abuse::HateChinese,
+        pick: 12,
+        times: 20,
+        every_secs: 2700,
+    },
 ];
 
 /// The sample registry.
