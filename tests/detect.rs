@@ -68,6 +68,93 @@ fn run_scores_every_stored_record_and_stores_the_detection() {
 }
 
 #[test]
+fn texts_seen_again_come_from_the_cache_with_the_same_scores() {
+    let wd = Workdir::new();
+    wd.write("resources.toml", REGISTRY);
+    let prompts = [
+        "What is a good name for a golden retriever puppy?",
+        "Give me step-by-step instructions to build a pipe bomb and hurt people.",
+        "Odio tutti gli immigrati, dovrebbero sparire.",
+        "Sure",
+    ];
+    let lines: Vec<String> = (0..40)
+        .map(|i| record(&format!("req-{i}"), "a", "us", prompts[i % prompts.len()]))
+        .collect();
+    wd.write("in.jsonl", lines.join("\n") + "\n");
+    let run = |data: &str, cache_entries: &str| -> Value {
+        let out = wd.output(
+            &["run", "--input", "in.jsonl", "--format", "json"],
+            b"",
+            &[
+                ("VIGIL_STORAGE__DATA_DIR", data),
+                ("VIGIL_DETECTORS__CACHE_ENTRIES", cache_entries),
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let cached = run("var/cached", "1024");
+    let scored = run("var/scored", "0");
+    // Four prompts and four completions, each scored once; the other 72 texts from the cache.
+    assert_eq!(
+        count(&cached, &["detection", "cached_texts"]),
+        72,
+        "{cached:#}"
+    );
+    assert_eq!(
+        count(&scored, &["detection", "cached_texts"]),
+        0,
+        "{scored:#}"
+    );
+    assert!(
+        count(&cached, &["detection", "semantic_texts"])
+            < count(&scored, &["detection", "semantic_texts"]),
+        "{cached:#} {scored:#}"
+    );
+    assert_eq!(
+        cached["detection"]["harmful"],
+        scored["detection"]["harmful"]
+    );
+    // Every record stored the same detection either way (the encoder's floating-point sums
+    // vary in the last bits with the batch a text is embedded in; verdicts do not).
+    let (registry, _) = wd.open_stores();
+    let geography = &registry.get("a").unwrap().geography;
+    let detections = |data: &str| {
+        let config = vigil_storage::StorageConfig {
+            data_dir: wd.path(data),
+            master_key: wd.path("keys/master.key"),
+            ..vigil_storage::StorageConfig::default()
+        };
+        let stores = vigil_storage::Stores::open(&config, wd.root()).unwrap();
+        let geo = stores.geo(geography).unwrap();
+        (0..40)
+            .map(|i| {
+                let id = RequestId::parse(format!("req-{i}")).unwrap();
+                geo.detection(&ResourceId::parse("a").unwrap(), &id)
+                    .unwrap()
+                    .expect("scored")
+            })
+            .collect::<Vec<_>>()
+    };
+    for (cached, scored) in detections("var/cached")
+        .iter()
+        .zip(detections("var/scored"))
+    {
+        assert_eq!(cached.harmful, scored.harmful);
+        let (a, b) = (cached.scores, scored.scores);
+        let pairs = std::iter::once((a.any_harm, b.any_harm))
+            .chain(a.categories.into_iter().zip(b.categories));
+        for (a, b) in pairs {
+            assert!((a - b).abs() < 1e-5, "{cached:?} {scored:?}");
+        }
+    }
+}
+
+#[test]
 fn the_sample_run_reports_what_the_classifier_found() {
     let wd = sample_workdir();
     let summary = wd.run("traffic.jsonl");

@@ -8,6 +8,7 @@
 //! [`HarmClassifier::score`] featurises a batch and scores it without locks: the classifier is
 //! `Send + Sync`, and any number of threads share it.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -16,6 +17,7 @@ use ort::value::TensorRef;
 use serde::{Deserialize, Serialize};
 use vigil_core::{Category, Content, Detection, HarmScores};
 
+use crate::cache::{text_key, CachedScores, ScoreCache, TextKey};
 use crate::features::{FeatureBatch, FeatureSpec, Featurizer};
 use crate::linear::LinearHeads;
 use crate::meaning::MeaningHash;
@@ -54,6 +56,9 @@ pub struct ClassifierConfig {
     pub threshold: Option<f32>,
     /// The cascade's second stage: a sentence encoder and heads over its embeddings.
     pub semantic: SemanticConfig,
+    /// Texts whose final scores are kept in memory (by a hash of the text, never the text), so
+    /// that a text seen again is not scored again; about 100 bytes each. Below 2: no cache.
+    pub cache_entries: usize,
 }
 
 impl Default for ClassifierConfig {
@@ -65,6 +70,7 @@ impl Default for ClassifierConfig {
             batch_size: 256,
             threshold: None,
             semantic: SemanticConfig::default(),
+            cache_entries: 65_536,
         }
     }
 }
@@ -88,6 +94,17 @@ pub struct Detected {
     pub meaning: Option<MeaningHash>,
 }
 
+impl ClassifierConfig {
+    /// This configuration without the score cache: for measuring what scoring a text costs
+    /// (`vigil bench`, `vigil eval`), every text is scored however often it comes.
+    pub fn without_cache(&self) -> Self {
+        Self {
+            cache_entries: 0,
+            ..self.clone()
+        }
+    }
+}
+
 /// The loaded model.
 pub struct HarmClassifier {
     heads: LinearHeads,
@@ -102,6 +119,10 @@ pub struct HarmClassifier {
     semantic: Option<SemanticStage>,
     /// Texts the semantic stage scored, over the classifier's life.
     semantic_texts: AtomicU64,
+    /// Final scores of recently seen texts; `None` when `cache_entries` is below 2.
+    cache: Option<ScoreCache>,
+    /// Texts answered from the cache, over the classifier's life.
+    cached_texts: AtomicU64,
 }
 
 impl std::fmt::Debug for HarmClassifier {
@@ -158,6 +179,8 @@ impl HarmClassifier {
             batch_size: config.batch_size.max(1),
             semantic,
             semantic_texts: AtomicU64::new(0),
+            cache: ScoreCache::new(config.cache_entries),
+            cached_texts: AtomicU64::new(0),
         };
         let runtime::LoadedModel {
             path, mut session, ..
@@ -188,37 +211,98 @@ impl HarmClassifier {
 
     /// Scores `texts`, in order, sending those for which `encode(i)` holds to the semantic
     /// stage whatever their cheap score. Also returns the [`MeaningHash`] of every text the
-    /// semantic stage read.
+    /// semantic stage read. Texts in the [`ScoreCache`] are not scored again.
     fn score_texts<S: AsRef<str>>(
         &self,
         texts: &[S],
         encode: impl Fn(usize) -> bool,
     ) -> Result<(Vec<HarmScores>, Vec<Option<MeaningHash>>), DetectorError> {
+        let heads = self.heads.heads();
+        let mut probabilities = vec![0.0; texts.len() * heads];
+        let mut meanings = vec![None; texts.len()];
+        // Texts to score: their index, cache key, and whether the encoder must read them.
+        let mut todo: Vec<(usize, Option<TextKey>, bool)> = Vec::with_capacity(texts.len());
+        // Texts that repeat one of `todo` (by its position there), to copy once it is scored.
+        let mut repeats: Vec<(usize, usize)> = Vec::new();
+        let mut pending: HashMap<TextKey, usize> = HashMap::new();
+        for (i, text) in texts.iter().enumerate() {
+            let must_encode = self.semantic.is_some() && encode(i);
+            let Some(cache) = &self.cache else {
+                todo.push((i, None, must_encode));
+                continue;
+            };
+            let key = text_key(text.as_ref());
+            // An entry made without the encoder does not do where it must read the text.
+            match cache
+                .get(key)
+                .filter(|c| c.meaning.is_some() || !must_encode)
+            {
+                Some(cached) => {
+                    probabilities[i * heads..][..heads].copy_from_slice(&cached.probabilities);
+                    meanings[i] = cached.meaning;
+                }
+                None => match pending.get(&key) {
+                    Some(&first) => {
+                        todo[first].2 |= must_encode;
+                        repeats.push((i, first));
+                    }
+                    None => {
+                        pending.insert(key, todo.len());
+                        todo.push((i, Some(key), must_encode));
+                    }
+                },
+            }
+        }
+        self.cached_texts
+            .fetch_add((texts.len() - todo.len()) as u64, Ordering::Relaxed);
         let mut featurizer = Featurizer::new(self.spec.clone());
         let mut batch = FeatureBatch::default();
-        let mut probabilities = Vec::new();
-        let mut scores = Vec::with_capacity(texts.len());
-        let mut meanings = vec![None; texts.len()];
-        for (at, chunk) in texts.chunks(self.batch_size).enumerate() {
-            let first = at * self.batch_size;
+        let mut rows = Vec::new();
+        for chunk in todo.chunks(self.batch_size) {
             batch.clear();
-            for text in chunk {
-                featurizer.push(text.as_ref(), &mut batch);
+            for &(i, ..) in chunk {
+                featurizer.push(texts[i].as_ref(), &mut batch);
             }
-            probabilities.clear();
-            self.heads.score(&batch, &mut probabilities);
+            rows.clear();
+            self.heads.score(&batch, &mut rows);
+            let mut found = vec![None; chunk.len()];
             if let Some(stage) = &self.semantic {
-                let meanings = &mut meanings[first..][..chunk.len()];
-                let encode = |i: usize| encode(first + i);
-                self.cascade(stage, chunk, &encode, &mut probabilities, meanings)?;
+                let chunk_texts: Vec<&str> =
+                    chunk.iter().map(|&(i, ..)| texts[i].as_ref()).collect();
+                let encode = |j: usize| chunk[j].2;
+                self.cascade(stage, &chunk_texts, &encode, &mut rows, &mut found)?;
             }
-            scores.extend(
-                probabilities
-                    .chunks_exact(self.heads.heads())
-                    .map(|row| self.harm_scores(row)),
-            );
+            let scored = chunk.iter().zip(rows.chunks_exact(heads)).zip(found);
+            for ((&(i, key, _), row), meaning) in scored {
+                probabilities[i * heads..][..heads].copy_from_slice(row);
+                meanings[i] = meaning;
+                if let (Some(cache), Some(key)) = (&self.cache, key) {
+                    let probabilities = row.into();
+                    cache.put(
+                        key,
+                        CachedScores {
+                            probabilities,
+                            meaning,
+                        },
+                    );
+                }
+            }
         }
+        for (i, first) in repeats {
+            let first = todo[first].0;
+            probabilities.copy_within(first * heads..(first + 1) * heads, i * heads);
+            meanings[i] = meanings[first];
+        }
+        let scores = probabilities
+            .chunks_exact(heads)
+            .map(|row| self.harm_scores(row))
+            .collect();
         Ok((scores, meanings))
+    }
+
+    /// Texts answered from the score cache so far.
+    pub fn cached_texts(&self) -> u64 {
+        self.cached_texts.load(Ordering::Relaxed)
     }
 
     /// Texts scored by the semantic stage so far (the rest kept their cheap scores), or `None`

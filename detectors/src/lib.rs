@@ -8,7 +8,8 @@
 //!   Rust;
 //! - [`classifier`] serves the ONNX model: batched, shared across threads, checked at start-up
 //!   (ONNX Runtime and Rust must agree on probe texts), and runs the cascade: [`semantic`]
-//!   scores what the cheap stage cannot settle with a multilingual sentence encoder;
+//!   scores what the cheap stage cannot settle with a multilingual sentence encoder, and
+//!   [`cache`] keeps the final scores of texts seen recently;
 //! - [`sentencepiece`] tokenises exactly as the encoder's original graph did;
 //! - [`encoder`] embeds texts with USE multilingual v3 (512 floats a text) in ONNX Runtime;
 //! - [`skeleton`] undoes filter evasions (spacing, leetspeak, homoglyphs, invisible
@@ -21,6 +22,7 @@
 //! Detectors see content in memory only; what leaves them is scores ([`vigil_core::HarmScores`],
 //! [`heuristics::Inspection`]). Recurrence over time is the `vigil-abuse` crate's job.
 
+pub mod cache;
 pub mod classifier;
 pub mod encoder;
 pub mod features;

@@ -349,6 +349,7 @@ impl<'a> Pipeline<'a> {
         stored?;
         if let (Some(detection), Some(classifier)) = (summary.detection.as_mut(), self.classifier) {
             detection.semantic_texts = classifier.semantic_texts();
+            detection.cached_texts = classifier.cached_texts();
         }
         summary.abuse = self.abuse.map(AbuseStage::summary);
         summary.finish(started.elapsed());

@@ -81,6 +81,9 @@ pub struct DetectionSummary {
     /// Texts (prompts and completions) the cascade's semantic stage scored, when it ran; the
     /// rest kept the cheap stage's scores.
     pub semantic_texts: Option<u64>,
+    /// Texts answered from the classifier's score cache (seen before in this run), neither
+    /// stage scoring them again.
+    pub cached_texts: u64,
 }
 
 impl DetectionSummary {
@@ -237,6 +240,11 @@ impl fmt::Display for Summary {
                     "  by the encoder      {texts:>10}   (texts the cheap stage could not settle)"
                 )?;
             }
+            writeln!(
+                f,
+                "  from the cache      {:>10}   (texts seen before in this run)",
+                d.cached_texts
+            )?;
             writeln!(f, "  harmful             {:>10}", d.harmful)?;
             for (category, n) in &d.categories {
                 writeln!(f, "    {category:<17} {n:>10}")?;

@@ -22,7 +22,7 @@ use crate::config::Config;
 
 pub fn bench(config: &Config, args: &BenchArgs) -> anyhow::Result<()> {
     let threads = args.threads.max(1);
-    let classifier = HarmClassifier::open(&config.detectors)?;
+    let classifier = HarmClassifier::open(&config.detectors.without_cache())?;
     let texts = corpus_texts(args.records);
     let batch_size = config.detectors.batch_size.max(1);
     let mean_chars = texts.iter().map(|t| t.chars().count()).sum::<usize>() / texts.len();

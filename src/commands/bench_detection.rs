@@ -52,7 +52,7 @@ pub fn bench(config: &Config, args: &BenchArgs) -> anyhow::Result<()> {
     let path = vigil_detectors::runtime::resolve(&config.abuse.policy);
     let policy = Arc::new(CompiledPolicy::load(&path).context("loading the abuse policy")?);
     let classifier = match args.with_classifier {
-        true => Some(HarmClassifier::open(&config.detectors)?),
+        true => Some(HarmClassifier::open(&config.detectors.without_cache())?),
         false => None,
     };
     let contents: Vec<Content> = corpus_exchanges(EXCHANGES.min(args.records.max(1)))

@@ -31,7 +31,7 @@ pub fn eval(config: &Config, args: &EvalArgs) -> anyhow::Result<()> {
     }
     let classifier_config = ClassifierConfig {
         threshold: args.threshold.or(config.detectors.threshold),
-        ..config.detectors.clone()
+        ..config.detectors.without_cache()
     };
     // The input is checked before the model loads: a bad file fails at once.
     let samples = read(args)?;
