@@ -70,6 +70,50 @@ fn cases_of(wd: &Workdir) -> Vec<Value> {
     serde_json::from_str(&wd.ok(&["cases", "--format", "json"])).expect("cases parse")
 }
 
+/// Writes `lines` to `in.jsonl` in timestamp order.
+fn write_in_time_order(wd: &Workdir, mut lines: Vec<String>) {
+    lines.sort_by_key(|l| {
+        serde_json::from_str::<Value>(l).unwrap()["timestamp"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    });
+    wd.write("in.jsonl", lines.join("\n") + "\n");
+}
+
+/// The one case a run opened: mallory's on resource `a`, with a sample of mallory's records
+/// only (at most the policy's 10) and at least three near-duplicate retries.
+fn mallorys_only_case(wd: &Workdir, summary: &Value) -> Value {
+    assert_eq!(
+        count(summary, &["abuse", "cases", "end_users"]),
+        1,
+        "{summary:#}"
+    );
+    assert_eq!(
+        count(summary, &["abuse", "cases", "resources"]),
+        0,
+        "{summary:#}"
+    );
+    let mut cases = cases_of(wd);
+    assert_eq!(cases.len(), 1, "{cases:#?}");
+    let case = cases.remove(0);
+    assert_eq!(case["subject"]["end_user"], "mallory");
+    assert_eq!(case["resource_id"], "a");
+    let sample: Vec<&str> = case["sample"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!((3..=10).contains(&sample.len()), "{sample:?}");
+    assert!(sample.iter().all(|id| id.starts_with("m-")), "{sample:?}");
+    assert!(
+        count(&case, &["signals", "near_duplicates"]) >= 3,
+        "{case:#}"
+    );
+    case
+}
+
 #[test]
 fn among_thousands_of_benign_users_only_the_abuser_is_flagged_with_their_own_records() {
     let wd = Workdir::new();
@@ -106,53 +150,20 @@ fn among_thousands_of_benign_users_only_the_abuser_is_flagged_with_their_own_rec
             &jailbreak(i as usize),
         ));
     }
-    lines.sort_by_key(|l| {
-        serde_json::from_str::<Value>(l).unwrap()["timestamp"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    });
-    wd.write("in.jsonl", lines.join("\n") + "\n");
+    write_in_time_order(&wd, lines);
 
     let summary = wd.run("in.jsonl");
-    assert_eq!(
-        count(&summary, &["abuse", "cases", "end_users"]),
-        1,
-        "{summary:#}"
-    );
-    assert_eq!(
-        count(&summary, &["abuse", "cases", "resources"]),
-        0,
-        "{summary:#}"
-    );
     assert_eq!(
         count(&summary, &["abuse", "flags_published"]),
         1,
         "{summary:#}"
     );
-
-    let cases = cases_of(&wd);
-    assert_eq!(cases.len(), 1, "{cases:#?}");
-    let case = &cases[0];
-    assert_eq!(case["subject"]["end_user"], "mallory");
-    assert_eq!(case["resource_id"], "a");
-    let sample: Vec<&str> = case["sample"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
-    // The sample is drawn when the case opens: at most the policy's 10, all mallory's.
-    assert!((3..=10).contains(&sample.len()), "{sample:?}");
-    assert!(sample.iter().all(|id| id.starts_with("m-")), "{sample:?}");
+    // The sample is drawn when the case opens.
+    let case = &mallorys_only_case(&wd, &summary);
     assert!(case["categories"]
         .as_array()
         .unwrap()
         .contains(&"jailbreak".into()));
-    assert!(
-        count(case, &["signals", "near_duplicates"]) >= 3,
-        "{case:#}"
-    );
     assert!(case["scores"]["abuse"].as_f64().unwrap() >= 0.5);
 
     // The flag event names the case and its sample, and nothing of the content.
@@ -238,13 +249,7 @@ fn a_paraphrasing_abuser_among_thousands_of_benign_users_opens_exactly_one_case(
             prompt,
         ));
     }
-    lines.sort_by_key(|l| {
-        serde_json::from_str::<Value>(l).unwrap()["timestamp"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    });
-    wd.write("in.jsonl", lines.join("\n") + "\n");
+    write_in_time_order(&wd, lines);
 
     // Without near-duplicates by meaning the paraphrases share too few words to count as
     // retries, and mallory's harmful records alone do not make a case.
@@ -275,31 +280,7 @@ fn a_paraphrasing_abuser_among_thousands_of_benign_users_opens_exactly_one_case(
     );
 
     let summary = wd.run("in.jsonl");
-    assert_eq!(
-        count(&summary, &["abuse", "cases", "end_users"]),
-        1,
-        "{summary:#}"
-    );
-    assert_eq!(
-        count(&summary, &["abuse", "cases", "resources"]),
-        0,
-        "{summary:#}"
-    );
-    let cases = cases_of(&wd);
-    assert_eq!(cases.len(), 1, "{cases:#?}");
-    let case = &cases[0];
-    assert_eq!(case["subject"]["end_user"], "mallory");
-    assert!(
-        count(case, &["signals", "near_duplicates"]) >= 3,
-        "{case:#}"
-    );
-    let sample = case["sample"].as_array().unwrap();
-    assert!(
-        sample
-            .iter()
-            .all(|id| id.as_str().unwrap().starts_with("m-")),
-        "{sample:?}"
-    );
+    mallorys_only_case(&wd, &summary);
 }
 
 #[test]

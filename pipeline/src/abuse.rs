@@ -159,7 +159,7 @@ impl AbuseStage {
         &self,
         geo: &Arc<GeoStore>,
         records: &[SealedRecord],
-        observed: &[Option<Observed>],
+        observed: &[Option<Box<Observed>>],
         in_flight: &[Option<Content>],
         offers: &mut Vec<InFlight>,
         outcomes: &[WriteOutcome],

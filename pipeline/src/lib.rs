@@ -155,8 +155,9 @@ enum Item {
         /// The content in flight, for the classifier and, when the resource logs no content,
         /// for in-flight review; `None` when neither needs it.
         content: Option<Content>,
-        /// What the abuse stage needs of the record; `None` when the pipeline has none.
-        observed: Option<Observed>,
+        /// What the abuse stage needs of the record; `None` when the pipeline has none (boxed:
+        /// it is most of an item's size).
+        observed: Option<Box<Observed>>,
     },
     /// A rejected input.
     Rejected(DeadLetter),
@@ -167,7 +168,7 @@ struct GeoBatch {
     geo: Arc<GeoStore>,
     records: Vec<SealedRecord>,
     origins: Vec<(SourcePosition, Option<Vec<u8>>)>,
-    observed: Vec<Option<Observed>>,
+    observed: Vec<Option<Box<Observed>>>,
     /// Content kept for in-flight review (resources that log none).
     in_flight: Vec<Option<Content>>,
 }
@@ -423,7 +424,8 @@ impl<'a> Pipeline<'a> {
                 raw: resource.content_logging.then_some(raw),
                 observed: self.abuse.map(|abuse| {
                     let end_user = record.meta.end_user.take();
-                    abuse.inspect(end_user, record.meta.timestamp, &record.content, scratch)
+                    let at = record.meta.timestamp;
+                    Box::new(abuse.inspect(end_user, at, &record.content, scratch))
                 }),
                 content: (self.classifier.is_some() || self.reviews_in_flight(resource))
                     .then(|| std::mem::take(&mut record.content)),
