@@ -20,13 +20,15 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use aes_gcm::Aes256Gcm;
 use time::OffsetDateTime;
+use tracing::warn;
 use vigil_core::{
     Clock, Content, Day, Detection, Geography, LogRecord, RecordMeta, RequestId, Resource,
     ResourceId,
 };
 
 use crate::crypto;
-use crate::keys::{KeySource, WrappedKey};
+use crate::keyring::{self, Keyring};
+use crate::keys::{KeyEntry, KeySource, WrappedKey};
 use crate::layout::{self, StoredContent, StoredValue};
 use crate::{Result, StorageError};
 
@@ -95,7 +97,11 @@ pub struct GeoStore {
     geography: Geography,
     pub(crate) db: sled::Db,
     records: sled::Tree,
+    /// Which slot of the keyring holds each resource's data key of each day, and under which
+    /// key-encryption key (never key material); job markers; the layout version.
     data_keys: sled::Tree,
+    /// The wrapped data keys themselves, destroyed in place.
+    keyring: Keyring,
     keys: Arc<KeySource>,
     clock: Clock,
     ciphers: RwLock<HashMap<(ResourceId, Day), DataKey>>,
@@ -136,6 +142,52 @@ pub fn open_db(path: &Path) -> sled::Result<sled::Db> {
     }
 }
 
+/// Where the keyring of the store at `path` lives: beside its directory
+/// (`<data_dir>/<geography>.keyring`), so that compaction, which replaces the directory,
+/// never copies it.
+pub(crate) fn keyring_path(path: &Path) -> std::path::PathBuf {
+    path.with_extension("keyring")
+}
+
+/// Moves a layout-2 store's wrapped data keys from its `data_keys` tree into its keyring,
+/// leaving index entries, and marks the store layout 3. Returns how many keys moved.
+fn migrate_keys_to_keyring(
+    geography: &Geography,
+    data_keys: &sled::Tree,
+    keyring: &Keyring,
+) -> Result<usize> {
+    let sled_err = |source| StorageError::Sled {
+        geography: geography.clone(),
+        source,
+    };
+    let mut moved = 0;
+    for entry in data_keys.iter() {
+        let (key, bytes) = entry.map_err(sled_err)?;
+        let Some((resource, day)) = layout::data_key_of(&key) else {
+            continue;
+        };
+        // An entry already moved (a crash cut the migration short) is an index entry.
+        let Ok(wrapped) = postcard::from_bytes::<WrappedKey>(&bytes) else {
+            continue;
+        };
+        let aad = crypto::data_key_aad(geography.as_str(), resource, day);
+        let slot = keyring.put(keyring::owner(&aad), &wrapped.sealed)?;
+        let entry = KeyEntry {
+            kek: wrapped.kek,
+            slot,
+        };
+        let encoded = postcard::to_stdvec(&entry).expect("a key entry encodes");
+        data_keys.insert(key, encoded).map_err(sled_err)?;
+        data_keys.flush().map_err(sled_err)?;
+        moved += 1;
+    }
+    data_keys
+        .insert(layout::LAYOUT_KEY, &[layout::LAYOUT_VERSION])
+        .map_err(sled_err)?;
+    data_keys.flush().map_err(sled_err)?;
+    Ok(moved)
+}
+
 impl GeoStore {
     pub(crate) fn open(
         path: &Path,
@@ -150,25 +202,50 @@ impl GeoStore {
         let db = open_db(path).map_err(sled_err)?;
         let records = db.open_tree("records").map_err(sled_err)?;
         let data_keys = db.open_tree("data_keys").map_err(sled_err)?;
-        match data_keys.get(layout::LAYOUT_KEY).map_err(sled_err)? {
-            Some(v) if v.as_ref() == [layout::LAYOUT_VERSION] => {}
+        let keyring = Keyring::open(&keyring_path(path))?;
+        let found = data_keys.get(layout::LAYOUT_KEY).map_err(sled_err)?;
+        let found = found.map(|v| v.first().copied().unwrap_or(1));
+        match found {
+            Some(layout::LAYOUT_VERSION) => {}
             None if records.is_empty() && data_keys.is_empty() => {
                 data_keys
                     .insert(layout::LAYOUT_KEY, &[layout::LAYOUT_VERSION])
                     .map_err(sled_err)?;
             }
+            Some(2) => {
+                let moved = migrate_keys_to_keyring(&geography, &data_keys, &keyring).map_err(
+                    |e| match e {
+                        StorageError::Sled { source, .. } => sled_err(source),
+                        other => other,
+                    },
+                )?;
+                warn!(geography = %geography, data_keys = moved, "Moved this store's data keys into its keyring (layout 2 to 3). Their old copies stay in sled's files until the store is compacted: run `vigil purge`, which compacts.");
+            }
             found => {
                 return Err(StorageError::Layout {
                     path: path.to_owned(),
-                    found: found.and_then(|v| v.first().copied()).unwrap_or(1),
+                    found: found.unwrap_or(1),
                 })
             }
         }
+        // Keys written just before a crash, that no index entry names, sealed nothing.
+        let named: std::collections::HashSet<(u32, keyring::Owner)> = data_keys
+            .iter()
+            .filter_map(|entry| {
+                let (key, value) = entry.ok()?;
+                let (resource, day) = layout::data_key_of(&key)?;
+                let entry: KeyEntry = postcard::from_bytes(&value).ok()?;
+                let aad = crypto::data_key_aad(geography.as_str(), resource, day);
+                Some((entry.slot, keyring::owner(&aad)))
+            })
+            .collect();
+        keyring.destroy_orphans(|slot, owner| named.contains(&(slot, owner)))?;
         Ok(Self {
             geography,
             db,
             records,
             data_keys,
+            keyring,
             keys,
             clock,
             ciphers: RwLock::new(HashMap::new()),
@@ -224,19 +301,36 @@ impl GeoStore {
         }
         let id = layout::data_key_id(resource.id.as_str(), day);
         let aad = crypto::data_key_aad(self.geography.as_str(), resource.id.as_str(), day);
-        let cipher = match self.data_keys.get(&id).map_err(|e| self.sled_err(e))? {
+        let owner = keyring::owner(&aad);
+        let stored = match self.data_keys.get(&id).map_err(|e| self.sled_err(e))? {
             Some(bytes) => {
-                let wrapped: WrappedKey =
+                let entry: KeyEntry =
                     postcard::from_bytes(&bytes).map_err(|e| Self::corrupt(&id, e))?;
+                // A slot found empty was destroyed by a purge or deletion that a crash cut
+                // short before it removed the entry: the key is gone.
+                self.keyring
+                    .get(entry.slot, owner)?
+                    .map(|sealed| (entry, sealed))
+            }
+            None => None,
+        };
+        let cipher = match stored {
+            Some((entry, sealed)) => {
+                let wrapped = WrappedKey {
+                    kek: entry.kek,
+                    sealed,
+                };
                 let (cipher, rewrapped) = self.keys.unwrap_data_key(resource, &aad, &wrapped)?;
                 if let Some(rewrapped) = rewrapped {
-                    self.put_data_key(&id, &rewrapped)?;
+                    self.keyring.replace(entry.slot, owner, &rewrapped.sealed)?;
+                    self.put_key_entry(&id, entry.slot, rewrapped.kek)?;
                 }
                 cipher
             }
             None if create => {
                 let (cipher, wrapped) = self.keys.new_data_key(resource, &aad)?;
-                self.put_data_key(&id, &wrapped)?;
+                let slot = self.keyring.put(owner, &wrapped.sealed)?;
+                self.put_key_entry(&id, slot, wrapped.kek)?;
                 cipher
             }
             None => return Ok(None),
@@ -286,22 +380,31 @@ impl GeoStore {
             let Some((id, day)) = layout::data_key_of(&key) else {
                 continue;
             };
-            let wrapped: WrappedKey =
+            let entry: KeyEntry =
                 postcard::from_bytes(&bytes).map_err(|e| Self::corrupt(&key, e))?;
-            if wrapped.kek == crate::keys::KekRef::Master {
-                let aad = crypto::data_key_aad(self.geography.as_str(), id, day);
+            if entry.kek != crate::keys::KekRef::Master {
+                continue;
+            }
+            let aad = crypto::data_key_aad(self.geography.as_str(), id, day);
+            if let Some(sealed) = self.keyring.get(entry.slot, keyring::owner(&aad))? {
+                let wrapped = WrappedKey {
+                    kek: entry.kek,
+                    sealed,
+                };
                 return Ok(Some(opens(&wrapped, &aad)));
             }
         }
         Ok(None)
     }
 
-    fn put_data_key(&self, id: &[u8], wrapped: &WrappedKey) -> Result<()> {
-        let bytes = postcard::to_stdvec(wrapped).expect("a wrapped key always encodes");
+    /// Records that `id`'s data key is in keyring slot `slot`, wrapped by `kek`.
+    fn put_key_entry(&self, id: &[u8], slot: u32, kek: crate::keys::KekRef) -> Result<()> {
+        let bytes = postcard::to_stdvec(&KeyEntry { kek, slot }).expect("a key entry encodes");
         self.data_keys
             .insert(id, bytes)
             .map_err(|e| self.sled_err(e))?;
-        // Content sealed under this key must never reach disk before the key itself does.
+        // Content sealed under this key must never reach disk before the key itself does
+        // (the keyring synced its slot already).
         self.db.flush().map_err(|e| self.sled_err(e))?;
         Ok(())
     }

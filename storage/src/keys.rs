@@ -1,7 +1,8 @@
 //! Keys: vigil's master key, customer-managed keys, and per-resource data keys.
 //!
-//! Envelope encryption: every resource has a random 256-bit data key that encrypts its content.
-//! The data key is stored only wrapped (sealed) by a key-encryption key: the resource's
+//! Envelope encryption: every resource has a random 256-bit data key per UTC day that encrypts
+//! its content. The data key is stored only wrapped (sealed), in the geography's keyring
+//! ([`crate::keyring`]), by a key-encryption key: the resource's
 //! customer-managed key when the registry names one, otherwise vigil's master key. Destroying or
 //! revoking the key-encryption key therefore makes all of that resource's content unreadable
 //! (crypto-shredding), and only that resource's.
@@ -236,6 +237,14 @@ impl std::fmt::Display for KekRef {
 pub(crate) struct WrappedKey {
     pub kek: KekRef,
     pub sealed: Sealed,
+}
+
+/// Where a data key is, as the `data_keys` tree records it: its keyring slot and the
+/// key-encryption key that wrapped it (the wrapped key itself is only in the keyring).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct KeyEntry {
+    pub kek: KekRef,
+    pub slot: u32,
 }
 
 /// Resolves the key-encryption key of each resource.

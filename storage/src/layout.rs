@@ -28,8 +28,10 @@
 //! written, which is what the purge expires them by. Review tasks, verdicts and decisions
 //! live and die with their case.
 //!
-//! The `data_keys` tree maps `resource \0 day` to the wrapped data key of that resource's
-//! records stored that day (destroying one key crypto-shreds one day), holds
+//! The `data_keys` tree maps `resource \0 day` to where the data key of that resource's
+//! records stored that day is: its slot in the geography's keyring file and the
+//! key-encryption key that wrapped it (destroying the slot crypto-shreds one day; see
+//! `crate::keyring`), holds
 //! `\0job\0 kind resource` markers while a resource's content is being stripped (`s`) or its
 //! data deleted (`d`), and `\0layout` with the layout version.
 //!
@@ -53,8 +55,10 @@ const BUCKET: u8 = b'B';
 const EXPORT_BACKLOG: u8 = b'X';
 
 /// The layout version, kept under [`LAYOUT_KEY`] in the `data_keys` tree. Version 1 had one
-/// data key per resource; version 2 one per resource and day.
-pub const LAYOUT_VERSION: u8 = 2;
+/// data key per resource; version 2 one per resource and day, wrapped, in the `data_keys`
+/// tree; version 3 keeps the wrapped keys in the keyring file (`crate::keyring`) and only
+/// their slots in the tree. A version-2 store is migrated when it is opened.
+pub const LAYOUT_VERSION: u8 = 3;
 
 /// Key, in the `data_keys` tree, of the layout version.
 pub const LAYOUT_KEY: &[u8] = b"\0layout";

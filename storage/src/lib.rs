@@ -12,8 +12,10 @@
 //! resource and request ID.
 //!
 //! Lifecycle ([`geo::GeoStore::purge`], deletion, [`Stores::compact`]): data keys are per
-//! resource and per UTC day, so retention and deletion destroy keys first (crypto-shredding)
-//! and remove entries after; compaction rewrites a store without what was removed.
+//! resource and per UTC day, kept wrapped in each geography's [`keyring`] file, whose slots
+//! are overwritten in place; retention and deletion destroy keys first (crypto-shredding that
+//! holds against a copy of the disk) and remove entries after; compaction rewrites a store
+//! without what was removed.
 //!
 //! Architecture invariants:
 //! - Only this crate touches the stores and the keys, and nothing it writes to disk holds
@@ -24,6 +26,7 @@
 mod compact;
 pub mod crypto;
 pub mod geo;
+pub mod keyring;
 pub mod keys;
 mod layout;
 pub mod retention;
@@ -91,6 +94,9 @@ pub enum StorageError {
     /// A key could not be loaded, created or used.
     #[error(transparent)]
     Key(#[from] KeyError),
+    /// A keyring file could not be read or written.
+    #[error(transparent)]
+    Keyring(#[from] keyring::KeyringError),
     /// A stored ciphertext did not authenticate: it was tampered with, moved to another record,
     /// or the key that wraps it is the wrong one.
     #[error("content of request {request_id} (resource {resource_id}) cannot be decrypted")]

@@ -18,6 +18,8 @@ use time::OffsetDateTime;
 use vigil_core::{Day, RequestId, ResourceId};
 
 use super::{ExportPart, GeoStore};
+use crate::keyring;
+use crate::keys::KeyEntry;
 use crate::layout::{self, StoredContent, StoredValue};
 use crate::retention::Cutoffs;
 use crate::Result;
@@ -364,24 +366,32 @@ impl GeoStore {
         let _writer = self.writer.lock().expect("lock poisoned");
         let _creating = self.key_creation.lock().expect("lock poisoned");
         let mut batch = sled::Batch::default();
-        let mut destroyed = 0;
+        let mut slots = Vec::new();
         let mut ciphers = self.ciphers.write().expect("lock poisoned");
-        for key in self.data_keys.iter().keys() {
-            let key = key.map_err(|e| self.sled_err(e))?;
+        for entry in self.data_keys.iter() {
+            let (key, value) = entry.map_err(|e| self.sled_err(e))?;
             let Some((resource, day)) = layout::data_key_of(&key) else {
                 continue;
             };
             if doomed(resource, day) {
+                let entry: KeyEntry =
+                    postcard::from_bytes(&value).map_err(|e| Self::corrupt(&key, e))?;
                 ciphers.retain(|(r, d), _| !(r.as_str() == resource && *d == day));
+                let aad = crate::crypto::data_key_aad(self.geography.as_str(), resource, day);
+                slots.push((entry.slot, keyring::owner(&aad)));
                 batch.remove(key.clone());
-                destroyed += 1;
             }
         }
+        let destroyed = slots.len();
         if let Some(marker) = marker {
             batch.insert(marker, &[]);
         } else if destroyed == 0 {
             return Ok(0);
         }
+        // The keys first, overwritten in place and synced: from here the content is
+        // unreadable from any copy of the disk. A crash before the entries go leaves entries
+        // that point at empty slots, which read as no key and are removed next time.
+        self.keyring.destroy(&slots)?;
         self.data_keys
             .apply_batch(batch)
             .map_err(|e| self.sled_err(e))?;

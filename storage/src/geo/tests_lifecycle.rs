@@ -344,22 +344,18 @@ fn ingest_during_a_purge_loses_nothing() {
 }
 
 #[test]
-fn after_purge_and_compaction_no_byte_of_a_purged_record_or_its_key_is_on_disk() {
+fn after_a_purge_no_copy_of_the_disk_unwraps_the_purged_day_and_compaction_removes_its_ids() {
     let dir = tempfile::tempdir().unwrap();
     let a = resource("a");
     let reg = registry(&[&a]);
     let old_day = Day::of(NOW - Duration::days(40));
-    {
-        let old = stores_at(dir.path(), 40);
-        put(
-            &old,
-            &a,
-            &ids("purgemarker", 200),
-            "enduser-purgemarker",
-            "x",
-        );
-        old.flush().unwrap();
-    }
+    put(
+        &stores_at(dir.path(), 40),
+        &a,
+        &ids("purgemarker", 200),
+        "enduser-purgemarker",
+        "x",
+    );
     put(
         &stores_at(dir.path(), 1),
         &a,
@@ -368,14 +364,23 @@ fn after_purge_and_compaction_no_byte_of_a_purged_record_or_its_key_is_on_disk()
         "y",
     );
     let data = dir.path().join("data");
+    let aad = crate::crypto::data_key_aad("eu", "a", old_day);
+    // The old day's wrapped data key as it lies in the keyring: nonce, then ciphertext.
     let wrapped = {
         let stores = stores_at(dir.path(), 0);
         let geo = stores.geo(&eu()).unwrap();
-        geo.data_keys
+        let entry = geo
+            .data_keys
             .get(layout::data_key_id("a", old_day))
             .unwrap()
-            .expect("the old day has a key")
-            .to_vec()
+            .expect("the old day has a key");
+        let entry: crate::keys::KeyEntry = postcard::from_bytes(&entry).unwrap();
+        let sealed = geo
+            .keyring
+            .get(entry.slot, crate::keyring::owner(&aad))
+            .unwrap()
+            .expect("its slot is live");
+        [sealed.nonce.as_slice(), &sealed.ciphertext].concat()
     };
     let before = all_bytes(&data);
     assert!(
@@ -389,11 +394,56 @@ fn after_purge_and_compaction_no_byte_of_a_purged_record_or_its_key_is_on_disk()
 
     let stores = stores_at(dir.path(), 0);
     assert_eq!(purge_all(&stores, &reg).records, 200);
+    // A disk image taken now, before any compaction: every file of the data directory and
+    // the master key, which vigil still holds.
+    let image = tempfile::tempdir().unwrap();
+    copy_tree(&data, &image.path().join("data"));
+    let master = std::fs::read_to_string(dir.path().join("keys/master.key")).unwrap();
+    let mut key = [0u8; crate::crypto::KEY_LEN];
+    hex::decode_to_slice(master.trim(), &mut key).unwrap();
+    let master = crate::crypto::cipher(&key);
+    let copied = all_bytes(&image.path().join("data"));
+    assert!(
+        contains(&copied, b"purgemarker-00199"),
+        "sled still holds the purged records' bytes: only the key makes them unreadable"
+    );
+    assert!(!contains(&copied, &wrapped), "the wrapped key is nowhere");
+    // Every wrapped-key blob in the copy, tried against the master key for the purged day:
+    // each slot of the keyring, and each place in the other files where a wrapped key of
+    // the previous layout would lie (a nonce, a length byte, 48 bytes of ciphertext).
+    let ring = std::fs::read(image.path().join("data/eu.keyring")).unwrap();
+    let slots = ring.chunks_exact(crate::keyring::SLOT).skip(1);
+    let in_keyring = slots.map(|slot| (slot[17..29].to_vec(), slot[29..77].to_vec()));
+    let opens = |(nonce, ciphertext): (Vec<u8>, Vec<u8>)| {
+        let sealed = crate::crypto::Sealed {
+            nonce: nonce.try_into().unwrap(),
+            ciphertext,
+        };
+        crate::crypto::open(&master, &aad, &sealed).is_ok()
+    };
+    assert!(!in_keyring.map(opens).any(|o| o), "no keyring slot opens");
+    let framed = copied
+        .windows(12 + 1 + 48)
+        .filter(|w| w[12] == 48)
+        .map(|w| (w[..12].to_vec(), w[13..].to_vec()));
+    assert!(
+        !framed.map(opens).any(|o| o),
+        "no blob in sled's files opens"
+    );
+    // The kept day still decrypts, from the store itself.
+    let geo = stores.geo(&eu()).unwrap();
+    assert!(geo
+        .get(&a, &req("keptmarker-00010"))
+        .unwrap()
+        .unwrap()
+        .content
+        .is_some());
+    drop(geo);
+
     let compacted = stores.compact(&eu()).unwrap();
     assert!(compacted.bytes_after < compacted.bytes_before);
     let after = all_bytes(&data);
     assert!(!contains(&after, b"purgemarker"));
-    assert!(!contains(&after, &wrapped));
     assert!(contains(&after, b"keptmarker-00049"));
     // The store still works after compaction: kept records read back, new ones are written.
     let geo = stores.geo(&eu()).unwrap();
@@ -405,6 +455,20 @@ fn after_purge_and_compaction_no_byte_of_a_purged_record_or_its_key_is_on_disk()
         .is_some());
     put(&stores, &a, &ids("later", 1), "u", "z");
     assert_eq!(geo.len(), 51);
+}
+
+/// Copies the files under `from` to `to`, as a disk image would hold them.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
 }
 
 #[test]
@@ -523,6 +587,66 @@ fn a_deletion_cut_short_by_a_crash_is_finished_at_the_next_start() {
     let geo = stores.geo(&eu()).unwrap();
     assert_eq!(geo.count(&a.id), 0);
     assert!(geo.pending_jobs().unwrap().is_empty());
+}
+
+#[test]
+fn a_layout_2_store_is_migrated_into_the_keyring_when_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = resource("a");
+    put(&stores_at(dir.path(), 3), &a, &ids("three", 2), "u", "x");
+    put(&stores_at(dir.path(), 0), &a, &ids("today", 2), "u", "y");
+    // Turn it into what layout 2 wrote: the wrapped keys in the tree, no keyring.
+    {
+        let stores = stores_at(dir.path(), 0);
+        let geo = stores.geo(&eu()).unwrap();
+        for entry in geo.data_keys.iter() {
+            let (key, value) = entry.unwrap();
+            let Some((resource, day)) = layout::data_key_of(&key) else {
+                continue;
+            };
+            let entry: crate::keys::KeyEntry = postcard::from_bytes(&value).unwrap();
+            let aad = crate::crypto::data_key_aad("eu", resource, day);
+            let sealed = geo.keyring.get(entry.slot, crate::keyring::owner(&aad));
+            let wrapped = crate::keys::WrappedKey {
+                kek: entry.kek,
+                sealed: sealed.unwrap().unwrap(),
+            };
+            geo.data_keys
+                .insert(key, postcard::to_stdvec(&wrapped).unwrap())
+                .unwrap();
+        }
+        geo.data_keys.insert(layout::LAYOUT_KEY, &[2]).unwrap();
+        geo.flush().unwrap();
+    }
+    std::fs::remove_file(dir.path().join("data/eu.keyring")).unwrap();
+
+    let stores = stores_at(dir.path(), 0);
+    let geo = stores.geo(&eu()).unwrap();
+    for id in ["three-00001", "today-00001"] {
+        assert!(
+            geo.get(&a, &req(id)).unwrap().unwrap().content.is_some(),
+            "{id}"
+        );
+    }
+    assert_eq!(
+        geo.data_keys
+            .get(layout::LAYOUT_KEY)
+            .unwrap()
+            .unwrap()
+            .as_ref(),
+        [layout::LAYOUT_VERSION]
+    );
+    drop(geo);
+    drop(stores);
+    // Opened again: nothing left to migrate, and everything still reads.
+    let stores = stores_at(dir.path(), 0);
+    let geo = stores.geo(&eu()).unwrap();
+    assert!(geo
+        .get(&a, &req("three-00000"))
+        .unwrap()
+        .unwrap()
+        .content
+        .is_some());
 }
 
 #[test]
