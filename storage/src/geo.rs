@@ -492,19 +492,17 @@ impl GeoStore {
                 None => {
                     batch.insert(index_key, resource.as_bytes());
                     let key = layout::record_key(resource, request);
+                    let mut value = layout::record_value(&rec.value, rec.detection.as_ref());
                     if self.sealed_under_a_destroyed_key(rec) {
-                        let stripped = Self::without_content(&key, &rec.value)?;
-                        batch.insert(key, stripped);
-                    } else {
-                        batch.insert(key, rec.value.as_slice());
+                        if let Some(stripped) =
+                            layout::without_content(&value).map_err(|e| Self::corrupt(&key, e))?
+                        {
+                            value = stripped;
+                        }
                     }
+                    batch.insert(key, value);
                     batch.insert(layout::bucket_key(resource, rec.day, request), &[]);
                     days.insert(rec.day);
-                    if let Some(detection) = &rec.detection {
-                        let encoded =
-                            postcard::to_stdvec(detection).expect("a detection always encodes");
-                        batch.insert(layout::detection_key(resource, request), encoded);
-                    }
                     in_batch.insert(request, resource);
                     WriteOutcome::Stored
                 }
@@ -529,14 +527,6 @@ impl GeoStore {
         ciphers
             .get(&(rec.resource_id.clone(), rec.day))
             .is_none_or(|k| k.epoch != epoch)
-    }
-
-    /// A stored value with its content stripped.
-    fn without_content(key: &[u8], value: &[u8]) -> Result<Vec<u8>> {
-        let mut value: StoredValue =
-            postcard::from_bytes(value).map_err(|e| Self::corrupt(key, e))?;
-        value.content = StoredContent::NotLogged;
-        Ok(postcard::to_stdvec(&value).expect("a stored value always encodes"))
     }
 
     /// The resource that stored `request_id`, if any.
@@ -612,12 +602,20 @@ impl GeoStore {
         }
     }
 
-    /// The classifier's detection of one record, if it was scored.
+    /// The classifier's detection of one record, if it was scored: in the record's value, or
+    /// for records stored before detections went there, under its own key.
     pub fn detection(
         &self,
         resource: &ResourceId,
         request_id: &RequestId,
     ) -> Result<Option<Detection>> {
+        let key = layout::record_key(resource.as_str(), request_id.as_str());
+        let Some(bytes) = self.records.get(&key).map_err(|e| self.sled_err(e))? else {
+            return Ok(None);
+        };
+        if let Some(detection) = layout::detection_in(&bytes).map_err(|e| Self::corrupt(&key, e))? {
+            return Ok(Some(detection));
+        }
         let key = layout::detection_key(resource.as_str(), request_id.as_str());
         let Some(bytes) = self.records.get(&key).map_err(|e| self.sled_err(e))? else {
             return Ok(None);

@@ -6,7 +6,8 @@
 //! - `I request` → the resource ID: the request-ID index that makes writes idempotent and
 //!   lets a point query find a record by request ID alone.
 //! - `D resource \0 request` → the record's [`Detection`](vigil_core::Detection) (scores
-//!   only), written with the record when a classifier scored it.
+//!   only), for records stored before detections went into the record's own value (see
+//!   [`record_value`]); read when the value has none, removed with the record.
 //! - `W resource \0 end-user` → the checkpoint of an end user's abuse windows (an empty end
 //!   user: the resource's own), written in the same batch as the records that changed it.
 //! - `C case` → a [`Case`](vigil_core::Case) (JSON), and `O case` while its flag event is
@@ -39,6 +40,8 @@
 
 use serde::{Deserialize, Serialize};
 use vigil_core::{Day, Deployment, Operation};
+
+use vigil_core::Detection;
 
 use crate::crypto::Sealed;
 
@@ -346,4 +349,43 @@ pub struct StoredValue {
     /// When vigil stored it, Unix seconds.
     pub stored_at: i64,
     pub content: StoredContent,
+}
+
+/// A record's stored value: its [`StoredValue`], followed by its [`Detection`] when the
+/// classifier scored it (one sled value per record instead of two).
+pub fn record_value(value: &[u8], detection: Option<&Detection>) -> Vec<u8> {
+    let mut bytes = value.to_vec();
+    if let Some(detection) = detection {
+        bytes = postcard::to_extend(detection, bytes).expect("a detection always encodes");
+    }
+    bytes
+}
+
+/// The [`StoredValue`] of a record's stored bytes, and the bytes after it (its detection, if
+/// any: see [`detection_in`]).
+pub fn split_value(bytes: &[u8]) -> Result<(StoredValue, &[u8]), postcard::Error> {
+    postcard::take_from_bytes(bytes)
+}
+
+/// The detection stored in a record's value; `None` for a record stored without one (or
+/// before detections went into the value).
+pub fn detection_in(bytes: &[u8]) -> Result<Option<Detection>, postcard::Error> {
+    let (_, rest) = split_value(bytes)?;
+    if rest.is_empty() {
+        return Ok(None);
+    }
+    postcard::from_bytes(rest).map(Some)
+}
+
+/// A record's stored bytes with its content dropped and everything else (metadata,
+/// detection) kept; `None` when it holds no content.
+pub fn without_content(bytes: &[u8]) -> Result<Option<Vec<u8>>, postcard::Error> {
+    let (mut value, rest) = split_value(bytes)?;
+    if matches!(value.content, StoredContent::NotLogged) {
+        return Ok(None);
+    }
+    value.content = StoredContent::NotLogged;
+    let mut stripped = postcard::to_stdvec(&value).expect("a stored value always encodes");
+    stripped.extend_from_slice(rest);
+    Ok(Some(stripped))
 }

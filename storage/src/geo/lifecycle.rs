@@ -20,7 +20,7 @@ use vigil_core::{Day, RequestId, ResourceId};
 use super::{ExportPart, GeoStore};
 use crate::keyring;
 use crate::keys::KeyEntry;
-use crate::layout::{self, StoredContent, StoredValue};
+use crate::layout::{self, StoredValue};
 use crate::retention::Cutoffs;
 use crate::Result;
 
@@ -529,11 +529,9 @@ impl GeoStore {
                 .take(CHUNK)
             {
                 let (key, bytes) = entry.map_err(|e| self.sled_err(e))?;
-                let mut value: StoredValue =
-                    postcard::from_bytes(&bytes).map_err(|e| Self::corrupt(&key, e))?;
-                if matches!(value.content, StoredContent::Sealed(_)) {
-                    value.content = StoredContent::NotLogged;
-                    let bytes = postcard::to_stdvec(&value).expect("a stored value always encodes");
+                if let Some(bytes) =
+                    layout::without_content(&bytes).map_err(|e| Self::corrupt(&key, e))?
+                {
                     batch.insert(key.clone(), bytes);
                     stripped += 1;
                 }

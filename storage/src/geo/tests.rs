@@ -78,6 +78,63 @@ fn stores_and_reads_back() {
 }
 
 #[test]
+fn a_detection_is_stored_in_its_records_value_and_survives_a_content_strip() {
+    let dir = tempfile::tempdir().unwrap();
+    let stores = stores(dir.path());
+    let res = resource("a");
+    let geo = stores.geo(&eu()).unwrap();
+    let detection = vigil_core::Detection {
+        scores: vigil_core::HarmScores {
+            any_harm: 0.75,
+            ..Default::default()
+        },
+        harmful: true,
+        model: "m@1".into(),
+    };
+    let mut scored = geo.seal(&record("a", "r1", "hello"), &res).unwrap();
+    scored.detection = Some(detection.clone());
+    let unscored = geo.seal(&record("a", "r2", "hi"), &res).unwrap();
+    geo.write_batch(&[scored, unscored]).unwrap();
+    assert_eq!(
+        geo.detection(&res.id, &req("r1")).unwrap(),
+        Some(detection.clone())
+    );
+    assert_eq!(geo.detection(&res.id, &req("r2")).unwrap(), None);
+    // One value per record: no separate detection entry.
+    let key = crate::layout::detection_key("a", "r1");
+    assert!(geo.raw().get(key).unwrap().is_none());
+    assert_eq!(
+        content_of(&geo, &res, "r1").unwrap().prompt.as_deref(),
+        Some("hello")
+    );
+
+    // A record stored before detections went into the value is read from its own key.
+    let old = crate::layout::detection_key("a", "r2");
+    geo.raw()
+        .insert(old, postcard::to_stdvec(&detection).unwrap())
+        .unwrap();
+    assert_eq!(
+        geo.detection(&res.id, &req("r2")).unwrap(),
+        Some(detection.clone())
+    );
+
+    // Stripping the content keeps the detection.
+    let bytes = geo
+        .raw()
+        .get(crate::layout::record_key("a", "r1"))
+        .unwrap()
+        .unwrap();
+    let stripped = crate::layout::without_content(&bytes)
+        .unwrap()
+        .expect("it had content");
+    assert_eq!(
+        crate::layout::detection_in(&stripped).unwrap(),
+        Some(detection)
+    );
+    assert!(crate::layout::without_content(&stripped).unwrap().is_none());
+}
+
+#[test]
 fn writes_are_idempotent_by_request_id() {
     let dir = tempfile::tempdir().unwrap();
     let stores = stores(dir.path());
