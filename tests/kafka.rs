@@ -24,6 +24,9 @@ fn workdir(broker: &Broker, registry: &str, traffic: &str) -> Workdir {
 /// `vigil run --kafka` in the background, logging at info level to a file.
 struct Consumer {
     child: Child,
+    /// The last lines of its log once [`Consumer::wait_for_log`] took it over (IDs and codes
+    /// only: vigil logs no content), for the message when it fails.
+    log: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<String>>>,
 }
 
 impl Consumer {
@@ -37,6 +40,7 @@ impl Consumer {
             .stderr(Stdio::piped());
         Self {
             child: cmd.spawn().expect("vigil starts"),
+            log: Default::default(),
         }
     }
 
@@ -45,6 +49,7 @@ impl Consumer {
     fn wait_for_log(&mut self, needle: &'static str) {
         let stderr = self.child.stderr.take().expect("stderr not yet taken");
         let (tx, rx) = std::sync::mpsc::channel();
+        let log = self.log.clone();
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -52,6 +57,11 @@ impl Consumer {
                     let _ = tx.send(());
                     sent = true;
                 }
+                let mut log = log.lock().unwrap();
+                if log.len() == 40 {
+                    log.pop_front();
+                }
+                log.push_back(line);
             }
         });
         rx.recv_timeout(Duration::from_secs(90))
@@ -82,6 +92,11 @@ impl Consumer {
         let mut stderr = String::new();
         if let Some(mut e) = self.child.stderr.take() {
             e.read_to_string(&mut stderr).unwrap();
+        } else {
+            // The draining thread ends with the process; give it a moment to read the rest.
+            std::thread::sleep(Duration::from_millis(200));
+            let log = self.log.lock().unwrap();
+            stderr = log.iter().cloned().collect::<Vec<_>>().join("\n");
         }
         assert!(
             status.success(),
