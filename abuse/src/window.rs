@@ -39,13 +39,37 @@ pub struct SubjectState {
     buckets: Vec<Bucket>,
     /// Fingerprints of recent harmful records and their buckets, oldest first.
     fingerprints: Vec<(u64, i64)>,
-    /// Meaning hashes of recent harmful records whose prompt the encoder read, and their
-    /// buckets, oldest first.
-    meanings: Vec<(MeaningHash, i64)>,
     /// The review reservoir (weighted sampling without replacement).
     reservoir: Vec<Sampled>,
     /// Bucket index until which no new case opens (exclusive).
     quiet_until: i64,
+    /// Meaning hashes of recent harmful records whose prompt the encoder read, and their
+    /// buckets, oldest first. Last, so that a checkpoint written before it existed fails to
+    /// decode as this layout and is read as [`SubjectStateV1`] instead.
+    meanings: Vec<(MeaningHash, i64)>,
+}
+
+/// A window state as checkpointed before meaning hashes (the same fields, without them).
+#[derive(Deserialize)]
+struct SubjectStateV1 {
+    bucket_secs: i64,
+    buckets: Vec<Bucket>,
+    fingerprints: Vec<(u64, i64)>,
+    reservoir: Vec<Sampled>,
+    quiet_until: i64,
+}
+
+impl From<SubjectStateV1> for SubjectState {
+    fn from(v1: SubjectStateV1) -> Self {
+        Self {
+            bucket_secs: v1.bucket_secs,
+            buckets: v1.buckets,
+            fingerprints: v1.fingerprints,
+            reservoir: v1.reservoir,
+            quiet_until: v1.quiet_until,
+            meanings: Vec::new(),
+        }
+    }
 }
 
 /// Appends `entry` to `recent`, dropping the oldest first when `limit` are held.
@@ -99,7 +123,11 @@ impl SubjectState {
     /// A state decoded from its checkpoint, or `None` if it cannot be read or was laid out
     /// with other window settings.
     pub fn decode(bytes: &[u8], policy: &Policy) -> Option<Self> {
-        let state: Self = postcard::from_bytes(bytes).ok()?;
+        let state: Self = postcard::from_bytes(bytes).ok().or_else(|| {
+            postcard::from_bytes::<SubjectStateV1>(bytes)
+                .ok()
+                .map(Self::from)
+        })?;
         (state.bucket_secs == policy.windows.bucket_secs()).then_some(state)
     }
 
@@ -286,5 +314,49 @@ impl SubjectState {
     /// window has moved past every bucket of this one.
     pub fn case_opened(&mut self, index: i64, policy: &Policy) {
         self.quiet_until = index + i64::from(policy.windows.buckets);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Serialize;
+
+    use super::*;
+
+    /// A checkpoint as written before meaning hashes.
+    #[derive(Serialize)]
+    struct V1<'a> {
+        bucket_secs: i64,
+        buckets: &'a [Bucket],
+        fingerprints: &'a [(u64, i64)],
+        reservoir: &'a [Sampled],
+        quiet_until: i64,
+    }
+
+    #[test]
+    fn a_checkpoint_from_before_meaning_hashes_still_decodes() {
+        let policy = Policy::parse(&crate::policy::tests::shipped()).unwrap();
+        let mut state = SubjectState::default();
+        let signal = RecordSignal {
+            harmful: true,
+            severity: 0.9,
+            fingerprint: 7,
+            meaning: Some(MeaningHash([1, 2, 3, 4])),
+            ..RecordSignal::default()
+        };
+        state.observe(&policy, 100, &signal, &RequestId::parse("r-1").unwrap());
+        let v1 = postcard::to_stdvec(&V1 {
+            bucket_secs: state.bucket_secs,
+            buckets: &state.buckets,
+            fingerprints: &state.fingerprints,
+            reservoir: &state.reservoir,
+            quiet_until: state.quiet_until,
+        })
+        .unwrap();
+        let old = SubjectState::decode(&v1, &policy).expect("a checkpoint of before decodes");
+        assert_eq!(old.windows(&policy), state.windows(&policy));
+        assert_eq!(old.sample_ids(), state.sample_ids());
+        assert!(old.meanings.is_empty() && !state.meanings.is_empty());
+        assert_eq!(SubjectState::decode(&state.encode(), &policy), Some(state));
     }
 }
