@@ -249,12 +249,7 @@ fn a_purge_removes_what_is_past_retention_and_keeps_the_rest() {
         let got = geo.get(&b, &req(&id)).unwrap().unwrap();
         assert_eq!(got.content.unwrap().prompt.as_deref(), Some("ten days"));
     }
-    assert!(geo
-        .get(&a, &req("edge-00000"))
-        .unwrap()
-        .unwrap()
-        .content
-        .is_some());
+    assert!(has_content(&geo, &a, "edge-00000"));
     assert!(geo.case("case-recent").unwrap().is_some());
     assert_eq!(geo.verdicts(Some("case-recent")).unwrap().len(), 1);
     assert_eq!(geo.decisions(Some("case-recent")).unwrap().len(), 2);
@@ -339,7 +334,7 @@ fn ingest_during_a_purge_loses_nothing() {
     let geo = stores.geo(&eu()).unwrap();
     assert_eq!(geo.len(), 4000);
     for id in new_ids.iter().flatten() {
-        assert!(geo.get(&a, &req(id)).unwrap().unwrap().content.is_some());
+        assert!(has_content(&geo, &a, id));
     }
 }
 
@@ -429,12 +424,7 @@ fn after_a_purge_no_copy_of_the_disk_unwraps_the_purged_day_and_compaction_remov
     assert!(!framed.any(&opens), "no blob in sled's files opens");
     // The kept day still decrypts, from the store itself.
     let geo = stores.geo(&eu()).unwrap();
-    assert!(geo
-        .get(&a, &req("keptmarker-00010"))
-        .unwrap()
-        .unwrap()
-        .content
-        .is_some());
+    assert!(has_content(&geo, &a, "keptmarker-00010"));
     drop(geo);
 
     let compacted = stores.compact(&eu()).unwrap();
@@ -444,14 +434,18 @@ fn after_a_purge_no_copy_of_the_disk_unwraps_the_purged_day_and_compaction_remov
     assert!(contains(&after, b"keptmarker-00049"));
     // The store still works after compaction: kept records read back, new ones are written.
     let geo = stores.geo(&eu()).unwrap();
-    assert!(geo
-        .get(&a, &req("keptmarker-00010"))
-        .unwrap()
-        .unwrap()
-        .content
-        .is_some());
+    assert!(has_content(&geo, &a, "keptmarker-00010"));
     put(&stores, &a, &ids("later", 1), "u", "z");
     assert_eq!(geo.len(), 51);
+}
+
+/// Whether the stored record `id` of `res` reads back with its content.
+fn has_content(geo: &super::GeoStore, res: &Resource, id: &str) -> bool {
+    geo.get(res, &req(id))
+        .unwrap()
+        .expect("the record is stored")
+        .content
+        .is_some()
 }
 
 /// Copies the files under `from` to `to`, as a disk image would hold them.
@@ -510,12 +504,7 @@ fn deleting_a_request_removes_it_and_its_reviews_only() {
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].request_id, None);
     assert_eq!(geo.len(), 5);
-    assert!(geo
-        .get(&a, &req("a-00002"))
-        .unwrap()
-        .unwrap()
-        .content
-        .is_some());
+    assert!(has_content(&geo, &a, "a-00002"));
     assert!(stores.delete_request(&req("a-00001")).unwrap().is_none());
     // The same request ID can be stored again afterwards (a new record).
     put(&stores, &a, &["a-00001".to_owned()], "u", "again");
@@ -550,12 +539,7 @@ fn deleting_a_resource_destroys_its_keys_first_and_leaves_others_untouched() {
     // The other resource is untouched.
     assert_eq!(geo.count(&b.id), 3);
     assert!(geo.case("case-b").unwrap().is_some());
-    assert!(geo
-        .get(&b, &req("b-00002"))
-        .unwrap()
-        .unwrap()
-        .content
-        .is_some());
+    assert!(has_content(&geo, &b, "b-00002"));
     assert!(geo.window_state(&b.id, Some("u")).unwrap().is_some());
 }
 
@@ -620,10 +604,7 @@ fn a_layout_2_store_is_migrated_into_the_keyring_when_opened() {
     let stores = stores_at(dir.path(), 0);
     let geo = stores.geo(&eu()).unwrap();
     for id in ["three-00001", "today-00001"] {
-        assert!(
-            geo.get(&a, &req(id)).unwrap().unwrap().content.is_some(),
-            "{id}"
-        );
+        assert!(has_content(&geo, &a, id), "{id}");
     }
     assert_eq!(
         geo.data_keys
@@ -638,12 +619,7 @@ fn a_layout_2_store_is_migrated_into_the_keyring_when_opened() {
     // Opened again: nothing left to migrate, and everything still reads.
     let stores = stores_at(dir.path(), 0);
     let geo = stores.geo(&eu()).unwrap();
-    assert!(geo
-        .get(&a, &req("three-00000"))
-        .unwrap()
-        .unwrap()
-        .content
-        .is_some());
+    assert!(has_content(&geo, &a, "three-00000"));
 }
 
 #[test]
