@@ -84,10 +84,16 @@ pub struct NearDuplicatesPolicy {
     /// Fingerprints at most this many bits apart (of 64) are near-duplicates.
     pub max_distance: u32,
     /// Prompt meanings at most this many bits apart (of 256) are near-duplicates: paraphrases.
-    /// `256 * acos(c) / π` bits for embeddings of cosine similarity `c`; 85 is `c = 0.5`.
+    /// `256 * acos(c) / π` bits for embeddings of cosine similarity `c`; 85 is `c = 0.5`, the
+    /// default (policy files written before it keep loading).
+    #[serde(default = "default_max_meaning_distance")]
     pub max_meaning_distance: u32,
     /// Fingerprints of harmful records remembered per subject and window.
     pub remember: usize,
+}
+
+fn default_max_meaning_distance() -> u32 {
+    85
 }
 
 /// The abuse score (see the crate docs for the formula).
@@ -383,6 +389,14 @@ pub(crate) mod tests {
             "/../policies/abuse.toml"
         ))
         .unwrap()
+    }
+
+    #[test]
+    fn a_policy_written_before_meaning_hashes_still_loads() {
+        let old = shipped().replace("max_meaning_distance = 85\n", "");
+        assert_ne!(old, shipped());
+        let policy = Policy::parse(&old).unwrap();
+        assert_eq!(policy.near_duplicates.max_meaning_distance, 85);
     }
 
     #[test]

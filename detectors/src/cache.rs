@@ -9,9 +9,12 @@
 //!   scans the cache.
 //! - **No content.** The key is the first 128 bits of the text's SHA-256: the cache holds
 //!   scores and meaning hashes, never text, and lives in memory only.
-//! - **Exact.** A cached entry is what scoring the same text computed; an entry made without
-//!   the encoder is not used where the encoder must read the text (see
-//!   [`HarmClassifier::detect`](crate::HarmClassifier::detect)).
+//! - **Exact text, fullest scoring.** A cached entry is what scoring the same text computed.
+//!   An entry made without the encoder is not used where the encoder must read the text (see
+//!   [`HarmClassifier::detect`](crate::HarmClassifier::detect)); an entry made with it (the
+//!   text was routed, or a suspicious prompt forced it) serves every later occurrence, which
+//!   so gets the cascade's final scores even where the cheap stage alone would have kept its
+//!   own. Within a batch, repeats of a text get the scoring of its most demanding occurrence.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

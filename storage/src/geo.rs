@@ -202,9 +202,19 @@ impl GeoStore {
         let db = open_db(path).map_err(sled_err)?;
         let records = db.open_tree("records").map_err(sled_err)?;
         let data_keys = db.open_tree("data_keys").map_err(sled_err)?;
-        let keyring = Keyring::open(&keyring_path(path))?;
         let found = data_keys.get(layout::LAYOUT_KEY).map_err(sled_err)?;
         let found = found.map(|v| v.first().copied().unwrap_or(1));
+        // A store of this layout that names keys has its keyring: never start an empty one
+        // in its place (every key would read as destroyed).
+        let keyring_file = keyring_path(path);
+        if found == Some(layout::LAYOUT_VERSION) && !keyring_file.exists() {
+            for key in data_keys.iter().keys() {
+                if layout::data_key_of(&key.map_err(sled_err)?).is_some() {
+                    return Err(keyring::KeyringError::Missing { path: keyring_file }.into());
+                }
+            }
+        }
+        let keyring = Keyring::open(&keyring_file)?;
         match found {
             Some(layout::LAYOUT_VERSION) => {}
             None if records.is_empty() && data_keys.is_empty() => {
@@ -219,7 +229,7 @@ impl GeoStore {
                         other => other,
                     },
                 )?;
-                warn!(geography = %geography, data_keys = moved, "Moved this store's data keys into its keyring (layout 2 to 3). Their old copies stay in sled's files until the store is compacted: run `vigil purge`, which compacts.");
+                warn!(geography = %geography, data_keys = moved, "Moved this store's data keys into its keyring (layout 2 to 3). Their old copies stay in sled's files until the store is compacted (run `vigil purge`, which compacts), and in the disk's free blocks after that: a disk image taken before those blocks are reused, with the master key, can unwrap them.");
             }
             found => {
                 return Err(StorageError::Layout {
@@ -228,17 +238,19 @@ impl GeoStore {
                 })
             }
         }
-        // Keys written just before a crash, that no index entry names, sealed nothing.
-        let named: std::collections::HashSet<(u32, keyring::Owner)> = data_keys
-            .iter()
-            .filter_map(|entry| {
-                let (key, value) = entry.ok()?;
-                let (resource, day) = layout::data_key_of(&key)?;
-                let entry: KeyEntry = postcard::from_bytes(&value).ok()?;
-                let aad = crypto::data_key_aad(geography.as_str(), resource, day);
-                Some((entry.slot, keyring::owner(&aad)))
-            })
-            .collect();
+        // Keys written just before a crash, that no index entry names, sealed nothing. An
+        // entry that cannot be read stops the open: its key is never taken for an orphan.
+        let mut named = std::collections::HashSet::new();
+        for entry in data_keys.iter() {
+            let (key, value) = entry.map_err(sled_err)?;
+            let Some((resource, day)) = layout::data_key_of(&key) else {
+                continue;
+            };
+            let entry: KeyEntry =
+                postcard::from_bytes(&value).map_err(|e| Self::corrupt(&key, e))?;
+            let aad = crypto::data_key_aad(geography.as_str(), resource, day);
+            named.insert((entry.slot, keyring::owner(&aad)));
+        }
         keyring.destroy_orphans(|slot, owner| named.contains(&(slot, owner)))?;
         Ok(Self {
             geography,
@@ -322,8 +334,11 @@ impl GeoStore {
                 };
                 let (cipher, rewrapped) = self.keys.unwrap_data_key(resource, &aad, &wrapped)?;
                 if let Some(rewrapped) = rewrapped {
-                    self.keyring.replace(entry.slot, owner, &rewrapped.sealed)?;
-                    self.put_key_entry(&id, entry.slot, rewrapped.kek)?;
+                    // Into a fresh slot, named by the entry, before the old one is destroyed:
+                    // a crash in between leaves one orphan, never a key under the wrong name.
+                    let slot = self.keyring.put(owner, &rewrapped.sealed)?;
+                    self.put_key_entry(&id, slot, rewrapped.kek)?;
+                    self.keyring.destroy(&[(entry.slot, owner)])?;
                 }
                 cipher
             }

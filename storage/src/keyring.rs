@@ -61,6 +61,13 @@ pub enum KeyringError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The store names keys but its keyring file is not there (a copy or restore that left
+    /// it behind): nothing is read or written until it is put back.
+    #[error("keyring {path} is missing, but the store beside it names data keys in it; restore the file (it lives next to the store's directory, not inside it)")]
+    Missing {
+        /// The file.
+        path: PathBuf,
+    },
     /// The file is not a keyring this version reads.
     #[error("keyring {path} is not a vigil keyring (bad header or size)")]
     Format {
@@ -167,13 +174,6 @@ impl Keyring {
             slots.free.insert(slot);
         }
         written.map(|()| slot)
-    }
-
-    /// Overwrites the key in `slot` (held by `owner`) with `sealed`, in place, synced: the same
-    /// data key re-wrapped under another key-encryption key.
-    pub fn replace(&self, slot: u32, owner: Owner, sealed: &Sealed) -> Result<(), KeyringError> {
-        let slots = self.slots.lock().expect("lock poisoned");
-        Self::write(&slots.file, slot, owner, sealed).map_err(self.io())
     }
 
     fn write(file: &File, slot: u32, owner: Owner, sealed: &Sealed) -> std::io::Result<()> {

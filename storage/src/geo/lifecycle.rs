@@ -286,6 +286,8 @@ impl GeoStore {
     /// job's marker.
     pub(crate) fn run_job(&self, resource_id: &ResourceId, kind: JobKind) -> Result<JobReport> {
         let resource = resource_id.as_str();
+        // Keys a crash left between the marker and their destruction go first.
+        self.destroy_data_keys(|r, _| r == resource, None)?;
         let mut report = JobReport {
             resource_id: resource.to_owned(),
             data_keys: 0,
@@ -383,12 +385,18 @@ impl GeoStore {
             }
         }
         let destroyed = slots.len();
+        // The job's marker first, flushed: a crash from here on leaves a job the next start
+        // finishes (`run_job` destroys whatever keys the resource still has).
         if let Some(marker) = marker {
-            batch.insert(marker, &[]);
-        } else if destroyed == 0 {
+            self.data_keys
+                .insert(marker, &[])
+                .map_err(|e| self.sled_err(e))?;
+            self.flush()?;
+        }
+        if destroyed == 0 {
             return Ok(0);
         }
-        // The keys first, overwritten in place and synced: from here the content is
+        // Then the keys, overwritten in place and synced: from here the content is
         // unreadable from any copy of the disk. A crash before the entries go leaves entries
         // that point at empty slots, which read as no key and are removed next time.
         self.keyring.destroy(&slots)?;

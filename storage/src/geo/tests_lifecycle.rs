@@ -623,6 +623,29 @@ fn a_layout_2_store_is_migrated_into_the_keyring_when_opened() {
 }
 
 #[test]
+fn a_store_whose_keyring_was_left_behind_is_refused_not_given_an_empty_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = resource("a");
+    put(&stores_at(dir.path(), 0), &a, &ids("a", 2), "u", "x");
+    let ring = dir.path().join("data/eu.keyring");
+    let saved = std::fs::read(&ring).unwrap();
+    std::fs::remove_file(&ring).unwrap();
+    let err = stores_at(dir.path(), 0).geo(&eu()).err().unwrap();
+    assert!(
+        matches!(
+            err,
+            StorageError::Keyring(crate::keyring::KeyringError::Missing { .. })
+        ),
+        "{err}"
+    );
+    assert!(!ring.exists(), "no empty keyring was put in its place");
+    // Put back, everything reads again.
+    std::fs::write(&ring, saved).unwrap();
+    let stores = stores_at(dir.path(), 0);
+    assert!(has_content(&stores.geo(&eu()).unwrap(), &a, "a-00001"));
+}
+
+#[test]
 fn a_store_of_the_older_layout_is_refused_with_the_way_out() {
     let dir = tempfile::tempdir().unwrap();
     put(
