@@ -257,20 +257,13 @@ fn a_paraphrasing_abuser_among_thousands_of_benign_users_opens_exactly_one_case(
     let words_only = policy.replace("max_meaning_distance = 85", "max_meaning_distance = 0");
     assert_ne!(words_only, policy);
     wd.write("words-only.toml", words_only);
-    let out = wd.output(
-        &["run", "--input", "in.jsonl", "--format", "json"],
-        b"",
+    let summary = wd.run_with(
+        "in.jsonl",
         &[
             ("VIGIL_ABUSE__POLICY", "words-only.toml"),
             ("VIGIL_STORAGE__DATA_DIR", "var/words-only"),
         ],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
     let harmful = count(&summary, &["abuse", "tracker", "harmful"]);
     assert!(harmful >= 6, "most paraphrases are flagged: {summary:#}");
     assert_eq!(
@@ -363,12 +356,7 @@ fn evasions_on_a_content_logging_off_resource_are_flagged_by_the_heuristics_alon
         })
         .collect();
     wd.write("in.jsonl", lines);
-    let (stdout, _) = wd.ok_with(
-        &["run", "--input", "in.jsonl", "--format", "json"],
-        b"",
-        &[("VIGIL_DETECTORS__ENABLED", "false")],
-    );
-    let summary: Value = serde_json::from_str(&stdout).unwrap();
+    let summary = wd.run_with("in.jsonl", &[("VIGIL_DETECTORS__ENABLED", "false")]);
     assert!(summary["detection"].is_null());
     assert_eq!(count(&summary, &["content_not_logged"]), 12);
     assert_eq!(

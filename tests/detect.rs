@@ -82,20 +82,11 @@ fn texts_seen_again_come_from_the_cache_with_the_same_scores() {
         .collect();
     wd.write("in.jsonl", lines.join("\n") + "\n");
     let run = |data: &str, cache_entries: &str| -> Value {
-        let out = wd.output(
-            &["run", "--input", "in.jsonl", "--format", "json"],
-            b"",
-            &[
-                ("VIGIL_STORAGE__DATA_DIR", data),
-                ("VIGIL_DETECTORS__CACHE_ENTRIES", cache_entries),
-            ],
-        );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
+        let envs = [
+            ("VIGIL_STORAGE__DATA_DIR", data),
+            ("VIGIL_DETECTORS__CACHE_ENTRIES", cache_entries),
+        ];
+        wd.run_with("in.jsonl", &envs)
     };
     let cached = run("var/cached", "1024");
     let scored = run("var/scored", "0");
@@ -121,16 +112,9 @@ fn texts_seen_again_come_from_the_cache_with_the_same_scores() {
     );
     // Every record stored the same detection either way (the encoder's floating-point sums
     // vary in the last bits with the batch a text is embedded in; verdicts do not).
-    let (registry, _) = wd.open_stores();
-    let geography = &registry.get("a").unwrap().geography;
     let detections = |data: &str| {
-        let config = vigil_storage::StorageConfig {
-            data_dir: wd.path(data),
-            master_key: wd.path("keys/master.key"),
-            ..vigil_storage::StorageConfig::default()
-        };
-        let stores = vigil_storage::Stores::open(&config, wd.root()).unwrap();
-        let geo = stores.geo(geography).unwrap();
+        let (registry, stores) = wd.open_stores_at(data);
+        let geo = stores.geo(&registry.get("a").unwrap().geography).unwrap();
         (0..40)
             .map(|i| {
                 let id = RequestId::parse(format!("req-{i}")).unwrap();
@@ -283,15 +267,13 @@ fn a_missing_or_corrupt_model_stops_run_before_it_reads_anything() {
     );
     assert!(stdout.contains("stored"), "{stdout}");
     // Without the semantic stage, the cheap stage's scores are final.
-    let (stdout, _) = wd.ok_with(
-        &["run", "--input", "in.jsonl", "--format", "json"],
-        b"",
+    let summary = wd.run_with(
+        "in.jsonl",
         &[
             ("VIGIL_DETECTORS__SEMANTIC__ENABLED", "false"),
             ("VIGIL_DETECTORS__SEMANTIC__ENCODER__MODEL", "missing.onnx"),
         ],
     );
-    let summary: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(
         summary["detection"]["model"], "harm-linear@2",
         "{summary:#}"

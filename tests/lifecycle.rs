@@ -52,12 +52,7 @@ fn records(tag: &str, resource: &str, geography: &str, n: usize) -> String {
 
 /// `vigil run` over `input` as of `VIGIL_NOW = now`.
 fn run_at(wd: &Workdir, input: &str, now: &str) -> Value {
-    let (out, _) = wd.ok_with(
-        &["run", "--input", input, "--format", "json"],
-        b"",
-        &[("VIGIL_NOW", now)],
-    );
-    serde_json::from_str(&out).unwrap()
+    wd.run_with(input, &[("VIGIL_NOW", now)])
 }
 
 fn stored(wd: &Workdir, resource: &str) -> usize {

@@ -401,12 +401,7 @@ fn the_review_queue_waits_in_the_store_with_bounded_memory_and_survives_a_restar
     };
     let envs = config(&slow.url, "0");
     let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let (stdout, _) = wd.ok_with(
-        &["run", "--input", "in.jsonl", "--format", "json"],
-        b"",
-        &envs,
-    );
-    let first: Value = serde_json::from_str(&stdout).unwrap();
+    let first = wd.run_with("in.jsonl", &envs);
     let queued = count(&first, &["review", "queued"]);
     assert!(
         queued >= 2,

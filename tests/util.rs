@@ -172,8 +172,13 @@ impl Workdir {
 
     /// `vigil run --format json` over `input` (a path relative to this directory).
     pub fn run(&self, input: &str) -> Value {
-        serde_json::from_str(&self.ok(&["run", "--input", input, "--format", "json"]))
-            .expect("the JSON summary parses")
+        self.run_with(input, &[])
+    }
+
+    /// The same, with `envs` set (settings for this run only).
+    pub fn run_with(&self, input: &str, envs: &[(&str, &str)]) -> Value {
+        let args = ["run", "--input", input, "--format", "json"];
+        serde_json::from_str(&self.ok_with(&args, b"", envs).0).expect("the JSON summary parses")
     }
 
     /// The dead letters written so far.
@@ -189,9 +194,14 @@ impl Workdir {
 
     /// The registry and stores as `vigil run` left them (open only after runs have ended).
     pub fn open_stores(&self) -> (ResourceRegistry, Stores) {
+        self.open_stores_at("var/data")
+    }
+
+    /// The same, for runs that kept their stores in `data_dir` (relative to the workdir).
+    pub fn open_stores_at(&self, data_dir: &str) -> (ResourceRegistry, Stores) {
         let registry = ResourceRegistry::load(&self.path("resources.toml")).unwrap();
         let config = StorageConfig {
-            data_dir: self.path("var/data"),
+            data_dir: self.path(data_dir),
             master_key: self.path("keys/master.key"),
             ..StorageConfig::default()
         };
