@@ -58,7 +58,7 @@ fn run_at(wd: &Workdir, input: &str, now: &str) -> Value {
 fn stored(wd: &Workdir, resource: &str) -> usize {
     let (registry, stores) = wd.open_stores();
     let r = registry.get(resource).unwrap();
-    stores.geo(&r.geography).unwrap().count(&r.id)
+    stores.geo(&r.geography).unwrap().count(&r.id).unwrap()
 }
 
 #[test]

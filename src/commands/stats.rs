@@ -22,7 +22,7 @@ pub fn stats(config: &Config) -> anyhow::Result<()> {
         let store = stores.geo(&geo)?;
         writeln!(report, "{geo}: {} records", store.len())?;
         for resource in registry.iter().filter(|r| r.geography == geo) {
-            let n = store.count(&resource.id);
+            let n = store.count(&resource.id)?;
             if n > 0 {
                 let note = if resource.content_logging {
                     ""

@@ -6,7 +6,7 @@
 //! that are already stored (one writer at a time).
 //!
 //! Crash safety: a batch is one atomic sled batch, so after a crash each record is either
-//! fully stored (record, index and bucket entries) or absent, and a re-run stores exactly the
+//! fully stored (its segment entry and index entry) or absent, and a re-run stores exactly the
 //! missing ones. A new data key is flushed to disk before any content sealed under it can be
 //! written.
 //!
@@ -20,7 +20,6 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use aes_gcm::Aes256Gcm;
 use time::OffsetDateTime;
-use tracing::warn;
 use vigil_core::{
     Clock, Content, Day, Detection, Geography, LogRecord, RecordMeta, RequestId, Resource,
     ResourceId,
@@ -30,11 +29,13 @@ use crate::crypto;
 use crate::keyring::{self, Keyring};
 use crate::keys::{KeyEntry, KeySource, WrappedKey};
 use crate::layout::{self, StoredContent, StoredValue};
+use crate::segment::{self, Locator, SegmentWriter};
 use crate::{Result, StorageError};
 
 mod annex;
 mod export;
 mod lifecycle;
+mod migrate;
 mod review;
 
 pub use annex::Annex;
@@ -149,45 +150,6 @@ pub(crate) fn keyring_path(path: &Path) -> std::path::PathBuf {
     path.with_extension("keyring")
 }
 
-/// Moves a layout-2 store's wrapped data keys from its `data_keys` tree into its keyring,
-/// leaving index entries, and marks the store layout 3. Returns how many keys moved.
-fn migrate_keys_to_keyring(
-    geography: &Geography,
-    data_keys: &sled::Tree,
-    keyring: &Keyring,
-) -> Result<usize> {
-    let sled_err = |source| StorageError::Sled {
-        geography: geography.clone(),
-        source,
-    };
-    let mut moved = 0;
-    for entry in data_keys.iter() {
-        let (key, bytes) = entry.map_err(sled_err)?;
-        let Some((resource, day)) = layout::data_key_of(&key) else {
-            continue;
-        };
-        // An entry already moved (a crash cut the migration short) is an index entry.
-        let Ok(wrapped) = postcard::from_bytes::<WrappedKey>(&bytes) else {
-            continue;
-        };
-        let aad = crypto::data_key_aad(geography.as_str(), resource, day);
-        let slot = keyring.put(keyring::owner(&aad), &wrapped.sealed)?;
-        let entry = KeyEntry {
-            kek: wrapped.kek,
-            slot,
-        };
-        let encoded = postcard::to_stdvec(&entry).expect("a key entry encodes");
-        data_keys.insert(key, encoded).map_err(sled_err)?;
-        data_keys.flush().map_err(sled_err)?;
-        moved += 1;
-    }
-    data_keys
-        .insert(layout::LAYOUT_KEY, &[layout::LAYOUT_VERSION])
-        .map_err(sled_err)?;
-    data_keys.flush().map_err(sled_err)?;
-    Ok(moved)
-}
-
 impl GeoStore {
     pub(crate) fn open(
         path: &Path,
@@ -204,10 +166,10 @@ impl GeoStore {
         let data_keys = db.open_tree("data_keys").map_err(sled_err)?;
         let found = data_keys.get(layout::LAYOUT_KEY).map_err(sled_err)?;
         let found = found.map(|v| v.first().copied().unwrap_or(1));
-        // A store of this layout that names keys has its keyring: never start an empty one
-        // in its place (every key would read as destroyed).
+        // A store whose layout has a keyring (3 on) and that names keys has its keyring: never
+        // start an empty one in its place (every key would read as destroyed).
         let keyring_file = keyring_path(path);
-        if found == Some(layout::LAYOUT_VERSION) && !keyring_file.exists() {
+        if found.is_some_and(|v| v >= 3) && !keyring_file.exists() {
             for key in data_keys.iter().keys() {
                 if layout::data_key_of(&key.map_err(sled_err)?).is_some() {
                     return Err(keyring::KeyringError::Missing { path: keyring_file }.into());
@@ -215,44 +177,7 @@ impl GeoStore {
             }
         }
         let keyring = Keyring::open(&keyring_file)?;
-        match found {
-            Some(layout::LAYOUT_VERSION) => {}
-            None if records.is_empty() && data_keys.is_empty() => {
-                data_keys
-                    .insert(layout::LAYOUT_KEY, &[layout::LAYOUT_VERSION])
-                    .map_err(sled_err)?;
-            }
-            Some(2) => {
-                let moved = migrate_keys_to_keyring(&geography, &data_keys, &keyring).map_err(
-                    |e| match e {
-                        StorageError::Sled { source, .. } => sled_err(source),
-                        other => other,
-                    },
-                )?;
-                warn!(geography = %geography, data_keys = moved, "Moved this store's data keys into its keyring (layout 2 to 3). Their old copies stay in sled's files until the store is compacted (run `vigil purge`, which compacts), and in the disk's free blocks after that: a disk image taken before those blocks are reused, with the master key, can unwrap them.");
-            }
-            found => {
-                return Err(StorageError::Layout {
-                    path: path.to_owned(),
-                    found: found.unwrap_or(1),
-                })
-            }
-        }
-        // Keys written just before a crash, that no index entry names, sealed nothing. An
-        // entry that cannot be read stops the open: its key is never taken for an orphan.
-        let mut named = std::collections::HashSet::new();
-        for entry in data_keys.iter() {
-            let (key, value) = entry.map_err(sled_err)?;
-            let Some((resource, day)) = layout::data_key_of(&key) else {
-                continue;
-            };
-            let entry: KeyEntry =
-                postcard::from_bytes(&value).map_err(|e| Self::corrupt(&key, e))?;
-            let aad = crypto::data_key_aad(geography.as_str(), resource, day);
-            named.insert((entry.slot, keyring::owner(&aad)));
-        }
-        keyring.destroy_orphans(|slot, owner| named.contains(&(slot, owner)))?;
-        Ok(Self {
+        let store = Self {
             geography,
             db,
             records,
@@ -264,7 +189,50 @@ impl GeoStore {
             epochs: AtomicU64::new(0),
             key_creation: Mutex::new(()),
             writer: Mutex::new(()),
-        })
+        };
+        match found {
+            Some(layout::LAYOUT_VERSION) => {}
+            None if store.records.is_empty() && store.data_keys.is_empty() => {
+                store.set_layout_version()?;
+            }
+            Some(version @ (2 | 3)) => store.migrate(version)?,
+            found => {
+                return Err(StorageError::Layout {
+                    path: path.to_owned(),
+                    found: found.unwrap_or(1),
+                })
+            }
+        }
+        store.destroy_orphan_keys()?;
+        Ok(store)
+    }
+
+    /// Destroys keys written just before a crash that no index entry names: they sealed
+    /// nothing. An entry that cannot be read stops the open: its key is never taken for an
+    /// orphan.
+    fn destroy_orphan_keys(&self) -> Result<()> {
+        let mut named = std::collections::HashSet::new();
+        for entry in self.data_keys.iter() {
+            let (key, value) = entry.map_err(|e| self.sled_err(e))?;
+            let Some((resource, day)) = layout::data_key_of(&key) else {
+                continue;
+            };
+            let entry: KeyEntry =
+                postcard::from_bytes(&value).map_err(|e| Self::corrupt(&key, e))?;
+            let aad = crypto::data_key_aad(self.geography.as_str(), resource, day);
+            named.insert((entry.slot, keyring::owner(&aad)));
+        }
+        self.keyring
+            .destroy_orphans(|slot, owner| named.contains(&(slot, owner)))?;
+        Ok(())
+    }
+
+    /// Marks the store as written in this version's layout, flushed.
+    fn set_layout_version(&self) -> Result<()> {
+        self.data_keys
+            .insert(layout::LAYOUT_KEY, &[layout::LAYOUT_VERSION])
+            .map_err(|e| self.sled_err(e))?;
+        self.flush()
     }
 
     /// The clock that dates what this store writes.
@@ -483,51 +451,122 @@ impl GeoStore {
     }
 
     /// The sled batch storing `records`, and each one's outcome. The caller holds the writer
-    /// lock.
+    /// lock. Each resource's new records of one day go into as few segments as fit (see
+    /// [`segment`]), in the order they came; each gets one index entry.
     fn record_batch(&self, records: &[SealedRecord]) -> Result<(sled::Batch, Vec<WriteOutcome>)> {
         let mut batch = sled::Batch::default();
         let mut in_batch: HashMap<&str, &str> = HashMap::with_capacity(records.len());
         let mut outcomes = Vec::with_capacity(records.len());
-        let mut days = BTreeSet::new();
+        // The records to store, by resource and day, in order of first appearance.
+        let mut groups: Vec<((&str, Day), Vec<&SealedRecord>)> = Vec::new();
+        let mut group_of: HashMap<(&str, Day), usize> = HashMap::new();
         for rec in records {
             let request = rec.request_id.as_str();
             let resource = rec.resource_id.as_str();
-            let index_key = layout::index_key(request);
             let owner = match in_batch.get(request) {
-                Some(owner) => Some(owner.as_bytes().to_vec()),
-                None => self
-                    .records
-                    .get(&index_key)
-                    .map_err(|e| self.sled_err(e))?
-                    .map(|v| v.to_vec()),
+                Some(owner) => Some((*owner).to_owned()),
+                None => self.locate(request)?.map(|l| l.resource),
             };
             let outcome = match owner {
-                Some(owner) if owner == resource.as_bytes() => WriteOutcome::Duplicate,
+                Some(owner) if owner == resource => WriteOutcome::Duplicate,
                 Some(_) => WriteOutcome::Conflict,
                 None => {
-                    batch.insert(index_key, resource.as_bytes());
-                    let key = layout::record_key(resource, request);
-                    let mut value = layout::record_value(&rec.value, rec.detection.as_ref());
-                    if self.sealed_under_a_destroyed_key(rec) {
-                        if let Some(stripped) =
-                            layout::without_content(&value).map_err(|e| Self::corrupt(&key, e))?
-                        {
-                            value = stripped;
-                        }
-                    }
-                    batch.insert(key, value);
-                    batch.insert(layout::bucket_key(resource, rec.day, request), &[]);
-                    days.insert(rec.day);
+                    let group = *group_of.entry((resource, rec.day)).or_insert_with(|| {
+                        groups.push(((resource, rec.day), Vec::new()));
+                        groups.len() - 1
+                    });
+                    groups[group].1.push(rec);
                     in_batch.insert(request, resource);
                     WriteOutcome::Stored
                 }
             };
             outcomes.push(outcome);
         }
+        let mut days = BTreeSet::new();
+        for ((resource, day), members) in groups {
+            let mut writer = SegmentWriter::new();
+            for rec in members {
+                let mut value = layout::record_value(&rec.value, rec.detection.as_ref());
+                if self.sealed_under_a_destroyed_key(rec) {
+                    if let Some(stripped) = layout::without_content(&value)
+                        .map_err(|e| Self::corrupt(rec.request_id.as_str().as_bytes(), e))?
+                    {
+                        value = stripped;
+                    }
+                }
+                writer.push(rec.request_id.as_str(), &value);
+                if writer.is_full() {
+                    let full = std::mem::take(&mut writer);
+                    self.put_segment(&mut batch, resource, day, None, full.finish())?;
+                }
+            }
+            if !writer.is_empty() {
+                self.put_segment(&mut batch, resource, day, None, writer.finish())?;
+            }
+            days.insert(day);
+        }
         for day in days {
             self.mark_for_export(&mut batch, ExportPart::Records, day)?;
         }
         Ok((batch, outcomes))
+    }
+
+    /// Adds to `batch` a segment of `resource`'s records of `day` and the index entries that
+    /// point into it. `seq` names the segment it replaces (`None`: a new one).
+    pub(crate) fn put_segment(
+        &self,
+        batch: &mut sled::Batch,
+        resource: &str,
+        day: Day,
+        seq: Option<u64>,
+        bytes: Vec<u8>,
+    ) -> Result<()> {
+        let seq = match seq {
+            Some(seq) => seq,
+            None => self.db.generate_id().map_err(|e| self.sled_err(e))?,
+        };
+        let key = layout::segment_key(resource, day, seq);
+        for entry in segment::entries(&bytes).map_err(|e| Self::corrupt(&key, e))? {
+            let locator = Locator::of(resource, day, seq, &entry);
+            batch.insert(layout::index_key(entry.request), locator.encode());
+        }
+        batch.insert(key, bytes);
+        Ok(())
+    }
+
+    /// Where `request` is stored, if it is.
+    pub(crate) fn locate(&self, request: &str) -> Result<Option<Locator>> {
+        let key = layout::index_key(request);
+        match self.records.get(&key).map_err(|e| self.sled_err(e))? {
+            Some(bytes) => Locator::decode(&bytes)
+                .map(Some)
+                .map_err(|e| Self::corrupt(&key, e)),
+            None => Ok(None),
+        }
+    }
+
+    /// The segment a locator points into.
+    pub(crate) fn segment_at(&self, locator: &Locator) -> Result<(Vec<u8>, sled::IVec)> {
+        let key = layout::segment_key(&locator.resource, locator.day, locator.seq);
+        match self.records.get(&key).map_err(|e| self.sled_err(e))? {
+            Some(segment) => Ok((key, segment)),
+            None => Err(Self::corrupt(&key, "an index entry points at a missing segment")),
+        }
+    }
+
+    /// `request`'s locator and stored value, if `resource` stored it.
+    fn stored_value(&self, resource: &str, request: &str) -> Result<Option<(Locator, Vec<u8>)>> {
+        let Some(locator) = self.locate(request)?.filter(|l| l.resource == resource) else {
+            return Ok(None);
+        };
+        let (key, segment) = self.segment_at(&locator)?;
+        let entry = segment::entry_at(&segment, locator.offset, locator.len)
+            .map_err(|e| Self::corrupt(&key, e))?;
+        if entry.request != request {
+            return Err(Self::corrupt(&key, "the index points at another record's entry"));
+        }
+        let value = entry.value.to_vec();
+        Ok(Some((locator, value)))
     }
 
     /// Whether `rec`'s content was sealed under a data key that has been destroyed since (its
@@ -546,15 +585,10 @@ impl GeoStore {
 
     /// The resource that stored `request_id`, if any.
     pub fn resource_of(&self, request_id: &str) -> Result<Option<ResourceId>> {
-        let Some(v) = self
-            .records
-            .get(layout::index_key(request_id))
-            .map_err(|e| self.sled_err(e))?
-        else {
+        let Some(locator) = self.locate(request_id)? else {
             return Ok(None);
         };
-        let id = std::str::from_utf8(&v).map_err(|e| Self::corrupt(request_id.as_bytes(), e))?;
-        ResourceId::parse(id)
+        ResourceId::parse(&locator.resource)
             .map(Some)
             .map_err(|e| Self::corrupt(request_id.as_bytes(), e))
     }
@@ -617,27 +651,17 @@ impl GeoStore {
         }
     }
 
-    /// The classifier's detection of one record, if it was scored: in the record's value, or
-    /// for records stored before detections went there, under its own key.
+    /// The classifier's detection of one record, if it was scored.
     pub fn detection(
         &self,
         resource: &ResourceId,
         request_id: &RequestId,
     ) -> Result<Option<Detection>> {
-        let key = layout::record_key(resource.as_str(), request_id.as_str());
-        let Some(bytes) = self.records.get(&key).map_err(|e| self.sled_err(e))? else {
-            return Ok(None);
-        };
-        if let Some(detection) = layout::detection_in(&bytes).map_err(|e| Self::corrupt(&key, e))? {
-            return Ok(Some(detection));
+        match self.stored_value(resource.as_str(), request_id.as_str())? {
+            Some((_, bytes)) => layout::detection_in(&bytes)
+                .map_err(|e| Self::corrupt(request_id.as_str().as_bytes(), e)),
+            None => Ok(None),
         }
-        let key = layout::detection_key(resource.as_str(), request_id.as_str());
-        let Some(bytes) = self.records.get(&key).map_err(|e| self.sled_err(e))? else {
-            return Ok(None);
-        };
-        postcard::from_bytes(&bytes)
-            .map(Some)
-            .map_err(|e| Self::corrupt(&key, e))
     }
 
     fn read(
@@ -653,19 +677,23 @@ impl GeoStore {
         resource: &ResourceId,
         request_id: &RequestId,
     ) -> Result<Option<(Vec<u8>, StoredValue)>> {
-        let key = layout::record_key(resource.as_str(), request_id.as_str());
-        let Some(bytes) = self.records.get(&key).map_err(|e| self.sled_err(e))? else {
+        let Some((_, bytes)) = self.stored_value(resource.as_str(), request_id.as_str())? else {
             return Ok(None);
         };
-        let value: StoredValue =
-            postcard::from_bytes(&bytes).map_err(|e| Self::corrupt(&key, e))?;
+        let key = layout::index_key(request_id.as_str());
+        Self::decode_value(&key, &bytes).map(|value| Some((key, value)))
+    }
+
+    /// A stored record's [`StoredValue`]; `key` names it in errors.
+    pub(crate) fn decode_value(key: &[u8], bytes: &[u8]) -> Result<StoredValue> {
+        let (value, _) = layout::split_value(bytes).map_err(|e| Self::corrupt(key, e))?;
         if value.format != layout::FORMAT {
             return Err(Self::corrupt(
-                &key,
+                key,
                 format!("unknown format {}", value.format),
             ));
         }
-        Ok(Some((key, value)))
+        Ok(value)
     }
 
     fn meta_of(
@@ -693,39 +721,49 @@ impl GeoStore {
         Ok((meta, stored_at))
     }
 
+    /// `resource`'s segments (of `day`, or of every day when `None`), in key order.
+    pub(crate) fn segments(
+        &self,
+        resource: &str,
+        day: Option<Day>,
+    ) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec)>> + '_ {
+        self.records
+            .scan_prefix(layout::segments_prefix(resource, day))
+            .map(|entry| entry.map_err(|e| self.sled_err(e)))
+    }
+
     /// How many records `resource` has in this store.
-    pub fn count(&self, resource: &ResourceId) -> usize {
-        self.records
-            .scan_prefix(layout::resource_prefix(resource.as_str()))
-            .count()
+    pub fn count(&self, resource: &ResourceId) -> Result<usize> {
+        let mut n = 0;
+        for segment in self.segments(resource.as_str(), None) {
+            let (key, bytes) = segment?;
+            n += segment::count(&bytes).map_err(|e| Self::corrupt(&key, e))?;
+        }
+        Ok(n)
     }
 
-    /// The request IDs stored for `resource`, in key order. For operators and tests; this
-    /// returns IDs only, never content.
+    /// The request IDs stored for `resource`, sorted. For operators and tests; this returns
+    /// IDs only, never content.
     pub fn request_ids(&self, resource: &ResourceId) -> Result<Vec<RequestId>> {
-        let prefix = layout::resource_prefix(resource.as_str());
-        self.records
-            .scan_prefix(&prefix)
-            .keys()
-            .map(|k| {
-                let k = k.map_err(|e| self.sled_err(e))?;
-                layout::request_of(&k)
-                    .and_then(|r| RequestId::parse(r).ok())
-                    .ok_or_else(|| Self::corrupt(&k, "bad record key"))
-            })
-            .collect()
+        let mut ids = Vec::new();
+        for segment in self.segments(resource.as_str(), None) {
+            let (key, bytes) = segment?;
+            for entry in segment::entries(&bytes).map_err(|e| Self::corrupt(&key, e))? {
+                ids.push(RequestId::parse(entry.request).map_err(|e| Self::corrupt(&key, e))?);
+            }
+        }
+        ids.sort();
+        Ok(ids)
     }
 
-    /// How many records this store holds.
+    /// How many records this store holds (its index entries).
     pub fn len(&self) -> usize {
-        self.records
-            .scan_prefix(layout::all_records_prefix())
-            .count()
+        self.records.scan_prefix(layout::index_key("")).count()
     }
 
     /// Whether this store holds no records.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.records.scan_prefix(layout::index_key("")).next().is_none()
     }
 
     /// Writes everything buffered to disk.

@@ -1,13 +1,14 @@
 //! How records are laid out in a geography's sled tree.
 //!
-//! One tree holds two kinds of entries, so that a batch of writes to both is atomic:
-//! - `R resource \0 request` → the stored record. Resource IDs never contain NUL, so each
-//!   resource's records form one contiguous range under the prefix `R resource \0`.
-//! - `I request` → the resource ID: the request-ID index that makes writes idempotent and
-//!   lets a point query find a record by request ID alone.
-//! - `D resource \0 request` → the record's [`Detection`](vigil_core::Detection) (scores
-//!   only), for records stored before detections went into the record's own value (see
-//!   [`record_value`]); read when the value has none, removed with the record.
+//! One tree holds these kinds of entries, so that a batch of writes to several is atomic:
+//! - `S resource \0 day seq` → a segment: records of one resource stored on one UTC day
+//!   (`day`: 4 bytes, big-endian, so days sort; `seq`: 8 bytes, big-endian, from sled's ID
+//!   generator), packed as described in [`crate::segment`]. Resource IDs never contain NUL,
+//!   so a resource's segments are one contiguous range, and so are its segments of one day:
+//!   a retention purge walks only the expired ones.
+//! - `I request` → a [`Locator`](crate::segment::Locator): the resource that stored the
+//!   request ID and where its record is. It makes writes idempotent (one lookup tells a
+//!   redelivery from a new record) and lets a point query find a record by request ID alone.
 //! - `W resource \0 end-user` → the checkpoint of an end user's abuse windows (an empty end
 //!   user: the resource's own), written in the same batch as the records that changed it.
 //! - `C case` → a [`Case`](vigil_core::Case) (JSON), and `O case` while its flag event is
@@ -19,11 +20,11 @@
 //! - `H case \0 decision` → a human reviewer's [`Decision`](vigil_core::Decision) (JSON),
 //!   keyed by its time-ordered ID.
 //!
-//! - `B resource \0 day request` → nothing: the bucket index. `day` is the UTC day (4 bytes,
-//!   big-endian, so days sort) the record was stored on; a resource's records of one day are
-//!   one contiguous range, and a retention purge walks only the expired ones.
 //! - `X part day` → a token: the export partition of that day (`r`: records and detections,
 //!   `c`: cases and verdicts) changed since it was last exported.
+//!
+//! Layout 3 stored one `R resource \0 request` entry per record, with `B` (bucket) and `D`
+//! (detection) entries beside it; [`v3`] names those keys for the migration.
 //!
 //! Window checkpoints and cases are *dated*: their value starts with the day they were last
 //! written, which is what the purge expires them by. Review tasks, verdicts and decisions
@@ -45,23 +46,22 @@ use vigil_core::Detection;
 
 use crate::crypto::Sealed;
 
-const RECORD: u8 = b'R';
+const SEGMENT: u8 = b'S';
 const INDEX: u8 = b'I';
-const DETECTION: u8 = b'D';
 const WINDOW: u8 = b'W';
 const CASE: u8 = b'C';
 const OUTBOX: u8 = b'O';
 const REVIEW_QUEUE: u8 = b'Q';
 const VERDICT: u8 = b'V';
 const DECISION: u8 = b'H';
-const BUCKET: u8 = b'B';
 const EXPORT_BACKLOG: u8 = b'X';
 
 /// The layout version, kept under [`LAYOUT_KEY`] in the `data_keys` tree. Version 1 had one
 /// data key per resource; version 2 one per resource and day, wrapped, in the `data_keys`
 /// tree; version 3 keeps the wrapped keys in the keyring file (`crate::keyring`) and only
-/// their slots in the tree. A version-2 store is migrated when it is opened.
-pub const LAYOUT_VERSION: u8 = 3;
+/// their slots in the tree; version 4 packs records into segments. Version-2 and version-3
+/// stores are migrated when they are opened.
+pub const LAYOUT_VERSION: u8 = 4;
 
 /// Key, in the `data_keys` tree, of the layout version.
 pub const LAYOUT_KEY: &[u8] = b"\0layout";
@@ -69,19 +69,38 @@ pub const LAYOUT_KEY: &[u8] = b"\0layout";
 /// The current value format.
 pub const FORMAT: u8 = 1;
 
-/// Key of a stored record.
-pub fn record_key(resource: &str, request: &str) -> Vec<u8> {
-    keyed(RECORD, resource, request)
+/// Key of a segment.
+pub fn segment_key(resource: &str, day: Day, seq: u64) -> Vec<u8> {
+    let mut key = segments_prefix(resource, Some(day));
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
 }
 
-/// Prefix of all of a resource's records.
-pub fn resource_prefix(resource: &str) -> Vec<u8> {
-    prefixed(RECORD, resource)
+/// Prefix of `resource`'s segments of `day` (of every day when `day` is `None`).
+pub fn segments_prefix(resource: &str, day: Option<Day>) -> Vec<u8> {
+    let mut key = prefixed(SEGMENT, resource);
+    if let Some(day) = day {
+        key.extend_from_slice(&day.to_be_bytes());
+    }
+    key
 }
 
-/// Key of a record's detection.
-pub fn detection_key(resource: &str, request: &str) -> Vec<u8> {
-    keyed(DETECTION, resource, request)
+/// Prefix of every segment.
+pub fn all_segments_prefix() -> [u8; 1] {
+    [SEGMENT]
+}
+
+/// The resource, day and sequence number of a segment key.
+pub fn segment_of(key: &[u8]) -> Option<(&str, Day, u64)> {
+    let rest = key.strip_prefix(&[SEGMENT])?;
+    let sep = rest.iter().position(|b| *b == 0)?;
+    let day = Day::from_be_bytes(rest.get(sep + 1..sep + 5)?)?;
+    let seq: [u8; 8] = rest.get(sep + 5..)?.try_into().ok()?;
+    Some((
+        std::str::from_utf8(&rest[..sep]).ok()?,
+        day,
+        u64::from_be_bytes(seq),
+    ))
 }
 
 /// Key of an abuse-window checkpoint: an end user's, or the resource's when `end_user` is
@@ -158,11 +177,6 @@ fn prefixed(kind: u8, resource: &str) -> Vec<u8> {
     key
 }
 
-/// Prefix of every record of every resource.
-pub fn all_records_prefix() -> [u8; 1] {
-    [RECORD]
-}
-
 /// Key of a request-ID index entry.
 pub fn index_key(request: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(1 + request.len());
@@ -221,40 +235,6 @@ pub fn data_key_of(key: &[u8]) -> Option<(&str, Day)> {
     Some((std::str::from_utf8(&key[..sep]).ok()?, day))
 }
 
-/// Key of a record's bucket-index entry.
-pub fn bucket_key(resource: &str, day: Day, request: &str) -> Vec<u8> {
-    let mut key = prefixed(BUCKET, resource);
-    key.extend_from_slice(&day.to_be_bytes());
-    key.extend_from_slice(request.as_bytes());
-    key
-}
-
-/// Prefix of `resource`'s bucket-index entries of `day` (of every day when `day` is `None`).
-pub fn bucket_prefix(resource: &str, day: Option<Day>) -> Vec<u8> {
-    let mut key = prefixed(BUCKET, resource);
-    if let Some(day) = day {
-        key.extend_from_slice(&day.to_be_bytes());
-    }
-    key
-}
-
-/// Prefix of the whole bucket index.
-pub fn all_buckets_prefix() -> [u8; 1] {
-    [BUCKET]
-}
-
-/// The resource, day and request of a bucket-index key.
-pub fn bucket_entry(key: &[u8]) -> Option<(&str, Day, &str)> {
-    let rest = key.strip_prefix(&[BUCKET])?;
-    let sep = rest.iter().position(|b| *b == 0)?;
-    let day = Day::from_be_bytes(rest.get(sep + 1..sep + 5)?)?;
-    Some((
-        std::str::from_utf8(&rest[..sep]).ok()?,
-        day,
-        std::str::from_utf8(&rest[sep + 5..]).ok()?,
-    ))
-}
-
 /// The first key after every key that starts with `prefix` (`None` when there is none).
 pub fn successor(prefix: &[u8]) -> Option<Vec<u8>> {
     let mut key = prefix.to_vec();
@@ -267,7 +247,7 @@ pub fn successor(prefix: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
-/// The resource part of a key made by `prefixed` (records, detections, windows, buckets).
+/// The resource part of a key made by `prefixed` (segments, windows).
 pub fn resource_of_key(key: &[u8]) -> Option<&str> {
     let rest = key.get(1..)?;
     let sep = rest.iter().position(|b| *b == 0)?;
@@ -318,12 +298,6 @@ pub fn dated(day: Day, value: &[u8]) -> Vec<u8> {
 /// The day and the value of a dated value.
 pub fn undated(value: &[u8]) -> Option<(Day, &[u8])> {
     Some((Day::from_be_bytes(value)?, value.get(4..)?))
-}
-
-/// The request ID part of a record key.
-pub fn request_of(record_key: &[u8]) -> Option<&str> {
-    let sep = record_key.iter().position(|b| *b == 0)?;
-    std::str::from_utf8(&record_key[sep + 1..]).ok()
 }
 
 /// The content part of a stored record.
@@ -388,4 +362,43 @@ pub fn without_content(bytes: &[u8]) -> Result<Option<Vec<u8>>, postcard::Error>
     let mut stripped = postcard::to_stdvec(&value).expect("a stored value always encodes");
     stripped.extend_from_slice(rest);
     Ok(Some(stripped))
+}
+
+/// The keys of layout 3, which the migration to segments reads and removes.
+pub mod v3 {
+    /// Prefix of every record (`R resource \0 request` → the record's value).
+    pub const RECORDS: u8 = b'R';
+    /// Prefix of every detection stored apart from its record (`D resource \0 request`).
+    pub const DETECTIONS: u8 = b'D';
+    /// Prefix of the bucket index (`B resource \0 day request` → nothing).
+    pub const BUCKETS: u8 = b'B';
+
+    /// Key of a record.
+    #[cfg(test)]
+    pub fn record_key(resource: &str, request: &str) -> Vec<u8> {
+        super::keyed(RECORDS, resource, request)
+    }
+
+    /// Key of a record's separate detection.
+    pub fn detection_key(resource: &str, request: &str) -> Vec<u8> {
+        super::keyed(DETECTIONS, resource, request)
+    }
+
+    /// Key of a record's bucket-index entry.
+    pub fn bucket_key(resource: &str, day: vigil_core::Day, request: &str) -> Vec<u8> {
+        let mut key = super::prefixed(BUCKETS, resource);
+        key.extend_from_slice(&day.to_be_bytes());
+        key.extend_from_slice(request.as_bytes());
+        key
+    }
+
+    /// The resource and request ID of a record key.
+    pub fn record_of(key: &[u8]) -> Option<(&str, &str)> {
+        let rest = key.strip_prefix(&[RECORDS])?;
+        let sep = rest.iter().position(|b| *b == 0)?;
+        Some((
+            std::str::from_utf8(&rest[..sep]).ok()?,
+            std::str::from_utf8(&rest[sep + 1..]).ok()?,
+        ))
+    }
 }

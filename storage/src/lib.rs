@@ -30,6 +30,7 @@ pub mod keyring;
 pub mod keys;
 mod layout;
 pub mod retention;
+pub mod segment;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

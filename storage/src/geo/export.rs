@@ -7,7 +7,7 @@ use vigil_core::{Case, Day, Detection, RecordMeta, RequestId, ResourceId};
 
 use super::GeoStore;
 use crate::layout::{self, StoredContent};
-use crate::Result;
+use crate::{segment, Result};
 
 /// A family of export partitions cut by day.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -105,17 +105,17 @@ impl GeoStore {
         Ok(())
     }
 
-    /// The resources with records in this store (by the bucket index), in key order.
-    pub(crate) fn bucketed_resources(&self) -> Result<Vec<String>> {
+    /// The resources with records in this store (those with segments), in key order.
+    pub(crate) fn resources_with_records(&self) -> Result<Vec<String>> {
         let mut resources = Vec::new();
-        let mut from = layout::all_buckets_prefix().to_vec();
-        let end = layout::successor(&layout::all_buckets_prefix()).expect("B has a successor");
+        let mut from = layout::all_segments_prefix().to_vec();
+        let end = layout::successor(&layout::all_segments_prefix()).expect("S has a successor");
         while let Some(entry) = self.records.range(from.as_slice()..end.as_slice()).next() {
             let (key, _) = entry.map_err(|e| self.sled_err(e))?;
             let resource = layout::resource_of_key(&key)
-                .ok_or_else(|| Self::corrupt(&key, "bad bucket key"))?
+                .ok_or_else(|| Self::corrupt(&key, "bad segment key"))?
                 .to_owned();
-            match layout::successor(&layout::bucket_prefix(&resource, None)) {
+            match layout::successor(&layout::segments_prefix(&resource, None)) {
                 Some(next) => from = next,
                 None => break,
             }
@@ -127,30 +127,26 @@ impl GeoStore {
     /// Every record stored on `day`, with its detection, resource by resource, handed to
     /// `each` one at a time (a day can hold millions).
     pub fn records_of_day(&self, day: Day, mut each: impl FnMut(ExportedRecord)) -> Result<()> {
-        for resource in self.bucketed_resources()? {
+        for resource in self.resources_with_records()? {
             let resource_id =
                 ResourceId::parse(&resource).map_err(|e| Self::corrupt(resource.as_bytes(), e))?;
-            for key in self
-                .records
-                .scan_prefix(layout::bucket_prefix(&resource, Some(day)))
-                .keys()
-            {
-                let key = key.map_err(|e| self.sled_err(e))?;
-                let (_, _, request) =
-                    layout::bucket_entry(&key).ok_or_else(|| Self::corrupt(&key, "bad bucket"))?;
-                let request_id = RequestId::parse(request).map_err(|e| Self::corrupt(&key, e))?;
-                let Some((record_key, value)) = self.read_value(&resource_id, &request_id)? else {
-                    continue;
-                };
-                let content_stored = matches!(value.content, StoredContent::Sealed(_));
-                let (meta, stored_at) =
-                    self.meta_of(&record_key, &resource_id, &request_id, value)?;
-                each(ExportedRecord {
-                    detection: self.detection(&resource_id, &request_id)?,
-                    meta,
-                    stored_at,
-                    content_stored,
-                });
+            for segment in self.segments(&resource, Some(day)) {
+                let (key, bytes) = segment?;
+                for entry in segment::entries(&bytes).map_err(|e| Self::corrupt(&key, e))? {
+                    let request_id =
+                        RequestId::parse(entry.request).map_err(|e| Self::corrupt(&key, e))?;
+                    let value = Self::decode_value(&key, entry.value)?;
+                    let detection =
+                        layout::detection_in(entry.value).map_err(|e| Self::corrupt(&key, e))?;
+                    let content_stored = matches!(value.content, StoredContent::Sealed(_));
+                    let (meta, stored_at) = self.meta_of(&key, &resource_id, &request_id, value)?;
+                    each(ExportedRecord {
+                        detection,
+                        meta,
+                        stored_at,
+                        content_stored,
+                    });
+                }
             }
         }
         Ok(())

@@ -14,14 +14,14 @@
 use std::collections::BTreeSet;
 use std::ops::ControlFlow;
 
-use time::OffsetDateTime;
 use vigil_core::{Day, RequestId, ResourceId};
 
 use super::{ExportPart, GeoStore};
 use crate::keyring;
 use crate::keys::KeyEntry;
-use crate::layout::{self, StoredValue};
+use crate::layout;
 use crate::retention::Cutoffs;
+use crate::segment::{self, SegmentWriter};
 use crate::Result;
 
 /// Keys removed (or records stripped) per atomic batch.
@@ -36,7 +36,7 @@ pub struct PurgeReport {
     pub today: String,
     /// Data keys destroyed (one per resource and expired day).
     pub data_keys: usize,
-    /// Records removed, with their index entries and detections.
+    /// Records removed, with their index entries.
     pub records: usize,
     /// Abuse-window checkpoints removed.
     pub windows: usize,
@@ -118,7 +118,7 @@ pub struct DeletedRequest {
 
 impl GeoStore {
     /// Removes everything past retention: the data keys of expired days first (their content
-    /// is unreadable from then on), then records with their index, bucket and detection
+    /// is unreadable from then on), then the expired days' segments with their records' index
     /// entries, window checkpoints, and cases with their outbox entries, review tasks,
     /// verdicts and decisions. Export partitions of the days it touched are marked for re-export.
     ///
@@ -133,15 +133,15 @@ impl GeoStore {
         };
         report.data_keys =
             self.destroy_data_keys(|resource, day| cutoffs.expired(resource, day), None)?;
-        for resource in self.bucketed_resources()? {
-            let end = layout::bucket_prefix(&resource, Some(cutoffs.first_kept(&resource)));
-            let from = layout::bucket_prefix(&resource, None);
+        for resource in self.resources_with_records()? {
+            let from = layout::segments_prefix(&resource, None);
+            let end = layout::segments_prefix(&resource, Some(cutoffs.first_kept(&resource)));
             loop {
-                let chunk = self.keys_in(&from, &end)?;
-                if chunk.is_empty() {
+                let (segments, records) = self.remove_segments(&from, &end)?;
+                if segments == 0 {
                     break;
                 }
-                report.records += self.remove_bucketed(&chunk)?;
+                report.records += records;
                 if progress(&report).is_break() {
                     return Ok(report);
                 }
@@ -177,29 +177,38 @@ impl GeoStore {
         Ok(report)
     }
 
-    /// Deletes one record: its content, metadata, index, bucket and detection entries, and
-    /// the review tasks, verdicts and decisions about it, in one atomic batch, flushed before returning.
+    /// Deletes one record: its entry (content, metadata, detection) and index entry, and the
+    /// review tasks, verdicts and decisions about it, in one atomic batch, flushed before
+    /// returning. Its segment is rewritten without it (or removed, when it was the last).
     /// `None` when this store does not hold it.
     pub fn delete_request(&self, request_id: &RequestId) -> Result<Option<DeletedRequest>> {
         let _writer = self.writer.lock().expect("lock poisoned");
-        let Some(resource) = self.resource_of(request_id.as_str())? else {
+        let request = request_id.as_str();
+        let Some(locator) = self.locate(request)? else {
             return Ok(None);
         };
-        let (resource, request) = (resource.as_str(), request_id.as_str());
+        let resource = locator.resource.as_str();
         let mut batch = sled::Batch::default();
         batch.remove(layout::index_key(request));
-        batch.remove(layout::detection_key(resource, request));
-        let record_key = layout::record_key(resource, request);
-        if let Some(bytes) = self
-            .records
-            .get(&record_key)
-            .map_err(|e| self.sled_err(e))?
-        {
-            let day = Self::stored_day(&record_key, &bytes)?;
-            batch.remove(record_key);
-            batch.remove(layout::bucket_key(resource, day, request));
-            self.mark_for_export(&mut batch, ExportPart::Records, day)?;
+        let (key, bytes) = self.segment_at(&locator)?;
+        let mut rest = SegmentWriter::new();
+        for entry in segment::entries(&bytes).map_err(|e| Self::corrupt(&key, e))? {
+            if entry.request != request {
+                rest.push(entry.request, entry.value);
+            }
         }
+        if rest.is_empty() {
+            batch.remove(key);
+        } else {
+            self.put_segment(
+                &mut batch,
+                resource,
+                locator.day,
+                Some(locator.seq),
+                rest.finish(),
+            )?;
+        }
+        self.mark_for_export(&mut batch, ExportPart::Records, locator.day)?;
         let mut reviews = 0;
         let mut cases = BTreeSet::new();
         for prefix in [layout::reviews_prefix(None), layout::verdicts_prefix(None)] {
@@ -298,14 +307,14 @@ impl GeoStore {
         match kind {
             JobKind::StripContent => report.records = self.strip_content(resource)?,
             JobKind::DeleteData => {
-                let from = layout::bucket_prefix(resource, None);
+                let from = layout::segments_prefix(resource, None);
                 let end = layout::successor(&from).expect("a prefix ending in NUL has one");
                 loop {
-                    let chunk = self.keys_in(&from, &end)?;
-                    if chunk.is_empty() {
+                    let (segments, records) = self.remove_segments(&from, &end)?;
+                    if segments == 0 {
                         break;
                     }
-                    report.records += self.remove_bucketed(&chunk)?;
+                    report.records += records;
                 }
                 let windows = layout::windows_prefix(resource);
                 let windows_end = layout::successor(&windows).expect("has one");
@@ -407,30 +416,28 @@ impl GeoStore {
         Ok(destroyed)
     }
 
-    /// Up to a chunk of keys in `from..end`.
-    fn keys_in(&self, from: &[u8], end: &[u8]) -> Result<Vec<sled::IVec>> {
-        self.records
-            .range(from..end)
-            .keys()
-            .take(CHUNK)
-            .map(|k| k.map_err(|e| self.sled_err(e)))
-            .collect()
-    }
-
-    /// Removes the records these bucket-index keys name, with their index, bucket and
-    /// detection entries, in one atomic batch, and marks their days' export partitions.
-    fn remove_bucketed(&self, bucket_keys: &[sled::IVec]) -> Result<usize> {
+    /// Removes the first segments in `from..end`, up to about a chunk of records, with their
+    /// records' index entries, in one atomic batch, and marks their days' export partitions.
+    /// Returns how many segments and records it removed (no segments: the range is empty).
+    fn remove_segments(&self, from: &[u8], end: &[u8]) -> Result<(usize, usize)> {
         let _writer = self.writer.lock().expect("lock poisoned");
         let mut batch = sled::Batch::default();
+        let (mut segments, mut records) = (0, 0);
         let mut days = BTreeSet::new();
-        for key in bucket_keys {
-            let (resource, day, request) =
-                layout::bucket_entry(key).ok_or_else(|| Self::corrupt(key, "bad bucket key"))?;
-            batch.remove(layout::record_key(resource, request));
-            batch.remove(layout::index_key(request));
-            batch.remove(layout::detection_key(resource, request));
-            batch.remove(key.clone());
+        for entry in self.records.range(from..end) {
+            let (key, bytes) = entry.map_err(|e| self.sled_err(e))?;
+            let (_, day, _) =
+                layout::segment_of(&key).ok_or_else(|| Self::corrupt(&key, "bad segment key"))?;
+            for entry in segment::entries(&bytes).map_err(|e| Self::corrupt(&key, e))? {
+                batch.remove(layout::index_key(entry.request));
+                records += 1;
+            }
+            batch.remove(key);
+            segments += 1;
             days.insert(day);
+            if records >= CHUNK {
+                break;
+            }
         }
         for day in days {
             self.mark_for_export(&mut batch, ExportPart::Records, day)?;
@@ -438,7 +445,7 @@ impl GeoStore {
         self.records
             .apply_batch(batch)
             .map_err(|e| self.sled_err(e))?;
-        Ok(bucket_keys.len())
+        Ok((segments, records))
     }
 
     /// Removes the entries in `from..end` that `doomed` picks by key and value, looking at up
@@ -520,30 +527,44 @@ impl GeoStore {
         Ok(removed)
     }
 
-    /// Replaces every sealed content of `resource` with "not logged", a chunk per atomic
-    /// batch. Returns how many records held content.
+    /// Replaces every sealed content of `resource` with "not logged", about a chunk of
+    /// records per atomic batch. Returns how many records held content.
     fn strip_content(&self, resource: &str) -> Result<usize> {
-        let from = layout::resource_prefix(resource);
-        let end = layout::successor(&from).expect("a prefix ending in NUL has one");
+        let end = layout::successor(&layout::segments_prefix(resource, None))
+            .expect("a prefix ending in NUL has one");
+        let mut cursor = layout::segments_prefix(resource, None);
         let mut stripped = 0;
-        let mut cursor = from;
         loop {
             let _writer = self.writer.lock().expect("lock poisoned");
             let mut batch = sled::Batch::default();
+            let mut seen = 0;
             let mut last = None;
-            for entry in self
-                .records
-                .range(cursor.as_slice()..end.as_slice())
-                .take(CHUNK)
-            {
+            for entry in self.records.range(cursor.as_slice()..end.as_slice()) {
                 let (key, bytes) = entry.map_err(|e| self.sled_err(e))?;
-                if let Some(bytes) =
-                    layout::without_content(&bytes).map_err(|e| Self::corrupt(&key, e))?
-                {
-                    batch.insert(key.clone(), bytes);
-                    stripped += 1;
+                let (_, day, seq) = layout::segment_of(&key)
+                    .ok_or_else(|| Self::corrupt(&key, "bad segment key"))?;
+                let mut rewritten = SegmentWriter::new();
+                let mut changed = false;
+                for entry in segment::entries(&bytes).map_err(|e| Self::corrupt(&key, e))? {
+                    seen += 1;
+                    match layout::without_content(entry.value)
+                        .map_err(|e| Self::corrupt(&key, e))?
+                    {
+                        Some(value) => {
+                            rewritten.push(entry.request, &value);
+                            changed = true;
+                            stripped += 1;
+                        }
+                        None => rewritten.push(entry.request, entry.value),
+                    }
+                }
+                if changed {
+                    self.put_segment(&mut batch, resource, day, Some(seq), rewritten.finish())?;
                 }
                 last = Some(key);
+                if seen >= CHUNK {
+                    break;
+                }
             }
             self.records
                 .apply_batch(batch)
@@ -554,13 +575,5 @@ impl GeoStore {
             cursor = last.to_vec();
             cursor.push(0);
         }
-    }
-
-    /// The day a stored record was stored on.
-    fn stored_day(key: &[u8], bytes: &[u8]) -> Result<Day> {
-        let value: StoredValue = postcard::from_bytes(bytes).map_err(|e| Self::corrupt(key, e))?;
-        let at = OffsetDateTime::from_unix_timestamp(value.stored_at)
-            .map_err(|e| Self::corrupt(key, e))?;
-        Ok(Day::of(at))
     }
 }

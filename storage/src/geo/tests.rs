@@ -100,30 +100,13 @@ fn a_detection_is_stored_in_its_records_value_and_survives_a_content_strip() {
         Some(detection.clone())
     );
     assert_eq!(geo.detection(&res.id, &req("r2")).unwrap(), None);
-    // One value per record: no separate detection entry.
-    let key = crate::layout::detection_key("a", "r1");
-    assert!(geo.raw().get(key).unwrap().is_none());
     assert_eq!(
         content_of(&geo, &res, "r1").unwrap().prompt.as_deref(),
         Some("hello")
     );
 
-    // A record stored before detections went into the value is read from its own key.
-    let old = crate::layout::detection_key("a", "r2");
-    geo.raw()
-        .insert(old, postcard::to_stdvec(&detection).unwrap())
-        .unwrap();
-    assert_eq!(
-        geo.detection(&res.id, &req("r2")).unwrap(),
-        Some(detection.clone())
-    );
-
     // Stripping the content keeps the detection.
-    let bytes = geo
-        .raw()
-        .get(crate::layout::record_key("a", "r1"))
-        .unwrap()
-        .unwrap();
+    let (_, bytes) = geo.stored_value("a", "r1").unwrap().unwrap();
     let stripped = crate::layout::without_content(&bytes)
         .unwrap()
         .expect("it had content");
@@ -132,6 +115,17 @@ fn a_detection_is_stored_in_its_records_value_and_survives_a_content_strip() {
         Some(detection)
     );
     assert!(crate::layout::without_content(&stripped).unwrap().is_none());
+}
+
+/// Writes `value` as `request`'s entry in a segment of its own under `resource`, and points
+/// the request's index entry at it: what someone who can write to the store could do.
+fn plant(geo: &GeoStore, resource: &str, request: &str, value: &[u8]) {
+    let mut segment = crate::segment::SegmentWriter::new();
+    segment.push(request, value);
+    let mut batch = sled::Batch::default();
+    geo.put_segment(&mut batch, resource, geo.clock().today(), None, segment.finish())
+        .unwrap();
+    geo.raw().apply_batch(batch).unwrap();
 }
 
 #[test]
@@ -191,34 +185,28 @@ fn ciphertext_moved_to_another_record_or_resource_fails_to_decrypt() {
     put(&stores, &a, &record("a", "r2", "two"));
     put(&stores, &b, &record("b", "r3", "three"));
     let geo = stores.geo(&eu()).unwrap();
-    let raw = geo.raw();
-    let stolen = raw
-        .get(crate::layout::record_key("a", "r1"))
-        .unwrap()
-        .unwrap();
+    let (_, stolen) = geo.stored_value("a", "r1").unwrap().unwrap();
 
     // Same resource, another request ID.
-    raw.insert(crate::layout::record_key("a", "r2"), stolen.clone())
-        .unwrap();
+    plant(&geo, "a", "r2", &stolen);
     assert!(matches!(
         geo.get(&a, &req("r2")),
         Err(StorageError::Decrypt { .. })
     ));
     // Another resource.
-    raw.insert(crate::layout::record_key("b", "r3"), stolen.clone())
-        .unwrap();
+    plant(&geo, "b", "r3", &stolen);
     assert!(matches!(
         geo.get(&b, &req("r3")),
         Err(StorageError::Decrypt { .. })
     ));
     // Another resource under the same request ID.
-    raw.insert(crate::layout::record_key("b", "r1"), stolen)
-        .unwrap();
+    plant(&geo, "b", "r1", &stolen);
     assert!(matches!(
         geo.get(&b, &req("r1")),
         Err(StorageError::Decrypt { .. })
     ));
-    // The original is untouched.
+    // Put back where it belongs, it still opens: the bytes were not what failed.
+    plant(&geo, "a", "r1", &stolen);
     assert!(content_of(&geo, &a, "r1").is_some());
 }
 

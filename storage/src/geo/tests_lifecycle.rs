@@ -530,14 +530,14 @@ fn deleting_a_resource_destroys_its_keys_first_and_leaves_others_untouched() {
     let report = geo.delete_resource(&a.id).unwrap();
     assert_eq!((report.data_keys, report.records, report.cases), (2, 7, 1));
     assert_eq!(report.windows, 1);
-    assert_eq!(geo.count(&a.id), 0);
+    assert_eq!(geo.count(&a.id).unwrap(), 0);
     assert!(geo.data_key_days(&a.id).unwrap().is_empty());
     assert!(geo.case("case-a").unwrap().is_none());
     assert!(geo.window_state(&a.id, Some("u")).unwrap().is_none());
     geo.write_batch(&[late]).unwrap();
     assert_eq!(geo.get(&a, &req("a-late")).unwrap().unwrap().content, None);
     // The other resource is untouched.
-    assert_eq!(geo.count(&b.id), 3);
+    assert_eq!(geo.count(&b.id).unwrap(), 3);
     assert!(geo.case("case-b").unwrap().is_some());
     assert!(has_content(&geo, &b, "b-00002"));
     assert!(geo.window_state(&b.id, Some("u")).unwrap().is_some());
@@ -566,8 +566,122 @@ fn a_deletion_cut_short_by_a_crash_is_finished_at_the_next_start() {
     assert_eq!(done.deletions_finished.len(), 1);
     assert_eq!(done.deletions_finished[0].records, 5);
     let geo = stores.geo(&eu()).unwrap();
-    assert_eq!(geo.count(&a.id), 0);
+    assert_eq!(geo.count(&a.id).unwrap(), 0);
     assert!(geo.pending_jobs().unwrap().is_empty());
+}
+
+/// Rewrites a store into what layout 3 wrote: one `R` entry per record with a `B` entry
+/// beside it, index entries holding the resource ID, detections of the records `apart` names
+/// in `D` entries of their own (as before they went into the record's value).
+fn downgrade_to_layout_3(geo: &super::GeoStore, apart: &[&str]) {
+    use crate::layout::v3;
+    let mut batch = sled::Batch::default();
+    for entry in geo.raw().scan_prefix(layout::all_segments_prefix()) {
+        let (key, bytes) = entry.unwrap();
+        let (resource, day, _) = layout::segment_of(&key).unwrap();
+        for entry in crate::segment::entries(&bytes).unwrap() {
+            let (value, rest) = layout::split_value(entry.value).unwrap();
+            let mut record = postcard::to_stdvec(&value).unwrap();
+            if apart.contains(&entry.request) && !rest.is_empty() {
+                batch.insert(v3::detection_key(resource, entry.request), rest);
+            } else {
+                record.extend_from_slice(rest);
+            }
+            batch.insert(v3::record_key(resource, entry.request), record);
+            batch.insert(v3::bucket_key(resource, day, entry.request), &[]);
+            batch.insert(layout::index_key(entry.request), resource.as_bytes());
+        }
+        batch.remove(key);
+    }
+    // A bucket entry a deletion left behind.
+    batch.insert(v3::bucket_key("a", Day::of(NOW), "gone"), &[]);
+    geo.raw().apply_batch(batch).unwrap();
+    geo.data_keys.insert(layout::LAYOUT_KEY, &[3]).unwrap();
+    geo.flush().unwrap();
+}
+
+#[test]
+fn a_layout_3_store_is_packed_into_segments_when_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (resource("a"), resource("b"));
+    let detection = vigil_core::Detection {
+        scores: vigil_core::HarmScores {
+            any_harm: 0.9,
+            ..Default::default()
+        },
+        harmful: true,
+        model: "m@1".into(),
+    };
+    {
+        let old = stores_at(dir.path(), 3);
+        put(&old, &a, &ids("three", 100), "u", "x");
+        let geo = old.geo(&eu()).unwrap();
+        let mut scored = geo.seal(&record("b", "b-scored", "u", "y"), &b).unwrap();
+        scored.detection = Some(detection.clone());
+        let mut in_value = geo.seal(&record("b", "b-in-value", "u", "y"), &b).unwrap();
+        in_value.detection = Some(detection.clone());
+        geo.write_batch(&[scored, in_value]).unwrap();
+    }
+    put(&stores_at(dir.path(), 0), &a, &ids("today", 5), "u", "z");
+    let before = {
+        let stores = stores_at(dir.path(), 0);
+        let geo = stores.geo(&eu()).unwrap();
+        let before = (
+            geo.request_ids(&a.id).unwrap(),
+            geo.request_ids(&b.id).unwrap(),
+        );
+        downgrade_to_layout_3(&geo, &["b-scored"]);
+        before
+    };
+
+    let stores = stores_at(dir.path(), 0);
+    let geo = stores.geo(&eu()).unwrap();
+    assert_eq!(
+        geo.data_keys.get(layout::LAYOUT_KEY).unwrap().unwrap().as_ref(),
+        [layout::LAYOUT_VERSION]
+    );
+    for kind in [b'R', b'B', b'D'] {
+        assert_eq!(geo.raw().scan_prefix([kind]).count(), 0, "{}", kind as char);
+    }
+    assert_eq!(
+        (
+            geo.request_ids(&a.id).unwrap(),
+            geo.request_ids(&b.id).unwrap()
+        ),
+        before
+    );
+    assert_eq!(geo.len(), 107);
+    for id in ["three-00000", "three-00099", "today-00004"] {
+        assert!(has_content(&geo, &a, id), "{id}");
+    }
+    for id in ["b-scored", "b-in-value"] {
+        assert!(has_content(&geo, &b, id), "{id}");
+        assert_eq!(
+            geo.detection(&b.id, &req(id)).unwrap().as_ref(),
+            Some(&detection),
+            "{id}"
+        );
+    }
+    // 100 records of one resource and day fill more than one segment.
+    let segments = geo
+        .raw()
+        .scan_prefix(layout::segments_prefix("a", None))
+        .count();
+    assert!(segments >= 2, "{segments} segments");
+    // And the lifecycle works on what was migrated: the day 3 days back expires at 2 days.
+    let retention = RetentionConfig {
+        max_days: 2,
+        ..RetentionConfig::default()
+    };
+    let report = geo
+        .purge(
+            &Cutoffs::new(&retention, &registry(&[&a, &b]), &eu(), Day::of(NOW)),
+            &mut |_| ControlFlow::Continue(()),
+        )
+        .unwrap();
+    assert_eq!(report.records, 102);
+    assert_eq!(geo.request_ids(&a.id).unwrap().len(), 5);
+    assert_eq!(geo.len(), 5);
 }
 
 #[test]
@@ -596,6 +710,7 @@ fn a_layout_2_store_is_migrated_into_the_keyring_when_opened() {
                 .insert(key, postcard::to_stdvec(&wrapped).unwrap())
                 .unwrap();
         }
+        downgrade_to_layout_3(&geo, &[]);
         geo.data_keys.insert(layout::LAYOUT_KEY, &[2]).unwrap();
         geo.flush().unwrap();
     }
