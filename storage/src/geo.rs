@@ -36,6 +36,7 @@ mod annex;
 mod export;
 mod lifecycle;
 mod migrate;
+mod rekey;
 mod review;
 
 pub use annex::Annex;
@@ -106,6 +107,8 @@ pub struct GeoStore {
     keys: Arc<KeySource>,
     clock: Clock,
     ciphers: RwLock<HashMap<(ResourceId, Day), DataKey>>,
+    /// Resource-days re-keyed by this process, with both keys (see [`rekey`]).
+    transitions: Mutex<HashMap<(ResourceId, Day), rekey::Transition>>,
     epochs: AtomicU64,
     key_creation: Mutex<()>,
     writer: Mutex<()>,
@@ -186,6 +189,7 @@ impl GeoStore {
             keys,
             clock,
             ciphers: RwLock::new(HashMap::new()),
+            transitions: Mutex::new(HashMap::new()),
             epochs: AtomicU64::new(0),
             key_creation: Mutex::new(()),
             writer: Mutex::new(()),
@@ -204,17 +208,24 @@ impl GeoStore {
             }
         }
         store.destroy_orphan_keys()?;
+        for (resource, day) in store.pending_rekeys()? {
+            let _writer = store.writer.lock().expect("lock poisoned");
+            let _creating = store.key_creation.lock().expect("lock poisoned");
+            store.rekey_day(&resource, day, None, sled::Batch::default())?;
+        }
         Ok(store)
     }
 
-    /// Destroys keys written just before a crash that no index entry names: they sealed
-    /// nothing. An entry that cannot be read stops the open: its key is never taken for an
+    /// Destroys keys written just before a crash that no entry or re-key marker names: they
+    /// sealed nothing. An entry that cannot be read stops the open: its key is never taken for an
     /// orphan.
     fn destroy_orphan_keys(&self) -> Result<()> {
         let mut named = std::collections::HashSet::new();
         for entry in self.data_keys.iter() {
             let (key, value) = entry.map_err(|e| self.sled_err(e))?;
-            let Some((resource, day)) = layout::data_key_of(&key) else {
+            let Some((resource, day)) =
+                layout::data_key_of(&key).or_else(|| layout::rekey_of(&key))
+            else {
                 continue;
             };
             let entry: KeyEntry =
@@ -263,13 +274,7 @@ impl GeoStore {
     /// resource has none for that day yet.
     fn data_key(&self, resource: &Resource, day: Day, create: bool) -> Result<Option<DataKey>> {
         let slot = (resource.id.clone(), day);
-        let cached = || {
-            self.ciphers
-                .read()
-                .expect("lock poisoned")
-                .get(&slot)
-                .cloned()
-        };
+        let cached = || self.cached_key(&slot);
         if let Some(k) = cached() {
             return Ok(Some(k));
         }
@@ -282,18 +287,7 @@ impl GeoStore {
         let id = layout::data_key_id(resource.id.as_str(), day);
         let aad = crypto::data_key_aad(self.geography.as_str(), resource.id.as_str(), day);
         let owner = keyring::owner(&aad);
-        let stored = match self.data_keys.get(&id).map_err(|e| self.sled_err(e))? {
-            Some(bytes) => {
-                let entry: KeyEntry =
-                    postcard::from_bytes(&bytes).map_err(|e| Self::corrupt(&id, e))?;
-                // A slot found empty was destroyed by a purge or deletion that a crash cut
-                // short before it removed the entry: the key is gone.
-                self.keyring
-                    .get(entry.slot, owner)?
-                    .map(|sealed| (entry, sealed))
-            }
-            None => None,
-        };
+        let stored = self.key_at(&id, owner)?;
         let cipher = match stored {
             Some((entry, sealed)) => {
                 let wrapped = WrappedKey {
@@ -327,6 +321,42 @@ impl GeoStore {
             .expect("lock poisoned")
             .insert(slot, key.clone());
         Ok(Some(key))
+    }
+
+    /// The data key of `slot` in this process's cache.
+    fn cached_key(&self, slot: &(ResourceId, Day)) -> Option<DataKey> {
+        self.ciphers
+            .read()
+            .expect("lock poisoned")
+            .get(slot)
+            .cloned()
+    }
+
+    /// The key entry stored under `key` in the `data_keys` tree.
+    fn key_entry(&self, key: &[u8]) -> Result<Option<KeyEntry>> {
+        match self.data_keys.get(key).map_err(|e| self.sled_err(e))? {
+            Some(bytes) => postcard::from_bytes(&bytes)
+                .map(Some)
+                .map_err(|e| Self::corrupt(key, e)),
+            None => Ok(None),
+        }
+    }
+
+    /// The data key `id` names and its wrapped form from the keyring. `None` when there is
+    /// none, or its slot was found empty: destroyed by a purge or deletion that a crash cut
+    /// short before it removed the entry, so the key is gone.
+    fn key_at(
+        &self,
+        id: &[u8],
+        owner: keyring::Owner,
+    ) -> Result<Option<(KeyEntry, crypto::Sealed)>> {
+        let Some(entry) = self.key_entry(id)? else {
+            return Ok(None);
+        };
+        Ok(self
+            .keyring
+            .get(entry.slot, owner)?
+            .map(|sealed| (entry, sealed)))
     }
 
     /// Loads each of `resource`'s data keys, re-wrapping those wrapped by another
@@ -487,11 +517,25 @@ impl GeoStore {
             let mut writer = SegmentWriter::new();
             for rec in members {
                 let mut value = layout::record_value(&rec.value, rec.detection.as_ref());
-                if self.sealed_under_a_destroyed_key(rec) {
-                    if let Some(stripped) = layout::without_content(&value)
-                        .map_err(|e| Self::corrupt(rec.request_id.as_str().as_bytes(), e))?
-                    {
-                        value = stripped;
+                let corrupt = |e| Self::corrupt(rec.request_id.as_str().as_bytes(), e);
+                match self.sealing_of(rec) {
+                    rekey::Sealing::Current => {}
+                    rekey::Sealing::Replaced(transition) => {
+                        let aad = crypto::content_aad(
+                            self.geography.as_str(),
+                            resource,
+                            rec.request_id.as_str(),
+                        );
+                        value = rekey::reseal(&value, &aad, &transition).map_err(|_| {
+                            corrupt("content sealed under a replaced key does not open".into())
+                        })?;
+                    }
+                    rekey::Sealing::Destroyed => {
+                        if let Some(stripped) =
+                            layout::without_content(&value).map_err(|e| corrupt(e.to_string()))?
+                        {
+                            value = stripped;
+                        }
                     }
                 }
                 writer.push(rec.request_id.as_str(), &value);
@@ -550,7 +594,10 @@ impl GeoStore {
         let key = layout::segment_key(&locator.resource, locator.day, locator.seq);
         match self.records.get(&key).map_err(|e| self.sled_err(e))? {
             Some(segment) => Ok((key, segment)),
-            None => Err(Self::corrupt(&key, "an index entry points at a missing segment")),
+            None => Err(Self::corrupt(
+                &key,
+                "an index entry points at a missing segment",
+            )),
         }
     }
 
@@ -563,24 +610,13 @@ impl GeoStore {
         let entry = segment::entry_at(&segment, locator.offset, locator.len)
             .map_err(|e| Self::corrupt(&key, e))?;
         if entry.request != request {
-            return Err(Self::corrupt(&key, "the index points at another record's entry"));
+            return Err(Self::corrupt(
+                &key,
+                "the index points at another record's entry",
+            ));
         }
         let value = entry.value.to_vec();
         Ok(Some((locator, value)))
-    }
-
-    /// Whether `rec`'s content was sealed under a data key that has been destroyed since (its
-    /// resource's data was deleted, or its content logging turned off, meanwhile). The caller
-    /// holds the writer lock, which key destruction also takes, so the answer holds until the
-    /// batch is applied.
-    fn sealed_under_a_destroyed_key(&self, rec: &SealedRecord) -> bool {
-        let Some(epoch) = rec.key_epoch else {
-            return false;
-        };
-        let ciphers = self.ciphers.read().expect("lock poisoned");
-        ciphers
-            .get(&(rec.resource_id.clone(), rec.day))
-            .is_none_or(|k| k.epoch != epoch)
     }
 
     /// The resource that stored `request_id`, if any.
@@ -622,9 +658,17 @@ impl GeoStore {
                     resource.id.as_str(),
                     request_id.as_str(),
                 );
-                let plaintext = zeroize::Zeroizing::new(
-                    crypto::open(&cipher, &aad, sealed).map_err(|_| decrypt_err())?,
-                );
+                // A re-key of this day may be re-sealing its records right now.
+                let plaintext = crypto::open(&cipher, &aad, sealed)
+                    .or_else(|e| {
+                        let others = self.other_ciphers(&(resource.id.clone(), day));
+                        others
+                            .iter()
+                            .find_map(|c| crypto::open(c, &aad, sealed).ok())
+                            .ok_or(e)
+                    })
+                    .map(zeroize::Zeroizing::new)
+                    .map_err(|_| decrypt_err())?;
                 let encoded = zeroize::Zeroizing::new(
                     lz4_flex::decompress_size_prepended(&plaintext).map_err(|_| decrypt_err())?,
                 );
@@ -763,7 +807,10 @@ impl GeoStore {
 
     /// Whether this store holds no records.
     pub fn is_empty(&self) -> bool {
-        self.records.scan_prefix(layout::index_key("")).next().is_none()
+        self.records
+            .scan_prefix(layout::index_key(""))
+            .next()
+            .is_none()
     }
 
     /// Writes everything buffered to disk.

@@ -280,13 +280,13 @@ impl KeySource {
         }
     }
 
-    /// The cipher of a key-encryption key.
-    pub fn kek(&self, resource: &Resource, kek: &KekRef) -> Result<Aes256Gcm, KeyError> {
+    /// The cipher of a key-encryption key (`resource_id` names the resource in errors).
+    pub fn kek(&self, resource_id: &str, kek: &KekRef) -> Result<Aes256Gcm, KeyError> {
         match kek {
             KekRef::Master => Ok(self.master.cipher.clone()),
             KekRef::Customer(reference) => {
                 let unavailable = |problem: String| KeyError::CustomerKeyUnavailable {
-                    resource_id: resource.id.to_string(),
+                    resource_id: resource_id.to_owned(),
                     problem,
                 };
                 let key_ref = vigil_core::KeyRef::parse(reference.as_str())
@@ -305,8 +305,17 @@ impl KeySource {
         resource: &Resource,
         aad: &[u8],
     ) -> Result<(Aes256Gcm, WrappedKey), KeyError> {
-        let kek_ref = Self::kek_ref(resource);
-        let kek = self.kek(resource, &kek_ref)?;
+        self.new_data_key_under(resource.id.as_str(), Self::kek_ref(resource), aad)
+    }
+
+    /// A fresh random data key, and its wrapped form under `kek_ref`.
+    pub fn new_data_key_under(
+        &self,
+        resource_id: &str,
+        kek_ref: KekRef,
+        aad: &[u8],
+    ) -> Result<(Aes256Gcm, WrappedKey), KeyError> {
+        let kek = self.kek(resource_id, &kek_ref)?;
         let mut dek = Zeroizing::new([0u8; KEY_LEN]);
         rand::rngs::OsRng.fill_bytes(dek.as_mut_slice());
         let wrapped = WrappedKey {
@@ -314,6 +323,26 @@ impl KeySource {
             sealed: crypto::seal(&kek, aad, dek.as_slice()),
         };
         Ok((crypto::cipher(&dek), wrapped))
+    }
+
+    /// Unwraps a stored data key, as it is.
+    pub fn unwrap_under(
+        &self,
+        resource_id: &str,
+        aad: &[u8],
+        stored: &WrappedKey,
+    ) -> Result<(Aes256Gcm, Zeroizing<[u8; KEY_LEN]>), KeyError> {
+        let kek = self.kek(resource_id, &stored.kek)?;
+        let unwrap_err = || KeyError::Unwrap {
+            resource_id: resource_id.to_owned(),
+            kek: stored.kek.to_string(),
+            by_customer_key: matches!(stored.kek, KekRef::Customer(_)),
+        };
+        let dek =
+            Zeroizing::new(crypto::open(&kek, aad, &stored.sealed).map_err(|_| unwrap_err())?);
+        let dek: Zeroizing<[u8; KEY_LEN]> =
+            Zeroizing::new(dek.as_slice().try_into().map_err(|_| unwrap_err())?);
+        Ok((crypto::cipher(&dek), dek))
     }
 
     /// Unwraps a stored data key. Returns the cipher and, when the registry now assigns a
@@ -325,26 +354,18 @@ impl KeySource {
         aad: &[u8],
         stored: &WrappedKey,
     ) -> Result<(Aes256Gcm, Option<WrappedKey>), KeyError> {
-        let kek = self.kek(resource, &stored.kek)?;
-        let unwrap_err = || KeyError::Unwrap {
-            resource_id: resource.id.to_string(),
-            kek: stored.kek.to_string(),
-            by_customer_key: matches!(stored.kek, KekRef::Customer(_)),
-        };
-        let dek =
-            Zeroizing::new(crypto::open(&kek, aad, &stored.sealed).map_err(|_| unwrap_err())?);
-        let dek: &[u8; KEY_LEN] = dek.as_slice().try_into().map_err(|_| unwrap_err())?;
+        let (cipher, dek) = self.unwrap_under(resource.id.as_str(), aad, stored)?;
         let wanted = Self::kek_ref(resource);
         let rewrapped = if wanted != stored.kek {
-            let new_kek = self.kek(resource, &wanted)?;
+            let new_kek = self.kek(resource.id.as_str(), &wanted)?;
             Some(WrappedKey {
                 kek: wanted,
-                sealed: crypto::seal(&new_kek, aad, dek),
+                sealed: crypto::seal(&new_kek, aad, dek.as_slice()),
             })
         } else {
             None
         };
-        Ok((crypto::cipher(dek), rewrapped))
+        Ok((cipher, rewrapped))
     }
 }
 

@@ -35,7 +35,8 @@
 //! key-encryption key that wrapped it (destroying the slot crypto-shreds one day; see
 //! `crate::keyring`), holds
 //! `\0job\0 kind resource` markers while a resource's content is being stripped (`s`) or its
-//! data deleted (`d`), and `\0layout` with the layout version.
+//! data deleted (`d`), `\0rekey\0 resource \0 day` markers naming the new data key of a
+//! resource-day whose records are being re-sealed, and `\0layout` with the layout version.
 //!
 //! Values start with a format byte so later versions can read older records.
 
@@ -207,6 +208,25 @@ pub fn job_of(marker: &[u8]) -> Option<(u8, &str)> {
     let rest = marker.strip_prefix(JOB_MARKER)?;
     let (kind, id) = rest.split_first()?;
     Some((*kind, std::str::from_utf8(id).ok()?))
+}
+
+const REKEY_MARKER: &[u8] = b"\0rekey\0";
+
+/// Key, in the `data_keys` tree, of the marker naming the new data key of `resource`'s
+/// records of `day` while they are re-sealed under it (deleting one of them: see
+/// `GeoStore::delete_request`).
+pub fn rekey_marker(resource: &str, day: Day) -> Vec<u8> {
+    [REKEY_MARKER, &data_key_id(resource, day)].concat()
+}
+
+/// Prefix of every re-key marker.
+pub fn rekey_markers_prefix() -> &'static [u8] {
+    REKEY_MARKER
+}
+
+/// The resource and day a re-key marker names.
+pub fn rekey_of(marker: &[u8]) -> Option<(&str, Day)> {
+    data_key_of(marker.strip_prefix(REKEY_MARKER)?)
 }
 
 /// Key, in the `data_keys` tree, of `resource`'s data key for records stored on `day`.

@@ -178,11 +178,13 @@ impl GeoStore {
     }
 
     /// Deletes one record: its entry (content, metadata, detection) and index entry, and the
-    /// review tasks, verdicts and decisions about it, in one atomic batch, flushed before
-    /// returning. Its segment is rewritten without it (or removed, when it was the last).
+    /// review tasks, verdicts and decisions about it. The other records of its resource and
+    /// day are re-sealed under a new data key and the old key is destroyed (see
+    /// [`super::rekey`]), so that when this returns, no copy of the disk can decrypt it.
     /// `None` when this store does not hold it.
     pub fn delete_request(&self, request_id: &RequestId) -> Result<Option<DeletedRequest>> {
         let _writer = self.writer.lock().expect("lock poisoned");
+        let _creating = self.key_creation.lock().expect("lock poisoned");
         let request = request_id.as_str();
         let Some(locator) = self.locate(request)? else {
             return Ok(None);
@@ -190,24 +192,6 @@ impl GeoStore {
         let resource = locator.resource.as_str();
         let mut batch = sled::Batch::default();
         batch.remove(layout::index_key(request));
-        let (key, bytes) = self.segment_at(&locator)?;
-        let mut rest = SegmentWriter::new();
-        for entry in segment::entries(&bytes).map_err(|e| Self::corrupt(&key, e))? {
-            if entry.request != request {
-                rest.push(entry.request, entry.value);
-            }
-        }
-        if rest.is_empty() {
-            batch.remove(key);
-        } else {
-            self.put_segment(
-                &mut batch,
-                resource,
-                locator.day,
-                Some(locator.seq),
-                rest.finish(),
-            )?;
-        }
         self.mark_for_export(&mut batch, ExportPart::Records, locator.day)?;
         let mut reviews = 0;
         let mut cases = BTreeSet::new();
@@ -241,9 +225,7 @@ impl GeoStore {
                 self.mark_for_export(&mut batch, ExportPart::Cases, day)?;
             }
         }
-        self.records
-            .apply_batch(batch)
-            .map_err(|e| self.sled_err(e))?;
+        self.rekey_day(resource, locator.day, Some(request), batch)?;
         self.flush()?;
         Ok(Some(DeletedRequest {
             geography: self.geography.to_string(),
@@ -379,6 +361,7 @@ impl GeoStore {
         let mut batch = sled::Batch::default();
         let mut slots = Vec::new();
         let mut ciphers = self.ciphers.write().expect("lock poisoned");
+        let mut transitions = self.transitions.lock().expect("lock poisoned");
         for entry in self.data_keys.iter() {
             let (key, value) = entry.map_err(|e| self.sled_err(e))?;
             let Some((resource, day)) = layout::data_key_of(&key) else {
@@ -388,6 +371,7 @@ impl GeoStore {
                 let entry: KeyEntry =
                     postcard::from_bytes(&value).map_err(|e| Self::corrupt(&key, e))?;
                 ciphers.retain(|(r, d), _| !(r.as_str() == resource && *d == day));
+                transitions.retain(|(r, d), _| !(r.as_str() == resource && *d == day));
                 let aad = crate::crypto::data_key_aad(self.geography.as_str(), resource, day);
                 slots.push((entry.slot, keyring::owner(&aad)));
                 batch.remove(key.clone());

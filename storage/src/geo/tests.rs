@@ -123,8 +123,14 @@ fn plant(geo: &GeoStore, resource: &str, request: &str, value: &[u8]) {
     let mut segment = crate::segment::SegmentWriter::new();
     segment.push(request, value);
     let mut batch = sled::Batch::default();
-    geo.put_segment(&mut batch, resource, geo.clock().today(), None, segment.finish())
-        .unwrap();
+    geo.put_segment(
+        &mut batch,
+        resource,
+        geo.clock().today(),
+        None,
+        segment.finish(),
+    )
+    .unwrap();
     geo.raw().apply_batch(batch).unwrap();
 }
 

@@ -393,10 +393,7 @@ fn after_a_purge_no_copy_of_the_disk_unwraps_the_purged_day_and_compaction_remov
     // the master key, which vigil still holds.
     let image = tempfile::tempdir().unwrap();
     copy_tree(&data, &image.path().join("data"));
-    let master = std::fs::read_to_string(dir.path().join("keys/master.key")).unwrap();
-    let mut key = [0u8; crate::crypto::KEY_LEN];
-    hex::decode_to_slice(master.trim(), &mut key).unwrap();
-    let master = crate::crypto::cipher(&key);
+    let master = master_key(dir.path());
     let copied = all_bytes(&image.path().join("data"));
     assert!(
         contains(&copied, b"purgemarker-00199"),
@@ -406,9 +403,10 @@ fn after_a_purge_no_copy_of_the_disk_unwraps_the_purged_day_and_compaction_remov
     // Every wrapped-key blob in the copy, tried against the master key for the purged day:
     // each slot of the keyring, and each place in the other files where a wrapped key of
     // the previous layout would lie (a nonce, a length byte, 48 bytes of ciphertext).
-    let ring = std::fs::read(image.path().join("data/eu.keyring")).unwrap();
-    let slots = ring.chunks_exact(crate::keyring::SLOT).skip(1);
-    let mut in_keyring = slots.map(|slot| (slot[17..29].to_vec(), slot[29..77].to_vec()));
+    assert!(
+        data_keys_in_image(image.path(), &master, &aad).is_empty(),
+        "no keyring slot opens"
+    );
     let opens = |(nonce, ciphertext): (Vec<u8>, Vec<u8>)| {
         let sealed = crate::crypto::Sealed {
             nonce: nonce.try_into().unwrap(),
@@ -416,7 +414,6 @@ fn after_a_purge_no_copy_of_the_disk_unwraps_the_purged_day_and_compaction_remov
         };
         crate::crypto::open(&master, &aad, &sealed).is_ok()
     };
-    assert!(!in_keyring.any(&opens), "no keyring slot opens");
     let mut framed = copied
         .windows(12 + 1 + 48)
         .filter(|w| w[12] == 48)
@@ -437,6 +434,193 @@ fn after_a_purge_no_copy_of_the_disk_unwraps_the_purged_day_and_compaction_remov
     assert!(has_content(&geo, &a, "keptmarker-00010"));
     put(&stores, &a, &ids("later", 1), "u", "z");
     assert_eq!(geo.len(), 51);
+}
+
+/// The master key, as vigil holds it.
+fn master_key(dir: &Path) -> aes_gcm::Aes256Gcm {
+    let master = std::fs::read_to_string(dir.join("keys/master.key")).unwrap();
+    let mut key = [0u8; crate::crypto::KEY_LEN];
+    hex::decode_to_slice(master.trim(), &mut key).unwrap();
+    crate::crypto::cipher(&key)
+}
+
+/// Every data key that the keyring in a disk image holds for `aad` (one resource-day) and
+/// that `master` unwraps: each slot of the file is tried.
+fn data_keys_in_image(
+    image: &Path,
+    master: &aes_gcm::Aes256Gcm,
+    aad: &[u8],
+) -> Vec<aes_gcm::Aes256Gcm> {
+    let ring = std::fs::read(image.join("data/eu.keyring")).unwrap();
+    ring.chunks_exact(crate::keyring::SLOT)
+        .skip(1)
+        .filter_map(|slot| {
+            let sealed = crate::crypto::Sealed {
+                nonce: slot[17..29].try_into().unwrap(),
+                ciphertext: slot[29..77].to_vec(),
+            };
+            let key = crate::crypto::open(master, aad, &sealed).ok()?;
+            Some(crate::crypto::cipher(key.as_slice().try_into().ok()?))
+        })
+        .collect()
+}
+
+/// A stored record's sealed content, as it lies in its segment.
+fn sealed_content(geo: &super::GeoStore, resource: &str, id: &str) -> crate::crypto::Sealed {
+    let (_, bytes) = geo.stored_value(resource, id).unwrap().unwrap();
+    match layout::split_value(&bytes).unwrap().0.content {
+        layout::StoredContent::Sealed(sealed) => sealed,
+        layout::StoredContent::NotLogged => panic!("{id} has no content"),
+    }
+}
+
+#[test]
+fn after_deleting_a_request_or_a_resource_no_copy_of_the_disk_decrypts_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (resource("a"), resource("b"));
+    let stores = stores_at(dir.path(), 0);
+    put(&stores, &a, &ids("delmarker", 300), "u", "x");
+    put(&stores, &b, &ids("resmarker", 20), "u", "y");
+    let geo = stores.geo(&eu()).unwrap();
+    let today = Day::of(NOW);
+    let (aad_a, aad_b) = (
+        crate::crypto::data_key_aad("eu", "a", today),
+        crate::crypto::data_key_aad("eu", "b", today),
+    );
+    let master = master_key(dir.path());
+    let doomed = sealed_content(&geo, "a", "delmarker-00007");
+    let content_aad = crate::crypto::content_aad("eu", "a", "delmarker-00007");
+    let b_sealed = sealed_content(&geo, "b", "resmarker-00003");
+    let b_aad = crate::crypto::content_aad("eu", "b", "resmarker-00003");
+    let opened_by = |keys: &[aes_gcm::Aes256Gcm], sealed: &crate::crypto::Sealed, aad: &[u8]| {
+        keys.iter()
+            .any(|k| crate::crypto::open(k, aad, sealed).is_ok())
+    };
+    // Before: the disk holds a key that opens both.
+    let image = tempfile::tempdir().unwrap();
+    copy_tree(&dir.path().join("data"), &image.path().join("data"));
+    assert!(opened_by(
+        &data_keys_in_image(image.path(), &master, &aad_a),
+        &doomed,
+        &content_aad
+    ));
+    assert!(opened_by(
+        &data_keys_in_image(image.path(), &master, &aad_b),
+        &b_sealed,
+        &b_aad
+    ));
+
+    stores
+        .delete_request(&req("delmarker-00007"))
+        .unwrap()
+        .unwrap();
+    geo.delete_resource(&b.id).unwrap();
+    // The rest of the day reads as before, under its new key.
+    for id in ["delmarker-00000", "delmarker-00008", "delmarker-00299"] {
+        assert!(has_content(&geo, &a, id), "{id}");
+    }
+    assert_eq!(geo.len(), 299);
+    let image = tempfile::tempdir().unwrap();
+    copy_tree(&dir.path().join("data"), &image.path().join("data"));
+    let copied = all_bytes(&image.path().join("data"));
+    assert!(
+        contains(&copied, &doomed.ciphertext),
+        "sled still holds the deleted ciphertext: only the key makes it unreadable"
+    );
+    let keys_a = data_keys_in_image(image.path(), &master, &aad_a);
+    assert_eq!(keys_a.len(), 1, "one key for the day: the new one");
+    assert!(
+        !opened_by(&keys_a, &doomed, &content_aad),
+        "the deleted record does not open"
+    );
+    assert!(data_keys_in_image(image.path(), &master, &aad_b).is_empty());
+    // Nor does any key of another resource-day (the content's associated data binds it).
+    drop(geo);
+    // Reopened from disk, everything left still reads.
+    drop(stores);
+    let stores = stores_at(dir.path(), 0);
+    let geo = stores.geo(&eu()).unwrap();
+    assert!(has_content(&geo, &a, "delmarker-00150"));
+    drop(geo);
+
+    stores.compact(&eu()).unwrap();
+    let after = all_bytes(&dir.path().join("data"));
+    assert!(!contains(&after, b"delmarker-00007"));
+    assert!(!contains(&after, b"resmarker"));
+    assert!(contains(&after, b"delmarker-00299"));
+}
+
+#[test]
+fn a_record_sealed_before_its_day_was_re_keyed_is_written_with_its_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = resource("a");
+    let stores = stores_at(dir.path(), 0);
+    put(&stores, &a, &ids("a", 3), "u", "x");
+    let geo = stores.geo(&eu()).unwrap();
+    // Sealed under the day's key, then the day is re-keyed before the batch is written.
+    let in_flight = geo
+        .seal(&record("a", "late", "u", "late prompt"), &a)
+        .unwrap();
+    stores.delete_request(&req("a-00001")).unwrap().unwrap();
+    assert_eq!(
+        geo.write_batch(&[in_flight]).unwrap(),
+        [super::WriteOutcome::Stored]
+    );
+    let content = geo.get(&a, &req("late")).unwrap().unwrap().content.unwrap();
+    assert_eq!(content.prompt.as_deref(), Some("late prompt"));
+    // Sealed under the new key, which is the only one left on disk.
+    drop(geo);
+    drop(stores);
+    let stores = stores_at(dir.path(), 0);
+    assert!(has_content(&stores.geo(&eu()).unwrap(), &a, "late"));
+}
+
+#[test]
+fn a_re_key_cut_short_by_a_crash_is_finished_at_the_next_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = resource("a");
+    put(&stores_at(dir.path(), 0), &a, &ids("a", 200), "u", "x");
+    let today = Day::of(NOW);
+    let aad = crate::crypto::data_key_aad("eu", "a", today);
+    {
+        // What the first step of a re-key leaves: a new key in the keyring, named by the
+        // marker; a crash before any segment was re-sealed.
+        let stores = stores_at(dir.path(), 0);
+        let geo = stores.geo(&eu()).unwrap();
+        let (_, wrapped) = geo
+            .keys
+            .new_data_key_under("a", crate::keys::KekRef::Master, &aad)
+            .unwrap();
+        let entry = crate::keys::KeyEntry {
+            kek: wrapped.kek,
+            slot: geo
+                .keyring
+                .put(crate::keyring::owner(&aad), &wrapped.sealed)
+                .unwrap(),
+        };
+        geo.data_keys
+            .insert(
+                layout::rekey_marker("a", today),
+                postcard::to_stdvec(&entry).unwrap(),
+            )
+            .unwrap();
+        geo.flush().unwrap();
+    }
+    let stores = stores_at(dir.path(), 0);
+    let geo = stores.geo(&eu()).unwrap();
+    assert!(geo.pending_rekeys().unwrap().is_empty());
+    for id in ["a-00000", "a-00100", "a-00199"] {
+        assert!(has_content(&geo, &a, id), "{id}");
+    }
+    // One key for the day is left on disk, and it is the one that opens the records.
+    let master = master_key(dir.path());
+    let image = tempfile::tempdir().unwrap();
+    copy_tree(&dir.path().join("data"), &image.path().join("data"));
+    let keys = data_keys_in_image(image.path(), &master, &aad);
+    assert_eq!(keys.len(), 1);
+    let sealed = sealed_content(&geo, "a", "a-00100");
+    let content_aad = crate::crypto::content_aad("eu", "a", "a-00100");
+    assert!(crate::crypto::open(&keys[0], &content_aad, &sealed).is_ok());
 }
 
 /// Whether the stored record `id` of `res` reads back with its content.
@@ -637,7 +821,11 @@ fn a_layout_3_store_is_packed_into_segments_when_opened() {
     let stores = stores_at(dir.path(), 0);
     let geo = stores.geo(&eu()).unwrap();
     assert_eq!(
-        geo.data_keys.get(layout::LAYOUT_KEY).unwrap().unwrap().as_ref(),
+        geo.data_keys
+            .get(layout::LAYOUT_KEY)
+            .unwrap()
+            .unwrap()
+            .as_ref(),
         [layout::LAYOUT_VERSION]
     );
     for kind in [b'R', b'B', b'D'] {
