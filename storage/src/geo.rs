@@ -514,45 +514,63 @@ impl GeoStore {
         }
         let mut days = BTreeSet::new();
         for ((resource, day), members) in groups {
-            let mut writer = SegmentWriter::new();
-            for rec in members {
-                let mut value = layout::record_value(&rec.value, rec.detection.as_ref());
-                let corrupt = |e| Self::corrupt(rec.request_id.as_str().as_bytes(), e);
-                match self.sealing_of(rec) {
-                    rekey::Sealing::Current => {}
-                    rekey::Sealing::Replaced(transition) => {
-                        let aad = crypto::content_aad(
-                            self.geography.as_str(),
-                            resource,
-                            rec.request_id.as_str(),
-                        );
-                        value = rekey::reseal(&value, &aad, &transition).map_err(|_| {
-                            corrupt("content sealed under a replaced key does not open".into())
-                        })?;
-                    }
-                    rekey::Sealing::Destroyed => {
-                        if let Some(stripped) =
-                            layout::without_content(&value).map_err(|e| corrupt(e.to_string()))?
-                        {
-                            value = stripped;
-                        }
-                    }
-                }
-                writer.push(rec.request_id.as_str(), &value);
-                if writer.is_full() {
-                    let full = std::mem::take(&mut writer);
-                    self.put_segment(&mut batch, resource, day, None, full.finish())?;
-                }
-            }
-            if !writer.is_empty() {
-                self.put_segment(&mut batch, resource, day, None, writer.finish())?;
-            }
+            let values = members
+                .into_iter()
+                .map(|rec| Ok((rec.request_id.as_str(), self.value_to_write(rec)?)))
+                .collect::<Result<Vec<_>>>()?;
+            self.put_in_segments(&mut batch, resource, day, values)?;
             days.insert(day);
         }
         for day in days {
             self.mark_for_export(&mut batch, ExportPart::Records, day)?;
         }
         Ok((batch, outcomes))
+    }
+
+    /// The value to store for `rec`: its record and detection, with its content re-sealed if
+    /// a re-key replaced its key meanwhile, or dropped if its key was destroyed meanwhile.
+    fn value_to_write(&self, rec: &SealedRecord) -> Result<Vec<u8>> {
+        let value = layout::record_value(&rec.value, rec.detection.as_ref());
+        let corrupt = |problem: String| Self::corrupt(rec.request_id.as_str().as_bytes(), problem);
+        match self.sealing_of(rec) {
+            rekey::Sealing::Current => Ok(value),
+            rekey::Sealing::Replaced(transition) => {
+                let aad = crypto::content_aad(
+                    self.geography.as_str(),
+                    rec.resource_id.as_str(),
+                    rec.request_id.as_str(),
+                );
+                rekey::reseal(&value, &aad, &transition).map_err(|_| {
+                    corrupt("content sealed under a replaced key does not open".into())
+                })
+            }
+            rekey::Sealing::Destroyed => Ok(layout::without_content(&value)
+                .map_err(|e| corrupt(e.to_string()))?
+                .unwrap_or(value)),
+        }
+    }
+
+    /// Adds to `batch` new segments holding `entries` (request ID, stored value) of
+    /// `resource`'s records of `day`, in order, as few as fit, with their index entries.
+    pub(crate) fn put_in_segments<S: AsRef<str>>(
+        &self,
+        batch: &mut sled::Batch,
+        resource: &str,
+        day: Day,
+        entries: impl IntoIterator<Item = (S, Vec<u8>)>,
+    ) -> Result<()> {
+        let mut writer = SegmentWriter::new();
+        for (request, value) in entries {
+            writer.push(request.as_ref(), &value);
+            if writer.is_full() {
+                let full = std::mem::take(&mut writer).finish();
+                self.put_segment(batch, resource, day, None, full)?;
+            }
+        }
+        if !writer.is_empty() {
+            self.put_segment(batch, resource, day, None, writer.finish())?;
+        }
+        Ok(())
     }
 
     /// Adds to `batch` a segment of `resource`'s records of `day` and the index entries that

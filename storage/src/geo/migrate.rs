@@ -19,8 +19,10 @@ use super::GeoStore;
 use crate::keyring;
 use crate::keys::{KeyEntry, WrappedKey};
 use crate::layout::{self, v3};
-use crate::segment::SegmentWriter;
 use crate::{crypto, Result};
+
+/// One resource-day's records to pack: request ID and stored value.
+type Packed = Vec<(String, Vec<u8>)>;
 
 /// `R` entries packed per atomic batch.
 const CHUNK: usize = 4096;
@@ -75,7 +77,7 @@ impl GeoStore {
         let mut packed = 0;
         loop {
             let mut batch = sled::Batch::default();
-            let mut groups: BTreeMap<(String, Day), Vec<(String, Vec<u8>)>> = BTreeMap::new();
+            let mut groups: BTreeMap<(String, Day), Packed> = BTreeMap::new();
             let mut in_chunk = 0;
             for entry in self.records.scan_prefix([v3::RECORDS]).take(CHUNK) {
                 let (key, bytes) = entry.map_err(|e| self.sled_err(e))?;
@@ -114,17 +116,7 @@ impl GeoStore {
                 break;
             }
             for ((resource, day), records) in groups {
-                let mut writer = SegmentWriter::new();
-                for (request, value) in records {
-                    writer.push(&request, &value);
-                    if writer.is_full() {
-                        let full = std::mem::take(&mut writer).finish();
-                        self.put_segment(&mut batch, &resource, day, None, full)?;
-                    }
-                }
-                if !writer.is_empty() {
-                    self.put_segment(&mut batch, &resource, day, None, writer.finish())?;
-                }
+                self.put_in_segments(&mut batch, &resource, day, records)?;
             }
             self.records
                 .apply_batch(batch)
