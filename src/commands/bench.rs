@@ -4,7 +4,8 @@
 //! Writes uniform records of the requested size, then runs the real pipeline over them several
 //! times, each into a fresh data directory (a store that already holds the records would only
 //! measure duplicate detection). Reports records/s, MiB/s, batch latency percentiles, and where
-//! the time goes per stage.
+//! the time goes per stage, then the ceiling: the same key and value shapes written straight
+//! into sled ([`bench_sled`]), for this layout and the one before segments.
 //!
 //! With `--kafka`, each run first produces the records onto fresh topics (a backlog), then
 //! consumes them with one consumer; records/s counts from the first message to the last
@@ -25,9 +26,9 @@ use vigil_ingest::{DeadLetterWriter, IngestConfig};
 use vigil_kafka::{KafkaConfig, KafkaSource, SourceOptions};
 use vigil_pipeline::{Durability, Input, Percentiles, Pipeline, Progress, Summary};
 use vigil_sample::{fixed_size, FixedSizeSpec};
-use vigil_storage::{StorageConfig, Stores};
+use vigil_storage::{Footprint, StorageConfig, Stores};
 
-use super::{geographies, output};
+use super::{bench_sled, geographies, output};
 use crate::cli::BenchArgs;
 
 /// The machine, in words, for reports.
@@ -88,6 +89,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     )?;
     let mut runs: Vec<Summary> = Vec::new();
     let mut produced_per_sec = Vec::new();
+    let mut footprint = Footprint::default();
     for run in 1..=args.runs {
         let dir = work.join(format!("run-{run}"));
         let (storage, ingest) = fresh_run_dir(&dir, args.record_bytes);
@@ -129,6 +131,11 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
             s.seal_secs,
             s.store_secs
         )?;
+        if run == 1 {
+            for store in stores.on_disk()? {
+                footprint += store.footprint()?;
+            }
+        }
         drop(stores);
         let _ = fs::remove_dir_all(&dir);
         runs.push(summary);
@@ -141,6 +148,22 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         rate(median),
         input_mib / active(median)
     )?;
+    writeln!(
+        report,
+        "\nstored as {} segments of {:.1} KiB on average ({:.0} bytes per record's value)",
+        footprint.segments,
+        footprint.segment_bytes as f64 / footprint.segments.max(1) as f64 / 1024.0,
+        footprint.value_bytes as f64 / footprint.records.max(1) as f64
+    )?;
+    if args.kafka.is_none() {
+        let value_len = (footprint.value_bytes / footprint.records.max(1)) as usize;
+        let ceiling = bench_sled::ceiling(&work, args.records, value_len, &mut report)?;
+        write!(
+            report,
+            "the pipeline runs at {:.0}% of sled's ceiling for its layout",
+            100.0 * rate(median) / ceiling
+        )?;
+    }
     if let Some(brokers) = &args.kafka {
         produced_per_sec.sort_by(f64::total_cmp);
         write!(

@@ -7,6 +7,7 @@ mod bench_api;
 mod bench_classifier;
 mod bench_detection;
 mod bench_reviewer;
+mod bench_sled;
 mod bench_sql;
 mod cases;
 mod delete;

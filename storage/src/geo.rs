@@ -85,6 +85,28 @@ pub struct StoredRecord {
     pub content: Option<Content>,
 }
 
+/// How a store's records are packed (see [`GeoStore::footprint`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Footprint {
+    /// Records stored.
+    pub records: u64,
+    /// Segments holding them.
+    pub segments: u64,
+    /// Bytes of the segments.
+    pub segment_bytes: u64,
+    /// Bytes of the records' stored values (metadata, sealed content, detection).
+    pub value_bytes: u64,
+}
+
+impl std::ops::AddAssign for Footprint {
+    fn add_assign(&mut self, other: Self) {
+        self.records += other.records;
+        self.segments += other.segments;
+        self.segment_bytes += other.segment_bytes;
+        self.value_bytes += other.value_bytes;
+    }
+}
+
 /// A data key in use: its cipher and its generation. A key destroyed and created again for
 /// the same resource and day is a new generation, so a record sealed under the old one is
 /// recognised when it is written.
@@ -816,6 +838,22 @@ impl GeoStore {
         }
         ids.sort();
         Ok(ids)
+    }
+
+    /// How records are packed in this store: records, segments and the bytes of their stored
+    /// values (IDs and sizes only).
+    pub fn footprint(&self) -> Result<Footprint> {
+        let mut footprint = Footprint::default();
+        for segment in self.records.scan_prefix(layout::all_segments_prefix()) {
+            let (key, bytes) = segment.map_err(|e| self.sled_err(e))?;
+            footprint.segments += 1;
+            footprint.segment_bytes += bytes.len() as u64;
+            for entry in segment::entries(&bytes).map_err(|e| Self::corrupt(&key, e))? {
+                footprint.records += 1;
+                footprint.value_bytes += entry.value.len() as u64;
+            }
+        }
+        Ok(footprint)
     }
 
     /// How many records this store holds (its index entries).

@@ -41,8 +41,8 @@ use vigil_core::{Clock, Geography, RequestId, ResourceId, ResourceRegistry};
 
 pub use compact::Compacted;
 pub use geo::{
-    Annex, DeletedRequest, ExportPart, ExportedRecord, GeoStore, JobKind, JobReport, PurgeProgress,
-    PurgeReport, ReviewTask, SealedRecord, StaleExport, StoredRecord, WriteOutcome,
+    Annex, DeletedRequest, ExportPart, ExportedRecord, Footprint, GeoStore, JobKind, JobReport,
+    PurgeProgress, PurgeReport, ReviewTask, SealedRecord, StaleExport, StoredRecord, WriteOutcome,
 };
 pub use keys::{KeyError, MasterKey};
 pub use retention::{Cutoffs, RetentionConfig};
