@@ -23,7 +23,7 @@ const SEGMENT_FORMAT: u8 = 1;
 /// The locator format this version writes and reads.
 const LOCATOR_FORMAT: u8 = 1;
 /// A segment is closed once its entries reach this many bytes...
-pub const TARGET_BYTES: usize = 16 * 1024;
+pub const TARGET_BYTES: usize = 32 * 1024;
 /// ...or this many records, whichever comes first.
 pub const MAX_RECORDS: usize = 64;
 
