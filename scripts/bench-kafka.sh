@@ -12,4 +12,4 @@ broker=$!
 trap 'kill $broker 2>/dev/null || true' EXIT
 for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
 cargo build --release --quiet
-./target/release/vigil bench --kafka "127.0.0.1:$port" "$@"
+"${CARGO_TARGET_DIR:-target}/release/vigil" bench --kafka "127.0.0.1:$port" "$@"

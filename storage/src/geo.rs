@@ -133,7 +133,9 @@ pub struct GeoStore {
     transitions: Mutex<HashMap<(ResourceId, Day), rekey::Transition>>,
     epochs: AtomicU64,
     key_creation: Mutex<()>,
-    writer: Mutex<()>,
+    /// One writer at a time. Fair: the lifecycle's chunks hand it to a waiting ingest batch
+    /// (`unlock_fair`) instead of taking it straight back.
+    writer: parking_lot::Mutex<()>,
 }
 
 /// How every geography's sled database is opened (also the compacted copy).
@@ -214,7 +216,7 @@ impl GeoStore {
             transitions: Mutex::new(HashMap::new()),
             epochs: AtomicU64::new(0),
             key_creation: Mutex::new(()),
-            writer: Mutex::new(()),
+            writer: parking_lot::Mutex::new(()),
         };
         match found {
             Some(layout::LAYOUT_VERSION) => {}
@@ -231,7 +233,7 @@ impl GeoStore {
         }
         store.destroy_orphan_keys()?;
         for (resource, day) in store.pending_rekeys()? {
-            let _writer = store.writer.lock().expect("lock poisoned");
+            let _writer = store.writer.lock();
             let _creating = store.key_creation.lock().expect("lock poisoned");
             store.rekey_day(&resource, day, None, sled::Batch::default())?;
         }

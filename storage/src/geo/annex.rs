@@ -37,7 +37,7 @@ impl GeoStore {
         records: &[SealedRecord],
         annex: impl FnOnce(&[WriteOutcome]) -> Result<Vec<Annex>>,
     ) -> Result<Vec<WriteOutcome>> {
-        let _writer = self.writer.lock().expect("lock poisoned");
+        let _writer = self.writer.lock();
         let (mut batch, outcomes) = self.record_batch(records)?;
         let today = self.clock.today();
         for entry in annex(&outcomes)? {

@@ -183,7 +183,7 @@ impl GeoStore {
     /// [`super::rekey`]), so that when this returns, no copy of the disk can decrypt it.
     /// `None` when this store does not hold it.
     pub fn delete_request(&self, request_id: &RequestId) -> Result<Option<DeletedRequest>> {
-        let _writer = self.writer.lock().expect("lock poisoned");
+        let _writer = self.writer.lock();
         let _creating = self.key_creation.lock().expect("lock poisoned");
         let request = request_id.as_str();
         let Some(locator) = self.locate(request)? else {
@@ -356,7 +356,7 @@ impl GeoStore {
         doomed: impl Fn(&str, Day) -> bool,
         marker: Option<&[u8]>,
     ) -> Result<usize> {
-        let _writer = self.writer.lock().expect("lock poisoned");
+        let _writer = self.writer.lock();
         let _creating = self.key_creation.lock().expect("lock poisoned");
         let mut batch = sled::Batch::default();
         let mut slots = Vec::new();
@@ -404,7 +404,7 @@ impl GeoStore {
     /// records' index entries, in one atomic batch, and marks their days' export partitions.
     /// Returns how many segments and records it removed (no segments: the range is empty).
     fn remove_segments(&self, from: &[u8], end: &[u8]) -> Result<(usize, usize)> {
-        let _writer = self.writer.lock().expect("lock poisoned");
+        let writer = self.writer.lock();
         let mut batch = sled::Batch::default();
         let (mut segments, mut records) = (0, 0);
         let mut days = BTreeSet::new();
@@ -429,6 +429,8 @@ impl GeoStore {
         self.records
             .apply_batch(batch)
             .map_err(|e| self.sled_err(e))?;
+        // A batch of ingest waiting for the lock goes next, not the purge's next chunk.
+        parking_lot::MutexGuard::unlock_fair(writer);
         Ok((segments, records))
     }
 
@@ -454,7 +456,7 @@ impl GeoStore {
         let Some(last) = last else {
             return Ok((0, None));
         };
-        let _writer = self.writer.lock().expect("lock poisoned");
+        let writer = self.writer.lock();
         let mut batch = sled::Batch::default();
         let mut removed = 0;
         for key in picked {
@@ -467,6 +469,7 @@ impl GeoStore {
         self.records
             .apply_batch(batch)
             .map_err(|e| self.sled_err(e))?;
+        parking_lot::MutexGuard::unlock_fair(writer);
         let mut next = last.to_vec();
         next.push(0);
         Ok((removed, Some(next)))
@@ -478,7 +481,7 @@ impl GeoStore {
         &self,
         doomed: impl Fn(Day, &vigil_core::Case) -> bool,
     ) -> Result<CasesRemoved> {
-        let _writer = self.writer.lock().expect("lock poisoned");
+        let _writer = self.writer.lock();
         let mut batch = sled::Batch::default();
         let mut removed = CasesRemoved::default();
         let mut days = BTreeSet::new();
@@ -519,7 +522,7 @@ impl GeoStore {
         let mut cursor = layout::segments_prefix(resource, None);
         let mut stripped = 0;
         loop {
-            let _writer = self.writer.lock().expect("lock poisoned");
+            let writer = self.writer.lock();
             let mut batch = sled::Batch::default();
             let mut seen = 0;
             let mut last = None;
@@ -553,6 +556,7 @@ impl GeoStore {
             self.records
                 .apply_batch(batch)
                 .map_err(|e| self.sled_err(e))?;
+            parking_lot::MutexGuard::unlock_fair(writer);
             let Some(last) = last else {
                 return Ok(stripped);
             };

@@ -73,7 +73,7 @@ impl GeoStore {
     /// removes bucket and detection entries no record is left for. Returns how many records
     /// it packed.
     fn pack_records_into_segments(&self) -> Result<usize> {
-        let _writer = self.writer.lock().expect("lock poisoned");
+        let _writer = self.writer.lock();
         let mut packed = 0;
         loop {
             let mut batch = sled::Batch::default();

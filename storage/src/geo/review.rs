@@ -60,7 +60,7 @@ impl GeoStore {
     pub fn store_verdict(&self, verdict: &Verdict) -> Result<()> {
         let (case, request) = (verdict.case_id.as_str(), verdict.request_id.as_str());
         // Under the writer lock, so a purge or deletion cannot remove the case in between.
-        let _writer = self.writer.lock().expect("lock poisoned");
+        let _writer = self.writer.lock();
         let Some((day, _)) = self.dated_case_by_id(case)? else {
             return Ok(());
         };
@@ -87,7 +87,7 @@ impl GeoStore {
     pub fn store_decision(&self, decision: &Decision) -> Result<bool> {
         let case = decision.case_id.as_str();
         // Under the writer lock, so a purge or deletion cannot remove the case in between.
-        let _writer = self.writer.lock().expect("lock poisoned");
+        let _writer = self.writer.lock();
         let Some((day, _)) = self.dated_case_by_id(case)? else {
             return Ok(false);
         };
