@@ -176,6 +176,55 @@ fn a_purge_killed_midway_is_finished_by_the_next_one() {
 }
 
 #[test]
+fn a_request_deletion_killed_while_its_day_is_re_keyed_is_finished_at_the_next_start() {
+    let wd = workdir();
+    wd.write("day.jsonl", records("day", EU, "eu", 30_000));
+    run_at(&wd, "day.jsonl", &days_ago(0));
+    let mut child = wd
+        .command(&["delete", "request", "day-000042"])
+        .env("VIGIL_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    for line in stderr.lines() {
+        if line.unwrap().contains("Re-key progress.") {
+            child.kill().unwrap();
+            break;
+        }
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(
+        status.signal(),
+        Some(9),
+        "the deletion ended by itself: {status}"
+    );
+    // The next open finishes the re-key: the deleted record (its segment went first) is gone,
+    // every other one decrypts, none is there twice.
+    let (registry, stores) = wd.open_stores();
+    let eu = registry.get(EU).unwrap();
+    let store = stores.geo(&eu.geography).unwrap();
+    let ids = store.request_ids(&eu.id).unwrap();
+    assert_eq!(ids.len(), 29_999);
+    let mut unique = ids.clone();
+    unique.dedup();
+    assert_eq!(unique.len(), ids.len());
+    for id in &ids {
+        let record = store.get(eu, id).unwrap().expect("listed, so stored");
+        assert!(record.content.is_some(), "{id} lost its content");
+    }
+    assert!(store
+        .get(eu, &"day-000042".parse().unwrap())
+        .unwrap()
+        .is_none());
+    drop(store);
+    drop(stores);
+    let out: Value = serde_json::from_str(&wd.ok(&["delete", "request", "day-000042"])).unwrap();
+    assert_eq!(out["found"], false);
+}
+
+#[test]
 fn customers_delete_one_request_or_a_whole_resource() {
     let wd = workdir();
     wd.write(

@@ -232,11 +232,7 @@ impl GeoStore {
             }
         }
         store.destroy_orphan_keys()?;
-        for (resource, day) in store.pending_rekeys()? {
-            let _writer = store.writer.lock();
-            let _creating = store.key_creation.lock().expect("lock poisoned");
-            store.rekey_day(&resource, day, None, sled::Batch::default())?;
-        }
+        store.finish_rekeys()?;
         Ok(store)
     }
 

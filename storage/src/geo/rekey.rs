@@ -15,8 +15,9 @@
 //! 3. one batch makes the new key the day's key and removes the marker;
 //! 4. the old key's slot is overwritten and synced.
 //!
-//! A crash before step 3 leaves the marker: the next open runs the re-key again (entries that
-//! already open under the new key are left as they are). A crash after it leaves the old slot
+//! A crash before step 3 leaves the marker, which names the request being deleted: the next
+//! open deletes it (if the crash lost the batch that did) and runs the re-key again (entries
+//! that already open under the new key are left as they are). A crash after it leaves the old slot
 //! named by nothing, which the open destroys as an orphan.
 //!
 //! While a re-key runs it holds the writer lock, so no batch is written meanwhile; readers
@@ -29,6 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aes_gcm::Aes256Gcm;
+use tracing::{debug, info};
 use vigil_core::{Day, ResourceId};
 
 use super::{DataKey, GeoStore};
@@ -52,6 +54,24 @@ pub(super) struct Transition {
     /// The generation the new key got; the transition applies only while it is current.
     pub new_epoch: u64,
     since: Instant,
+}
+
+/// The value of a re-key marker: the new key, and the request whose deletion started the
+/// re-key (so that a re-key cut short finishes the deletion too, even when the batch that
+/// removed the request was lost with the crash).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct RekeyMarker {
+    key: KeyEntry,
+    deleting: Option<String>,
+}
+
+/// The value of a re-key marker naming `key`, started to delete `deleting`.
+pub(super) fn marker_value(key: &KeyEntry, deleting: Option<&str>) -> Vec<u8> {
+    let marker = RekeyMarker {
+        key: key.clone(),
+        deleting: deleting.map(str::to_owned),
+    };
+    postcard::to_stdvec(&marker).expect("a re-key marker encodes")
 }
 
 /// How a record's content must be written, given the keys of its resource-day now.
@@ -80,7 +100,7 @@ impl GeoStore {
         let aad = crypto::data_key_aad(self.geography.as_str(), resource, day);
         let owner = keyring::owner(&aad);
         let old = self.key_at(&id, owner)?;
-        let pending = self.key_entry(&marker)?;
+        let pending = self.rekey_marker(&marker)?.map(|m| m.key);
         let Some((old_entry, old_sealed)) = old else {
             // No key (the resource logs no content, or the day's key is destroyed): nothing
             // is sealed, so removing the entry is enough.
@@ -113,9 +133,8 @@ impl GeoStore {
                     kek: wrapped.kek,
                     slot: self.keyring.put(owner, &wrapped.sealed)?,
                 };
-                let bytes = postcard::to_stdvec(&entry).expect("a key entry encodes");
                 self.data_keys
-                    .insert(&marker, bytes)
+                    .insert(&marker, marker_value(&entry, without))
                     .map_err(|e| self.sled_err(e))?;
                 self.flush()?;
                 entry
@@ -144,6 +163,7 @@ impl GeoStore {
             transitions.retain(|_, t| t.since.elapsed() < IN_FLIGHT);
             transitions.insert(slot.clone(), transition.clone());
         }
+        info!(geography = %self.geography, resource_id = resource, day = %day, "Re-sealing a day's records under a new data key.");
         let resealed = self.rewrite_day(resource, day, without, first, Some(&transition))?;
         let mut swap = sled::Batch::default();
         swap.insert(
@@ -163,11 +183,23 @@ impl GeoStore {
             },
         );
         self.keyring.destroy(&[(old_entry.slot, owner)])?;
+        info!(geography = %self.geography, resource_id = resource, day = %day, records = resealed, "Re-keyed the day: its old data key is destroyed.");
         Ok(resealed)
     }
 
-    /// Re-key markers a crash left: those days' re-keys are run again.
-    pub(super) fn pending_rekeys(&self) -> Result<Vec<(String, Day)>> {
+    /// The re-key marker stored under `key`.
+    fn rekey_marker(&self, key: &[u8]) -> Result<Option<RekeyMarker>> {
+        match self.data_keys.get(key).map_err(|e| self.sled_err(e))? {
+            Some(bytes) => postcard::from_bytes(&bytes)
+                .map(Some)
+                .map_err(|e| Self::corrupt(key, e)),
+            None => Ok(None),
+        }
+    }
+
+    /// Finishes the re-keys a crash cut short (see the module docs), and the deletions that
+    /// started them.
+    pub(super) fn finish_rekeys(&self) -> Result<()> {
         let mut pending = Vec::new();
         for key in self
             .data_keys
@@ -177,9 +209,23 @@ impl GeoStore {
             let key = key.map_err(|e| self.sled_err(e))?;
             let (resource, day) =
                 layout::rekey_of(&key).ok_or_else(|| Self::corrupt(&key, "bad re-key marker"))?;
-            pending.push((resource.to_owned(), day));
+            let marker = self.rekey_marker(&key)?.expect("just listed");
+            pending.push((resource.to_owned(), day, marker.deleting));
         }
-        Ok(pending)
+        for (resource, day, deleting) in pending {
+            info!(geography = %self.geography, resource_id = resource, day = %day, "Finishing a re-key that a crash cut short.");
+            if let Some(request) = deleting {
+                let request = vigil_core::RequestId::parse(&request)
+                    .map_err(|e| Self::corrupt(request.as_bytes(), e))?;
+                if self.delete_request(&request)?.is_some() {
+                    continue;
+                }
+            }
+            let _writer = self.writer.lock();
+            let _creating = self.key_creation.lock().expect("lock poisoned");
+            self.rekey_day(&resource, day, None, sled::Batch::default())?;
+        }
+        Ok(())
     }
 
     /// Rewrites `resource`'s segments of `day` without `without`, re-sealing every content
@@ -244,6 +290,7 @@ impl GeoStore {
                     .apply_batch(std::mem::take(&mut batch))
                     .map_err(|e| self.sled_err(e))?;
                 in_batch = 0;
+                debug!(resealed, "Re-key progress.");
             }
         }
         self.records

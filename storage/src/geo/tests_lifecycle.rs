@@ -598,17 +598,24 @@ fn a_re_key_cut_short_by_a_crash_is_finished_at_the_next_open() {
                 .put(crate::keyring::owner(&aad), &wrapped.sealed)
                 .unwrap(),
         };
+        // It names the request whose deletion started it.
+        let marker = super::rekey::marker_value(&entry, Some("a-00007"));
         geo.data_keys
-            .insert(
-                layout::rekey_marker("a", today),
-                postcard::to_stdvec(&entry).unwrap(),
-            )
+            .insert(layout::rekey_marker("a", today), marker)
             .unwrap();
         geo.flush().unwrap();
     }
     let stores = stores_at(dir.path(), 0);
     let geo = stores.geo(&eu()).unwrap();
-    assert!(geo.pending_rekeys().unwrap().is_empty());
+    assert_eq!(
+        geo.data_keys
+            .scan_prefix(layout::rekey_markers_prefix())
+            .count(),
+        0
+    );
+    // The deletion that started it is finished too.
+    assert_eq!(geo.resource_of("a-00007").unwrap(), None);
+    assert_eq!(geo.len(), 199);
     for id in ["a-00000", "a-00100", "a-00199"] {
         assert!(has_content(&geo, &a, id), "{id}");
     }
