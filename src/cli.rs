@@ -293,7 +293,8 @@ pub struct BenchArgs {
     #[arg(long, conflicts_with_all = ["classifier", "detection", "kafka"])]
     pub reviewer: bool,
     /// Measure the retention purge instead: store --records records under an expired day's
-    /// key, then purge them (records/s, with ingest of new records running alongside).
+    /// key, delete one of them (which re-keys its resource-day), then purge the rest
+    /// (records/s, with ingest of new records running alongside).
     #[arg(long, conflicts_with_all = ["classifier", "detection", "kafka", "reviewer", "sql"])]
     pub purge: bool,
     /// Measure SQL over the analytics exports instead: write --records synthetic metadata rows

@@ -225,6 +225,53 @@ fn a_request_deletion_killed_while_its_day_is_re_keyed_is_finished_at_the_next_s
 }
 
 #[test]
+fn a_compaction_killed_midway_leaves_the_store_whole() {
+    let wd = workdir();
+    wd.write("old.jsonl", records("oldmarker", EU, "eu", 5_000));
+    wd.write("new.jsonl", records("newmarker", EU, "eu", 30_000));
+    run_at(&wd, "old.jsonl", &days_ago(45));
+    run_at(&wd, "new.jsonl", &days_ago(0));
+    let mut child = wd
+        .command(&["purge"])
+        .env("VIGIL_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    for line in stderr.lines() {
+        if line.unwrap().contains("Compaction progress.") {
+            child.kill().unwrap();
+            break;
+        }
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(
+        status.signal(),
+        Some(9),
+        "the purge ended by itself: {status}"
+    );
+    // The next open tidies the copy away; the purge held, and every kept record decrypts.
+    let (registry, stores) = wd.open_stores();
+    let eu = registry.get(EU).unwrap();
+    let store = stores.geo(&eu.geography).unwrap();
+    let ids = store.request_ids(&eu.id).unwrap();
+    assert_eq!(ids.len(), 30_000);
+    assert!(ids.iter().all(|id| id.as_str().starts_with("newmarker")));
+    for id in ids.iter().step_by(97) {
+        let record = store.get(eu, id).unwrap().expect("listed, so stored");
+        assert!(record.content.is_some(), "{id} lost its content");
+    }
+    drop(store);
+    drop(stores);
+    assert!(!wd.path("var/data/eu.compact").exists());
+    // Compacting again finishes the job: no byte of a purged record is left.
+    wd.ok(&["purge"]);
+    assert!(wd.files_containing("var/data", b"oldmarker").is_empty());
+    assert_eq!(stored(&wd, EU), 30_000);
+}
+
+#[test]
 fn customers_delete_one_request_or_a_whole_resource() {
     let wd = workdir();
     wd.write(

@@ -290,3 +290,34 @@ fn vigil_generate_reproduces_the_shipped_sample() {
         );
     }
 }
+
+/// The storage benchmarks' harness works end to end on a small input (the figures themselves
+/// are for `vigil bench` runs, not for tests).
+#[test]
+fn the_storage_benchmarks_run_on_a_small_input() {
+    let wd = Workdir::new();
+    let report = wd.ok(&["bench", "--records", "3000", "--runs", "1"]);
+    for expected in [
+        "median:",
+        "stored as",
+        "layout 3, an entry per record",
+        "layout 4, segments",
+        "of sled's ceiling",
+    ] {
+        assert!(
+            report.contains(expected),
+            "{expected:?} missing from:\n{report}"
+        );
+    }
+    let report = wd.ok(&["bench", "--purge", "--records", "3000", "--runs", "1"]);
+    for expected in [
+        "purged 2999 records",
+        "deleting one request first",
+        "compaction:",
+    ] {
+        assert!(
+            report.contains(expected),
+            "{expected:?} missing from:\n{report}"
+        );
+    }
+}

@@ -65,6 +65,7 @@ impl Stores {
         if copy.exists() {
             std::fs::remove_dir_all(&copy).map_err(io(&copy))?;
         }
+        tracing::info!(geography = %geography, bytes_before, "Compacting: copying the store's live entries.");
         store.copy_into(&copy)?;
         drop(store);
         let old = sibling(&dir, REPLACED);
@@ -100,6 +101,7 @@ impl GeoStore {
                 if in_batch == COPY_BATCH {
                     to.apply_batch(std::mem::take(&mut batch)).map_err(err)?;
                     in_batch = 0;
+                    tracing::debug!(tree = %String::from_utf8_lossy(&name), "Compaction progress.");
                 }
             }
             to.apply_batch(batch).map_err(err)?;
