@@ -14,6 +14,7 @@ use std::sync::Arc;
 use vigil_core::Geography;
 
 use crate::geo::{sled_config, GeoStore};
+use crate::layout;
 use crate::{Result, StorageError, Stores};
 
 /// Entries copied per batch.
@@ -106,6 +107,12 @@ impl GeoStore {
             }
             to.apply_batch(batch).map_err(err)?;
         }
+        // The copy's ID generator starts from zero: IDs go on from where this store's are.
+        let floor = self.next_id()? + 1;
+        copy.open_tree(layout::DATA_KEYS_TREE)
+            .map_err(err)?
+            .insert(layout::ID_FLOOR_KEY, &floor.to_be_bytes())
+            .map_err(err)?;
         copy.flush().map_err(err)?;
         Ok(())
     }

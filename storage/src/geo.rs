@@ -133,6 +133,9 @@ pub struct GeoStore {
     transitions: Mutex<HashMap<(ResourceId, Day), rekey::Transition>>,
     epochs: AtomicU64,
     key_creation: Mutex<()>,
+    /// Added to sled's ID generator, which a compacted copy restarts from zero (see
+    /// [`GeoStore::next_id`]).
+    id_floor: u64,
     /// One writer at a time. Fair: the lifecycle's chunks hand it to a waiting ingest batch
     /// (`unlock_fair`) instead of taking it straight back.
     writer: parking_lot::Mutex<()>,
@@ -189,8 +192,8 @@ impl GeoStore {
             source,
         };
         let db = open_db(path).map_err(sled_err)?;
-        let records = db.open_tree("records").map_err(sled_err)?;
-        let data_keys = db.open_tree("data_keys").map_err(sled_err)?;
+        let records = db.open_tree(layout::RECORDS_TREE).map_err(sled_err)?;
+        let data_keys = db.open_tree(layout::DATA_KEYS_TREE).map_err(sled_err)?;
         let found = data_keys.get(layout::LAYOUT_KEY).map_err(sled_err)?;
         let found = found.map(|v| v.first().copied().unwrap_or(1));
         // A store whose layout has a keyring (3 on) and that names keys has its keyring: never
@@ -204,6 +207,13 @@ impl GeoStore {
             }
         }
         let keyring = Keyring::open(&keyring_file)?;
+        let id_floor =
+            match data_keys.get(layout::ID_FLOOR_KEY).map_err(sled_err)? {
+                Some(bytes) => u64::from_be_bytes(bytes.as_ref().try_into().map_err(|_| {
+                    Self::corrupt(layout::ID_FLOOR_KEY, "the ID floor is not 8 bytes")
+                })?),
+                None => 0,
+            };
         let store = Self {
             geography,
             db,
@@ -216,6 +226,7 @@ impl GeoStore {
             transitions: Mutex::new(HashMap::new()),
             epochs: AtomicU64::new(0),
             key_creation: Mutex::new(()),
+            id_floor,
             writer: parking_lot::Mutex::new(()),
         };
         match found {
@@ -264,6 +275,14 @@ impl GeoStore {
             .insert(layout::LAYOUT_KEY, &[layout::LAYOUT_VERSION])
             .map_err(|e| self.sled_err(e))?;
         self.flush()
+    }
+
+    /// A new ID, larger than every one this store handed out before, also across compactions:
+    /// segment sequence numbers and export tokens. sled's generator starts from zero in a
+    /// compacted copy, so the copy records the next ID as its floor.
+    pub(crate) fn next_id(&self) -> Result<u64> {
+        let id = self.db.generate_id().map_err(|e| self.sled_err(e))?;
+        Ok(self.id_floor + id)
     }
 
     /// The clock that dates what this store writes.
@@ -605,7 +624,7 @@ impl GeoStore {
     ) -> Result<()> {
         let seq = match seq {
             Some(seq) => seq,
-            None => self.db.generate_id().map_err(|e| self.sled_err(e))?,
+            None => self.next_id()?,
         };
         let key = layout::segment_key(resource, day, seq);
         for entry in segment::entries(&bytes).map_err(|e| Self::corrupt(&key, e))? {

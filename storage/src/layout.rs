@@ -36,7 +36,8 @@
 //! `crate::keyring`), holds
 //! `\0job\0 kind resource` markers while a resource's content is being stripped (`s`) or its
 //! data deleted (`d`), `\0rekey\0 resource \0 day` markers naming the new data key of a
-//! resource-day whose records are being re-sealed, and `\0layout` with the layout version.
+//! resource-day whose records are being re-sealed, `\0layout` with the layout version, and
+//! `\0idfloor`, where a compacted store's IDs start.
 //!
 //! Values start with a format byte so later versions can read older records.
 
@@ -66,6 +67,16 @@ pub const LAYOUT_VERSION: u8 = 4;
 
 /// Key, in the `data_keys` tree, of the layout version.
 pub const LAYOUT_KEY: &[u8] = b"\0layout";
+
+/// The tree holding records, their index, windows, cases and the rest.
+pub const RECORDS_TREE: &str = "records";
+
+/// The tree holding where data keys are, job and re-key markers, and the layout version.
+pub const DATA_KEYS_TREE: &str = "data_keys";
+
+/// Key, in the `data_keys` tree, of the ID floor: the first ID a compacted copy may hand out
+/// (8 bytes, big-endian), so that IDs keep growing across compactions.
+pub const ID_FLOOR_KEY: &[u8] = b"\0idfloor";
 
 /// The current value format.
 pub const FORMAT: u8 = 1;

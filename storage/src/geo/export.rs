@@ -68,7 +68,7 @@ impl GeoStore {
         part: ExportPart,
         day: Day,
     ) -> Result<()> {
-        let token = self.db.generate_id().map_err(|e| self.sled_err(e))?;
+        let token = self.next_id()?;
         batch.insert(
             &layout::export_backlog_key(part.tag(), day),
             &token.to_be_bytes(),

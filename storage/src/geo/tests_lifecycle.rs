@@ -654,6 +654,32 @@ fn copy_tree(from: &Path, to: &Path) {
 }
 
 #[test]
+fn records_written_after_a_compaction_never_overwrite_older_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = resource("a");
+    let stores = stores_at(dir.path(), 0);
+    put(&stores, &a, &ids("before", 300), "u", "x");
+    stores.compact(&eu()).unwrap();
+    // The same resource and day again: new segments, whose sequence numbers must not reuse
+    // the ones the compacted copy holds.
+    put(&stores, &a, &ids("after", 300), "u", "y");
+    stores.compact(&eu()).unwrap();
+    put(&stores, &a, &ids("later", 300), "u", "z");
+    let geo = stores.geo(&eu()).unwrap();
+    assert_eq!(geo.request_ids(&a.id).unwrap().len(), 900);
+    assert_eq!(geo.len(), 900);
+    for id in [
+        "before-00000",
+        "before-00299",
+        "after-00000",
+        "after-00299",
+        "later-00150",
+    ] {
+        assert!(has_content(&geo, &a, id), "{id}");
+    }
+}
+
+#[test]
 fn compaction_refuses_a_store_in_use_and_a_cut_short_one_is_tidied() {
     let dir = tempfile::tempdir().unwrap();
     let a = resource("a");
