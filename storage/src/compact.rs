@@ -8,12 +8,15 @@
 //! store or the new one under the geography's name; [`recover`] tidies the rest at the next
 //! open. Compaction needs the store to itself (nothing else may hold it open).
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use vigil_core::Geography;
 
-use crate::geo::{sled_config, GeoStore};
+use crate::geo::{sled_config, GeoStore, Trees};
 use crate::layout;
 use crate::{Result, StorageError, Stores};
 
@@ -32,90 +35,201 @@ pub struct Compacted {
     pub bytes_before: u64,
     /// Bytes on disk after.
     pub bytes_after: u64,
+    /// How long reads and writes of the store waited for the swap, in microseconds.
+    pub paused_us: u64,
 }
 
 impl Stores {
-    /// Rewrites `geography`'s store with only its live entries (see the module docs). Fails
-    /// with [`StorageError::InUse`] while anything else holds the store.
+    /// Rewrites `geography`'s store with only its live entries, while it stays in use (see
+    /// the module docs).
     pub fn compact(&self, geography: &Geography) -> Result<Compacted> {
+        let store = self.geo(geography)?;
         let dir = self.data_dir.join(geography.as_str());
-        let io = |path: &Path| {
-            let path = path.to_owned();
-            move |source| StorageError::Io { path, source }
-        };
-        let mut open = self.open.write().expect("lock poisoned");
-        let store = match open.remove(geography) {
-            Some(store) => store,
-            None => Arc::new(GeoStore::open(
-                &dir,
-                geography.clone(),
-                self.keys.clone(),
-                self.clock,
-            )?),
-        };
-        let store = Arc::try_unwrap(store).map_err(|store| {
-            open.insert(geography.clone(), store);
-            StorageError::InUse {
-                geography: geography.clone(),
-                what: "compaction",
-            }
-        })?;
-        store.flush()?;
-        let bytes_before = dir_size(&dir);
-        let copy = sibling(&dir, COMPACTING);
-        if copy.exists() {
-            std::fs::remove_dir_all(&copy).map_err(io(&copy))?;
-        }
-        tracing::info!(geography = %geography, bytes_before, "Compacting: copying the store's live entries.");
-        store.copy_into(&copy)?;
-        drop(store);
-        let old = sibling(&dir, REPLACED);
-        std::fs::rename(&dir, &old).map_err(io(&dir))?;
-        std::fs::rename(&copy, &dir).map_err(io(&copy))?;
-        sync_dir(&self.data_dir).map_err(io(&self.data_dir))?;
-        std::fs::remove_dir_all(&old).map_err(io(&old))?;
+        let (bytes_before, paused) = store.compact_online(&dir, &self.data_dir)?;
         Ok(Compacted {
             geography: geography.to_string(),
             bytes_before,
             bytes_after: dir_size(&dir),
+            paused_us: u64::try_from(paused.as_micros()).unwrap_or(u64::MAX),
         })
     }
 }
 
+/// The keys written to one tree while a compaction copies it.
+type Touched = Arc<Mutex<BTreeSet<sled::IVec>>>;
+
+/// A key written to each tree, under the swap's lock, to wake its watcher for the last time.
+/// No vigil key starts with 0xFF.
+const WAKE: &[u8] = b"\xff\xffcompaction-wake";
+
+/// The watchers of a store's trees during a compaction (see [`watch`]). Dropped before
+/// [`Watchers::finish`] (the compaction failed), they are stopped all the same.
+struct Watchers {
+    stop: Arc<AtomicBool>,
+    trees: Vec<(
+        String,
+        sled::Tree,
+        Touched,
+        Option<std::thread::JoinHandle<()>>,
+    )>,
+}
+
+impl Watchers {
+    /// Watches every tree of `db`. The caller makes sure no write is in flight: one that began
+    /// before its tree was watched would go unnoticed.
+    fn start(db: &sled::Db) -> sled::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut trees = Vec::new();
+        for name in db.tree_names() {
+            let tree = db.open_tree(&name)?;
+            let (touched, handle) = watch(&tree, stop.clone());
+            let name = String::from_utf8_lossy(&name).into_owned();
+            trees.push((name, tree, touched, Some(handle)));
+        }
+        Ok(Self { stop, trees })
+    }
+
+    /// Stops every watcher once it has taken every event before this call; the caller makes
+    /// sure no write is in flight. Returns each tree with the keys written to it.
+    fn finish(mut self) -> sled::Result<Vec<(String, sled::Tree, BTreeSet<sled::IVec>)>> {
+        self.stop_all()?;
+        Ok(std::mem::take(&mut self.trees)
+            .into_iter()
+            .map(|(name, tree, touched, _)| {
+                let keys = std::mem::take(&mut *touched.lock().expect("lock poisoned"));
+                (name, tree, keys)
+            })
+            .collect())
+    }
+
+    fn stop_all(&mut self) -> sled::Result<()> {
+        self.stop.store(true, Ordering::Release);
+        for (_, tree, _, handle) in &mut self.trees {
+            if let Some(handle) = handle.take() {
+                tree.insert(WAKE, &[])?;
+                tree.remove(WAKE)?;
+                handle.join().expect("a compaction watcher panicked");
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Watchers {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop_all() {
+            tracing::warn!(error = %e, "Could not stop a compaction's watchers.");
+        }
+    }
+}
+
+/// Collects the keys of every write to `tree` from now until it sees [`WAKE`] written with
+/// `stop` set. Registered before the copy starts, so no write is missed.
+///
+/// It blocks on sled's event iterator rather than polling with `next_timeout`: in sled 0.34 a
+/// timed-out wait on an event whose write then gave up (a retried insert drops its
+/// reservation) makes every later `next_timeout` fail without reading on.
+fn watch(tree: &sled::Tree, stop: Arc<AtomicBool>) -> (Touched, std::thread::JoinHandle<()>) {
+    let touched: Touched = Arc::default();
+    let events = tree.watch_prefix(Vec::<u8>::new());
+    let keys = touched.clone();
+    let handle = std::thread::spawn(move || {
+        for event in events {
+            if event.key() == WAKE {
+                if stop.load(Ordering::Acquire) {
+                    return;
+                }
+                continue;
+            }
+            keys.lock()
+                .expect("lock poisoned")
+                .insert(event.key().clone());
+        }
+    });
+    (touched, handle)
+}
+
 impl GeoStore {
-    /// Copies every tree into a new database at `path`, flushed before returning.
-    fn copy_into(&self, path: &Path) -> Result<()> {
+    /// Compacts this store while it is in use: copies its trees into a fresh database beside
+    /// it while writes go on, noting every key written meanwhile; then, with no operation in
+    /// flight (the trees' write lock), copies those keys' current values again, swaps the
+    /// directories and reopens the copy in place. Returns the bytes before and how long
+    /// operations were paused.
+    pub(crate) fn compact_online(&self, dir: &Path, data_dir: &Path) -> Result<(u64, Duration)> {
+        let _one = self.compaction.lock().expect("lock poisoned");
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| StorageError::Io { path, source }
+        };
         let err = |source| StorageError::Sled {
             geography: self.geography().clone(),
             source,
         };
-        let copy = sled_config(path).open().map_err(err)?;
-        for name in self.db.tree_names() {
-            let from = self.db.open_tree(&name).map_err(err)?;
+        self.flush()?;
+        let bytes_before = dir_size(dir);
+        let copy_path = sibling(dir, COMPACTING);
+        if copy_path.exists() {
+            std::fs::remove_dir_all(&copy_path).map_err(io(&copy_path))?;
+        }
+        tracing::info!(geography = %self.geography(), bytes_before, "Compacting: copying the store's live entries.");
+        // With no write in flight while the watchers start.
+        let watchers = Watchers::start(&self.trees.write().db).map_err(err)?;
+        let copy = sled_config(&copy_path).open().map_err(err)?;
+        for (name, from, _, _) in &watchers.trees {
+            let to = copy.open_tree(name).map_err(err)?;
+            copy_tree(from, &to).map_err(err)?;
+        }
+        // The swap: nothing reads or writes the store meanwhile.
+        let mut trees = self.trees.write();
+        let paused = std::time::Instant::now();
+        for (name, from, touched) in watchers.finish().map_err(err)? {
             let to = copy.open_tree(&name).map_err(err)?;
             let mut batch = sled::Batch::default();
-            let mut in_batch = 0;
-            for entry in from.iter() {
-                let (key, value) = entry.map_err(err)?;
-                batch.insert(key, value);
-                in_batch += 1;
-                if in_batch == COPY_BATCH {
-                    to.apply_batch(std::mem::take(&mut batch)).map_err(err)?;
-                    in_batch = 0;
-                    tracing::debug!(tree = %String::from_utf8_lossy(&name), "Compaction progress.");
+            for key in touched {
+                match from.get(&key).map_err(err)? {
+                    Some(value) => batch.insert(key, value),
+                    None => batch.remove(key),
                 }
             }
             to.apply_batch(batch).map_err(err)?;
         }
         // The copy's ID generator starts from zero: IDs go on from where this store's are.
-        let floor = self.next_id()? + 1;
+        let floor = self.id_floor() + trees.db.generate_id().map_err(err)? + 1;
         copy.open_tree(layout::DATA_KEYS_TREE)
             .map_err(err)?
             .insert(layout::ID_FLOOR_KEY, &floor.to_be_bytes())
             .map_err(err)?;
         copy.flush().map_err(err)?;
-        Ok(())
+        drop(copy);
+        trees.db.flush().map_err(err)?;
+        let old = sibling(dir, REPLACED);
+        std::fs::rename(dir, &old).map_err(io(dir))?;
+        std::fs::rename(&copy_path, dir).map_err(io(&copy_path))?;
+        sync_dir(data_dir).map_err(io(data_dir))?;
+        *trees = Trees::open(dir).map_err(err)?;
+        self.set_id_floor(floor);
+        let paused = paused.elapsed();
+        drop(trees);
+        std::fs::remove_dir_all(&old).map_err(io(&old))?;
+        Ok((bytes_before, paused))
     }
+}
+
+/// Copies every entry of `from` into `to`, a batch at a time.
+fn copy_tree(from: &sled::Tree, to: &sled::Tree) -> sled::Result<()> {
+    let mut batch = sled::Batch::default();
+    let mut in_batch = 0;
+    for entry in from.iter() {
+        let (key, value) = entry?;
+        batch.insert(key, value);
+        in_batch += 1;
+        if in_batch == COPY_BATCH {
+            to.apply_batch(std::mem::take(&mut batch))?;
+            in_batch = 0;
+            tracing::debug!(tree = %String::from_utf8_lossy(&from.name()), "Compaction progress.");
+        }
+    }
+    to.apply_batch(batch)
 }
 
 /// Tidies compactions a crash cut short: a store moved aside without a replacement is moved

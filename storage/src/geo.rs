@@ -116,14 +116,36 @@ struct DataKey {
     epoch: u64,
 }
 
+/// A geography's sled database and its trees.
+pub(crate) struct Trees {
+    pub db: sled::Db,
+    pub records: sled::Tree,
+    /// Which slot of the keyring holds each resource's data key of each day, and under which
+    /// key-encryption key (never key material); job markers; the layout version.
+    pub data_keys: sled::Tree,
+}
+
+impl Trees {
+    /// Opens the database at `path` and its trees.
+    pub fn open(path: &Path) -> sled::Result<Self> {
+        let db = open_db(path)?;
+        Ok(Self {
+            records: db.open_tree(layout::RECORDS_TREE)?,
+            data_keys: db.open_tree(layout::DATA_KEYS_TREE)?,
+            db,
+        })
+    }
+}
+
 /// One geography's sled database.
 pub struct GeoStore {
     geography: Geography,
-    pub(crate) db: sled::Db,
-    records: sled::Tree,
-    /// Which slot of the keyring holds each resource's data key of each day, and under which
-    /// key-encryption key (never key material); job markers; the layout version.
-    data_keys: sled::Tree,
+    /// The database, behind a gate: every operation reads through it (`read_recursive`, so
+    /// nested reads never wait), and online compaction swaps in a compacted copy under its
+    /// write lock, when no operation is in flight (see [`crate::compact`]).
+    pub(crate) trees: parking_lot::RwLock<Trees>,
+    /// One online compaction at a time.
+    pub(crate) compaction: Mutex<()>,
     /// The wrapped data keys themselves, destroyed in place.
     keyring: Keyring,
     keys: Arc<KeySource>,
@@ -135,7 +157,7 @@ pub struct GeoStore {
     key_creation: Mutex<()>,
     /// Added to sled's ID generator, which a compacted copy restarts from zero (see
     /// [`GeoStore::next_id`]).
-    id_floor: u64,
+    id_floor: AtomicU64,
     /// One writer at a time. Fair: the lifecycle's chunks hand it to a waiting ingest batch
     /// (`unlock_fair`) instead of taking it straight back.
     writer: parking_lot::Mutex<()>,
@@ -191,9 +213,8 @@ impl GeoStore {
             geography: geography.clone(),
             source,
         };
-        let db = open_db(path).map_err(sled_err)?;
-        let records = db.open_tree(layout::RECORDS_TREE).map_err(sled_err)?;
-        let data_keys = db.open_tree(layout::DATA_KEYS_TREE).map_err(sled_err)?;
+        let trees = Trees::open(path).map_err(sled_err)?;
+        let data_keys = &trees.data_keys;
         let found = data_keys.get(layout::LAYOUT_KEY).map_err(sled_err)?;
         let found = found.map(|v| v.first().copied().unwrap_or(1));
         // A store whose layout has a keyring (3 on) and that names keys has its keyring: never
@@ -216,9 +237,8 @@ impl GeoStore {
             };
         let store = Self {
             geography,
-            db,
-            records,
-            data_keys,
+            trees: parking_lot::RwLock::new(trees),
+            compaction: Mutex::new(()),
             keyring,
             keys,
             clock,
@@ -226,12 +246,12 @@ impl GeoStore {
             transitions: Mutex::new(HashMap::new()),
             epochs: AtomicU64::new(0),
             key_creation: Mutex::new(()),
-            id_floor,
+            id_floor: AtomicU64::new(id_floor),
             writer: parking_lot::Mutex::new(()),
         };
         match found {
             Some(layout::LAYOUT_VERSION) => {}
-            None if store.records.is_empty() && store.data_keys.is_empty() => {
+            None if store.records().is_empty() && store.data_keys().is_empty() => {
                 store.set_layout_version()?;
             }
             Some(version @ (2 | 3)) => store.migrate(version)?,
@@ -252,7 +272,7 @@ impl GeoStore {
     /// orphan.
     fn destroy_orphan_keys(&self) -> Result<()> {
         let mut named = std::collections::HashSet::new();
-        for entry in self.data_keys.iter() {
+        for entry in self.data_keys().iter() {
             let (key, value) = entry.map_err(|e| self.sled_err(e))?;
             let Some((resource, day)) =
                 layout::data_key_of(&key).or_else(|| layout::rekey_of(&key))
@@ -271,7 +291,7 @@ impl GeoStore {
 
     /// Marks the store as written in this version's layout, flushed.
     fn set_layout_version(&self) -> Result<()> {
-        self.data_keys
+        self.data_keys()
             .insert(layout::LAYOUT_KEY, &[layout::LAYOUT_VERSION])
             .map_err(|e| self.sled_err(e))?;
         self.flush()
@@ -281,8 +301,20 @@ impl GeoStore {
     /// segment sequence numbers and export tokens. sled's generator starts from zero in a
     /// compacted copy, so the copy records the next ID as its floor.
     pub(crate) fn next_id(&self) -> Result<u64> {
-        let id = self.db.generate_id().map_err(|e| self.sled_err(e))?;
-        Ok(self.id_floor + id)
+        let trees = self.trees.read_recursive();
+        let id = trees.db.generate_id().map_err(|e| self.sled_err(e))?;
+        Ok(self.id_floor() + id)
+    }
+
+    /// See [`GeoStore::next_id`].
+    pub(crate) fn id_floor(&self) -> u64 {
+        self.id_floor.load(Ordering::Acquire)
+    }
+
+    /// Sets the ID floor, when a compacted copy that starts from it is swapped in (under the
+    /// trees' write lock, so no ID is handed out meanwhile).
+    pub(crate) fn set_id_floor(&self, floor: u64) {
+        self.id_floor.store(floor, Ordering::Release);
     }
 
     /// The clock that dates what this store writes.
@@ -373,7 +405,7 @@ impl GeoStore {
 
     /// The key entry stored under `key` in the `data_keys` tree.
     fn key_entry(&self, key: &[u8]) -> Result<Option<KeyEntry>> {
-        match self.data_keys.get(key).map_err(|e| self.sled_err(e))? {
+        match self.data_keys().get(key).map_err(|e| self.sled_err(e))? {
             Some(bytes) => postcard::from_bytes(&bytes)
                 .map(Some)
                 .map_err(|e| Self::corrupt(key, e)),
@@ -409,7 +441,7 @@ impl GeoStore {
 
     /// The days `resource` has a data key for.
     pub(crate) fn data_key_days(&self, resource: &ResourceId) -> Result<Vec<Day>> {
-        self.data_keys
+        self.data_keys()
             .scan_prefix(layout::data_keys_prefix(resource.as_str()))
             .keys()
             .map(|k| {
@@ -427,7 +459,7 @@ impl GeoStore {
         &self,
         opens: impl Fn(&WrappedKey, &[u8]) -> bool,
     ) -> Result<Option<bool>> {
-        for entry in self.data_keys.iter() {
+        for entry in self.data_keys().iter() {
             let (key, bytes) = entry.map_err(|e| self.sled_err(e))?;
             let Some((id, day)) = layout::data_key_of(&key) else {
                 continue;
@@ -452,12 +484,12 @@ impl GeoStore {
     /// Records that `id`'s data key is in keyring slot `slot`, wrapped by `kek`.
     fn put_key_entry(&self, id: &[u8], slot: u32, kek: crate::keys::KekRef) -> Result<()> {
         let bytes = postcard::to_stdvec(&KeyEntry { kek, slot }).expect("a key entry encodes");
-        self.data_keys
+        self.data_keys()
             .insert(id, bytes)
             .map_err(|e| self.sled_err(e))?;
         // Content sealed under this key must never reach disk before the key itself does
         // (the keyring synced its slot already).
-        self.db.flush().map_err(|e| self.sled_err(e))?;
+        self.db().flush().map_err(|e| self.sled_err(e))?;
         Ok(())
     }
 
@@ -638,7 +670,7 @@ impl GeoStore {
     /// Where `request` is stored, if it is.
     pub(crate) fn locate(&self, request: &str) -> Result<Option<Locator>> {
         let key = layout::index_key(request);
-        match self.records.get(&key).map_err(|e| self.sled_err(e))? {
+        match self.records().get(&key).map_err(|e| self.sled_err(e))? {
             Some(bytes) => Locator::decode(&bytes)
                 .map(Some)
                 .map_err(|e| Self::corrupt(&key, e)),
@@ -649,7 +681,7 @@ impl GeoStore {
     /// The segment a locator points into.
     pub(crate) fn segment_at(&self, locator: &Locator) -> Result<(Vec<u8>, sled::IVec)> {
         let key = layout::segment_key(&locator.resource, locator.day, locator.seq);
-        match self.records.get(&key).map_err(|e| self.sled_err(e))? {
+        match self.records().get(&key).map_err(|e| self.sled_err(e))? {
             Some(segment) => Ok((key, segment)),
             None => Err(Self::corrupt(
                 &key,
@@ -828,7 +860,7 @@ impl GeoStore {
         resource: &str,
         day: Option<Day>,
     ) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec)>> + '_ {
-        self.records
+        self.records()
             .scan_prefix(layout::segments_prefix(resource, day))
             .map(|entry| entry.map_err(|e| self.sled_err(e)))
     }
@@ -861,7 +893,7 @@ impl GeoStore {
     /// values (IDs and sizes only).
     pub fn footprint(&self) -> Result<Footprint> {
         let mut footprint = Footprint::default();
-        for segment in self.records.scan_prefix(layout::all_segments_prefix()) {
+        for segment in self.records().scan_prefix(layout::all_segments_prefix()) {
             let (key, bytes) = segment.map_err(|e| self.sled_err(e))?;
             footprint.segments += 1;
             footprint.segment_bytes += bytes.len() as u64;
@@ -875,12 +907,12 @@ impl GeoStore {
 
     /// How many records this store holds (its index entries).
     pub fn len(&self) -> usize {
-        self.records.scan_prefix(layout::index_key("")).count()
+        self.records().scan_prefix(layout::index_key("")).count()
     }
 
     /// Whether this store holds no records.
     pub fn is_empty(&self) -> bool {
-        self.records
+        self.records()
             .scan_prefix(layout::index_key(""))
             .next()
             .is_none()
@@ -888,13 +920,28 @@ impl GeoStore {
 
     /// Writes everything buffered to disk.
     pub fn flush(&self) -> Result<()> {
-        self.db.flush().map_err(|e| self.sled_err(e))?;
+        self.db().flush().map_err(|e| self.sled_err(e))?;
         Ok(())
     }
 
+    /// The records tree (see [`Trees`]).
+    pub(crate) fn records(&self) -> parking_lot::MappedRwLockReadGuard<'_, sled::Tree> {
+        parking_lot::RwLockReadGuard::map(self.trees.read_recursive(), |t| &t.records)
+    }
+
+    /// The data keys tree (see [`Trees`]).
+    pub(crate) fn data_keys(&self) -> parking_lot::MappedRwLockReadGuard<'_, sled::Tree> {
+        parking_lot::RwLockReadGuard::map(self.trees.read_recursive(), |t| &t.data_keys)
+    }
+
+    /// The database (see [`Trees`]).
+    pub(crate) fn db(&self) -> parking_lot::MappedRwLockReadGuard<'_, sled::Db> {
+        parking_lot::RwLockReadGuard::map(self.trees.read_recursive(), |t| &t.db)
+    }
+
     #[cfg(test)]
-    pub(crate) fn raw(&self) -> &sled::Tree {
-        &self.records
+    pub(crate) fn raw(&self) -> parking_lot::MappedRwLockReadGuard<'_, sled::Tree> {
+        self.records()
     }
 }
 

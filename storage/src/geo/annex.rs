@@ -66,7 +66,7 @@ impl GeoStore {
                 ),
             }
         }
-        self.records
+        self.records()
             .apply_batch(batch)
             .map_err(|e| self.sled_err(e))?;
         Ok(outcomes)
@@ -79,7 +79,7 @@ impl GeoStore {
         end_user: Option<&str>,
     ) -> Result<Option<Vec<u8>>> {
         let key = layout::window_key(resource.as_str(), end_user);
-        match self.records.get(&key).map_err(|e| self.sled_err(e))? {
+        match self.records().get(&key).map_err(|e| self.sled_err(e))? {
             None => Ok(None),
             Some(value) => layout::undated(&value)
                 .map(|(_, state)| Some(state.to_vec()))
@@ -94,7 +94,7 @@ impl GeoStore {
 
     /// Every case with the day it was stored on, in case-ID order.
     pub fn dated_cases(&self) -> Result<Vec<(Day, Case)>> {
-        self.records
+        self.records()
             .scan_prefix(layout::all_cases_prefix())
             .map(|entry| {
                 let (key, value) = entry.map_err(|e| self.sled_err(e))?;
@@ -113,7 +113,7 @@ impl GeoStore {
     /// One case, with the day it was stored on.
     pub fn dated_case_by_id(&self, case_id: &str) -> Result<Option<(Day, Case)>> {
         let key = layout::case_key(case_id);
-        match self.records.get(&key).map_err(|e| self.sled_err(e))? {
+        match self.records().get(&key).map_err(|e| self.sled_err(e))? {
             None => Ok(None),
             Some(value) => Self::dated_case(&key, &value).map(Some),
         }
@@ -127,7 +127,7 @@ impl GeoStore {
     /// Cases whose flag events are not yet published, in case-ID order.
     pub fn unpublished_cases(&self) -> Result<Vec<Case>> {
         let mut cases = Vec::new();
-        for entry in self.records.scan_prefix(layout::outbox_prefix()) {
+        for entry in self.records().scan_prefix(layout::outbox_prefix()) {
             let (key, _) = entry.map_err(|e| self.sled_err(e))?;
             let case_id = String::from_utf8_lossy(&key[1..]).into_owned();
             if let Some(case) = self.case(&case_id)? {
@@ -143,7 +143,7 @@ impl GeoStore {
         for case_id in case_ids {
             batch.remove(layout::outbox_key(case_id));
         }
-        self.records
+        self.records()
             .apply_batch(batch)
             .map_err(|e| self.sled_err(e))
     }

@@ -78,7 +78,7 @@ impl GeoStore {
 
     /// The partitions that changed since they were last exported.
     pub fn export_backlog(&self) -> Result<Vec<StaleExport>> {
-        self.records
+        self.records()
             .scan_prefix(layout::export_backlog_prefix())
             .map(|entry| {
                 let (key, token) = entry.map_err(|e| self.sled_err(e))?;
@@ -99,7 +99,7 @@ impl GeoStore {
         let key = layout::export_backlog_key(stale.part.tag(), stale.day);
         // A failed compare-and-swap means a newer change: the mark stays for the next export.
         let _ = self
-            .records
+            .records()
             .compare_and_swap(key, Some(stale.token.as_slice()), None::<&[u8]>)
             .map_err(|e| self.sled_err(e))?;
         Ok(())
@@ -110,7 +110,7 @@ impl GeoStore {
         let mut resources = Vec::new();
         let mut from = layout::all_segments_prefix().to_vec();
         let end = layout::successor(&layout::all_segments_prefix()).expect("S has a successor");
-        while let Some(entry) = self.records.range(from.as_slice()..end.as_slice()).next() {
+        while let Some(entry) = self.records().range(from.as_slice()..end.as_slice()).next() {
             let (key, _) = entry.map_err(|e| self.sled_err(e))?;
             let resource = layout::resource_of_key(&key)
                 .ok_or_else(|| Self::corrupt(&key, "bad segment key"))?
@@ -158,7 +158,7 @@ impl GeoStore {
         for (case_day, case) in self.dated_cases()? {
             if case_day == day {
                 let published = !self
-                    .records
+                    .records()
                     .contains_key(layout::outbox_key(&case.case_id))
                     .map_err(|e| self.sled_err(e))?;
                 out.push((case, published));

@@ -196,7 +196,7 @@ impl GeoStore {
         let mut reviews = 0;
         let mut cases = BTreeSet::new();
         for prefix in [layout::reviews_prefix(None), layout::verdicts_prefix(None)] {
-            for key in self.records.scan_prefix(prefix).keys() {
+            for key in self.records().scan_prefix(prefix).keys() {
                 let key = key.map_err(|e| self.sled_err(e))?;
                 let rest = &key[1..];
                 let Some(sep) = rest.iter().position(|b| *b == 0) else {
@@ -210,7 +210,7 @@ impl GeoStore {
             }
         }
         // Decisions are keyed by their own ID; the record they are about is in the value.
-        for entry in self.records.scan_prefix(layout::decisions_prefix(None)) {
+        for entry in self.records().scan_prefix(layout::decisions_prefix(None)) {
             let (key, value) = entry.map_err(|e| self.sled_err(e))?;
             let decision: vigil_core::Decision =
                 serde_json::from_slice(&value).map_err(|e| Self::corrupt(&key, e))?;
@@ -259,7 +259,7 @@ impl GeoStore {
 
     /// Resource jobs a crash cut short.
     pub(crate) fn pending_jobs(&self) -> Result<Vec<(ResourceId, JobKind)>> {
-        self.data_keys
+        self.data_keys()
             .scan_prefix(layout::job_markers_prefix())
             .keys()
             .map(|k| {
@@ -316,7 +316,7 @@ impl GeoStore {
             }
         }
         self.flush()?;
-        self.data_keys
+        self.data_keys()
             .remove(layout::job_marker(kind.tag(), resource))
             .map_err(|e| self.sled_err(e))?;
         self.flush()?;
@@ -333,7 +333,7 @@ impl GeoStore {
     ) -> Result<Option<usize>> {
         let marker = layout::job_marker(kind.tag(), resource_id.as_str());
         let pending = self
-            .data_keys
+            .data_keys()
             .contains_key(&marker)
             .map_err(|e| self.sled_err(e))?;
         let has_keys = !self.data_key_days(resource_id)?.is_empty();
@@ -362,7 +362,7 @@ impl GeoStore {
         let mut slots = Vec::new();
         let mut ciphers = self.ciphers.write().expect("lock poisoned");
         let mut transitions = self.transitions.lock().expect("lock poisoned");
-        for entry in self.data_keys.iter() {
+        for entry in self.data_keys().iter() {
             let (key, value) = entry.map_err(|e| self.sled_err(e))?;
             let Some((resource, day)) = layout::data_key_of(&key) else {
                 continue;
@@ -381,7 +381,7 @@ impl GeoStore {
         // The job's marker first, flushed: a crash from here on leaves a job the next start
         // finishes (`run_job` destroys whatever keys the resource still has).
         if let Some(marker) = marker {
-            self.data_keys
+            self.data_keys()
                 .insert(marker, &[])
                 .map_err(|e| self.sled_err(e))?;
             self.flush()?;
@@ -393,7 +393,7 @@ impl GeoStore {
         // unreadable from any copy of the disk. A crash before the entries go leaves entries
         // that point at empty slots, which read as no key and are removed next time.
         self.keyring.destroy(&slots)?;
-        self.data_keys
+        self.data_keys()
             .apply_batch(batch)
             .map_err(|e| self.sled_err(e))?;
         self.flush()?;
@@ -408,7 +408,7 @@ impl GeoStore {
         let mut batch = sled::Batch::default();
         let (mut segments, mut records) = (0, 0);
         let mut days = BTreeSet::new();
-        for entry in self.records.range(from..end) {
+        for entry in self.records().range(from..end) {
             let (key, bytes) = entry.map_err(|e| self.sled_err(e))?;
             let (_, day, _) =
                 layout::segment_of(&key).ok_or_else(|| Self::corrupt(&key, "bad segment key"))?;
@@ -426,7 +426,7 @@ impl GeoStore {
         for day in days {
             self.mark_for_export(&mut batch, ExportPart::Records, day)?;
         }
-        self.records
+        self.records()
             .apply_batch(batch)
             .map_err(|e| self.sled_err(e))?;
         // A batch of ingest waiting for the lock goes next, not the purge's next chunk.
@@ -446,7 +446,7 @@ impl GeoStore {
     ) -> Result<(usize, Option<Vec<u8>>)> {
         let mut picked = Vec::new();
         let mut last = None;
-        for entry in self.records.range(from..end).take(CHUNK) {
+        for entry in self.records().range(from..end).take(CHUNK) {
             let (key, value) = entry.map_err(|e| self.sled_err(e))?;
             if doomed(&key, &value) {
                 picked.push(key.clone());
@@ -460,13 +460,13 @@ impl GeoStore {
         let mut batch = sled::Batch::default();
         let mut removed = 0;
         for key in picked {
-            let current = self.records.get(&key).map_err(|e| self.sled_err(e))?;
+            let current = self.records().get(&key).map_err(|e| self.sled_err(e))?;
             if current.is_some_and(|value| doomed(&key, &value)) {
                 batch.remove(key);
                 removed += 1;
             }
         }
-        self.records
+        self.records()
             .apply_batch(batch)
             .map_err(|e| self.sled_err(e))?;
         parking_lot::MutexGuard::unlock_fair(writer);
@@ -497,7 +497,7 @@ impl GeoStore {
                 (layout::verdicts_prefix(Some(id)), &mut removed.verdicts),
                 (layout::decisions_prefix(Some(id)), &mut removed.decisions),
             ] {
-                for key in self.records.scan_prefix(prefix).keys() {
+                for key in self.records().scan_prefix(prefix).keys() {
                     batch.remove(key.map_err(|e| self.sled_err(e))?);
                     *count += 1;
                 }
@@ -508,7 +508,7 @@ impl GeoStore {
         for day in days {
             self.mark_for_export(&mut batch, ExportPart::Cases, day)?;
         }
-        self.records
+        self.records()
             .apply_batch(batch)
             .map_err(|e| self.sled_err(e))?;
         Ok(removed)
@@ -526,7 +526,7 @@ impl GeoStore {
             let mut batch = sled::Batch::default();
             let mut seen = 0;
             let mut last = None;
-            for entry in self.records.range(cursor.as_slice()..end.as_slice()) {
+            for entry in self.records().range(cursor.as_slice()..end.as_slice()) {
                 let (key, bytes) = entry.map_err(|e| self.sled_err(e))?;
                 let (_, day, seq) = layout::segment_of(&key)
                     .ok_or_else(|| Self::corrupt(&key, "bad segment key"))?;
@@ -553,7 +553,7 @@ impl GeoStore {
                     break;
                 }
             }
-            self.records
+            self.records()
                 .apply_batch(batch)
                 .map_err(|e| self.sled_err(e))?;
             parking_lot::MutexGuard::unlock_fair(writer);

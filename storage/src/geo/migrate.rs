@@ -44,7 +44,7 @@ impl GeoStore {
     /// entries that name their slots. Returns how many keys moved.
     fn move_keys_to_keyring(&self) -> Result<usize> {
         let mut moved = 0;
-        for entry in self.data_keys.iter() {
+        for entry in self.data_keys().iter() {
             let (key, bytes) = entry.map_err(|e| self.sled_err(e))?;
             let Some((resource, day)) = layout::data_key_of(&key) else {
                 continue;
@@ -60,7 +60,7 @@ impl GeoStore {
                 slot,
             };
             let encoded = postcard::to_stdvec(&entry).expect("a key entry encodes");
-            self.data_keys
+            self.data_keys()
                 .insert(key, encoded)
                 .map_err(|e| self.sled_err(e))?;
             self.flush()?;
@@ -79,7 +79,7 @@ impl GeoStore {
             let mut batch = sled::Batch::default();
             let mut groups: BTreeMap<(String, Day), Packed> = BTreeMap::new();
             let mut in_chunk = 0;
-            for entry in self.records.scan_prefix([v3::RECORDS]).take(CHUNK) {
+            for entry in self.records().scan_prefix([v3::RECORDS]).take(CHUNK) {
                 let (key, bytes) = entry.map_err(|e| self.sled_err(e))?;
                 let (resource, request) =
                     v3::record_of(&key).ok_or_else(|| Self::corrupt(&key, "bad record key"))?;
@@ -94,7 +94,7 @@ impl GeoStore {
                     .is_none()
                 {
                     if let Some(apart) = self
-                        .records
+                        .records()
                         .get(&detection_key)
                         .map_err(|e| self.sled_err(e))?
                     {
@@ -118,7 +118,7 @@ impl GeoStore {
             for ((resource, day), records) in groups {
                 self.put_in_segments(&mut batch, &resource, day, records)?;
             }
-            self.records
+            self.records()
                 .apply_batch(batch)
                 .map_err(|e| self.sled_err(e))?;
             packed += in_chunk;
@@ -126,11 +126,11 @@ impl GeoStore {
         // Bucket or detection entries whose record was deleted without them.
         let mut batch = sled::Batch::default();
         for prefix in [v3::BUCKETS, v3::DETECTIONS] {
-            for key in self.records.scan_prefix([prefix]).keys() {
+            for key in self.records().scan_prefix([prefix]).keys() {
                 batch.remove(key.map_err(|e| self.sled_err(e))?);
             }
         }
-        self.records
+        self.records()
             .apply_batch(batch)
             .map_err(|e| self.sled_err(e))?;
         self.flush()?;

@@ -106,7 +106,7 @@ impl GeoStore {
             // is sealed, so removing the entry is enough.
             self.rewrite_day(resource, day, without, first, None)?;
             if let Some(pending) = pending {
-                self.data_keys
+                self.data_keys()
                     .remove(&marker)
                     .map_err(|e| self.sled_err(e))?;
                 self.keyring.destroy(&[(pending.slot, owner)])?;
@@ -133,7 +133,7 @@ impl GeoStore {
                     kek: wrapped.kek,
                     slot: self.keyring.put(owner, &wrapped.sealed)?,
                 };
-                self.data_keys
+                self.data_keys()
                     .insert(&marker, marker_value(&entry, without))
                     .map_err(|e| self.sled_err(e))?;
                 self.flush()?;
@@ -171,7 +171,7 @@ impl GeoStore {
             postcard::to_stdvec(&new_entry).expect("a key entry encodes"),
         );
         swap.remove(marker);
-        self.data_keys
+        self.data_keys()
             .apply_batch(swap)
             .map_err(|e| self.sled_err(e))?;
         self.flush()?;
@@ -189,7 +189,7 @@ impl GeoStore {
 
     /// The re-key marker stored under `key`.
     fn rekey_marker(&self, key: &[u8]) -> Result<Option<RekeyMarker>> {
-        match self.data_keys.get(key).map_err(|e| self.sled_err(e))? {
+        match self.data_keys().get(key).map_err(|e| self.sled_err(e))? {
             Some(bytes) => postcard::from_bytes(&bytes)
                 .map(Some)
                 .map_err(|e| Self::corrupt(key, e)),
@@ -202,7 +202,7 @@ impl GeoStore {
     pub(super) fn finish_rekeys(&self) -> Result<()> {
         let mut pending = Vec::new();
         for key in self
-            .data_keys
+            .data_keys()
             .scan_prefix(layout::rekey_markers_prefix())
             .keys()
         {
@@ -252,7 +252,7 @@ impl GeoStore {
         let mut batch = first;
         let (mut in_batch, mut resealed) = (0, 0);
         for key in keys {
-            let Some(bytes) = self.records.get(&key).map_err(|e| self.sled_err(e))? else {
+            let Some(bytes) = self.records().get(&key).map_err(|e| self.sled_err(e))? else {
                 continue;
             };
             let (_, _, seq) =
@@ -286,14 +286,14 @@ impl GeoStore {
                 self.put_segment(&mut batch, resource, day, Some(seq), rewritten.finish())?;
             }
             if in_batch >= super::lifecycle::CHUNK {
-                self.records
+                self.records()
                     .apply_batch(std::mem::take(&mut batch))
                     .map_err(|e| self.sled_err(e))?;
                 in_batch = 0;
                 debug!(resealed, "Re-key progress.");
             }
         }
-        self.records
+        self.records()
             .apply_batch(batch)
             .map_err(|e| self.sled_err(e))?;
         Ok(resealed)

@@ -34,7 +34,7 @@ impl GeoStore {
         mut skip: impl FnMut(&ReviewTask) -> bool,
     ) -> Result<Vec<ReviewTask>> {
         let mut tasks = Vec::new();
-        for entry in self.records.scan_prefix(layout::reviews_prefix(None)) {
+        for entry in self.records().scan_prefix(layout::reviews_prefix(None)) {
             if tasks.len() >= limit {
                 break;
             }
@@ -50,7 +50,7 @@ impl GeoStore {
 
     /// How many review tasks are queued.
     pub fn review_queue_len(&self) -> usize {
-        self.records
+        self.records()
             .scan_prefix(layout::reviews_prefix(None))
             .count()
     }
@@ -71,7 +71,7 @@ impl GeoStore {
             serde_json::to_vec(verdict).expect("a verdict serializes"),
         );
         batch.remove(layout::review_key(case, request));
-        self.records
+        self.records()
             .apply_batch(batch)
             .map_err(|e| self.sled_err(e))
     }
@@ -97,7 +97,7 @@ impl GeoStore {
             layout::decision_key(case, &decision.decision_id),
             serde_json::to_vec(decision).expect("a decision serializes"),
         );
-        self.records
+        self.records()
             .apply_batch(batch)
             .map_err(|e| self.sled_err(e))?;
         self.flush()?;
@@ -111,7 +111,7 @@ impl GeoStore {
 
     /// Every JSON value under `prefix`, in key order.
     fn json_under<T: serde::de::DeserializeOwned>(&self, prefix: Vec<u8>) -> Result<Vec<T>> {
-        self.records
+        self.records()
             .scan_prefix(prefix)
             .map(|entry| {
                 let (key, value) = entry.map_err(|e| self.sled_err(e))?;

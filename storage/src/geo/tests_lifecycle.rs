@@ -365,7 +365,7 @@ fn after_a_purge_no_copy_of_the_disk_unwraps_the_purged_day_and_compaction_remov
         let stores = stores_at(dir.path(), 0);
         let geo = stores.geo(&eu()).unwrap();
         let entry = geo
-            .data_keys
+            .data_keys()
             .get(layout::data_key_id("a", old_day))
             .unwrap()
             .expect("the old day has a key");
@@ -600,7 +600,7 @@ fn a_re_key_cut_short_by_a_crash_is_finished_at_the_next_open() {
         };
         // It names the request whose deletion started it.
         let marker = super::rekey::marker_value(&entry, Some("a-00007"));
-        geo.data_keys
+        geo.data_keys()
             .insert(layout::rekey_marker("a", today), marker)
             .unwrap();
         geo.flush().unwrap();
@@ -608,7 +608,7 @@ fn a_re_key_cut_short_by_a_crash_is_finished_at_the_next_open() {
     let stores = stores_at(dir.path(), 0);
     let geo = stores.geo(&eu()).unwrap();
     assert_eq!(
-        geo.data_keys
+        geo.data_keys()
             .scan_prefix(layout::rekey_markers_prefix())
             .count(),
         0
@@ -680,25 +680,71 @@ fn records_written_after_a_compaction_never_overwrite_older_segments() {
 }
 
 #[test]
-fn compaction_refuses_a_store_in_use_and_a_cut_short_one_is_tidied() {
+fn compaction_runs_while_records_are_written_and_read_and_a_cut_short_one_is_tidied() {
     let dir = tempfile::tempdir().unwrap();
     let a = resource("a");
     put(&stores_at(dir.path(), 0), &a, &ids("r", 3), "u", "x");
+    put(
+        &stores_at(dir.path(), 40),
+        &a,
+        &ids("gonemarker", 2_000),
+        "u",
+        "x",
+    );
     let stores = stores_at(dir.path(), 0);
+    purge_all(&stores, &registry(&[&a]));
     let held = stores.geo(&eu()).unwrap();
-    assert!(matches!(
-        stores.compact(&eu()),
-        Err(StorageError::InUse { .. })
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let compacted = std::thread::scope(|scope| {
+        // Ingest and reads go on through the same handle while the store is compacted.
+        let writer = scope.spawn(|| {
+            let mut batches = 0;
+            while !done.load(std::sync::atomic::Ordering::Acquire) || batches < 3 {
+                let batch = ids(&format!("during{batches:03}"), 50);
+                put(&stores, &a, &batch, "u", "y");
+                let read = held.get(&a, &req(&batch[7])).unwrap();
+                assert!(
+                    read.is_some_and(|r| r.content.is_some()),
+                    "{} not read back (index entry: {:?})",
+                    batch[7],
+                    held.locate(&batch[7]).unwrap()
+                );
+                batches += 1;
+            }
+            batches
+        });
+        let compacted = stores.compact(&eu()).unwrap();
+        done.store(true, std::sync::atomic::Ordering::Release);
+        (compacted, writer.join().unwrap())
+    });
+    let (compacted, batches) = compacted;
+    assert!(
+        compacted.bytes_after < compacted.bytes_before,
+        "{compacted:?}"
+    );
+    // Everything written before and during the compaction is there, once.
+    assert_eq!(held.len(), 3 + 50 * batches);
+    assert_eq!(held.request_ids(&a.id).unwrap().len(), 3 + 50 * batches);
+    for batch in 0..batches {
+        assert!(has_content(&held, &a, &format!("during{batch:03}-00049")));
+    }
+    assert!(has_content(&held, &a, "r-00002"));
+    assert!(!contains(
+        &all_bytes(&dir.path().join("data")),
+        b"gonemarker"
     ));
-    assert_eq!(held.len(), 3);
     drop(held);
+    drop(stores);
+    // Reopened from disk, the same.
+    let stores = stores_at(dir.path(), 0);
+    assert_eq!(stores.geo(&eu()).unwrap().len(), 3 + 50 * batches);
     drop(stores);
     // A crash after the store was moved aside, before the copy took its name.
     let data = dir.path().join("data");
     std::fs::rename(data.join("eu"), data.join("eu.old")).unwrap();
     std::fs::create_dir(data.join("eu.compact")).unwrap();
     let stores = stores_at(dir.path(), 0);
-    assert_eq!(stores.geo(&eu()).unwrap().len(), 3);
+    assert!(stores.geo(&eu()).unwrap().len() > 3);
     assert!(!data.join("eu.old").exists() && !data.join("eu.compact").exists());
 }
 
@@ -813,7 +859,7 @@ fn downgrade_to_layout_3(geo: &super::GeoStore, apart: &[&str]) {
     // A bucket entry a deletion left behind.
     batch.insert(v3::bucket_key("a", Day::of(NOW), "gone"), &[]);
     geo.raw().apply_batch(batch).unwrap();
-    geo.data_keys.insert(layout::LAYOUT_KEY, &[3]).unwrap();
+    geo.data_keys().insert(layout::LAYOUT_KEY, &[3]).unwrap();
     geo.flush().unwrap();
 }
 
@@ -854,7 +900,7 @@ fn a_layout_3_store_is_packed_into_segments_when_opened() {
     let stores = stores_at(dir.path(), 0);
     let geo = stores.geo(&eu()).unwrap();
     assert_eq!(
-        geo.data_keys
+        geo.data_keys()
             .get(layout::LAYOUT_KEY)
             .unwrap()
             .unwrap()
@@ -915,7 +961,7 @@ fn a_layout_2_store_is_migrated_into_the_keyring_when_opened() {
     {
         let stores = stores_at(dir.path(), 0);
         let geo = stores.geo(&eu()).unwrap();
-        for entry in geo.data_keys.iter() {
+        for entry in geo.data_keys().iter() {
             let (key, value) = entry.unwrap();
             let Some((resource, day)) = layout::data_key_of(&key) else {
                 continue;
@@ -927,12 +973,12 @@ fn a_layout_2_store_is_migrated_into_the_keyring_when_opened() {
                 kek: entry.kek,
                 sealed: sealed.unwrap().unwrap(),
             };
-            geo.data_keys
+            geo.data_keys()
                 .insert(key, postcard::to_stdvec(&wrapped).unwrap())
                 .unwrap();
         }
         downgrade_to_layout_3(&geo, &[]);
-        geo.data_keys.insert(layout::LAYOUT_KEY, &[2]).unwrap();
+        geo.data_keys().insert(layout::LAYOUT_KEY, &[2]).unwrap();
         geo.flush().unwrap();
     }
     std::fs::remove_file(dir.path().join("data/eu.keyring")).unwrap();
@@ -943,7 +989,7 @@ fn a_layout_2_store_is_migrated_into_the_keyring_when_opened() {
         assert!(has_content(&geo, &a, id), "{id}");
     }
     assert_eq!(
-        geo.data_keys
+        geo.data_keys()
             .get(layout::LAYOUT_KEY)
             .unwrap()
             .unwrap()
@@ -994,7 +1040,7 @@ fn a_store_of_the_older_layout_is_refused_with_the_way_out() {
     {
         let stores = stores_at(dir.path(), 0);
         let geo = stores.geo(&eu()).unwrap();
-        geo.data_keys.remove(layout::LAYOUT_KEY).unwrap();
+        geo.data_keys().remove(layout::LAYOUT_KEY).unwrap();
         geo.flush().unwrap();
     }
     let err = stores_at(dir.path(), 0).geo(&eu()).err().unwrap();
