@@ -83,6 +83,11 @@ fn a_run_purges_what_expired_while_it_ingests_and_the_exports_follow() {
         .map(|p| p["records"].as_u64().unwrap())
         .sum();
     assert_eq!(purged, 300);
+    // The run also compacted the store the purge left old entries in, while it ingested: no
+    // byte of a purged record is left, without stopping for `vigil purge`.
+    assert!(second["lifecycle"]["compactions"].as_u64().unwrap() >= 1);
+    assert!(second["lifecycle"]["bytes_reclaimed"].as_u64().unwrap() > 0);
+    assert!(wd.files_containing("var/data", b"oldmarker").is_empty());
     assert_eq!(stored(&wd, EU), 200);
     assert_eq!(stored(&wd, US), 50);
     assert!(wd

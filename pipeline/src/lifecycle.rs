@@ -23,7 +23,8 @@ use vigil_analytics::{
 use vigil_analytics::{AuditRow, Row as _};
 use vigil_core::ResourceRegistry;
 use vigil_storage::{
-    Cutoffs, ExportPart, GeoStore, PurgeReport, RetentionConfig, StaleExport, StorageError, Stores,
+    Compacted, Cutoffs, ExportPart, GeoStore, PurgeReport, RetentionConfig, StaleExport,
+    StorageError, Stores,
 };
 
 /// Failures of the lifecycle stage.
@@ -70,9 +71,21 @@ pub struct LifecycleSummary {
     pub purged: Vec<PurgeReport>,
     /// What the exports wrote (summed over passes).
     pub exports: ExportReport,
+    /// Online compactions of stores that purges or deletions had left something in.
+    pub compactions: usize,
+    /// Bytes they gave back to the file system.
+    pub bytes_reclaimed: u64,
+    /// The longest that a compaction's swap held up the store's reads and writes, in µs.
+    pub longest_pause_us: u64,
 }
 
 impl LifecycleSummary {
+    fn add_compaction(&mut self, compacted: &Compacted) {
+        self.compactions += 1;
+        self.bytes_reclaimed += compacted.bytes_before.saturating_sub(compacted.bytes_after);
+        self.longest_pause_us = self.longest_pause_us.max(compacted.paused_us);
+    }
+
     fn add_purge(&mut self, reports: Vec<PurgeReport>) {
         self.purges += 1;
         for report in reports {
@@ -107,6 +120,13 @@ impl std::fmt::Display for LifecycleSummary {
             f,
             "purged past retention {records:>10}   records ({keys} day keys destroyed, {cases} cases; {} purge(s))",
             self.purges
+        )?;
+        writeln!(
+            f,
+            "compacted online      {:>10}   store(s), {:.1} MiB given back (reads and writes paused {:.1} ms at most)",
+            self.compactions,
+            self.bytes_reclaimed as f64 / (1024.0 * 1024.0),
+            self.longest_pause_us as f64 / 1000.0
         )?;
         write!(
             f,
@@ -396,11 +416,39 @@ impl Lifecycle {
         Ok(report)
     }
 
-    /// Purges, then exports.
+    /// Purges, compacts what purges and deletions left, then exports.
     fn pass(&self, summary: &Mutex<LifecycleSummary>) -> Result<(), LifecycleError> {
         let purged = self.purge(&mut |_| ControlFlow::Continue(()))?;
         summary.lock().expect("lock poisoned").add_purge(purged);
+        for compacted in self.compact()? {
+            summary
+                .lock()
+                .expect("lock poisoned")
+                .add_compaction(&compacted);
+        }
         self.export_into(summary)
+    }
+
+    /// Compacts, while they stay in use, the stores that purges, deletions or content strips
+    /// have removed entries from since they were last compacted.
+    pub fn compact(&self) -> Result<Vec<Compacted>, LifecycleError> {
+        let _span = info_span!("compact").entered();
+        let mut done = Vec::new();
+        for store in self.stores.on_disk()? {
+            if store.removed_since_compaction() == 0 {
+                continue;
+            }
+            let compacted = self.stores.compact(store.geography())?;
+            info!(
+                geography = %compacted.geography,
+                bytes_before = compacted.bytes_before,
+                bytes_after = compacted.bytes_after,
+                paused_us = compacted.paused_us,
+                "Compacted a store online."
+            );
+            done.push(compacted);
+        }
+        Ok(done)
     }
 
     fn export_into(&self, summary: &Mutex<LifecycleSummary>) -> Result<(), LifecycleError> {

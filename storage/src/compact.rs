@@ -208,6 +208,7 @@ impl GeoStore {
         sync_dir(data_dir).map_err(io(data_dir))?;
         *trees = Trees::open(dir).map_err(err)?;
         self.set_id_floor(floor);
+        self.compacted();
         let paused = paused.elapsed();
         drop(trees);
         std::fs::remove_dir_all(&old).map_err(io(&old))?;

@@ -146,6 +146,9 @@ pub struct GeoStore {
     pub(crate) trees: parking_lot::RwLock<Trees>,
     /// One online compaction at a time.
     pub(crate) compaction: Mutex<()>,
+    /// Entries removed or rewritten since this store was opened or last compacted: what a
+    /// compaction would reclaim (see [`GeoStore::removed_since_compaction`]).
+    removed: AtomicU64,
     /// The wrapped data keys themselves, destroyed in place.
     keyring: Keyring,
     keys: Arc<KeySource>,
@@ -239,6 +242,7 @@ impl GeoStore {
             geography,
             trees: parking_lot::RwLock::new(trees),
             compaction: Mutex::new(()),
+            removed: AtomicU64::new(0),
             keyring,
             keys,
             clock,
@@ -315,6 +319,23 @@ impl GeoStore {
     /// trees' write lock, so no ID is handed out meanwhile).
     pub(crate) fn set_id_floor(&self, floor: u64) {
         self.id_floor.store(floor, Ordering::Release);
+    }
+
+    /// Counts entries removed or rewritten, whose old bytes stay in sled's files until a
+    /// compaction.
+    pub(crate) fn note_removed(&self, entries: usize) {
+        self.removed.fetch_add(entries as u64, Ordering::Relaxed);
+    }
+
+    /// Entries removed or rewritten since this store was opened or last compacted (purges,
+    /// deletions, content strips): whether a compaction has anything to reclaim.
+    pub fn removed_since_compaction(&self) -> u64 {
+        self.removed.load(Ordering::Relaxed)
+    }
+
+    /// Called by a compaction when its copy replaces the store.
+    pub(crate) fn compacted(&self) {
+        self.removed.store(0, Ordering::Relaxed);
     }
 
     /// The clock that dates what this store writes.

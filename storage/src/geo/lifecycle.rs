@@ -226,6 +226,7 @@ impl GeoStore {
             }
         }
         self.rekey_day(resource, locator.day, Some(request), batch)?;
+        self.note_removed(1 + reviews);
         self.flush()?;
         Ok(Some(DeletedRequest {
             geography: self.geography.to_string(),
@@ -429,6 +430,7 @@ impl GeoStore {
         self.records()
             .apply_batch(batch)
             .map_err(|e| self.sled_err(e))?;
+        self.note_removed(segments + records);
         // A batch of ingest waiting for the lock goes next, not the purge's next chunk.
         parking_lot::MutexGuard::unlock_fair(writer);
         Ok((segments, records))
@@ -469,6 +471,7 @@ impl GeoStore {
         self.records()
             .apply_batch(batch)
             .map_err(|e| self.sled_err(e))?;
+        self.note_removed(removed);
         parking_lot::MutexGuard::unlock_fair(writer);
         let mut next = last.to_vec();
         next.push(0);
@@ -511,6 +514,7 @@ impl GeoStore {
         self.records()
             .apply_batch(batch)
             .map_err(|e| self.sled_err(e))?;
+        self.note_removed(removed.cases);
         Ok(removed)
     }
 
@@ -556,6 +560,7 @@ impl GeoStore {
             self.records()
                 .apply_batch(batch)
                 .map_err(|e| self.sled_err(e))?;
+            self.note_removed(seen);
             parking_lot::MutexGuard::unlock_fair(writer);
             let Some(last) = last else {
                 return Ok(stripped);
