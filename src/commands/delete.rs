@@ -1,8 +1,8 @@
 //! `vigil delete`: a customer's deletion of one request ID, or of everything stored for a
 //! resource. Deleted content is unreadable when the command returns (the record is gone from
 //! the store's trees; for a resource, its data keys are destroyed first), the export
-//! partitions are rewritten without it, and it leaves the disk at the next compaction
-//! (`vigil purge` compacts).
+//! partitions are rewritten without it, and it leaves the disk at the next compaction (the
+//! lifecycle in `vigil run` compacts online; `vigil purge` compacts too).
 
 use std::sync::Arc;
 

@@ -6,7 +6,16 @@
 //! (`<geography>.compact`), then swaps directories: the store moves to `<geography>.old`, the
 //! copy takes its name, and the old one is removed. A crash at any step leaves either the old
 //! store or the new one under the geography's name; [`recover`] tidies the rest at the next
-//! open. Compaction needs the store to itself (nothing else may hold it open).
+//! open.
+//!
+//! It runs online, while the store is read and written:
+//! 1. With no operation in flight (the trees' gate, write-locked for a moment), a watcher
+//!    starts on every tree: sled's subscriber, noting the key of every write from then on.
+//! 2. The trees are copied while writes go on.
+//! 3. Under the gate again: each watcher is stopped once it has every event, the keys written
+//!    meanwhile are copied again with their values as they are now (or removed), the copy
+//!    gets the ID floor, the directories are swapped and the copy is reopened in place. Only
+//!    this step holds up reads and writes; [`Compacted::paused_us`] says how long.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -32,7 +32,7 @@ impl GeoStore {
     pub(super) fn migrate(&self, from: u8) -> Result<()> {
         if from == 2 {
             let moved = self.move_keys_to_keyring()?;
-            warn!(geography = %self.geography, data_keys = moved, "Moved this store's data keys into its keyring (layout 2 to 3). Their old copies stay in sled's files until the store is compacted (run `vigil purge`, which compacts), and in the disk's free blocks after that: a disk image taken before those blocks are reused, with the master key, can unwrap them.");
+            warn!(geography = %self.geography, data_keys = moved, "Moved this store's data keys into its keyring (layout 2 to 3). Their old copies stay in sled's files until the store is compacted (by the lifecycle in `vigil run`, or `vigil purge`), and in the disk's free blocks after that: a disk image taken before those blocks are reused, with the master key, can unwrap them.");
         }
         let packed = self.pack_records_into_segments()?;
         self.set_layout_version()?;
