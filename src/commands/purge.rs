@@ -184,6 +184,7 @@ struct PurgeRun {
     compact_secs: f64,
     bytes_before: u64,
     bytes_after: u64,
+    compact_pause_us: u64,
     /// Deleting one request of a resource-day of `delete_day_records` records (a re-key).
     delete_secs: f64,
     delete_day_records: usize,
@@ -256,10 +257,11 @@ pub fn bench(_config: &Config, args: &BenchArgs) -> anyhow::Result<()> {
         )?;
         writeln!(
             out,
-            "         compaction: {:.2}s, {:.1} MiB -> {:.1} MiB",
+            "         compaction (online): {:.2}s, {:.1} MiB -> {:.1} MiB, reads and writes paused {:.1} ms",
             r.compact_secs,
             mib(r.bytes_before),
-            mib(r.bytes_after)
+            mib(r.bytes_after),
+            r.compact_pause_us as f64 / 1000.0
         )?;
     }
     write!(out, "median purge rate: {median:.0} records/s")?;
@@ -427,6 +429,7 @@ fn bench_run(work: &std::path::Path, args: &BenchArgs) -> anyhow::Result<PurgeRu
         compact_secs: compact_started.elapsed().as_secs_f64(),
         bytes_before: compacted.bytes_before,
         bytes_after: compacted.bytes_after,
+        compact_pause_us: compacted.paused_us,
         delete_secs,
         delete_day_records,
     })
