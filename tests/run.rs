@@ -313,7 +313,7 @@ fn the_storage_benchmarks_run_on_a_small_input() {
     for expected in [
         "purged 2999 records",
         "deleting one request first",
-        "compaction:",
+        "compaction (online):",
     ] {
         assert!(
             report.contains(expected),

@@ -123,14 +123,6 @@ pub enum StorageError {
         /// The layout version found.
         found: u8,
     },
-    /// An operation that needs a store to itself found it in use.
-    #[error("store for geography {geography} is in use; {what} needs it to itself")]
-    InUse {
-        /// The geography.
-        geography: Geography,
-        /// The operation.
-        what: &'static str,
-    },
     /// The data directory could not be created.
     #[error("data directory {path}: {source}")]
     Io {
