@@ -50,6 +50,48 @@ fn records(tag: &str, resource: &str, geography: &str, n: usize) -> String {
         .collect()
 }
 
+/// Runs vigil with `args`, logging at `level`, and kills it with SIGKILL as soon as it logs a
+/// line containing `needle`; fails if it ended by itself first.
+fn kill_9_at(wd: &Workdir, args: &[&str], level: &str, needle: &str) {
+    let mut child = wd
+        .command(args)
+        .env("VIGIL_LOG", level)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    for line in stderr.lines() {
+        if line.unwrap().contains(needle) {
+            child.kill().unwrap();
+            break;
+        }
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(
+        status.signal(),
+        Some(9),
+        "vigil {args:?} ended by itself before {needle:?}: {status}"
+    );
+}
+
+/// Every record `resource` has in its store, checked to decrypt with its content; returns
+/// their request IDs, each once.
+fn all_decrypt(wd: &Workdir, resource: &str) -> Vec<vigil_core::RequestId> {
+    let (registry, stores) = wd.open_stores();
+    let r = registry.get(resource).unwrap();
+    let store = stores.geo(&r.geography).unwrap();
+    let ids = store.request_ids(&r.id).unwrap();
+    let mut unique = ids.clone();
+    unique.dedup();
+    assert_eq!(unique.len(), ids.len(), "a request ID is stored twice");
+    for id in &ids {
+        let record = store.get(r, id).unwrap().expect("listed, so stored");
+        assert!(record.content.is_some(), "{id} lost its content");
+    }
+    ids
+}
+
 /// `vigil run` over `input` as of `VIGIL_NOW = now`.
 fn run_at(wd: &Workdir, input: &str, now: &str) -> Value {
     wd.run_with(input, &[("VIGIL_NOW", now)])
@@ -133,26 +175,7 @@ fn a_purge_killed_midway_is_finished_by_the_next_one() {
     // The second run's purge saw nothing expired: the old records were 25 days old then.
     assert_eq!(stored(&wd, EU), 30_100);
 
-    let mut child = wd
-        .command(&["purge"])
-        .env("VIGIL_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    for line in stderr.lines() {
-        if line.unwrap().contains("Purge progress.") {
-            child.kill().unwrap();
-            break;
-        }
-    }
-    let status = child.wait().unwrap();
-    assert_eq!(
-        status.signal(),
-        Some(9),
-        "the purge ended by itself: {status}"
-    );
+    kill_9_at(&wd, &["purge"], "info", "Purge progress.");
     // Killed midway: the expired day's key is gone (flushed before anything else), so what
     // is left of it is unreadable already; removals not yet flushed are simply redone.
     let left = stored(&wd, EU);
@@ -185,46 +208,17 @@ fn a_request_deletion_killed_while_its_day_is_re_keyed_is_finished_at_the_next_s
     let wd = workdir();
     wd.write("day.jsonl", records("day", EU, "eu", 30_000));
     run_at(&wd, "day.jsonl", &days_ago(0));
-    let mut child = wd
-        .command(&["delete", "request", "day-000042"])
-        .env("VIGIL_LOG", "debug")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    for line in stderr.lines() {
-        if line.unwrap().contains("Re-key progress.") {
-            child.kill().unwrap();
-            break;
-        }
-    }
-    let status = child.wait().unwrap();
-    assert_eq!(
-        status.signal(),
-        Some(9),
-        "the deletion ended by itself: {status}"
+    kill_9_at(
+        &wd,
+        &["delete", "request", "day-000042"],
+        "debug",
+        "Re-key progress.",
     );
     // The next open finishes the re-key: the deleted record (its segment went first) is gone,
     // every other one decrypts, none is there twice.
-    let (registry, stores) = wd.open_stores();
-    let eu = registry.get(EU).unwrap();
-    let store = stores.geo(&eu.geography).unwrap();
-    let ids = store.request_ids(&eu.id).unwrap();
+    let ids = all_decrypt(&wd, EU);
     assert_eq!(ids.len(), 29_999);
-    let mut unique = ids.clone();
-    unique.dedup();
-    assert_eq!(unique.len(), ids.len());
-    for id in &ids {
-        let record = store.get(eu, id).unwrap().expect("listed, so stored");
-        assert!(record.content.is_some(), "{id} lost its content");
-    }
-    assert!(store
-        .get(eu, &"day-000042".parse().unwrap())
-        .unwrap()
-        .is_none());
-    drop(store);
-    drop(stores);
+    assert!(wd.read_stored(EU, "day-000042", |_| {}).unwrap().is_none());
     let out: Value = serde_json::from_str(&wd.ok(&["delete", "request", "day-000042"])).unwrap();
     assert_eq!(out["found"], false);
 }
@@ -236,41 +230,14 @@ fn a_compaction_killed_midway_leaves_the_store_whole() {
     wd.write("new.jsonl", records("newmarker", EU, "eu", 30_000));
     run_at(&wd, "old.jsonl", &days_ago(45));
     run_at(&wd, "new.jsonl", &days_ago(0));
-    let mut child = wd
-        .command(&["purge"])
-        .env("VIGIL_LOG", "debug")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    for line in stderr.lines() {
-        if line.unwrap().contains("Compaction progress.") {
-            child.kill().unwrap();
-            break;
-        }
-    }
-    let status = child.wait().unwrap();
-    assert_eq!(
-        status.signal(),
-        Some(9),
-        "the purge ended by itself: {status}"
-    );
+    kill_9_at(&wd, &["purge"], "debug", "Compaction progress.");
     // The next open tidies the copy away; the purge held, and every kept record decrypts.
-    let (registry, stores) = wd.open_stores();
-    let eu = registry.get(EU).unwrap();
-    let store = stores.geo(&eu.geography).unwrap();
-    let ids = store.request_ids(&eu.id).unwrap();
+    let ids = all_decrypt(&wd, EU);
     assert_eq!(ids.len(), 30_000);
     assert!(ids.iter().all(|id| id.as_str().starts_with("newmarker")));
-    for id in ids.iter().step_by(97) {
-        let record = store.get(eu, id).unwrap().expect("listed, so stored");
-        assert!(record.content.is_some(), "{id} lost its content");
-    }
-    drop(store);
-    drop(stores);
     assert!(!wd.path("var/data/eu.compact").exists());
-    // Compacting again finishes the job: no byte of a purged record is left.
+    // Compacting again finishes the job: no byte of a purged record is left (the run's online
+    // compaction had already removed them; the killed one brought none back).
     wd.ok(&["purge"]);
     assert!(wd.files_containing("var/data", b"oldmarker").is_empty());
     assert_eq!(stored(&wd, EU), 30_000);

@@ -424,8 +424,8 @@ impl GeoStore {
             .cloned()
     }
 
-    /// The key entry stored under `key` in the `data_keys` tree.
-    fn key_entry(&self, key: &[u8]) -> Result<Option<KeyEntry>> {
+    /// The value stored under `key` in the `data_keys` tree (a key entry, a re-key marker).
+    fn data_keys_value<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>> {
         match self.data_keys().get(key).map_err(|e| self.sled_err(e))? {
             Some(bytes) => postcard::from_bytes(&bytes)
                 .map(Some)
@@ -442,7 +442,7 @@ impl GeoStore {
         id: &[u8],
         owner: keyring::Owner,
     ) -> Result<Option<(KeyEntry, crypto::Sealed)>> {
-        let Some(entry) = self.key_entry(id)? else {
+        let Some(entry) = self.data_keys_value::<KeyEntry>(id)? else {
             return Ok(None);
         };
         Ok(self

@@ -100,7 +100,7 @@ impl GeoStore {
         let aad = crypto::data_key_aad(self.geography.as_str(), resource, day);
         let owner = keyring::owner(&aad);
         let old = self.key_at(&id, owner)?;
-        let pending = self.rekey_marker(&marker)?.map(|m| m.key);
+        let pending = self.data_keys_value::<RekeyMarker>(&marker)?.map(|m| m.key);
         let Some((old_entry, old_sealed)) = old else {
             // No key (the resource logs no content, or the day's key is destroyed): nothing
             // is sealed, so removing the entry is enough.
@@ -187,16 +187,6 @@ impl GeoStore {
         Ok(resealed)
     }
 
-    /// The re-key marker stored under `key`.
-    fn rekey_marker(&self, key: &[u8]) -> Result<Option<RekeyMarker>> {
-        match self.data_keys().get(key).map_err(|e| self.sled_err(e))? {
-            Some(bytes) => postcard::from_bytes(&bytes)
-                .map(Some)
-                .map_err(|e| Self::corrupt(key, e)),
-            None => Ok(None),
-        }
-    }
-
     /// Finishes the re-keys a crash cut short (see the module docs), and the deletions that
     /// started them.
     pub(super) fn finish_rekeys(&self) -> Result<()> {
@@ -209,7 +199,7 @@ impl GeoStore {
             let key = key.map_err(|e| self.sled_err(e))?;
             let (resource, day) =
                 layout::rekey_of(&key).ok_or_else(|| Self::corrupt(&key, "bad re-key marker"))?;
-            let marker = self.rekey_marker(&key)?.expect("just listed");
+            let marker: RekeyMarker = self.data_keys_value(&key)?.expect("just listed");
             pending.push((resource.to_owned(), day, marker.deleting));
         }
         for (resource, day, deleting) in pending {
