@@ -220,10 +220,25 @@ impl GeoStore {
         drop(copy);
         let old = sibling(dir, REPLACED);
         std::fs::rename(dir, &old).map_err(io(dir))?;
-        std::fs::rename(&copy_path, dir).map_err(io(&copy_path))?;
-        sync_dir(data_dir).map_err(io(data_dir))?;
         let reopening = std::time::Instant::now();
-        *trees = Trees::open(dir).map_err(err)?;
+        let swapped = std::fs::rename(&copy_path, dir)
+            .map_err(io(&copy_path))
+            .and_then(|()| sync_dir(data_dir).map_err(io(data_dir)))
+            .and_then(|()| Trees::open(dir).map_err(err));
+        match swapped {
+            Ok(copy) => *trees = copy,
+            Err(e) => {
+                // Put the store back where it was: its trees, still open, stay in use, and
+                // nothing written from now on lands in a directory the next open discards.
+                if old.exists() {
+                    if dir.exists() {
+                        std::fs::rename(dir, &copy_path).map_err(io(dir))?;
+                    }
+                    std::fs::rename(&old, dir).map_err(io(&old))?;
+                }
+                return Err(e);
+            }
+        }
         tracing::debug!(
             flushed_ms = flushed.as_secs_f64() * 1e3,
             reopened_ms = reopening.elapsed().as_secs_f64() * 1e3,
