@@ -210,7 +210,7 @@ impl GeoStore {
             to.apply_batch(batch).map_err(err)?;
         }
         // The copy's ID generator starts from zero: IDs go on from where this store's are.
-        let floor = self.id_floor() + trees.db.generate_id().map_err(err)? + 1;
+        let floor = self.next_id_in(&trees.db)? + 1;
         copy.open_tree(layout::DATA_KEYS_TREE)
             .map_err(err)?
             .insert(layout::ID_FLOOR_KEY, &floor.to_be_bytes())

@@ -107,6 +107,16 @@ impl std::ops::AddAssign for Footprint {
     }
 }
 
+/// What [`GeoStore::rewrite_segment`] does with one entry.
+pub(crate) enum Rewrite {
+    /// Keep it as it is.
+    Keep,
+    /// Store this value in its place.
+    Replace(Vec<u8>),
+    /// Leave it out.
+    Drop,
+}
+
 /// A data key in use: its cipher and its generation. A key destroyed and created again for
 /// the same resource and day is a new generation, so a record sealed under the old one is
 /// recognised when it is written.
@@ -278,13 +288,15 @@ impl GeoStore {
         let mut named = std::collections::HashSet::new();
         for entry in self.data_keys().iter() {
             let (key, value) = entry.map_err(|e| self.sled_err(e))?;
-            let Some((resource, day)) =
-                layout::data_key_of(&key).or_else(|| layout::rekey_of(&key))
-            else {
+            let (resource, day, entry) = if let Some((resource, day)) = layout::data_key_of(&key) {
+                let entry = postcard::from_bytes(&value).map_err(|e| Self::corrupt(&key, e))?;
+                (resource, day, entry)
+            } else if let Some((resource, day)) = layout::rekey_of(&key) {
+                let entry = rekey::marker_key(&value).map_err(|e| Self::corrupt(&key, e))?;
+                (resource, day, entry)
+            } else {
                 continue;
             };
-            let entry: KeyEntry =
-                postcard::from_bytes(&value).map_err(|e| Self::corrupt(&key, e))?;
             let aad = crypto::data_key_aad(self.geography.as_str(), resource, day);
             named.insert((entry.slot, keyring::owner(&aad)));
         }
@@ -305,14 +317,14 @@ impl GeoStore {
     /// segment sequence numbers and export tokens. sled's generator starts from zero in a
     /// compacted copy, so the copy records the next ID as its floor.
     pub(crate) fn next_id(&self) -> Result<u64> {
-        let trees = self.trees.read_recursive();
-        let id = trees.db.generate_id().map_err(|e| self.sled_err(e))?;
-        Ok(self.id_floor() + id)
+        self.next_id_in(&self.trees.read_recursive().db)
     }
 
-    /// See [`GeoStore::next_id`].
-    pub(crate) fn id_floor(&self) -> u64 {
-        self.id_floor.load(Ordering::Acquire)
+    /// [`GeoStore::next_id`] from `db`, this store's database, for a caller that holds the
+    /// trees' lock already.
+    pub(crate) fn next_id_in(&self, db: &sled::Db) -> Result<u64> {
+        let id = db.generate_id().map_err(|e| self.sled_err(e))?;
+        Ok(self.id_floor.load(Ordering::Acquire) + id)
     }
 
     /// Sets the ID floor, when a compacted copy that starts from it is swapped in (under the
@@ -480,23 +492,21 @@ impl GeoStore {
         &self,
         opens: impl Fn(&WrappedKey, &[u8]) -> bool,
     ) -> Result<Option<bool>> {
-        for entry in self.data_keys().iter() {
-            let (key, bytes) = entry.map_err(|e| self.sled_err(e))?;
+        for key in self.data_keys().iter().keys() {
+            let key = key.map_err(|e| self.sled_err(e))?;
             let Some((id, day)) = layout::data_key_of(&key) else {
                 continue;
             };
-            let entry: KeyEntry =
-                postcard::from_bytes(&bytes).map_err(|e| Self::corrupt(&key, e))?;
-            if entry.kek != crate::keys::KekRef::Master {
-                continue;
-            }
             let aad = crypto::data_key_aad(self.geography.as_str(), id, day);
-            if let Some(sealed) = self.keyring.get(entry.slot, keyring::owner(&aad))? {
-                let wrapped = WrappedKey {
-                    kek: entry.kek,
-                    sealed,
-                };
-                return Ok(Some(opens(&wrapped, &aad)));
+            match self.key_at(&key, keyring::owner(&aad))? {
+                Some((entry, sealed)) if entry.kek == crate::keys::KekRef::Master => {
+                    let wrapped = WrappedKey {
+                        kek: entry.kek,
+                        sealed,
+                    };
+                    return Ok(Some(opens(&wrapped, &aad)));
+                }
+                _ => {}
             }
         }
         Ok(None)
@@ -504,9 +514,8 @@ impl GeoStore {
 
     /// Records that `id`'s data key is in keyring slot `slot`, wrapped by `kek`.
     fn put_key_entry(&self, id: &[u8], slot: u32, kek: crate::keys::KekRef) -> Result<()> {
-        let bytes = postcard::to_stdvec(&KeyEntry { kek, slot }).expect("a key entry encodes");
         self.data_keys()
-            .insert(id, bytes)
+            .insert(id, KeyEntry { kek, slot }.encode())
             .map_err(|e| self.sled_err(e))?;
         // Content sealed under this key must never reach disk before the key itself does
         // (the keyring synced its slot already).
@@ -688,6 +697,39 @@ impl GeoStore {
         Ok(())
     }
 
+    /// Adds to `batch` the segment stored under `key` as `rewrite` makes each of its entries
+    /// (kept, replaced or dropped), or its removal when no entry is left; nothing when every
+    /// entry is kept. Returns how many entries it had.
+    pub(crate) fn rewrite_segment(
+        &self,
+        batch: &mut sled::Batch,
+        key: &[u8],
+        bytes: &[u8],
+        mut rewrite: impl FnMut(&segment::Entry<'_>) -> Result<Rewrite>,
+    ) -> Result<usize> {
+        let (resource, day, seq) =
+            layout::segment_of(key).ok_or_else(|| Self::corrupt(key, "bad segment key"))?;
+        let entries = segment::entries(bytes).map_err(|e| Self::corrupt(key, e))?;
+        let mut rewritten = SegmentWriter::new();
+        let mut changed = false;
+        for entry in &entries {
+            match rewrite(entry)? {
+                Rewrite::Keep => rewritten.push(entry.request, entry.value),
+                Rewrite::Replace(value) => {
+                    rewritten.push(entry.request, &value);
+                    changed = true;
+                }
+                Rewrite::Drop => changed = true,
+            }
+        }
+        if rewritten.is_empty() {
+            batch.remove(key);
+        } else if changed {
+            self.put_segment(batch, resource, day, Some(seq), rewritten.finish())?;
+        }
+        Ok(entries.len())
+    }
+
     /// Where `request` is stored, if it is.
     pub(crate) fn locate(&self, request: &str) -> Result<Option<Locator>> {
         let key = layout::index_key(request);
@@ -711,8 +753,8 @@ impl GeoStore {
         }
     }
 
-    /// `request`'s locator and stored value, if `resource` stored it.
-    fn stored_value(&self, resource: &str, request: &str) -> Result<Option<(Locator, Vec<u8>)>> {
+    /// `request`'s stored value, if `resource` stored it.
+    fn stored_value(&self, resource: &str, request: &str) -> Result<Option<Vec<u8>>> {
         let Some(locator) = self.locate(request)?.filter(|l| l.resource == resource) else {
             return Ok(None);
         };
@@ -725,8 +767,7 @@ impl GeoStore {
                 "the index points at another record's entry",
             ));
         }
-        let value = entry.value.to_vec();
-        Ok(Some((locator, value)))
+        Ok(Some(entry.value.to_vec()))
     }
 
     /// The resource that stored `request_id`, if any.
@@ -812,7 +853,7 @@ impl GeoStore {
         request_id: &RequestId,
     ) -> Result<Option<Detection>> {
         match self.stored_value(resource.as_str(), request_id.as_str())? {
-            Some((_, bytes)) => layout::detection_in(&bytes)
+            Some(bytes) => layout::detection_in(&bytes)
                 .map_err(|e| Self::corrupt(request_id.as_str().as_bytes(), e)),
             None => Ok(None),
         }
@@ -831,7 +872,7 @@ impl GeoStore {
         resource: &ResourceId,
         request_id: &RequestId,
     ) -> Result<Option<(Vec<u8>, StoredValue)>> {
-        let Some((_, bytes)) = self.stored_value(resource.as_str(), request_id.as_str())? else {
+        let Some(bytes) = self.stored_value(resource.as_str(), request_id.as_str())? else {
             return Ok(None);
         };
         let key = layout::index_key(request_id.as_str());

@@ -247,6 +247,13 @@ pub(crate) struct KeyEntry {
     pub slot: u32,
 }
 
+impl KeyEntry {
+    /// The entry as the `data_keys` tree stores it.
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_stdvec(self).expect("a key entry encodes")
+    }
+}
+
 /// Resolves the key-encryption key of each resource.
 pub(crate) struct KeySource {
     master: MasterKey,

@@ -16,12 +16,12 @@ use std::ops::ControlFlow;
 
 use vigil_core::{Day, RequestId, ResourceId};
 
-use super::{ExportPart, GeoStore};
+use super::{ExportPart, GeoStore, Rewrite};
 use crate::keyring;
 use crate::keys::KeyEntry;
 use crate::layout;
 use crate::retention::Cutoffs;
-use crate::segment::{self, SegmentWriter};
+use crate::segment;
 use crate::Result;
 
 /// Keys removed (or records stripped) per atomic batch.
@@ -532,26 +532,17 @@ impl GeoStore {
             let mut last = None;
             for entry in self.records().range(cursor.as_slice()..end.as_slice()) {
                 let (key, bytes) = entry.map_err(|e| self.sled_err(e))?;
-                let (_, day, seq) = layout::segment_of(&key)
-                    .ok_or_else(|| Self::corrupt(&key, "bad segment key"))?;
-                let mut rewritten = SegmentWriter::new();
-                let mut changed = false;
-                for entry in segment::entries(&bytes).map_err(|e| Self::corrupt(&key, e))? {
-                    seen += 1;
-                    match layout::without_content(entry.value)
-                        .map_err(|e| Self::corrupt(&key, e))?
-                    {
+                seen += self.rewrite_segment(&mut batch, &key, &bytes, |entry| {
+                    let value =
+                        layout::without_content(entry.value).map_err(|e| Self::corrupt(&key, e))?;
+                    Ok(match value {
                         Some(value) => {
-                            rewritten.push(entry.request, &value);
-                            changed = true;
                             stripped += 1;
+                            Rewrite::Replace(value)
                         }
-                        None => rewritten.push(entry.request, entry.value),
-                    }
-                }
-                if changed {
-                    self.put_segment(&mut batch, resource, day, Some(seq), rewritten.finish())?;
-                }
+                        None => Rewrite::Keep,
+                    })
+                })?;
                 last = Some(key);
                 if seen >= CHUNK {
                     break;

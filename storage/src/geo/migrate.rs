@@ -59,9 +59,8 @@ impl GeoStore {
                 kek: wrapped.kek,
                 slot,
             };
-            let encoded = postcard::to_stdvec(&entry).expect("a key entry encodes");
             self.data_keys()
-                .insert(key, encoded)
+                .insert(key, entry.encode())
                 .map_err(|e| self.sled_err(e))?;
             self.flush()?;
             moved += 1;

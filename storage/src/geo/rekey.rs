@@ -33,11 +33,10 @@ use aes_gcm::Aes256Gcm;
 use tracing::{debug, info};
 use vigil_core::{Day, ResourceId};
 
-use super::{DataKey, GeoStore};
+use super::{DataKey, GeoStore, Rewrite};
 use crate::keyring;
 use crate::keys::{KeyEntry, WrappedKey};
 use crate::layout::{self, StoredContent};
-use crate::segment::{self, SegmentWriter};
 use crate::{crypto, Result, StorageError};
 
 /// How long the old key of a re-keyed day is kept in memory for records sealed under it and
@@ -72,6 +71,11 @@ pub(super) fn marker_value(key: &KeyEntry, deleting: Option<&str>) -> Vec<u8> {
         deleting: deleting.map(str::to_owned),
     };
     postcard::to_stdvec(&marker).expect("a re-key marker encodes")
+}
+
+/// The new key a re-key marker's value names.
+pub(super) fn marker_key(bytes: &[u8]) -> Result<KeyEntry, postcard::Error> {
+    postcard::from_bytes::<RekeyMarker>(bytes).map(|m| m.key)
 }
 
 /// How a record's content must be written, given the keys of its resource-day now.
@@ -166,10 +170,7 @@ impl GeoStore {
         info!(geography = %self.geography, resource_id = resource, day = %day, "Re-sealing a day's records under a new data key.");
         let resealed = self.rewrite_day(resource, day, without, first, Some(&transition))?;
         let mut swap = sled::Batch::default();
-        swap.insert(
-            id,
-            postcard::to_stdvec(&new_entry).expect("a key entry encodes"),
-        );
+        swap.insert(id, new_entry.encode());
         swap.remove(marker);
         self.data_keys()
             .apply_batch(swap)
@@ -245,36 +246,25 @@ impl GeoStore {
             let Some(bytes) = self.records().get(&key).map_err(|e| self.sled_err(e))? else {
                 continue;
             };
-            let (_, _, seq) =
-                layout::segment_of(&key).ok_or_else(|| Self::corrupt(&key, "bad segment key"))?;
-            let mut rewritten = SegmentWriter::new();
-            for entry in segment::entries(&bytes).map_err(|e| Self::corrupt(&key, e))? {
-                in_batch += 1;
+            in_batch += self.rewrite_segment(&mut batch, &key, &bytes, |entry| {
                 if Some(entry.request) == without {
-                    continue;
+                    return Ok(Rewrite::Drop);
                 }
-                match transition {
-                    Some(t) => {
-                        let aad =
-                            crypto::content_aad(self.geography.as_str(), resource, entry.request);
-                        let value = reseal(entry.value, &aad, t).map_err(|e| match e {
-                            Reseal::Corrupt(problem) => Self::corrupt(&key, problem),
-                            Reseal::Unopened => StorageError::Decrypt {
-                                resource_id: resource.to_owned(),
-                                request_id: entry.request.to_owned(),
-                            },
-                        })?;
-                        resealed += 1;
-                        rewritten.push(entry.request, &value);
-                    }
-                    None => rewritten.push(entry.request, entry.value),
-                }
-            }
-            if rewritten.is_empty() {
-                batch.remove(key);
-            } else {
-                self.put_segment(&mut batch, resource, day, Some(seq), rewritten.finish())?;
-            }
+                let Some(t) = transition else {
+                    return Ok(Rewrite::Keep);
+                };
+                let aad = crypto::content_aad(self.geography.as_str(), resource, entry.request);
+                resealed += 1;
+                reseal(entry.value, &aad, t)
+                    .map(Rewrite::Replace)
+                    .map_err(|e| match e {
+                        Reseal::Corrupt(problem) => Self::corrupt(&key, problem),
+                        Reseal::Unopened => StorageError::Decrypt {
+                            resource_id: resource.to_owned(),
+                            request_id: entry.request.to_owned(),
+                        },
+                    })
+            })?;
             if in_batch >= super::lifecycle::CHUNK {
                 self.records()
                     .apply_batch(std::mem::take(&mut batch))

@@ -106,7 +106,7 @@ fn a_detection_is_stored_in_its_records_value_and_survives_a_content_strip() {
     );
 
     // Stripping the content keeps the detection.
-    let (_, bytes) = geo.stored_value("a", "r1").unwrap().unwrap();
+    let bytes = geo.stored_value("a", "r1").unwrap().unwrap();
     let stripped = crate::layout::without_content(&bytes)
         .unwrap()
         .expect("it had content");
@@ -191,7 +191,7 @@ fn ciphertext_moved_to_another_record_or_resource_fails_to_decrypt() {
     put(&stores, &a, &record("a", "r2", "two"));
     put(&stores, &b, &record("b", "r3", "three"));
     let geo = stores.geo(&eu()).unwrap();
-    let (_, stolen) = geo.stored_value("a", "r1").unwrap().unwrap();
+    let stolen = geo.stored_value("a", "r1").unwrap().unwrap();
 
     // Same resource, another request ID.
     plant(&geo, "a", "r2", &stolen);

@@ -467,7 +467,7 @@ fn data_keys_in_image(
 
 /// A stored record's sealed content, as it lies in its segment.
 fn sealed_content(geo: &super::GeoStore, resource: &str, id: &str) -> crate::crypto::Sealed {
-    let (_, bytes) = geo.stored_value(resource, id).unwrap().unwrap();
+    let bytes = geo.stored_value(resource, id).unwrap().unwrap();
     match layout::split_value(&bytes).unwrap().0.content {
         layout::StoredContent::Sealed(sealed) => sealed,
         layout::StoredContent::NotLogged => panic!("{id} has no content"),
