@@ -29,6 +29,11 @@ use crate::{client_context, ensure_topics, KafkaConfig, KafkaError, Topics};
 /// long a record waits in a partial batch when traffic is slow.
 const POLL: Duration = Duration::from_millis(100);
 
+/// How long librdkafka pauses fetching once its queue of fetched messages is full. The decode
+/// thread drains that queue continuously, so librdkafka's default (1 s) left the consumer idle
+/// for most of each second under a backlog: Kafka → stored ran at a quarter of its rate.
+const FETCH_QUEUE_BACKOFF: Duration = Duration::from_millis(10);
+
 /// How long the group waits for a member between polls before evicting it. The decode thread
 /// stops polling while a slow store or dead-letter broker applies backpressure, or while a
 /// revoke drains, which may take up to the dead-letter flush timeout.
@@ -226,6 +231,11 @@ impl KafkaSource {
                     "queued.max.messages.kbytes",
                     config.fetch_buffer_kib.to_string(),
                 ),
+                ("fetch.wait.max.ms", config.fetch_wait_ms.to_string()),
+                (
+                    "fetch.queue.backoff.ms",
+                    FETCH_QUEUE_BACKOFF.as_millis().to_string(),
+                ),
                 (
                     "fetch.message.max.bytes",
                     (options.max_record_bytes + 1024).to_string(),
@@ -276,10 +286,15 @@ impl KafkaSource {
                 Some(Err(error)) => warn!(%error, "Consuming failed (retrying)."),
                 Some(Ok(message)) => {
                     last_input = Some(Instant::now());
-                    let (topic, geography) = known
-                        .entry(message.topic().to_owned())
-                        .or_insert_with_key(|t| (t.as_str().into(), self.log_topics.geography(t)))
-                        .clone();
+                    let name = message.topic();
+                    let (topic, geography) = match known.get(name) {
+                        Some(entry) => entry.clone(),
+                        None => {
+                            let entry = (name.into(), self.log_topics.geography(name));
+                            known.insert(name.to_owned(), entry.clone());
+                            entry
+                        }
+                    };
                     let payload = message.payload().unwrap_or_default();
                     let line = if payload.len() > limit {
                         Line::Oversized {
