@@ -297,6 +297,9 @@ pub struct BenchArgs {
     /// (records/s, with ingest of new records running alongside).
     #[arg(long, conflicts_with_all = ["classifier", "detection", "kafka", "reviewer", "sql"])]
     pub purge: bool,
+    /// With --purge: purge with no ingest running alongside (the purge's own rate).
+    #[arg(long, requires = "purge")]
+    pub alone: bool,
     /// Measure SQL over the analytics exports instead: write --records synthetic metadata rows
     /// as Parquet partitions, then time aggregation queries over them (rows/s).
     #[arg(long, conflicts_with_all = ["classifier", "detection", "kafka", "reviewer"])]

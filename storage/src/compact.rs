@@ -2,11 +2,14 @@
 //! or deletion removed is gone from disk too, not only from the trees.
 //!
 //! sled reclaims space in the background but promises no moment when removed values have left
-//! its segments. Compaction copies every tree into a fresh database beside the store
-//! (`<geography>.compact`), then swaps directories: the store moves to `<geography>.old`, the
-//! copy takes its name, and the old one is removed. A crash at any step leaves either the old
-//! store or the new one under the geography's name; [`recover`] tidies the rest at the next
-//! open.
+//! its segments. Compaction copies every tree into a fresh database beside the store, its next
+//! generation (`<geography>.gen<N>`), then points the store at it. Once compacted, a store's
+//! path (`<geography>`) is a symbolic link to its current generation, replaced atomically by a
+//! new link renamed over it; the previous generation is then removed. A store never compacted
+//! is a plain directory, which its first compaction moves to `<geography>.old` just before the
+//! link takes its name. The copy, open since it was made, becomes the store's database as it
+//! is: nothing is reopened. A crash at any step leaves the old generation or the new one under
+//! the geography's name; [`recover`] removes the rest at the next open.
 //!
 //! It runs online, while the store is read and written:
 //! 1. With no operation in flight (the trees' gate, write-locked for a moment), a watcher
@@ -14,8 +17,9 @@
 //! 2. The trees are copied while writes go on.
 //! 3. Under the gate again: each watcher is stopped once it has every event, the keys written
 //!    meanwhile are copied again with their values as they are now (or removed), the copy
-//!    gets the ID floor, the directories are swapped and the copy is reopened in place. Only
-//!    this step holds up reads and writes; [`Compacted::paused_us`] says how long.
+//!    gets the ID floor and is flushed, the link is swapped and the copy's trees replace the
+//!    store's. Only this step holds up reads and writes; [`Compacted::paused_us`] says how
+//!    long.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -32,8 +36,14 @@ use crate::{Result, StorageError, Stores};
 /// Entries copied per batch.
 const COPY_BATCH: usize = 10_000;
 
-const COMPACTING: &str = "compact";
+/// A store's generation `N` is the directory `<geography>.gen<N>`.
+const GENERATION: &str = "gen";
+/// A plain store directory moved aside by its first compaction.
 const REPLACED: &str = "old";
+/// The new link, before it is renamed over the store's path.
+const LINK: &str = "link";
+/// Where compactions before generations (layout 4's first release) made their copy.
+const LEGACY_COPY: &str = "compact";
 
 /// What compacting one store did.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -159,36 +169,28 @@ fn watch(tree: &sled::Tree, stop: Arc<AtomicBool>) -> (Touched, std::thread::Joi
 }
 
 impl GeoStore {
-    /// Compacts this store while it is in use: copies its trees into a fresh database beside
-    /// it while writes go on, noting every key written meanwhile; then, with no operation in
-    /// flight (the trees' write lock), copies those keys' current values again, swaps the
-    /// directories and reopens the copy in place. Returns the bytes before and how long
-    /// operations were paused.
+    /// Compacts this store while it is in use: copies its trees into the store's next
+    /// generation while writes go on, noting every key written meanwhile; then, with no
+    /// operation in flight (the trees' write lock), copies those keys' current values again,
+    /// points the store's path at the new generation and swaps its trees in. Returns the bytes
+    /// before and how long operations were paused.
     pub(crate) fn compact_online(&self, dir: &Path, data_dir: &Path) -> Result<(u64, Duration)> {
         let _one = self.compaction.lock().expect("lock poisoned");
-        let io = |path: &Path| {
-            let path = path.to_owned();
-            move |source| StorageError::Io { path, source }
-        };
         let err = |source| StorageError::Sled {
             geography: self.geography().clone(),
             source,
         };
         self.flush()?;
         let bytes_before = dir_size(dir);
-        let copy_path = sibling(dir, COMPACTING);
+        let current = generation_of(dir);
+        let copy_path = generation_path(dir, current.map_or(1, |n| n + 1));
         if copy_path.exists() {
             std::fs::remove_dir_all(&copy_path).map_err(io(&copy_path))?;
         }
         tracing::info!(geography = %self.geography(), bytes_before, "Compacting: copying the store's live entries.");
         // With no write in flight while the watchers start.
         let watchers = Watchers::start(&self.trees.write().db).map_err(err)?;
-        // No background flusher on the copy (it is flushed by hand): its file lock is then
-        // released as soon as it is dropped, and reopening it in place need not wait.
-        let copy = sled_config(&copy_path)
-            .flush_every_ms(None)
-            .open()
-            .map_err(err)?;
+        let copy = sled_config(&copy_path).open().map_err(err)?;
         for (name, from, _, _) in &watchers.trees {
             let to = copy.open_tree(name).map_err(err)?;
             copy_tree(from, &to).map_err(err)?;
@@ -216,41 +218,83 @@ impl GeoStore {
             .insert(layout::ID_FLOOR_KEY, &floor.to_be_bytes())
             .map_err(err)?;
         copy.flush().map_err(err)?;
-        let flushed = paused.elapsed();
-        drop(copy);
-        let old = sibling(dir, REPLACED);
-        std::fs::rename(dir, &old).map_err(io(dir))?;
-        let reopening = std::time::Instant::now();
-        let swapped = std::fs::rename(&copy_path, dir)
-            .map_err(io(&copy_path))
-            .and_then(|()| sync_dir(data_dir).map_err(io(data_dir)))
-            .and_then(|()| Trees::open(dir).map_err(err));
-        match swapped {
-            Ok(copy) => *trees = copy,
-            Err(e) => {
-                // Put the store back where it was: its trees, still open, stay in use, and
-                // nothing written from now on lands in a directory the next open discards.
-                if old.exists() {
-                    if dir.exists() {
-                        std::fs::rename(dir, &copy_path).map_err(io(dir))?;
-                    }
-                    std::fs::rename(&old, dir).map_err(io(&old))?;
-                }
-                return Err(e);
+        let copy = Trees::of(copy).map_err(err)?;
+        // Until the link is renamed over the store's path, a failure leaves the store as it
+        // was (its trees, still open, stay in use) and the copy is discarded.
+        if let Err(e) = point_at(dir, &copy_path) {
+            drop(copy);
+            if let Err(left) = std::fs::remove_dir_all(&copy_path) {
+                tracing::warn!(error = %left, "Could not remove a failed compaction's copy; the next open will.");
             }
+            return Err(e);
         }
-        tracing::debug!(
-            flushed_ms = flushed.as_secs_f64() * 1e3,
-            reopened_ms = reopening.elapsed().as_secs_f64() * 1e3,
-            "Compaction swapped the copy in."
-        );
+        let replaced = std::mem::replace(&mut *trees, copy);
         self.set_id_floor(floor);
         self.compacted();
         let paused = paused.elapsed();
         drop(trees);
-        std::fs::remove_dir_all(&old).map_err(io(&old))?;
+        drop(replaced);
+        // The link is in place and in use: a rename not yet on disk would bring the old
+        // generation back after a crash, so the directory is synced before this returns.
+        sync_dir(data_dir).map_err(io(data_dir))?;
+        let previous = match current {
+            Some(n) => generation_path(dir, n),
+            None => sibling(dir, REPLACED),
+        };
+        if let Err(e) = std::fs::remove_dir_all(&previous) {
+            tracing::warn!(error = %e, path = %previous.display(), "Could not remove the store's previous generation; the next open will.");
+        }
         Ok((bytes_before, paused))
     }
+}
+
+/// Points the store's path `dir` at the generation `target`: a new link, renamed over the
+/// store's link in one step; the first time, once the plain directory has moved aside. A
+/// failure puts the plain directory back.
+fn point_at(dir: &Path, target: &Path) -> Result<()> {
+    let link = sibling(dir, LINK);
+    if link.symlink_metadata().is_ok() {
+        std::fs::remove_file(&link).map_err(io(&link))?;
+    }
+    let name = target.file_name().expect("a generation has a file name");
+    std::os::unix::fs::symlink(name, &link).map_err(io(&link))?;
+    let plain = !is_link(dir);
+    let old = sibling(dir, REPLACED);
+    if plain {
+        std::fs::rename(dir, &old).map_err(io(dir))?;
+    }
+    if let Err(e) = std::fs::rename(&link, dir) {
+        if plain {
+            std::fs::rename(&old, dir).map_err(io(&old))?;
+        }
+        let _ = std::fs::remove_file(&link);
+        return Err(io(&link)(e));
+    }
+    Ok(())
+}
+
+/// The generation the store's path `dir` links to; `None` for a plain directory.
+fn generation_of(dir: &Path) -> Option<u64> {
+    let target = std::fs::read_link(dir).ok()?;
+    generation_number(target.extension()?.to_str()?)
+}
+
+fn generation_number(extension: &str) -> Option<u64> {
+    extension.strip_prefix(GENERATION)?.parse().ok()
+}
+
+fn generation_path(dir: &Path, n: u64) -> PathBuf {
+    sibling(dir, &format!("{GENERATION}{n}"))
+}
+
+fn is_link(path: &Path) -> bool {
+    path.symlink_metadata()
+        .is_ok_and(|m| m.file_type().is_symlink())
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StorageError {
+    let path = path.to_owned();
+    move |source| StorageError::Io { path, source }
 }
 
 /// Copies every entry of `from` into `to`, a batch at a time.
@@ -271,12 +315,9 @@ fn copy_tree(from: &sled::Tree, to: &sled::Tree) -> sled::Result<()> {
 }
 
 /// Tidies compactions a crash cut short: a store moved aside without a replacement is moved
-/// back; a leftover copy or replaced store is removed.
+/// back; a generation the store's path does not link to, a leftover link, or a copy made by an
+/// older compaction is removed.
 pub(crate) fn recover(data_dir: &Path) -> Result<()> {
-    let io = |path: &Path| {
-        let path = path.to_owned();
-        move |source| StorageError::Io { path, source }
-    };
     let entries = std::fs::read_dir(data_dir).map_err(io(data_dir))?;
     let mut leftovers: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
     // Moved-aside stores first: one may have to take its name back before copies go.
@@ -286,12 +327,26 @@ pub(crate) fn recover(data_dir: &Path) -> Result<()> {
             continue;
         };
         let store = path.with_extension("");
+        let store_exists = store.symlink_metadata().is_ok();
         match ext {
-            REPLACED if !store.exists() => {
+            REPLACED if !store_exists => {
                 tracing::warn!(store = %store.display(), "A compaction was cut short before its copy was in place; keeping the store as it was.");
                 std::fs::rename(&path, &store).map_err(io(&path))?;
             }
-            REPLACED | COMPACTING => std::fs::remove_dir_all(&path).map_err(io(&path))?,
+            REPLACED | LEGACY_COPY => std::fs::remove_dir_all(&path).map_err(io(&path))?,
+            LINK => std::fs::remove_file(&path).map_err(io(&path))?,
+            _ if generation_number(ext).is_some() => {
+                let current = std::fs::read_link(&store)
+                    .is_ok_and(|target| target.file_name() == path.file_name());
+                if current {
+                    continue;
+                }
+                if store_exists {
+                    std::fs::remove_dir_all(&path).map_err(io(&path))?;
+                } else {
+                    tracing::warn!(generation = %path.display(), "A store generation without its store; leaving it as it is.");
+                }
+            }
             _ => {}
         }
     }

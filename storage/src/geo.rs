@@ -138,7 +138,11 @@ pub(crate) struct Trees {
 impl Trees {
     /// Opens the database at `path` and its trees.
     pub fn open(path: &Path) -> sled::Result<Self> {
-        let db = open_db(path)?;
+        Self::of(open_db(path)?)
+    }
+
+    /// The trees of an open database.
+    pub fn of(db: sled::Db) -> sled::Result<Self> {
         Ok(Self {
             records: db.open_tree(layout::RECORDS_TREE)?,
             data_keys: db.open_tree(layout::DATA_KEYS_TREE)?,
@@ -195,8 +199,13 @@ pub fn is_lock_error(error: &sled::Error) -> bool {
     matches!(error, sled::Error::Io(e) if e.to_string().contains("could not acquire lock"))
 }
 
-/// Opens a sled database, waiting up to [`LOCK_WAIT`] for its file lock.
+/// Opens a sled database, waiting up to [`LOCK_WAIT`] for its file lock. A store's path is a
+/// link to its current generation once it has been compacted (see [`crate::compact`]): the
+/// database is opened at the link's target, so that it never follows the link to the next
+/// generation once a compaction moves it.
 pub fn open_db(path: &Path) -> sled::Result<sled::Db> {
+    let resolved = std::fs::canonicalize(path);
+    let path = resolved.as_deref().unwrap_or(path);
     let started = std::time::Instant::now();
     loop {
         match sled_config(path).open() {
@@ -209,7 +218,7 @@ pub fn open_db(path: &Path) -> sled::Result<sled::Db> {
 }
 
 /// Where the keyring of the store at `path` lives: beside its directory
-/// (`<data_dir>/<geography>.keyring`), so that compaction, which replaces the directory,
+/// (`<data_dir>/<geography>.keyring`), so that compaction, which replaces the database,
 /// never copies it.
 pub(crate) fn keyring_path(path: &Path) -> std::path::PathBuf {
     path.with_extension("keyring")

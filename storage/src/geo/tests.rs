@@ -297,6 +297,37 @@ fn wrong_or_missing_customer_key_makes_only_that_resource_unreadable() {
 }
 
 #[test]
+fn deleting_a_request_while_its_customer_key_is_unavailable_fails_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    write_key(dir, "cust.key", 1);
+    let cust = with_key("cust", "cust.key");
+    {
+        let stores = stores(dir);
+        put(&stores, &cust, &record("cust", "r1", "secret"));
+        put(&stores, &cust, &record("cust", "r2", "kept"));
+    }
+    // Without the key the day cannot be re-keyed, so the deletion is refused: removing the
+    // entry alone would leave the record's ciphertext under a key that still opens it.
+    fs::remove_file(dir.join("cust.key")).unwrap();
+    let refused = stores(dir).delete_request(&req("r1"));
+    assert!(
+        matches!(
+            refused,
+            Err(StorageError::Key(crate::KeyError::CustomerKeyUnavailable { ref resource_id, .. }))
+                if resource_id == "cust"
+        ),
+        "{refused:?}"
+    );
+    // Nothing was half done: with the key back, both records read, and the deletion works.
+    write_key(dir, "cust.key", 1);
+    assert_eq!(fresh_prompt(dir, &cust, "r1").unwrap().unwrap(), "secret");
+    assert!(stores(dir).delete_request(&req("r1")).unwrap().is_some());
+    assert_eq!(fresh_prompt(dir, &cust, "r1").unwrap(), None);
+    assert_eq!(fresh_prompt(dir, &cust, "r2").unwrap().unwrap(), "kept");
+}
+
+#[test]
 fn adding_a_customer_key_rewraps_the_data_key() {
     let dir = tempfile::tempdir().unwrap();
     let res = resource("a");

@@ -645,7 +645,10 @@ fn copy_tree(from: &Path, to: &Path) {
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
         let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
+        let kind = entry.file_type().unwrap();
+        if kind.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(entry.path()).unwrap(), target).unwrap();
+        } else if kind.is_dir() {
             copy_tree(&entry.path(), &target);
         } else {
             std::fs::copy(entry.path(), target).unwrap();
@@ -739,13 +742,71 @@ fn compaction_runs_while_records_are_written_and_read_and_a_cut_short_one_is_tid
     let stores = stores_at(dir.path(), 0);
     assert_eq!(stores.geo(&eu()).unwrap().len(), 3 + 50 * batches);
     drop(stores);
-    // A crash after the store was moved aside, before the copy took its name.
+    // The store's path now links to the compacted generation; nothing else is left beside it.
     let data = dir.path().join("data");
-    std::fs::rename(data.join("eu"), data.join("eu.old")).unwrap();
+    assert_eq!(
+        std::fs::read_link(data.join("eu")).unwrap(),
+        Path::new("eu.gen1")
+    );
+    assert_eq!(store_entries(&data), ["eu", "eu.gen1", "eu.keyring"]);
+    // A crash during the next compaction, before its link took the store's name: the copy and
+    // the link are removed at the next open.
+    std::fs::create_dir(data.join("eu.gen2")).unwrap();
+    std::os::unix::fs::symlink("eu.gen2", data.join("eu.link")).unwrap();
+    let stores = stores_at(dir.path(), 0);
+    assert_eq!(stores.geo(&eu()).unwrap().len(), 3 + 50 * batches);
+    drop(stores);
+    assert_eq!(store_entries(&data), ["eu", "eu.gen1", "eu.keyring"]);
+    // A crash during a first compaction, after the plain directory was moved aside and before
+    // the link took its name: the store is moved back, the copy removed (and so is a copy left
+    // by a compaction before generations).
+    std::fs::remove_file(data.join("eu")).unwrap();
+    std::fs::rename(data.join("eu.gen1"), data.join("eu.old")).unwrap();
+    std::fs::create_dir(data.join("eu.gen1")).unwrap();
     std::fs::create_dir(data.join("eu.compact")).unwrap();
     let stores = stores_at(dir.path(), 0);
-    assert!(stores.geo(&eu()).unwrap().len() > 3);
-    assert!(!data.join("eu.old").exists() && !data.join("eu.compact").exists());
+    assert_eq!(stores.geo(&eu()).unwrap().len(), 3 + 50 * batches);
+    assert_eq!(store_entries(&data), ["eu", "eu.keyring"]);
+    assert!(data.join("eu").symlink_metadata().unwrap().is_dir());
+}
+
+/// The names under the data directory that belong to the `eu` store, sorted.
+fn store_entries(data: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(data)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n == "eu" || n.starts_with("eu."))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_compaction_that_cannot_swap_leaves_the_store_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = resource("a");
+    let stores = stores_at(dir.path(), 0);
+    put(&stores, &a, &ids("before", 100), "u", "x");
+    // Something in the way of the new link: the swap fails before anything moved.
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(data.join("eu.link/in-the-way")).unwrap();
+    let err = stores.compact(&eu()).unwrap_err().to_string();
+    assert!(err.contains("eu.link"), "{err}");
+    assert!(!data.join("eu.gen1").exists());
+    assert!(data.join("eu").symlink_metadata().unwrap().is_dir());
+    // The store goes on reading and writing where the next open looks.
+    put(&stores, &a, &ids("after", 100), "u", "y");
+    assert!(has_content(&stores.geo(&eu()).unwrap(), &a, "before-00007"));
+    drop(stores);
+    std::fs::remove_dir_all(data.join("eu.link")).unwrap();
+    let stores = stores_at(dir.path(), 0);
+    assert_eq!(stores.geo(&eu()).unwrap().len(), 200);
+    // With the way clear, it compacts, and compacts again onto the next generation.
+    stores.compact(&eu()).unwrap();
+    put(&stores, &a, &ids("later", 100), "u", "z");
+    stores.compact(&eu()).unwrap();
+    assert_eq!(store_entries(&data), ["eu", "eu.gen2", "eu.keyring"]);
+    assert_eq!(stores.geo(&eu()).unwrap().len(), 300);
 }
 
 #[test]
