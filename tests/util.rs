@@ -11,8 +11,13 @@ use vigil_core::ResourceRegistry;
 use vigil_storage::{StorageConfig, StorageError, StoredRecord, Stores};
 
 /// The repository root.
+///
+/// Read when the test runs (cargo sets it for the test binary), not baked in when it is built:
+/// a target directory shared by clones at different paths would otherwise run one clone's
+/// tests against another's files.
 pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
 }
 
 /// A working directory with the shipped sample: its registry, its keys and its traffic

@@ -384,11 +384,12 @@ pub(crate) mod tests {
 
     /// The policy shipped in the repository.
     pub(crate) fn shipped() -> String {
-        std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../policies/abuse.toml"
-        ))
-        .unwrap()
+        // Where the crate is when the test runs (cargo sets it), not where it was built.
+        let crate_dir = std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(
+            || env!("CARGO_MANIFEST_DIR").into(),
+            std::path::PathBuf::from,
+        );
+        std::fs::read_to_string(crate_dir.join("../policies/abuse.toml")).unwrap()
     }
 
     #[test]

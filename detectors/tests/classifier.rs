@@ -3,13 +3,16 @@
 //! its final scores (routing the same texts to the encoder), scores point the right way, the
 //! classifier is shared safely across threads, and bad model files fail at start-up.
 
+mod common;
+
+use common::manifest_dir;
 use std::path::PathBuf;
 
 use vigil_core::Category;
 use vigil_detectors::{ClassifierConfig, DetectorError, HarmClassifier};
 
 fn model() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/harm-linear.onnx")
+    manifest_dir().join("../models/harm-linear.onnx")
 }
 
 fn config(model: PathBuf) -> ClassifierConfig {

@@ -5,6 +5,9 @@
 //! text's embedding does not depend on its batch, and missing or corrupt files fail at `open`,
 //! naming the file.
 
+mod common;
+
+use common::manifest_dir;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -15,7 +18,7 @@ use vigil_detectors::DetectorError;
 const DIM: usize = SentenceEncoder::DIM;
 
 fn models() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models")
+    manifest_dir().join("../models")
 }
 
 /// The shipped configuration, its files checked first: a missing file fails the test (it is
