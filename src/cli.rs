@@ -348,8 +348,11 @@ pub struct PurgeArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum DeleteCommand {
-    /// Delete one record (content, metadata, scores, its reviews) by request ID.
+    /// Delete one record (content, metadata, scores, its reviews) of a resource, by request
+    /// ID. Request IDs are unique per geography, not across customers, so the resource is named.
     Request {
+        /// The resource whose record it is.
+        resource_id: String,
         /// The request ID.
         request_id: String,
     },

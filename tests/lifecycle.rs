@@ -210,7 +210,7 @@ fn a_request_deletion_killed_while_its_day_is_re_keyed_is_finished_at_the_next_s
     run_at(&wd, "day.jsonl", &days_ago(0));
     kill_9_at(
         &wd,
-        &["delete", "request", "day-000042"],
+        &["delete", "request", EU, "day-000042"],
         "debug",
         "Re-key progress.",
     );
@@ -219,7 +219,8 @@ fn a_request_deletion_killed_while_its_day_is_re_keyed_is_finished_at_the_next_s
     let ids = all_decrypt(&wd, EU);
     assert_eq!(ids.len(), 29_999);
     assert!(wd.read_stored(EU, "day-000042", |_| {}).unwrap().is_none());
-    let out: Value = serde_json::from_str(&wd.ok(&["delete", "request", "day-000042"])).unwrap();
+    let out: Value =
+        serde_json::from_str(&wd.ok(&["delete", "request", EU, "day-000042"])).unwrap();
     assert_eq!(out["found"], false);
 }
 
@@ -260,7 +261,18 @@ fn customers_delete_one_request_or_a_whole_resource() {
     let summary = run_at(&wd, "in.jsonl", &days_ago(0));
     assert_eq!(total(&summary, "stored"), 45);
 
-    let out: Value = serde_json::from_str(&wd.ok(&["delete", "request", "eu-000003"])).unwrap();
+    // Request IDs are unique per geography, not per customer: named with another resource of
+    // the same geography, the record is not found and stays; an unknown resource is refused.
+    let other: Value =
+        serde_json::from_str(&wd.ok(&["delete", "request", "alpine-ski-eu", "eu-000003"])).unwrap();
+    assert_eq!(other["found"], false);
+    assert!(wd.read_stored(EU, "eu-000003", |_| {}).unwrap().is_some());
+    let unknown = wd.fails(&["delete", "request", "no-such-resource", "eu-000003"]);
+    assert!(
+        unknown.contains("resource no-such-resource is not registered"),
+        "{unknown}"
+    );
+    let out: Value = serde_json::from_str(&wd.ok(&["delete", "request", EU, "eu-000003"])).unwrap();
     assert_eq!(out["resource_id"], EU);
     assert!(wd.read_stored(EU, "eu-000003", |_| {}).unwrap().is_none());
     assert!(wd
@@ -271,7 +283,8 @@ fn customers_delete_one_request_or_a_whole_resource() {
         .is_some());
     assert_eq!(stored(&wd, EU), 19);
     // Deleting it again finds nothing and is not an error.
-    let again: Value = serde_json::from_str(&wd.ok(&["delete", "request", "eu-000003"])).unwrap();
+    let again: Value =
+        serde_json::from_str(&wd.ok(&["delete", "request", EU, "eu-000003"])).unwrap();
     assert_eq!(again["found"], false);
 
     let out: Value = serde_json::from_str(&wd.ok(&["delete", "resource", US])).unwrap();

@@ -866,7 +866,7 @@ pub async fn delete_request(
         }
         attempt.commit(Outcome::Done).await?;
         let deleted = store
-            .delete_request(&request_id)
+            .delete_request(&resource.id, &request_id)
             .map_err(ApiError::internal)?
             .ok_or(Refusal::NotAvailable)?;
         (state.on_change)();

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use serde_json::json;
-use vigil_core::{RequestId, ResourceId};
+use vigil_core::{RequestId, Resource, ResourceId, ResourceRegistry};
 
 use super::{lifecycle, load_registry, open_stores, output, OperatorAudit};
 use crate::cli::DeleteCommand;
@@ -19,26 +19,30 @@ pub fn delete(config: &Config, cmd: DeleteCommand) -> anyhow::Result<()> {
     let stores = Arc::new(open_stores(config, &registry)?);
     let audit = OperatorAudit::open(config, *stores.clock())?;
     let deleted = match cmd {
-        DeleteCommand::Request { request_id } => {
+        DeleteCommand::Request {
+            resource_id,
+            request_id,
+        } => {
+            let resource = registered(&registry, resource_id)?;
             let request_id = RequestId::parse(request_id).context("request ID")?;
             audit.record("data.delete_request", |e| {
+                e.resource_id = Some(resource.id.to_string());
                 e.request_id = Some(request_id.to_string())
             })?;
-            match stores.delete_request(&request_id)? {
+            match stores.delete_request(resource, &request_id)? {
                 Some(d) => {
                     json!({"deleted": "request", "request_id": request_id, "geography": d.geography,
                     "resource_id": d.resource_id, "reviews": d.reviews})
                 }
                 // Deleting what is not there is not an error: the outcome the customer asked
                 // for holds.
-                None => json!({"deleted": "request", "request_id": request_id, "found": false}),
+                None => json!({"deleted": "request", "request_id": request_id,
+                    "resource_id": resource.id, "found": false}),
             }
         }
         DeleteCommand::Resource { resource_id } => {
-            let resource_id = ResourceId::parse(resource_id).context("resource ID")?;
-            let resource = registry
-                .get(resource_id.as_str())
-                .with_context(|| format!("resource {resource_id} is not registered"))?;
+            let resource = registered(&registry, resource_id)?;
+            let resource_id = resource.id.clone();
             audit.record("data.delete_resource", |e| {
                 e.resource_id = Some(resource_id.to_string())
             })?;
@@ -55,4 +59,12 @@ pub fn delete(config: &Config, cmd: DeleteCommand) -> anyhow::Result<()> {
     out["export_partitions_rewritten"] = json!(exports.partitions_written);
     out["export_partitions_removed"] = json!(exports.partitions_removed);
     output(serde_json::to_string(&out)?)
+}
+
+/// The registered resource named `raw`.
+fn registered(registry: &ResourceRegistry, raw: String) -> anyhow::Result<&Resource> {
+    let resource_id = ResourceId::parse(raw).context("resource ID")?;
+    registry
+        .get(resource_id.as_str())
+        .with_context(|| format!("resource {resource_id} is not registered"))
 }

@@ -361,7 +361,8 @@ fn bench_run(work: &std::path::Path, args: &BenchArgs) -> anyhow::Result<PurgeRu
     let stores = Arc::new(Stores::open_with_clock(&storage, work, Clock::system())?);
     // Deleting one request re-keys its resource-day: every other record of it is re-sealed.
     let delete_started = Instant::now();
-    let deleted = stores.delete_request(&format!("old-{:09}", 0).parse()?)?;
+    let first = registry.get("bench-0").expect("registered");
+    let deleted = stores.delete_request(first, &format!("old-{:09}", 0).parse()?)?;
     let delete_secs = delete_started.elapsed().as_secs_f64();
     anyhow::ensure!(deleted.is_some(), "the request to delete was not stored");
     let delete_day_records = n.div_ceil(BENCH_RESOURCES) - 1;

@@ -37,7 +37,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
-use vigil_core::{Clock, Geography, RequestId, ResourceId, ResourceRegistry};
+use vigil_core::{Clock, Geography, RequestId, Resource, ResourceId, ResourceRegistry};
 
 pub use compact::Compacted;
 pub use geo::{
@@ -396,14 +396,14 @@ impl Stores {
         Ok(reports)
     }
 
-    /// Deletes one record wherever it is stored (see [`GeoStore::delete_request`]).
-    pub fn delete_request(&self, request_id: &RequestId) -> Result<Option<DeletedRequest>> {
-        for store in self.on_disk()? {
-            if let Some(deleted) = store.delete_request(request_id)? {
-                return Ok(Some(deleted));
-            }
-        }
-        Ok(None)
+    /// Deletes one record of `resource` (see [`GeoStore::delete_request`]).
+    pub fn delete_request(
+        &self,
+        resource: &Resource,
+        request_id: &RequestId,
+    ) -> Result<Option<DeletedRequest>> {
+        self.geo(&resource.geography)?
+            .delete_request(&resource.id, request_id)
     }
 
     /// Flushes every open store to disk.

@@ -181,14 +181,23 @@ impl GeoStore {
     /// review tasks, verdicts and decisions about it. The other records of its resource and
     /// day are re-sealed under a new data key and the old key is destroyed (see
     /// [`super::rekey`]), so that when this returns, no copy of the disk can decrypt it.
-    /// `None` when this store does not hold it.
-    pub fn delete_request(&self, request_id: &RequestId) -> Result<Option<DeletedRequest>> {
+    /// `None` when this store holds no record of `resource_id` under that request ID (request
+    /// IDs are unique per geography, not across customers: another resource's record with the
+    /// same ID is not touched).
+    pub fn delete_request(
+        &self,
+        resource_id: &ResourceId,
+        request_id: &RequestId,
+    ) -> Result<Option<DeletedRequest>> {
         let _writer = self.writer.lock();
         let _creating = self.key_creation.lock().expect("lock poisoned");
         let request = request_id.as_str();
         let Some(locator) = self.locate(request)? else {
             return Ok(None);
         };
+        if locator.resource.as_str() != resource_id.as_str() {
+            return Ok(None);
+        }
         let resource = locator.resource.as_str();
         let mut batch = sled::Batch::default();
         batch.remove(layout::index_key(request));

@@ -208,7 +208,9 @@ impl GeoStore {
             if let Some(request) = deleting {
                 let request = vigil_core::RequestId::parse(&request)
                     .map_err(|e| Self::corrupt(request.as_bytes(), e))?;
-                if self.delete_request(&request)?.is_some() {
+                let owner = ResourceId::parse(&resource)
+                    .map_err(|e| Self::corrupt(&layout::rekey_marker(&resource, day), e))?;
+                if self.delete_request(&owner, &request)?.is_some() {
                     continue;
                 }
             }

@@ -310,7 +310,7 @@ fn deleting_a_request_while_its_customer_key_is_unavailable_fails_and_changes_no
     // Without the key the day cannot be re-keyed, so the deletion is refused: removing the
     // entry alone would leave the record's ciphertext under a key that still opens it.
     fs::remove_file(dir.join("cust.key")).unwrap();
-    let refused = stores(dir).delete_request(&req("r1"));
+    let refused = stores(dir).delete_request(&cust, &req("r1"));
     assert!(
         matches!(
             refused,
@@ -322,7 +322,10 @@ fn deleting_a_request_while_its_customer_key_is_unavailable_fails_and_changes_no
     // Nothing was half done: with the key back, both records read, and the deletion works.
     write_key(dir, "cust.key", 1);
     assert_eq!(fresh_prompt(dir, &cust, "r1").unwrap().unwrap(), "secret");
-    assert!(stores(dir).delete_request(&req("r1")).unwrap().is_some());
+    assert!(stores(dir)
+        .delete_request(&cust, &req("r1"))
+        .unwrap()
+        .is_some());
     assert_eq!(fresh_prompt(dir, &cust, "r1").unwrap(), None);
     assert_eq!(fresh_prompt(dir, &cust, "r2").unwrap().unwrap(), "kept");
 }

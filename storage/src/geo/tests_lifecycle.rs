@@ -511,7 +511,7 @@ fn after_deleting_a_request_or_a_resource_no_copy_of_the_disk_decrypts_them() {
     ));
 
     stores
-        .delete_request(&req("delmarker-00007"))
+        .delete_request(&a, &req("delmarker-00007"))
         .unwrap()
         .unwrap();
     geo.delete_resource(&b.id).unwrap();
@@ -561,7 +561,7 @@ fn a_record_sealed_before_its_day_was_re_keyed_is_written_with_its_content() {
     let in_flight = geo
         .seal(&record("a", "late", "u", "late prompt"), &a)
         .unwrap();
-    stores.delete_request(&req("a-00001")).unwrap().unwrap();
+    stores.delete_request(&a, &req("a-00001")).unwrap().unwrap();
     assert_eq!(
         geo.write_batch(&[in_flight]).unwrap(),
         [super::WriteOutcome::Stored]
@@ -817,7 +817,13 @@ fn deleting_a_request_removes_it_and_its_reviews_only() {
     put(&stores, &a, &ids("a", 3), "u", "x");
     put(&stores, &b, &ids("b", 3), "u", "y");
     open_case(&stores, &a, "case-a", "a-00001");
-    let deleted = stores.delete_request(&req("a-00001")).unwrap().unwrap();
+    // Named with another resource, the request is not that resource's: nothing is deleted.
+    assert!(stores
+        .delete_request(&b, &req("a-00001"))
+        .unwrap()
+        .is_none());
+    assert!(has_content(&stores.geo(&eu()).unwrap(), &a, "a-00001"));
+    let deleted = stores.delete_request(&a, &req("a-00001")).unwrap().unwrap();
     // The verdict and the decision on the record; the decision on the whole case stays.
     assert_eq!((deleted.resource_id.as_str(), deleted.reviews), ("a", 2));
     let geo = stores.geo(&eu()).unwrap();
@@ -829,7 +835,10 @@ fn deleting_a_request_removes_it_and_its_reviews_only() {
     assert_eq!(left[0].request_id, None);
     assert_eq!(geo.len(), 5);
     assert!(has_content(&geo, &a, "a-00002"));
-    assert!(stores.delete_request(&req("a-00001")).unwrap().is_none());
+    assert!(stores
+        .delete_request(&a, &req("a-00001"))
+        .unwrap()
+        .is_none());
     // The same request ID can be stored again afterwards (a new record).
     put(&stores, &a, &["a-00001".to_owned()], "u", "again");
     assert_eq!(geo.len(), 6);
