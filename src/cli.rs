@@ -497,4 +497,8 @@ pub enum AuditCommand {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
+    /// Record in the audit log that it is shorter than, or different from, its head (entries
+    /// cut off or replaced), so that vigil writes to it again. vigil refuses to serve with
+    /// such a log until this is run; the acknowledgement is itself an audited entry.
+    Acknowledge,
 }

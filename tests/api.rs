@@ -5,6 +5,7 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
 use std::sync::Arc;
+use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -591,6 +592,57 @@ fn grants_gate_point_queries_and_every_refusal_is_audited() {
     );
     server.stop();
     assert!(wd.ok(&["audit", "verify"]).contains("chain intact"));
+
+    // Entries cut off the end (the head kept): serving, and any audited command, refuses to
+    // start until the gap is acknowledged, which is itself an entry.
+    let path = wd.path("var/audit/audit.jsonl");
+    let log = std::fs::read_to_string(&path).unwrap();
+    let kept: Vec<&str> = log.lines().collect();
+    let kept = &kept[..kept.len() - 2];
+    std::fs::write(&path, kept.join("\n") + "\n").unwrap();
+    let refused = exits_within(wd.command(&["serve"]), Duration::from_secs(60));
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("2 entries were cut off its end")
+            && stderr.contains("vigil audit acknowledge"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap().lines().count(),
+        kept.len()
+    );
+    assert!(wd.fails(&["audit", "verify"]).contains("broken"));
+    let acknowledged = wd.ok(&["audit", "acknowledge"]);
+    assert!(acknowledged.contains("gap recorded"), "{acknowledged}");
+    let server = Server::start(wd, &[]);
+    server.stop();
+    assert!(wd.ok(&["audit", "verify"]).contains("chain intact"));
+    let log = std::fs::read_to_string(&path).unwrap();
+    let ack: Value = serde_json::from_str(log.lines().nth(kept.len()).unwrap()).unwrap();
+    assert_eq!(ack["action"], "audit.acknowledge_gap");
+    assert!(ack["actor"].as_str().unwrap().starts_with("cli:"));
+}
+
+/// Runs `command` to its end, which must come within `limit`.
+fn exits_within(mut command: std::process::Command, limit: Duration) -> std::process::Output {
+    let child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("vigil starts");
+    let id = child.id();
+    let (done, waited) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done.send(child.wait_with_output()));
+    match waited.recv_timeout(limit) {
+        Ok(output) => output.unwrap(),
+        Err(_) => {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &id.to_string()])
+                .status();
+            panic!("still running after {limit:?}");
+        }
+    }
 }
 
 #[test]

@@ -172,6 +172,16 @@ pub enum AuditError {
     /// Another process writes this log.
     #[error("audit log {0} is in use by another vigil process")]
     InUse(PathBuf),
+    /// The log is shorter than, or different from, what its head records (entries were cut
+    /// off or replaced), or a non-empty log has no head. Nothing is written until an operator
+    /// acknowledges the gap.
+    #[error("audit log {path}: {problem}. vigil writes nothing more to it until the gap is acknowledged: after investigating, run `vigil audit acknowledge`, which records the gap in the log itself")]
+    Gap {
+        /// The file.
+        path: PathBuf,
+        /// What is missing or different.
+        problem: String,
+    },
     /// The last entry of an existing log could not be read, so the chain cannot go on.
     #[error("audit log {path}, line {line}: {problem} (see `vigil audit verify`)")]
     Corrupt {
@@ -212,7 +222,40 @@ impl AuditLog {
     /// Opens (or creates) the log at `path` and starts its writer thread. A last line torn by
     /// a crash was never acknowledged, so it is cut off (and a warning logged); any other
     /// unreadable last line stops here.
+    ///
+    /// The log is checked against its head: a log shorter than its head, or whose last entry
+    /// differs from the head's, or a non-empty log without a head, is refused with
+    /// [`AuditError::Gap`] (fail closed) until [`AuditLog::acknowledge_gap`] records the gap.
     pub fn open(path: &Path, clock: Clock) -> Result<Self, AuditError> {
+        Self::open_checked(path, clock, true).map(|(log, _)| log)
+    }
+
+    /// Records in the log, as an entry by `actor`, that it is shorter than or different from
+    /// its head, then starts a new head from where the log now ends; returns the gap found
+    /// (`None` when there was none, and nothing is written).
+    pub fn acknowledge_gap(
+        path: &Path,
+        clock: Clock,
+        actor: &str,
+    ) -> Result<Option<String>, AuditError> {
+        let (log, found) = Self::open_checked(path, clock, false)?;
+        let Some(problem) = found else {
+            return Ok(None);
+        };
+        let mut event = AuditEvent::new(actor, "audit.acknowledge_gap").outcome(Outcome::Done);
+        event.role = Some("operator".into());
+        event.detail = Some(problem.clone());
+        log.append_blocking(event)?;
+        Ok(Some(problem))
+    }
+
+    /// Opens the log; with `check_head` a gap against its head is an error, without it the
+    /// gap is returned beside the log.
+    fn open_checked(
+        path: &Path,
+        clock: Clock,
+        check_head: bool,
+    ) -> Result<(Self, Option<String>), AuditError> {
         let io = |source| AuditError::Io {
             path: path.to_owned(),
             source,
@@ -244,6 +287,17 @@ impl AuditLog {
         }
         let (len, seq, last_hash) = Self::tail(&mut file, path)?;
         let keeps_head = file.metadata().map_err(io)?.is_file();
+        let found = match keeps_head {
+            true => gap(path, seq, &last_hash),
+            false => Ok(()),
+        };
+        let found = match found {
+            Err(AuditError::Gap { problem, .. }) if !check_head => Some(problem),
+            other => {
+                other?;
+                None
+            }
+        };
         let writer = Writer {
             file,
             path: path.to_owned(),
@@ -259,10 +313,13 @@ impl AuditLog {
             .name("vigil-audit".into())
             .spawn(move || writer.run(rx))
             .map_err(io)?;
-        Ok(Self {
-            jobs,
-            path: path.to_owned(),
-        })
+        Ok((
+            Self {
+                jobs,
+                path: path.to_owned(),
+            },
+            found,
+        ))
     }
 
     /// The log's path.
@@ -442,7 +499,8 @@ fn head_path(log: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Records the head: written beside and renamed over, so it is always whole.
+/// Records the head: written beside, synced and renamed over (and the directory synced), so
+/// it is always whole and survives a crash as soon as the entries it names do.
 fn write_head(log: &Path, seq: u64, hash: &str) -> std::io::Result<()> {
     let path = head_path(log);
     let mut tmp = path.as_os_str().to_owned();
@@ -452,8 +510,69 @@ fn write_head(log: &Path, seq: u64, hash: &str) -> std::io::Result<()> {
         hash: hash.to_owned(),
     })
     .expect("a head always encodes");
-    std::fs::write(&tmp, head)?;
-    std::fs::rename(&tmp, &path)
+    let mut file = File::create(&tmp)?;
+    file.write_all(&head)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// The recorded head of the log at `log`, if there is one.
+fn read_head(log: &Path) -> Result<Option<Head>, AuditError> {
+    let path = head_path(log);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| AuditError::Gap {
+                path: log.to_owned(),
+                problem: format!("its head {} does not parse ({e})", path.display()),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(AuditError::Io { path, source }),
+    }
+}
+
+/// Checks the log at `path`, whose chain ends at entry `seq` with `last_hash`, against its
+/// head: [`AuditError::Gap`] names what is missing or different. The whole chain is read only
+/// when the log goes on past its head (a crash between writing entries and their head), to
+/// check the entry the head names.
+fn gap(path: &Path, seq: u64, last_hash: &str) -> Result<(), AuditError> {
+    let gap = |problem: String| {
+        Err(AuditError::Gap {
+            path: path.to_owned(),
+            problem,
+        })
+    };
+    match read_head(path)? {
+        None if seq == 0 => Ok(()),
+        None => gap(no_head(path, seq)),
+        Some(head) if head.seq > seq => gap(cut_off(seq, head.seq)),
+        Some(head) if head.seq == seq && head.hash != last_hash => gap(format!(
+            "its last entry (seq {seq}) is not the one its head records (replaced)"
+        )),
+        Some(head) if head.seq == seq => Ok(()),
+        Some(_) => match verify(path)?.first_broken {
+            None => Ok(()),
+            Some(broken) => gap(format!("line {}: {}", broken.line, broken.problem)),
+        },
+    }
+}
+
+fn no_head(log: &Path, entries: u64) -> String {
+    format!(
+        "it holds {entries} entries but has no head ({}) recording how far it went, so entries cut off its end could not be noticed",
+        head_path(log).display()
+    )
+}
+
+fn cut_off(seq: u64, head_seq: u64) -> String {
+    format!(
+        "it ends at seq {seq}, but its head records entries up to seq {head_seq}: {} entries were cut off its end",
+        head_seq - seq
+    )
 }
 
 /// What [`verify`] found.
@@ -486,9 +605,22 @@ pub fn verify(path: &Path) -> Result<VerifyReport, AuditError> {
         source,
     };
     let file = File::open(path).map_err(io)?;
-    let head: Option<Head> = std::fs::read(head_path(path))
-        .ok()
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+    let is_file = file.metadata().map_err(io)?.is_file();
+    let head = match read_head(path) {
+        Ok(head) => head,
+        Err(AuditError::Gap { problem, .. }) => {
+            return Ok(VerifyReport {
+                verified: 0,
+                last_hash: GENESIS.into(),
+                first_broken: Some(BrokenEntry {
+                    line: 0,
+                    seq: None,
+                    problem,
+                }),
+            })
+        }
+        Err(other) => return Err(other),
+    };
     let mut reader = BufReader::new(file);
     let mut prev = GENESIS.to_owned();
     let mut verified = 0u64;
@@ -545,17 +677,19 @@ pub fn verify(path: &Path) -> Result<VerifyReport, AuditError> {
         prev = entry.hash;
         verified += 1;
     }
-    if let Some(head) = head.filter(|h| h.seq > verified) {
+    let missing = match &head {
+        Some(head) if head.seq > verified => Some(cut_off(verified, head.seq)),
+        None if verified > 0 && is_file => Some(no_head(path, verified)),
+        _ => None,
+    };
+    if let Some(problem) = missing {
         return Ok(VerifyReport {
             verified,
             last_hash: prev,
             first_broken: Some(BrokenEntry {
                 line: number + 1,
                 seq: Some(verified + 1),
-                problem: format!(
-                    "the log ends at seq {verified}, but entries up to seq {} were written (cut off the end)",
-                    head.seq
-                ),
+                problem,
             }),
         });
     }
@@ -647,12 +781,106 @@ mod tests {
         std::fs::write(&path, lines[..3].join("\n") + "\n").unwrap();
         let broken = verify(&path).unwrap().first_broken.unwrap();
         assert_eq!((broken.line, broken.seq), (4, Some(4)), "{broken:?}");
-        assert!(broken.problem.contains("cut off the end"), "{broken:?}");
+        assert!(broken.problem.contains("cut off its end"), "{broken:?}");
 
         // Whitespace added to a line.
         let spaced = original.replacen("{\"seq\":4,", "{ \"seq\":4,", 1);
         std::fs::write(&path, &spaced).unwrap();
         assert_eq!(verify(&path).unwrap().first_broken.unwrap().line, 4);
+    }
+
+    #[test]
+    fn a_log_cut_short_is_refused_until_the_gap_is_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = AuditLog::open(&path, clock()).unwrap();
+        for i in 0..5 {
+            log.append_blocking(event(i)).unwrap();
+        }
+        drop(log);
+        let original = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = original.lines().collect();
+        // The last two entries cut off, the head kept: the writer must not chain on.
+        std::fs::write(&path, lines[..3].join("\n") + "\n").unwrap();
+        let refused = AuditLog::open(&path, clock()).err().expect("refused");
+        let message = refused.to_string();
+        assert!(matches!(refused, AuditError::Gap { .. }), "{message}");
+        assert!(
+            message.contains("ends at seq 3") && message.contains("up to seq 5"),
+            "{message}"
+        );
+        assert!(message.contains("vigil audit acknowledge"), "{message}");
+        // Nothing was written: the log is as it was cut.
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 3);
+
+        // The last entry replaced by one with a valid chain of its own.
+        let mut forged: AuditEntry = serde_json::from_str(lines[4]).unwrap();
+        forged.event.outcome = Some(Outcome::Granted);
+        forged.hash = forged.compute_hash();
+        let mut replaced: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+        replaced[4] = serde_json::to_string(&forged).unwrap();
+        std::fs::write(&path, replaced.join("\n") + "\n").unwrap();
+        let message = AuditLog::open(&path, clock())
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            message.contains("not the one its head records"),
+            "{message}"
+        );
+
+        // Acknowledged: the gap is an entry of the log, and the log opens and verifies again.
+        std::fs::write(&path, lines[..3].join("\n") + "\n").unwrap();
+        let gap = AuditLog::acknowledge_gap(&path, clock(), "cli:root").unwrap();
+        assert!(gap.is_some_and(|g| g.contains("2 entries were cut off")));
+        let log = AuditLog::open(&path, clock()).unwrap();
+        assert_eq!(log.append_blocking(event(9)).unwrap(), 5);
+        drop(log);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let ack: AuditEntry = serde_json::from_str(text.lines().nth(3).unwrap()).unwrap();
+        assert_eq!(ack.event.action, "audit.acknowledge_gap");
+        assert!(ack.event.detail.unwrap().contains("up to seq 5"));
+        assert_eq!(verify(&path).unwrap().first_broken, None);
+        // With no gap, acknowledging writes nothing.
+        assert_eq!(
+            AuditLog::acknowledge_gap(&path, clock(), "cli:root").unwrap(),
+            None
+        );
+        assert_eq!(verify(&path).unwrap().verified, 5);
+    }
+
+    #[test]
+    fn a_non_empty_log_without_its_head_is_refused_and_fails_verification() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = AuditLog::open(&path, clock()).unwrap();
+        log.append_blocking(event(1)).unwrap();
+        drop(log);
+        std::fs::remove_file(head_path(&path)).unwrap();
+        let broken = verify(&path).unwrap().first_broken.expect("broken");
+        assert!(broken.problem.contains("no head"), "{broken:?}");
+        let message = AuditLog::open(&path, clock())
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(message.contains("no head"), "{message}");
+    }
+
+    #[test]
+    fn a_log_that_went_on_past_its_head_opens_when_the_head_is_in_its_chain() {
+        // A crash after the entries were synced and before their head was written.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = AuditLog::open(&path, clock()).unwrap();
+        log.append_blocking(event(1)).unwrap();
+        drop(log);
+        let head = std::fs::read(head_path(&path)).unwrap();
+        let log = AuditLog::open(&path, clock()).unwrap();
+        log.append_blocking(event(2)).unwrap();
+        drop(log);
+        std::fs::write(head_path(&path), head).unwrap();
+        let log = AuditLog::open(&path, clock()).unwrap();
+        assert_eq!(log.append_blocking(event(3)).unwrap(), 3);
     }
 
     #[test]

@@ -1,14 +1,33 @@
-//! `vigil audit verify`: checks the audit log's hash chain.
+//! `vigil audit verify`: checks the audit log's hash chain; `vigil audit acknowledge` records a
+//! gap against the log's head, so that vigil writes to the log again.
 
 use vigil_access::audit;
+use vigil_core::Clock;
 
-use super::output;
+use super::{operator, output};
 use crate::cli::{AuditCommand, Format};
 use crate::config::Config;
 
 pub fn audit(config: &Config, cmd: AuditCommand) -> anyhow::Result<()> {
-    let AuditCommand::Verify { format } = cmd;
     let path = &config.access.audit_log;
+    let format = match cmd {
+        AuditCommand::Verify { format } => format,
+        AuditCommand::Acknowledge => {
+            let clock = Clock::from_env()?;
+            return output(
+                match vigil_access::AuditLog::acknowledge_gap(path, clock, &operator())? {
+                    Some(gap) => format!(
+                        "audit log {}: gap recorded in the log ({gap}); vigil writes to it again",
+                        path.display()
+                    ),
+                    None => format!(
+                        "audit log {}: no gap against its head; nothing written",
+                        path.display()
+                    ),
+                },
+            );
+        }
+    };
     let report = audit::verify(path)?;
     match format {
         Format::Json => output(serde_json::to_string_pretty(&report)?)?,

@@ -112,6 +112,14 @@ fn lifecycle(
 
 /// The operator at the command line, for the audit log: deletions, purges, resource and
 /// access changes made by `vigil` commands are recorded as `cli:$USER` before they are made.
+/// The operator at the console, as audit entries name them.
+fn operator() -> String {
+    format!(
+        "cli:{}",
+        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+    )
+}
+
 struct OperatorAudit {
     log: vigil_access::AuditLog,
     actor: String,
@@ -121,10 +129,7 @@ impl OperatorAudit {
     fn open(config: &Config, clock: Clock) -> anyhow::Result<Self> {
         Ok(Self {
             log: vigil_access::AuditLog::open(&config.access.audit_log, clock)?,
-            actor: format!(
-                "cli:{}",
-                std::env::var("USER").unwrap_or_else(|_| "unknown".into())
-            ),
+            actor: operator(),
         })
     }
 
