@@ -92,9 +92,11 @@ fn all_decrypt(wd: &Workdir, resource: &str) -> Vec<vigil_core::RequestId> {
     ids
 }
 
-/// `vigil run` over `input` as of `VIGIL_NOW = now`.
+/// `vigil run --drill` over `input` as of `VIGIL_NOW = now`.
 fn run_at(wd: &Workdir, input: &str, now: &str) -> Value {
-    wd.run_with(input, &[("VIGIL_NOW", now)])
+    let args = ["run", "--drill", "--input", input, "--format", "json"];
+    let (out, _) = wd.ok_with(&args, b"", &[("VIGIL_NOW", now)]);
+    serde_json::from_str(&out).expect("the JSON summary parses")
 }
 
 fn stored(wd: &Workdir, resource: &str) -> usize {
@@ -247,6 +249,48 @@ fn a_compaction_killed_midway_leaves_the_store_whole() {
     wd.ok(&["purge"]);
     assert!(wd.files_containing("var/data", b"oldmarker").is_empty());
     assert_eq!(stored(&wd, EU), 30_000);
+}
+
+#[test]
+fn a_shifted_clock_is_refused_outside_a_drill_and_marked_in_the_audit_log() {
+    let wd = workdir();
+    wd.write("in.jsonl", records("drill", EU, "eu", 3));
+    let now = days_ago(40);
+    for args in [&["run", "--input", "in.jsonl"][..], &["serve"]] {
+        let out = wd.output(args, b"", &[("VIGIL_NOW", &now)]);
+        assert!(
+            !out.status.success(),
+            "vigil {args:?} started with VIGIL_NOW"
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("VIGIL_NOW is set") && stderr.contains("--drill"),
+            "{stderr}"
+        );
+    }
+    assert_eq!(total(&run_at(&wd, "in.jsonl", &now), "stored"), 3);
+    // An audited command under the shifted clock: its entry is marked as a drill.
+    wd.ok_with(
+        &["delete", "request", EU, "drill-000001"],
+        b"",
+        &[("VIGIL_NOW", &now)],
+    );
+    wd.ok(&["delete", "request", EU, "drill-000002"]);
+    let log = std::fs::read_to_string(wd.path("var/audit/audit.jsonl")).unwrap();
+    let entries: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let by_request = |id: &str| {
+        entries
+            .iter()
+            .find(|e| e["request_id"] == id)
+            .unwrap_or_else(|| panic!("no entry for {id}: {log}"))
+            .clone()
+    };
+    assert_eq!(by_request("drill-000001")["drill"], true);
+    assert_eq!(by_request("drill-000002").get("drill"), None);
+    assert!(wd.ok(&["audit", "verify"]).contains("chain intact"));
 }
 
 #[test]

@@ -118,6 +118,10 @@ pub struct AuditEntry {
     pub seq: u64,
     /// When it was written (RFC 3339, UTC).
     pub at: String,
+    /// Written under a shifted clock (`VIGIL_NOW`, a drill): `at` is the drill's time, not
+    /// the real one. Absent otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub drill: bool,
     /// What happened.
     #[serde(flatten)]
     pub event: AuditEvent,
@@ -130,10 +134,11 @@ pub struct AuditEntry {
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 impl AuditEntry {
-    fn sealed(seq: u64, at: String, event: AuditEvent, prev: String) -> Self {
+    fn sealed(seq: u64, at: String, drill: bool, event: AuditEvent, prev: String) -> Self {
         let mut entry = Self {
             seq,
             at,
+            drill,
             event,
             prev,
             hash: String::new(),
@@ -440,7 +445,7 @@ impl Writer {
         let mut replies = Vec::with_capacity(batch.len());
         for (event, reply) in batch {
             seq += 1;
-            let entry = AuditEntry::sealed(seq, at.clone(), event, hash);
+            let entry = AuditEntry::sealed(seq, at.clone(), self.clock.is_shifted(), event, hash);
             serde_json::to_writer(&mut bytes, &entry).expect("an audit entry always encodes");
             bytes.push(b'\n');
             hash = entry.hash;
@@ -787,6 +792,23 @@ mod tests {
         let spaced = original.replacen("{\"seq\":4,", "{ \"seq\":4,", 1);
         std::fs::write(&path, &spaced).unwrap();
         assert_eq!(verify(&path).unwrap().first_broken.unwrap().line, 4);
+    }
+
+    #[test]
+    fn entries_written_under_a_shifted_clock_say_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = AuditLog::open(&path, Clock::system()).unwrap();
+        log.append_blocking(event(1)).unwrap();
+        drop(log);
+        let log = AuditLog::open(&path, clock()).unwrap();
+        log.append_blocking(event(2)).unwrap();
+        drop(log);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(!lines[0].contains("drill"), "{}", lines[0]);
+        assert!(lines[1].contains("\"drill\":true"), "{}", lines[1]);
+        assert_eq!(verify(&path).unwrap().first_broken, None);
     }
 
     #[test]

@@ -45,6 +45,12 @@ use crate::config::Config;
 /// Runs the subcommand the command line names.
 pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref())?;
+    if matches!(
+        cli.command,
+        Command::Run(_) | Command::Serve | Command::Demo(_)
+    ) {
+        refuse_a_shifted_clock_outside_a_drill(cli.drill)?;
+    }
     match cli.command {
         Command::Run(args) => run::run(&config, &args),
         Command::Produce(args) => produce::produce(&config, &args),
@@ -78,6 +84,19 @@ fn load_registry(config: &Config) -> anyhow::Result<ResourceRegistry> {
     let registry = ResourceRegistry::load(&config.resources)?;
     config.storage.retention.validate(&registry)?;
     Ok(registry)
+}
+
+/// `VIGIL_NOW` is for tests and drills: the long-running commands refuse it without `--drill`,
+/// since everything they store would be dated, and expire, by it.
+fn refuse_a_shifted_clock_outside_a_drill(drill: bool) -> anyhow::Result<()> {
+    let clock = Clock::from_env()?;
+    anyhow::ensure!(
+        drill || !clock.is_shifted(),
+        "{} is set (the clock reads {}): `vigil run`, `serve` and `demo` refuse a shifted clock outside a drill, since records would be dated, and expire, by it; for a drill, pass --drill (every audit entry is then marked as written in a drill)",
+        Clock::ENV,
+        clock.now()
+    );
+    Ok(())
 }
 
 /// Opens the stores, dated by the system clock, or by the instant `VIGIL_NOW` names (for
