@@ -292,6 +292,12 @@ impl AuditLog {
         }
         let (len, seq, last_hash) = Self::tail(&mut file, path)?;
         let keeps_head = file.metadata().map_err(io)?.is_file();
+        // A new log starts with its head, so that a log with entries and no head can only be
+        // one whose head was removed (a crash before the first head write would otherwise look
+        // like that).
+        if keeps_head && len == 0 && !head_path(path).exists() {
+            write_head(path, 0, GENESIS).map_err(io)?;
+        }
         let found = match keeps_head {
             true => gap(path, seq, &last_hash),
             false => Ok(()),

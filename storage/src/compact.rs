@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use vigil_core::Geography;
 
-use crate::geo::{sled_config, GeoStore, Trees};
+use crate::geo::{sled_config, GeoStore, Trees, LOCK_WAIT};
 use crate::layout;
 use crate::{Result, StorageError, Stores};
 
@@ -231,12 +231,14 @@ impl GeoStore {
         let replaced = std::mem::replace(&mut *trees, copy);
         self.set_id_floor(floor);
         self.compacted();
+        // The link is in place and about to be written through: a rename not yet on disk
+        // would bring the old generation back after a crash, without what is written next, so
+        // the directory is synced before any operation goes on.
+        let synced = sync_dir(data_dir).map_err(io(data_dir));
         let paused = paused.elapsed();
         drop(trees);
         drop(replaced);
-        // The link is in place and in use: a rename not yet on disk would bring the old
-        // generation back after a crash, so the directory is synced before this returns.
-        sync_dir(data_dir).map_err(io(data_dir))?;
+        synced?;
         let previous = match current {
             Some(n) => generation_path(dir, n),
             None => sibling(dir, REPLACED),
@@ -252,6 +254,14 @@ impl GeoStore {
 /// store's link in one step; the first time, once the plain directory has moved aside. A
 /// failure puts the plain directory back.
 fn point_at(dir: &Path, target: &Path) -> Result<()> {
+    // Another process's open tidies only what no open database holds (see [`in_use`]); the
+    // copy is checked all the same before anything points at it.
+    if !target.join("db").is_file() {
+        return Err(StorageError::Io {
+            path: target.to_owned(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "the compacted copy is gone"),
+        });
+    }
     let link = sibling(dir, LINK);
     if link.symlink_metadata().is_ok() {
         std::fs::remove_file(&link).map_err(io(&link))?;
@@ -329,6 +339,8 @@ pub(crate) fn recover(data_dir: &Path) -> Result<()> {
         let store = path.with_extension("");
         let store_exists = store.symlink_metadata().is_ok();
         match ext {
+            // A compaction in flight in another process (or this one): its copy is open.
+            _ if in_use(&path) => continue,
             REPLACED if !store_exists => {
                 tracing::warn!(store = %store.display(), "A compaction was cut short before its copy was in place; keeping the store as it was.");
                 std::fs::rename(&path, &store).map_err(io(&path))?;
@@ -351,6 +363,25 @@ pub(crate) fn recover(data_dir: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether a database is open in `dir`: sled holds an exclusive `flock` on its `db` file for
+/// as long as it is open, in this process or another. A database just closed lets go a moment
+/// later (its flusher thread ends), so the lock is waited for up to [`LOCK_WAIT`].
+fn in_use(dir: &Path) -> bool {
+    let Ok(file) = std::fs::File::open(dir.join("db")) else {
+        return false;
+    };
+    let started = std::time::Instant::now();
+    loop {
+        match file.try_lock() {
+            Err(std::fs::TryLockError::WouldBlock) if started.elapsed() < LOCK_WAIT => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => return true,
+            _ => return false,
+        }
+    }
 }
 
 fn sibling(dir: &Path, extension: &str) -> PathBuf {
