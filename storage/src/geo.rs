@@ -202,24 +202,18 @@ pub fn is_lock_error(error: &sled::Error) -> bool {
 /// Opens a sled database, waiting up to [`LOCK_WAIT`] for its file lock. A store's path is a
 /// link to its current generation once it has been compacted (see [`crate::compact`]): the
 /// database is opened at the link's target, so that it never follows the link to the next
-/// generation once a compaction moves it; and the link is read again once the lock is held,
-/// so that a generation a compaction retired while this waited is let go, not used.
+/// generation once a compaction moves it.
 pub fn open_db(path: &Path) -> sled::Result<sled::Db> {
+    let resolved = std::fs::canonicalize(path);
+    let path = resolved.as_deref().unwrap_or(path);
     let started = std::time::Instant::now();
     loop {
-        let resolved = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
-        let retry = match sled_config(&resolved).open() {
-            Err(e) if is_lock_error(&e) => e,
-            Ok(db) if std::fs::canonicalize(path).is_ok_and(|now| now != resolved) => {
-                drop(db);
-                sled::Error::Unsupported("the store moved to a new generation".into())
+        match sled_config(path).open() {
+            Err(e) if is_lock_error(&e) && started.elapsed() < LOCK_WAIT => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
             }
             result => return result,
-        };
-        if started.elapsed() >= LOCK_WAIT {
-            return Err(retry);
         }
-        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
 
