@@ -95,8 +95,7 @@ fn all_decrypt(wd: &Workdir, resource: &str) -> Vec<vigil_core::RequestId> {
 /// `vigil run --drill` over `input` as of `VIGIL_NOW = now`.
 fn run_at(wd: &Workdir, input: &str, now: &str) -> Value {
     let args = ["run", "--drill", "--input", input, "--format", "json"];
-    let (out, _) = wd.ok_with(&args, b"", &[("VIGIL_NOW", now)]);
-    serde_json::from_str(&out).expect("the JSON summary parses")
+    wd.summary(&args, &[("VIGIL_NOW", now)])
 }
 
 fn stored(wd: &Workdir, resource: &str) -> usize {
@@ -221,8 +220,7 @@ fn a_request_deletion_killed_while_its_day_is_re_keyed_is_finished_at_the_next_s
     let ids = all_decrypt(&wd, EU);
     assert_eq!(ids.len(), 29_999);
     assert!(wd.read_stored(EU, "day-000042", |_| {}).unwrap().is_none());
-    let out: Value =
-        serde_json::from_str(&wd.ok(&["delete", "request", EU, "day-000042"])).unwrap();
+    let out = wd.summary(&["delete", "request", EU, "day-000042"], &[]);
     assert_eq!(out["found"], false);
 }
 
@@ -307,8 +305,7 @@ fn customers_delete_one_request_or_a_whole_resource() {
 
     // Request IDs are unique per geography, not per customer: named with another resource of
     // the same geography, the record is not found and stays; an unknown resource is refused.
-    let other: Value =
-        serde_json::from_str(&wd.ok(&["delete", "request", "alpine-ski-eu", "eu-000003"])).unwrap();
+    let other = wd.summary(&["delete", "request", "alpine-ski-eu", "eu-000003"], &[]);
     assert_eq!(other["found"], false);
     assert!(wd.read_stored(EU, "eu-000003", |_| {}).unwrap().is_some());
     let unknown = wd.fails(&["delete", "request", "no-such-resource", "eu-000003"]);
@@ -316,7 +313,7 @@ fn customers_delete_one_request_or_a_whole_resource() {
         unknown.contains("resource no-such-resource is not registered"),
         "{unknown}"
     );
-    let out: Value = serde_json::from_str(&wd.ok(&["delete", "request", EU, "eu-000003"])).unwrap();
+    let out = wd.summary(&["delete", "request", EU, "eu-000003"], &[]);
     assert_eq!(out["resource_id"], EU);
     assert!(wd.read_stored(EU, "eu-000003", |_| {}).unwrap().is_none());
     assert!(wd
@@ -327,11 +324,10 @@ fn customers_delete_one_request_or_a_whole_resource() {
         .is_some());
     assert_eq!(stored(&wd, EU), 19);
     // Deleting it again finds nothing and is not an error.
-    let again: Value =
-        serde_json::from_str(&wd.ok(&["delete", "request", EU, "eu-000003"])).unwrap();
+    let again = wd.summary(&["delete", "request", EU, "eu-000003"], &[]);
     assert_eq!(again["found"], false);
 
-    let out: Value = serde_json::from_str(&wd.ok(&["delete", "resource", US])).unwrap();
+    let out = wd.summary(&["delete", "resource", US], &[]);
     assert_eq!(count(&out, &["records"]), 20);
     assert_eq!(stored(&wd, US), 0);
     assert!(wd.read_stored(US, "us-000001", |_| {}).unwrap().is_none());

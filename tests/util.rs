@@ -182,8 +182,13 @@ impl Workdir {
 
     /// The same, with `envs` set (settings for this run only).
     pub fn run_with(&self, input: &str, envs: &[(&str, &str)]) -> Value {
-        let args = ["run", "--input", input, "--format", "json"];
-        serde_json::from_str(&self.ok_with(&args, b"", envs).0).expect("the JSON summary parses")
+        self.summary(&["run", "--input", input, "--format", "json"], envs)
+    }
+
+    /// Runs `vigil` with `args` (which ask for JSON) and `envs`, requiring success; returns
+    /// the JSON it printed.
+    pub fn summary(&self, args: &[&str], envs: &[(&str, &str)]) -> Value {
+        serde_json::from_str(&self.ok_with(args, b"", envs).0).expect("the JSON summary parses")
     }
 
     /// The dead letters written so far.

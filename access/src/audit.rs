@@ -219,8 +219,8 @@ struct Writer {
     last_hash: String,
     failed: bool,
     clock: Clock,
-    /// Whether the log is a regular file (not a device), beside which a head can be kept.
-    keeps_head: bool,
+    /// The head, kept beside a log that is a regular file (not a device).
+    head: Option<HeadFile>,
 }
 
 impl AuditLog {
@@ -235,20 +235,18 @@ impl AuditLog {
         Self::open_checked(path, clock, true).map(|(log, _)| log)
     }
 
-    /// Records in the log, as an entry by `actor`, that it is shorter than or different from
-    /// its head, then starts a new head from where the log now ends; returns the gap found
-    /// (`None` when there was none, and nothing is written).
+    /// Records in the log, as `event` with the gap as its detail, that it is shorter than or
+    /// different from its head, then starts a new head from where the log now ends; returns
+    /// the gap found (`None` when there was none, and nothing is written).
     pub fn acknowledge_gap(
         path: &Path,
         clock: Clock,
-        actor: &str,
+        mut event: AuditEvent,
     ) -> Result<Option<String>, AuditError> {
         let (log, found) = Self::open_checked(path, clock, false)?;
         let Some(problem) = found else {
             return Ok(None);
         };
-        let mut event = AuditEvent::new(actor, "audit.acknowledge_gap").outcome(Outcome::Done);
-        event.role = Some("operator".into());
         event.detail = Some(problem.clone());
         log.append_blocking(event)?;
         Ok(Some(problem))
@@ -292,23 +290,25 @@ impl AuditLog {
         }
         let (len, seq, last_hash) = Self::tail(&mut file, path)?;
         let keeps_head = file.metadata().map_err(io)?.is_file();
-        // A new log starts with its head, so that a log with entries and no head can only be
-        // one whose head was removed (a crash before the first head write would otherwise look
-        // like that).
-        if keeps_head && len == 0 && !head_path(path).exists() {
-            write_head(path, 0, GENESIS).map_err(io)?;
-        }
-        let found = match keeps_head {
+        let checked = match keeps_head {
             true => gap(path, seq, &last_hash),
             false => Ok(()),
         };
-        let found = match found {
+        let found = match checked {
+            Ok(()) => None,
             Err(AuditError::Gap { problem, .. }) if !check_head => Some(problem),
-            other => {
-                other?;
-                None
-            }
+            Err(other) => return Err(other),
         };
+        let head =
+            match keeps_head {
+                true => Some(HeadFile::open(path, seq, &last_hash).map_err(|source| {
+                    AuditError::Io {
+                        path: head_path(path),
+                        source,
+                    }
+                })?),
+                false => None,
+            };
         let writer = Writer {
             file,
             path: path.to_owned(),
@@ -317,7 +317,7 @@ impl AuditLog {
             last_hash,
             failed: false,
             clock,
-            keeps_head,
+            head,
         };
         let (jobs, rx) = mpsc::channel();
         std::thread::Builder::new()
@@ -466,9 +466,9 @@ impl Writer {
                 self.len += bytes.len() as u64;
                 self.seq = seq;
                 self.last_hash = hash;
-                let head = match self.keeps_head {
-                    true => write_head(&self.path, self.seq, &self.last_hash),
-                    false => Ok(()),
+                let head = match &self.head {
+                    Some(head) => head.record(self.seq, &self.last_hash),
+                    None => Ok(()),
                 };
                 if let Err(e) = head {
                     warn!(path = %self.path.display(), error = %e, "The audit log's head could not be recorded; entries cut off its end would go unnoticed.");
@@ -510,25 +510,49 @@ fn head_path(log: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Records the head: written beside, synced and renamed over (and the directory synced), so
-/// it is always whole and survives a crash as soon as the entries it names do.
-fn write_head(log: &Path, seq: u64, hash: &str) -> std::io::Result<()> {
-    let path = head_path(log);
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let head = serde_json::to_vec(&Head {
-        seq,
-        hash: hash.to_owned(),
-    })
-    .expect("a head always encodes");
-    let mut file = File::create(&tmp)?;
-    file.write_all(&head)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, &path)?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        File::open(dir)?.sync_all()?;
+/// Bytes a head takes on disk: its JSON, padded with spaces, so that each new head overwrites
+/// the last in place (a write within one block, then `fdatasync`: one sync per batch, on the
+/// group commit's path, instead of a new file renamed over the last and its directory synced).
+const HEAD_LEN: usize = 128;
+
+/// The head file `<log>.head`, open for the writer.
+struct HeadFile(File);
+
+impl HeadFile {
+    /// Opens the head of the log at `log`, whose chain ends at `seq` with `hash`. A missing
+    /// head is created holding that end, and its directory synced: a new log starts with its
+    /// head, so a log with entries and no head can only be one whose head was removed.
+    fn open(log: &Path, seq: u64, hash: &str) -> std::io::Result<Self> {
+        let path = head_path(log);
+        let existed = path.exists();
+        let file = std::os::unix::fs::OpenOptionsExt::mode(
+            OpenOptions::new().read(true).write(true).create(true),
+            0o600,
+        )
+        .open(&path)?;
+        let head = Self(file);
+        if !existed {
+            head.record(seq, hash)?;
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                File::open(dir)?.sync_all()?;
+            }
+        }
+        Ok(head)
     }
-    Ok(())
+
+    /// Records the chain's end, in place, and syncs it.
+    fn record(&self, seq: u64, hash: &str) -> std::io::Result<()> {
+        let mut bytes = serde_json::to_vec(&Head {
+            seq,
+            hash: hash.to_owned(),
+        })
+        .expect("a head always encodes");
+        debug_assert!(bytes.len() < HEAD_LEN);
+        bytes.resize(HEAD_LEN - 1, b' ');
+        bytes.push(b'\n');
+        std::os::unix::fs::FileExt::write_all_at(&self.0, &bytes, 0)?;
+        self.0.sync_data()
+    }
 }
 
 /// The recorded head of the log at `log`, if there is one.
@@ -817,6 +841,10 @@ mod tests {
         assert_eq!(verify(&path).unwrap().first_broken, None);
     }
 
+    fn acknowledgement() -> AuditEvent {
+        AuditEvent::new("cli:root", "audit.acknowledge_gap").outcome(Outcome::Done)
+    }
+
     #[test]
     fn a_log_cut_short_is_refused_until_the_gap_is_acknowledged() {
         let dir = tempfile::tempdir().unwrap();
@@ -859,7 +887,7 @@ mod tests {
 
         // Acknowledged: the gap is an entry of the log, and the log opens and verifies again.
         std::fs::write(&path, lines[..3].join("\n") + "\n").unwrap();
-        let gap = AuditLog::acknowledge_gap(&path, clock(), "cli:root").unwrap();
+        let gap = AuditLog::acknowledge_gap(&path, clock(), acknowledgement()).unwrap();
         assert!(gap.is_some_and(|g| g.contains("2 entries were cut off")));
         let log = AuditLog::open(&path, clock()).unwrap();
         assert_eq!(log.append_blocking(event(9)).unwrap(), 5);
@@ -871,7 +899,7 @@ mod tests {
         assert_eq!(verify(&path).unwrap().first_broken, None);
         // With no gap, acknowledging writes nothing.
         assert_eq!(
-            AuditLog::acknowledge_gap(&path, clock(), "cli:root").unwrap(),
+            AuditLog::acknowledge_gap(&path, clock(), acknowledgement()).unwrap(),
             None
         );
         assert_eq!(verify(&path).unwrap().verified, 5);

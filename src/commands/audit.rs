@@ -4,7 +4,7 @@
 use vigil_access::audit;
 use vigil_core::Clock;
 
-use super::{operator, output};
+use super::{operator_event, output};
 use crate::cli::{AuditCommand, Format};
 use crate::config::Config;
 
@@ -15,7 +15,11 @@ pub fn audit(config: &Config, cmd: AuditCommand) -> anyhow::Result<()> {
         AuditCommand::Acknowledge => {
             let clock = Clock::from_env()?;
             return output(
-                match vigil_access::AuditLog::acknowledge_gap(path, clock, &operator())? {
+                match vigil_access::AuditLog::acknowledge_gap(
+                    path,
+                    clock,
+                    operator_event("audit.acknowledge_gap"),
+                )? {
                     Some(gap) => format!(
                         "audit log {}: gap recorded in the log ({gap}); vigil writes to it again",
                         path.display()

@@ -28,8 +28,9 @@ use vigil_pipeline::{Durability, Input, Percentiles, Pipeline, Progress, Summary
 use vigil_sample::{fixed_size, FixedSizeSpec};
 use vigil_storage::{Footprint, StorageConfig, Stores};
 
-use super::{bench_sled, geographies, output};
+use super::{bench_sled, geographies, kafka_config, output};
 use crate::cli::BenchArgs;
+use crate::config::Config;
 
 /// The machine, in words, for reports.
 pub(super) fn machine() -> String {
@@ -46,11 +47,17 @@ pub(super) fn machine() -> String {
     format!("{cores} cores, {cpu}")
 }
 
-pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
+pub fn bench(config: &Config, args: &BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         args.runs > 0 && args.records > 0,
         "--runs and --records must be positive"
     );
+    // With --kafka: the configured Kafka settings (so `VIGIL_KAFKA__*` and the config file
+    // tune the consumer measured), with the brokers given.
+    let kafka = args
+        .kafka
+        .as_deref()
+        .map(|brokers| kafka_config(config, Some(brokers)));
     let tmp;
     let work = match &args.dir {
         Some(dir) => {
@@ -96,13 +103,13 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         let stores = Stores::open(&storage, &work)?;
         let pipeline = Pipeline::new(&sample.registry, &stores, &ingest);
         let mut dead_letters = DeadLetterWriter::new(&ingest.dead_letters);
-        let summary = match &args.kafka {
+        let summary = match &kafka {
             None => {
                 let mut input = Input::open(&input_path)?;
                 pipeline.run(&mut input, &mut dead_letters, &())?
             }
-            Some(brokers) => {
-                let kafka = bench_topics(brokers, run);
+            Some(base) => {
+                let kafka = bench_topics(base, run);
                 let loaded = produce(&kafka, &input_path, &|_| {})?;
                 produced_per_sec.push(loaded);
                 let mut source = kafka_source(&kafka, &sample.registry, &ingest, None)?;
@@ -164,7 +171,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
             100.0 * rate(median) / ceiling
         )?;
     }
-    if let Some(brokers) = &args.kafka {
+    if let Some(base) = &kafka {
         produced_per_sec.sort_by(f64::total_cmp);
         write!(
             report,
@@ -172,7 +179,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
             produced_per_sec[produced_per_sec.len() / 2]
         )?;
         burst(
-            brokers,
+            base,
             args,
             &sample.registry,
             &input_path,
@@ -208,15 +215,15 @@ fn rate(summary: &Summary) -> f64 {
     summary.read as f64 / active(summary)
 }
 
-/// Kafka settings for one benchmark run: fresh topics and group, so runs do not interfere.
-fn bench_topics(brokers: &str, run: usize) -> KafkaConfig {
+/// `base` for one benchmark run: fresh topics and group, so runs do not interfere.
+fn bench_topics(base: &KafkaConfig, run: usize) -> KafkaConfig {
     let stamp = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
     KafkaConfig {
-        brokers: brokers.to_owned(),
+        create_topics: true,
         group_id: format!("vigil-bench-{stamp}-{run}"),
         log_topics: format!("vigil-bench-{stamp}-{run}.logs.{{geography}}"),
         dead_letter_topic: format!("vigil-bench-{stamp}-{run}.deadletter"),
-        ..KafkaConfig::default()
+        ..base.clone()
     }
 }
 
@@ -257,7 +264,7 @@ impl Progress for Stored {
 /// Consumer lag under a burst: the consumer is running and idle when every record is produced
 /// at once; samples produced and stored counts until the consumer has caught up.
 fn burst(
-    brokers: &str,
+    base: &KafkaConfig,
     args: &BenchArgs,
     registry: &ResourceRegistry,
     input: &Path,
@@ -267,7 +274,7 @@ fn burst(
     const SAMPLE: Duration = Duration::from_millis(500);
     let dir = work.join("burst");
     let (storage, ingest) = fresh_run_dir(&dir, args.record_bytes);
-    let kafka = bench_topics(brokers, 0);
+    let kafka = bench_topics(base, 0);
     let stores = Stores::open(&storage, work)?;
     let stop = Arc::new(AtomicBool::new(false));
     let mut source = kafka_source(&kafka, registry, &ingest, Some(stop.clone()))?;

@@ -42,14 +42,13 @@ pub fn delete(config: &Config, cmd: DeleteCommand) -> anyhow::Result<()> {
         }
         DeleteCommand::Resource { resource_id } => {
             let resource = registered(&registry, resource_id)?;
-            let resource_id = resource.id.clone();
             audit.record("data.delete_resource", |e| {
-                e.resource_id = Some(resource_id.to_string())
+                e.resource_id = Some(resource.id.to_string())
             })?;
             let report = stores
                 .geo(&resource.geography)?
-                .delete_resource(&resource_id)?;
-            json!({"deleted": "resource", "resource_id": resource_id, "geography": resource.geography,
+                .delete_resource(&resource.id)?;
+            json!({"deleted": "resource", "resource_id": resource.id, "geography": resource.geography,
                 "data_keys": report.data_keys, "records": report.records, "windows": report.windows,
                 "cases": report.cases})
         }

@@ -66,7 +66,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) if args.purge => purge::bench(&config, &args),
         Command::Bench(args) if args.sql => bench_sql::bench(&config, &args),
         Command::Bench(args) if args.api => bench_api::bench(&config, &args),
-        Command::Bench(args) => bench::bench(&args),
+        Command::Bench(args) => bench::bench(&config, &args),
         Command::Eval(args) => eval::eval(&config, &args),
         Command::Purge(args) => purge::purge(&config, &args),
         Command::Delete(cmd) => delete::delete(&config, cmd),
@@ -129,26 +129,28 @@ fn lifecycle(
     .with_audit_log(config.access.audit_log.clone()))
 }
 
-/// The operator at the command line, for the audit log: deletions, purges, resource and
-/// access changes made by `vigil` commands are recorded as `cli:$USER` before they are made.
-/// The operator at the console, as audit entries name them.
-fn operator() -> String {
-    format!(
+/// An audit entry by the operator at the command line: deletions, purges, resource and access
+/// changes made by `vigil` commands are recorded as `cli:$USER` (role `operator`) before they
+/// are made.
+fn operator_event(action: &str) -> vigil_access::AuditEvent {
+    let actor = format!(
         "cli:{}",
         std::env::var("USER").unwrap_or_else(|_| "unknown".into())
-    )
+    );
+    let mut event =
+        vigil_access::AuditEvent::new(actor, action).outcome(vigil_access::Outcome::Done);
+    event.role = Some("operator".into());
+    event
 }
 
 struct OperatorAudit {
     log: vigil_access::AuditLog,
-    actor: String,
 }
 
 impl OperatorAudit {
     fn open(config: &Config, clock: Clock) -> anyhow::Result<Self> {
         Ok(Self {
             log: vigil_access::AuditLog::open(&config.access.audit_log, clock)?,
-            actor: operator(),
         })
     }
 
@@ -158,9 +160,7 @@ impl OperatorAudit {
         action: &str,
         fill: impl FnOnce(&mut vigil_access::AuditEvent),
     ) -> anyhow::Result<()> {
-        let mut event = vigil_access::AuditEvent::new(self.actor.clone(), action)
-            .outcome(vigil_access::Outcome::Done);
-        event.role = Some("operator".into());
+        let mut event = operator_event(action);
         fill(&mut event);
         self.log
             .append_blocking(event)

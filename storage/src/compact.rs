@@ -338,31 +338,48 @@ pub(crate) fn recover(data_dir: &Path) -> Result<()> {
         };
         let store = path.with_extension("");
         let store_exists = store.symlink_metadata().is_ok();
-        match ext {
-            // A compaction in flight in another process (or this one): its copy is open.
-            _ if in_use(&path) => continue,
-            REPLACED if !store_exists => {
-                tracing::warn!(store = %store.display(), "A compaction was cut short before its copy was in place; keeping the store as it was.");
-                std::fs::rename(&path, &store).map_err(io(&path))?;
-            }
-            REPLACED | LEGACY_COPY => std::fs::remove_dir_all(&path).map_err(io(&path))?,
-            LINK => std::fs::remove_file(&path).map_err(io(&path))?,
+        let tidy = match ext {
+            REPLACED if !store_exists => Tidy::MoveBack,
+            REPLACED | LEGACY_COPY => Tidy::Remove,
+            LINK => Tidy::Unlink,
             _ if generation_number(ext).is_some() => {
                 let current = std::fs::read_link(&store)
                     .is_ok_and(|target| target.file_name() == path.file_name());
                 if current {
                     continue;
                 }
-                if store_exists {
-                    std::fs::remove_dir_all(&path).map_err(io(&path))?;
-                } else {
+                if !store_exists {
                     tracing::warn!(generation = %path.display(), "A store generation without its store; leaving it as it is.");
+                    continue;
                 }
+                Tidy::Remove
             }
-            _ => {}
+            _ => continue,
+        };
+        // A compaction in flight in another process (or this one) holds its copy open.
+        if in_use(&path) {
+            continue;
+        }
+        match tidy {
+            Tidy::MoveBack => {
+                tracing::warn!(store = %store.display(), "A compaction was cut short before its copy was in place; keeping the store as it was.");
+                std::fs::rename(&path, &store).map_err(io(&path))?;
+            }
+            Tidy::Remove => std::fs::remove_dir_all(&path).map_err(io(&path))?,
+            Tidy::Unlink => std::fs::remove_file(&path).map_err(io(&path))?,
         }
     }
     Ok(())
+}
+
+/// What [`recover`] does with a compaction's leftover.
+enum Tidy {
+    /// A plain store moved aside with no link in its place: it takes its name back.
+    MoveBack,
+    /// A copy or replaced store: removed.
+    Remove,
+    /// A link never renamed over the store's path: removed.
+    Unlink,
 }
 
 /// Whether a database is open in `dir`: sled holds an exclusive `flock` on its `db` file for
