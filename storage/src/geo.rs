@@ -202,18 +202,22 @@ pub fn is_lock_error(error: &sled::Error) -> bool {
 /// Opens a sled database, waiting up to [`LOCK_WAIT`] for its file lock. A store's path is a
 /// link to its current generation once it has been compacted (see [`crate::compact`]): the
 /// database is opened at the link's target, so that it never follows the link to the next
-/// generation once a compaction moves it.
+/// generation once a compaction moves it. A compaction lets go of the generation it retires
+/// only after moving the link, so an open that waited for that lock finds the link moved: it
+/// lets the retired generation go and opens the new one.
 pub fn open_db(path: &Path) -> sled::Result<sled::Db> {
-    let resolved = std::fs::canonicalize(path);
-    let path = resolved.as_deref().unwrap_or(path);
     let started = std::time::Instant::now();
     loop {
-        match sled_config(path).open() {
-            Err(e) if is_lock_error(&e) && started.elapsed() < LOCK_WAIT => {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
+        let link = std::fs::read_link(path).ok();
+        let resolved = std::fs::canonicalize(path);
+        let opened = sled_config(resolved.as_deref().unwrap_or(path)).open();
+        let waited = started.elapsed() < LOCK_WAIT;
+        match opened {
+            Err(e) if is_lock_error(&e) && waited => {}
+            Ok(db) if std::fs::read_link(path).ok() != link && waited => drop(db),
             result => return result,
         }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
 

@@ -782,6 +782,41 @@ fn store_entries(data: &Path) -> Vec<String> {
 }
 
 #[test]
+fn an_open_that_waited_for_a_retired_generation_opens_the_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old, new, store) = (
+        dir.path().join("eu.gen1"),
+        dir.path().join("eu.gen2"),
+        dir.path().join("eu"),
+    );
+    super::open_db(&new)
+        .unwrap()
+        .insert(b"generation", b"2")
+        .unwrap();
+    std::fs::create_dir(&old).unwrap();
+    std::os::unix::fs::symlink("eu.gen1", &store).unwrap();
+    let held = super::open_db(&store).unwrap();
+    held.insert(b"generation", b"1").unwrap();
+    // As a compaction does: the link moves on, then the retired generation is let go.
+    let retire = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let link = dir.path().join("eu.link");
+        std::os::unix::fs::symlink("eu.gen2", &link).unwrap();
+        std::fs::rename(&link, dir.path().join("eu")).unwrap();
+        drop(held);
+        dir
+    });
+    // Waits for the lock on generation 1, then finds the link moved.
+    let opened = super::open_db(&store).unwrap();
+    assert_eq!(
+        opened.get(b"generation").unwrap().as_deref(),
+        Some(&b"2"[..])
+    );
+    let _dir = retire.join().unwrap();
+    assert!(old.exists());
+}
+
+#[test]
 fn a_compaction_that_cannot_swap_leaves_the_store_in_use() {
     let dir = tempfile::tempdir().unwrap();
     let a = resource("a");
