@@ -4,7 +4,9 @@
 //! they could be read, and the raw payload so an operator can repair and replay it. The payload
 //! is UTF-8 text when it is valid UTF-8 and base64 otherwise, truncated to the size limit for
 //! oversized inputs, and withheld entirely for resources whose content logging is off: their
-//! content must not be at rest anywhere, dead-letter files included.
+//! content must not be at rest anywhere, dead-letter files included. While any resource logs no
+//! content, so is the payload of an input whose resource cannot be told for certain (see
+//! [`PayloadPolicy`]).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -116,10 +118,14 @@ impl Payload {
 ///
 /// A resource whose content logging is off must have no content at rest anywhere, so a
 /// rejected input that belongs to one keeps no payload. Which resource an input belongs to is
-/// read from its `resource_id`: by decoding it when it is valid JSON, by a tolerant scan for
-/// the key when it is not, and, as a backstop, by searching the bytes for any such resource's
-/// ID as a JSON string. When the input was cut short (oversized) and names no resource in the
-/// part that was kept, the ID may be in the part that was not: the payload is withheld too.
+/// read from its top-level `resource_id` with the JSON parser records are decoded with, so
+/// escapes in the key or the value read as they would in a record; as a backstop, the bytes are
+/// also searched for any such resource's ID as a plain JSON string. The resource is certain
+/// only when the input was read as JSON up to its end (or to where it was cut short) and has
+/// exactly one top-level `resource_id` with a string value read in full, or is a whole JSON
+/// value with none. Otherwise (a syntax error, an undecodable escape, a value cut short, a
+/// repeated key, not an object, or cut short with no ID) it may belong to any resource, and
+/// while any resource logs no content the payload is withheld.
 pub struct PayloadPolicy {
     not_logged: std::collections::HashSet<String>,
     needles: Vec<Vec<u8>>,
@@ -150,14 +156,18 @@ impl PayloadPolicy {
             return Payload::from_bytes(raw);
         }
         let named = ResourceIds::of(raw);
-        let quiet = named.ids.iter().any(|id| self.not_logged.contains(id))
+        let quiet = named
+            .ids
+            .iter()
+            .flatten()
+            .any(|id| self.not_logged.contains(id))
             || self
                 .needles
                 .iter()
                 .any(|n| memchr::memmem::find(raw, n).is_some());
         if quiet {
             Payload::content_logging_off()
-        } else if truncated && (named.ids.is_empty() || named.cut_off) {
+        } else if !named.certain(truncated) {
             Payload::Withheld("resource_not_identified")
         } else {
             Payload::from_bytes(raw)
@@ -165,70 +175,88 @@ impl PayloadPolicy {
     }
 }
 
-/// Every `resource_id` an input names, read even from broken JSON.
+/// The top-level `resource_id`s of an input, read as far as it is JSON.
 struct ResourceIds {
-    ids: Vec<String>,
-    /// Whether a `resource_id` value runs past the end of the input.
-    cut_off: bool,
+    /// One per top-level `resource_id` key, in order; `None` when its value is not a string
+    /// that could be read in full.
+    ids: Vec<Option<String>>,
+    /// How far the input could be read.
+    end: End,
+}
+
+/// Where reading an input as JSON stopped.
+#[derive(Clone, Copy)]
+enum End {
+    /// At its end: it is one JSON value.
+    Whole,
+    /// At its end, in the middle of a value: it may have been cut short.
+    CutShort,
+    /// Before its end, at something that is not JSON, or not a JSON object.
+    Broken,
 }
 
 impl ResourceIds {
     fn of(raw: &[u8]) -> Self {
-        #[derive(serde::Deserialize)]
-        struct ResourceOnly {
-            resource_id: Option<String>,
-        }
-        if let Ok(decoded) = serde_json::from_slice::<ResourceOnly>(raw) {
-            return Self {
-                ids: decoded.resource_id.into_iter().collect(),
-                cut_off: false,
-            };
-        }
-        // Not a valid object with one string `resource_id`: scan for every occurrence of
-        // the key (nested, repeated, or in a line cut short) and read each string value.
-        const KEY: &[u8] = b"\"resource_id\"";
-        let mut found = Self {
-            ids: Vec::new(),
-            cut_off: false,
+        use serde::de::DeserializeSeed;
+        let mut ids = Vec::new();
+        let mut de = serde_json::Deserializer::from_slice(raw);
+        // The error is only classified: its message may quote the input.
+        let end = match TopLevelIds(&mut ids)
+            .deserialize(&mut de)
+            .and_then(|()| de.end())
+        {
+            Ok(()) => End::Whole,
+            Err(e) if e.is_eof() => End::CutShort,
+            Err(_) => End::Broken,
         };
-        let mut from = 0;
-        while let Some(at) = memchr::memmem::find(&raw[from..], KEY) {
-            from += at + KEY.len();
-            let rest = &raw[from..];
-            let skip_ws = |i: usize| {
-                i + rest[i..]
-                    .iter()
-                    .take_while(|b| b.is_ascii_whitespace())
-                    .count()
-            };
-            let colon = skip_ws(0);
-            if rest.get(colon) != Some(&b':') {
-                found.cut_off |= colon >= rest.len();
+        Self { ids, end }
+    }
+
+    /// Whether the input certainly belongs to the resource it names, or to none;
+    /// `truncated` when it is only the beginning of the input.
+    fn certain(&self, truncated: bool) -> bool {
+        match (self.ids.as_slice(), self.end) {
+            ([Some(_)], End::Whole | End::CutShort) => true,
+            ([], End::Whole) => !truncated,
+            _ => false,
+        }
+    }
+}
+
+/// Reads a JSON object's `resource_id` values into the vector, even when the object turns out
+/// to be broken after them, and skips everything else.
+struct TopLevelIds<'a>(&'a mut Vec<Option<String>>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for TopLevelIds<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
+        de.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for TopLevelIds<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<String>()? {
+            if key != "resource_id" {
+                map.next_value::<serde::de::IgnoredAny>()?;
                 continue;
             }
-            let start = skip_ws(colon + 1);
-            if rest.get(start) != Some(&b'"') {
-                found.cut_off |= start >= rest.len();
-                continue;
-            }
-            let mut end = start + 1;
-            let closed = loop {
-                match rest.get(end) {
-                    None => break false,
-                    Some(b'\\') => end += 2,
-                    Some(b'"') => break true,
-                    Some(_) => end += 1,
+            match map.next_value() {
+                Ok(id) => self.0.push(Some(id)),
+                Err(e) => {
+                    self.0.push(None);
+                    return Err(e);
                 }
-            };
-            if !closed {
-                found.cut_off = true;
-                break;
-            }
-            if let Ok(id) = serde_json::from_slice::<String>(&rest[start..=end]) {
-                found.ids.push(id);
             }
         }
-        found
+        Ok(())
     }
 }
 
@@ -392,7 +420,7 @@ mod tests {
         assert!(withheld(
             br#"{"resource_id":"quiet","prompt":"unterminated"#
         ));
-        // Broken JSON with an escaped ID: the tolerant scan still reads it.
+        // Broken JSON with an escaped ID: it is read as far as it is JSON.
         assert!(withheld(
             br#"{"resource_id" : "quie\u0074","prompt":"cut off"#
         ));
@@ -426,6 +454,220 @@ mod tests {
             Payload::Withheld("content_logging_off")
         ));
         assert!(!format!("{:?}", Payload::from_bytes(b"SECRET")).contains("SECRET"));
+    }
+
+    /// Marks the content of the test lines; must never be in a withheld dead letter.
+    const MARKER: &str = "DL-MARKER-5e0c71";
+
+    /// `quiet` and `team/quiet` log no content, `loud` does.
+    fn registry() -> vigil_core::ResourceRegistry {
+        let mut reg = vigil_core::ResourceRegistry::default();
+        for (id, logging) in [("quiet", false), ("team/quiet", false), ("loud", true)] {
+            let mut res = vigil_core::Resource::new(id.parse().unwrap(), "eu".parse().unwrap());
+            res.content_logging = logging;
+            reg.add(res).unwrap();
+        }
+        reg
+    }
+
+    /// The dead-letter file written for `raw` under the policy of `registry`.
+    fn dead_letter_file(
+        registry: &vigil_core::ResourceRegistry,
+        raw: &[u8],
+        truncated: bool,
+    ) -> Vec<u8> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dl.jsonl");
+        let reason = RejectReason::Record(vigil_core::RecordError::MalformedJson {
+            problem: "unexpected end of input",
+            column: raw.len(),
+        });
+        let position = SourcePosition::File {
+            file: "in.jsonl".into(),
+            line: 1,
+        };
+        let payload = PayloadPolicy::new(registry).payload(raw, truncated);
+        let mut writer = DeadLetterWriter::new(&path);
+        writer
+            .write_all(&[DeadLetter::new(&reason, position, payload)])
+            .unwrap();
+        fs::read(&path).unwrap()
+    }
+
+    /// Asserts that the dead letter of each line (`MARKER` standing for its content) keeps
+    /// no content, withheld for `why`.
+    fn assert_withheld(lines: &[&str], truncated: bool, why: &str) {
+        let registry = registry();
+        for line in lines {
+            let line = line.replace("MARKER", MARKER);
+            let file = dead_letter_file(&registry, line.as_bytes(), truncated);
+            assert_eq!(
+                memchr::memmem::find(&file, MARKER.as_bytes()),
+                None,
+                "content kept for {line}"
+            );
+            let letter: serde_json::Value = serde_json::from_slice(&file).unwrap();
+            assert_eq!(letter["payload_withheld"], why, "{line}");
+        }
+    }
+
+    /// Asserts that the dead letter of each line keeps it whole.
+    fn assert_kept(registry: &vigil_core::ResourceRegistry, lines: &[&[u8]]) {
+        for line in lines {
+            let line = String::from_utf8_lossy(line).replace("MARKER", MARKER);
+            let line = line.as_bytes();
+            let payload = PayloadPolicy::new(registry).payload(line, false);
+            assert_eq!(payload.bytes().as_deref(), Some(line), "{payload:?}");
+            let file = dead_letter_file(registry, line, false);
+            assert!(memchr::memmem::find(&file, MARKER.as_bytes()).is_some());
+        }
+    }
+
+    #[test]
+    fn an_escaped_resource_id_key_is_read() {
+        assert_withheld(
+            &[
+                r#"{"resource\u005fid":"quiet","prompt":"MARKER"#,
+                r#"{"resource\u005Fid" : "quiet", "prompt":"MARKER"} trailing"#,
+            ],
+            false,
+            "content_logging_off",
+        );
+        // The value cut short: the record may be the quiet resource's.
+        assert_withheld(
+            &[
+                r#"{"prompt":"MARKER","resource\u005fid":"qui"#,
+                r#"{"prompt":"MARKER","\u0072esource_id":"quiet"#,
+            ],
+            false,
+            "resource_not_identified",
+        );
+    }
+
+    #[test]
+    fn an_escaped_resource_id_value_is_read() {
+        assert_withheld(
+            &[
+                r#"{"resource_id":"quie\u0074","prompt":"MARKER"#,
+                r#"{"resource_id":"\u0071uiet","prompt":"MARKER"}}"#,
+            ],
+            false,
+            "content_logging_off",
+        );
+        // Cut short inside the value, or inside an escape in it.
+        assert_withheld(
+            &[
+                r#"{"prompt":"MARKER","resource_id":"quie\u0074"#,
+                r#"{"prompt":"MARKER","resource_id":"quie\u00"#,
+                r#"{"prompt":"MARKER","resource_id":"quie\"#,
+            ],
+            false,
+            "resource_not_identified",
+        );
+    }
+
+    #[test]
+    fn escapes_in_both_key_and_value_are_read() {
+        assert_withheld(
+            &[
+                r#"{"resource\u005fid":"quie\u0074","prompt":"MARKER"#,
+                r#"{ "resource\u005fid" : "quie\u0074" , "prompt":"MARKER" "#,
+                // Valid JSON naming a logged resource first, the quiet one second.
+                r#"{"resource_id":"loud","resource\u005fid":"quie\u0074","prompt":"MARKER"}"#,
+            ],
+            false,
+            "content_logging_off",
+        );
+    }
+
+    #[test]
+    fn a_resource_id_split_across_escapes_is_read() {
+        assert_withheld(
+            &[
+                r#"{"r\u0065source_id":"q\u0075i\u0065t","prompt":"MARKER"#,
+                r#"{"\u0072\u0065\u0073\u006f\u0075\u0072\u0063\u0065\u005f\u0069\u0064":"\u0071\u0075\u0069\u0065\u0074","prompt":"MARKER"#,
+                r#"{"resource\u005fid":"te\u0061m\/q\u0075iet","prompt":"MARKER"#,
+            ],
+            false,
+            "content_logging_off",
+        );
+    }
+
+    #[test]
+    fn surrogate_and_solidus_escapes_are_read() {
+        assert_withheld(
+            &[
+                r#"{"resource\u005fid":"team\/quiet","prompt":"\ud83d\ude00 MARKER"#,
+                r#"{"resource\u005fid":"team\u002Fquiet","prompt":"MARKER"#,
+            ],
+            false,
+            "content_logging_off",
+        );
+        assert_withheld(
+            &[
+                // A lone surrogate cannot be decoded.
+                r#"{"prompt":"MARKER","resource\u005fid":"\ud800quiet"}"#,
+                // Keys that are not `resource_id`, in a line that does not name one.
+                r#"{"resource_id\ud83d\ude00":"quie\u0074","prompt":"MARKER"#,
+                r#"{"resource\/id":"loud","prompt":"MARKER"#,
+            ],
+            false,
+            "resource_not_identified",
+        );
+    }
+
+    #[test]
+    fn inputs_whose_resource_is_uncertain_keep_no_content() {
+        assert_withheld(
+            &[
+                // Cut short before any resource ID.
+                r#"{"prompt":"MARKER"#,
+                // Broken before an escaped second key.
+                r#"{"resource_id":"loud","prompt":"MARKER" "resource\u005fid":"quie\u0074"}"#,
+                // Not an object.
+                r#"["r1","quie\u0074","eu","global","eastus","2026-11-20T10:00:00Z","chat","gpt-4o","u","MARKER","MARKER"]"#,
+                r#"{"resource_id":7,"prompt":"MARKER"}"#,
+            ],
+            false,
+            "resource_not_identified",
+        );
+        // Oversized: the ID may be in the part not kept, unless the kept part names one.
+        assert_withheld(
+            &[
+                r#"{"prompt":"MARKER"}"#,
+                r#"{"prompt":"MARKER","resource_id":"loud","resource_id":"q"#,
+            ],
+            true,
+            "resource_not_identified",
+        );
+        assert_withheld(
+            &[r#"{"resource\u005fid":"quie\u0074","prompt":"MARKER"#],
+            true,
+            "content_logging_off",
+        );
+    }
+
+    #[test]
+    fn inputs_whose_resource_is_certain_keep_their_payload() {
+        let registry = registry();
+        assert_kept(
+            &registry,
+            &[
+                br#"{"resource\u005fid":"lou\u0064","prompt":"MARKER"#,
+                br#"{"resource_id":"loud","prompt":"MARKER\"#,
+                br#"{"request_id":"r","prompt":"MARKER"}"#,
+                b"{\"request_id\":\"r\",\"prompt\":\"MARKER \xff\"}",
+            ],
+        );
+        // With no resource that logs no content, nothing is withheld.
+        let mut all_logged = vigil_core::ResourceRegistry::default();
+        all_logged
+            .add(vigil_core::Resource::new(
+                "loud".parse().unwrap(),
+                "eu".parse().unwrap(),
+            ))
+            .unwrap();
+        assert_kept(&all_logged, &[br#"{"prompt":"MARKER"#]);
     }
 
     #[test]

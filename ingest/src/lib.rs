@@ -7,7 +7,8 @@
 //!
 //! Architecture invariant: a rejected input's raw bytes go only into its dead letter, never
 //! into a log line, a metric or an error message; reasons name the field and the problem. And a
-//! dead letter for a resource whose content logging is off carries no payload at all.
+//! dead letter for a resource whose content logging is off carries no payload at all, nor does
+//! one whose resource cannot be told for certain while any such resource exists.
 
 pub mod dead_letter;
 pub mod decode;
