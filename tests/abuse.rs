@@ -3,7 +3,9 @@
 //! and nobody else is, and so is one who paraphrases the same request (in three languages);
 //! evasions still match with the heuristics alone; a restart in the middle
 //! of a window keeps the counts; content-logging-off resources are flagged the same way; flag
-//! events and cases carry no content.
+//! events and cases carry no content; case IDs are keyed with the installation's secret.
+
+use std::os::unix::fs::PermissionsExt;
 
 use serde_json::Value;
 
@@ -166,6 +168,23 @@ fn among_thousands_of_benign_users_only_the_abuser_is_flagged_with_their_own_rec
         .contains(&"jailbreak".into()));
     assert!(case["scores"]["abuse"].as_f64().unwrap() >= 0.5);
 
+    // Its ID is 128 bits of HMAC under the installation's secret, which the first run created
+    // private beside the master key (`abuse.case_id_key`).
+    let case_id = case["case_id"].as_str().unwrap();
+    assert!(
+        case_id
+            .strip_prefix("case-")
+            .is_some_and(|h| h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit())),
+        "{case_id}"
+    );
+    let secret_file = wd.path("var/keys/case-id.key");
+    let secret = std::fs::read_to_string(&secret_file).unwrap();
+    let mode = std::fs::metadata(&secret_file)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
     // The flag event names the case and its sample, and nothing of the content.
     let flags = std::fs::read_to_string(wd.path("var/flags.jsonl")).unwrap();
     let events: Vec<Value> = flags
@@ -203,6 +222,8 @@ fn among_thousands_of_benign_users_only_the_abuser_is_flagged_with_their_own_rec
         std::fs::read_to_string(wd.path("var/flags.jsonl")).unwrap(),
         flags
     );
+    // The restart read the same secret.
+    assert_eq!(std::fs::read_to_string(&secret_file).unwrap(), secret);
 }
 
 /// One harmful request, paraphrased: few shared words, one meaning (English, Italian, Chinese).

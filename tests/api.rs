@@ -473,6 +473,17 @@ fn grants_gate_point_queries_and_every_refusal_is_audited() {
         reads.iter().filter(|e| e["outcome"] == "granted").count(),
         12
     );
+    // Every refused point query names the case, the request and the workstation it came
+    // from (a revoked one too).
+    for refused in reads.iter().filter(|e| e["outcome"] == "refused") {
+        assert!(
+            refused["case_id"].is_string() && refused["request_id"].is_string(),
+            "{refused}"
+        );
+    }
+    assert!(reads
+        .iter()
+        .any(|e| e["reason"] == "no_workstation" && e["workstation"] == "ws2 (revoked)"));
     for reason in [
         "no_grant",
         "grant_pending",
@@ -577,6 +588,15 @@ fn grants_gate_point_queries_and_every_refusal_is_audited() {
         None,
     );
     assert_eq!(s, 503);
+    // A refusal that cannot be recorded says so, rather than its reason alone.
+    let (s, b) = call(
+        &plain,
+        "GET",
+        &format!("{}/v1/cases", broken.http),
+        None,
+        None,
+    );
+    assert_eq!((s, code(&b)), (503, "audit_unavailable"), "{b}");
     broken.stop();
     let server = Server::start(wd, &[]);
     let (_, still) = call(
@@ -917,5 +937,106 @@ fn management_api_and_malformed_input() {
     }
     assert_eq!(operations, vigil_api::routes::OPERATIONS.len());
     server.stop();
+    assert!(wd.ok(&["audit", "verify"]).contains("chain intact"));
+}
+
+/// A flood of anonymous requests from loopback, and connections that never send a request:
+/// the audit log grows by a count, not an entry a request; silent connections are closed
+/// after the header timeout; a reviewer's request during it all is answered.
+#[test]
+fn a_flood_of_anonymous_requests_and_silent_connections_cannot_hold_the_server() {
+    const THREADS: usize = 4;
+    const EACH: usize = 250;
+    let wd = crate::util::sample_workdir();
+    wd.write(
+        "vigil.toml",
+        config_with_api("max_connections = 8\nheader_read_timeout_ms = 500\n"),
+    );
+    let adam = principal(&wd, "adam", "admin", "non-eea", &[]);
+    wd.ok(&["admin", "workstation", "issue", "ws1", "--out", "ws"]);
+    let before = audit_lines(&wd).len();
+    let server = Server::start(&wd, &[]);
+
+    let flood: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (url, agent) = match t {
+                // Anonymous point queries over the workstation listener, which name IDs.
+                0 => (
+                    format!(
+                        "{}/v1/cases/case-0123456789abcdef/records/req-{t}",
+                        server.https
+                    ),
+                    agent(&wd, Some("ws1")),
+                ),
+                _ => (format!("{}/v1/cases", server.http), agent(&wd, None)),
+            };
+            std::thread::spawn(move || {
+                (0..EACH)
+                    .map(|_| call(&agent, "GET", &url, None, None).0)
+                    .collect::<Vec<u16>>()
+            })
+        })
+        .collect();
+    let me = format!("{}/v1/me", server.http);
+    let (s, b) = call(&agent(&wd, None), "GET", &me, Some(&adam), None);
+    assert_eq!(s, 200, "a legitimate request during the flood: {b}");
+    for thread in flood {
+        assert!(thread.join().unwrap().iter().all(|&s| s == 401));
+    }
+
+    // More silent connections than the listener takes: they are closed after the header
+    // timeout, and the reviewer's request behind them is answered.
+    let addr = server.http.trim_start_matches("http://").to_owned();
+    let silent: Vec<std::net::TcpStream> = (0..20)
+        .map(|_| std::net::TcpStream::connect(&addr).unwrap())
+        .collect();
+    let started = std::time::Instant::now();
+    let (s, b) = call(&agent(&wd, None), "GET", &me, Some(&adam), None);
+    assert_eq!(s, 200, "{b}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    for mut conn in silent {
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let read = std::io::Read::read(&mut conn, &mut buf);
+        assert!(
+            matches!(read, Ok(0))
+                || read.is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+            "a silent connection was left open"
+        );
+    }
+    server.stop();
+
+    // One entry for the first refusal of each kind, then one with the count of the rest.
+    let entries = audit_lines(&wd);
+    let anonymous: Vec<&Value> = entries[before..]
+        .iter()
+        .filter(|e| e["actor"] == "anonymous")
+        .collect();
+    assert!(anonymous.len() <= 4, "{anonymous:#?}");
+    let total: u64 = anonymous
+        .iter()
+        .map(|e| {
+            assert_eq!(e["peer"], "127.0.0.1");
+            assert_eq!(e["reason"], "unauthenticated");
+            match e["detail"].as_str() {
+                Some(detail) => detail
+                    .strip_prefix("repeated ")
+                    .and_then(|d| d.split(' ').next())
+                    .and_then(|n| n.parse().ok())
+                    .unwrap(),
+                None => 1,
+            }
+        })
+        .sum();
+    assert_eq!(total, (THREADS * EACH) as u64);
+    // The refused point query names what it asked for, and from which workstation.
+    let read = anonymous
+        .iter()
+        .find(|e| e["action"] == "record.read" && e["detail"].is_null())
+        .unwrap();
+    assert_eq!(read["case_id"], "case-0123456789abcdef");
+    assert_eq!(read["request_id"], "req-0");
+    assert_eq!(read["workstation"], "ws1");
     assert!(wd.ok(&["audit", "verify"]).contains("chain intact"));
 }

@@ -19,6 +19,11 @@ pub struct AbuseConfig {
     /// publishes them on the flag topics.
     #[serde(default = "default_flags")]
     pub flags: PathBuf,
+    /// The secret case IDs are keyed with (32 random bytes as hex, created with mode 0600 on
+    /// first use, beside the master key by default). Keep it as private as the master key:
+    /// whoever holds it can compute any subject's case IDs.
+    #[serde(default = "default_case_id_key")]
+    pub case_id_key: PathBuf,
 }
 
 fn enabled() -> bool {
@@ -33,12 +38,17 @@ fn default_flags() -> PathBuf {
     "var/flags.jsonl".into()
 }
 
+fn default_case_id_key() -> PathBuf {
+    "var/keys/case-id.key".into()
+}
+
 impl Default for AbuseConfig {
     fn default() -> Self {
         Self {
             enabled: enabled(),
             policy: default_policy(),
             flags: default_flags(),
+            case_id_key: default_case_id_key(),
         }
     }
 }

@@ -8,6 +8,9 @@
 //! evicted when they have seen nothing for two windows (TTL) or when more than
 //! `windows.max_subjects` are held (least recently active first); both are counted, and an
 //! evicted subject that comes back is reloaded from the store.
+//!
+//! Case IDs are keyed with the installation's secret ([`CaseIdKey`]), which the tracker
+//! requires: two subjects cannot be made to share a case ID by choosing their names.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,6 +22,7 @@ use vigil_core::{
     Case, Category, FlagScores, FlagSubject, FlagWindow, Geography, RequestId, ResourceId,
 };
 
+use crate::case_id::CaseIdKey;
 use crate::policy::CompiledPolicy;
 use crate::score::abuse_score;
 use crate::signal::RecordSignal;
@@ -85,6 +89,8 @@ struct Tracked {
 /// Window states of every active subject.
 pub struct Tracker {
     policy: Arc<CompiledPolicy>,
+    /// Shared so that opening a case can borrow it beside a subject's state.
+    case_ids: Arc<CaseIdKey>,
     subjects: HashMap<SubjectKey, Tracked>,
     dirty: Vec<SubjectKey>,
     /// The newest bucket index seen.
@@ -98,10 +104,11 @@ pub struct Tracker {
 const IDLE_SWEEP_EVERY: u64 = 1 << 16;
 
 impl Tracker {
-    /// An empty tracker under `policy`.
-    pub fn new(policy: Arc<CompiledPolicy>) -> Self {
+    /// An empty tracker under `policy`, naming the cases it opens with `case_ids`.
+    pub fn new(policy: Arc<CompiledPolicy>, case_ids: CaseIdKey) -> Self {
         Self {
             policy,
+            case_ids: Arc::new(case_ids),
             subjects: HashMap::new(),
             dirty: Vec::new(),
             clock: i64::MIN,
@@ -163,6 +170,7 @@ impl Tracker {
         load: &mut LoadState<'_, E>,
     ) -> Result<Vec<Case>, E> {
         let policy = self.policy.clone();
+        let case_ids = self.case_ids.clone();
         let bucket_secs = policy.policy.windows.bucket_secs();
         let index = observation
             .timestamp
@@ -186,7 +194,7 @@ impl Tracker {
                 &observation.signal,
                 observation.request_id,
             );
-            let case = open_case(&policy, &key, tracked, observation);
+            let case = open_case(&policy, &case_ids, &key, tracked, observation);
             if !tracked.dirty {
                 tracked.dirty = true;
                 self.dirty.push(key);
@@ -292,6 +300,7 @@ impl Tracker {
 /// threshold and no case is open for the subject in this window.
 fn open_case(
     policy: &CompiledPolicy,
+    case_ids: &CaseIdKey,
     key: &SubjectKey,
     tracked: &mut Tracked,
     observation: &Observation<'_>,
@@ -331,14 +340,8 @@ fn open_case(
         },
         None => FlagSubject::Resource,
     };
-    let mut id = Vec::new();
-    id.extend_from_slice(key.resource_id.as_str().as_bytes());
-    id.push(0);
-    id.extend_from_slice(key.end_user.as_deref().unwrap_or("").as_bytes());
-    id.push(0);
-    id.extend_from_slice(&newest.to_le_bytes());
     Some(Case {
-        case_id: format!("case-{:016x}", crate::stable_hash(&id)),
+        case_id: case_ids.case_id(&key.resource_id, key.end_user.as_deref(), newest),
         opened_at: observation.timestamp,
         geography: tracked.geography.clone(),
         resource_id: key.resource_id.clone(),
@@ -390,8 +393,13 @@ mod tests {
 
     impl World {
         fn new() -> Self {
+            Self::installed(&[7; 32])
+        }
+
+        /// A world whose installation has the case-ID secret `secret`.
+        fn installed(secret: &[u8; 32]) -> Self {
             Self {
-                tracker: Tracker::new(policy()),
+                tracker: Tracker::new(policy(), CaseIdKey::from_bytes(secret)),
                 scratch: Scratch::default(),
                 geography: Geography::parse("eu").unwrap(),
                 resource: ResourceId::parse("res-a").unwrap(),
@@ -543,6 +551,31 @@ mod tests {
     }
 
     #[test]
+    fn case_ids_depend_on_the_installations_secret_and_are_stable_under_it() {
+        let opened = |secret: &[u8; 32]| -> Vec<(FlagSubject, String)> {
+            let mut world = World::installed(secret);
+            (0..10)
+                .flat_map(|i| world.send("mallory", &format!("m-{i}"), i, &variant(i as usize)))
+                .map(|c| (c.subject, c.case_id))
+                .collect()
+        };
+        let here = opened(&[1; 32]);
+        assert_eq!(here.len(), 2, "mallory's case and the resource's: {here:?}");
+        assert_ne!(here[0].1, here[1].1);
+        // The same installation (a restart, or a redelivery) names the same cases alike.
+        assert_eq!(opened(&[1; 32]), here);
+        // Another installation's secret names the same subjects' cases otherwise.
+        let there = opened(&[2; 32]);
+        assert_eq!(there.len(), 2);
+        for ((subject, id), (other_subject, other_id)) in here.iter().zip(&there) {
+            assert_eq!(subject, other_subject);
+            assert_ne!(id, other_id);
+        }
+        // 128 bits of a keyed hash, not the 64-bit FNV of customer-chosen names.
+        assert!(here.iter().all(|(_, id)| id.len() == "case-".len() + 32));
+    }
+
+    #[test]
     fn a_checkpointed_state_resumes_its_counts() {
         let mut first = World::new();
         for i in 0..4 {
@@ -574,7 +607,10 @@ mod tests {
         let mut policy = crate::policy::Policy::parse(&crate::policy::tests::shipped()).unwrap();
         policy.windows.max_subjects = 100;
         let heuristics = vigil_detectors::Heuristics::compile(&policy.heuristics).unwrap();
-        world.tracker = Tracker::new(Arc::new(CompiledPolicy { policy, heuristics }));
+        world.tracker = Tracker::new(
+            Arc::new(CompiledPolicy { policy, heuristics }),
+            CaseIdKey::from_bytes(&[7; 32]),
+        );
         for i in 0..500 {
             world.send(&format!("user-{i}"), &format!("r-{i}"), 0, "hello");
             let geography = world.geography.clone();

@@ -9,7 +9,8 @@
 //! and syncs the file once, then answers each caller. A caller learns its entry is durable
 //! before the request it records is carried out; if the entry cannot be written, the request
 //! is refused (fail closed). A failed batch is cut back off the file so the chain stays
-//! whole; if even that fails, the log refuses everything from then on.
+//! whole; if even that fails, the log refuses everything from then on. The queue in front
+//! of the writer is bounded: callers faster than the disk wait (back pressure).
 //!
 //! The file is locked (`flock`) by its one writer. After each batch the writer also records
 //! the chain's head (last sequence number and hash) in `<log>.head`, so that entries cut off
@@ -21,7 +22,6 @@
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -82,6 +82,10 @@ pub struct AuditEvent {
     /// The workstation the request came from, by name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workstation: Option<String>,
+    /// The network address an anonymous request came from (a caller without a valid token
+    /// is known by nothing else).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
     /// Anything else worth keeping: a reviewer's stated reason, counts, a setting's new value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
@@ -204,12 +208,19 @@ type Reply = tokio::sync::oneshot::Sender<Result<u64, String>>;
 /// The audit log's writer. Cheap to clone; every clone feeds the same thread.
 #[derive(Clone)]
 pub struct AuditLog {
-    jobs: mpsc::Sender<(AuditEvent, Reply)>,
+    jobs: Jobs,
     path: PathBuf,
+    failures: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
+
+type Jobs = tokio::sync::mpsc::Sender<(AuditEvent, Reply)>;
 
 /// Largest batch one sync covers.
 const MAX_BATCH: usize = 4096;
+
+/// Entries that may wait for the writer. The queue is bounded, so callers faster than the
+/// disk wait their turn (back pressure) instead of growing memory without end.
+const QUEUE: usize = 2 * MAX_BATCH;
 
 struct Writer {
     file: File,
@@ -319,7 +330,7 @@ impl AuditLog {
             clock,
             head,
         };
-        let (jobs, rx) = mpsc::channel();
+        let (jobs, rx) = tokio::sync::mpsc::channel(QUEUE);
         std::thread::Builder::new()
             .name("vigil-audit".into())
             .spawn(move || writer.run(rx))
@@ -328,6 +339,7 @@ impl AuditLog {
             Self {
                 jobs,
                 path: path.to_owned(),
+                failures: Default::default(),
             },
             found,
         ))
@@ -395,32 +407,49 @@ impl AuditLog {
     /// Records `event`, returning its sequence number once it is on disk.
     pub async fn append(&self, event: AuditEvent) -> Result<u64, AuditError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.jobs
-            .send((event, tx))
-            .map_err(|_| AuditError::Closed)?;
-        self.answer(rx.await.map_err(|_| AuditError::Closed)?)
+        let reply = match self.jobs.send((event, tx)).await {
+            Ok(()) => rx.await.ok(),
+            Err(_) => None,
+        };
+        self.answer(reply)
     }
 
     /// [`AuditLog::append`] for callers outside an async runtime.
     pub fn append_blocking(&self, event: AuditEvent) -> Result<u64, AuditError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.jobs
-            .send((event, tx))
-            .map_err(|_| AuditError::Closed)?;
-        self.answer(rx.blocking_recv().map_err(|_| AuditError::Closed)?)
+        let reply = match self.jobs.blocking_send((event, tx)) {
+            Ok(()) => rx.blocking_recv().ok(),
+            Err(_) => None,
+        };
+        self.answer(reply)
     }
 
-    fn answer(&self, reply: Result<u64, String>) -> Result<u64, AuditError> {
-        reply.map_err(|problem| AuditError::Io {
-            path: self.path.clone(),
-            source: std::io::Error::other(problem),
-        })
+    /// Appends that failed since the log was opened (the requests they recorded were refused).
+    pub fn failures(&self) -> u64 {
+        self.failures.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The writer's reply (`None`: the writer is gone), counting failures.
+    fn answer(&self, reply: Option<Result<u64, String>>) -> Result<u64, AuditError> {
+        let result = match reply {
+            Some(Ok(seq)) => Ok(seq),
+            Some(Err(problem)) => Err(AuditError::Io {
+                path: self.path.clone(),
+                source: std::io::Error::other(problem),
+            }),
+            None => Err(AuditError::Closed),
+        };
+        if result.is_err() {
+            self.failures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        result
     }
 }
 
 impl Writer {
-    fn run(mut self, jobs: mpsc::Receiver<(AuditEvent, Reply)>) {
-        while let Ok(first) = jobs.recv() {
+    fn run(mut self, mut jobs: tokio::sync::mpsc::Receiver<(AuditEvent, Reply)>) {
+        while let Some(first) = jobs.blocking_recv() {
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
                 match jobs.try_recv() {

@@ -29,6 +29,8 @@ pub struct Attempt {
     pub workstation: Option<String>,
     /// The entry being filled in.
     pub event: AuditEvent,
+    /// Where the request came from.
+    peer: Option<std::net::IpAddr>,
     committed: bool,
 }
 
@@ -58,30 +60,40 @@ impl FromRequestParts<Arc<AppState>> for Attempt {
                 .map_err(ApiError::internal)?,
             None => None,
         };
-        let certificate = parts
-            .extensions
-            .get::<ConnectInfo<Peer>>()
-            .and_then(|c| c.0.certificate.clone());
-        let workstation = match certificate {
-            Some(fingerprint) => state
+        let peer = parts.extensions.get::<ConnectInfo<Peer>>().map(|c| &c.0);
+        // The workstation acting, and the one the entry names: a revoked or unknown
+        // certificate acts as none, but the entry still says which it was.
+        let (workstation, named) = match peer.and_then(|p| p.certificate.as_deref()) {
+            Some(fingerprint) => match state
                 .access
-                .workstation(&fingerprint)
+                .workstation(fingerprint)
                 .map_err(ApiError::internal)?
-                .filter(|w| w.revoked_at.is_none())
-                .map(|w| w.name),
-            None => None,
+            {
+                Some(w) if w.revoked_at.is_none() => (Some(w.name.clone()), Some(w.name)),
+                Some(w) => (None, Some(format!("{} (revoked)", w.name))),
+                None => (
+                    None,
+                    Some(format!(
+                        "unregistered certificate {}",
+                        &fingerprint[..fingerprint.len().min(16)]
+                    )),
+                ),
+            },
+            None => (None, None),
         };
+        let peer = peer.map(|p| p.addr.ip());
         let mut event = AuditEvent::new(
             caller.as_ref().map_or("anonymous", |p| p.name.as_str()),
             action,
         );
         event.role = caller.as_ref().map(|p| p.role.name().to_owned());
-        event.workstation = workstation.clone();
+        event.workstation = named;
         Ok(Self {
             state: state.clone(),
             caller,
             workstation,
             event,
+            peer,
             committed: false,
         })
     }
@@ -129,15 +141,27 @@ impl Attempt {
                 Ok(()) => answer.into_response(),
                 Err(e) => e.into_response(),
             },
+            Err(error) if error.code == Refusal::AuditUnavailable.code() => error.into_response(),
             Err(error) => {
-                if error.code != Refusal::AuditUnavailable.code() {
-                    // After a commit this is a second entry: the action was recorded, then failed.
-                    let event = self.event.clone().refused(error.code);
-                    if let Err(e) = self.state.audit.append(event).await {
-                        tracing::error!(error = %e, "A refusal could not be audited.");
+                // After a commit this is a second entry: the action was recorded, then failed.
+                let mut event = self.event.clone().refused(error.code);
+                if self.caller.is_none() {
+                    event.peer = self.peer.map(|p| p.to_string());
+                    let first = self
+                        .peer
+                        .is_none_or(|peer| self.state.anonymous.first(peer, &event));
+                    if !first {
+                        return error.into_response();
                     }
                 }
-                error.into_response()
+                match self.state.audit.append(event).await {
+                    Ok(_) => error.into_response(),
+                    // Refused, and not recorded: the caller is told the audit log failed.
+                    Err(e) => {
+                        tracing::error!(error = %e, failures = self.state.audit.failures(), "A refusal could not be audited.");
+                        ApiError::from(Refusal::AuditUnavailable).into_response()
+                    }
+                }
             }
         }
     }

@@ -572,6 +572,12 @@ fn under_grant(
 
 pub async fn read_record(mut attempt: Attempt, raw: Lenient<Path<(String, String)>>) -> Response {
     let result = async {
+        // The IDs named go into the entry first, so that every refusal records them.
+        let Path((raw_case, raw_request)) = raw.0?;
+        let id = case_id(&raw_case)?.to_owned();
+        attempt.event.case_id = Some(id.clone());
+        let request_id = request_id(&raw_request)?;
+        attempt.event.request_id = Some(request_id.to_string());
         let caller = attempt.require(REVIEWERS)?.clone();
         attempt.require_workstation()?;
         let state = attempt.state.clone();
@@ -580,11 +586,6 @@ pub async fn read_record(mut attempt: Attempt, raw: Lenient<Path<(String, String
             e.retry_after = Some(wait.as_secs().max(1));
             return Err(e);
         }
-        let Path((raw_case, raw_request)) = raw.0?;
-        let id = case_id(&raw_case)?.to_owned();
-        attempt.event.case_id = Some(id.clone());
-        let request_id = request_id(&raw_request)?;
-        attempt.event.request_id = Some(request_id.to_string());
         let Granted {
             grant,
             store,

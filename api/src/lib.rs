@@ -9,12 +9,17 @@
 //! Both serve the same routes ([`routes::OPERATIONS`], which also generates `/openapi.json`);
 //! a point query that does not arrive over the workstation listener with a registered,
 //! unrevoked certificate is refused. Every `/v1` request leaves exactly one audit entry, and
-//! one that cannot be audited is refused ([`attempt`]).
+//! one that cannot be audited is refused ([`attempt`]); the one exception is the repeated
+//! refusals of anonymous requests, which are counted into one entry per peer and window
+//! ([`anonymous`]). Both listeners bound their open connections and the time a client has to
+//! send its headers ([`serve`]).
 
+pub mod anonymous;
 pub mod attempt;
 pub mod error;
 mod handlers;
 pub mod routes;
+pub mod serve;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -49,6 +54,17 @@ pub struct ApiConfig {
     /// Whether `vigil run` also serves the API while it runs.
     #[serde(default)]
     pub serve_in_run: bool,
+    /// Open connections each listener accepts at most; more wait to be accepted.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Milliseconds a client has to send a request's headers; a keep-alive connection idle
+    /// that long is closed too.
+    #[serde(default = "default_header_read_timeout_ms")]
+    pub header_read_timeout_ms: u64,
+    /// Milliseconds over which repeated refusals of anonymous requests (no valid token) from
+    /// one address are counted into one audit entry instead of one entry each.
+    #[serde(default = "default_anonymous_window_ms")]
+    pub anonymous_window_ms: u64,
 }
 
 fn default_listen() -> String {
@@ -63,6 +79,38 @@ fn default_tls_hosts() -> Vec<String> {
 const fn default_max_body_bytes() -> usize {
     16 * 1024
 }
+const fn default_max_connections() -> usize {
+    1024
+}
+const fn default_header_read_timeout_ms() -> u64 {
+    10_000
+}
+const fn default_anonymous_window_ms() -> u64 {
+    10_000
+}
+
+impl ApiConfig {
+    /// Checks the settings a TOML type cannot: limits within sense.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=65_536).contains(&self.max_connections) {
+            return Err("api.max_connections must be between 1 and 65536".into());
+        }
+        if !(100..=600_000).contains(&self.header_read_timeout_ms) {
+            return Err("api.header_read_timeout_ms must be between 100 and 600000".into());
+        }
+        if !(100..=3_600_000).contains(&self.anonymous_window_ms) {
+            return Err("api.anonymous_window_ms must be between 100 and 3600000".into());
+        }
+        Ok(())
+    }
+
+    fn limits(&self) -> serve::Limits {
+        serve::Limits {
+            max_connections: self.max_connections,
+            header_read_timeout: std::time::Duration::from_millis(self.header_read_timeout_ms),
+        }
+    }
+}
 
 impl Default for ApiConfig {
     fn default() -> Self {
@@ -72,6 +120,9 @@ impl Default for ApiConfig {
             tls_hosts: default_tls_hosts(),
             max_body_bytes: default_max_body_bytes(),
             serve_in_run: false,
+            max_connections: default_max_connections(),
+            header_read_timeout_ms: default_header_read_timeout_ms(),
+            anonymous_window_ms: default_anonymous_window_ms(),
         }
     }
 }
@@ -103,6 +154,8 @@ pub struct AppState {
     /// ingests: the pipeline reads the registry once, at start, and would go on storing
     /// content for a resource whose logging was just turned off.
     pub settings_writable: bool,
+    /// Anonymous refusals counted in the current window.
+    pub anonymous: anonymous::Repeats,
 }
 
 /// Everything [`ApiServer::start`] needs besides the state.
@@ -137,6 +190,7 @@ impl ApiServer {
             config,
             ca,
         } = parts;
+        config.validate().map_err(anyhow::Error::msg)?;
         let (cert, key) = ca.server_cert(&config.tls_hosts)?;
         let tls = tls::server_config(ca.ca_pem(), &cert, &key)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -155,36 +209,35 @@ impl ApiServer {
         })?;
         let http_addr = http.local_addr()?;
         let workstation_addr = workstation.local_addr()?;
-        let app = routes::router(Arc::new(state), config.max_body_bytes)
-            .merge(pages)
-            .into_make_service_with_connect_info::<Peer>();
+        let state = Arc::new(state);
+        let app = routes::router(state.clone(), config.max_body_bytes).merge(pages);
+        let limits = config.limits();
+        let window = std::time::Duration::from_millis(config.anonymous_window_ms);
         let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("vigil-api".into())
             .spawn(move || {
                 runtime.block_on(async move {
-                    let tls = match tls::TlsListener::new(workstation, tls) {
-                        Ok(l) => l,
-                        Err(e) => {
-                            tracing::error!(error = %e, "The workstation listener failed.");
-                            return;
-                        }
-                    };
-                    // Both listeners stop when `stopping` is dropped.
+                    // Everything stops when `stopping` is dropped.
                     let (stopping, stopped) = tokio::sync::watch::channel(());
-                    let plain = axum::serve(tls::PlainListener(http), app.clone())
-                        .with_graceful_shutdown(wait(stopped.clone()));
-                    let secure = axum::serve(tls, app).with_graceful_shutdown(wait(stopped));
+                    let plain = serve::serve(
+                        tls::PlainListener(http),
+                        app.clone(),
+                        limits,
+                        stopped.clone(),
+                    );
+                    let secure = serve::serve(
+                        tls::TlsListener::new(workstation, tls),
+                        app,
+                        limits,
+                        stopped.clone(),
+                    );
+                    let tally = anonymous::record_repeats(state, window, stopped);
                     let stopper = async move {
                         let _ = stop.await;
                         drop(stopping);
                     };
-                    let (a, b, ()) = tokio::join!(plain, secure, stopper);
-                    for result in [a, b] {
-                        if let Err(e) = result {
-                            tracing::error!(error = %e, "The API server stopped with an error.");
-                        }
-                    }
+                    tokio::join!(plain, secure, tally, stopper);
                 });
             })
             .context("starting the API thread")?;
@@ -215,9 +268,4 @@ impl Drop for ApiServer {
     fn drop(&mut self) {
         self.shutdown_now();
     }
-}
-
-async fn wait(mut rx: tokio::sync::watch::Receiver<()>) {
-    // Resolves when the sender is dropped.
-    while rx.changed().await.is_ok() {}
 }

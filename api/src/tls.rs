@@ -1,24 +1,25 @@
 //! The workstation listener: TLS that requires a client certificate signed by vigil's
 //! workstation CA, and hands each connection's certificate fingerprint to the handlers.
 //!
-//! Handshakes run on tasks of their own (bounded by a timeout), so a slow or silent client
-//! never holds up the others; finished connections are handed to axum through a channel.
+//! Handshakes run on tasks of their own (bounded by a timeout and, like every connection, by
+//! the listener's connection limit), so a slow or silent client never holds up the others;
+//! finished connections are handed to the server through a channel.
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::connect_info::Connected;
-use axum::serve::IncomingStream;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
+
+use crate::serve::Accept;
 
 /// How long a client may take to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -36,34 +37,44 @@ pub struct Peer {
 /// algorithm against delayed ACKs costs ~40 ms a response otherwise).
 pub struct PlainListener(pub TcpListener);
 
-impl axum::serve::Listener for PlainListener {
+impl Accept for PlainListener {
     type Io = TcpStream;
-    type Addr = SocketAddr;
 
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let (stream, addr) = axum::serve::Listener::accept(&mut self.0).await;
-        let _ = stream.set_nodelay(true);
-        (stream, addr)
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.0.local_addr()
-    }
-}
-
-impl Connected<IncomingStream<'_, PlainListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, PlainListener>) -> Self {
-        Peer {
-            addr: *stream.remote_addr(),
-            certificate: None,
+    async fn accept(
+        &mut self,
+        permits: &Arc<Semaphore>,
+    ) -> (TcpStream, Peer, OwnedSemaphorePermit) {
+        let permit = permit(permits).await;
+        loop {
+            match self.0.accept().await {
+                Ok((stream, addr)) => {
+                    let _ = stream.set_nodelay(true);
+                    let peer = Peer {
+                        addr,
+                        certificate: None,
+                    };
+                    return (stream, peer, permit);
+                }
+                Err(e) => accept_failed(e).await,
+            }
         }
     }
 }
 
-impl Connected<IncomingStream<'_, TlsListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
-        stream.remote_addr().clone()
-    }
+/// A connection's place under its listener's limit.
+async fn permit(permits: &Arc<Semaphore>) -> OwnedSemaphorePermit {
+    permits
+        .clone()
+        .acquire_owned()
+        .await
+        .expect("a listener's semaphore is never closed")
+}
+
+/// Waits a moment after a failed accept (such as too many open files), so that the loop does
+/// not spin.
+async fn accept_failed(e: std::io::Error) {
+    tracing::warn!(error = %e, "Accepting a connection failed.");
+    tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
 /// The TLS server configuration: the server's certificate, and client certificates
@@ -98,70 +109,84 @@ pub fn server_config(
 
 /// A listener whose connections are TLS with a verified client certificate.
 pub struct TlsListener {
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, Peer)>,
-    local: SocketAddr,
+    tcp: Option<(TcpListener, TlsAcceptor)>,
+    ready: mpsc::Receiver<Shaken>,
+    done: mpsc::Sender<Shaken>,
+    /// The accept loop, which ends with the listener.
+    accepting: Option<tokio::task::JoinHandle<()>>,
 }
 
-impl TlsListener {
-    /// Starts accepting on `tcp` (inside a Tokio runtime).
-    pub fn new(tcp: TcpListener, config: Arc<ServerConfig>) -> std::io::Result<Self> {
-        let local = tcp.local_addr()?;
-        let (tx, ready) = mpsc::channel(256);
-        let acceptor = TlsAcceptor::from(config);
-        tokio::spawn(async move {
-            loop {
-                let (stream, addr) = match tcp.accept().await {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "Accepting a workstation connection failed.");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                // As on the plain listener: no Nagle delay on small responses.
-                let _ = stream.set_nodelay(true);
-                let (acceptor, tx) = (acceptor.clone(), tx.clone());
-                tokio::spawn(async move {
-                    let shaken =
-                        tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
-                    let tls = match shaken {
-                        Ok(Ok(tls)) => tls,
-                        Ok(Err(e)) => {
-                            tracing::info!(%addr, error = %e, "A workstation TLS handshake was refused.");
-                            return;
-                        }
-                        Err(_) => return,
-                    };
-                    let certificate = tls
-                        .get_ref()
-                        .1
-                        .peer_certificates()
-                        .and_then(|chain| chain.first())
-                        .map(|der| vigil_access::workstation::fingerprint(der));
-                    let _ = tx.send((tls, Peer { addr, certificate })).await;
-                });
-            }
-        });
-        Ok(Self { ready, local })
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = Peer;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(conn) => conn,
-            // The accept task only ends with the runtime.
-            None => std::future::pending().await,
+impl Drop for TlsListener {
+    fn drop(&mut self) {
+        if let Some(task) = &self.accepting {
+            task.abort();
         }
     }
+}
 
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(Peer {
-            addr: self.local,
-            certificate: None,
-        })
+/// A connection whose handshake finished.
+type Shaken = (TlsStream<TcpStream>, Peer, OwnedSemaphorePermit);
+
+impl TlsListener {
+    /// A listener on `tcp` with `config`.
+    pub fn new(tcp: TcpListener, config: Arc<ServerConfig>) -> Self {
+        let (done, ready) = mpsc::channel(16);
+        Self {
+            tcp: Some((tcp, TlsAcceptor::from(config))),
+            ready,
+            done,
+            accepting: None,
+        }
+    }
+}
+
+impl Accept for TlsListener {
+    type Io = TlsStream<TcpStream>;
+
+    /// The first call starts the accept loop, which runs each handshake on a task of its
+    /// own under a permit: a connection holds its permit from TCP accept to close.
+    async fn accept(&mut self, permits: &Arc<Semaphore>) -> Shaken {
+        if let Some((tcp, acceptor)) = self.tcp.take() {
+            let (permits, done) = (permits.clone(), self.done.clone());
+            self.accepting = Some(tokio::spawn(async move {
+                loop {
+                    let permit = permit(&permits).await;
+                    let (stream, addr) = match tcp.accept().await {
+                        Ok(accepted) => accepted,
+                        Err(e) => {
+                            accept_failed(e).await;
+                            continue;
+                        }
+                    };
+                    // As on the plain listener: no Nagle delay on small responses.
+                    let _ = stream.set_nodelay(true);
+                    let (acceptor, done) = (acceptor.clone(), done.clone());
+                    tokio::spawn(async move {
+                        let shaken =
+                            tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+                        let tls = match shaken {
+                            Ok(Ok(tls)) => tls,
+                            Ok(Err(e)) => {
+                                tracing::info!(%addr, error = %e, "A workstation TLS handshake was refused.");
+                                return;
+                            }
+                            Err(_) => return,
+                        };
+                        let certificate = tls
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|chain| chain.first())
+                            .map(|der| vigil_access::workstation::fingerprint(der));
+                        let _ = done.send((tls, Peer { addr, certificate }, permit)).await;
+                    });
+                }
+            }));
+        }
+        match self.ready.recv().await {
+            Some(conn) => conn,
+            // The listener holds a sender, so the channel never closes.
+            None => std::future::pending().await,
+        }
     }
 }

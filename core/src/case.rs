@@ -67,6 +67,15 @@ pub struct Case {
 }
 
 impl Case {
+    /// Whether `other` is about the same subject: the same end user of the same resource (or
+    /// the same resource as a whole) in the same geography. A case ID is only ever reused by
+    /// the same subject's case; storing one over another subject's is refused.
+    pub fn same_subject(&self, other: &Case) -> bool {
+        self.geography == other.geography
+            && self.resource_id == other.resource_id
+            && self.subject == other.subject
+    }
+
     /// The flag event announcing this case.
     pub fn flag_event(&self) -> FlagEvent {
         FlagEvent {
@@ -120,5 +129,60 @@ mod tests {
         assert_eq!(event.flag_id, "flag-case-0123456789abcdef");
         assert_eq!(event.request_ids, case.sample);
         assert_eq!(event.window, Some(case.window));
+    }
+
+    #[test]
+    fn the_subject_is_the_geography_resource_and_end_user() {
+        let case = Case {
+            case_id: "case-1".into(),
+            opened_at: time::macros::datetime!(2026-11-23 10:00 UTC),
+            geography: Geography::parse("eu").unwrap(),
+            resource_id: ResourceId::parse("res-a").unwrap(),
+            subject: FlagSubject::EndUser {
+                end_user: "u-1".into(),
+            },
+            window: FlagWindow {
+                start: time::macros::datetime!(2026-11-23 09:00 UTC),
+                end: time::macros::datetime!(2026-11-23 10:00 UTC),
+            },
+            scores: FlagScores {
+                abuse: 0.8,
+                categories: Default::default(),
+            },
+            categories: vec![],
+            signals: CaseSignals::default(),
+            pattern_families: vec![],
+            sample: vec![],
+            policy_version: "1".into(),
+        };
+        // Updates of the same subject's case (scores, sample, times) keep the subject.
+        let mut updated = case.clone();
+        updated.scores.abuse = 0.9;
+        updated.sample.push(RequestId::parse("r-2").unwrap());
+        updated.opened_at = time::macros::datetime!(2026-11-23 11:00 UTC);
+        assert!(case.same_subject(&updated));
+        let others = [
+            Case {
+                subject: FlagSubject::EndUser {
+                    end_user: "u-2".into(),
+                },
+                ..case.clone()
+            },
+            Case {
+                subject: FlagSubject::Resource,
+                ..case.clone()
+            },
+            Case {
+                resource_id: ResourceId::parse("res-b").unwrap(),
+                ..case.clone()
+            },
+            Case {
+                geography: Geography::parse("us").unwrap(),
+                ..case.clone()
+            },
+        ];
+        for other in &others {
+            assert!(!case.same_subject(other), "{other:?}");
+        }
     }
 }

@@ -14,6 +14,7 @@ pub mod decision;
 pub mod detection;
 pub mod flag;
 pub mod ids;
+pub mod key_file;
 pub mod record;
 pub mod resource;
 pub mod verdict;

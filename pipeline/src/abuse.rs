@@ -8,6 +8,9 @@
 //!   its end user's and resource's windows and writes the changed window states and any case
 //!   opened in the same batch ([`AbuseStage::observe`]): records, the windows they changed and
 //!   the cases they opened become durable together, and a redelivered duplicate counts nowhere.
+//! - A case whose ID another subject's case already holds in the store (or in the same batch)
+//!   is refused by the store ([`GeoStore::admit_case`]): it is counted and left out, with its
+//!   review items, and the stored case is kept.
 //! - After each durability point, cases still in the outbox are published as flag events and
 //!   taken out of it ([`AbuseStage::publish`]).
 //! - When a case opens and the stage has a [`ReviewStage`], the first `review.per_case`
@@ -22,7 +25,9 @@ use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 use tracing::{info, warn};
-use vigil_abuse::{CompiledPolicy, Observation, PolicyWatcher, RecordSignal, Reload, Tracker};
+use vigil_abuse::{
+    CaseIdKey, CompiledPolicy, Observation, PolicyWatcher, RecordSignal, Reload, Tracker,
+};
 use vigil_core::{Case, Content, FlagSubject};
 use vigil_detectors::heuristics::Scratch;
 use vigil_detectors::{Inspection, MeaningHash};
@@ -67,8 +72,9 @@ pub struct AbuseStage {
 }
 
 impl AbuseStage {
-    /// A stage under the policy `watcher` watches, publishing flag events to `flags`.
-    pub fn new(watcher: PolicyWatcher, flags: Box<dyn FlagSink>) -> Self {
+    /// A stage under the policy `watcher` watches, naming cases with the installation's
+    /// `case_ids` secret and publishing flag events to `flags`.
+    pub fn new(watcher: PolicyWatcher, case_ids: CaseIdKey, flags: Box<dyn FlagSink>) -> Self {
         let current = watcher.current().clone();
         let summary = AbuseSummary {
             policy_version: current.policy.version.clone(),
@@ -76,7 +82,7 @@ impl AbuseStage {
             ..AbuseSummary::default()
         };
         Self {
-            tracker: Mutex::new(Tracker::new(current.clone())),
+            tracker: Mutex::new(Tracker::new(current.clone(), case_ids)),
             current: PolicyHandle::new(current),
             watcher: Mutex::new(watcher),
             flags: Mutex::new(flags),
@@ -187,8 +193,16 @@ impl AbuseStage {
                 ),
             };
             for case in tracker.observe(&observation, &mut load)? {
-                info!(case_id = %case.case_id, resource_id = %case.resource_id, abuse = case.scores.abuse, "Opened a case.");
                 let mut summary = self.summary.lock().expect("lock poisoned");
+                match geo.admit_case(&case, &annex) {
+                    Ok(()) => {}
+                    Err(StorageError::CaseConflict(_)) => {
+                        summary.cases_refused += 1;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+                info!(case_id = %case.case_id, resource_id = %case.resource_id, abuse = case.scores.abuse, "Opened a case.");
                 match case.subject {
                     FlagSubject::EndUser { .. } => summary.cases.end_users += 1,
                     FlagSubject::Resource => summary.cases.resources += 1,

@@ -49,6 +49,9 @@ pub struct AbuseSummary {
     pub policy_version: String,
     /// Cases opened.
     pub cases: CaseCounts,
+    /// Cases the store refused because another subject's case held their ID (left out, the
+    /// stored case kept; see `vigil_storage::GeoStore::admit_case`).
+    pub cases_refused: u64,
     /// Flag events published (this run's cases and any left in the outbox by an earlier one).
     pub flags_published: u64,
     /// Where flag events went.
@@ -268,6 +271,13 @@ impl fmt::Display for Summary {
                 a.cases.end_users,
                 a.cases.resources
             )?;
+            if a.cases_refused > 0 {
+                writeln!(
+                    f,
+                    "  cases refused       {:>10}   (their ID held by another subject's case)",
+                    a.cases_refused
+                )?;
+            }
             writeln!(
                 f,
                 "  flags published     {:>10}   (to {})",

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use rand::{Rng, SeedableRng};
 use time::OffsetDateTime;
-use vigil_abuse::{CompiledPolicy, Observation, RecordSignal, Tracker};
+use vigil_abuse::{CaseIdKey, CompiledPolicy, Observation, RecordSignal, Tracker};
 use vigil_core::{Content, Geography, RequestId, ResourceId};
 use vigil_detectors::heuristics::Scratch;
 use vigil_detectors::{HarmClassifier, ToDetect};
@@ -89,7 +89,7 @@ pub fn bench(config: &Config, args: &BenchArgs) -> anyhow::Result<()> {
     let mut rates = Vec::new();
     let mut latencies = Vec::new();
     for run in 1..=args.runs.max(1) {
-        let mut tracker = Tracker::new(policy.clone());
+        let mut tracker = Tracker::new(policy.clone(), CaseIdKey::random());
         let mut track = Duration::ZERO;
         let rss_before = resident_bytes();
         let started = Instant::now();

@@ -79,14 +79,14 @@ fn table(cases: &[Reviewed]) -> anyhow::Result<String> {
     }
     writeln!(
         out,
-        "{:<22} {:<20} {:<4} {:<24} {:<20} {:>5} {:>9} {:>9}  categories",
+        "{:<37} {:<20} {:<4} {:<24} {:<20} {:>5} {:>9} {:>9}  categories",
         "case", "opened", "geo", "resource", "subject", "abuse", "harmful", "llm c/esc"
     )?;
     for Reviewed { case, verdicts } in cases {
         let categories: Vec<&str> = case.categories.iter().map(|c| c.name()).collect();
         writeln!(
             out,
-            "{:<22} {:<20} {:<4} {:<24} {:<20} {:>5.2} {:>4}/{:<4} {:>9}  {}",
+            "{:<37} {:<20} {:<4} {:<24} {:<20} {:>5.2} {:>4}/{:<4} {:>9}  {}",
             case.case_id,
             case.opened_at
                 .format(&time::format_description::well_known::Rfc3339)?,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
-use vigil_abuse::PolicyWatcher;
+use vigil_abuse::{CaseIdKey, PolicyWatcher};
 use vigil_core::ResourceRegistry;
 use vigil_detectors::HarmClassifier;
 use vigil_ingest::{DeadLetterSink, DeadLetterWriter};
@@ -120,8 +120,9 @@ pub(super) fn open_classifier(config: &Config) -> anyhow::Result<Option<HarmClas
 }
 
 /// The recurring-abuse stage, unless `abuse.enabled` is false: its policy is loaded and
-/// checked here, and its flag events go to the file `abuse.flags`, or to the Kafka flag topics
-/// when consuming from Kafka.
+/// checked here, its case-ID secret read (or created on the first run) from
+/// `abuse.case_id_key`, and its flag events go to the file `abuse.flags`, or to the Kafka flag
+/// topics when consuming from Kafka.
 fn open_abuse(config: &Config, args: &RunArgs) -> anyhow::Result<Option<AbuseStage>> {
     if !config.abuse.enabled {
         return Ok(None);
@@ -129,6 +130,7 @@ fn open_abuse(config: &Config, args: &RunArgs) -> anyhow::Result<Option<AbuseSta
     let path = vigil_detectors::runtime::resolve(&config.abuse.policy);
     let watcher = PolicyWatcher::open(&path)
         .context("loading the abuse policy (abuse.enabled = false runs without it)")?;
+    let case_ids = CaseIdKey::load_or_create(&config.abuse.case_id_key)?;
     let flags: Box<dyn FlagSink> = match &args.input {
         Some(_) => Box::new(FlagFile::new(&config.abuse.flags)),
         None => Box::new(FlagPublisher::new(&kafka_config(
@@ -136,7 +138,7 @@ fn open_abuse(config: &Config, args: &RunArgs) -> anyhow::Result<Option<AbuseSta
             args.kafka_args.brokers.as_deref(),
         ))?),
     };
-    Ok(Some(AbuseStage::new(watcher, flags)))
+    Ok(Some(AbuseStage::new(watcher, case_ids, flags)))
 }
 
 /// The LLM review stage, unless `review.enabled` is false: its backend is opened here (a

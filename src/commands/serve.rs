@@ -58,6 +58,7 @@ pub(super) fn start_api(
             let _ = nudge.send(());
         }),
         settings_writable,
+        anonymous: Default::default(),
     };
     let server = ApiServer::start(ServerParts {
         state,

@@ -39,7 +39,7 @@ mod migrate;
 mod rekey;
 mod review;
 
-pub use annex::Annex;
+pub use annex::{Annex, CaseConflict};
 pub use export::{ExportPart, ExportedRecord, StaleExport};
 pub use lifecycle::{DeletedRequest, JobKind, JobReport, PurgeProgress, PurgeReport};
 pub use review::ReviewTask;
@@ -163,6 +163,9 @@ pub struct GeoStore {
     /// Entries removed or rewritten since this store was opened or last compacted: what a
     /// compaction would reclaim (see [`GeoStore::removed_since_compaction`]).
     removed: AtomicU64,
+    /// Cases refused because another subject's case holds their ID (see
+    /// [`GeoStore::admit_case`]).
+    case_conflicts: AtomicU64,
     /// The wrapped data keys themselves, destroyed in place.
     keyring: Keyring,
     keys: Arc<KeySource>,
@@ -266,6 +269,7 @@ impl GeoStore {
             trees: parking_lot::RwLock::new(trees),
             compaction: Mutex::new(()),
             removed: AtomicU64::new(0),
+            case_conflicts: AtomicU64::new(0),
             keyring,
             keys,
             clock,

@@ -7,18 +7,15 @@
 //! revoking the key-encryption key therefore makes all of that resource's content unreadable
 //! (crypto-shredding), and only that resource's.
 //!
-//! Key files hold 32 bytes as 64 hex digits. The master key file is created on first use with
-//! mode 0600, atomically (written to a temporary file, synced, then linked into place, so two
-//! processes racing to create it agree on one key), and refused if group or others can read it.
+//! Key files hold 32 bytes as 64 hex digits ([`vigil_core::key_file`]). The master key file is
+//! created on first use with mode 0600, atomically, and refused if group or others can read it.
 
-use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use aes_gcm::Aes256Gcm;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
+use vigil_core::key_file::{self, KeyFileError};
 use vigil_core::Resource;
 use zeroize::Zeroizing;
 
@@ -107,14 +104,6 @@ impl KeyError {
     }
 }
 
-fn parse_key_file(path: &Path) -> Result<Zeroizing<[u8; KEY_LEN]>, std::io::Error> {
-    let text = Zeroizing::new(fs::read_to_string(path)?);
-    let mut key = Zeroizing::new([0u8; KEY_LEN]);
-    hex::decode_to_slice(text.trim(), key.as_mut_slice())
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not 64 hex digits"))?;
-    Ok(key)
-}
-
 const CHECK_AAD: &[u8] = b"vigil/master-key-check/v1";
 const CHECK_PLAINTEXT: &[u8] = b"vigil master key";
 
@@ -135,30 +124,18 @@ impl MasterKey {
     }
 
     fn open(path: &Path, create: bool) -> Result<Self, KeyError> {
-        let io = |source| KeyError::MasterIo {
-            path: path.to_owned(),
-            source,
-        };
-        match fs::metadata(path) {
-            Ok(meta) => {
-                let mode = meta.permissions().mode() & 0o777;
-                if mode & 0o077 != 0 {
-                    return Err(KeyError::MasterPermissions {
-                        path: path.to_owned(),
-                        mode,
-                    });
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
-                Self::create(path).map_err(io)?
-            }
-            Err(e) => return Err(io(e)),
-        }
-        let key = parse_key_file(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::InvalidData => KeyError::Format {
+        let key = key_file::load_private(path, create).map_err(|e| match e {
+            KeyFileError::Io(source) => KeyError::MasterIo {
+                path: path.to_owned(),
+                source,
+            },
+            KeyFileError::Permissions(mode) => KeyError::MasterPermissions {
+                path: path.to_owned(),
+                mode,
+            },
+            KeyFileError::Format => KeyError::Format {
                 path: path.to_owned(),
             },
-            _ => io(e),
         })?;
         Ok(Self {
             cipher: crypto::cipher(&key),
@@ -183,34 +160,6 @@ impl MasterKey {
     /// Whether `check` was made by [`MasterKey::check_value`] under this key.
     pub(crate) fn verifies(&self, check: &Sealed) -> bool {
         crypto::open(&self.cipher, CHECK_AAD, check).is_ok_and(|p| p == CHECK_PLAINTEXT)
-    }
-
-    fn create(path: &Path) -> std::io::Result<()> {
-        let dir = path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        fs::create_dir_all(dir)?;
-        let mut key = Zeroizing::new([0u8; KEY_LEN]);
-        rand::rngs::OsRng.fill_bytes(key.as_mut_slice());
-        let hex = Zeroizing::new(hex::encode(key.as_slice()));
-        let tmp = dir.join(format!(".master.key.{}.tmp", std::process::id()));
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(hex.as_bytes())?;
-        f.write_all(b"\n")?;
-        f.sync_all()?;
-        // A hard link fails if the target exists: a concurrent creator's key wins, not ours.
-        let linked = fs::hard_link(&tmp, path);
-        fs::remove_file(&tmp)?;
-        match linked {
-            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
-            _ => {}
-        }
-        fs::File::open(dir)?.sync_all()
     }
 }
 
@@ -299,7 +248,7 @@ impl KeySource {
                 let key_ref = vigil_core::KeyRef::parse(reference.as_str())
                     .map_err(|e| unavailable(e.to_string()))?;
                 let path = key_ref.path(&self.base_dir);
-                let key = parse_key_file(&path)
+                let key = key_file::read(&path)
                     .map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
                 Ok(crypto::cipher(&key))
             }
@@ -379,6 +328,8 @@ impl KeySource {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn master_key_is_created_private_and_reloaded() {

@@ -41,8 +41,9 @@ use vigil_core::{Clock, Geography, RequestId, Resource, ResourceId, ResourceRegi
 
 pub use compact::Compacted;
 pub use geo::{
-    Annex, DeletedRequest, ExportPart, ExportedRecord, Footprint, GeoStore, JobKind, JobReport,
-    PurgeProgress, PurgeReport, ReviewTask, SealedRecord, StaleExport, StoredRecord, WriteOutcome,
+    Annex, CaseConflict, DeletedRequest, ExportPart, ExportedRecord, Footprint, GeoStore, JobKind,
+    JobReport, PurgeProgress, PurgeReport, ReviewTask, SealedRecord, StaleExport, StoredRecord,
+    WriteOutcome,
 };
 pub use keys::{KeyError, MasterKey};
 pub use retention::{Cutoffs, RetentionConfig};
@@ -123,6 +124,10 @@ pub enum StorageError {
         /// The layout version found.
         found: u8,
     },
+    /// A case would have replaced another subject's case stored under the same ID; nothing
+    /// was written and the stored case is kept.
+    #[error(transparent)]
+    CaseConflict(#[from] CaseConflict),
     /// The data directory could not be created.
     #[error("data directory {path}: {source}")]
     Io {
