@@ -2,7 +2,8 @@
 # vigil's whole test suite: formatting, lints (warnings are errors), and every unit and
 # integration test. Installs what the tests need, idempotently: the Tansu Kafka-protocol broker
 # (from crates.io, about 15-20 minutes the first time) and ONNX Runtime (PyPI's
-# onnxruntime==1.31.1, into ./.venv), Debian's chromium and the console tests' playwright-core.
+# onnxruntime==1.31.1, into ./.venv), Debian's chromium (with libnss3-tools and openssl, which put a
+# workstation certificate in its NSS store) and the console tests' playwright-core.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,11 +28,14 @@ fi
 scripts/setup-python.sh --tests --notebooks
 
 # The console tests drive Debian's Chromium with Playwright (playwright-core, pinned in
-# tests/console/package-lock.json).
-if [ ! -x /usr/bin/chromium ]; then
-  echo "== installing Debian's chromium (once)"
+# tests/console/package-lock.json); one gives Chromium the workstation certificate in an NSS
+# store made with certutil and pk12util (libnss3-tools) from a PKCS#12 file openssl writes.
+if [ ! -x /usr/bin/chromium ] || ! command -v certutil >/dev/null || ! command -v pk12util >/dev/null \
+    || ! command -v openssl >/dev/null; then
+  echo "== installing Debian's chromium, libnss3-tools and openssl (once)"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
-  $SUDO apt-get install -y chromium || { $SUDO apt-get update && $SUDO apt-get install -y chromium; }
+  $SUDO apt-get install -y chromium libnss3-tools openssl \
+    || { $SUDO apt-get update && $SUDO apt-get install -y chromium libnss3-tools openssl; }
 fi
 command -v npm >/dev/null || { echo "test: npm is required (the machine's Node.js)" >&2; exit 1; }
 PLAYWRIGHT_VERSION=$(node -p "require('./tests/console/package.json').dependencies['playwright-core']")

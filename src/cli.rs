@@ -461,10 +461,14 @@ pub enum PrincipalCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
-    /// Issue a new API token for a principal; it is printed once.
+    /// Issue a new API token for a principal; it is printed once. It expires after
+    /// `access.token_ttl_secs` (12 hours by default); `POST /v1/tokens` re-issues it.
     Issue {
         /// The principal's name.
         name: String,
+        /// Seconds it is valid, instead of `access.token_ttl_secs` (60 to 30 days).
+        #[arg(long, value_name = "SECONDS")]
+        ttl_secs: Option<u64>,
     },
     /// Revoke every token of a principal.
     Revoke {
@@ -475,12 +479,26 @@ pub enum TokenCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum WorkstationCommand {
-    /// Issue a client certificate for a workstation and register it; writes NAME.pem,
-    /// NAME.key and the CA certificate ca.pem into the output directory.
+    /// Issue a client certificate for a workstation and register it. With --csr, for the key
+    /// of a certificate signing request made on the workstation (the private key never leaves
+    /// it): writes NAME.pem and the CA certificate ca.pem into the output directory. With
+    /// --generate-key (demos only), the key is made here and written beside them as NAME.key.
+    /// The certificate is for client authentication only; install it on the workstation
+    /// with its key, and trust ca.pem there for this vigil host only (or pin it), never as an
+    /// authority for websites.
     Issue {
-        /// The workstation's name.
+        /// The workstation's name (the certificate's subject, whatever the request asks).
         name: String,
-        /// Where to write the certificate and key.
+        /// The workstation's PKCS#10 certificate signing request (PEM), e.g. from
+        /// `openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ws.key
+        /// -subj /CN=ws -out ws.csr` run on the workstation.
+        #[arg(long, value_name = "FILE", conflicts_with = "generate_key")]
+        csr: Option<PathBuf>,
+        /// Make the private key here and write it to the output directory (demos and tests
+        /// only: the key then exists outside the workstation).
+        #[arg(long)]
+        generate_key: bool,
+        /// Where to write the certificate (and, with --generate-key, the key).
         #[arg(long, default_value = "var/workstations")]
         out: PathBuf,
     },

@@ -22,8 +22,13 @@ pub(crate) struct Server {
 
 impl Server {
     pub(crate) fn start(wd: &Workdir, envs: &[(&str, &str)]) -> Self {
+        Self::start_with(wd, &["serve"], envs)
+    }
+
+    /// `vigil` with `args` (a command that serves the API), and `envs`.
+    pub(crate) fn start_with(wd: &Workdir, args: &[&str], envs: &[(&str, &str)]) -> Self {
         let mut child = wd
-            .command(&["serve"])
+            .command(args)
             .envs(envs.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -33,15 +38,16 @@ impl Server {
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
-        let url = |scheme: &str| {
-            let start = line
-                .find(scheme)
-                .unwrap_or_else(|| panic!("no {scheme} in {line:?}"));
-            line[start..].split_whitespace().next().unwrap().to_owned()
-        };
+        // The metadata listener's URL, then the workstation listener's.
+        let urls: Vec<String> = line
+            .split_whitespace()
+            .filter(|word| word.starts_with("http://") || word.starts_with("https://"))
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(urls.len(), 2, "two listeners in {line:?}");
         Self {
-            http: url("http://"),
-            https: url("https://"),
+            http: urls[0].clone(),
+            https: urls[1].clone(),
             child,
         }
     }
@@ -192,7 +198,15 @@ pub(crate) fn world() -> World {
     );
     tokens.insert("cora", cora);
     for ws in ["ws1", "ws2"] {
-        wd.ok(&["admin", "workstation", "issue", ws, "--out", "ws"]);
+        wd.ok(&[
+            "admin",
+            "workstation",
+            "issue",
+            ws,
+            "--generate-key",
+            "--out",
+            "ws",
+        ]);
     }
     wd.ok(&["admin", "workstation", "revoke", "ws2"]);
     World { wd, tokens }
@@ -953,7 +967,15 @@ fn a_flood_of_anonymous_requests_and_silent_connections_cannot_hold_the_server()
         config_with_api("max_connections = 8\nheader_read_timeout_ms = 500\n"),
     );
     let adam = principal(&wd, "adam", "admin", "non-eea", &[]);
-    wd.ok(&["admin", "workstation", "issue", "ws1", "--out", "ws"]);
+    wd.ok(&[
+        "admin",
+        "workstation",
+        "issue",
+        "ws1",
+        "--generate-key",
+        "--out",
+        "ws",
+    ]);
     let before = audit_lines(&wd).len();
     let server = Server::start(&wd, &[]);
 
@@ -986,7 +1008,7 @@ fn a_flood_of_anonymous_requests_and_silent_connections_cannot_hold_the_server()
 
     // More silent connections than the listener takes: they are closed after the header
     // timeout, and the reviewer's request behind them is answered.
-    let addr = server.http.trim_start_matches("http://").to_owned();
+    let addr = server.http.split_once("://").unwrap().1.to_owned();
     let silent: Vec<std::net::TcpStream> = (0..20)
         .map(|_| std::net::TcpStream::connect(&addr).unwrap())
         .collect();
@@ -1039,4 +1061,330 @@ fn a_flood_of_anonymous_requests_and_silent_connections_cannot_hold_the_server()
     assert_eq!(read["request_id"], "req-0");
     assert_eq!(read["workstation"], "ws1");
     assert!(wd.ok(&["audit", "verify"]).contains("chain intact"));
+}
+
+/// A workstation brings its own key: it makes a key and a certificate signing request (asking
+/// for another name and a server name, which vigil ignores), `vigil admin workstation issue
+/// --csr` answers with a certificate for that key and writes nothing private, and with the two
+/// the workstation reads `/v1/me` over the workstation listener. Issuing with neither `--csr`
+/// nor `--generate-key` is refused, naming both, and registers nothing.
+#[test]
+fn a_workstation_issued_from_its_own_csr_reads_over_the_workstation_listener() {
+    let wd = crate::util::sample_workdir();
+    wd.write("vigil.toml", config_with_api(""));
+    let rita = principal(&wd, "rita", "reviewer", "eea", &[]);
+
+    let error = wd.fails(&["admin", "workstation", "issue", "ws1", "--out", "ws"]);
+    assert!(
+        error.contains("--csr") && error.contains("--generate-key"),
+        "{error}"
+    );
+    assert_eq!(wd.ok(&["admin", "workstation", "list"]).trim(), "");
+
+    // On the workstation.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut request = rcgen::CertificateParams::new(vec!["intruder.example.com".into()]).unwrap();
+    request
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "not-ws1");
+    wd.write(
+        "ws1.csr",
+        request.serialize_request(&key).unwrap().pem().unwrap(),
+    );
+
+    let said = wd.ok(&[
+        "admin",
+        "workstation",
+        "issue",
+        "ws1",
+        "--csr",
+        "ws1.csr",
+        "--out",
+        "ws",
+    ]);
+    assert!(said.contains("workstation ws1 registered"), "{said}");
+    let mut written = wd.files_under("ws");
+    written.sort();
+    assert_eq!(written, [wd.path("ws/ca.pem"), wd.path("ws/ws1.pem")]);
+    assert!(wd.files_containing("ws", b"PRIVATE KEY").is_empty());
+    let listed = wd.ok(&["admin", "workstation", "list"]);
+    assert!(listed.contains("\"ws1\""), "{listed}");
+
+    // The workstation's key beside its certificate, as `agent` reads them.
+    wd.write("ws/ws1.key", key.serialize_pem());
+    let server = Server::start(&wd, &[]);
+    let me = format!("{}/v1/me", server.https);
+    let (status, body) = call(&agent(&wd, Some("ws1")), "GET", &me, Some(&rita), None);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["workstation"], "ws1");
+    server.stop();
+}
+
+/// A reviewer's note is text about content: it is stored sealed (no byte of it in the data
+/// directory, the audit log or the exports), listed nowhere, and shown only over the
+/// workstation listener to a holder of an active grant for the case, where showing it is
+/// audited as a content read before it leaves. A grant holder over the plain listener, a
+/// reviewer without a grant on a workstation, and a revoked workstation see it withheld.
+#[test]
+fn a_decision_note_is_sealed_at_rest_and_shown_only_on_the_workstation_listener_as_a_read() {
+    const NOTE: &str = "notemarker-5c1e: the prompt asked twice for the same recipe";
+    let w = world();
+    let wd = &w.wd;
+    let server = Server::start(wd, &[]);
+    let (plain, ws1, ws2) = (
+        agent(wd, None),
+        agent(wd, Some("ws1")),
+        agent(wd, Some("ws2")),
+    );
+    let (case, sample, _) = w.case_of(&server, "contoso-chat-eu");
+    let http = |path: &str| format!("{}{path}", server.http);
+    let https = |path: &str| format!("{}{path}", server.https);
+    let case_path = format!("/v1/cases/{case}");
+    let (status, asked) = call(
+        &plain,
+        "POST",
+        &http(&format!("{case_path}/access-requests")),
+        w.token("rita"),
+        Some(json!({"reason": "confirm the pattern"})),
+    );
+    assert_eq!(status, 201, "{asked}");
+    let grant = asked["id"].as_str().unwrap().to_owned();
+    let (status, body) = call(
+        &plain,
+        "POST",
+        &http(&format!("/v1/access-requests/{grant}/approve")),
+        w.token("max"),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    // Recorded (deciding needs a grant, not a workstation); the answer does not echo it.
+    let (status, recorded) = call(
+        &plain,
+        "POST",
+        &http(&format!("{case_path}/decisions")),
+        w.token("rita"),
+        Some(json!({"request_id": sample[0], "decision": "abuse_confirmed", "note": NOTE})),
+    );
+    assert_eq!(status, 201, "{recorded}");
+    assert_eq!(recorded["note_status"], "withheld", "{recorded}");
+    assert!(!recorded.to_string().contains("notemarker"), "{recorded}");
+
+    let withheld = |client: &ureq::Agent, url: String, who: &str| {
+        let (status, view) = call(client, "GET", &url, w.token(who), None);
+        assert_eq!(status, 200, "{view}");
+        assert!(!view.to_string().contains("notemarker"), "{who}: {view}");
+        view
+    };
+    // The grant holder over the plain listener: the decision, not its note.
+    let view = withheld(&plain, http(&case_path), "rita");
+    let decision = &view["decisions"][0];
+    assert_eq!(decision["outcome"], "abuse_confirmed", "{view}");
+    assert!(decision["note"].is_null(), "{view}");
+    assert_eq!(decision["note_status"], "withheld", "{view}");
+    // The queue never shows notes, on either listener.
+    withheld(&plain, http("/v1/cases"), "rita");
+    withheld(&ws1, https("/v1/cases"), "rita");
+    // A workstation without a grant; a revoked workstation with one.
+    withheld(&ws1, https(&case_path), "rhea");
+    withheld(&ws2, https(&case_path), "rita");
+    // The grant holder on a registered workstation: the note.
+    let (status, view) = call(&ws1, "GET", &https(&case_path), w.token("rita"), None);
+    assert_eq!(status, 200, "{view}");
+    let decision = &view["decisions"][0];
+    assert_eq!(decision["note"], NOTE, "{view}");
+    assert_eq!(decision["note_status"], "shown", "{view}");
+    server.stop();
+
+    // Showing it was a content read, on record; every view that withheld it was not.
+    let audit = audit_lines(wd);
+    let views: Vec<&Value> = audit
+        .iter()
+        .filter(|e| e["action"] == "case.view" && e["case_id"] == case.as_str())
+        .collect();
+    let granted: Vec<&&Value> = views.iter().filter(|e| e["outcome"] == "granted").collect();
+    assert_eq!(granted.len(), 1, "{views:#?}");
+    let read = granted[0];
+    assert_eq!(
+        (
+            &read["actor"],
+            &read["workstation"],
+            &read["access_request"]
+        ),
+        (&json!("rita"), &json!("ws1"), &json!(grant)),
+        "{read}"
+    );
+    assert_eq!(read["resource_id"], "contoso-chat-eu");
+    assert_eq!(views.len(), 4, "{views:#?}");
+    assert!(wd.ok(&["audit", "verify"]).contains("chain intact"));
+    // At rest: nowhere in the data directory (sealed), the audit log or the exports.
+    wd.ok(&["export"]);
+    for dir in ["var/data", "var/audit", "var/exports"] {
+        assert!(
+            wd.files_containing(dir, b"notemarker").is_empty(),
+            "the note is in the clear under {dir}"
+        );
+    }
+    assert!(!wd.files_under("var/data").is_empty());
+}
+
+/// A customer key revoked while `vigil serve` runs: the next point query finds it gone,
+/// though the data key it wrapped is cached, and the key's return opens the record again.
+#[test]
+fn a_customer_key_revoked_while_serving_answers_no_point_query() {
+    let w = world();
+    let wd = &w.wd;
+    wd.write("keys/contoso.key", "5a".repeat(32));
+    wd.ok(&[
+        "resource",
+        "update",
+        "contoso-chat-eu",
+        "--customer-key",
+        "file:keys/contoso.key",
+    ]);
+    let server = Server::start(wd, &[]);
+    let (plain, ws1) = (agent(wd, None), agent(wd, Some("ws1")));
+    let (case, sample, _) = w.case_of(&server, "contoso-chat-eu");
+    let (_, asked) = call(
+        &plain,
+        "POST",
+        &format!("{}/v1/cases/{case}/access-requests", server.http),
+        w.token("rita"),
+        Some(json!({"reason": "customer key check"})),
+    );
+    let id = asked["id"].as_str().unwrap();
+    let (s, _) = call(
+        &plain,
+        "POST",
+        &format!("{}/v1/access-requests/{id}/approve", server.http),
+        w.token("max"),
+        None,
+    );
+    assert_eq!(s, 200);
+    let url = format!("{}/v1/cases/{case}/records/{}", server.https, sample[0]);
+    let read = || call(&ws1, "GET", &url, w.token("rita"), None);
+    assert_eq!(read().0, 200);
+    std::fs::remove_file(wd.path("keys/contoso.key")).unwrap();
+    let (s, b) = read();
+    assert_eq!((s, code(&b)), (404, "not_available"), "{b}");
+    assert!(b.get("prompt").is_none());
+    wd.write("keys/contoso.key", "5a".repeat(32));
+    assert_eq!(read().0, 200);
+    server.stop();
+}
+
+/// Tokens expire (`access.token_ttl_secs`, or `--ttl-secs`), and a holder re-issues theirs
+/// through the API, which retires the one presented.
+#[test]
+fn tokens_expire_and_are_reissued() {
+    let wd = crate::util::sample_workdir();
+    wd.write("vigil.toml", config_with_api(""));
+    let rita = principal(&wd, "rita", "reviewer", "eea", &[]);
+    wd.ok(&[
+        "admin",
+        "workstation",
+        "issue",
+        "ws1",
+        "--generate-key",
+        "--out",
+        "ws",
+    ]);
+    let brief = wd.ok(&["admin", "token", "issue", "rita", "--ttl-secs", "60"]);
+    let brief = brief.trim();
+    assert!(wd
+        .fails(&["admin", "token", "issue", "rita", "--ttl-secs", "59"])
+        .contains("token_ttl_secs"));
+    let plain = agent(&wd, None);
+    let server = Server::start(&wd, &[]);
+    let me = format!("{}/v1/me", server.http);
+    let (s, b) = call(&plain, "GET", &me, Some(&rita), None);
+    assert_eq!(s, 200, "{b}");
+    let expires = time::OffsetDateTime::parse(
+        b["token_expires_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let left = expires - time::OffsetDateTime::now_utc();
+    assert!(
+        left > time::Duration::hours(11) && left <= time::Duration::hours(12),
+        "{left}"
+    );
+    let (s, fresh) = call(
+        &plain,
+        "POST",
+        &format!("{}/v1/tokens", server.http),
+        Some(&rita),
+        None,
+    );
+    assert_eq!(s, 201, "{fresh}");
+    let fresh = fresh["token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        call(&plain, "GET", &me, Some(&rita), None).0,
+        401,
+        "the old token still works"
+    );
+    assert_eq!(call(&plain, "GET", &me, Some(&fresh), None).0, 200);
+    assert_eq!(call(&plain, "GET", &me, Some(brief), None).0, 200);
+    server.stop();
+
+    // Two minutes on (a drill clock), the one-minute token has expired, the fresh one not.
+    let later = (time::OffsetDateTime::now_utc() + time::Duration::minutes(2))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let server = Server::start_with(&wd, &["serve", "--drill"], &[("VIGIL_NOW", &later)]);
+    let me = format!("{}/v1/me", server.http);
+    let (s, b) = call(&plain, "GET", &me, Some(brief), None);
+    assert_eq!((s, code(&b)), (401, "unauthenticated"));
+    assert_eq!(call(&plain, "GET", &me, Some(&fresh), None).0, 200);
+    server.stop();
+    let log = std::fs::read_to_string(wd.path("var/audit/audit.jsonl")).unwrap();
+    assert!(
+        !log.contains(&fresh) && !log.contains(brief),
+        "a token in the audit log"
+    );
+}
+
+/// `vigil demo` links carry one-time sign-in codes, never a token; a code signs in once.
+#[test]
+fn demo_links_carry_one_time_codes_not_tokens() {
+    let wd = crate::util::sample_workdir();
+    wd.write("vigil.toml", config_with_api(""));
+    let guide = wd.ok(&["demo", "--no-serve", "--out", "ws"]);
+    assert!(!guide.contains("#token="), "{guide}");
+    let codes: Vec<&str> = guide
+        .split_whitespace()
+        .filter_map(|w| w.split_once("#code=").map(|(_, code)| code))
+        .collect();
+    assert_eq!(codes.len(), 3, "{guide}");
+    let plain = agent(&wd, None);
+    let server = Server::start(&wd, &[]);
+    let sign_in = |code: &str| {
+        call(
+            &plain,
+            "POST",
+            &format!("{}/v1/sign-in", server.http),
+            None,
+            Some(json!({ "code": code })),
+        )
+    };
+    let (s, issued) = sign_in(codes[0]);
+    assert_eq!(s, 201, "{issued}");
+    let token = issued["token"].as_str().unwrap();
+    let (s, me) = call(
+        &plain,
+        "GET",
+        &format!("{}/v1/me", server.http),
+        Some(token),
+        None,
+    );
+    assert_eq!((s, me["name"].as_str()), (200, Some("demo-manager")));
+    // Spent: the same link signs no one in again.
+    let (s, b) = sign_in(codes[0]);
+    assert_eq!((s, code(&b)), (401, "unauthenticated"));
+    server.stop();
+    let entries = audit_lines(&wd);
+    assert!(entries
+        .iter()
+        .any(|e| e["action"] == "session.sign_in" && e["actor"] == "demo-manager"));
+    let log = std::fs::read_to_string(wd.path("var/audit/audit.jsonl")).unwrap();
+    assert!(!log.contains(codes[0]) && !log.contains(token));
 }

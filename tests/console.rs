@@ -5,9 +5,15 @@
 //! the world, hands it the IDs and tokens, and checks afterwards what the browser changed: the
 //! audit log, the stored decisions, the exports. Screenshots of the main screens are written
 //! to `<target>/tmp/console-screenshots/`.
+//!
+//! `tests/console/workstation.test.mjs` drives a Chromium that holds the workstation
+//! certificate itself, in an NSS store this side prepares with `certutil` and `pk12util`
+//! (Debian's libnss3-tools) and `openssl`: the way a real workstation's browser presents it,
+//! where `console.test.mjs`'s contexts get it from Playwright, which makes the TLS connection
+//! for the browser and so never shows what the browser itself would send.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use serde_json::{json, Value};
 
@@ -20,6 +26,22 @@ fn console_dir() -> PathBuf {
 }
 
 /// The screenshots' folder, kept after the test for people to look at.
+/// Runs the browser test `script` with `config`.
+fn run_script(
+    wd: &crate::util::Workdir,
+    script: &str,
+    config: &serde_json::Value,
+) -> std::process::ExitStatus {
+    Command::new("node")
+        .arg(script)
+        .current_dir(console_dir())
+        .env("VIGIL_CONSOLE_TEST", config.to_string())
+        // The metadata listener's TLS certificate is vigil's CA's, as the workstation's.
+        .env("NODE_EXTRA_CA_CERTS", wd.path("ws/ca.pem"))
+        .status()
+        .expect("node runs (the machine's Node.js)")
+}
+
 fn screenshots() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots")
 }
@@ -79,12 +101,7 @@ fn a_reviewer_requests_a_manager_approves_and_the_reviewer_reads_and_decides_in_
         "secrets": secrets,
         "screenshots": screenshots(),
     });
-    let status = Command::new("node")
-        .arg("console.test.mjs")
-        .current_dir(console_dir())
-        .env("VIGIL_CONSOLE_TEST", config.to_string())
-        .status()
-        .expect("node runs (the machine's Node.js)");
+    let status = run_script(wd, "console.test.mjs", &config);
     assert!(
         status.success(),
         "the browser test failed ({status}); screenshots so far in {}",
@@ -172,4 +189,156 @@ fn a_reviewer_requests_a_manager_approves_and_the_reviewer_reads_and_decides_in_
             "the note leaked into {dir}"
         );
     }
+}
+
+/// A temporary HOME whose `.pki/nssdb` (where Chromium on Linux keeps certificates) trusts
+/// vigil's workstation CA and holds workstation `ws`'s certificate and private key.
+fn nss_home(wd: &crate::util::Workdir, ws: &str) -> tempfile::TempDir {
+    let home = tempfile::tempdir().unwrap();
+    let db = home.path().join(".pki/nssdb");
+    std::fs::create_dir_all(&db).unwrap();
+    let db = format!("sql:{}", db.display());
+    let p12 = home.path().join(format!("{ws}.p12"));
+    let run = |program: &str, args: &[&str]| {
+        let out = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("{program} runs ({e}): scripts/test.sh installs it (libnss3-tools, openssl)")
+            });
+        assert!(
+            out.status.success(),
+            "{program} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run("certutil", &["-N", "-d", &db, "--empty-password"]);
+    // The CA trusted to identify servers ("C,,"), as an operator would install it.
+    let ca = wd.path("ws/ca.pem");
+    let ca = ca.to_str().unwrap();
+    run(
+        "certutil",
+        &[
+            "-A",
+            "-d",
+            &db,
+            "-n",
+            "vigil workstation CA",
+            "-t",
+            "C,,",
+            "-i",
+            ca,
+        ],
+    );
+    let (cert, key) = (
+        wd.path(&format!("ws/{ws}.pem")),
+        wd.path(&format!("ws/{ws}.key")),
+    );
+    run(
+        "openssl",
+        &[
+            "pkcs12",
+            "-export",
+            "-in",
+            cert.to_str().unwrap(),
+            "-inkey",
+            key.to_str().unwrap(),
+            "-name",
+            ws,
+            "-passout",
+            "pass:",
+            "-out",
+            p12.to_str().unwrap(),
+        ],
+    );
+    run(
+        "pk12util",
+        &["-i", p12.to_str().unwrap(), "-d", &db, "-W", ""],
+    );
+    std::fs::remove_file(&p12).unwrap();
+    home
+}
+
+#[test]
+fn in_chromium_with_its_own_certificate_revocation_closes_the_record_and_links_ask_first() {
+    let playwright = console_dir().join("node_modules/playwright-core");
+    assert!(
+        playwright.exists() && Path::new("/usr/bin/chromium").exists(),
+        "the browser tests need Debian's chromium and tests/console's npm packages: run scripts/test.sh, which installs both"
+    );
+    let w = world();
+    let wd = &w.wd;
+    let server = Server::start(wd, &[]);
+    let (case, sample, _) = w.case_of(&server, "contoso-chat-eu");
+    let plain = agent(wd, None);
+    // rita asks, max approves: an active grant for the browser to read under.
+    let (status, asked) = call(
+        &plain,
+        "POST",
+        &format!("{}/v1/cases/{case}/access-requests", server.http),
+        w.token("rita"),
+        Some(json!({"reason": "Recurring flags; confirm before escalation."})),
+    );
+    assert_eq!(status, 201, "{asked}");
+    let grant = asked["id"].as_str().unwrap().to_owned();
+    let (status, approved) = call(
+        &plain,
+        "POST",
+        &format!("{}/v1/access-requests/{grant}/approve", server.http),
+        w.token("max"),
+        Some(json!({"duration_secs": 3600})),
+    );
+    assert_eq!(status, 200, "{approved}");
+    // One record read with the browser's certificate, one left open until the revocation.
+    let (cert_read, revoked_read) = (sample[0].clone(), sample[1].clone());
+    let home = nss_home(wd, "ws1");
+    let config = json!({
+        "http": server.http,
+        "https": server.https,
+        "tokens": {"rita": w.token("rita"), "rhea": w.token("rhea"), "max": w.token("max")},
+        "nss_home": home.path(),
+        "ca_name": "vigil workstation CA",
+        "workstation": "ws1",
+        "case": {
+            "id": case,
+            "grant": grant,
+            "reads": [cert_read, revoked_read],
+            "prompts": {
+                cert_read.as_str(): prompt_of(wd, &cert_read),
+                revoked_read.as_str(): prompt_of(wd, &revoked_read),
+            },
+        },
+        // The console polls the grant every 2 s; a loaded machine gets some slack.
+        "close_within_ms": 8000,
+        "screenshots": screenshots(),
+    });
+    let status = run_script(wd, "workstation.test.mjs", &config);
+    assert!(
+        status.success(),
+        "the browser test failed ({status}); screenshots in {}",
+        screenshots().display()
+    );
+    server.stop();
+
+    // Each record was read once, from the workstation; the polls that watched the open
+    // record's grant read metadata only.
+    let audit = crate::api::audit_lines(wd);
+    for request in [&cert_read, &revoked_read] {
+        let reads: Vec<&Value> = audit
+            .iter()
+            .filter(|e| e["action"] == "record.read" && e["request_id"] == request.as_str())
+            .collect();
+        assert_eq!(reads.len(), 1, "one content read of {request}: {reads:?}");
+        assert_eq!(reads[0]["outcome"], "granted");
+        assert_eq!(reads[0]["actor"], "rita");
+        assert_eq!(reads[0]["workstation"], "ws1");
+    }
+    let polls = audit
+        .iter()
+        .filter(|e| {
+            e["action"] == "grant.view" && e["actor"] == "rita" && e["access_request"] == grant
+        })
+        .count();
+    assert!(polls >= 1, "the open record's grant was polled");
 }

@@ -35,7 +35,8 @@ fn committed_notebooks_carry_no_outputs() {
 #[test]
 fn every_notebook_runs_on_the_sample_exports() {
     let wd = sample_workdir();
-    wd.write("vigil.toml", config_with_api(""));
+    // Plain HTTP on loopback, as `api.plain_http` allows.
+    wd.write("vigil.toml", config_with_api("plain_http = true\n"));
     wd.ok_with(
         &["run", "--input", "traffic.jsonl"],
         b"",
@@ -49,6 +50,7 @@ fn every_notebook_runs_on_the_sample_exports() {
 
     // One case through the whole funnel: asked, approved, decided per record and as a whole.
     let server = Server::start(&wd, &[]);
+    assert!(server.http.starts_with("http://"), "{}", server.http);
     let http = ureq::Agent::new();
     let api = |who: &str, method: &str, path: &str, body: Option<serde_json::Value>| {
         let (status, body) = call(

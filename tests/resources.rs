@@ -89,3 +89,125 @@ fn refusals_name_the_problem() {
         .fails(&["resource", "update", "acme", "--customer-key", "vault:x"])
         .contains("file:PATH"));
 }
+
+/// A `vigil run` reading standard input, fed a few lines at a time.
+struct Feeding {
+    child: std::process::Child,
+}
+
+impl Feeding {
+    fn start(wd: &Workdir, envs: &[(&str, &str)]) -> Self {
+        let child = wd
+            .command(&["run", "--input", "-", "--format", "json"])
+            .envs([
+                ("VIGIL_DETECTORS__ENABLED", "false"),
+                ("VIGIL_ABUSE__ENABLED", "false"),
+            ])
+            .envs(envs.iter().copied())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("vigil run starts");
+        Self { child }
+    }
+
+    /// Sends records `ids` of `resource`, then gives vigil time to seal them.
+    fn send(&mut self, resource: &str, ids: &[&str]) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().unwrap();
+        for id in ids {
+            let line = record(id, resource, "eu", &format!("MARKER-{id}")) + "\n";
+            stdin.write_all(line.as_bytes()).unwrap();
+        }
+        stdin.flush().unwrap();
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
+
+    /// Ends the input; returns the run's summary.
+    fn finish(mut self) -> Value {
+        drop(self.child.stdin.take());
+        let out = self.child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        json(&String::from_utf8_lossy(&out.stdout))
+    }
+}
+
+use crate::util::{count, record};
+
+#[test]
+fn content_logging_turned_off_during_a_run_stops_content_at_once() {
+    let wd = Workdir::new();
+    wd.write(
+        "resources.toml",
+        "[[resources]]\nid = 'quiet-eu'\ngeography = 'eu'\n\n[[resources]]\nid = 'loud-eu'\ngeography = 'eu'\n",
+    );
+    let mut run = Feeding::start(&wd, &[]);
+    run.send("quiet-eu", &["q1", "q2"]);
+    run.send("loud-eu", &["l1"]);
+    // The run holds the stores: the running vigil applies the change, and says so.
+    let (_, stderr) = wd.ok_with(
+        &[
+            "resource",
+            "update",
+            "quiet-eu",
+            "--content-logging",
+            "false",
+        ],
+        b"",
+        &[],
+    );
+    assert!(
+        stderr.contains("the running vigil process applied the change"),
+        "{stderr}"
+    );
+    run.send("quiet-eu", &["q3", "q4"]);
+    run.send("loud-eu", &["l2"]);
+    let summary = run.finish();
+    assert_eq!(count(&summary, &["stored", "eu"]), 6, "{summary:#}");
+
+    for id in ["q1", "q2", "q3", "q4"] {
+        let stored = wd.read_stored("quiet-eu", id, |_| {}).unwrap().unwrap();
+        assert!(stored.content.is_none(), "{id} kept its content");
+    }
+    // What was stored before the change is destroyed too: not even its key opens it.
+    for id in ["q1", "q2"] {
+        let sealed = wd.read_stored("quiet-eu", id, |r| r.content_logging = true);
+        assert!(
+            !sealed.is_ok_and(|r| r.is_some_and(|r| r.content.is_some())),
+            "{id}'s content survives"
+        );
+    }
+    for id in ["l1", "l2"] {
+        let stored = wd.read_stored("loud-eu", id, |_| {}).unwrap().unwrap();
+        assert_eq!(stored.content.unwrap().prompt, Some(format!("MARKER-{id}")));
+    }
+}
+
+#[test]
+fn a_customer_key_revoked_during_a_run_stops_sealing() {
+    let wd = Workdir::new();
+    wd.write(
+        "resources.toml",
+        "[[resources]]\nid = 'keyed-eu'\ngeography = 'eu'\ncustomer_key = 'file:keys/keyed.key'\n",
+    );
+    wd.write("keys/keyed.key", "42".repeat(32));
+    let mut run = Feeding::start(&wd, &[("VIGIL_STORAGE__CUSTOMER_KEY_CHECK_SECS", "1")]);
+    run.send("keyed-eu", &["k1", "k2"]);
+    std::fs::remove_file(wd.path("keys/keyed.key")).unwrap();
+    run.send("keyed-eu", &["k3", "k4"]);
+    let summary = run.finish();
+    assert_eq!(count(&summary, &["stored", "eu"]), 2, "{summary:#}");
+    assert_eq!(
+        count(&summary, &["rejected", "key_unavailable"]),
+        2,
+        "{summary:#}"
+    );
+    // The first two are stored, under a key that is gone.
+    let without = wd.read_stored("keyed-eu", "k1", |_| {});
+    assert!(without.is_err(), "{without:?}");
+    wd.write("keys/keyed.key", "42".repeat(32));
+    let k1 = wd.read_stored("keyed-eu", "k1", |_| {}).unwrap().unwrap();
+    assert_eq!(k1.content.unwrap().prompt.as_deref(), Some("MARKER-k1"));
+}

@@ -86,7 +86,7 @@ impl Refusal {
     /// A sentence for the caller.
     pub fn message(self) -> &'static str {
         match self {
-            Refusal::Unauthenticated => "a valid API token is required (Authorization: Bearer TOKEN)",
+            Refusal::Unauthenticated => "a valid, unexpired API token is required (Authorization: Bearer TOKEN)",
             Refusal::WrongRole => "your role may not do this",
             Refusal::NoWorkstation => "content can only be read from a registered secure workstation, over its client certificate",
             Refusal::RateLimited => "too many point queries; wait and try again",

@@ -4,6 +4,8 @@
 //!   not), and their API tokens, stored only as SHA-256 hashes.
 //! - [`workstation`]: vigil's workstation CA. Content is read only over TLS with a client
 //!   certificate it issued to a registered, unrevoked workstation.
+//! - [`x509`]: the certificate signing requests the CA reads (only their key, once their
+//!   signature verifies) and the fields of certificates it issued.
 //! - [`grant`]: just-in-time access requests for one case, approved or denied by a manager who
 //!   is not the requester, expiring, revocable; and the rules a point query must pass.
 //! - [`store`]: one sled database holding principals, token hashes, workstations and grants
@@ -21,6 +23,7 @@ pub mod principal;
 pub mod ratelimit;
 pub mod store;
 pub mod workstation;
+pub mod x509;
 
 use std::path::PathBuf;
 
@@ -68,6 +71,10 @@ pub struct AccessConfig {
     /// Point queries a reviewer may make at once before the rate applies.
     #[serde(default = "default_point_query_burst")]
     pub point_query_burst: u32,
+    /// Seconds an API token is valid after it is issued (re-issued through the API or
+    /// `vigil admin token issue`). At least 60, at most 30 days.
+    #[serde(default = "default_token_ttl_secs")]
+    pub token_ttl_secs: u64,
 }
 
 fn default_dir() -> PathBuf {
@@ -91,6 +98,9 @@ const fn default_max_grant_secs() -> u64 {
 const fn default_point_queries_per_minute() -> u32 {
     60
 }
+const fn default_token_ttl_secs() -> u64 {
+    12 * 3600
+}
 const fn default_point_query_burst() -> u32 {
     20
 }
@@ -106,6 +116,7 @@ impl Default for AccessConfig {
             max_grant_secs: default_max_grant_secs(),
             point_queries_per_minute: default_point_queries_per_minute(),
             point_query_burst: default_point_query_burst(),
+            token_ttl_secs: default_token_ttl_secs(),
         }
     }
 }
@@ -120,6 +131,12 @@ impl AccessConfig {
                 self.grant_secs, self.max_grant_secs
             ));
         }
+        if !(60..=30 * 86_400).contains(&self.token_ttl_secs) {
+            return invalid(format!(
+                "access.token_ttl_secs is {}, it must be 60-2592000 (30 days)",
+                self.token_ttl_secs
+            ));
+        }
         if self.point_queries_per_minute == 0 || self.point_query_burst == 0 {
             return invalid(
                 "access.point_queries_per_minute and access.point_query_burst must be at least 1"
@@ -127,6 +144,11 @@ impl AccessConfig {
             );
         }
         Ok(())
+    }
+
+    /// When a token issued at `now` expires.
+    pub fn token_expiry(&self, now: time::OffsetDateTime) -> time::OffsetDateTime {
+        now + time::Duration::seconds(i64::try_from(self.token_ttl_secs).unwrap_or(i64::MAX))
     }
 
     /// Whether `geography` is in the EEA.
@@ -172,4 +194,14 @@ pub enum AccessError {
     /// The CA could not issue a certificate.
     #[error("workstation CA: {0}")]
     Ca(String),
+    /// A workstation's certificate signing request was refused.
+    #[error("certificate signing request: {0}")]
+    Csr(x509::CsrError),
+}
+
+// Not `#[from]`, which would also make it the source: `{:#}` would print it twice.
+impl From<x509::CsrError> for AccessError {
+    fn from(e: x509::CsrError) -> Self {
+        Self::Csr(e)
+    }
 }

@@ -136,13 +136,25 @@ pub struct Token(String);
 /// The prefix every token starts with, so a leaked one is easy to recognise and scan for.
 pub const TOKEN_PREFIX: &str = "vgl_";
 
+/// The prefix of a one-time sign-in code (exchanged once for a token).
+pub const SIGN_IN_PREFIX: &str = "vgs_";
+
 impl Token {
     /// A new random token.
     pub fn generate() -> Self {
+        Self::with_prefix(TOKEN_PREFIX)
+    }
+
+    /// A new random one-time sign-in code.
+    pub fn sign_in_code() -> Self {
+        Self::with_prefix(SIGN_IN_PREFIX)
+    }
+
+    fn with_prefix(prefix: &str) -> Self {
         let mut bytes = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut bytes);
         Self(format!(
-            "{TOKEN_PREFIX}{}",
+            "{prefix}{}",
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
         ))
     }

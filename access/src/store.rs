@@ -10,11 +10,39 @@ use std::path::Path;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use time::OffsetDateTime;
 
 use crate::grant::AccessRequest;
 use crate::principal::{hash_token, Principal, Token};
 use crate::workstation::Workstation;
 use crate::AccessError;
+
+/// A token as the `tokens` tree keeps it, under its hash.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredToken {
+    name: String,
+    /// Unix seconds.
+    expires_at: i64,
+}
+
+impl StoredToken {
+    /// The holder's name and the expiry of a stored token that has not expired by `now`; none
+    /// for one stored before tokens expired (its value a bare name), which is never trusted.
+    fn unexpired(value: &[u8], now: OffsetDateTime) -> Option<(String, OffsetDateTime)> {
+        let stored = serde_json::from_slice::<StoredToken>(value).ok()?;
+        let expires_at = OffsetDateTime::from_unix_timestamp(stored.expires_at).ok()?;
+        (expires_at > now).then_some((stored.name, expires_at))
+    }
+
+    /// The name of the holder of a stored token (of any version).
+    fn holder(value: &[u8]) -> Vec<u8> {
+        match serde_json::from_slice::<StoredToken>(value) {
+            Ok(stored) => stored.name.into_bytes(),
+            // Before tokens expired, the value was the holder's name.
+            Err(_) => value.to_vec(),
+        }
+    }
+}
 
 /// The access store.
 #[derive(Clone)]
@@ -25,6 +53,8 @@ pub struct AccessStore {
     /// still name them.
     removed: sled::Tree,
     tokens: sled::Tree,
+    /// One-time sign-in codes, by hash, as tokens are kept.
+    sign_in_codes: sled::Tree,
     workstations: sled::Tree,
     requests: sled::Tree,
     by_reviewer: sled::Tree,
@@ -88,6 +118,7 @@ impl AccessStore {
             principals: db.open_tree("principals")?,
             removed: db.open_tree("removed_principals")?,
             tokens: db.open_tree("tokens")?,
+            sign_in_codes: db.open_tree("sign_in_codes")?,
             workstations: db.open_tree("workstations")?,
             requests: db.open_tree("requests")?,
             by_reviewer: db.open_tree("requests_by_reviewer")?,
@@ -143,22 +174,41 @@ impl AccessStore {
         self.flushed(())
     }
 
-    /// Issues a new token for `name`; it is returned once and stored only hashed.
-    pub fn issue_token(&self, name: &str) -> Result<Token, AccessError> {
+    /// Issues a new token for `name`, valid until `expires_at`; it is returned once and stored
+    /// only hashed.
+    pub fn issue_token(
+        &self,
+        name: &str,
+        expires_at: OffsetDateTime,
+    ) -> Result<Token, AccessError> {
+        self.issue_into(&self.tokens, Token::generate(), name, expires_at)
+    }
+
+    /// Stores `secret` (hashed) in `tree` for principal `name` until `expires_at`.
+    fn issue_into(
+        &self,
+        tree: &sled::Tree,
+        secret: Token,
+        name: &str,
+        expires_at: OffsetDateTime,
+    ) -> Result<Token, AccessError> {
         if self.principal(name)?.is_none() {
             return Err(AccessError::NotFound(format!("principal {name}")));
         }
-        let token = Token::generate();
-        self.tokens.insert(token.hash(), name.as_bytes())?;
-        self.flushed(token)
+        let stored = StoredToken {
+            name: name.to_owned(),
+            expires_at: expires_at.unix_timestamp(),
+        };
+        tree.insert(secret.hash(), encode(&stored))?;
+        self.flushed(secret)
     }
 
     /// Revokes every token of `name`; returns how many there were.
     pub fn revoke_tokens(&self, name: &str) -> Result<usize, AccessError> {
         let mut revoked = 0;
         for kv in self.tokens.iter() {
-            let (hash, holder) = kv?;
-            if holder.as_ref() == name.as_bytes() {
+            let (hash, value) = kv?;
+            if StoredToken::holder(&value) == name.as_bytes() {
                 self.tokens.remove(hash)?;
                 revoked += 1;
             }
@@ -166,13 +216,54 @@ impl AccessStore {
         self.flushed(revoked)
     }
 
-    /// The principal a presented token belongs to.
-    pub fn authenticate(&self, token: &str) -> Result<Option<Principal>, AccessError> {
-        let Some(name) = self.tokens.get(hash_token(token))? else {
+    /// Issues a one-time sign-in code for `name`, valid until `expires_at`: a link can carry
+    /// it, since it signs in once ([`AccessStore::redeem_sign_in_code`]) and is then gone.
+    pub fn issue_sign_in_code(
+        &self,
+        name: &str,
+        expires_at: OffsetDateTime,
+    ) -> Result<Token, AccessError> {
+        self.issue_into(&self.sign_in_codes, Token::sign_in_code(), name, expires_at)
+    }
+
+    /// Takes a sign-in code (it works once): the principal it was issued for, if it had not
+    /// expired by `now`.
+    pub fn redeem_sign_in_code(
+        &self,
+        code: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<Principal>, AccessError> {
+        let Some(value) = self.sign_in_codes.remove(hash_token(code))? else {
             return Ok(None);
         };
-        let name = String::from_utf8_lossy(&name).into_owned();
-        self.principal(&name)
+        self.db.flush()?;
+        match StoredToken::unexpired(&value, now) {
+            Some((name, _)) => self.principal(&name),
+            None => Ok(None),
+        }
+    }
+
+    /// Revokes one presented token; returns whether it existed.
+    pub fn revoke_token(&self, token: &str) -> Result<bool, AccessError> {
+        let removed = self.tokens.remove(hash_token(token))?.is_some();
+        self.flushed(removed)
+    }
+
+    /// The principal a presented token belongs to, and when the token expires, if it has not
+    /// expired by `now`. A token stored before tokens expired (its value a bare name) counts
+    /// as expired: it is re-issued, never trusted for ever.
+    pub fn authenticate(
+        &self,
+        token: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<(Principal, OffsetDateTime)>, AccessError> {
+        let Some(value) = self.tokens.get(hash_token(token))? else {
+            return Ok(None);
+        };
+        let Some((name, expires_at)) = StoredToken::unexpired(&value, now) else {
+            return Ok(None);
+        };
+        Ok(self.principal(&name)?.map(|p| (p, expires_at)))
     }
 
     /// Registers a workstation; its name must be new.
@@ -302,9 +393,23 @@ mod tests {
             store.add_principal(&alice()),
             Err(AccessError::Duplicate(_))
         ));
-        let token = store.issue_token("alice").unwrap();
-        assert_eq!(store.authenticate(token.expose()).unwrap(), Some(alice()));
-        assert_eq!(store.authenticate("vgl_nope").unwrap(), None);
+        let now = datetime!(2026-11-23 10:00 UTC);
+        let expires = now + time::Duration::hours(12);
+        let token = store.issue_token("alice", expires).unwrap();
+        assert_eq!(
+            store.authenticate(token.expose(), now).unwrap(),
+            Some((alice(), expires))
+        );
+        assert_eq!(store.authenticate("vgl_nope", now).unwrap(), None);
+        // Expired: no longer anyone's.
+        assert_eq!(store.authenticate(token.expose(), expires).unwrap(), None);
+        // A token stored before tokens expired is not trusted.
+        let legacy = Token::generate();
+        store
+            .tokens
+            .insert(legacy.hash(), b"alice".as_slice())
+            .unwrap();
+        assert_eq!(store.authenticate(legacy.expose(), now).unwrap(), None);
         // Only the hash is on disk.
         drop(store);
         let store = AccessStore::open(dir.path()).unwrap();
@@ -320,11 +425,27 @@ mod tests {
                 );
             }
         }
-        assert_eq!(store.revoke_tokens("alice").unwrap(), 1);
-        assert_eq!(store.authenticate(token.expose()).unwrap(), None);
-        let again = store.issue_token("alice").unwrap();
+        assert_eq!(store.revoke_tokens("alice").unwrap(), 2);
+        assert_eq!(store.authenticate(token.expose(), now).unwrap(), None);
+        let again = store.issue_token("alice", expires).unwrap();
+        let other = store.issue_token("alice", expires).unwrap();
+        assert!(store.revoke_token(again.expose()).unwrap());
+        assert_eq!(store.authenticate(again.expose(), now).unwrap(), None);
+        assert!(store.authenticate(other.expose(), now).unwrap().is_some());
+        // A sign-in code works once, and not after it expires.
+        let code = store.issue_sign_in_code("alice", expires).unwrap();
+        assert_eq!(
+            store.redeem_sign_in_code(code.expose(), now).unwrap(),
+            Some(alice())
+        );
+        assert_eq!(store.redeem_sign_in_code(code.expose(), now).unwrap(), None);
+        let late = store.issue_sign_in_code("alice", expires).unwrap();
+        assert_eq!(
+            store.redeem_sign_in_code(late.expose(), expires).unwrap(),
+            None
+        );
         store.remove_principal("alice").unwrap();
-        assert_eq!(store.authenticate(again.expose()).unwrap(), None);
+        assert_eq!(store.authenticate(other.expose(), now).unwrap(), None);
         // The name is not given out again: old grants would follow it.
         assert!(matches!(
             store.add_principal(&alice()),

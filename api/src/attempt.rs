@@ -23,8 +23,12 @@ use crate::{routes, AppState};
 pub struct Attempt {
     /// The handlers' state.
     pub state: Arc<AppState>,
-    /// The caller, when the token matched someone.
+    /// The caller, when the token matched someone and has not expired.
     pub caller: Option<Principal>,
+    /// When the caller's token expires.
+    pub token_expires_at: Option<time::OffsetDateTime>,
+    /// The token presented, for re-issue (never logged or audited).
+    pub presented_token: Option<String>,
     /// The registered, unrevoked workstation the request came from, by name.
     pub workstation: Option<String>,
     /// The entry being filled in.
@@ -53,12 +57,13 @@ impl FromRequestParts<Arc<AppState>> for Attempt {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim);
-        let caller = match token {
+        let (caller, token_expires_at) = match token {
             Some(token) => state
                 .access
-                .authenticate(token)
-                .map_err(ApiError::internal)?,
-            None => None,
+                .authenticate(token, state.now())
+                .map_err(ApiError::internal)?
+                .unzip(),
+            None => (None, None),
         };
         let peer = parts.extensions.get::<ConnectInfo<Peer>>().map(|c| &c.0);
         // The workstation acting, and the one the entry names: a revoked or unknown
@@ -91,6 +96,8 @@ impl FromRequestParts<Arc<AppState>> for Attempt {
         Ok(Self {
             state: state.clone(),
             caller,
+            token_expires_at,
+            presented_token: token.map(str::to_owned),
             workstation,
             event,
             peer,

@@ -13,6 +13,7 @@ use vigil_access::grant::{self, MAX_REASON_CHARS};
 use vigil_access::{AccessRequest, GrantState, GrantStatus, Outcome, Principal, Refusal, Role};
 use vigil_core::decision::MAX_NOTE_CHARS;
 use vigil_core::{Case, Day, Decision, DecisionOutcome, RequestId, Resource, ResourceId, Verdict};
+use vigil_storage::geo::ReviewText;
 use vigil_storage::GeoStore;
 
 use crate::attempt::{Attempt, Body, Lenient};
@@ -117,32 +118,46 @@ impl AppState {
         day.plus(days).start()
     }
 
-    fn now(&self) -> time::OffsetDateTime {
+    pub(crate) fn now(&self) -> time::OffsetDateTime {
         self.stores.clock().now()
     }
 }
 
 /// A case as reviewers see it: metadata, whether its resource has content to grant, when
-/// retention purges it, what the LLM reviewer concluded (counted) and the human decisions
-/// (notes only `with_notes`, see [`decision_view`]). The case's verdicts come back with it.
+/// retention purges it, what the LLM reviewer concluded (counted) and the human decisions.
+/// Their notes are opened only with `notes`, the case's resource, for a caller who may read
+/// its content (see [`note_reader`]); otherwise they are withheld. The case's verdicts come
+/// back with it, and how many notes the view shows.
 fn case_view(
     state: &AppState,
     day: Day,
     case: &Case,
-    with_notes: bool,
-) -> Result<(Value, Vec<Verdict>), ApiError> {
+    notes: Option<&Resource>,
+) -> Result<(Value, Vec<Verdict>, usize), ApiError> {
     let store = state
         .stores
         .geo(&case.geography)
         .map_err(ApiError::internal)?;
     let id = Some(case.case_id.as_str());
     let verdicts = store.verdicts(id).map_err(ApiError::internal)?;
-    let decisions: Vec<Value> = store
-        .decisions(id)
-        .map_err(ApiError::internal)?
+    let decisions: Vec<Value> = match notes {
+        Some(resource) => store
+            .decisions_with_notes(&case.case_id, resource)
+            .map_err(ApiError::internal)?
+            .iter()
+            .map(|(d, note)| decision_view(d, Some(note)))
+            .collect(),
+        None => store
+            .decisions(id)
+            .map_err(ApiError::internal)?
+            .iter()
+            .map(|d| decision_view(d, None))
+            .collect(),
+    };
+    let shown = decisions
         .iter()
-        .map(|d| decision_view(d, with_notes))
-        .collect();
+        .filter(|d| d["note_status"] == "shown")
+        .count();
     let resource = state.resource(case.resource_id.as_str());
     let mut view = serde_json::to_value(case).expect("a case always encodes");
     view["content_logging"] = json!(resource.as_ref().is_none_or(|r| r.content_logging));
@@ -150,17 +165,42 @@ fn case_view(
     view["purge_due_at"] = json!(fmt_time(state.purge_due(day, case)));
     view["llm_review"] = verdict_summary(case, &verdicts);
     view["decisions"] = json!(decisions);
-    Ok((view, verdicts))
+    Ok((view, verdicts, shown))
 }
 
-/// A human decision; its note only for callers who may read the case's content (an active
-/// grant), since a note may quote it.
-fn decision_view(decision: &Decision, with_note: bool) -> Value {
+/// A human decision, with its note as opened (`None`: withheld, for callers who may not read
+/// the case's content here). `note_status` says which: `shown`, `none` (no note was kept),
+/// `unreadable` (its key is gone), or `withheld` (`note` is then null).
+fn decision_view(decision: &Decision, note: Option<&ReviewText>) -> Value {
     let mut view = serde_json::to_value(decision).expect("a decision always encodes");
-    if !with_note {
-        view["note"] = Value::Null;
-    }
+    let (note, status) = match note {
+        None => (Value::Null, "withheld"),
+        Some(ReviewText::Empty) => (json!(""), "none"),
+        Some(ReviewText::Read(text)) => (json!(text), "shown"),
+        Some(ReviewText::Unreadable) => (Value::Null, "unreadable"),
+    };
+    view["note"] = note;
+    view["note_status"] = json!(status);
     view
+}
+
+/// The case's resource, whose data key opens its decisions' notes, when the caller may read
+/// them: a note is free text by someone who read the content, so it is shown under the rules
+/// of content (the workstation listener, an active grant for the case, the region rule,
+/// content logging on). `None` otherwise; only vigil's own failures are errors.
+fn note_reader(
+    attempt: &mut Attempt,
+    caller: &Principal,
+    case_id: &str,
+) -> Result<Option<Resource>, ApiError> {
+    if attempt.workstation.is_none() {
+        return Ok(None);
+    }
+    match under_grant(attempt, caller, case_id, None) {
+        Ok(granted) => Ok(Some(granted.resource).filter(|r| r.content_logging)),
+        Err(e) if e.code == "internal" => Err(e),
+        Err(_) => Ok(None),
+    }
 }
 
 /// What the LLM reviewer concluded on a case's sampled records, counted.
@@ -191,9 +231,82 @@ pub async fn me(attempt: Attempt) -> Response {
             StatusCode::OK,
             json!({"name": caller.name, "role": caller.role, "region": caller.region,
                 "resources": caller.resources, "workstation": attempt.workstation,
-                "now": fmt_time(attempt.state.now())}),
+                "now": fmt_time(attempt.state.now()),
+                "token_expires_at": attempt.token_expires_at.map(fmt_time)}),
         )
     })();
+    attempt.finish(result).await
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignInBody {
+    #[serde(default)]
+    code: String,
+}
+
+/// Anyone holding a one-time sign-in code (`vigil demo` prints links with one): the code's
+/// principal gets a token, and the code is gone.
+pub async fn sign_in(mut attempt: Attempt, body: Body<SignInBody>) -> Response {
+    let result = async {
+        let body = body.0?;
+        let state = attempt.state.clone();
+        let now = state.now();
+        let principal = state
+            .access
+            .redeem_sign_in_code(body.code.trim(), now)
+            .map_err(ApiError::internal)?
+            .ok_or(Refusal::Unauthenticated)?;
+        let expires_at = state.access_config.token_expiry(now);
+        attempt.event.actor.clone_from(&principal.name);
+        attempt.event.role = Some(principal.role.name().to_owned());
+        attempt.event.detail = Some(format!("expires_at: {}", fmt_time(expires_at)));
+        attempt.caller = Some(principal.clone());
+        attempt.commit(Outcome::Done).await?;
+        let token = state
+            .access
+            .issue_token(&principal.name, expires_at)
+            .map_err(ApiError::internal)?;
+        Ok(fresh_token(&token, expires_at))
+    }
+    .await;
+    attempt.finish(result).await
+}
+
+/// A token's one showing: `no-store`, so no cache keeps it.
+fn fresh_token(token: &vigil_access::Token, expires_at: time::OffsetDateTime) -> Response {
+    let mut response = (
+        StatusCode::CREATED,
+        Json(json!({"token": token.expose(), "expires_at": fmt_time(expires_at)})),
+    )
+        .into_response();
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    response
+}
+
+/// Any principal: a fresh token in place of the one presented, which stops working at once.
+pub async fn reissue_token(mut attempt: Attempt) -> Response {
+    let result = async {
+        let caller = attempt
+            .require(&[Role::Reviewer, Role::Manager, Role::Admin, Role::Customer])?
+            .clone();
+        let state = attempt.state.clone();
+        let expires_at = state.access_config.token_expiry(state.now());
+        attempt.event.detail = Some(format!("expires_at: {}", fmt_time(expires_at)));
+        attempt.commit(Outcome::Done).await?;
+        let token = state
+            .access
+            .issue_token(&caller.name, expires_at)
+            .map_err(ApiError::internal)?;
+        if let Some(old) = attempt.presented_token.as_deref() {
+            state.access.revoke_token(old).map_err(ApiError::internal)?;
+        }
+        Ok(fresh_token(&token, expires_at))
+    }
+    .await;
     attempt.finish(result).await
 }
 
@@ -203,7 +316,7 @@ pub async fn list_cases(attempt: Attempt) -> Response {
         let state = &attempt.state;
         let mut cases = Vec::new();
         for (day, case) in state.all_cases()? {
-            cases.push(case_view(state, day, &case, false)?.0);
+            cases.push(case_view(state, day, &case, None)?.0);
         }
         ok(
             StatusCode::OK,
@@ -214,9 +327,9 @@ pub async fn list_cases(attempt: Attempt) -> Response {
 }
 
 pub async fn view_case(mut attempt: Attempt, raw: Lenient<Path<String>>) -> Response {
-    let result = (|| {
+    let result = async {
         let (caller, id) = reviewer_on_case(&mut attempt, raw)?;
-        let state = &attempt.state;
+        let state = attempt.state.clone();
         let (day, case) = state.find_case(&id)?.ok_or(Refusal::UnknownCase)?;
         attempt.event.resource_id = Some(case.resource_id.to_string());
         let requests = state
@@ -224,7 +337,11 @@ pub async fn view_case(mut attempt: Attempt, raw: Lenient<Path<String>>) -> Resp
             .requests_for(&caller.name, &id)
             .map_err(ApiError::internal)?;
         let granted = grant::standing(&requests, state.now());
-        let (mut view, verdicts) = case_view(state, day, &case, granted.is_ok())?;
+        let notes = match &granted {
+            Ok(_) => note_reader(&mut attempt, &caller, &id)?,
+            Err(_) => None,
+        };
+        let (mut view, verdicts, shown) = case_view(&state, day, &case, notes.as_ref())?;
         let verdicts: Vec<Value> = verdicts
             .iter()
             .map(|v| {
@@ -245,8 +362,15 @@ pub async fn view_case(mut attempt: Attempt, raw: Lenient<Path<String>>) -> Resp
         view["verdicts"] = json!(verdicts);
         view["your_access"] = standing;
         view["now"] = json!(fmt_time(state.now()));
+        if shown > 0 {
+            // Notes were written by someone who read the content: showing them is a content
+            // read, on record before they leave (never the notes themselves).
+            attempt.event.detail = Some(format!("decision notes shown: {shown}"));
+            attempt.commit(Outcome::Granted).await?;
+        }
         ok(StatusCode::OK, view)
-    })();
+    }
+    .await;
     attempt.finish(result).await
 }
 
@@ -668,8 +792,18 @@ pub async fn record_decision(
         attempt.event.request_id = request_id.as_ref().map(ToString::to_string);
         // Deciding needs what reading needs: an active grant for the case, and the region.
         let Granted {
-            grant, store, case, ..
+            grant,
+            store,
+            case,
+            resource,
         } = under_grant(&mut attempt, &caller, &id, request_id.as_ref())?;
+        // A note is text about content: none is kept for a resource that keeps no content.
+        if !note.is_empty() && !resource.content_logging {
+            return Err(ApiError::invalid(
+                "note",
+                "must be empty: this resource has content logging off, so no note is kept",
+            ));
+        }
         let state = attempt.state.clone();
         let now = state.now();
         let decision = Decision {
@@ -693,16 +827,21 @@ pub async fn record_decision(
         attempt.commit(Outcome::Done).await?;
         let stored = tokio::task::spawn_blocking({
             let decision = decision.clone();
-            move || store.store_decision(&decision)
+            move || store.store_decision(&decision, &resource)
         })
         .await
         .map_err(ApiError::internal)?
-        .map_err(ApiError::internal)?;
+        .map_err(|e| match e {
+            // The resource's customer key is gone: the note cannot be sealed.
+            vigil_storage::StorageError::Key(_) => Refusal::NotAvailable.into(),
+            e => ApiError::internal(e),
+        })?;
         if !stored {
             return Err(Refusal::UnknownCase.into());
         }
         (state.on_change)();
-        ok(StatusCode::CREATED, decision_view(&decision, true))
+        // The note is sealed with the case, and shown only where content is read.
+        ok(StatusCode::CREATED, decision_view(&decision, None))
     }
     .await;
     attempt.finish(result).await

@@ -39,9 +39,14 @@ pub use tls::Peer;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiConfig {
-    /// Address of the plain HTTP listener (metadata, grants, management). Port 0 picks one.
+    /// Address of the metadata listener (metadata, grants, management): TLS with the server
+    /// certificate the workstation CA issues for `tls_hosts`. Port 0 picks one.
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// Serve the metadata listener as plain HTTP instead: only on a loopback address (tokens
+    /// cross it).
+    #[serde(default)]
+    pub plain_http: bool,
     /// Address of the workstation listener (TLS with client certificates; content).
     #[serde(default = "default_workstation_listen")]
     pub workstation_listen: String,
@@ -92,6 +97,17 @@ const fn default_anonymous_window_ms() -> u64 {
 impl ApiConfig {
     /// Checks the settings a TOML type cannot: limits within sense.
     pub fn validate(&self) -> Result<(), String> {
+        let loopback = self
+            .listen
+            .parse::<SocketAddr>()
+            .map(|a| a.ip().is_loopback())
+            .unwrap_or_else(|_| self.listen.starts_with("localhost:"));
+        if self.plain_http && !loopback {
+            return Err(format!(
+                "api.plain_http serves tokens in the clear, so only on a loopback address; api.listen is {}",
+                self.listen
+            ));
+        }
         if !(1..=65_536).contains(&self.max_connections) {
             return Err("api.max_connections must be between 1 and 65536".into());
         }
@@ -116,6 +132,7 @@ impl Default for ApiConfig {
     fn default() -> Self {
         Self {
             listen: default_listen(),
+            plain_http: false,
             workstation_listen: default_workstation_listen(),
             tls_hosts: default_tls_hosts(),
             max_body_bytes: default_max_body_bytes(),
@@ -173,8 +190,10 @@ pub struct ServerParts {
 
 /// A running API server: its own Tokio runtime on a thread.
 pub struct ApiServer {
-    /// Where the plain listener listens.
+    /// Where the metadata listener listens.
     pub http_addr: SocketAddr,
+    /// The metadata listener's URL scheme: `https`, or `http` with `api.plain_http`.
+    pub http_scheme: &'static str,
     /// Where the workstation listener listens.
     pub workstation_addr: SocketAddr,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -192,7 +211,16 @@ impl ApiServer {
         } = parts;
         config.validate().map_err(anyhow::Error::msg)?;
         let (cert, key) = ca.server_cert(&config.tls_hosts)?;
-        let tls = tls::server_config(ca.ca_pem(), &cert, &key)?;
+        let tls = tls::server_config(ca.ca_pem(), &cert, &key, tls::ClientAuth::Workstation)?;
+        let metadata_tls = match config.plain_http {
+            true => None,
+            false => Some(tls::server_config(
+                ca.ca_pem(),
+                &cert,
+                &key,
+                tls::ClientAuth::None,
+            )?),
+        };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .thread_name("vigil-api")
@@ -220,14 +248,27 @@ impl ApiServer {
                 runtime.block_on(async move {
                     // Everything stops when `stopping` is dropped.
                     let (stopping, stopped) = tokio::sync::watch::channel(());
-                    let plain = serve::serve(
-                        tls::PlainListener(http),
-                        app.clone(),
-                        limits,
-                        stopped.clone(),
-                    );
+                    let metadata = {
+                        let (app, stopped) = (app.clone(), stopped.clone());
+                        async move {
+                            match metadata_tls {
+                                Some(tls) => {
+                                    let listener = tls::TlsListener::new(
+                                        http,
+                                        tls,
+                                        limits.header_read_timeout,
+                                    );
+                                    serve::serve(listener, app, limits, stopped).await;
+                                }
+                                None => {
+                                    let listener = tls::PlainListener(http);
+                                    serve::serve(listener, app, limits, stopped).await;
+                                }
+                            }
+                        }
+                    };
                     let secure = serve::serve(
-                        tls::TlsListener::new(workstation, tls),
+                        tls::TlsListener::new(workstation, tls, limits.header_read_timeout),
                         app,
                         limits,
                         stopped.clone(),
@@ -237,11 +278,12 @@ impl ApiServer {
                         let _ = stop.await;
                         drop(stopping);
                     };
-                    tokio::join!(plain, secure, tally, stopper);
+                    tokio::join!(metadata, secure, tally, stopper);
                 });
             })
             .context("starting the API thread")?;
         Ok(Self {
+            http_scheme: if config.plain_http { "http" } else { "https" },
             http_addr,
             workstation_addr,
             shutdown: Some(shutdown),
@@ -267,5 +309,31 @@ impl ApiServer {
 impl Drop for ApiServer {
     fn drop(&mut self) {
         self.shutdown_now();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_only_on_loopback() {
+        let plain = |listen: &str| ApiConfig {
+            listen: listen.into(),
+            plain_http: true,
+            ..ApiConfig::default()
+        };
+        assert!(plain("127.0.0.1:8700").validate().is_ok());
+        assert!(plain("[::1]:0").validate().is_ok());
+        assert!(plain("localhost:8700").validate().is_ok());
+        let refused = plain("0.0.0.0:8700").validate().unwrap_err();
+        assert!(refused.contains("api.plain_http"), "{refused}");
+        assert!(plain("10.0.0.5:8700").validate().is_err());
+        assert!(ApiConfig {
+            listen: "0.0.0.0:8700".into(),
+            ..ApiConfig::default()
+        }
+        .validate()
+        .is_ok());
     }
 }

@@ -54,6 +54,10 @@ fn note_body() -> Value {
     json!({"type": "object", "additionalProperties": false,
         "properties": {"note": {"type": "string", "maxLength": 1000}}})
 }
+fn sign_in_body() -> Value {
+    json!({"type": "object", "required": ["code"], "additionalProperties": false,
+        "properties": {"code": {"type": "string", "description": "a one-time sign-in code"}}})
+}
 fn decision_body() -> Value {
     json!({"type": "object", "required": ["decision"], "additionalProperties": false,
         "properties": {
@@ -70,16 +74,18 @@ fn resource_body() -> Value {
 
 /// Every operation, in the order the document lists them.
 pub static OPERATIONS: &[Operation] = &[
-    op!(GET "/v1/me", "me", 200, None, "Any principal: who the token belongs to, its role and region, and the workstation the request came from."),
-    op!(GET "/v1/cases", "cases.list", 200, None, "Reviewers and managers: every open case's metadata (IDs, scores, categories, signals, sampled request IDs); never content."),
-    op!(GET "/v1/cases/{case_id}", "case.view", 200, None, "Reviewers and managers: one case's metadata, its LLM verdicts (without rationale) and the caller's grant standing."),
+    op!(GET "/v1/me", "me", 200, None, "Any principal: who the token belongs to, its role and region, when the token expires, and the workstation the request came from."),
+    op!(POST "/v1/sign-in", "session.sign_in", 201, Some(sign_in_body), "Anyone holding a one-time sign-in code (`{\"code\": \"vgs_...\"}`, as `vigil demo` links carry): a token for the code's principal (`token`, shown once, and `expires_at`); the code works once."),
+    op!(POST "/v1/tokens", "token.reissue", 201, None, "Any principal: a fresh token (`token`, shown once, and `expires_at`, `access.token_ttl_secs` from now) in place of the one presented, which stops working at once."),
+    op!(GET "/v1/cases", "cases.list", 200, None, "Reviewers and managers: every open case's metadata (IDs, scores, categories, signals, sampled request IDs, human decisions without their notes); never content."),
+    op!(GET "/v1/cases/{case_id}", "case.view", 200, None, "Reviewers and managers: one case's metadata, its LLM verdicts (without rationale), its human decisions and the caller's grant standing. A decision's note is shown only over the workstation listener to a holder of an active grant for the case (region rule and content logging as for content), and showing one is audited as a content read (`granted`); elsewhere `note` is null and `note_status` is `withheld`."),
     op!(POST "/v1/cases/{case_id}/access-requests", "grant.request", 201, Some(reason_body), "Reviewers and managers: ask for just-in-time access to one case's flagged records, with a reason. Refused for EEA data to non-EEA reviewers and for resources with content logging off."),
     op!(GET "/v1/access-requests", "grants.list", 200, None, "Reviewers see their own access requests, managers everyone's; `?state=pending|active|expired|denied|revoked` filters."),
     op!(GET "/v1/access-requests/{request_id}", "grant.view", 200, None, "The requester or a manager: one access request and where it stands."),
     op!(POST "/v1/access-requests/{request_id}/approve", "grant.approve", 200, Some(approve_body), "Managers other than the requester: approve; the grant runs from now for the configured time (or less)."),
     op!(POST "/v1/access-requests/{request_id}/deny", "grant.deny", 200, Some(note_body), "Managers other than the requester: deny."),
     op!(POST "/v1/access-requests/{request_id}/revoke", "grant.revoke", 200, None, "A manager, or the grant's holder: end an active grant now."),
-    op!(POST "/v1/cases/{case_id}/decisions", "decision.record", 201, Some(decision_body), "Reviewers and managers holding an active grant for the case: record a decision about one flagged record (`request_id`) or the whole case: abuse_confirmed, false_positive or needs_escalation, with a note. Stored with the case and purged with it; audited without the note; listed in the queue (notes only to holders of an active grant)."),
+    op!(POST "/v1/cases/{case_id}/decisions", "decision.record", 201, Some(decision_body), "Reviewers and managers holding an active grant for the case: record a decision about one flagged record (`request_id`) or the whole case: abuse_confirmed, false_positive or needs_escalation, with a note (refused for a resource with content logging off). Stored with the case, the note encrypted under the resource's data key like the content it describes, and removed with that content (purge, deletion, content logging turned off); audited without the note; listed without notes, which are shown only as `case.view` says (never in this response)."),
     op!(GET "/v1/cases/{case_id}/records/{request_id}", "record.read", 200, None, "Point query, workstation listener only: one flagged record's prompt and completion, under the caller's active grant for that case. Anything else is refused without saying whether the record exists."),
     op!(GET "/v1/resources/{resource_id}", "resource.view", 200, None, "Admins, or the customer owning it: the resource and its capabilities (`ContentLogging` `false` exactly when content logging is off)."),
     op!(PATCH "/v1/resources/{resource_id}", "resource.update", 200, Some(resource_body), "Admins: turn content logging on or off (off destroys the stored content at once) and set retention."),
@@ -105,6 +111,8 @@ fn with_handler(route: MethodRouter<Arc<AppState>>, op: &Operation) -> MethodRou
     let filter = MethodFilter::try_from(op.method.clone()).expect("a standard method");
     match op.action {
         "me" => route.on(filter, handlers::me),
+        "token.reissue" => route.on(filter, handlers::reissue_token),
+        "session.sign_in" => route.on(filter, handlers::sign_in),
         "cases.list" => route.on(filter, handlers::list_cases),
         "case.view" => route.on(filter, handlers::view_case),
         "grant.request" => route.on(filter, handlers::request_access),

@@ -22,7 +22,8 @@ use crate::tls::Peer;
 pub struct Limits {
     /// Open connections at most.
     pub max_connections: usize,
-    /// Time a client has to send a request's headers (and a keep-alive connection may idle).
+    /// Time a client has to finish its TLS handshake, and to send a request's headers (and a
+    /// keep-alive connection may idle).
     pub header_read_timeout: Duration,
 }
 

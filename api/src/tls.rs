@@ -21,9 +21,6 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::serve::Accept;
 
-/// How long a client may take to finish its TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Who is on the other end of a connection.
 #[derive(Debug, Clone)]
 pub struct Peer {
@@ -77,12 +74,22 @@ async fn accept_failed(e: std::io::Error) {
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
-/// The TLS server configuration: the server's certificate, and client certificates
-/// required and checked against the workstation CA.
+/// Whether a listener asks its clients for a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// Required, and checked against the workstation CA (the workstation listener).
+    Workstation,
+    /// None asked for: the server authenticates itself only (the metadata listener).
+    None,
+}
+
+/// The TLS server configuration: the server's certificate and, per `client_auth`, client
+/// certificates required and checked against the workstation CA.
 pub fn server_config(
     ca_pem: &str,
     cert: &Path,
     key: &Path,
+    client_auth: ClientAuth,
 ) -> Result<Arc<ServerConfig>, anyhow::Error> {
     use anyhow::Context;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -98,9 +105,13 @@ pub fn server_config(
         .collect::<Result<Vec<_>, _>>()
         .with_context(|| format!("{}", cert.display()))?;
     let key = PrivateKeyDer::from_pem_file(key).with_context(|| format!("{}", key.display()))?;
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_client_cert_verifier(verifier)
+    let builder =
+        ServerConfig::builder_with_provider(provider).with_safe_default_protocol_versions()?;
+    let builder = match client_auth {
+        ClientAuth::Workstation => builder.with_client_cert_verifier(verifier),
+        ClientAuth::None => builder.with_no_client_auth(),
+    };
+    let mut config = builder
         .with_single_cert(chain, key)
         .context("server certificate")?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -110,6 +121,8 @@ pub fn server_config(
 /// A listener whose connections are TLS with a verified client certificate.
 pub struct TlsListener {
     tcp: Option<(TcpListener, TlsAcceptor)>,
+    /// How long a client may take to finish its handshake.
+    handshake_timeout: Duration,
     ready: mpsc::Receiver<Shaken>,
     done: mpsc::Sender<Shaken>,
     /// The accept loop, which ends with the listener.
@@ -128,11 +141,13 @@ impl Drop for TlsListener {
 type Shaken = (TlsStream<TcpStream>, Peer, OwnedSemaphorePermit);
 
 impl TlsListener {
-    /// A listener on `tcp` with `config`.
-    pub fn new(tcp: TcpListener, config: Arc<ServerConfig>) -> Self {
+    /// A listener on `tcp` with `config`, whose clients have `handshake_timeout` to finish
+    /// their handshake.
+    pub fn new(tcp: TcpListener, config: Arc<ServerConfig>, handshake_timeout: Duration) -> Self {
         let (done, ready) = mpsc::channel(16);
         Self {
             tcp: Some((tcp, TlsAcceptor::from(config))),
+            handshake_timeout,
             ready,
             done,
             accepting: None,
@@ -148,6 +163,7 @@ impl Accept for TlsListener {
     async fn accept(&mut self, permits: &Arc<Semaphore>) -> Shaken {
         if let Some((tcp, acceptor)) = self.tcp.take() {
             let (permits, done) = (permits.clone(), self.done.clone());
+            let timeout = self.handshake_timeout;
             self.accepting = Some(tokio::spawn(async move {
                 loop {
                     let permit = permit(&permits).await;
@@ -162,12 +178,11 @@ impl Accept for TlsListener {
                     let _ = stream.set_nodelay(true);
                     let (acceptor, done) = (acceptor.clone(), done.clone());
                     tokio::spawn(async move {
-                        let shaken =
-                            tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+                        let shaken = tokio::time::timeout(timeout, acceptor.accept(stream)).await;
                         let tls = match shaken {
                             Ok(Ok(tls)) => tls,
                             Ok(Err(e)) => {
-                                tracing::info!(%addr, error = %e, "A workstation TLS handshake was refused.");
+                                tracing::info!(%addr, error = %e, "A TLS handshake was refused.");
                                 return;
                             }
                             Err(_) => return,

@@ -3,6 +3,9 @@
 // all, is only ever set with textContent, never parsed as HTML.
 
 const TOKEN_KEY = "vigil.console.token";
+// While a record is open, how often the console asks the API whether its grant still stands
+// (GET /v1/access-requests/{id}: metadata, audited as grant.view, never a content read).
+const GRANT_POLL_MS = 2000;
 const OUTCOMES = {
   abuse_confirmed: "Abuse confirmed",
   false_positive: "False positive",
@@ -86,15 +89,25 @@ const REFUSAL_TITLES = {
   rate_limited: "Slow down",
   already_decided: "Already decided",
   not_active: "Grant not active",
+  grant_unconfirmed: "Grant not confirmed",
   grant_too_long: "Grant too long",
   audit_unavailable: "Audit log unavailable",
   unknown_case: "Unknown case",
   invalid_input: "Invalid input",
 };
 
-async function api(method, path, body) {
-  const headers = { Authorization: `Bearer ${sessionStorage.getItem(TOKEN_KEY) || ""}` };
-  const init = { method, headers, cache: "no-store", credentials: "omit" };
+/**
+ * Calls the API on this page's own origin with the session's token (or `token`, to try one
+ * before it becomes the session's).
+ */
+async function api(method, path, body, token = sessionStorage.getItem(TOKEN_KEY)) {
+  const headers = { Authorization: `Bearer ${token || ""}` };
+  // The Fetch standard counts a TLS client certificate as a credential: under "omit" a browser
+  // may withhold the workstation certificate (Chromium does with its OmitCorsClientCert
+  // feature, which tests/console.rs turns on), and the workstation listener then refuses the
+  // handshake. "same-origin" presents it; vigil sets no cookies, so nothing else rides along.
+  // The console only ever talks to its own origin ("same-origin" mode; connect-src 'self').
+  const init = { method, headers, cache: "no-store", credentials: "same-origin", mode: "same-origin" };
   if (body !== undefined) {
     headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
@@ -123,6 +136,11 @@ function showRefusal(error, context) {
     signOut("Your token is no longer valid. Sign in again.");
     return;
   }
+  refusalNotice(error, context);
+}
+/** Shows a refusal, whatever it is (a token being tried is refused without signing out). */
+function refusalNotice(error, context) {
+  if (!(error instanceof Refused)) throw error;
   const title = REFUSAL_TITLES[error.code] || "Refused";
   const notice = $("notice");
   notice.replaceChildren(
@@ -150,8 +168,13 @@ function showNotice(notice) {
   notice.hidden = false;
 }
 function clearNotice() {
-  $("notice").hidden = true;
-  delete $("notice").dataset.code;
+  const notice = $("notice");
+  notice.hidden = true;
+  // Emptied, not only hidden: a pending offer's buttons go, and the link's token with them.
+  notice.replaceChildren();
+  delete notice.dataset.code;
+  delete notice.dataset.prompt;
+  linkOffer.link = null;
 }
 function announce(text) {
   $("status").textContent = text;
@@ -162,26 +185,108 @@ function announce(text) {
 
 const session = { me: null };
 
+/**
+ * Signs in with `token`: it becomes the session's only once the API accepted it for a reviewer
+ * or manager, so a refused token never ends the session in force.
+ */
 async function signIn(token) {
-  sessionStorage.setItem(TOKEN_KEY, token.trim());
+  token = token.trim();
   try {
-    const me = await api("GET", "/v1/me");
+    const me = await api("GET", "/v1/me", undefined, token);
     if (me.role !== "reviewer" && me.role !== "manager") {
-      sessionStorage.removeItem(TOKEN_KEY);
-      showRefusal(new Refused(403, "wrong_role",
+      refusalNotice(new Refused(403, "wrong_role",
         `the console is for reviewers and managers; ${me.name} is ${article(me.role)} ${me.role}`));
       return false;
     }
+    // Another identity never inherits what the last one had open.
+    closeRecord();
+    sessionStorage.setItem(TOKEN_KEY, token);
     session.me = me;
     syncClock(me.now);
     renderWhoami();
     return true;
   } catch (e) {
-    sessionStorage.removeItem(TOKEN_KEY);
-    session.me = null;
-    showRefusal(e, "sign-in");
+    refusalNotice(e, "sign-in");
     return false;
   }
+}
+
+// A sign-in link carries a one-time sign-in code (`#code=`, as `vigil demo` prints them) or a
+// token (`#token=`) in the fragment, which is never sent to a server. It is taken out of the
+// address bar and history at once, and it never silently replaces a session in force: the
+// reviewer is asked first, and a code is exchanged for a token only once they agree. Tokens
+// and codes are never logged.
+
+/** The link being offered, until the reviewer decides (cleared with the notice). */
+const linkOffer = { link: null };
+
+/**
+ * Takes a `#code=` or `#token=` out of the URL (history too); returns `{code}` or `{token}`,
+ * or null when there is none.
+ */
+function takeLink() {
+  const params = new URLSearchParams(location.hash.slice(1));
+  const code = params.get("code"), token = params.get("token");
+  if (code === null && token === null) return null;
+  history.replaceState(null, "", `${location.pathname}${location.search}${lastRoute || "#/cases"}`);
+  return code !== null ? { code: code.trim() } : { token: token.trim() };
+}
+
+/** The token a link stands for: its own, or a fresh one its code is exchanged for (once). */
+async function linkToken(link) {
+  if (link.token !== undefined) return link.token;
+  try {
+    const issued = await api("POST", "/v1/sign-in", { code: link.code }, "");
+    return issued.token;
+  } catch (e) {
+    refusalNotice(e, "sign-in");
+    return null;
+  }
+}
+
+/**
+ * A link: signs in with it when no session is in force; otherwise asks whether to switch.
+ * Returns true when the route should be rendered again (signed in by it).
+ */
+async function offerLink(link) {
+  if (!link || !(link.code || link.token)) return false;
+  if (!session.me) {
+    // Nothing to replace. A refusal of a stale session shown earlier no longer applies.
+    const token = await linkToken(link);
+    const signedIn = token !== null && await signIn(token);
+    if (signedIn) clearNotice();
+    return signedIn;
+  }
+  if (link.token === sessionStorage.getItem(TOKEN_KEY)) return false;
+  const current = session.me.name;
+  const notice = $("notice");
+  clearNotice();
+  linkOffer.link = link;
+  const keep = () => {
+    clearNotice();
+    showInfo(`Still signed in as ${current}; the link was not used.`);
+  };
+  const change = async () => {
+    const offered = linkOffer.link;
+    clearNotice();
+    const token = offered && await linkToken(offered);
+    if (token && await signIn(token)) {
+      showInfo(`Signed in as ${session.me.name} from the link.`);
+      route();
+    }
+  };
+  notice.replaceChildren(
+    el("strong", {}, "Sign-in link: "),
+    `the link you opened signs in with another session. You are signed in as ${current}; `,
+    "switching signs you in with the link instead. ",
+    el("span", { class: "actions" },
+      el("button", { type: "button", class: "primary", onclick: change }, "Switch to the link's session"),
+      el("button", { type: "button", onclick: keep }, `Stay signed in as ${current}`)),
+  );
+  notice.dataset.prompt = "token-link";
+  notice.className = "notice prompt";
+  showNotice(notice);
+  return false;
 }
 
 function article(word) {
@@ -227,8 +332,12 @@ function show(view) {
   }
 }
 
+/** The last route rendered: where a sign-in link's fragment is replaced back to. */
+let lastRoute = null;
+
 async function route() {
   const hash = location.hash || "#/cases";
+  lastRoute = hash;
   if (!session.me) {
     show("signin");
     $("token").focus();
@@ -438,9 +547,19 @@ async function recordDecision(event) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The record view: one record at a time, watermarked, closed when the grant ends.
+// The record view: one record at a time, watermarked, closed when the grant ends: at its
+// expiry (a timer here), or as soon as a poll of the grant finds it revoked or no longer
+// active. The content lives in the view's DOM nodes only, and leaves with them.
 
-const record = { timer: null, ticker: null, opener: null };
+const record = { timer: null, ticker: null, poller: null, opener: null, grant: null };
+
+/** What a grant's status (GET /v1/access-requests/{id}) means for an open record. */
+const GRANT_ENDED = {
+  revoked: ["grant_revoked", "your grant for this case was revoked"],
+  expired: ["grant_expired", "your grant for this case has expired"],
+  denied: ["grant_denied", "your grant for this case was denied"],
+  pending: ["not_active", "your grant for this case is not active"],
+};
 
 async function openRecord(caseId, requestId) {
   closeRecord();
@@ -455,6 +574,26 @@ async function openRecord(caseId, requestId) {
   }
   clearNotice();
   syncClock(r.watermark.read_at);
+  fillRecord(r);
+  // Only the grant's identity and end are kept: nothing below holds the record itself.
+  const grant = { id: r.grant.access_request, expires: r.grant.expires_at, caseId: r.case_id };
+  r = null;
+  record.grant = grant;
+  const tick = () => {
+    const left = until(grant.expires);
+    $("record-timer").textContent = `grant ends in ${span(left)}`;
+    $("record-timer").classList.toggle("soon", left < 120e3);
+  };
+  tick();
+  record.ticker = setInterval(tick, 1000);
+  record.timer = setTimeout(() => endRecord(grant, "grant_expired", "your grant for this case has expired"),
+    Math.max(0, until(grant.expires)));
+  record.poller = setInterval(() => checkGrant(grant), GRANT_POLL_MS);
+  $("record-title").focus();
+}
+
+/** Shows a record in the view, as text only. */
+function fillRecord(r) {
   const mark = `${r.watermark.reviewer} · ${stamp(r.watermark.read_at)} · ${r.watermark.workstation || ""}`;
   $("record-title").textContent = `Record ${r.request_id}`;
   $("record-meta").textContent = `Case ${r.case_id} · ${r.resource_id} (${r.geography}) · model ${r.model} · stored ${stamp(r.stored_at)}`;
@@ -467,33 +606,62 @@ async function openRecord(caseId, requestId) {
   view.dataset.request = r.request_id;
   view.hidden = false;
   document.body.classList.add("reading");
-  const expires = r.grant.expires_at;
-  const tick = () => {
-    const left = until(expires);
-    $("record-timer").textContent = `grant ends in ${span(left)}`;
-    $("record-timer").classList.toggle("soon", left < 120e3);
-  };
-  tick();
-  record.ticker = setInterval(tick, 1000);
-  record.timer = setTimeout(() => {
-    closeRecord();
-    showRefusal(new Refused(403, "grant_expired", "your grant for this case has expired; the record view was closed"));
-    if (caseState.id) renderCase(caseState.id).catch(showRefusal);
-  }, Math.max(0, until(expires)));
-  $("record-title").focus();
   announce(`Record ${r.request_id} open`);
+}
+
+/**
+ * Asks the API where the open record's grant stands (metadata, not the record: no content
+ * read is audited) and closes the record unless it is still active. Fails closed: a grant
+ * that cannot be confirmed closes the record too.
+ */
+async function checkGrant(grant) {
+  if (record.grant !== grant || grant.checking) return;
+  if (until(grant.expires) <= 0) {
+    endRecord(grant, "grant_expired", "your grant for this case has expired");
+    return;
+  }
+  grant.checking = true;
+  let status;
+  try {
+    status = (await api("GET", `/v1/access-requests/${encodeURIComponent(grant.id)}`)).status;
+  } catch (e) {
+    if (record.grant !== grant) return;
+    if (e instanceof Refused && e.code === "unauthenticated") {
+      showRefusal(e);
+      return;
+    }
+    endRecord(grant, "grant_unconfirmed",
+      `the grant could not be confirmed (${e.code || "error"})`);
+    return;
+  } finally {
+    grant.checking = false;
+  }
+  // Closed, or another record opened, while the answer was on its way.
+  if (record.grant !== grant || status === "active") return;
+  const [code, why] = GRANT_ENDED[status] || ["not_active", `your grant is ${status}`];
+  endRecord(grant, code, why);
+}
+
+/** Closes the record of `grant` (if it is still the one open), says why, refreshes the case. */
+function endRecord(grant, code, why) {
+  if (record.grant !== grant) return;
+  closeRecord();
+  showRefusal(new Refused(403, code, `${why}; the record view was closed`));
+  if (caseState.id) renderCase(caseState.id).catch(showRefusal);
 }
 
 function closeRecord() {
   clearTimeout(record.timer);
   clearInterval(record.ticker);
-  record.timer = record.ticker = null;
+  clearInterval(record.poller);
+  record.timer = record.ticker = record.poller = null;
+  record.grant = null;
   const view = $("record-view");
   if (view.hidden) return;
   view.hidden = true;
   delete view.dataset.request;
   // Content leaves the page with the view.
-  for (const id of ["record-prompt", "record-completion", "record-watermark", "record-mark", "record-meta"]) {
+  for (const id of ["record-title", "record-prompt", "record-completion", "record-watermark", "record-mark", "record-meta", "record-timer"]) {
     $(id).replaceChildren();
   }
   document.body.classList.remove("reading");
@@ -612,19 +780,28 @@ async function start() {
   document.addEventListener("keydown", (event) => {
     if (event.key === "Escape" && !$("record-view").hidden) closeRecord();
   });
-  window.addEventListener("hashchange", () => {
+  window.addEventListener("hashchange", async () => {
+    // A sign-in link opened in this tab: its fragment goes at once, and the route stays.
+    const linked = takeLink();
+    if (linked !== null) {
+      if (await offerLink(linked)) route();
+      return;
+    }
     if ($("notice").dataset.route !== location.hash) clearNotice();
     route();
   });
+  // A hidden tab's timers are throttled: check the open record's grant as soon as it shows.
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden && record.grant) checkGrant(record.grant);
+  });
   setInterval(refreshCountdowns, 1000);
 
-  // `vigil demo` prints links that carry the token in the fragment (never sent to a server);
-  // take it and drop it from the address bar and history at once.
-  const fragment = new URLSearchParams(location.hash.slice(1));
-  const fromLink = fragment.get("token");
-  if (fromLink) history.replaceState(null, "", `${location.pathname}#/cases`);
-  const token = fromLink || sessionStorage.getItem(TOKEN_KEY);
-  if (token) await signIn(token);
+  // A sign-in link's token leaves the URL before anything else happens; the session in force
+  // (this tab's) is restored first, and the link may only offer to replace it.
+  const linked = takeLink();
+  const stored = sessionStorage.getItem(TOKEN_KEY);
+  if (stored && !(await signIn(stored))) sessionStorage.removeItem(TOKEN_KEY);
+  if (linked !== null) await offerLink(linked);
   route();
 }
 

@@ -7,7 +7,13 @@
 //! own: every case, grant, decision and record it shows comes from the `/v1` API with the
 //! token the reviewer signed in with, so the API's rules and audit trail apply unchanged. Loaded
 //! from the workstation listener (mutual TLS), it can read content under a grant; loaded from
-//! the plain listener, the API refuses content and the console says why.
+//! the plain listener, the API refuses content and the console says why. Its requests carry
+//! credentials to its own origin only (`credentials: "same-origin"`), which is what makes a
+//! browser present the workstation certificate. An open record is closed, its text removed
+//! from the page, as soon as its grant ends: at the grant's expiry, or when a poll of the
+//! grant's metadata (every 2 s, audited as `grant.view`, never a second content read) finds
+//! it revoked. A sign-in link's `#token=` leaves the address bar at once and never replaces
+//! the session in force without asking.
 
 use axum::http::{header, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -94,6 +100,16 @@ mod tests {
         assert!(INDEX_HTML.contains("src=\"/console/console.js\""));
         assert!(INDEX_HTML.contains("href=\"/console/console.css\""));
         assert!(!INDEX_HTML.contains("<script>"), "no inline script");
+    }
+
+    #[test]
+    fn api_calls_carry_the_workstation_certificate_to_this_origin_only() {
+        // "omit" lets a browser withhold the client certificate (tests/console.rs shows
+        // Chromium doing so); "include" would offer credentials to other origins.
+        assert!(CONSOLE_JS.contains(r#"credentials: "same-origin", mode: "same-origin""#));
+        for mode in [r#"credentials: "omit""#, r#"credentials: "include""#] {
+            assert!(!CONSOLE_JS.contains(mode), "console.js uses {mode}");
+        }
     }
 
     #[test]

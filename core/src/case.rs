@@ -99,10 +99,10 @@ impl Case {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_flag_event_carries_the_case_ids_and_scores() {
-        let case = Case {
-            case_id: "case-0123456789abcdef".into(),
+    /// A case of end user `u-1` of `res-a` in `eu`.
+    fn case(case_id: &str) -> Case {
+        Case {
+            case_id: case_id.into(),
             opened_at: time::macros::datetime!(2026-11-23 10:00 UTC),
             geography: Geography::parse("eu").unwrap(),
             resource_id: ResourceId::parse("res-a").unwrap(),
@@ -122,7 +122,12 @@ mod tests {
             pattern_families: vec!["ignore_instructions".into()],
             sample: vec![RequestId::parse("r-1").unwrap()],
             policy_version: "1".into(),
-        };
+        }
+    }
+
+    #[test]
+    fn the_flag_event_carries_the_case_ids_and_scores() {
+        let case = case("case-0123456789abcdef");
         let event = case.flag_event();
         assert!(event.validate().is_ok());
         assert_eq!(event.case_id.as_deref(), Some("case-0123456789abcdef"));
@@ -133,28 +138,7 @@ mod tests {
 
     #[test]
     fn the_subject_is_the_geography_resource_and_end_user() {
-        let case = Case {
-            case_id: "case-1".into(),
-            opened_at: time::macros::datetime!(2026-11-23 10:00 UTC),
-            geography: Geography::parse("eu").unwrap(),
-            resource_id: ResourceId::parse("res-a").unwrap(),
-            subject: FlagSubject::EndUser {
-                end_user: "u-1".into(),
-            },
-            window: FlagWindow {
-                start: time::macros::datetime!(2026-11-23 09:00 UTC),
-                end: time::macros::datetime!(2026-11-23 10:00 UTC),
-            },
-            scores: FlagScores {
-                abuse: 0.8,
-                categories: Default::default(),
-            },
-            categories: vec![],
-            signals: CaseSignals::default(),
-            pattern_families: vec![],
-            sample: vec![],
-            policy_version: "1".into(),
-        };
+        let case = case("case-1");
         // Updates of the same subject's case (scores, sample, times) keep the subject.
         let mut updated = case.clone();
         updated.scores.abuse = 0.9;

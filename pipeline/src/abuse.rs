@@ -247,7 +247,7 @@ impl AbuseStage {
         };
         for offer in offers {
             if let Some(task) = review.offer_in_flight(geo.clone(), offer) {
-                geo.store_verdict(&review.content_unavailable(&task, true))?;
+                geo.store_verdict(&review.content_unavailable(&task, true), None)?;
             }
         }
         Ok(())

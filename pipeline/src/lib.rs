@@ -32,6 +32,7 @@ pub mod flags;
 pub mod handoff;
 mod input;
 pub mod lifecycle;
+pub mod live;
 pub mod review;
 mod summary;
 
@@ -55,6 +56,7 @@ pub use flags::{FlagFile, FlagSink, FlagSinkError};
 pub use handoff::{BatchSeq, Handoff, Stopped};
 pub use input::Input;
 pub use lifecycle::{ExportReport, Lifecycle, LifecycleError, LifecycleSummary, Scheduled};
+pub use live::{LiveRegistry, RegistryWatcher};
 pub use review::{PolicyHandle, ReviewStage, ReviewSummary, StageSettings};
 pub use summary::{AbuseSummary, CaseCounts, DetectionSummary, Percentiles, StageTimes, Summary};
 
@@ -224,7 +226,10 @@ pub struct Pipeline<'a> {
     classifier: Option<&'a HarmClassifier>,
     abuse: Option<&'a AbuseStage>,
     durability: Durability,
-    payloads: PayloadPolicy,
+    /// Which inputs' payloads dead letters keep, for the registry of that generation.
+    payloads: Mutex<(u64, Arc<PayloadPolicy>)>,
+    /// The registry as it is now, when it may change during the run.
+    live: Option<LiveRegistry>,
     /// Resources whose unavailable key was already reported in this run (warned once each;
     /// every rejected record still gets its dead letter).
     key_warned: Mutex<HashSet<String>>,
@@ -244,7 +249,8 @@ impl<'a> Pipeline<'a> {
             classifier: None,
             abuse: None,
             durability: Durability::AtEnd,
-            payloads: PayloadPolicy::new(registry),
+            payloads: Mutex::new((0, Arc::new(PayloadPolicy::new(registry)))),
+            live: None,
             key_warned: Mutex::new(HashSet::new()),
         }
     }
@@ -259,6 +265,36 @@ impl<'a> Pipeline<'a> {
     pub fn with_abuse(mut self, abuse: Option<&'a AbuseStage>) -> Self {
         self.abuse = abuse;
         self
+    }
+
+    /// Follows `live` while running: once a resource's content logging is off there, its
+    /// records are sealed, written and dead-lettered without content.
+    pub fn with_live_registry(mut self, live: LiveRegistry) -> Self {
+        *self.payloads.get_mut().expect("lock poisoned") = (
+            live.generation(),
+            Arc::new(PayloadPolicy::new(&live.snapshot())),
+        );
+        self.live = Some(live);
+        self
+    }
+
+    /// Whether `resource`'s content may be stored now (see [`LiveRegistry::logs_content`]).
+    fn logs_content(&self, resource: &vigil_core::ResourceId) -> bool {
+        self.live
+            .as_ref()
+            .is_none_or(|live| live.logs_content(resource))
+    }
+
+    /// The dead-letter payload policy for the registry as it is now.
+    fn payload_policy(&self) -> Arc<PayloadPolicy> {
+        let mut payloads = self.payloads.lock().expect("lock poisoned");
+        if let Some(live) = &self.live {
+            let generation = live.generation();
+            if payloads.0 != generation {
+                *payloads = (generation, Arc::new(PayloadPolicy::new(&live.snapshot())));
+            }
+        }
+        payloads.1.clone()
     }
 
     /// Sets when stored batches are made durable.
@@ -411,6 +447,17 @@ impl<'a> Pipeline<'a> {
                 return Ok((item, decoded(decode_time)));
             }
         };
+        // Content logging turned off since the run started applies at once.
+        let quiet;
+        let resource = if resource.content_logging && !self.logs_content(&resource.id) {
+            quiet = vigil_core::Resource {
+                content_logging: false,
+                ..resource.clone()
+            };
+            &quiet
+        } else {
+            resource
+        };
         let sealing = Instant::now();
         let geo = self.stores.geo(&resource.geography)?;
         let sealed = geo.seal(&record, resource);
@@ -478,7 +525,7 @@ impl<'a> Pipeline<'a> {
     ) -> DeadLetter {
         debug!(code = reason.code(), field = reason.field(), %source, "Rejected input.");
         let payload = match raw {
-            Some((raw, truncated)) => self.payloads.payload(raw, truncated),
+            Some((raw, truncated)) => self.payload_policy().payload(raw, truncated),
             None => Payload::content_logging_off(),
         };
         let letter = DeadLetter::new(reason, source, payload);
@@ -584,12 +631,18 @@ impl<'a> Pipeline<'a> {
             match item {
                 Item::Sealed {
                     geo,
-                    record,
+                    mut record,
                     source,
-                    raw,
+                    mut raw,
                     content,
                     observed,
                 } => {
+                    // Sealed before its resource's content logging was turned off: written
+                    // without its content all the same.
+                    if record.content_logged && !self.logs_content(&record.resource_id) {
+                        record.forget_content();
+                        raw = None;
+                    }
                     let entry = by_geo
                         .entry(geo.geography().to_string())
                         .or_insert_with(|| GeoBatch {

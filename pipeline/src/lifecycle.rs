@@ -251,31 +251,84 @@ impl Lifecycle {
     /// Brings the `audit` table up to date with the audit log: rewrites the partitions of the
     /// days (and geographies) that gained entries since the last export, which `audit/.seq`
     /// remembers. The log is append-only, so no other partition can have changed.
+    ///
+    /// The log is streamed twice, never held in memory: once to find the partitions that
+    /// changed, once to write their rows.
     fn export_audit(&self, report: &mut ExportReport) -> Result<(), LifecycleError> {
         let Some(log) = &self.audit_log else {
             return Ok(());
         };
-        let io = |e: std::io::Error| LifecycleError::Audit(format!("{}: {e}", log.display()));
         // Only a regular file is read (a device such as /dev/full reads without end).
         if !std::fs::metadata(log).is_ok_and(|m| m.is_file()) {
             return Ok(());
         }
-        let text = match std::fs::read_to_string(log) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(io(e)),
-        };
         let marker = self.exports.table_dir(Table::Audit).join(".seq");
         let exported: u64 = std::fs::read_to_string(&marker)
             .ok()
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(0);
-        let global = vigil_core::Geography::parse("global").expect("a valid geography");
         let registry = self.registry();
-        let mut rows = Vec::new();
-        for line in text.lines() {
+        let mut last = 0;
+        let mut stale = std::collections::BTreeMap::new();
+        self.audit_rows(log, &registry, |row| {
+            last = last.max(row.seq);
+            if row.seq > exported {
+                stale.insert((row.geography.clone(), row.day()), None);
+            }
+            Ok(())
+        })?;
+        if !stale.is_empty() {
+            self.audit_rows(log, &registry, |row| {
+                if let Some(part) = stale.get_mut(&(row.geography.clone(), row.day())) {
+                    let part = match part {
+                        Some(part) => part,
+                        None => part.insert(
+                            self.exports
+                                .partition::<AuditRow>(&row.geography, row.day())?,
+                        ),
+                    };
+                    part.push(&row)?;
+                }
+                Ok(())
+            })?;
+            for part in stale.into_values().flatten() {
+                report.partitions_written += 1;
+                report.rows += part.finish()?.rows;
+            }
+        }
+        if last > exported {
+            let io = |e: std::io::Error| LifecycleError::Audit(format!("{}: {e}", log.display()));
+            std::fs::create_dir_all(self.exports.table_dir(Table::Audit)).map_err(io)?;
+            std::fs::write(&marker, last.to_string()).map_err(io)?;
+        }
+        Ok(())
+    }
+
+    /// Calls `each` with the row of every entry of the audit log at `log`, in order, reading
+    /// one line at a time.
+    fn audit_rows(
+        &self,
+        log: &std::path::Path,
+        registry: &ResourceRegistry,
+        mut each: impl FnMut(AuditRow) -> Result<(), LifecycleError>,
+    ) -> Result<(), LifecycleError> {
+        use std::io::BufRead;
+        let io = |e: std::io::Error| LifecycleError::Audit(format!("{}: {e}", log.display()));
+        let file = match std::fs::File::open(log) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io(e)),
+        };
+        let global = vigil_core::Geography::parse("global").expect("a valid geography");
+        let mut reader = std::io::BufReader::new(file);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            if reader.read_until(b'\n', &mut line).map_err(io)? == 0 {
+                return Ok(());
+            }
             // A line that does not parse is `vigil audit verify`'s to report, not the export's.
-            let Ok(entry) = serde_json::from_str::<vigil_access::AuditEntry>(line) else {
+            let Ok(entry) = serde_json::from_slice::<vigil_access::AuditEntry>(&line) else {
                 continue;
             };
             let Ok(at) = OffsetDateTime::parse(&entry.at, &Rfc3339) else {
@@ -287,7 +340,7 @@ impl Lifecycle {
                 .as_deref()
                 .and_then(|r| registry.get(r))
                 .map_or_else(|| global.clone(), |r| r.geography.clone());
-            rows.push(AuditRow {
+            each(AuditRow {
                 geography,
                 seq: entry.seq,
                 at,
@@ -301,30 +354,8 @@ impl Lifecycle {
                 resource_id: e.resource_id,
                 access_request: e.access_request,
                 workstation: e.workstation,
-            });
+            })?;
         }
-        let last = rows.iter().map(|r| r.seq).max().unwrap_or(0);
-        let stale: std::collections::BTreeSet<(vigil_core::Geography, time::Date)> = rows
-            .iter()
-            .filter(|r| r.seq > exported)
-            .map(|r| (r.geography.clone(), r.day()))
-            .collect();
-        for (geography, day) in &stale {
-            let mut part = self.exports.partition::<AuditRow>(geography, *day)?;
-            for row in rows
-                .iter()
-                .filter(|r| &r.geography == geography && r.day() == *day)
-            {
-                part.push(row)?;
-            }
-            report.partitions_written += 1;
-            report.rows += part.finish()?.rows;
-        }
-        if last > exported {
-            std::fs::create_dir_all(self.exports.table_dir(Table::Audit)).map_err(io)?;
-            std::fs::write(&marker, last.to_string()).map_err(io)?;
-        }
-        Ok(())
     }
 
     /// Rewrites one changed day partition from what the store holds now.

@@ -6,13 +6,14 @@
 //!   A feeder thread moves at most `queue_capacity` of them into memory at a time; the rest
 //!   wait on disk, however many cases open, and survive restarts.
 //! - **Workers** (`workers` threads) read each task's content from the store (decrypting it
-//!   only in memory), review it, and store the verdict in the batch that deletes the task.
+//!   only in memory), review it, and store the verdict in the batch that deletes the task,
+//!   its rationale sealed under the resource's data key like the content it describes.
 //! - **Content-logging-off resources** store no content, so their sampled records are
 //!   reviewed in flight: the pipeline offers the content of those in the batch that opened the
-//!   case, once that batch is written; only the verdict is kept. Each such item gets a
-//!   `content_unavailable` verdict in the case's own write, which the review overwrites: when
-//!   the in-memory queue is full, the record was not in that batch, or the process stops first,
-//!   that verdict stands, and no sampled record is left without one.
+//!   case, once that batch is written; only the verdict is kept, without its rationale. Each
+//!   such item gets a `content_unavailable` verdict in the case's own write, which the review
+//!   overwrites: when the in-memory queue is full, the record was not in that batch, or the
+//!   process stops first, that verdict stands, and no sampled record is left without one.
 //! - The verdicts' routing follows the policy in force (reloads included).
 
 use std::collections::HashSet;
@@ -405,7 +406,7 @@ impl Shared {
                 // is dropped, and its `content_unavailable` verdict stands (now counted).
                 if let Job::InFlight { .. } = job {
                     let verdict = self.unavailable(&task, true);
-                    if let Err(error) = geo.store_verdict(&verdict) {
+                    if let Err(error) = geo.store_verdict(&verdict, None) {
                         warn!(%error, case_id = %task.case_id, request_id = %task.request_id, "Storing a verdict failed.");
                     }
                 }
@@ -414,7 +415,10 @@ impl Shared {
             }
             let verdict = self.review(job);
             debug!(case_id = %verdict.case_id, request_id = %verdict.request_id, route = ?verdict.route, reason = verdict.reason.name(), "Reviewed.");
-            if let Err(error) = geo.store_verdict(&verdict) {
+            // The rationale is sealed under the resource's data key (never kept for one that
+            // logs no content, nor for a review in flight).
+            let resource = self.registry.get(task.resource_id.as_str());
+            if let Err(error) = geo.store_verdict(&verdict, resource) {
                 warn!(%error, case_id = %task.case_id, request_id = %task.request_id, "Storing a verdict failed; the task stays queued.");
                 // Not straight back to the backend for the same task.
                 std::thread::sleep(Duration::from_secs(1));

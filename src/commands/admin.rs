@@ -22,7 +22,8 @@ pub(super) struct Admin {
     clock: Clock,
 }
 
-/// A workstation certificate written to disk.
+/// A workstation's files in the output directory: its certificate, the CA certificate, and
+/// its key (written only when the key was generated here).
 pub(super) struct IssuedFiles {
     pub(super) fingerprint: String,
     pub(super) cert: PathBuf,
@@ -31,7 +32,8 @@ pub(super) struct IssuedFiles {
 }
 
 impl IssuedFiles {
-    /// Where `vigil admin workstation issue NAME --out OUT` writes workstation `name`'s files.
+    /// Where `vigil admin workstation issue NAME --generate-key --out OUT` writes workstation
+    /// `name`'s files.
     pub(super) fn at(out: &Path, name: &str, fingerprint: String) -> Self {
         Self {
             fingerprint,
@@ -67,11 +69,37 @@ impl Admin {
         Ok(self.store.add_principal(principal)?)
     }
 
-    pub(super) fn issue_token(&self, name: &str) -> anyhow::Result<Token> {
+    /// Issues a token for `name`, valid for `access.token_ttl_secs` (or `ttl_secs`).
+    pub(super) fn issue_token(
+        &self,
+        config: &Config,
+        name: &str,
+        ttl_secs: Option<u64>,
+    ) -> anyhow::Result<Token> {
+        let access = vigil_access::AccessConfig {
+            token_ttl_secs: ttl_secs.unwrap_or(config.access.token_ttl_secs),
+            ..config.access.clone()
+        };
+        access.validate()?;
+        let expires_at = access.token_expiry(self.clock.now());
         self.record("admin.token_issue", |e| {
+            e.detail = Some(format!(
+                "principal: {name}, expires_at: {}",
+                expires_at
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default()
+            ))
+        })?;
+        Ok(self.store.issue_token(name, expires_at)?)
+    }
+
+    /// Issues a one-time sign-in code for `name`, valid for an hour (`vigil demo`'s links).
+    pub(super) fn issue_sign_in_code(&self, name: &str) -> anyhow::Result<Token> {
+        self.record("admin.sign_in_code_issue", |e| {
             e.detail = Some(format!("principal: {name}"))
         })?;
-        Ok(self.store.issue_token(name)?)
+        let expires_at = self.clock.now() + time::Duration::hours(1);
+        Ok(self.store.issue_sign_in_code(name, expires_at)?)
     }
 
     pub(super) fn revoke_tokens(&self, name: &str) -> anyhow::Result<usize> {
@@ -81,37 +109,81 @@ impl Admin {
         Ok(self.store.revoke_tokens(name)?)
     }
 
-    /// Issues and registers workstation `name`'s certificate, and writes it, its key (owner
-    /// only) and the CA certificate into `out`.
+    /// Issues and registers workstation `name`'s certificate for a key generated here, and
+    /// writes it, its key (owner only) and the CA certificate into `out` (demos and tests).
     pub(super) fn issue_workstation(
         &self,
         config: &Config,
         name: &str,
         out: &Path,
     ) -> anyhow::Result<IssuedFiles> {
-        let ca = WorkstationCa::load_or_create(&config.access.ca_dir)?;
+        let ca = load_ca(config)?;
         let issued = ca.issue_workstation(name)?;
-        self.record("admin.workstation_issue", |e| {
-            e.workstation = Some(name.to_owned());
-            e.detail = Some(format!("fingerprint: {}", issued.fingerprint));
-        })?;
-        self.store.register_workstation(&Workstation {
-            name: name.to_owned(),
-            fingerprint: issued.fingerprint.clone(),
-            issued_at: self.clock.now(),
-            revoked_at: None,
-        })?;
-        std::fs::create_dir_all(out).with_context(|| out.display().to_string())?;
         let files = IssuedFiles::at(out, name, issued.fingerprint);
-        for (path, text) in [
-            (&files.cert, issued.cert_pem.as_str()),
-            (&files.ca, ca.ca_pem()),
-        ] {
-            std::fs::write(path, text).with_context(|| path.display().to_string())?;
-        }
+        self.register_workstation(name, &files.fingerprint, "generated here")?;
+        write_certificates(out, &files, &issued.cert_pem, &ca)?;
         write_private(&files.key, &issued.key_pem)?;
         Ok(files)
     }
+
+    /// Issues and registers workstation `name`'s certificate for the key of the certificate
+    /// signing request in `csr`, and writes it and the CA certificate into `out` (no key).
+    /// Returns the fingerprint, the certificate's path and the CA certificate's path.
+    fn issue_workstation_for_csr(
+        &self,
+        config: &Config,
+        name: &str,
+        csr: &Path,
+        out: &Path,
+    ) -> anyhow::Result<(String, PathBuf, PathBuf)> {
+        let what = || format!("--csr {}", csr.display());
+        let request = std::fs::read_to_string(csr).with_context(what)?;
+        let ca = load_ca(config)?;
+        let issued = ca
+            .issue_workstation_for_csr(name, &request)
+            .with_context(what)?;
+        self.register_workstation(name, &issued.fingerprint, "from a CSR")?;
+        let files = IssuedFiles::at(out, name, issued.fingerprint);
+        write_certificates(out, &files, &issued.cert_pem, &ca)?;
+        Ok((files.fingerprint, files.cert, files.ca))
+    }
+
+    /// Audits, then registers, workstation `name` by its certificate's fingerprint.
+    fn register_workstation(&self, name: &str, fingerprint: &str, key: &str) -> anyhow::Result<()> {
+        self.record("admin.workstation_issue", |e| {
+            e.workstation = Some(name.to_owned());
+            e.detail = Some(format!("fingerprint: {fingerprint}, key: {key}"));
+        })?;
+        self.store.register_workstation(&Workstation {
+            name: name.to_owned(),
+            fingerprint: fingerprint.to_owned(),
+            issued_at: self.clock.now(),
+            revoked_at: None,
+        })?;
+        Ok(())
+    }
+}
+
+/// The workstation CA, constrained to the API's TLS hosts.
+fn load_ca(config: &Config) -> anyhow::Result<WorkstationCa> {
+    Ok(WorkstationCa::load_or_create(
+        &config.access.ca_dir,
+        &config.api.tls_hosts,
+    )?)
+}
+
+/// Writes a workstation's certificate and the CA certificate to `files`' paths in `out`.
+fn write_certificates(
+    out: &Path,
+    files: &IssuedFiles,
+    cert_pem: &str,
+    ca: &WorkstationCa,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out).with_context(|| out.display().to_string())?;
+    for (path, text) in [(&files.cert, cert_pem), (&files.ca, ca.ca_pem())] {
+        std::fs::write(path, text).with_context(|| path.display().to_string())?;
+    }
+    Ok(())
 }
 
 pub fn admin(config: &Config, cmd: AdminCommand) -> anyhow::Result<()> {
@@ -159,24 +231,43 @@ pub fn admin(config: &Config, cmd: AdminCommand) -> anyhow::Result<()> {
             admin.store.remove_principal(&name)?;
             output(format!("removed {name} and revoked their tokens"))
         }
-        AdminCommand::Token(TokenCommand::Issue { name }) => {
+        AdminCommand::Token(TokenCommand::Issue { name, ttl_secs }) => {
             // The one time the token is shown.
-            output(admin.issue_token(&name)?.expose())
+            output(admin.issue_token(config, &name, ttl_secs)?.expose())
         }
         AdminCommand::Token(TokenCommand::Revoke { name }) => {
             let n = admin.revoke_tokens(&name)?;
             output(format!("revoked {n} token(s) of {name}"))
         }
-        AdminCommand::Workstation(WorkstationCommand::Issue { name, out }) => {
-            let files = admin.issue_workstation(config, &name, &out)?;
-            output(format!(
-                "workstation {name} registered (fingerprint {}): certificate {}, key {}, CA {}",
-                files.fingerprint,
-                files.cert.display(),
-                files.key.display(),
-                files.ca.display()
-            ))
-        }
+        AdminCommand::Workstation(WorkstationCommand::Issue {
+            name,
+            csr,
+            generate_key,
+            out,
+        }) => match (csr, generate_key) {
+            (Some(csr), _) => {
+                let (fingerprint, cert, ca) =
+                    admin.issue_workstation_for_csr(config, &name, &csr, &out)?;
+                output(format!(
+                    "workstation {name} registered (fingerprint {fingerprint}): certificate {} (client authentication only; install it beside the key the request came from), CA {} (trust it for this vigil host only)",
+                    cert.display(),
+                    ca.display()
+                ))
+            }
+            (None, true) => {
+                let files = admin.issue_workstation(config, &name, &out)?;
+                output(format!(
+                    "workstation {name} registered (fingerprint {}): certificate {}, key {} (made here: move it to the workstation and delete it), CA {}",
+                    files.fingerprint,
+                    files.cert.display(),
+                    files.key.display(),
+                    files.ca.display()
+                ))
+            }
+            (None, false) => anyhow::bail!(
+                "workstation issue {name}: give --csr FILE, a certificate signing request made on the workstation (its private key never leaves it), or --generate-key to make the key here (demos only)"
+            ),
+        },
         AdminCommand::Workstation(WorkstationCommand::List) => {
             for w in admin.store.workstations()? {
                 output(serde_json::to_string(&w)?)?;

@@ -63,7 +63,7 @@ pub fn bench(config: &Config, args: &BenchArgs) -> anyhow::Result<()> {
     let cases = store_cases(&stores, &registry, reviewers)?;
 
     let access = AccessStore::open(&config.access.dir)?;
-    let ca = WorkstationCa::load_or_create(&config.access.ca_dir)?;
+    let ca = WorkstationCa::load_or_create(&config.access.ca_dir, &config.api.tls_hosts)?;
     let issued = ca.issue_workstation("bench-ws")?;
     let now = stores.clock().now();
     access.register_workstation(&Workstation {
@@ -81,7 +81,15 @@ pub fn bench(config: &Config, args: &BenchArgs) -> anyhow::Result<()> {
             region: Region::Eea,
             resources: vec![],
         })?;
-        tokens.push(access.issue_token(&name)?.expose().to_owned());
+        tokens.push(
+            access
+                .issue_token(
+                    &name,
+                    time::OffsetDateTime::now_utc() + time::Duration::days(1),
+                )?
+                .expose()
+                .to_owned(),
+        );
         access.add_request(&AccessRequest {
             id: AccessRequest::new_id(),
             case_id: case.case_id.clone(),

@@ -1,6 +1,7 @@
 //! `vigil cases [CASE]`: the cases recurring-abuse detection opened, with the LLM reviewer's
 //! verdicts on their samples. Identifiers, scores, categories, signals and verdicts only: no
-//! content is read or decrypted.
+//! content is read or decrypted, and no rationale (sealed like content, readable only through
+//! the store's keys) is shown.
 
 use std::fmt::Write as _;
 
@@ -170,7 +171,6 @@ fn describe(Reviewed { case, verdicts }: &Reviewed) -> anyhow::Result<String> {
                 a.confidence,
                 categories.join(",")
             )?;
-            write!(out, "\n  rationale    {}", a.rationale)?;
         }
         write!(
             out,

@@ -1,7 +1,8 @@
 //! `vigil demo`: the shortest way from `vigil run` on the sample to a signed-in reviewer
 //! console. Creates (once) an EEA reviewer and an EEA manager and a workstation certificate,
 //! issues both fresh tokens (revoking their earlier ones), prints sign-in links, and serves.
-//! Every change goes through the same audited operations as `vigil admin`.
+//! A link carries a one-time sign-in code (never a token), which the console exchanges for a
+//! session token once. Every change goes through the same audited operations as `vigil admin`.
 
 use std::path::Path;
 
@@ -21,6 +22,10 @@ const WORKSTATION: &str = "demo-workstation";
 struct Setup {
     reviewer_token: String,
     manager_token: String,
+    /// One-time sign-in codes: the manager's, and the reviewer's for each listener.
+    manager_code: String,
+    reviewer_code: String,
+    reviewer_workstation_code: String,
     workstation: IssuedFiles,
     workstation_name: String,
 }
@@ -33,8 +38,14 @@ pub fn demo(config: &Config, args: &DemoArgs) -> anyhow::Result<()> {
         set_up(config, &admin, &args.out)?
     };
     if args.no_serve {
+        let scheme = if config.api.plain_http {
+            "http"
+        } else {
+            "https"
+        };
         return print_guide(
             &setup,
+            scheme,
             &config.api.listen,
             &config.api.workstation_listen,
             false,
@@ -43,6 +54,7 @@ pub fn demo(config: &Config, args: &DemoArgs) -> anyhow::Result<()> {
     serve_then(config, |server| {
         print_guide(
             &setup,
+            server.http_scheme,
             &server.http_addr.to_string(),
             &server.workstation_addr.to_string(),
             true,
@@ -70,12 +82,18 @@ fn set_up(config: &Config, admin: &Admin, out: &Path) -> anyhow::Result<Setup> {
     // Tokens are shown once and stored hashed: each demo run issues fresh ones.
     let fresh_token = |name: &str| -> anyhow::Result<String> {
         admin.revoke_tokens(name)?;
-        Ok(admin.issue_token(name)?.expose().to_owned())
+        Ok(admin.issue_token(config, name, None)?.expose().to_owned())
     };
     let reviewer_token = fresh_token(REVIEWER)?;
     let manager_token = fresh_token(MANAGER)?;
+    let code = |name: &str| -> anyhow::Result<String> {
+        Ok(admin.issue_sign_in_code(name)?.expose().to_owned())
+    };
     let (workstation_name, workstation) = workstation(config, admin, out)?;
     Ok(Setup {
+        manager_code: code(MANAGER)?,
+        reviewer_code: code(REVIEWER)?,
+        reviewer_workstation_code: code(REVIEWER)?,
         reviewer_token,
         manager_token,
         workstation,
@@ -112,18 +130,25 @@ fn workstation(
     unreachable!("the loop returns")
 }
 
-fn print_guide(setup: &Setup, http: &str, https: &str, serving: bool) -> anyhow::Result<()> {
+fn print_guide(
+    setup: &Setup,
+    scheme: &str,
+    http: &str,
+    https: &str,
+    serving: bool,
+) -> anyhow::Result<()> {
     let ws = &setup.workstation;
     let lines = [
         String::new(),
-        "vigil demo: an EEA reviewer and an EEA manager, with fresh tokens (earlier demo tokens are revoked):".to_owned(),
+        "vigil demo: an EEA reviewer and an EEA manager, with fresh tokens for the terminal (earlier demo tokens are revoked; these expire after access.token_ttl_secs):".to_owned(),
         format!("  {REVIEWER}  {}", setup.reviewer_token),
         format!("  {MANAGER}   {}", setup.manager_token),
         String::new(),
+        "Each link below signs in once (a one-time code, valid for an hour), then is spent.".to_owned(),
         "1. The manager, in one browser window (approvals need no workstation):".to_owned(),
-        format!("     http://{http}/console#token={}", setup.manager_token),
+        format!("     {scheme}://{http}/console#code={}", setup.manager_code),
         "2. The reviewer, in another (a private window keeps the two sessions apart): open a case, request access;".to_owned(),
-        format!("     http://{http}/console#token={}", setup.reviewer_token),
+        format!("     {scheme}://{http}/console#code={}", setup.reviewer_code),
         "   the manager approves it under Approvals. Content is readable only from a secure workstation:".to_owned(),
         format!(
             "3. Workstation {} (fingerprint {}): certificate {}, key {}, CA {}.",
@@ -140,8 +165,8 @@ fn print_guide(setup: &Setup, http: &str, https: &str, serving: bool) -> anyhow:
             ws.ca.display(),
             setup.workstation_name
         ),
-        "   import the .p12 under Settings > Privacy and security > Manage certificates, trust the CA for websites, then read records at".to_owned(),
-        format!("     https://{https}/console#token={}", setup.reviewer_token),
+        "   import the .p12 (the workstation's identity) under Settings > Privacy and security > Manage certificates and trust the CA for this host only (it vouches for no other), then read records at".to_owned(),
+        format!("     https://{https}/console#code={}", setup.reviewer_workstation_code),
         format!(
             "   or from a terminal: curl --cacert {} --cert {} --key {} -H 'Authorization: Bearer {}' https://{https}/v1/me",
             ws.ca.display(),

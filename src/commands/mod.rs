@@ -36,7 +36,7 @@ use anyhow::Context;
 use vigil_analytics::Exports;
 use vigil_core::{Clock, Geography, ResourceRegistry};
 use vigil_kafka::KafkaConfig;
-use vigil_pipeline::Lifecycle;
+use vigil_pipeline::{Lifecycle, LiveRegistry, RegistryWatcher};
 use vigil_storage::Stores;
 
 use crate::cli::{Cli, Command};
@@ -127,6 +127,28 @@ fn lifecycle(
         exports,
     )
     .with_audit_log(config.access.audit_log.clone()))
+}
+
+/// How often a running process looks for changes to the registry file.
+const REGISTRY_WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Starts watching the registry file for a process that runs for a while: changes replace
+/// `lifecycle`'s registry (shared with the API) and are applied to `stores`.
+fn watch_registry(
+    config: &Config,
+    stores: &Arc<Stores>,
+    lifecycle: &Lifecycle,
+) -> anyhow::Result<(LiveRegistry, RegistryWatcher)> {
+    let live = LiveRegistry::new(lifecycle.registry_handle());
+    let watcher = RegistryWatcher::start(
+        config.resources.clone(),
+        live.clone(),
+        stores.clone(),
+        config.storage.retention.clone(),
+        REGISTRY_WATCH_INTERVAL,
+    )
+    .context("starting the registry watcher")?;
+    Ok((live, watcher))
 }
 
 /// An audit entry by the operator at the command line: deletions, purges, resource and access

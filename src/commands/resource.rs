@@ -9,6 +9,7 @@ use vigil_core::{Geography, KeyRef, Resource, ResourceId, ResourceRegistry};
 use super::{open_stores, output};
 use crate::cli::{ResourceCommand, ResourceSettings};
 use crate::config::Config;
+use vigil_pipeline::live::{applied_marker, registry_version};
 
 fn describe(resource: &Resource) -> serde_json::Value {
     json!({
@@ -99,16 +100,20 @@ pub fn resource(config: &Config, cmd: ResourceCommand) -> anyhow::Result<()> {
     )?;
     registry.save(path)?;
     output(serde_json::to_string_pretty(&describe(&changed))?)?;
-    apply_to_stores(config, &registry);
-    Ok(())
+    apply_to_stores(config, &registry)
 }
+
+/// How long `vigil resource` waits for a running vigil to apply a change it saved.
+const APPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Applies a registry change to the stores now (content destroyed when content logging was
 /// turned off, data keys re-wrapped under a new customer key). When the stores cannot be
-/// opened, for instance because `vigil run` holds them, the next run applies it on start.
-fn apply_to_stores(config: &Config, registry: &ResourceRegistry) {
+/// opened because a running `vigil run` or `vigil serve` holds them, that process applies the
+/// change itself (it watches the registry file), and this waits until it says it did. If
+/// neither happens, this fails: the change is saved, but nobody confirmed it took effect.
+fn apply_to_stores(config: &Config, registry: &ResourceRegistry) -> anyhow::Result<()> {
     if !config.storage.data_dir.exists() {
-        return;
+        return Ok(());
     }
     let applied = open_stores(config, registry).and_then(|stores| Ok(stores.reconcile(registry)?));
     match applied {
@@ -123,9 +128,27 @@ fn apply_to_stores(config: &Config, registry: &ResourceRegistry) {
             for error in done.key_problems {
                 warn!(%error, "A customer key is unavailable; that resource's content is unreadable.");
             }
+            Ok(())
         }
         Err(error) => {
-            warn!(%error, "The stores could not be updated now; the next `vigil run` applies the change when it starts.");
+            let saved = registry_version(&config.resources);
+            let marker = applied_marker(&config.storage.data_dir);
+            let started = std::time::Instant::now();
+            while started.elapsed() < APPLY_WAIT {
+                if saved.is_some() && std::fs::read_to_string(&marker).ok() == saved {
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "the running vigil process applied the change to its stores"
+                    );
+                    return Ok(());
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(error.context(format!(
+                "the change is saved in {}, but the stores could not be updated, and no running vigil process confirmed applying it within {} s; until one does, treat the change as not in effect (a vigil that starts applies it first)",
+                config.resources.display(),
+                APPLY_WAIT.as_secs()
+            )))
         }
     }
 }

@@ -79,12 +79,15 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+    // Registry changes made while it runs (such as content logging turned off) apply at once.
+    let (live, _watcher) = super::watch_registry(config, &stores, &lifecycle)?;
     let schedule = lifecycle.schedule(Duration::from_secs(
         config.storage.retention.purge_interval_secs,
     ));
     let pipeline = Pipeline::new(&registry, &stores, &config.ingest)
         .with_classifier(classifier.as_ref())
-        .with_abuse(abuse.as_ref());
+        .with_abuse(abuse.as_ref())
+        .with_live_registry(live);
     let mut summary = match &args.input {
         Some(path) => run_file(config, pipeline, path)?,
         None => run_kafka(config, &registry, pipeline, args)?,

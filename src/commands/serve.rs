@@ -27,7 +27,7 @@ pub(super) fn start_api(
     let access = AccessStore::open(&config.access.dir)?;
     let audit = AuditLog::open(&config.access.audit_log, *stores.clock())
         .context("opening the audit log")?;
-    let ca = WorkstationCa::load_or_create(&config.access.ca_dir)?;
+    let ca = WorkstationCa::load_or_create(&config.access.ca_dir, &config.api.tls_hosts)?;
     let (nudge, nudged) = std::sync::mpsc::channel::<()>();
     let exporter = lifecycle.clone();
     std::thread::Builder::new()
@@ -72,7 +72,8 @@ pub(super) fn start_api(
 /// Where the API listens, for the operator (tests read this line for the ports).
 pub(super) fn announcement(config: &Config, server: &ApiServer) -> String {
     format!(
-        "vigil API on http://{} (metadata, access requests, management) and https://{} (workstations: client certificate from {} required; content only here); reviewer console at /console on both",
+        "vigil API on {}://{} (metadata, access requests, management) and https://{} (workstations: client certificate from {} required; content only here); reviewer console at /console on both",
+        server.http_scheme,
         server.http_addr,
         server.workstation_addr,
         config.access.ca_dir.join("ca.pem").display()
@@ -96,6 +97,7 @@ pub(super) fn serve_then(
     let lifecycle = Arc::new(lifecycle(config, &stores, &registry)?);
     let stop = stop_on_signals()?;
     let server = start_api(config, &stores, &lifecycle, true)?;
+    let (_, _watcher) = super::watch_registry(config, &stores, &lifecycle)?;
     output(announcement(config, &server))?;
     ready(&server)?;
     let schedule = lifecycle.schedule(Duration::from_secs(

@@ -2,8 +2,12 @@
 //!
 //! Content is sealed under the resource's data key with associated data
 //! `vigil/content/v1 \0 geography \0 resource \0 request`; data keys are sealed under a
-//! key-encryption key with `vigil/data-key/v1 \0 geography \0 resource`. A ciphertext copied to
-//! another record, resource or geography therefore fails authentication instead of decrypting.
+//! key-encryption key with `vigil/data-key/v1 \0 geography \0 resource`. Text written about
+//! content (a reviewer's note, the LLM reviewer's rationale) is sealed under the same data keys
+//! in domains of its own: `vigil/note/v1 \0 geography \0 resource \0 case \0 decision` and
+//! `vigil/rationale/v1 \0 geography \0 resource \0 case \0 request`. A ciphertext copied to
+//! another record, decision, verdict, resource or geography, or from one kind to another,
+//! therefore fails authentication instead of decrypting.
 //! Nonces are 96 random bits from a CSPRNG; with one data key per resource that stays far
 //! below the 2^32 messages per key that random GCM nonces allow.
 
@@ -88,6 +92,16 @@ pub fn content_aad(geography: &str, resource: &str, request: &str) -> Vec<u8> {
     aad("vigil/content/v1", &[geography, resource, request])
 }
 
+/// Associated data of a reviewer's note on a decision about a case of `resource`.
+pub fn note_aad(geography: &str, resource: &str, case: &str, decision: &str) -> Vec<u8> {
+    aad("vigil/note/v1", &[geography, resource, case, decision])
+}
+
+/// Associated data of the LLM reviewer's rationale on a case's sampled record.
+pub fn rationale_aad(geography: &str, resource: &str, case: &str, request: &str) -> Vec<u8> {
+    aad("vigil/rationale/v1", &[geography, resource, case, request])
+}
+
 /// Associated data of a resource's wrapped data key of one day.
 pub fn data_key_aad(geography: &str, resource: &str, day: vigil_core::Day) -> Vec<u8> {
     aad(
@@ -120,6 +134,23 @@ mod tests {
             content_aad("e", "ures", "r1"),
             content_aad("eu", "res", "r1")
         );
+    }
+
+    #[test]
+    fn notes_rationales_and_content_are_distinct_domains() {
+        let c = cipher(&[7; KEY_LEN]);
+        let note = note_aad("eu", "res", "case-1", "r1");
+        let sealed = seal(&c, &note, b"a note");
+        assert_eq!(open(&c, &note, &sealed).unwrap(), b"a note");
+        for other in [
+            rationale_aad("eu", "res", "case-1", "r1"),
+            content_aad("eu", "res", "r1"),
+            note_aad("eu", "res", "case-2", "r1"),
+            note_aad("eu", "other", "case-1", "r1"),
+            note_aad("us", "res", "case-1", "r1"),
+        ] {
+            assert_eq!(open(&c, &other, &sealed), Err(OpenError));
+        }
     }
 
     #[test]

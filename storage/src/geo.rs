@@ -27,7 +27,7 @@ use vigil_core::{
 
 use crate::crypto;
 use crate::keyring::{self, Keyring};
-use crate::keys::{KeyEntry, KeySource, WrappedKey};
+use crate::keys::{KeyEntry, KeyError, KeySource, WrappedKey};
 use crate::layout::{self, StoredContent, StoredValue};
 use crate::segment::{self, Locator, SegmentWriter};
 use crate::{Result, StorageError};
@@ -42,7 +42,7 @@ mod review;
 pub use annex::{Annex, CaseConflict};
 pub use export::{ExportPart, ExportedRecord, StaleExport};
 pub use lifecycle::{DeletedRequest, JobKind, JobReport, PurgeProgress, PurgeReport};
-pub use review::ReviewTask;
+pub use review::{ReviewTask, ReviewText};
 
 /// A record encrypted and encoded, ready for [`GeoStore::write_batch`].
 #[derive(Debug, Clone)]
@@ -60,6 +60,22 @@ pub struct SealedRecord {
     /// Which generation of that data key sealed it (`None`: no content).
     key_epoch: Option<u64>,
     value: Vec<u8>,
+}
+
+impl SealedRecord {
+    /// Drops the sealed content, keeping the rest: for a record sealed just before its
+    /// resource's content logging was turned off, which must reach disk without it.
+    pub fn forget_content(&mut self) {
+        if !self.content_logged {
+            return;
+        }
+        let mut value: StoredValue =
+            postcard::from_bytes(&self.value).expect("a value this process sealed decodes");
+        value.content = StoredContent::NotLogged;
+        self.value = postcard::to_stdvec(&value).expect("a stored value always encodes");
+        self.content_logged = false;
+        self.key_epoch = None;
+    }
 }
 
 /// What [`GeoStore::write_batch`] did with one record.
@@ -151,6 +167,26 @@ impl Trees {
     }
 }
 
+/// When a resource's customer key must be found still there before its data key is used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyCheck {
+    /// Now (a point query: a revoked key answers no query after it is gone).
+    Now,
+    /// When it was last checked longer ago than `storage.customer_key_check_secs` (sealing).
+    Due,
+}
+
+/// A customer key as this process last found it.
+struct CustomerKeyCheck {
+    /// The registry's reference to it.
+    reference: String,
+    /// What it held when this process first used it.
+    fingerprint: crate::keys::KeyFingerprint,
+    /// Whether it held that at the last check.
+    available: bool,
+    checked: std::time::Instant,
+}
+
 /// One geography's sled database.
 pub struct GeoStore {
     geography: Geography,
@@ -171,6 +207,9 @@ pub struct GeoStore {
     keys: Arc<KeySource>,
     clock: Clock,
     ciphers: RwLock<HashMap<(ResourceId, Day), DataKey>>,
+    /// The customer keys this process used, by resource: what each held and when it was last
+    /// checked (see [`GeoStore::check_customer_key`]).
+    customer_keys: Mutex<HashMap<ResourceId, CustomerKeyCheck>>,
     /// Resource-days re-keyed by this process, with both keys (see [`rekey`]).
     transitions: Mutex<HashMap<(ResourceId, Day), rekey::Transition>>,
     epochs: AtomicU64,
@@ -274,6 +313,7 @@ impl GeoStore {
             keys,
             clock,
             ciphers: RwLock::new(HashMap::new()),
+            customer_keys: Mutex::new(HashMap::new()),
             transitions: Mutex::new(HashMap::new()),
             epochs: AtomicU64::new(0),
             key_creation: Mutex::new(()),
@@ -393,7 +433,14 @@ impl GeoStore {
 
     /// `resource`'s data key for `day`; created (and flushed) when `create` is set and the
     /// resource has none for that day yet.
-    fn data_key(&self, resource: &Resource, day: Day, create: bool) -> Result<Option<DataKey>> {
+    fn data_key(
+        &self,
+        resource: &Resource,
+        day: Day,
+        create: bool,
+        check: KeyCheck,
+    ) -> Result<Option<DataKey>> {
+        self.check_customer_key(resource, check)?;
         let slot = (resource.id.clone(), day);
         let cached = || self.cached_key(&slot);
         if let Some(k) = cached() {
@@ -444,6 +491,68 @@ impl GeoStore {
         Ok(Some(key))
     }
 
+    /// Makes sure the customer key of `resource` (if it has one) is still there, holding what
+    /// it held when this process first used it, when `check` says it is time. A key found gone
+    /// or replaced is an error: nothing is sealed or opened with the resource's data keys until
+    /// it is back. (They stay cached: records sealed before it went are still written, as the
+    /// ciphertext only that key opens.)
+    fn check_customer_key(&self, resource: &Resource, check: KeyCheck) -> Result<()> {
+        let Some(reference) = &resource.customer_key else {
+            return Ok(());
+        };
+        let reference = reference.as_str();
+        let interval = self.keys.check_interval();
+        let unavailable = |problem: &str| {
+            StorageError::from(KeyError::CustomerKeyUnavailable {
+                resource_id: resource.id.to_string(),
+                problem: problem.into(),
+            })
+        };
+        let known = {
+            let checks = self.customer_keys.lock().expect("lock poisoned");
+            match checks
+                .get(&resource.id)
+                .filter(|c| c.reference == reference)
+            {
+                Some(c) if check == KeyCheck::Due && c.checked.elapsed() < interval => {
+                    return match c.available {
+                        true => Ok(()),
+                        false => Err(unavailable("it was gone or replaced at the last check")),
+                    };
+                }
+                Some(c) => Some((c.fingerprint, c.available)),
+                None => None,
+            }
+        };
+        let kek = KeySource::kek_ref(resource);
+        let found = self.keys.customer_fingerprint(resource.id.as_str(), &kek);
+        let (fingerprint, result) = match (found, known) {
+            (Ok(Some(now)), Some((then, _))) if now != then => (
+                then,
+                Err(unavailable(
+                    "its file holds another key than the one in use",
+                )),
+            ),
+            (Ok(Some(now)), _) => (now, Ok(())),
+            (Ok(None), _) => return Ok(()),
+            (Err(e), Some((then, _))) => (then, Err(e.into())),
+            (Err(e), None) => return Err(e.into()),
+        };
+        if known.is_some_and(|(_, was)| was) && result.is_err() {
+            tracing::warn!(geography = %self.geography, resource_id = %resource.id, "A customer key in use is gone or replaced: the resource's content is neither sealed nor read until it is back.");
+        }
+        self.customer_keys.lock().expect("lock poisoned").insert(
+            resource.id.clone(),
+            CustomerKeyCheck {
+                reference: reference.to_owned(),
+                fingerprint,
+                available: result.is_ok(),
+                checked: std::time::Instant::now(),
+            },
+        );
+        result
+    }
+
     /// The data key of `slot` in this process's cache.
     fn cached_key(&self, slot: &(ResourceId, Day)) -> Option<DataKey> {
         self.ciphers
@@ -484,7 +593,7 @@ impl GeoStore {
     /// key-encryption key than the registry now names.
     pub(crate) fn check_data_key(&self, resource: &Resource) -> Result<()> {
         for day in self.data_key_days(&resource.id)? {
-            self.data_key(resource, day, false)?;
+            self.data_key(resource, day, false, KeyCheck::Now)?;
         }
         Ok(())
     }
@@ -551,7 +660,7 @@ impl GeoStore {
         let mut key_epoch = None;
         let content = if resource.content_logging {
             let key = self
-                .data_key(resource, day, true)?
+                .data_key(resource, day, true, KeyCheck::Due)?
                 .expect("create=true always yields a key");
             key_epoch = Some(key.epoch);
             let encoded = zeroize::Zeroizing::new(
@@ -818,7 +927,7 @@ impl GeoStore {
                         .map_err(|e| Self::corrupt(&key, e))?,
                 );
                 let cipher = self
-                    .data_key(resource, day, false)?
+                    .data_key(resource, day, false, KeyCheck::Now)?
                     .ok_or_else(decrypt_err)?
                     .cipher;
                 let aad = crypto::content_aad(

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use aes_gcm::Aes256Gcm;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use vigil_core::key_file::{self, KeyFileError};
 use vigil_core::Resource;
 use zeroize::Zeroizing;
@@ -207,14 +208,41 @@ impl KeyEntry {
 pub(crate) struct KeySource {
     master: MasterKey,
     base_dir: PathBuf,
+    /// How long a customer key, once used, is trusted before it is checked again.
+    check_interval: std::time::Duration,
 }
 
+/// Identifies the key material a customer key file held when it was used (a digest, never the
+/// key), to tell later whether the file still holds it.
+pub(crate) type KeyFingerprint = [u8; 32];
+
 impl KeySource {
-    pub fn new(master: MasterKey, base_dir: &Path) -> Self {
+    pub fn new(master: MasterKey, base_dir: &Path, check_interval: std::time::Duration) -> Self {
         Self {
             master,
             base_dir: base_dir.to_owned(),
+            check_interval,
         }
+    }
+
+    /// How long a customer key, once used, is trusted before it is checked again.
+    pub fn check_interval(&self) -> std::time::Duration {
+        self.check_interval
+    }
+
+    /// The fingerprint of the customer key `kek` names as its file holds it now (`None` for
+    /// the master key, which vigil holds for its whole run); an error when the file is gone
+    /// or unreadable: the key was revoked.
+    pub fn customer_fingerprint(
+        &self,
+        resource_id: &str,
+        kek: &KekRef,
+    ) -> Result<Option<KeyFingerprint>, KeyError> {
+        let KekRef::Customer(_) = kek else {
+            return Ok(None);
+        };
+        let key = self.customer_key(resource_id, kek)?;
+        Ok(Some(Sha256::digest(key.as_slice()).into()))
     }
 
     /// vigil's master key.
@@ -240,19 +268,23 @@ impl KeySource {
     pub fn kek(&self, resource_id: &str, kek: &KekRef) -> Result<Aes256Gcm, KeyError> {
         match kek {
             KekRef::Master => Ok(self.master.cipher.clone()),
-            KekRef::Customer(reference) => {
-                let unavailable = |problem: String| KeyError::CustomerKeyUnavailable {
-                    resource_id: resource_id.to_owned(),
-                    problem,
-                };
-                let key_ref = vigil_core::KeyRef::parse(reference.as_str())
-                    .map_err(|e| unavailable(e.to_string()))?;
-                let path = key_ref.path(&self.base_dir);
-                let key = key_file::read(&path)
-                    .map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
-                Ok(crypto::cipher(&key))
-            }
+            KekRef::Customer(_) => Ok(crypto::cipher(&*self.customer_key(resource_id, kek)?)),
         }
+    }
+
+    /// The customer key `kek` names, read from its file now.
+    fn customer_key(&self, resource_id: &str, kek: &KekRef) -> Result<key_file::Key, KeyError> {
+        let unavailable = |problem: String| KeyError::CustomerKeyUnavailable {
+            resource_id: resource_id.to_owned(),
+            problem,
+        };
+        let KekRef::Customer(reference) = kek else {
+            return Err(unavailable("not a customer key".into()));
+        };
+        let key_ref = vigil_core::KeyRef::parse(reference.as_str())
+            .map_err(|e| unavailable(e.to_string()))?;
+        let path = key_ref.path(&self.base_dir);
+        key_file::read(&path).map_err(|e| unavailable(format!("{}: {e}", path.display())))
     }
 
     /// A fresh random data key, and its wrapped form under the resource's key-encryption key.

@@ -62,6 +62,15 @@ pub struct StorageConfig {
     /// How long records are kept.
     #[serde(default)]
     pub retention: RetentionConfig,
+    /// Seconds a customer key, once used, is trusted before it is checked again (its file
+    /// read and compared): a revoked key stops new content from being sealed within this
+    /// time. Point queries check it every time. At most 60.
+    #[serde(default = "default_customer_key_check_secs")]
+    pub customer_key_check_secs: u64,
+}
+
+const fn default_customer_key_check_secs() -> u64 {
+    30
 }
 
 fn default_data_dir() -> PathBuf {
@@ -78,6 +87,7 @@ impl Default for StorageConfig {
             data_dir: default_data_dir(),
             master_key: default_master_key(),
             retention: RetentionConfig::default(),
+            customer_key_check_secs: default_customer_key_check_secs(),
         }
     }
 }
@@ -128,6 +138,9 @@ pub enum StorageError {
     /// was written and the stored case is kept.
     #[error(transparent)]
     CaseConflict(#[from] CaseConflict),
+    /// A storage setting is out of range.
+    #[error("{0}")]
+    Config(String),
     /// The data directory could not be created.
     #[error("data directory {path}: {source}")]
     Io {
@@ -209,6 +222,11 @@ impl Stores {
         clock: Clock,
     ) -> Result<Self> {
         let data_dir = &config.data_dir;
+        if !(1..=60).contains(&config.customer_key_check_secs) {
+            return Err(StorageError::Config(
+                "storage.customer_key_check_secs must be between 1 and 60".into(),
+            ));
+        }
         let io = |path: &Path| {
             let path = path.to_owned();
             move |source| StorageError::Io { path, source }
@@ -221,7 +239,11 @@ impl Stores {
         let (master, unvouched) = Self::master_key(config)?;
         let stores = Self {
             data_dir: data_dir.clone(),
-            keys: Arc::new(keys::KeySource::new(master, key_base_dir)),
+            keys: Arc::new(keys::KeySource::new(
+                master,
+                key_base_dir,
+                std::time::Duration::from_secs(config.customer_key_check_secs),
+            )),
             clock,
             open: RwLock::new(HashMap::new()),
         };
@@ -340,6 +362,11 @@ impl Stores {
             }
         }
         Ok(done)
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
     }
 
     /// The store of `geography`, opening it if needed.

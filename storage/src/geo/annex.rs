@@ -32,7 +32,8 @@ pub enum Annex {
     Case(Box<Case>),
     /// A sampled record queued for the LLM reviewer.
     Review(ReviewTask),
-    /// A verdict reached in flight (on content that is not stored).
+    /// A verdict reached in flight (on content that is not stored): stored without its
+    /// rationale, since its resource keeps no content.
     Verdict(Box<Verdict>),
 }
 
@@ -96,7 +97,7 @@ impl GeoStore {
                 ),
                 Annex::Verdict(verdict) => batch.insert(
                     layout::verdict_key(&verdict.case_id, verdict.request_id.as_str()),
-                    serde_json::to_vec(&verdict).expect("a verdict serializes"),
+                    super::review::in_flight_verdict(&verdict),
                 ),
             }
         }

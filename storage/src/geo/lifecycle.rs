@@ -119,8 +119,9 @@ pub struct DeletedRequest {
 impl GeoStore {
     /// Removes everything past retention: the data keys of expired days first (their content
     /// is unreadable from then on), then the expired days' segments with their records' index
-    /// entries, window checkpoints, and cases with their outbox entries, review tasks,
-    /// verdicts and decisions. Export partitions of the days it touched are marked for re-export.
+    /// entries, window checkpoints, cases with their outbox entries, review tasks,
+    /// verdicts and decisions, and the notes and rationales (sealed under an expired day's
+    /// key) that live cases hold about the expired records. Export partitions of the days it touched are marked for re-export.
     ///
     /// `progress` sees the running totals after each chunk and may stop the purge early
     /// (the next purge finishes the job). Safe to run while records are being written: it
@@ -171,6 +172,9 @@ impl GeoStore {
         report.review_tasks = removed.reviews;
         report.verdicts = removed.verdicts;
         report.decisions = removed.decisions;
+        // Notes and rationales of live cases about records of expired days: their key is
+        // destroyed, and they go with the content they describe.
+        self.strip_texts(|resource, day| day.is_some_and(|d| cutoffs.expired(resource, d)))?;
         self.flush()?;
         report.complete = true;
         let _ = progress(&report);
@@ -178,8 +182,9 @@ impl GeoStore {
     }
 
     /// Deletes one record: its entry (content, metadata, detection) and index entry, and the
-    /// review tasks, verdicts and decisions about it. The other records of its resource and
-    /// day are re-sealed under a new data key and the old key is destroyed (see
+    /// review tasks, verdicts and decisions about it (with their rationales and notes). The
+    /// other records of its resource and day, and the notes and rationales sealed under that
+    /// day's key, are re-sealed under a new data key and the old key is destroyed (see
     /// [`super::rekey`]), so that when this returns, no copy of the disk can decrypt it.
     /// `None` when this store holds no record of `resource_id` under that request ID (request
     /// IDs are unique per geography, not across customers: another resource's record with the
@@ -221,8 +226,7 @@ impl GeoStore {
         // Decisions are keyed by their own ID; the record they are about is in the value.
         for entry in self.records().scan_prefix(layout::decisions_prefix(None)) {
             let (key, value) = entry.map_err(|e| self.sled_err(e))?;
-            let decision: vigil_core::Decision =
-                serde_json::from_slice(&value).map_err(|e| Self::corrupt(&key, e))?;
+            let decision = Self::decision_of(&key, &value)?;
             if decision.request_id.as_ref() == Some(request_id) {
                 cases.insert(decision.case_id);
                 batch.remove(key);
@@ -256,7 +260,8 @@ impl GeoStore {
         Ok(report)
     }
 
-    /// Destroys `resource`'s content, leaving its metadata (content logging was turned off).
+    /// Destroys `resource`'s content, leaving its metadata (content logging was turned off),
+    /// and the notes and rationales about it, leaving the verdicts' and decisions' fields.
     /// Returns how many records held content. A resource with neither data keys nor a
     /// pending job has no content to strip, so this costs nothing for resources whose
     /// content logging was always off.
@@ -297,7 +302,11 @@ impl GeoStore {
             cases: 0,
         };
         match kind {
-            JobKind::StripContent => report.records = self.strip_content(resource)?,
+            JobKind::StripContent => {
+                report.records = self.strip_content(resource)?;
+                // Notes and rationales describe the content: they go with it.
+                self.strip_texts(|r, _| r == resource)?;
+            }
             JobKind::DeleteData => {
                 let from = layout::segments_prefix(resource, None);
                 let end = layout::successor(&from).expect("a prefix ending in NUL has one");

@@ -12,6 +12,7 @@
 //!    tree names it;
 //! 2. the day's segments are rewritten, a chunk per atomic batch, with every entry re-sealed
 //!    under the new key; the first batch removes the deleted record and its index entry;
+//!    then the notes and rationales sealed under the day's key are re-sealed (one batch);
 //! 3. one batch makes the new key the day's key and removes the marker;
 //! 4. the old key's slot is overwritten and synced.
 //!
@@ -169,6 +170,9 @@ impl GeoStore {
         }
         info!(geography = %self.geography, resource_id = resource, day = %day, "Re-sealing a day's records under a new data key.");
         let resealed = self.rewrite_day(resource, day, without, first, Some(&transition))?;
+        // The notes and rationales sealed under the day's key (those about `without` went
+        // with the first chunk).
+        self.reseal_texts(resource, day, &transition)?;
         let mut swap = sled::Batch::default();
         swap.insert(id, new_entry.encode());
         swap.remove(marker);

@@ -428,3 +428,47 @@ fn a_missing_check_value_is_only_rewritten_for_the_right_master_key() {
         .unwrap()
         .is_some());
 }
+
+#[test]
+fn a_revoked_customer_key_is_noticed_while_the_store_is_open() {
+    let dir = tempfile::tempdir().unwrap();
+    write_key(dir.path(), "a.key", 7);
+    let keyed = with_key("a", "a.key");
+    let config = StorageConfig {
+        data_dir: dir.path().join("data"),
+        master_key: dir.path().join("keys/master.key"),
+        customer_key_check_secs: 1,
+        ..StorageConfig::default()
+    };
+    let stores = Stores::open(&config, dir.path()).unwrap();
+    put(&stores, &keyed, &record("a", "r1", "before"));
+    let geo = stores.geo(&eu()).unwrap();
+    assert!(content_of(&geo, &keyed, "r1").is_some());
+
+    // Revoked: the next point query finds it gone, though its data key is in the cache.
+    fs::remove_file(dir.path().join("a.key")).unwrap();
+    assert!(matches!(
+        geo.get(&keyed, &req("r1")),
+        Err(StorageError::Key(_))
+    ));
+    // And once the check interval has passed, nothing more is sealed for the resource.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert!(matches!(
+        geo.seal(&record("a", "r2", "after"), &keyed),
+        Err(StorageError::Key(_))
+    ));
+
+    // Back: sealed and read again. A different key in its place opens nothing.
+    write_key(dir.path(), "a.key", 7);
+    assert!(content_of(&geo, &keyed, "r1").is_some());
+    write_key(dir.path(), "a.key", 8);
+    assert!(geo.get(&keyed, &req("r1")).is_err());
+    assert!(Stores::open(
+        &StorageConfig {
+            customer_key_check_secs: 61,
+            ..config
+        },
+        dir.path()
+    )
+    .is_err());
+}

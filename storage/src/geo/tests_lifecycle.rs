@@ -7,11 +7,11 @@ use std::path::Path;
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 use vigil_core::{
-    Case, CaseSignals, Clock, Day, FlagScores, FlagSubject, FlagWindow, Geography, LogRecord,
-    RequestId, Resource, ResourceId, ResourceRegistry, Route, RouteReason, Verdict,
+    Case, CaseSignals, Clock, Day, Decision, FlagScores, FlagSubject, FlagWindow, Geography,
+    LogRecord, RequestId, Resource, ResourceId, ResourceRegistry, Route, RouteReason, Verdict,
 };
 
-use super::{Annex, ExportPart, ReviewTask};
+use super::{Annex, ExportPart, ReviewTask, ReviewText};
 use crate::retention::Cutoffs;
 use crate::{layout, RetentionConfig, StorageConfig, StorageError, Stores};
 
@@ -120,18 +120,21 @@ fn open_case(stores: &Stores, res: &Resource, case_id: &str, request: &str) {
         Ok(vec![Annex::Case(Box::new(case)), Annex::Review(task)])
     })
     .unwrap();
-    geo.store_verdict(&Verdict {
-        case_id: case_id.into(),
-        request_id: req(request),
-        reviewed_at: NOW,
-        route: Route::Escalated,
-        reason: RouteReason::LowConfidence,
-        assessment: None,
-        model: "m".into(),
-        policy_version: "p".into(),
-        attempts: 1,
-        in_flight: false,
-    })
+    geo.store_verdict(
+        &Verdict {
+            case_id: case_id.into(),
+            request_id: req(request),
+            reviewed_at: NOW,
+            route: Route::Escalated,
+            reason: RouteReason::LowConfidence,
+            assessment: None,
+            model: "m".into(),
+            policy_version: "p".into(),
+            attempts: 1,
+            in_flight: false,
+        },
+        Some(res),
+    )
     .unwrap();
     for about in [Some(req(request)), None] {
         let decision = vigil_core::Decision {
@@ -146,7 +149,7 @@ fn open_case(stores: &Stores, res: &Resource, case_id: &str, request: &str) {
             decided_at: NOW,
             access_request: "acc-0000000000000001".into(),
         };
-        assert!(geo.store_decision(&decision).unwrap());
+        assert!(geo.store_decision(&decision, res).unwrap());
     }
 }
 
@@ -240,7 +243,7 @@ fn a_purge_removes_what_is_past_retention_and_keeps_the_rest() {
     // A decision arriving after its case was purged is not stored.
     let mut late = geo.decisions(Some("case-recent")).unwrap().remove(0);
     late.case_id = "case-old".into();
-    assert!(!geo.store_decision(&late).unwrap());
+    assert!(!geo.store_decision(&late, &a).unwrap());
     assert!(geo.decisions(Some("case-old")).unwrap().is_empty());
     assert_eq!(geo.window_state(&a.id, Some("u-old")).unwrap(), None);
     assert!(geo.data_key_days(&a.id).unwrap().len() == 1);
@@ -1166,4 +1169,411 @@ fn cutoffs_follow_the_clock() {
     );
     assert!(cut.expired("x", Day::of(NOW - Duration::days(30))));
     assert!(!cut.expired("x", Day::of(NOW - Duration::days(29))));
+}
+
+/// What a reviewer might write after reading a record: it quotes the record.
+const QUOTE: &str = "quotedmarker: the user asked for the napalm recipe twice";
+
+/// A verdict on `request` of `case_id` whose rationale is `rationale`.
+fn verdict_with(case_id: &str, request: &str, rationale: &str, in_flight: bool) -> Verdict {
+    Verdict {
+        case_id: case_id.into(),
+        request_id: req(request),
+        reviewed_at: NOW,
+        route: Route::Escalated,
+        reason: RouteReason::Violation,
+        assessment: Some(vigil_core::Assessment {
+            violation: true,
+            categories: vec![],
+            severity: vigil_core::Severity::High,
+            confidence: 0.9,
+            rationale: rationale.into(),
+        }),
+        model: "m".into(),
+        policy_version: "p".into(),
+        attempts: 1,
+        in_flight,
+    }
+}
+
+/// A decision on `about` (the whole case when `None`) of `case_id` with `note`.
+fn decision_with(res: &Resource, case_id: &str, about: Option<&str>, note: &str) -> Decision {
+    Decision {
+        decision_id: Decision::new_id(NOW),
+        case_id: case_id.into(),
+        request_id: about.map(req),
+        resource_id: res.id.clone(),
+        geography: eu(),
+        reviewer: "rita".into(),
+        outcome: vigil_core::DecisionOutcome::AbuseConfirmed,
+        note: note.into(),
+        decided_at: NOW,
+        access_request: "acc-0000000000000001".into(),
+    }
+}
+
+/// Opens a case on `res` sampling `requests`, with a verdict quoting [`QUOTE`] on each, a
+/// decision quoting it on the first, and one on the whole case.
+fn open_case_with_texts(stores: &Stores, res: &Resource, case_id: &str, requests: &[&str]) {
+    let geo = stores.geo(&eu()).unwrap();
+    let mut case = case_of(res, case_id, requests[0]);
+    case.sample = requests.iter().map(|r| req(r)).collect();
+    geo.write_batch_with(&[], |_| Ok(vec![Annex::Case(Box::new(case))]))
+        .unwrap();
+    for request in requests {
+        let verdict = verdict_with(case_id, request, &format!("{QUOTE} ({request})"), false);
+        geo.store_verdict(&verdict, Some(res)).unwrap();
+    }
+    for about in [Some(requests[0]), None] {
+        let decision = decision_with(res, case_id, about, &format!("{QUOTE} ({about:?})"));
+        assert!(geo.store_decision(&decision, res).unwrap());
+    }
+}
+
+fn case_of(res: &Resource, case_id: &str, request: &str) -> Case {
+    Case {
+        case_id: case_id.into(),
+        opened_at: NOW,
+        geography: eu(),
+        resource_id: res.id.clone(),
+        subject: FlagSubject::Resource,
+        window: FlagWindow {
+            start: NOW,
+            end: NOW,
+        },
+        scores: FlagScores {
+            abuse: 0.9,
+            categories: Default::default(),
+        },
+        categories: vec![],
+        signals: CaseSignals::default(),
+        pattern_families: vec![],
+        sample: vec![req(request)],
+        policy_version: "p".into(),
+    }
+}
+
+/// The rationales of a case's verdicts, by request ID, as `res` reads them.
+fn rationales(geo: &super::GeoStore, res: &Resource, case_id: &str) -> Vec<(String, ReviewText)> {
+    geo.verdicts_with_rationales(case_id, res)
+        .unwrap()
+        .into_iter()
+        .map(|(v, text)| {
+            assert_eq!(
+                v.assessment.unwrap().rationale,
+                "",
+                "the verdict itself holds none"
+            );
+            (v.request_id.to_string(), text)
+        })
+        .collect()
+}
+
+/// The notes of a case's decisions, by record (`None`: the whole case, first), as `res`
+/// reads them.
+fn notes(
+    geo: &super::GeoStore,
+    res: &Resource,
+    case_id: &str,
+) -> Vec<(Option<String>, ReviewText)> {
+    let mut notes: Vec<_> = geo
+        .decisions_with_notes(case_id, res)
+        .unwrap()
+        .into_iter()
+        .map(|(d, text)| {
+            assert_eq!(d.note, "", "the decision itself holds none");
+            (d.request_id.map(|r| r.to_string()), text)
+        })
+        .collect::<Vec<_>>();
+    notes.sort_by(|x, y| x.0.cmp(&y.0));
+    notes
+}
+
+fn quote(suffix: &str) -> ReviewText {
+    ReviewText::Read(format!("{QUOTE} ({suffix})"))
+}
+
+#[test]
+fn notes_and_rationales_are_sealed_at_rest_and_go_with_what_they_describe() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (resource("a"), resource("b"));
+    let reg = registry(&[&a, &b]);
+    // A case stored 31 days ago (purged whole), and records of then that a live case samples.
+    {
+        let old = stores_at(dir.path(), 31);
+        put(&old, &a, &ids("old", 3), "u-old", "then");
+        open_case_with_texts(&old, &a, "case-old", &["old-00000"]);
+    }
+    let stores = stores_at(dir.path(), 0);
+    put(&stores, &a, &ids("new", 3), "u", "now");
+    put(&stores, &b, &ids("b", 2), "u", "b's");
+    open_case_with_texts(
+        &stores,
+        &a,
+        "case-live",
+        &["new-00000", "new-00001", "old-00001"],
+    );
+    open_case_with_texts(&stores, &b, "case-b", &["b-00000"]);
+    let geo = stores.geo(&eu()).unwrap();
+    geo.flush().unwrap();
+
+    // Nowhere on disk in the clear.
+    let data = dir.path().join("data");
+    assert!(
+        contains(&all_bytes(&data), b"u-old"),
+        "the scan sees the store"
+    );
+    assert!(!contains(&all_bytes(&data), b"quotedmarker"));
+    // Without a key, nothing of them: the plain listings leave them out.
+    assert!(geo.verdicts(None).unwrap().iter().all(|v| v
+        .assessment
+        .as_ref()
+        .unwrap()
+        .rationale
+        .is_empty()));
+    assert!(geo
+        .decisions(None)
+        .unwrap()
+        .iter()
+        .all(|d| d.note.is_empty()));
+    // With the resource's keys, every one reads back.
+    assert_eq!(
+        rationales(&geo, &a, "case-live"),
+        [
+            ("new-00000".into(), quote("new-00000")),
+            ("new-00001".into(), quote("new-00001")),
+            ("old-00001".into(), quote("old-00001")),
+        ]
+    );
+    assert_eq!(
+        notes(&geo, &a, "case-live"),
+        [
+            (None, quote("None")),
+            (Some("new-00000".into()), quote("Some(\"new-00000\")")),
+        ]
+    );
+    // Another resource's keys open nothing of this case, nor a ciphertext moved to it.
+    assert!(rationales(&geo, &b, "case-live")
+        .iter()
+        .all(|(_, t)| *t == ReviewText::Unreadable));
+    {
+        let value = |request: &str| -> serde_json::Value {
+            let bytes = geo.raw().get(layout::verdict_key("case-live", request));
+            serde_json::from_slice(&bytes.unwrap().unwrap()).unwrap()
+        };
+        let mut target = value("new-00001");
+        target["sealed"] = value("new-00000")["sealed"].clone();
+        geo.raw()
+            .insert(
+                layout::verdict_key("case-live", "new-00001"),
+                serde_json::to_vec(&target).unwrap(),
+            )
+            .unwrap();
+        assert_eq!(
+            rationales(&geo, &a, "case-live")[1],
+            ("new-00001".into(), ReviewText::Unreadable),
+            "the rationale's associated data binds it to its verdict"
+        );
+        let verdict = verdict_with(
+            "case-live",
+            "new-00001",
+            &format!("{QUOTE} (new-00001)"),
+            false,
+        );
+        geo.store_verdict(&verdict, Some(&a)).unwrap();
+    }
+
+    // Deleting a record: its verdict and decision go; the day's other texts, re-sealed
+    // under the day's new key, still read.
+    let deleted = stores
+        .delete_request(&a, &req("new-00000"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(deleted.reviews, 2);
+    // Read by a fresh process, which holds only the day's new key.
+    drop((geo, stores));
+    let stores = stores_at(dir.path(), 0);
+    let geo = stores.geo(&eu()).unwrap();
+    assert_eq!(
+        rationales(&geo, &a, "case-live"),
+        [
+            ("new-00001".into(), quote("new-00001")),
+            ("old-00001".into(), quote("old-00001")),
+        ]
+    );
+    assert_eq!(notes(&geo, &a, "case-live"), [(None, quote("None"))]);
+
+    // A purge: the old case goes whole; the live case's rationale about a purged record
+    // goes with that record's day (its key is destroyed), the rest stays readable.
+    purge_all(&stores, &reg);
+    assert!(geo.verdicts(Some("case-old")).unwrap().is_empty());
+    assert!(geo.decisions(Some("case-old")).unwrap().is_empty());
+    assert_eq!(
+        rationales(&geo, &a, "case-live"),
+        [
+            ("new-00001".into(), quote("new-00001")),
+            ("old-00001".into(), ReviewText::Empty),
+        ]
+    );
+
+    // Content logging off: the resource's texts are destroyed with its content; the
+    // verdicts and decisions keep their fields.
+    let mut b_off = b.clone();
+    b_off.content_logging = false;
+    assert_eq!(rationales(&geo, &b, "case-b")[0].1, quote("b-00000"));
+    stores.reconcile(&registry(&[&a, &b_off])).unwrap();
+    assert_eq!(
+        rationales(&geo, &b, "case-b"),
+        [("b-00000".into(), ReviewText::Empty)],
+        "removed, not only hidden: not even the old keys' resource reads it"
+    );
+    assert_eq!(
+        notes(&geo, &b, "case-b"),
+        [
+            (None, ReviewText::Empty),
+            (Some("b-00000".into()), ReviewText::Empty)
+        ]
+    );
+    let verdicts = geo.verdicts(Some("case-b")).unwrap();
+    assert_eq!(
+        verdicts[0].assessment.as_ref().unwrap().severity,
+        vigil_core::Severity::High
+    );
+    // Still readable for the resource that logs content; and nothing in the clear, ever.
+    assert_eq!(notes(&geo, &a, "case-live"), [(None, quote("None"))]);
+    geo.flush().unwrap();
+    assert!(!contains(&all_bytes(&data), b"quotedmarker"));
+}
+
+#[test]
+fn a_logging_off_resource_keeps_no_rationale_or_note() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, mut quiet) = (resource("a"), resource("quiet"));
+    quiet.content_logging = false;
+    let stores = stores_at(dir.path(), 0);
+    put(&stores, &a, &ids("a", 2), "u", "x");
+    put(&stores, &quiet, &ids("q", 2), "u", "y");
+    let geo = stores.geo(&eu()).unwrap();
+    let case = case_of(&quiet, "case-q", "q-00000");
+    // In flight, with the case; then the review's verdict overwrites it.
+    let in_flight = verdict_with("case-q", "q-00000", QUOTE, true);
+    geo.write_batch_with(&[], |_| {
+        Ok(vec![
+            Annex::Case(Box::new(case)),
+            Annex::Verdict(Box::new(in_flight.clone())),
+        ])
+    })
+    .unwrap();
+    geo.store_verdict(&in_flight, Some(&quiet)).unwrap();
+    geo.store_verdict(
+        &verdict_with("case-q", "q-00001", QUOTE, false),
+        Some(&quiet),
+    )
+    .unwrap();
+    assert!(geo
+        .store_decision(&decision_with(&quiet, "case-q", None, QUOTE), &quiet)
+        .unwrap());
+    // An in-flight verdict keeps none even when its resource is named as logging content.
+    open_case_with_texts(&stores, &a, "case-a", &["a-00000"]);
+    geo.store_verdict(&verdict_with("case-a", "a-00001", QUOTE, true), Some(&a))
+        .unwrap();
+    // And without the resource, none.
+    geo.store_verdict(&verdict_with("case-a", "a-00000", QUOTE, false), None)
+        .unwrap();
+    geo.flush().unwrap();
+
+    assert!(!contains(
+        &all_bytes(&dir.path().join("data")),
+        b"quotedmarker"
+    ));
+    let mut quiet_on = quiet.clone();
+    quiet_on.content_logging = true;
+    assert_eq!(
+        rationales(&geo, &quiet_on, "case-q"),
+        [
+            ("q-00000".into(), ReviewText::Empty),
+            ("q-00001".into(), ReviewText::Empty)
+        ]
+    );
+    assert_eq!(
+        notes(&geo, &quiet_on, "case-q"),
+        [(None, ReviewText::Empty)]
+    );
+    assert_eq!(
+        rationales(&geo, &a, "case-a"),
+        [
+            ("a-00000".into(), ReviewText::Empty),
+            ("a-00001".into(), ReviewText::Empty)
+        ]
+    );
+    // Verdict fields are kept.
+    let verdicts = geo.verdicts(Some("case-q")).unwrap();
+    assert_eq!(verdicts.len(), 2);
+    assert!(verdicts
+        .iter()
+        .all(|v| v.assessment.as_ref().unwrap().violation));
+    // No data key was made for the resource that logs no content.
+    assert!(geo.data_key_days(&quiet.id).unwrap().is_empty());
+}
+
+#[test]
+fn a_note_or_rationale_stored_in_the_clear_by_an_older_vigil_still_decodes_and_is_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = resource("a");
+    let stores = stores_at(dir.path(), 0);
+    put(&stores, &a, &ids("a", 2), "u", "x");
+    let geo = stores.geo(&eu()).unwrap();
+    geo.write_batch_with(&[], |_| {
+        Ok(vec![Annex::Case(Box::new(case_of(
+            &a, "case-a", "a-00000",
+        )))])
+    })
+    .unwrap();
+    // As the previous version stored them: the item's JSON, its text in it.
+    let verdict = verdict_with("case-a", "a-00000", QUOTE, false);
+    let decision = decision_with(&a, "case-a", Some("a-00000"), QUOTE);
+    geo.raw()
+        .insert(
+            layout::verdict_key("case-a", "a-00000"),
+            serde_json::to_vec(&verdict).unwrap(),
+        )
+        .unwrap();
+    geo.raw()
+        .insert(
+            layout::decision_key("case-a", &decision.decision_id),
+            serde_json::to_vec(&decision).unwrap(),
+        )
+        .unwrap();
+    let read = ReviewText::Read(QUOTE.into());
+    assert_eq!(
+        rationales(&geo, &a, "case-a"),
+        [("a-00000".into(), read.clone())]
+    );
+    assert_eq!(notes(&geo, &a, "case-a"), [(Some("a-00000".into()), read)]);
+    assert_eq!(
+        geo.verdicts(None).unwrap()[0]
+            .assessment
+            .as_ref()
+            .unwrap()
+            .rationale,
+        ""
+    );
+    assert_eq!(geo.decisions(None).unwrap()[0].note, "");
+    // Content logging off: never returned, and removed with the content.
+    let mut off = a.clone();
+    off.content_logging = false;
+    assert_eq!(
+        rationales(&geo, &off, "case-a")[0].1,
+        ReviewText::Unreadable
+    );
+    stores.reconcile(&registry(&[&off])).unwrap();
+    assert_eq!(rationales(&geo, &a, "case-a")[0].1, ReviewText::Empty);
+    assert_eq!(notes(&geo, &a, "case-a")[0].1, ReviewText::Empty);
+    assert!(!contains(
+        &geo.raw()
+            .get(layout::verdict_key("case-a", "a-00000"))
+            .unwrap()
+            .unwrap(),
+        b"quotedmarker"
+    ));
 }

@@ -1,0 +1,171 @@
+//! The resource registry as it is now, for a process that runs for a while (`vigil run`,
+//! `vigil serve`): a [`RegistryWatcher`] reloads the registry file when it changes (as the
+//! abuse policy is reloaded), applies the change to the stores (content destroyed when content
+//! logging was turned off, data keys re-wrapped under a new customer key), and records that it
+//! did in the data directory ([`applied_marker`]), so that `vigil resource` can tell the change
+//! took effect although it could not open the stores itself.
+//!
+//! The running pipeline reads [`LiveRegistry::logs_content`] for every record it seals and
+//! again for every record it writes: once content logging is off for a resource, no content of
+//! its is sealed, and none sealed just before reaches disk. Only that direction applies at
+//! once; everything else a running pipeline takes from the registry it started with (routing,
+//! turning content logging back on) applies from its next start.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tracing::{info, warn};
+use vigil_core::{ResourceId, ResourceRegistry};
+use vigil_storage::{RetentionConfig, Stores};
+
+/// A registry shared with whatever changes it, and a count of its changes.
+#[derive(Clone)]
+pub struct LiveRegistry {
+    registry: Arc<RwLock<ResourceRegistry>>,
+    generation: Arc<AtomicU64>,
+}
+
+impl LiveRegistry {
+    /// The registry behind `registry` (shared with the API and the lifecycle).
+    pub fn new(registry: Arc<RwLock<ResourceRegistry>>) -> Self {
+        Self {
+            registry,
+            generation: Arc::default(),
+        }
+    }
+
+    /// Whether `resource`'s content may be stored now: false once its content logging is off,
+    /// or once it is gone from the registry.
+    pub fn logs_content(&self, resource: &ResourceId) -> bool {
+        self.registry
+            .read()
+            .expect("registry lock poisoned")
+            .get(resource.as_str())
+            .is_some_and(|r| r.content_logging)
+    }
+
+    /// Changes so far: a different number means the registry changed.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// The registry as it is now.
+    pub fn snapshot(&self) -> ResourceRegistry {
+        self.registry
+            .read()
+            .expect("registry lock poisoned")
+            .clone()
+    }
+
+    fn replace(&self, registry: ResourceRegistry) {
+        *self.registry.write().expect("registry lock poisoned") = registry;
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// Where a running process records which version of the registry file it has applied to the
+/// stores in `data_dir`.
+pub fn applied_marker(data_dir: &Path) -> PathBuf {
+    data_dir.join("registry.applied")
+}
+
+/// The version of the registry file at `path`, as [`applied_marker`] records it: it changes
+/// whenever the file is saved again (a new file renamed into place).
+pub fn registry_version(path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    Some(format!(
+        "{}:{}:{}.{}",
+        meta.ino(),
+        meta.len(),
+        meta.mtime(),
+        meta.mtime_nsec()
+    ))
+}
+
+/// Watches the registry file; stops when dropped.
+pub struct RegistryWatcher {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RegistryWatcher {
+    /// Checks the registry file at `path` every `interval`; each new version that loads and
+    /// passes `retention`'s checks replaces `live` and is applied to `stores`. A version that
+    /// does not is refused, with a warning, and the last good one stays.
+    pub fn start(
+        path: PathBuf,
+        live: LiveRegistry,
+        stores: Arc<Stores>,
+        retention: RetentionConfig,
+        interval: Duration,
+    ) -> std::io::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let marker = applied_marker(stores.data_dir());
+        let mut seen = registry_version(&path);
+        let thread = std::thread::Builder::new()
+            .name("registry-watch".into())
+            .spawn(move || {
+                while !stopping.load(Ordering::Relaxed) {
+                    std::thread::sleep(interval);
+                    let version = registry_version(&path);
+                    if version == seen {
+                        continue;
+                    }
+                    seen.clone_from(&version);
+                    let registry = match ResourceRegistry::load(&path) {
+                        Ok(registry) => registry,
+                        Err(error) => {
+                            warn!(%error, "The changed resource registry does not load; the last good one stays in force.");
+                            continue;
+                        }
+                    };
+                    if let Err(error) = retention.validate(&registry) {
+                        warn!(%error, "The changed resource registry breaks the retention rules; the last good one stays in force.");
+                        continue;
+                    }
+                    live.replace(registry.clone());
+                    apply(&stores, &registry, &marker, version.as_deref());
+                }
+            })?;
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+/// Applies `registry` to `stores` and records `version` as applied.
+fn apply(stores: &Stores, registry: &ResourceRegistry, marker: &Path, version: Option<&str>) {
+    match stores.reconcile(registry) {
+        Ok(done) => {
+            for (resource_id, records) in done.content_forgotten {
+                info!(%resource_id, records, "Content logging was turned off: destroyed the resource's stored content.");
+            }
+            for error in done.key_problems {
+                warn!(%error, "A customer key is unavailable; that resource's content is unreadable.");
+            }
+            info!("Applied the changed resource registry.");
+            if let Some(version) = version {
+                if let Err(error) = std::fs::write(marker, version) {
+                    warn!(%error, "Could not record that the registry change was applied.");
+                }
+            }
+        }
+        Err(error) => {
+            warn!(%error, "Applying the changed resource registry to the stores failed; content logging settings are in force for new records, and the stores are reconciled at the next start.");
+        }
+    }
+}
+
+impl Drop for RegistryWatcher {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
