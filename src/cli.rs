@@ -14,7 +14,7 @@ pub struct Cli {
     #[arg(long, global = true, env = "VIGIL_CONFIG")]
     pub config: Option<PathBuf>,
 
-    /// Run a drill: let `run`, `serve` and `demo` start with a shifted clock (`VIGIL_NOW`),
+    /// Run a drill: let `run`, `serve`, `demo` and `purge` start with a shifted clock (`VIGIL_NOW`),
     /// which they refuse otherwise. Every audit entry written under a shifted clock says so.
     #[arg(long, global = true)]
     pub drill: bool,

@@ -254,7 +254,7 @@ fn a_shifted_clock_is_refused_outside_a_drill_and_marked_in_the_audit_log() {
     let wd = workdir();
     wd.write("in.jsonl", records("drill", EU, "eu", 3));
     let now = days_ago(40);
-    for args in [&["run", "--input", "in.jsonl"][..], &["serve"]] {
+    for args in [&["run", "--input", "in.jsonl"][..], &["serve"], &["purge"]] {
         let out = wd.output(args, b"", &[("VIGIL_NOW", &now)]);
         assert!(
             !out.status.success(),

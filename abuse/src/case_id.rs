@@ -130,8 +130,6 @@ impl CaseIdKey {
     }
 }
 
-/// Creates the key file at `path` with a fresh secret; a file another process created first
-/// is kept.
 #[cfg(test)]
 mod tests {
     use super::*;

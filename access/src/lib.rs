@@ -75,6 +75,11 @@ pub struct AccessConfig {
     /// `vigil admin token issue`). At least 60, at most 30 days.
     #[serde(default = "default_token_ttl_secs")]
     pub token_ttl_secs: u64,
+    /// Seconds a session lasts at most, however often its token is re-issued (`POST
+    /// /v1/tokens`): then its holder is issued a new token. At least `token_ttl_secs`, at most
+    /// 90 days.
+    #[serde(default = "default_session_max_secs")]
+    pub session_max_secs: u64,
 }
 
 fn default_dir() -> PathBuf {
@@ -98,6 +103,9 @@ const fn default_max_grant_secs() -> u64 {
 const fn default_point_queries_per_minute() -> u32 {
     60
 }
+const fn default_session_max_secs() -> u64 {
+    7 * 86_400
+}
 const fn default_token_ttl_secs() -> u64 {
     12 * 3600
 }
@@ -117,6 +125,7 @@ impl Default for AccessConfig {
             point_queries_per_minute: default_point_queries_per_minute(),
             point_query_burst: default_point_query_burst(),
             token_ttl_secs: default_token_ttl_secs(),
+            session_max_secs: default_session_max_secs(),
         }
     }
 }
@@ -137,6 +146,12 @@ impl AccessConfig {
                 self.token_ttl_secs
             ));
         }
+        if !(self.token_ttl_secs..=90 * 86_400).contains(&self.session_max_secs) {
+            return invalid(format!(
+                "access.session_max_secs is {}, it must be {}-7776000 (access.token_ttl_secs to 90 days)",
+                self.session_max_secs, self.token_ttl_secs
+            ));
+        }
         if self.point_queries_per_minute == 0 || self.point_query_burst == 0 {
             return invalid(
                 "access.point_queries_per_minute and access.point_query_burst must be at least 1"
@@ -144,6 +159,12 @@ impl AccessConfig {
             );
         }
         Ok(())
+    }
+
+    /// How long a token lives, and a session at most.
+    pub fn token_lifetimes(&self) -> (time::Duration, time::Duration) {
+        let secs = |s: u64| time::Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX));
+        (secs(self.token_ttl_secs), secs(self.session_max_secs))
     }
 
     /// When a token issued at `now` expires.

@@ -23,6 +23,9 @@ struct StoredToken {
     name: String,
     /// Unix seconds.
     expires_at: i64,
+    /// Unix seconds: when the session this token belongs to ends, re-issues included.
+    #[serde(default)]
+    session_ends_at: Option<i64>,
 }
 
 impl StoredToken {
@@ -181,7 +184,44 @@ impl AccessStore {
         name: &str,
         expires_at: OffsetDateTime,
     ) -> Result<Token, AccessError> {
-        self.issue_into(&self.tokens, Token::generate(), name, expires_at)
+        self.issue_into(&self.tokens, Token::generate(), name, expires_at, None)
+    }
+
+    /// Re-issues the presented `token` at `now`: a new token for the same principal, valid
+    /// for `ttl` but never past the end of the session it belongs to (`session` after the
+    /// first token of the session was issued), and the presented one revoked. `None` when the
+    /// token is not valid, or its session is over.
+    pub fn reissue_token(
+        &self,
+        token: &str,
+        now: OffsetDateTime,
+        ttl: time::Duration,
+        session: time::Duration,
+    ) -> Result<Option<(Token, OffsetDateTime)>, AccessError> {
+        let Some(value) = self.tokens.get(hash_token(token))? else {
+            return Ok(None);
+        };
+        let Some((name, _)) = StoredToken::unexpired(&value, now) else {
+            return Ok(None);
+        };
+        let session_ends_at = serde_json::from_slice::<StoredToken>(&value)
+            .ok()
+            .and_then(|t| t.session_ends_at)
+            .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
+            .unwrap_or(now + session);
+        let expires_at = (now + ttl).min(session_ends_at);
+        if expires_at <= now {
+            return Ok(None);
+        }
+        let fresh = self.issue_into(
+            &self.tokens,
+            Token::generate(),
+            &name,
+            expires_at,
+            Some(session_ends_at),
+        )?;
+        self.tokens.remove(hash_token(token))?;
+        Ok(Some((self.flushed(fresh)?, expires_at)))
     }
 
     /// Stores `secret` (hashed) in `tree` for principal `name` until `expires_at`.
@@ -191,6 +231,7 @@ impl AccessStore {
         secret: Token,
         name: &str,
         expires_at: OffsetDateTime,
+        session_ends_at: Option<OffsetDateTime>,
     ) -> Result<Token, AccessError> {
         if self.principal(name)?.is_none() {
             return Err(AccessError::NotFound(format!("principal {name}")));
@@ -198,19 +239,23 @@ impl AccessStore {
         let stored = StoredToken {
             name: name.to_owned(),
             expires_at: expires_at.unix_timestamp(),
+            session_ends_at: session_ends_at.map(OffsetDateTime::unix_timestamp),
         };
         tree.insert(secret.hash(), encode(&stored))?;
         self.flushed(secret)
     }
 
-    /// Revokes every token of `name`; returns how many there were.
+    /// Revokes every token of `name`, and every sign-in code of theirs not yet redeemed;
+    /// returns how many tokens there were.
     pub fn revoke_tokens(&self, name: &str) -> Result<usize, AccessError> {
         let mut revoked = 0;
-        for kv in self.tokens.iter() {
-            let (hash, value) = kv?;
-            if StoredToken::holder(&value) == name.as_bytes() {
-                self.tokens.remove(hash)?;
-                revoked += 1;
+        for (tree, counted) in [(&self.tokens, true), (&self.sign_in_codes, false)] {
+            for kv in tree.iter() {
+                let (hash, value) = kv?;
+                if StoredToken::holder(&value) == name.as_bytes() {
+                    tree.remove(hash)?;
+                    revoked += usize::from(counted);
+                }
             }
         }
         self.flushed(revoked)
@@ -223,7 +268,13 @@ impl AccessStore {
         name: &str,
         expires_at: OffsetDateTime,
     ) -> Result<Token, AccessError> {
-        self.issue_into(&self.sign_in_codes, Token::sign_in_code(), name, expires_at)
+        self.issue_into(
+            &self.sign_in_codes,
+            Token::sign_in_code(),
+            name,
+            expires_at,
+            None,
+        )
     }
 
     /// Takes a sign-in code (it works once): the principal it was issued for, if it had not
@@ -241,12 +292,6 @@ impl AccessStore {
             Some((name, _)) => self.principal(&name),
             None => Ok(None),
         }
-    }
-
-    /// Revokes one presented token; returns whether it existed.
-    pub fn revoke_token(&self, token: &str) -> Result<bool, AccessError> {
-        let removed = self.tokens.remove(hash_token(token))?.is_some();
-        self.flushed(removed)
     }
 
     /// The principal a presented token belongs to, and when the token expires, if it has not
@@ -427,11 +472,31 @@ mod tests {
         }
         assert_eq!(store.revoke_tokens("alice").unwrap(), 2);
         assert_eq!(store.authenticate(token.expose(), now).unwrap(), None);
-        let again = store.issue_token("alice", expires).unwrap();
         let other = store.issue_token("alice", expires).unwrap();
-        assert!(store.revoke_token(again.expose()).unwrap());
-        assert_eq!(store.authenticate(again.expose(), now).unwrap(), None);
         assert!(store.authenticate(other.expose(), now).unwrap().is_some());
+        // A re-issue retires the token presented, and never outlives the session.
+        let hour = time::Duration::hours(1);
+        let (next, until) = store
+            .reissue_token(other.expose(), now, hour, time::Duration::minutes(90))
+            .unwrap()
+            .unwrap();
+        assert_eq!(until, now + hour);
+        assert_eq!(store.authenticate(other.expose(), now).unwrap(), None);
+        let later = now + time::Duration::minutes(50);
+        let (last, until) = store
+            .reissue_token(next.expose(), later, hour, time::Duration::days(9))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            until,
+            now + time::Duration::minutes(90),
+            "capped by the session"
+        );
+        let over = now + time::Duration::minutes(91);
+        assert!(store
+            .reissue_token(last.expose(), over, hour, hour)
+            .unwrap()
+            .is_none());
         // A sign-in code works once, and not after it expires.
         let code = store.issue_sign_in_code("alice", expires).unwrap();
         assert_eq!(
@@ -444,6 +509,14 @@ mod tests {
             store.redeem_sign_in_code(late.expose(), expires).unwrap(),
             None
         );
+        // Revoking a principal's tokens takes their unredeemed codes too.
+        let pending = store.issue_sign_in_code("alice", expires).unwrap();
+        assert_eq!(store.revoke_tokens("alice").unwrap(), 1);
+        assert_eq!(
+            store.redeem_sign_in_code(pending.expose(), now).unwrap(),
+            None
+        );
+        let other = store.issue_token("alice", expires).unwrap();
         store.remove_principal("alice").unwrap();
         assert_eq!(store.authenticate(other.expose(), now).unwrap(), None);
         // The name is not given out again: old grants would follow it.

@@ -191,24 +191,12 @@ fn ca_params(hosts: &[String]) -> Result<CertificateParams, AccessError> {
 /// Writes a private key (or anything secret) readable by its owner only, whether or not the
 /// file existed.
 pub fn write_private(path: &Path, text: &str) -> Result<(), AccessError> {
-    use std::io::Write;
-    let io = |source| AccessError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let mut f = std::os::unix::fs::OpenOptionsExt::mode(
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true),
-        0o600,
-    )
-    .open(path)
-    .map_err(io)?;
-    f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
-        .map_err(io)?;
-    f.write_all(text.as_bytes()).map_err(io)?;
-    f.sync_all().map_err(io)
+    vigil_core::atomic_file::replace(path, text.as_bytes(), 0o600).map_err(|source| {
+        AccessError::Io {
+            path: path.to_owned(),
+            source,
+        }
+    })
 }
 
 fn read(path: &Path) -> Result<String, AccessError> {
@@ -231,9 +219,11 @@ fn read_if_present(path: &Path) -> Result<Option<String>, AccessError> {
 }
 
 fn write(path: &Path, text: &str) -> Result<(), AccessError> {
-    std::fs::write(path, text).map_err(|source| AccessError::Io {
-        path: path.to_owned(),
-        source,
+    vigil_core::atomic_file::replace(path, text.as_bytes(), 0o644).map_err(|source| {
+        AccessError::Io {
+            path: path.to_owned(),
+            source,
+        }
     })
 }
 

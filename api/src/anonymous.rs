@@ -1,11 +1,14 @@
 //! Refusals of anonymous requests (no token, or one that matches no one) are what a flood
 //! from the network produces, and an entry each would let anyone grow the audit log, and its
 //! fsyncs, without bound. So per window, the first refusal of each kind (peer address, action,
-//! reason) is written in full, with the IDs it named; the repeats are counted, and at the end
-//! of the window one entry per kind records how many there were ([`record_repeats`]).
+//! reason, the workstation it named) is written in full, with the IDs it named; the repeats are
+//! counted, and at the end of the window one entry per kind records how many there were
+//! ([`record_repeats`]).
 //!
-//! The tally is bounded too: past [`MAX_KINDS`] kinds in one window, new peers are counted
-//! together under [`OTHER_PEERS`].
+//! The tally is bounded too: past [`MAX_KINDS`] kinds in one window, refusals of new kinds are
+//! counted together under [`OTHER_PEERS`] (the first of them written in full, the rest only
+//! counted), so a client with many addresses can make later peers' refusals anonymous within
+//! a window, but never uncounted.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -29,6 +32,7 @@ struct Kind {
     peer: Option<IpAddr>,
     action: String,
     reason: String,
+    workstation: Option<String>,
 }
 
 /// The current window's anonymous refusals: kind → repeats after the first.
@@ -45,10 +49,12 @@ impl Repeats {
             peer: Some(peer),
             action: event.action.clone(),
             reason: event.reason.clone().unwrap_or_default(),
+            workstation: event.workstation.clone(),
         };
         let mut tally = self.tally.lock().unwrap_or_else(|e| e.into_inner());
         if tally.len() >= MAX_KINDS && !tally.contains_key(&kind) {
             kind.peer = None;
+            kind.workstation = None;
         }
         match tally.get_mut(&kind) {
             Some(repeats) => {
@@ -84,8 +90,8 @@ impl Repeats {
     }
 }
 
-/// Every `window`, and once more when `stopped` says to stop, writes the entries of the
-/// repeats counted since the last time.
+/// Every `window`, and once more when `stopped` says to stop (after the listeners have
+/// drained), writes the entries of the repeats counted since the last time.
 pub async fn record_repeats(
     state: Arc<AppState>,
     window: Duration,

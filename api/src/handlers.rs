@@ -287,23 +287,20 @@ fn fresh_token(token: &vigil_access::Token, expires_at: time::OffsetDateTime) ->
     response
 }
 
-/// Any principal: a fresh token in place of the one presented, which stops working at once.
+/// Any principal: a fresh token in place of the one presented, which stops working at once;
+/// never past the end of the session (`access.session_max_secs` after its first token).
 pub async fn reissue_token(mut attempt: Attempt) -> Response {
     let result = async {
-        let caller = attempt
-            .require(&[Role::Reviewer, Role::Manager, Role::Admin, Role::Customer])?
-            .clone();
+        attempt.require(&[Role::Reviewer, Role::Manager, Role::Admin, Role::Customer])?;
         let state = attempt.state.clone();
-        let expires_at = state.access_config.token_expiry(state.now());
-        attempt.event.detail = Some(format!("expires_at: {}", fmt_time(expires_at)));
+        let presented = attempt.presented_token.clone().unwrap_or_default();
         attempt.commit(Outcome::Done).await?;
-        let token = state
+        let (ttl, session) = state.access_config.token_lifetimes();
+        let (token, expires_at) = state
             .access
-            .issue_token(&caller.name, expires_at)
-            .map_err(ApiError::internal)?;
-        if let Some(old) = attempt.presented_token.as_deref() {
-            state.access.revoke_token(old).map_err(ApiError::internal)?;
-        }
+            .reissue_token(&presented, state.now(), ttl, session)
+            .map_err(ApiError::internal)?
+            .ok_or(Refusal::Unauthenticated)?;
         Ok(fresh_token(&token, expires_at))
     }
     .await;

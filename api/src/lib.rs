@@ -1,7 +1,8 @@
 //! vigil's HTTP API (axum), served on two listeners:
 //!
-//! - **plain HTTP** for case metadata, access requests and their decisions, and resource
-//!   management;
+//! - **the metadata listener**, TLS with the server certificate vigil's CA issues (plain HTTP
+//!   only with `api.plain_http`, on loopback), for case metadata, access requests and their
+//!   decisions, and resource management;
 //! - **the workstation listener**, TLS requiring a client certificate from vigil's workstation
 //!   CA, which alone can return content: one flagged record at a time, by case and request
 //!   ID, under an active just-in-time grant.
@@ -66,6 +67,9 @@ pub struct ApiConfig {
     /// that long is closed too.
     #[serde(default = "default_header_read_timeout_ms")]
     pub header_read_timeout_ms: u64,
+    /// Milliseconds a request has, once its headers are in, to be read and answered.
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
     /// Milliseconds over which repeated refusals of anonymous requests (no valid token) from
     /// one address are counted into one audit entry instead of one entry each.
     #[serde(default = "default_anonymous_window_ms")]
@@ -89,6 +93,9 @@ const fn default_max_connections() -> usize {
 }
 const fn default_header_read_timeout_ms() -> u64 {
     10_000
+}
+const fn default_request_timeout_ms() -> u64 {
+    30_000
 }
 const fn default_anonymous_window_ms() -> u64 {
     10_000
@@ -114,6 +121,9 @@ impl ApiConfig {
         if !(100..=600_000).contains(&self.header_read_timeout_ms) {
             return Err("api.header_read_timeout_ms must be between 100 and 600000".into());
         }
+        if !(100..=600_000).contains(&self.request_timeout_ms) {
+            return Err("api.request_timeout_ms must be between 100 and 600000".into());
+        }
         if !(100..=3_600_000).contains(&self.anonymous_window_ms) {
             return Err("api.anonymous_window_ms must be between 100 and 3600000".into());
         }
@@ -124,6 +134,7 @@ impl ApiConfig {
         serve::Limits {
             max_connections: self.max_connections,
             header_read_timeout: std::time::Duration::from_millis(self.header_read_timeout_ms),
+            request_timeout: std::time::Duration::from_millis(self.request_timeout_ms),
         }
     }
 }
@@ -139,6 +150,7 @@ impl Default for ApiConfig {
             serve_in_run: false,
             max_connections: default_max_connections(),
             header_read_timeout_ms: default_header_read_timeout_ms(),
+            request_timeout_ms: default_request_timeout_ms(),
             anonymous_window_ms: default_anonymous_window_ms(),
         }
     }
@@ -152,7 +164,7 @@ pub struct AppState {
     pub registry: Arc<RwLock<ResourceRegistry>>,
     /// Held while a resource change is saved and applied, so changes never overwrite each
     /// other.
-    pub registry_change: std::sync::Mutex<()>,
+    pub registry_change: Arc<std::sync::Mutex<()>>,
     /// Where the registry is saved.
     pub registry_path: PathBuf,
     /// Retention rules, to check resource changes against.
@@ -168,8 +180,9 @@ pub struct AppState {
     /// Called after data was deleted or a resource changed, so exports can follow.
     pub on_change: Box<dyn Fn() + Send + Sync>,
     /// Whether resource settings may change through the API. Not while this process also
-    /// ingests: the pipeline reads the registry once, at start, and would go on storing
-    /// content for a resource whose logging was just turned off.
+    /// ingests: the pipeline follows only some changes while it runs (content logging turned
+    /// off, a new customer key), so changes go through `vigil resource`, whose file change the
+    /// running process applies, or the next start.
     pub settings_writable: bool,
     /// Anonymous refusals counted in the current window.
     pub anonymous: anonymous::Repeats,
@@ -273,12 +286,19 @@ impl ApiServer {
                         limits,
                         stopped.clone(),
                     );
-                    let tally = anonymous::record_repeats(state, window, stopped);
+                    // The last count is written once both listeners have drained, so that
+                    // refusals of requests still in flight at the stop are counted too.
+                    let (served, drained) = tokio::sync::watch::channel(());
+                    let servers = async move {
+                        tokio::join!(metadata, secure);
+                        drop(served);
+                    };
+                    let tally = anonymous::record_repeats(state, window, drained);
                     let stopper = async move {
                         let _ = stop.await;
                         drop(stopping);
                     };
-                    tokio::join!(metadata, secure, tally, stopper);
+                    tokio::join!(servers, tally, stopper);
                 });
             })
             .context("starting the API thread")?;

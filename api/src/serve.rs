@@ -1,10 +1,13 @@
 //! Serving a listener's connections with hyper, under the limits that keep a flood from the
 //! network from holding the server: at most [`Limits::max_connections`] open connections per
 //! listener (a listener at its limit stops accepting until one closes, so the kernel's backlog
-//! takes the rest), and [`Limits::header_read_timeout`] for a client to send a request's
-//! headers, which also closes keep-alive connections left idle that long.
+//! takes the rest), [`Limits::header_read_timeout`] for a client to finish its TLS handshake
+//! and send a request's headers (which also closes keep-alive connections left idle that
+//! long), and [`Limits::request_timeout`] for the rest of a request, body included (a client
+//! trickling a body is answered 408 and its connection closed).
 //!
-//! On shutdown, listening stops, idle connections close, and requests in flight finish.
+//! On shutdown, listening stops at once, idle connections close, and requests in flight get
+//! [`DRAIN`] to finish before their connections are dropped.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -25,7 +28,12 @@ pub struct Limits {
     /// Time a client has to finish its TLS handshake, and to send a request's headers (and a
     /// keep-alive connection may idle).
     pub header_read_timeout: Duration,
+    /// Time a request has, once its headers are in, to be read and answered.
+    pub request_timeout: Duration,
 }
+
+/// How long requests in flight may take to finish once the server stops.
+pub const DRAIN: Duration = Duration::from_secs(10);
 
 /// A source of connections, each with its peer and the permit it holds while open.
 pub trait Accept: Send + 'static {
@@ -62,7 +70,13 @@ pub async fn serve<A: Accept>(
             let app = app.clone();
             move |mut request: hyper::Request<hyper::body::Incoming>| {
                 request.extensions_mut().insert(ConnectInfo(peer.clone()));
-                tower_service::Service::call(&mut app.clone(), request)
+                let answer = tower_service::Service::call(&mut app.clone(), request);
+                async move {
+                    match tokio::time::timeout(limits.request_timeout, answer).await {
+                        Ok(answered) => answered,
+                        Err(_) => Ok(timed_out()),
+                    }
+                }
             }
         });
         let connection = builder
@@ -85,5 +99,30 @@ pub async fn serve<A: Accept>(
             }
         });
     }
-    while connections.join_next().await.is_some() {}
+    // No more connections: the socket closes (and the TLS accept loop ends) now.
+    drop(listener);
+    let drained = tokio::time::timeout(DRAIN, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            connections = connections.len(),
+            "Requests still in flight after the drain time; their connections are dropped."
+        );
+        connections.shutdown().await;
+    }
+}
+
+/// The answer to a request that took longer than [`Limits::request_timeout`].
+fn timed_out() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let body = axum::Json(serde_json::json!({"error": {"code": "request_timeout",
+        "message": "the request was not read and answered in time"}}));
+    let mut response = (axum::http::StatusCode::REQUEST_TIMEOUT, body).into_response();
+    response.headers_mut().insert(
+        axum::http::header::CONNECTION,
+        axum::http::HeaderValue::from_static("close"),
+    );
+    response
 }

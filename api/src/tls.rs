@@ -182,7 +182,8 @@ impl Accept for TlsListener {
                         let tls = match shaken {
                             Ok(Ok(tls)) => tls,
                             Ok(Err(e)) => {
-                                tracing::info!(%addr, error = %e, "A TLS handshake was refused.");
+                                // Anyone can cause one: not worth more than a debug line.
+                                tracing::debug!(%addr, error = %e, "A TLS handshake was refused.");
                                 return;
                             }
                             Err(_) => return,

@@ -496,7 +496,7 @@ async function renderCase(id) {
     el("li", { class: d.outcome },
       el("strong", {}, OUTCOMES[d.outcome]),
       ` on ${d.request_id ? `record ${d.request_id}` : "the whole case"} by ${d.reviewer}, ${stamp(d.decided_at)}`,
-      d.note ? el("blockquote", {}, d.note) : d.note === null ? el("div", { class: "muted" }, "note visible to holders of an active grant") : null))
+      d.note ? el("blockquote", {}, d.note) : d.note_status === "withheld" ? el("div", { class: "muted" }, "note shown only on a workstation, under an active grant") : d.note_status === "unreadable" ? el("div", { class: "muted" }, "note unreadable (its key is gone)") : null))
     : [el("li", { class: "muted" }, "No decisions yet.")]));
   $("case-title").focus();
 }

@@ -77,7 +77,12 @@ fn create_new(path: &Path) -> std::io::Result<()> {
     let name = path
         .file_name()
         .map_or_else(|| "key".into(), |n| n.to_string_lossy().into_owned());
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    // Random, not the process ID alone: a crash's leftover must not pass for a rival's key.
+    let tmp = dir.join(format!(
+        ".{name}.{}.{:016x}.tmp",
+        std::process::id(),
+        rand::rngs::OsRng.next_u64()
+    ));
     let written = (|| {
         let mut file = fs::OpenOptions::new()
             .write(true)

@@ -8,6 +8,7 @@
 //! completion text. Errors name the field and the problem, never the offending value; the
 //! [`Content`] type prints only lengths.
 
+pub mod atomic_file;
 pub mod case;
 pub mod clock;
 pub mod decision;

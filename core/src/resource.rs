@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -211,16 +210,7 @@ impl ResourceRegistry {
         };
         let text =
             toml::to_string_pretty(&file).map_err(|e| RegistryError::Invalid(e.to_string()))?;
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        fs::create_dir_all(dir).map_err(io)?;
-        let tmp = path.with_extension("toml.tmp");
-        let mut f = fs::File::create(&tmp).map_err(io)?;
-        f.write_all(text.as_bytes()).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        fs::rename(&tmp, path).map_err(io)
+        crate::atomic_file::replace(path, text.as_bytes(), 0o644).map_err(io)
     }
 
     /// Adds a resource; its ID must be new.

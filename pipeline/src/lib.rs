@@ -322,17 +322,11 @@ impl<'a> Pipeline<'a> {
             ..Summary::default()
         };
         let reconciled = self.stores.reconcile(self.registry)?;
+        reconciled.log();
         for (resource_id, records) in reconciled.content_forgotten {
-            info!(%resource_id, records, "Content logging is off: destroyed the resource's stored content.");
             summary
                 .content_forgotten
                 .insert(resource_id.to_string(), records as u64);
-        }
-        for done in reconciled.deletions_finished {
-            info!(resource_id = %done.resource_id, records = done.records, "Finished deleting a resource's data (a crash had cut it short).");
-        }
-        for error in reconciled.key_problems {
-            warn!(%error, "A customer key is unavailable; that resource's content is unreadable.");
         }
         let (tx, rx) = bounded(CHANNEL_BATCHES);
         let handoff = Arc::new(Handoff::new(tx));
@@ -447,17 +441,10 @@ impl<'a> Pipeline<'a> {
                 return Ok((item, decoded(decode_time)));
             }
         };
-        // Content logging turned off since the run started applies at once.
-        let quiet;
-        let resource = if resource.content_logging && !self.logs_content(&resource.id) {
-            quiet = vigil_core::Resource {
-                content_logging: false,
-                ..resource.clone()
-            };
-            &quiet
-        } else {
-            resource
-        };
+        // Content logging turned off, or a new customer key, since the run started applies
+        // at once.
+        let changed = self.live.as_ref().and_then(|live| live.changed(resource));
+        let resource = changed.as_ref().unwrap_or(resource);
         let sealing = Instant::now();
         let geo = self.stores.geo(&resource.geography)?;
         let sealed = geo.seal(&record, resource);

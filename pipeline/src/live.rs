@@ -5,15 +5,16 @@
 //! did in the data directory ([`applied_marker`]), so that `vigil resource` can tell the change
 //! took effect although it could not open the stores itself.
 //!
-//! The running pipeline reads [`LiveRegistry::logs_content`] for every record it seals and
-//! again for every record it writes: once content logging is off for a resource, no content of
-//! its is sealed, and none sealed just before reaches disk. Only that direction applies at
-//! once; everything else a running pipeline takes from the registry it started with (routing,
-//! turning content logging back on) applies from its next start.
+//! The running pipeline reads [`LiveRegistry::changed`] for every record it seals and
+//! [`LiveRegistry::logs_content`] for every record it writes: once content logging is off for a
+//! resource, no content of its is sealed, and none sealed just before reaches disk; a new
+//! customer key wraps the data keys made from then on. The LLM reviewer looks each resource up
+//! as it is now too. Everything else a running pipeline takes from the registry it started
+//! with (routing, turning content logging back on) applies from its next start.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tracing::{info, warn};
@@ -25,6 +26,9 @@ use vigil_storage::{RetentionConfig, Stores};
 pub struct LiveRegistry {
     registry: Arc<RwLock<ResourceRegistry>>,
     generation: Arc<AtomicU64>,
+    /// Held while a change is saved or applied, so that changes never overwrite each other
+    /// (shared with the API's resource updates).
+    change: Arc<Mutex<()>>,
 }
 
 impl LiveRegistry {
@@ -33,7 +37,13 @@ impl LiveRegistry {
         Self {
             registry,
             generation: Arc::default(),
+            change: Arc::default(),
         }
+    }
+
+    /// The lock a change to the registry holds while it is saved and applied.
+    pub fn change_lock(&self) -> Arc<Mutex<()>> {
+        self.change.clone()
     }
 
     /// Whether `resource`'s content may be stored now: false once its content logging is off,
@@ -44,6 +54,34 @@ impl LiveRegistry {
             .expect("registry lock poisoned")
             .get(resource.as_str())
             .is_some_and(|r| r.content_logging)
+    }
+
+    /// `resource` (as a run started with it) as the registry has it now, when that differs in
+    /// what sealing reads: content logging turned off (or the resource gone), or another
+    /// customer key. `None` when nothing changed. Content logging turned back on is not
+    /// followed: that waits for the next start.
+    pub fn changed(&self, resource: &vigil_core::Resource) -> Option<vigil_core::Resource> {
+        let registry = self.registry.read().expect("registry lock poisoned");
+        let now = registry.get(resource.id.as_str());
+        let logging = resource.content_logging && now.is_some_and(|r| r.content_logging);
+        let key = now.map_or(&resource.customer_key, |r| &r.customer_key);
+        if logging == resource.content_logging && *key == resource.customer_key {
+            return None;
+        }
+        Some(vigil_core::Resource {
+            content_logging: logging,
+            customer_key: key.clone(),
+            ..resource.clone()
+        })
+    }
+
+    /// `id`'s entry as it is now.
+    pub fn resource(&self, id: &str) -> Option<vigil_core::Resource> {
+        self.registry
+            .read()
+            .expect("registry lock poisoned")
+            .get(id)
+            .cloned()
     }
 
     /// Changes so far: a different number means the registry changed.
@@ -105,16 +143,22 @@ impl RegistryWatcher {
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
         let marker = applied_marker(stores.data_dir());
-        let mut seen = registry_version(&path);
+        // The first look applies whatever the file holds: it may have changed since the
+        // process loaded it.
+        let mut seen = None;
         let thread = std::thread::Builder::new()
             .name("registry-watch".into())
             .spawn(move || {
                 while !stopping.load(Ordering::Relaxed) {
                     std::thread::sleep(interval);
-                    let version = registry_version(&path);
-                    if version == seen {
+                    if registry_version(&path) == seen {
                         continue;
                     }
+                    // A change through the API saves and applies under this lock: read the
+                    // file only once it is done.
+                    let change = live.change.clone();
+                    let _one_at_a_time = change.lock().expect("registry change lock poisoned");
+                    let version = registry_version(&path);
                     seen.clone_from(&version);
                     let registry = match ResourceRegistry::load(&path) {
                         Ok(registry) => registry,
@@ -128,7 +172,10 @@ impl RegistryWatcher {
                         continue;
                     }
                     live.replace(registry.clone());
-                    apply(&stores, &registry, &marker, version.as_deref());
+                    if !apply(&stores, &registry, &marker, version.as_deref()) {
+                        // Tried again at the next look.
+                        seen = None;
+                    }
                 }
             })?;
         Ok(Self {
@@ -138,25 +185,28 @@ impl RegistryWatcher {
     }
 }
 
-/// Applies `registry` to `stores` and records `version` as applied.
-fn apply(stores: &Stores, registry: &ResourceRegistry, marker: &Path, version: Option<&str>) {
+/// Applies `registry` to `stores` and records `version` as applied; false when the stores
+/// could not be brought in line.
+fn apply(
+    stores: &Stores,
+    registry: &ResourceRegistry,
+    marker: &Path,
+    version: Option<&str>,
+) -> bool {
     match stores.reconcile(registry) {
         Ok(done) => {
-            for (resource_id, records) in done.content_forgotten {
-                info!(%resource_id, records, "Content logging was turned off: destroyed the resource's stored content.");
-            }
-            for error in done.key_problems {
-                warn!(%error, "A customer key is unavailable; that resource's content is unreadable.");
-            }
+            done.log();
             info!("Applied the changed resource registry.");
             if let Some(version) = version {
                 if let Err(error) = std::fs::write(marker, version) {
                     warn!(%error, "Could not record that the registry change was applied.");
                 }
             }
+            true
         }
         Err(error) => {
-            warn!(%error, "Applying the changed resource registry to the stores failed; content logging settings are in force for new records, and the stores are reconciled at the next start.");
+            warn!(%error, "Applying the changed resource registry to the stores failed; content logging settings are in force for new records, and it is tried again.");
+            false
         }
     }
 }

@@ -26,7 +26,7 @@ use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendErro
 use serde::Serialize;
 use tracing::{debug, info, info_span, warn};
 use vigil_abuse::CompiledPolicy;
-use vigil_core::{Content, ResourceRegistry, RouteReason, Verdict};
+use vigil_core::{Content, RouteReason, Verdict};
 use vigil_review::{Item, ReviewRequest, ReviewSignals, ReviewStats, Reviewer};
 use vigil_storage::{GeoStore, ReviewTask, StorageError, Stores};
 
@@ -137,7 +137,7 @@ struct Shared {
     reviewer: Reviewer,
     policy: PolicyHandle,
     stores: Arc<Stores>,
-    registry: Arc<ResourceRegistry>,
+    registry: crate::LiveRegistry,
     jobs: (Sender<Job>, Receiver<Job>),
     /// Keys (`case \0 request`) of tasks in memory or under review: not fed twice.
     taken: Mutex<HashSet<String>>,
@@ -162,7 +162,7 @@ impl ReviewStage {
         reviewer: Reviewer,
         policy: PolicyHandle,
         stores: Arc<Stores>,
-        registry: Arc<ResourceRegistry>,
+        registry: crate::LiveRegistry,
         settings: StageSettings,
     ) -> Self {
         let shared = Arc::new(Shared {
@@ -417,8 +417,9 @@ impl Shared {
             debug!(case_id = %verdict.case_id, request_id = %verdict.request_id, route = ?verdict.route, reason = verdict.reason.name(), "Reviewed.");
             // The rationale is sealed under the resource's data key (never kept for one that
             // logs no content, nor for a review in flight).
-            let resource = self.registry.get(task.resource_id.as_str());
-            if let Err(error) = geo.store_verdict(&verdict, resource) {
+            // As the registry is now: content logging may have gone off during the review.
+            let resource = self.registry.resource(task.resource_id.as_str());
+            if let Err(error) = geo.store_verdict(&verdict, resource.as_ref()) {
                 warn!(%error, case_id = %task.case_id, request_id = %task.request_id, "Storing a verdict failed; the task stays queued.");
                 // Not straight back to the backend for the same task.
                 std::thread::sleep(Duration::from_secs(1));
@@ -465,10 +466,10 @@ impl Shared {
         geo: &GeoStore,
         task: &ReviewTask,
     ) -> Result<Option<(Content, ReviewSignals)>, StorageError> {
-        let Some(resource) = self.registry.get(task.resource_id.as_str()) else {
+        let Some(resource) = self.registry.resource(task.resource_id.as_str()) else {
             return Ok(None);
         };
-        let Some(record) = geo.get(resource, &task.request_id)? else {
+        let Some(record) = geo.get(&resource, &task.request_id)? else {
             return Ok(None);
         };
         let Some(content) = record.content else {

@@ -108,7 +108,8 @@ pub fn bench(config: &Config, args: &BenchArgs) -> anyhow::Result<()> {
     drop(access);
 
     let lifecycle = Arc::new(lifecycle(&config, &stores, &registry)?);
-    let server = serve::start_api(&config, &stores, &lifecycle, false)?;
+    let live = vigil_pipeline::LiveRegistry::new(lifecycle.registry_handle());
+    let server = serve::start_api(&config, &stores, &lifecycle, &live, false)?;
     let client = client_config(&ca, &issued)?;
     let agents: Vec<ureq::Agent> = (0..reviewers)
         .map(|_| ureq::AgentBuilder::new().tls_config(client.clone()).build())

@@ -47,7 +47,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref())?;
     if matches!(
         cli.command,
-        Command::Run(_) | Command::Serve | Command::Demo(_)
+        Command::Run(_) | Command::Serve | Command::Demo(_) | Command::Purge(_)
     ) {
         refuse_a_shifted_clock_outside_a_drill(cli.drill)?;
     }
@@ -86,13 +86,14 @@ fn load_registry(config: &Config) -> anyhow::Result<ResourceRegistry> {
     Ok(registry)
 }
 
-/// `VIGIL_NOW` is for tests and drills: the long-running commands refuse it without `--drill`,
-/// since everything they store would be dated, and expire, by it.
+/// `VIGIL_NOW` is for tests and drills: the long-running commands and the purge refuse it
+/// without `--drill`, since everything they store would be dated, and expire, by it (and a
+/// purge would delete what has not expired).
 fn refuse_a_shifted_clock_outside_a_drill(drill: bool) -> anyhow::Result<()> {
     let clock = Clock::from_env()?;
     anyhow::ensure!(
         drill || !clock.is_shifted(),
-        "{} is set (the clock reads {}): `vigil run`, `serve` and `demo` refuse a shifted clock outside a drill, since records would be dated, and expire, by it; for a drill, pass --drill (every audit entry is then marked as written in a drill)",
+        "{} is set (the clock reads {}): `vigil run`, `serve`, `demo` and `purge` refuse a shifted clock outside a drill, since records would be dated, and expire, by it; for a drill, pass --drill (every audit entry is then marked as written in a drill)",
         Clock::ENV,
         clock.now()
     );
@@ -133,22 +134,21 @@ fn lifecycle(
 const REGISTRY_WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Starts watching the registry file for a process that runs for a while: changes replace
-/// `lifecycle`'s registry (shared with the API) and are applied to `stores`.
+/// `live` (the registry the lifecycle, the API, the pipeline and the reviewer share) and are
+/// applied to `stores`.
 fn watch_registry(
     config: &Config,
     stores: &Arc<Stores>,
-    lifecycle: &Lifecycle,
-) -> anyhow::Result<(LiveRegistry, RegistryWatcher)> {
-    let live = LiveRegistry::new(lifecycle.registry_handle());
-    let watcher = RegistryWatcher::start(
+    live: &LiveRegistry,
+) -> anyhow::Result<RegistryWatcher> {
+    RegistryWatcher::start(
         config.resources.clone(),
         live.clone(),
         stores.clone(),
         config.storage.retention.clone(),
         REGISTRY_WATCH_INTERVAL,
     )
-    .context("starting the registry watcher")?;
-    Ok((live, watcher))
+    .context("starting the registry watcher")
 }
 
 /// An audit entry by the operator at the command line: deletions, purges, resource and access

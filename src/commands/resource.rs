@@ -3,7 +3,6 @@
 use serde_json::json;
 use std::io::Write;
 
-use tracing::warn;
 use vigil_core::{Geography, KeyRef, Resource, ResourceId, ResourceRegistry};
 
 use super::{open_stores, output};
@@ -118,16 +117,14 @@ fn apply_to_stores(config: &Config, registry: &ResourceRegistry) -> anyhow::Resu
     let applied = open_stores(config, registry).and_then(|stores| Ok(stores.reconcile(registry)?));
     match applied {
         Ok(done) => {
-            for (resource_id, records) in done.content_forgotten {
+            for (resource_id, records) in &done.content_forgotten {
                 // A result the user asked for, not a log line.
                 let _ = writeln!(
                     std::io::stderr(),
                     "content logging is off for {resource_id}: destroyed the stored content of {records} records"
                 );
             }
-            for error in done.key_problems {
-                warn!(%error, "A customer key is unavailable; that resource's content is unreadable.");
-            }
+            done.log();
             Ok(())
         }
         Err(error) => {

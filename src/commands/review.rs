@@ -23,8 +23,9 @@ pub fn review(config: &Config, args: &ReviewArgs) -> anyhow::Result<()> {
     let watcher = PolicyWatcher::open(&path).context("loading the abuse policy")?;
     let policy = PolicyHandle::new(watcher.current().clone());
     let stores = Arc::new(open_stores(config, &registry)?);
-    let review = open_review(config, policy, &stores, &registry)?
-        .context("the review stage did not start")?;
+    let live = vigil_pipeline::LiveRegistry::new(Arc::new(std::sync::RwLock::new(registry)));
+    let review =
+        open_review(config, policy, &stores, live)?.context("the review stage did not start")?;
     let limit = Duration::from_secs(args.drain_secs.unwrap_or(config.review.drain_secs));
     let drained = review.drain(limit)?;
     review.stop();

@@ -12,8 +12,8 @@ use vigil_detectors::HarmClassifier;
 use vigil_ingest::{DeadLetterSink, DeadLetterWriter};
 use vigil_kafka::{DeadLetterTopic, FlagPublisher, KafkaSource, SourceOptions};
 use vigil_pipeline::{
-    AbuseStage, Durability, FlagFile, FlagSink, Input, Pipeline, PolicyHandle, Progress,
-    ReviewStage, Source, StageSettings, Summary,
+    AbuseStage, Durability, FlagFile, FlagSink, Input, LiveRegistry, Pipeline, PolicyHandle,
+    Progress, ReviewStage, Source, StageSettings, Summary,
 };
 use vigil_review::Reviewer;
 use vigil_storage::Stores;
@@ -54,9 +54,14 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<()> {
     let classifier = open_classifier(config)?;
     let abuse = open_abuse(config, args)?;
     let stores = Arc::new(open_stores(config, &registry)?);
+    // The retention purge runs now and on its schedule beside ingest; the exports follow.
+    let lifecycle = Arc::new(lifecycle(config, &stores, &registry)?);
+    // The registry as it is now: changes made while the run lasts (content logging turned
+    // off) reach the pipeline and the reviewer at once.
+    let live = LiveRegistry::new(lifecycle.registry_handle());
     let abuse = match abuse {
         Some(abuse) => {
-            let review = open_review(config, abuse.policy_handle(), &stores, &registry)?;
+            let review = open_review(config, abuse.policy_handle(), &stores, live.clone())?;
             Some(match review {
                 Some(review) => abuse.with_review(review),
                 None => abuse,
@@ -64,11 +69,9 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    // The retention purge runs now and on its schedule beside ingest; the exports follow.
-    let lifecycle = Arc::new(lifecycle(config, &stores, &registry)?);
     // With `api.serve_in_run`, the API serves these stores while the run lasts.
     let api = if config.api.serve_in_run {
-        let server = super::serve::start_api(config, &stores, &lifecycle, false)?;
+        let server = super::serve::start_api(config, &stores, &lifecycle, &live, false)?;
         // On stderr: stdout carries the run's summary.
         let _ = writeln!(
             std::io::stderr(),
@@ -79,8 +82,7 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    // Registry changes made while it runs (such as content logging turned off) apply at once.
-    let (live, _watcher) = super::watch_registry(config, &stores, &lifecycle)?;
+    let _watcher = super::watch_registry(config, &stores, &live)?;
     let schedule = lifecycle.schedule(Duration::from_secs(
         config.storage.retention.purge_interval_secs,
     ));
@@ -150,7 +152,7 @@ pub(super) fn open_review(
     config: &Config,
     policy: PolicyHandle,
     stores: &Arc<Stores>,
-    registry: &ResourceRegistry,
+    registry: LiveRegistry,
 ) -> anyhow::Result<Option<ReviewStage>> {
     let review = &config.review;
     if !review.enabled {
@@ -167,7 +169,7 @@ pub(super) fn open_review(
         reviewer,
         policy,
         stores.clone(),
-        Arc::new(registry.clone()),
+        registry,
         settings,
     )))
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use vigil_access::{AccessStore, AuditLog, RateLimiter, WorkstationCa};
 use vigil_api::{ApiServer, AppState, ServerParts};
-use vigil_pipeline::Lifecycle;
+use vigil_pipeline::{Lifecycle, LiveRegistry};
 use vigil_storage::Stores;
 
 use super::{lifecycle, load_registry, open_stores, output, stop_on_signals};
@@ -21,6 +21,7 @@ pub(super) fn start_api(
     config: &Config,
     stores: &Arc<Stores>,
     lifecycle: &Arc<Lifecycle>,
+    live: &LiveRegistry,
     settings_writable: bool,
 ) -> anyhow::Result<ApiServer> {
     config.access.validate()?;
@@ -44,7 +45,7 @@ pub(super) fn start_api(
     let state = AppState {
         stores: stores.clone(),
         registry: lifecycle.registry_handle(),
-        registry_change: std::sync::Mutex::new(()),
+        registry_change: live.change_lock(),
         registry_path: config.resources.clone(),
         retention: config.storage.retention.clone(),
         limiter: RateLimiter::new(
@@ -96,8 +97,9 @@ pub(super) fn serve_then(
     stores.reconcile(&registry)?;
     let lifecycle = Arc::new(lifecycle(config, &stores, &registry)?);
     let stop = stop_on_signals()?;
-    let server = start_api(config, &stores, &lifecycle, true)?;
-    let (_, _watcher) = super::watch_registry(config, &stores, &lifecycle)?;
+    let live = LiveRegistry::new(lifecycle.registry_handle());
+    let server = start_api(config, &stores, &lifecycle, &live, true)?;
+    let _watcher = super::watch_registry(config, &stores, &live)?;
     output(announcement(config, &server))?;
     ready(&server)?;
     let schedule = lifecycle.schedule(Duration::from_secs(

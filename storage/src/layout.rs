@@ -20,6 +20,12 @@
 //! - `H case \0 decision` → a human reviewer's [`Decision`](vigil_core::Decision) (JSON),
 //!   keyed by its time-ordered ID.
 //!
+//!   A verdict's rationale and a decision's note are never in that JSON: it holds them empty,
+//!   and a `sealed` field holds the text sealed under a data key (its resource, its day's
+//!   number, the hex nonce and ciphertext; see `geo/review.rs`). A value without `sealed`
+//!   written before this (its text in the clear) still decodes, so no layout version marks
+//!   the change.
+//!
 //! - `X part day` → a token: the export partition of that day (`r`: records and detections,
 //!   `c`: cases and verdicts) changed since it was last exported.
 //!

@@ -163,6 +163,21 @@ pub struct Reconciled {
     pub key_problems: Vec<KeyError>,
 }
 
+impl Reconciled {
+    /// Logs what was done and what could not be (IDs and counts only).
+    pub fn log(&self) {
+        for (resource_id, records) in &self.content_forgotten {
+            tracing::info!(%resource_id, records, "Content logging is off: destroyed the resource's stored content.");
+        }
+        for done in &self.deletions_finished {
+            tracing::info!(resource_id = %done.resource_id, records = done.records, "Finished deleting a resource's data (a crash had cut it short).");
+        }
+        for error in &self.key_problems {
+            tracing::warn!(%error, "A customer key is unavailable; that resource's content is unreadable.");
+        }
+    }
+}
+
 /// The file in the data directory that holds the master key's check value.
 const MASTER_CHECK_FILE: &str = "master-key.check";
 
@@ -183,16 +198,7 @@ fn geographies_in(data_dir: &Path) -> Result<Vec<Geography>> {
 
 /// Replaces `path` with `bytes` atomically: a synced temporary file renamed into place.
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    vigil_core::atomic_file::replace(path, bytes, 0o600)
 }
 
 /// A `Result` with [`StorageError`].

@@ -338,9 +338,11 @@ impl GeoStore {
                 .map_or(case_day, |l| l.day),
             None => case_day,
         };
-        let key = self
-            .data_key(resource, day, true, KeyCheck::Due)?
-            .expect("create=true always yields a key");
+        // A text never creates a key: with none for its day (destroyed by a purge or
+        // deletion, or turned off with content logging meanwhile), it is not kept.
+        let Some(key) = self.data_key(resource, day, false, KeyCheck::Due)? else {
+            return Ok(Stored { item, sealed: None }.encode());
+        };
         let aad = item.aad(self.geography.as_str(), resource.id.as_str());
         let sealed = crypto::seal(&key.cipher, &aad, text.as_bytes());
         Ok(Stored {

@@ -90,26 +90,7 @@ fn ids(prefix: &str, n: usize) -> Vec<String> {
 /// human decisions: one on the record, one on the whole case.
 fn open_case(stores: &Stores, res: &Resource, case_id: &str, request: &str) {
     let geo = stores.geo(&eu()).unwrap();
-    let case = Case {
-        case_id: case_id.into(),
-        opened_at: NOW,
-        geography: eu(),
-        resource_id: res.id.clone(),
-        subject: FlagSubject::Resource,
-        window: FlagWindow {
-            start: NOW,
-            end: NOW,
-        },
-        scores: FlagScores {
-            abuse: 0.9,
-            categories: Default::default(),
-        },
-        categories: vec![],
-        signals: CaseSignals::default(),
-        pattern_families: vec![],
-        sample: vec![req(request)],
-        policy_version: "p".into(),
-    };
+    let case = case_of(res, case_id, request);
     let task = ReviewTask {
         case_id: case_id.into(),
         request_id: req(request),
