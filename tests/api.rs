@@ -217,6 +217,37 @@ impl World {
         self.tokens.get(name).map(String::as_str)
     }
 
+    /// `reviewer` asks for access to `case` with `reason` and `manager` approves it: returns
+    /// the access request's ID.
+    pub(crate) fn grant(
+        &self,
+        server: &Server,
+        reviewer: &str,
+        manager: &str,
+        case: &str,
+        reason: &str,
+    ) -> String {
+        let plain = agent(&self.wd, None);
+        let (status, asked) = call(
+            &plain,
+            "POST",
+            &format!("{}/v1/cases/{case}/access-requests", server.http),
+            self.token(reviewer),
+            Some(json!({ "reason": reason })),
+        );
+        assert_eq!(status, 201, "{asked}");
+        let id = asked["id"].as_str().unwrap().to_owned();
+        let (status, approved) = call(
+            &plain,
+            "POST",
+            &format!("{}/v1/access-requests/{id}/approve", server.http),
+            self.token(manager),
+            None,
+        );
+        assert_eq!(status, 200, "{approved}");
+        id
+    }
+
     /// A case of `resource` with its sampled request IDs, and a request ID of the same
     /// resource that no case flagged.
     pub(crate) fn case_of(&self, server: &Server, resource: &str) -> (String, Vec<String>, String) {
@@ -1140,23 +1171,7 @@ fn a_decision_note_is_sealed_at_rest_and_shown_only_on_the_workstation_listener_
     let http = |path: &str| format!("{}{path}", server.http);
     let https = |path: &str| format!("{}{path}", server.https);
     let case_path = format!("/v1/cases/{case}");
-    let (status, asked) = call(
-        &plain,
-        "POST",
-        &http(&format!("{case_path}/access-requests")),
-        w.token("rita"),
-        Some(json!({"reason": "confirm the pattern"})),
-    );
-    assert_eq!(status, 201, "{asked}");
-    let grant = asked["id"].as_str().unwrap().to_owned();
-    let (status, body) = call(
-        &plain,
-        "POST",
-        &http(&format!("/v1/access-requests/{grant}/approve")),
-        w.token("max"),
-        None,
-    );
-    assert_eq!(status, 200, "{body}");
+    let grant = w.grant(&server, "rita", "max", &case, "confirm the pattern");
     // Recorded (deciding needs a grant, not a workstation); the answer does not echo it.
     let (status, recorded) = call(
         &plain,
@@ -1242,24 +1257,9 @@ fn a_customer_key_revoked_while_serving_answers_no_point_query() {
         "file:keys/contoso.key",
     ]);
     let server = Server::start(wd, &[]);
-    let (plain, ws1) = (agent(wd, None), agent(wd, Some("ws1")));
+    let ws1 = agent(wd, Some("ws1"));
     let (case, sample, _) = w.case_of(&server, "contoso-chat-eu");
-    let (_, asked) = call(
-        &plain,
-        "POST",
-        &format!("{}/v1/cases/{case}/access-requests", server.http),
-        w.token("rita"),
-        Some(json!({"reason": "customer key check"})),
-    );
-    let id = asked["id"].as_str().unwrap();
-    let (s, _) = call(
-        &plain,
-        "POST",
-        &format!("{}/v1/access-requests/{id}/approve", server.http),
-        w.token("max"),
-        None,
-    );
-    assert_eq!(s, 200);
+    w.grant(&server, "rita", "max", &case, "customer key check");
     let url = format!("{}/v1/cases/{case}/records/{}", server.https, sample[0]);
     let read = || call(&ws1, "GET", &url, w.token("rita"), None);
     assert_eq!(read().0, 200);

@@ -42,17 +42,22 @@ fn run_script(
         .expect("node runs (the machine's Node.js)")
 }
 
+/// Debian's Chromium and the npm packages that drive it (`scripts/test.sh` installs both).
+fn require_a_browser() {
+    let playwright = console_dir().join("node_modules/playwright-core");
+    assert!(
+        playwright.exists() && Path::new("/usr/bin/chromium").exists(),
+        "the browser tests need Debian's chromium and tests/console's npm packages: run scripts/test.sh, which installs both"
+    );
+}
+
 fn screenshots() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots")
 }
 
 #[test]
 fn a_reviewer_requests_a_manager_approves_and_the_reviewer_reads_and_decides_in_chromium() {
-    let playwright = console_dir().join("node_modules/playwright-core");
-    assert!(
-        playwright.exists() && Path::new("/usr/bin/chromium").exists(),
-        "the browser tests need Debian's chromium and tests/console's npm packages: run scripts/test.sh, which installs both"
-    );
+    require_a_browser();
     let w = world();
     let wd = &w.wd;
     let server = Server::start(wd, &[]);
@@ -262,34 +267,19 @@ fn nss_home(wd: &crate::util::Workdir, ws: &str) -> tempfile::TempDir {
 
 #[test]
 fn in_chromium_with_its_own_certificate_revocation_closes_the_record_and_links_ask_first() {
-    let playwright = console_dir().join("node_modules/playwright-core");
-    assert!(
-        playwright.exists() && Path::new("/usr/bin/chromium").exists(),
-        "the browser tests need Debian's chromium and tests/console's npm packages: run scripts/test.sh, which installs both"
-    );
+    require_a_browser();
     let w = world();
     let wd = &w.wd;
     let server = Server::start(wd, &[]);
     let (case, sample, _) = w.case_of(&server, "contoso-chat-eu");
-    let plain = agent(wd, None);
     // rita asks, max approves: an active grant for the browser to read under.
-    let (status, asked) = call(
-        &plain,
-        "POST",
-        &format!("{}/v1/cases/{case}/access-requests", server.http),
-        w.token("rita"),
-        Some(json!({"reason": "Recurring flags; confirm before escalation."})),
+    let grant = w.grant(
+        &server,
+        "rita",
+        "max",
+        &case,
+        "Recurring flags; confirm before escalation.",
     );
-    assert_eq!(status, 201, "{asked}");
-    let grant = asked["id"].as_str().unwrap().to_owned();
-    let (status, approved) = call(
-        &plain,
-        "POST",
-        &format!("{}/v1/access-requests/{grant}/approve", server.http),
-        w.token("max"),
-        Some(json!({"duration_secs": 3600})),
-    );
-    assert_eq!(status, 200, "{approved}");
     // One record read with the browser's certificate, one left open until the revocation.
     let (cert_read, revoked_read) = (sample[0].clone(), sample[1].clone());
     let home = nss_home(wd, "ws1");

@@ -4,19 +4,39 @@
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 
 use rand::RngCore;
 
 /// Replaces the file at `path` with `bytes`, created with permission bits `mode`; creates its
 /// directory if needed.
 pub fn replace(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    let (dir, tmp) = synced_temp(path, bytes, mode)?;
+    let renamed = fs::rename(&tmp, path);
+    if renamed.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    renamed?;
+    fs::File::open(dir)?.sync_all()
+}
+
+/// Writes `bytes` to a new temporary file beside `path` (created with `mode`, its directory
+/// too if needed) and syncs it; returns the directory and the temporary file. Its name is
+/// random, so a crash's leftover never stands in the way.
+pub fn synced_temp<'a>(
+    path: &'a Path,
+    bytes: &[u8],
+    mode: u32,
+) -> std::io::Result<(&'a Path, PathBuf)> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    fs::create_dir_all(dir)?;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
     let name = path
         .file_name()
         .map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());
@@ -32,14 +52,12 @@ pub fn replace(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
             .mode(mode)
             .open(&tmp)?;
         file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)
+        file.sync_all()
     })();
     if written.is_err() {
         let _ = fs::remove_file(&tmp);
     }
-    written?;
-    fs::File::open(dir)?.sync_all()
+    written.map(|()| (dir, tmp))
 }
 
 #[cfg(test)]

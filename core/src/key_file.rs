@@ -7,8 +7,7 @@
 //! group or others can access it. Errors never hold key material.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use rand::RngCore;
@@ -62,38 +61,13 @@ pub fn read(path: &Path) -> Result<Key, KeyFileError> {
 
 /// Creates the key file at `path` with a fresh random key, unless another process just did.
 fn create_new(path: &Path) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
     let mut key = Zeroizing::new([0u8; KEY_LEN]);
     rand::rngs::OsRng.fill_bytes(key.as_mut_slice());
     let mut text = Zeroizing::new(hex::encode(key.as_slice()));
     text.push('\n');
-    let name = path
-        .file_name()
-        .map_or_else(|| "key".into(), |n| n.to_string_lossy().into_owned());
-    // Random, not the process ID alone: a crash's leftover must not pass for a rival's key.
-    let tmp = dir.join(format!(
-        ".{name}.{}.{:016x}.tmp",
-        std::process::id(),
-        rand::rngs::OsRng.next_u64()
-    ));
-    let written = (|| {
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        file.write_all(text.as_bytes())?;
-        file.sync_all()
-    })();
+    let (dir, tmp) = crate::atomic_file::synced_temp(path, text.as_bytes(), 0o600)?;
     // A hard link fails if the target exists: a concurrent creator's key wins, not ours.
-    let linked = written.and_then(|()| fs::hard_link(&tmp, path));
+    let linked = fs::hard_link(&tmp, path);
     let removed = fs::remove_file(&tmp);
     match linked {
         Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
