@@ -76,6 +76,9 @@ pub enum Command {
     /// The hash-chained audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// vigil's configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Measure the harm classifier on labelled texts: AUPRC of the any-harm score, precision,
     /// recall, F1 and false-positive rate at the operating threshold, and texts/s, per source
     /// and overall.
@@ -509,6 +512,14 @@ pub enum WorkstationCommand {
         /// The workstation's name.
         name: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the configuration (the file, then `VIGIL_<SECTION>__<KEY>` variables) and
+    /// print the settings in effect, secrets redacted; exits non-zero naming the first
+    /// problem.
+    Check,
 }
 
 #[derive(Debug, Subcommand)]

@@ -62,8 +62,13 @@ fn default_resources() -> PathBuf {
 /// The file read when `--config` is not given, if it exists.
 const DEFAULT_FILE: &str = "vigil.toml";
 
-/// Environment variables with the `VIGIL_` prefix that are not settings.
-const NOT_SETTINGS: [&str; 3] = ["log", "config", "now"];
+/// Whether the environment variable `VIGIL_<key>` is a setting: `VIGIL_<SECTION>__<KEY>`, or
+/// the one top-level setting, `VIGIL_RESOURCES`. Any other `VIGIL_*` variable (`VIGIL_LOG`,
+/// `VIGIL_NOW`, or one a script sets for itself, such as `VIGIL_BIN`) is not vigil's
+/// configuration, and never makes it invalid.
+fn is_setting(key: &str) -> bool {
+    key.contains("__") || key.eq_ignore_ascii_case("resources")
+}
 
 impl Config {
     /// Loads the configuration. An explicitly named file must exist.
@@ -86,15 +91,27 @@ impl Config {
             }
             None => {}
         }
-        let env = Env::prefixed("VIGIL_").split("__").filter(|key| {
-            !NOT_SETTINGS
-                .iter()
-                .any(|n| key.as_str().eq_ignore_ascii_case(n))
-        });
+        let env = Env::prefixed("VIGIL_")
+            .filter(|key| is_setting(key.as_str()))
+            .split("__");
         figment
             .merge(env)
             .extract()
             .context("invalid configuration")
+    }
+}
+
+impl Config {
+    /// Checks what the types cannot, section by section, as the commands that use each
+    /// section do when they start; the registry file is read for the retention rules.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.storage.validate()?;
+        let registry = vigil_core::ResourceRegistry::load(&self.resources)?;
+        self.storage.retention.validate(&registry)?;
+        self.kafka.validate()?;
+        self.access.validate()?;
+        self.api.validate().map_err(anyhow::Error::msg)?;
+        Ok(())
     }
 }
 
@@ -118,6 +135,25 @@ mod tests {
             assert_eq!(c.ingest.max_record_bytes, 10);
             assert_eq!(c.storage.master_key, StorageConfig::default().master_key);
             assert_eq!(c.kafka, KafkaConfig::default());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn only_section_settings_come_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            // Variables vigil does not own (a script's, the log filter) are not settings.
+            jail.set_env("VIGIL_BIN", "/usr/local/bin/vigil");
+            jail.set_env("VIGIL_LOG", "debug");
+            jail.set_env("VIGIL_RESOURCES", "elsewhere.toml");
+            jail.set_env("VIGIL_API__MAX_CONNECTIONS", "16");
+            let c = Config::load(None).map_err(|e| format!("{e:#}"))?;
+            assert_eq!(c.resources, PathBuf::from("elsewhere.toml"));
+            assert_eq!(c.api.max_connections, 16);
+            // A section's unknown key is a typo, and an error.
+            jail.set_env("VIGIL_API__MAX_CONECTIONS", "16");
+            let err = Config::load(None).unwrap_err();
+            assert!(format!("{err:#}").contains("max_conections"), "{err:#}");
             Ok(())
         });
     }

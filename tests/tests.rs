@@ -8,6 +8,7 @@ mod util;
 
 mod abuse;
 mod api;
+mod config;
 mod console;
 mod crash;
 mod detect;

@@ -10,6 +10,7 @@ mod bench_reviewer;
 mod bench_sled;
 mod bench_sql;
 mod cases;
+mod config;
 mod delete;
 mod demo;
 mod eval;
@@ -58,6 +59,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Generate(args) => generate::generate(&config, &args),
         Command::Resource(cmd) => resource::resource(&config, cmd),
         Command::Stats => stats::stats(&config),
+        Command::Config(crate::cli::ConfigCommand::Check) => config::check(&config),
         Command::Cases(args) => cases::cases(&config, &args),
         Command::Review(args) => review::review(&config, &args),
         Command::Bench(args) if args.classifier => bench_classifier::bench(&config, &args),

@@ -81,6 +81,19 @@ fn default_master_key() -> PathBuf {
     "var/keys/master.key".into()
 }
 
+impl StorageConfig {
+    /// Checks the settings a TOML type cannot (retention is checked against the registry,
+    /// [`RetentionConfig::validate`]).
+    pub fn validate(&self) -> Result<()> {
+        if !(1..=60).contains(&self.customer_key_check_secs) {
+            return Err(StorageError::Config(
+                "storage.customer_key_check_secs must be between 1 and 60".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for StorageConfig {
     fn default() -> Self {
         Self {
@@ -228,11 +241,7 @@ impl Stores {
         clock: Clock,
     ) -> Result<Self> {
         let data_dir = &config.data_dir;
-        if !(1..=60).contains(&config.customer_key_check_secs) {
-            return Err(StorageError::Config(
-                "storage.customer_key_check_secs must be between 1 and 60".into(),
-            ));
-        }
+        config.validate()?;
         let io = |path: &Path| {
             let path = path.to_owned();
             move |source| StorageError::Io { path, source }
