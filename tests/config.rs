@@ -44,3 +44,53 @@ fn config_check_prints_the_settings_in_effect_and_names_what_is_wrong() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("max_conections"));
 }
+
+/// The shipped production configuration passes `vigil config check`, and the systemd unit
+/// passes `systemd-analyze verify` (where the machine has it), pointed at this build's binary.
+#[test]
+fn the_deploy_files_are_valid() {
+    let deploy = crate::util::repo().join("deploy");
+    let wd = Workdir::new();
+    let config = deploy.join("vigil.toml");
+    let (out, _) = wd.ok_with(
+        &["--config", config.to_str().unwrap(), "config", "check"],
+        b"",
+        &[],
+    );
+    assert!(out.contains("serve_in_run = true"), "{out}");
+
+    let unit = std::fs::read_to_string(deploy.join("vigil.service")).unwrap();
+    assert!(
+        unit.contains("ExecStart=/usr/local/bin/vigil --config /etc/vigil/vigil.toml run --kafka")
+    );
+    let Ok(analyze) = which("systemd-analyze") else {
+        eprintln!("systemd-analyze is not on this machine: the unit is not verified");
+        return;
+    };
+    let local = wd.path("vigil.service");
+    std::fs::write(
+        &local,
+        unit.replace("/usr/local/bin/vigil", env!("CARGO_BIN_EXE_vigil")),
+    )
+    .unwrap();
+    let out = std::process::Command::new(analyze)
+        .arg("verify")
+        .arg(&local)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "systemd-analyze verify: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The path of `program` on `PATH`.
+fn which(program: &str) -> Result<std::path::PathBuf, ()> {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(program))
+        .find(|path| path.is_file())
+        .ok_or(())
+}
