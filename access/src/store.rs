@@ -245,6 +245,22 @@ impl AccessStore {
         self.flushed(secret)
     }
 
+    /// Removes the tokens and sign-in codes that expired by `now` (and tokens stored before
+    /// tokens expired, which no longer sign anyone in); returns how many.
+    pub fn prune_expired(&self, now: OffsetDateTime) -> Result<usize, AccessError> {
+        let mut pruned = 0;
+        for tree in [&self.tokens, &self.sign_in_codes] {
+            for kv in tree.iter() {
+                let (hash, value) = kv?;
+                if StoredToken::unexpired(&value, now).is_none() {
+                    tree.remove(hash)?;
+                    pruned += 1;
+                }
+            }
+        }
+        self.flushed(pruned)
+    }
+
     /// Revokes every token of `name`, and every sign-in code of theirs not yet redeemed;
     /// returns how many tokens there were.
     pub fn revoke_tokens(&self, name: &str) -> Result<usize, AccessError> {
@@ -448,13 +464,24 @@ mod tests {
         assert_eq!(store.authenticate("vgl_nope", now).unwrap(), None);
         // Expired: no longer anyone's.
         assert_eq!(store.authenticate(token.expose(), expires).unwrap(), None);
-        // A token stored before tokens expired is not trusted.
+        // A token stored before tokens expired is not trusted, and is pruned with the
+        // expired ones; a valid one stays.
         let legacy = Token::generate();
         store
             .tokens
             .insert(legacy.hash(), b"alice".as_slice())
             .unwrap();
         assert_eq!(store.authenticate(legacy.expose(), now).unwrap(), None);
+        let valid = store.issue_token("alice", expires).unwrap();
+        let spent_code = store.issue_sign_in_code("alice", now).unwrap();
+        assert_eq!(store.prune_expired(now).unwrap(), 2);
+        assert!(store.tokens.get(legacy.hash()).unwrap().is_none());
+        assert!(store
+            .sign_in_codes
+            .get(spent_code.hash())
+            .unwrap()
+            .is_none());
+        assert!(store.authenticate(valid.expose(), now).unwrap().is_some());
         // Only the hash is on disk.
         drop(store);
         let store = AccessStore::open(dir.path()).unwrap();

@@ -26,6 +26,8 @@ pub(super) fn start_api(
 ) -> anyhow::Result<ApiServer> {
     config.access.validate()?;
     let access = AccessStore::open(&config.access.dir)?;
+    let pruned = access.prune_expired(stores.clock().now())?;
+    tracing::info!(pruned, "Removed expired tokens and sign-in codes.");
     let audit = AuditLog::open(&config.access.audit_log, *stores.clock())
         .context("opening the audit log")?;
     let ca = WorkstationCa::load_or_create(&config.access.ca_dir, &config.api.tls_hosts)?;
