@@ -348,17 +348,24 @@ fn two_consumers_in_one_group_share_the_partitions() {
     let n = 6_000;
     let (registry, traffic) = many_resources(12, n);
     let wd = workdir(&broker, &registry, &traffic);
-    // Each group member owns its data directory (sled allows one process per directory).
+    // Each group member owns its data directory (sled allows one process per directory) and
+    // its exports (two processes rewriting one partition directory race on its files).
     let mut one = Consumer::start(
         &wd,
         &["--stop-when-idle", "6"],
-        &[("VIGIL_STORAGE__DATA_DIR", "var/one")],
+        &[
+            ("VIGIL_STORAGE__DATA_DIR", "var/one"),
+            ("VIGIL_ANALYTICS__EXPORT_DIR", "var/one-exports"),
+        ],
     );
     one.wait_for_log("Partitions assigned");
     let mut two = Consumer::start(
         &wd,
         &["--stop-when-idle", "6"],
-        &[("VIGIL_STORAGE__DATA_DIR", "var/two")],
+        &[
+            ("VIGIL_STORAGE__DATA_DIR", "var/two"),
+            ("VIGIL_ANALYTICS__EXPORT_DIR", "var/two-exports"),
+        ],
     );
     two.wait_for_log("Partitions assigned");
     produce(&wd, "traffic.jsonl");

@@ -452,6 +452,24 @@ mod tests {
 
     /// What a TLS client trusting only `ca_pem` says of a server presenting `cert_pem` as
     /// `name`.
+    /// A server certificate for `name` that the CA's key signs all the same fails
+    /// verification on the CA's name constraints.
+    fn assert_forgery_refused(ca: &WorkstationCa, name: &str) {
+        let forged = ca
+            .issue(
+                "forged",
+                hosts(&[name]),
+                ExtendedKeyUsagePurpose::ServerAuth,
+                1,
+            )
+            .unwrap();
+        let error = verify_server(ca.ca_pem(), &forged.cert_pem, name).unwrap_err();
+        assert!(
+            format!("{error:?}").contains("NameConstraintViolation"),
+            "{name}: {error:?}"
+        );
+    }
+
     fn verify_server(ca_pem: &str, cert_pem: &str, name: &str) -> Result<(), rustls::Error> {
         let verifier =
             rustls::client::WebPkiServerVerifier::builder_with_provider(roots(ca_pem), provider())
@@ -771,19 +789,7 @@ MCowBQYDK2VwAyEAbrOU+vno4vAEvhKiqGUZ18EX7r6TxV3GqI1pOsGudwo=
         }
         // The CA's key signing a server certificate for anything else: refused.
         for other in ["example.com", "evil.localhost", "10.0.0.1", "::1"] {
-            let forged = ca
-                .issue(
-                    "forged",
-                    hosts(&[other]),
-                    ExtendedKeyUsagePurpose::ServerAuth,
-                    1,
-                )
-                .unwrap();
-            let error = verify_server(ca.ca_pem(), &forged.cert_pem, other).unwrap_err();
-            assert!(
-                format!("{error:?}").contains("NameConstraintViolation"),
-                "{other}: {error:?}"
-            );
+            assert_forgery_refused(&ca, other);
         }
 
         // One name only (no address), a wildcard, and addresses only.
@@ -821,19 +827,7 @@ MCowBQYDK2VwAyEAbrOU+vno4vAEvhKiqGUZ18EX7r6TxV3GqI1pOsGudwo=
                     .unwrap_or_else(|e| panic!("{configured:?} {name}: {e:?}"));
             }
             for name in bad {
-                let forged = ca
-                    .issue(
-                        "forged",
-                        hosts(&[name]),
-                        ExtendedKeyUsagePurpose::ServerAuth,
-                        1,
-                    )
-                    .unwrap();
-                let error = verify_server(ca.ca_pem(), &forged.cert_pem, name).unwrap_err();
-                assert!(
-                    format!("{error:?}").contains("NameConstraintViolation"),
-                    "{configured:?} {name}: {error:?}"
-                );
+                assert_forgery_refused(&ca, name);
             }
         }
         for wrong in [&[][..], &["not a host"], &["-x.example.com"]] {

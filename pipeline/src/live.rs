@@ -130,11 +130,13 @@ pub struct RegistryWatcher {
 }
 
 impl RegistryWatcher {
-    /// Checks the registry file at `path` every `interval`; each new version that loads and
-    /// passes `retention`'s checks replaces `live` and is applied to `stores`. A version that
-    /// does not is refused, with a warning, and the last good one stays.
+    /// Checks the registry file at `path` every `interval`; each version other than `loaded`
+    /// (the one the process read at start, [`registry_version`] taken before it read it) that
+    /// loads and passes `retention`'s checks replaces `live` and is applied to `stores`. A
+    /// version that does not is refused, with a warning, and the last good one stays.
     pub fn start(
         path: PathBuf,
+        loaded: Option<String>,
         live: LiveRegistry,
         stores: Arc<Stores>,
         retention: RetentionConfig,
@@ -143,9 +145,8 @@ impl RegistryWatcher {
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
         let marker = applied_marker(stores.data_dir());
-        // The first look applies whatever the file holds: it may have changed since the
-        // process loaded it.
-        let mut seen = None;
+        // A change saved between the version taken and the load is applied at the first look.
+        let mut seen = loaded;
         let thread = std::thread::Builder::new()
             .name("registry-watch".into())
             .spawn(move || {

@@ -135,16 +135,18 @@ fn lifecycle(
 /// How often a running process looks for changes to the registry file.
 const REGISTRY_WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
 
-/// Starts watching the registry file for a process that runs for a while: changes replace
-/// `live` (the registry the lifecycle, the API, the pipeline and the reviewer share) and are
+/// Starts watching the registry file for a process that runs for a while: changes since
+/// version `loaded` (taken before the registry was loaded) replace `live` (the registry the lifecycle, the API, the pipeline and the reviewer share) and are
 /// applied to `stores`.
 fn watch_registry(
     config: &Config,
+    loaded: Option<String>,
     stores: &Arc<Stores>,
     live: &LiveRegistry,
 ) -> anyhow::Result<RegistryWatcher> {
     RegistryWatcher::start(
         config.resources.clone(),
+        loaded,
         live.clone(),
         stores.clone(),
         config.storage.retention.clone(),

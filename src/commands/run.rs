@@ -49,6 +49,8 @@ fn progress_bar(input: &Input) -> Option<Bar> {
 }
 
 pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<()> {
+    // Taken first: a change saved while the registry loads is then seen as one.
+    let loaded = vigil_pipeline::live::registry_version(&config.resources);
     let registry = load_registry(config)?;
     // Loaded and checked before anything is read: a bad model stops the run here.
     let classifier = open_classifier(config)?;
@@ -82,7 +84,7 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let _watcher = super::watch_registry(config, &stores, &live)?;
+    let _watcher = super::watch_registry(config, loaded, &stores, &live)?;
     let schedule = lifecycle.schedule(Duration::from_secs(
         config.storage.retention.purge_interval_secs,
     ));

@@ -93,6 +93,8 @@ pub(super) fn serve_then(
     config: &Config,
     ready: impl FnOnce(&ApiServer) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
+    // Taken first: a change saved while the registry loads is then seen as one.
+    let loaded = vigil_pipeline::live::registry_version(&config.resources);
     let registry = load_registry(config)?;
     let stores = Arc::new(open_stores(config, &registry)?);
     // Finish deletions a crash cut short, and apply registry changes made while stopped.
@@ -101,7 +103,7 @@ pub(super) fn serve_then(
     let stop = stop_on_signals()?;
     let live = LiveRegistry::new(lifecycle.registry_handle());
     let server = start_api(config, &stores, &lifecycle, &live, true)?;
-    let _watcher = super::watch_registry(config, &stores, &live)?;
+    let _watcher = super::watch_registry(config, loaded, &stores, &live)?;
     output(announcement(config, &server))?;
     ready(&server)?;
     let schedule = lifecycle.schedule(Duration::from_secs(
