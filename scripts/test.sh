@@ -3,7 +3,8 @@
 # integration test. Installs what the tests need, idempotently: the Tansu Kafka-protocol broker
 # (from crates.io, about 15-20 minutes the first time) and ONNX Runtime (PyPI's
 # onnxruntime==1.31.1, into ./.venv), Debian's chromium (with libnss3-tools and openssl, which put a
-# workstation certificate in its NSS store) and the console tests' playwright-core.
+# workstation certificate in its NSS store), Debian's prometheus (the monitoring tests), the
+# console tests' playwright-core and mdBook (from crates.io; the docs test builds the book).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,11 +38,26 @@ if [ ! -x /usr/bin/chromium ] || ! command -v certutil >/dev/null || ! command -
   $SUDO apt-get install -y chromium libnss3-tools openssl \
     || { $SUDO apt-get update && $SUDO apt-get install -y chromium libnss3-tools openssl; }
 fi
+# The monitoring tests point Debian's Prometheus server at a running vigil and read the series
+# back through its HTTP API; promtool checks the shipped alerting rules.
+if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
+  echo "== installing Debian's prometheus (once)"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get install -y prometheus || { $SUDO apt-get update && $SUDO apt-get install -y prometheus; }
+fi
 command -v npm >/dev/null || { echo "test: npm is required (the machine's Node.js)" >&2; exit 1; }
 PLAYWRIGHT_VERSION=$(node -p "require('./tests/console/package.json').dependencies['playwright-core']")
 if [ "$(node -p "require('./tests/console/node_modules/playwright-core/package.json').version" 2>/dev/null)" != "$PLAYWRIGHT_VERSION" ]; then
   echo "== installing the console tests' npm packages (once)"
   npm ci --prefix tests/console --no-audit --no-fund
+fi
+
+# The docs test builds the book under docs/ with mdBook and checks every link in it.
+MDBOOK_VERSION=0.4.52
+if ! mdbook --version 2>/dev/null | grep -q "v$MDBOOK_VERSION"; then
+  echo "== installing mdBook $MDBOOK_VERSION (once)"
+  # Built in cargo's own temporary directory, not in this workspace's target directory.
+  env -u CARGO_TARGET_DIR cargo install mdbook --version "$MDBOOK_VERSION" --locked
 fi
 
 echo "== cargo fmt --check"

@@ -115,6 +115,10 @@ pub struct RunArgs {
     /// Stop after this many seconds without a new message (for loading a backlog).
     #[arg(long, value_name = "SECS", requires = "kafka")]
     pub stop_when_idle: Option<f64>,
+    /// Also serve the HTTP API ([api] listeners, the reviewer console) from this process,
+    /// over the stores it writes, until the run ends: with --kafka, the production daemon.
+    #[arg(long)]
+    pub api: bool,
     /// How to print the summary.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use vigil_abuse::AbuseConfig;
 use vigil_access::AccessConfig;
 use vigil_analytics::AnalyticsConfig;
+use vigil_api::ops::MetricsConfig;
 use vigil_api::ApiConfig;
 use vigil_detectors::ClassifierConfig;
 use vigil_ingest::IngestConfig;
@@ -50,9 +51,13 @@ pub struct Config {
     /// Principals, grants, the workstation CA, rate limits and the audit log.
     #[serde(default)]
     pub access: AccessConfig,
-    /// The HTTP API's listeners (`vigil serve`).
+    /// The HTTP API's listeners (`vigil serve`, `vigil run --api`).
     #[serde(default)]
     pub api: ApiConfig,
+    /// The metrics listener (`/metrics`, `/healthz`, `/readyz`) of `vigil run` and
+    /// `vigil serve`.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
 }
 
 fn default_resources() -> PathBuf {
@@ -111,6 +116,7 @@ impl Config {
         self.kafka.validate()?;
         self.access.validate()?;
         self.api.validate().map_err(anyhow::Error::msg)?;
+        self.metrics.validate().map_err(anyhow::Error::msg)?;
         Ok(())
     }
 }

@@ -2,7 +2,7 @@
 //! when dropped. `scripts/test.sh` installs it (`cargo install tansu --version 0.6.0 --locked
 //! --features dynostore,libsql`) when it is missing; `VIGIL_TANSU` may name the binary.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -11,6 +11,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+use crate::llm::free_port;
 
 /// Where the broker keeps its data.
 enum Storage {
@@ -43,13 +45,6 @@ fn tansu() -> PathBuf {
         "the Tansu broker is not installed: run ./scripts/test.sh, or `cargo install tansu \
          --version 0.6.0 --locked --features dynostore,libsql`",
     )
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port()
 }
 
 impl Broker {

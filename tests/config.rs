@@ -58,12 +58,15 @@ fn the_deploy_files_are_valid() {
         b"",
         &[],
     );
-    assert!(out.contains("serve_in_run = true"), "{out}");
+    assert!(
+        out.contains("[metrics]") && out.contains("0.0.0.0:9464"),
+        "{out}"
+    );
 
     let unit = std::fs::read_to_string(deploy.join("vigil.service")).unwrap();
-    assert!(
-        unit.contains("ExecStart=/usr/local/bin/vigil --config /etc/vigil/vigil.toml run --kafka")
-    );
+    assert!(unit.contains(
+        "ExecStart=/usr/local/bin/vigil --config /etc/vigil/vigil.toml run --kafka --api"
+    ));
     let Ok(analyze) = which("systemd-analyze") else {
         eprintln!("systemd-analyze is not on this machine: the unit is not verified");
         return;

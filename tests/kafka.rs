@@ -499,3 +499,140 @@ fn flag_events_are_published_and_tailed_without_content() {
     assert_eq!(messages[0].header("vigil.schema_version"), Some("1"));
     assert!(!String::from_utf8_lossy(&messages[0].value).contains(marker));
 }
+
+/// A metrics listener's `path`: status and body (0 when nothing answers).
+fn probe(addr: &str, path: &str) -> (u16, String) {
+    match ureq::get(&format!("http://{addr}{path}")).call() {
+        Ok(response) => (response.status(), response.into_string().unwrap()),
+        Err(ureq::Error::Status(status, response)) => (status, response.into_string().unwrap()),
+        Err(_) => (0, String::new()),
+    }
+}
+
+/// The sum of a series' samples in a `/metrics` exposition.
+fn series_sum(exposition: &str, name: &str) -> f64 {
+    exposition
+        .lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The production shape: one `vigil run --kafka --api` process consumes, stores, serves the
+/// API and the metrics listener, takes up a changed policy and a registry change without a
+/// restart, and on SIGTERM drains, commits and closes every listener.
+#[test]
+fn the_daemon_serves_reloads_and_drains_on_sigterm() {
+    let broker = Broker::memory();
+    let wd = workdir(&broker, REGISTRY, &valid_records(1_500, 0));
+    wd.write("more.jsonl", valid_records(900, 1_500));
+    let config = std::fs::read_to_string(wd.path("vigil.toml")).unwrap();
+    wd.write("vigil.toml", config + "[api]\nplain_http = true\n");
+    let policy = std::fs::read_to_string(crate::util::repo().join("policies/abuse.toml")).unwrap();
+    wd.write("policy.toml", &policy);
+    let free = || format!("127.0.0.1:{}", crate::llm::free_port());
+    let (metrics, api, workstations) = (free(), free(), free());
+    let policy_path = wd.path("policy.toml");
+    let admin = crate::api::principal(&wd, "adam", "admin", "non-eea", &[]);
+    let mut daemon = Consumer::start(
+        &wd,
+        &["--api"],
+        &[
+            ("VIGIL_METRICS__LISTEN", &metrics),
+            ("VIGIL_API__LISTEN", &api),
+            ("VIGIL_API__WORKSTATION_LISTEN", &workstations),
+            ("VIGIL_ABUSE__POLICY", policy_path.to_str().unwrap()),
+        ],
+    );
+    daemon.wait_for_log("Partitions assigned");
+    let started = Instant::now();
+    let readiness = loop {
+        let (status, body) = probe(&metrics, "/readyz");
+        if status == 200 {
+            break body;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{body}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    for part in [
+        "ok kafka: joined group vigil",
+        "ok stores:",
+        "ok model:",
+        "ok audit:",
+    ] {
+        assert!(readiness.contains(part), "{part} in {readiness}");
+    }
+
+    produce(&wd, "traffic.jsonl");
+    let topics = ["vigil.logs.us", "vigil.logs.eu"];
+    broker.wait_caught_up("vigil", &topics);
+    // The API answers from the same process.
+    let anonymous = ureq::get(&format!("http://{api}/v1/cases")).call();
+    assert!(matches!(anonymous, Err(ureq::Error::Status(401, _))));
+    // The policy and the registry change under the running daemon.
+    wd.write(
+        "policy.toml",
+        policy.replace("version = \"2026-12-04.1\"", "version = \"2026-12-04.2\""),
+    );
+    let changed: Value = ureq::request("PATCH", &format!("http://{api}/v1/resources/b"))
+        .set("Authorization", &format!("Bearer {admin}"))
+        .send_json(serde_json::json!({"content_logging": false}))
+        .unwrap()
+        .into_json()
+        .unwrap();
+    assert_eq!(changed["content_destroyed_records"], 500, "{changed}");
+    // A resource added to the file is taken up too (its records were unknown before).
+    let registry = std::fs::read_to_string(wd.path("resources.toml")).unwrap();
+    wd.write(
+        "resources.toml",
+        registry + "\n[[resources]]\nid = \"c\"\ngeography = \"us\"\n",
+    );
+    wd.write("added.jsonl", record("req-c-1", "c", "us", "p") + "\n");
+    std::thread::sleep(Duration::from_millis(1_100));
+    produce(&wd, "more.jsonl");
+    produce(&wd, "added.jsonl");
+    broker.wait_caught_up("vigil", &topics);
+    let started = Instant::now();
+    let exposition = loop {
+        let (_, body) = probe(&metrics, "/metrics");
+        if series_sum(&body, "vigil_kafka_consumer_lag") == 0.0
+            && body.contains("vigil_kafka_consumer_lag{")
+            && series_sum(&body, "vigil_records_stored_total") == 2_401.0
+        {
+            break body;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{body}");
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert!(series_sum(&exposition, "vigil_kafka_commits_total") > 0.0);
+    assert!(series_sum(&exposition, "vigil_policy_reloads_total") == 1.0);
+
+    let stopping = Instant::now();
+    let summary = daemon.terminate();
+    assert!(
+        stopping.elapsed() < Duration::from_secs(30),
+        "SIGTERM took too long"
+    );
+    assert_eq!(summary["stored"]["us"].as_u64(), Some(1_601), "{summary:#}");
+    assert_eq!(total(&summary, "rejected"), 0, "{summary:#}");
+    assert_eq!(
+        summary["abuse"]["policy_reloads"].as_u64(),
+        Some(1),
+        "{summary:#}"
+    );
+    assert_eq!(summary["abuse"]["policy_version"], "2026-12-04.2");
+    // Every listener closed with the process.
+    for addr in [&metrics, &api, &workstations] {
+        assert!(
+            std::net::TcpStream::connect(addr.as_str()).is_err(),
+            "{addr} still open"
+        );
+    }
+    // What the daemon read is committed: a member joining now finds nothing left to read.
+    let rest = Consumer::start(&wd, &["--stop-when-idle", "3"], &[]).finish();
+    assert_eq!(rest["read"].as_u64(), Some(0), "{rest:#}");
+    assert_eq!(stored_ids(&wd, "var/data").len(), 2_401);
+    // A record of `b` sent after the change was stored without its content.
+    let after = wd.read_stored("b", "req-001501", |_| {}).unwrap().unwrap();
+    assert!(after.content.is_none());
+}

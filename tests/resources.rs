@@ -90,51 +90,7 @@ fn refusals_name_the_problem() {
         .contains("file:PATH"));
 }
 
-/// A `vigil run` reading standard input, fed a few lines at a time.
-struct Feeding {
-    child: std::process::Child,
-}
-
-impl Feeding {
-    fn start(wd: &Workdir, envs: &[(&str, &str)]) -> Self {
-        let child = wd
-            .command(&["run", "--input", "-", "--format", "json"])
-            .envs([
-                ("VIGIL_DETECTORS__ENABLED", "false"),
-                ("VIGIL_ABUSE__ENABLED", "false"),
-            ])
-            .envs(envs.iter().copied())
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("vigil run starts");
-        Self { child }
-    }
-
-    /// Sends records `ids` of `resource`, then gives vigil time to seal them.
-    fn send(&mut self, resource: &str, ids: &[&str]) {
-        use std::io::Write;
-        let stdin = self.child.stdin.as_mut().unwrap();
-        for id in ids {
-            let line = record(id, resource, "eu", &format!("MARKER-{id}")) + "\n";
-            stdin.write_all(line.as_bytes()).unwrap();
-        }
-        stdin.flush().unwrap();
-        std::thread::sleep(std::time::Duration::from_secs(2));
-    }
-
-    /// Ends the input; returns the run's summary.
-    fn finish(mut self) -> Value {
-        drop(self.child.stdin.take());
-        let out = self.child.wait_with_output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{stderr}");
-        json(&String::from_utf8_lossy(&out.stdout))
-    }
-}
-
-use crate::util::{count, record};
+use crate::util::{count, Feeding};
 
 #[test]
 fn content_logging_turned_off_during_a_run_stops_content_at_once() {

@@ -112,6 +112,8 @@ impl Workdir {
         ] {
             cmd.env(setting, repo().join(file));
         }
+        // Tests run side by side: each vigil's metrics listener takes a free port.
+        cmd.env("VIGIL_METRICS__LISTEN", "127.0.0.1:0");
         // The LLM reviewer is slow on two cores: off unless a test turns it on (tests/review.rs).
         cmd.env("VIGIL_REVIEW__ENABLED", "false");
         if std::env::var_os("ORT_DYLIB_PATH").is_none() {
@@ -324,3 +326,63 @@ id = "keyed"
 geography = "eu"
 customer_key = "file:keys/keyed.key"
 "#;
+
+/// A `vigil run` reading standard input, fed a few lines at a time.
+pub struct Feeding {
+    /// The running `vigil run`.
+    pub child: std::process::Child,
+}
+
+impl Feeding {
+    pub fn start(wd: &Workdir, envs: &[(&str, &str)]) -> Self {
+        Self::start_with(wd, &[], envs)
+    }
+
+    /// With more arguments to `vigil run`.
+    pub fn start_with(wd: &Workdir, args: &[&str], envs: &[(&str, &str)]) -> Self {
+        let mut run = vec!["run", "--input", "-", "--format", "json"];
+        run.extend_from_slice(args);
+        let child = wd
+            .command(&run)
+            .envs([
+                ("VIGIL_DETECTORS__ENABLED", "false"),
+                ("VIGIL_ABUSE__ENABLED", "false"),
+            ])
+            .envs(envs.iter().copied())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("vigil run starts");
+        Self { child }
+    }
+
+    /// Sends records `ids` of `resource`, then gives vigil time to seal them.
+    pub fn send(&mut self, resource: &str, ids: &[&str]) {
+        for id in ids {
+            self.write(&record(id, resource, "eu", &format!("MARKER-{id}")));
+        }
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
+
+    /// Sends one line as it is.
+    pub fn send_line(&mut self, line: &str) {
+        self.write(line);
+    }
+
+    fn write(&mut self, line: &str) {
+        let stdin = self.child.stdin.as_mut().unwrap();
+        stdin.write_all(line.as_bytes()).unwrap();
+        stdin.write_all(b"\n").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Ends the input; returns the run's summary.
+    pub fn finish(mut self) -> Value {
+        drop(self.child.stdin.take());
+        let out = self.child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        serde_json::from_slice(&out.stdout).expect("the JSON summary parses")
+    }
+}

@@ -211,6 +211,9 @@ pub struct AuditLog {
     jobs: Jobs,
     path: PathBuf,
     failures: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Whether the writer's last write succeeded (cleared by a failure, for good once a
+    /// failed sync has stopped the writer).
+    writable: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 type Jobs = tokio::sync::mpsc::Sender<(AuditEvent, Reply)>;
@@ -229,6 +232,8 @@ struct Writer {
     seq: u64,
     last_hash: String,
     failed: bool,
+    /// Shared with [`AuditLog::is_writable`]: cleared when `failed` is set.
+    writable: std::sync::Arc<std::sync::atomic::AtomicBool>,
     clock: Clock,
     /// The head, kept beside a log that is a regular file (not a device).
     head: Option<HeadFile>,
@@ -327,9 +332,11 @@ impl AuditLog {
             seq,
             last_hash,
             failed: false,
+            writable: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
             clock,
             head,
         };
+        let writable = writer.writable.clone();
         let (jobs, rx) = tokio::sync::mpsc::channel(QUEUE);
         std::thread::Builder::new()
             .name("vigil-audit".into())
@@ -340,6 +347,7 @@ impl AuditLog {
                 jobs,
                 path: path.to_owned(),
                 failures: Default::default(),
+                writable,
             },
             found,
         ))
@@ -429,6 +437,13 @@ impl AuditLog {
         self.failures.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Whether the last write succeeded: false after a failed one (a full disk), and for good
+    /// once a failed sync has stopped the writer (every append is then refused until vigil
+    /// restarts).
+    pub fn is_writable(&self) -> bool {
+        self.writable.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The writer's reply (`None`: the writer is gone), counting failures.
     fn answer(&self, reply: Option<Result<u64, String>>) -> Result<u64, AuditError> {
         let result = match reply {
@@ -442,6 +457,7 @@ impl AuditLog {
         if result.is_err() {
             self.failures
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            metrics::counter!("vigil_audit_failures_total").increment(1);
         }
         result
     }
@@ -486,12 +502,17 @@ impl Writer {
             hash = entry.hash;
             replies.push((seq, reply));
         }
+        let syncing = std::time::Instant::now();
         let written = self
             .file
             .write_all(&bytes)
             .and_then(|()| self.file.sync_data());
+        metrics::histogram!("vigil_audit_fsync_duration_seconds")
+            .record(syncing.elapsed().as_secs_f64());
         match written {
             Ok(()) => {
+                self.writable
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
                 self.len += bytes.len() as u64;
                 self.seq = seq;
                 self.last_hash = hash;
@@ -518,6 +539,8 @@ impl Writer {
                 if rolled_back.is_err() || sync_failed {
                     self.failed = true;
                 }
+                self.writable
+                    .store(false, std::sync::atomic::Ordering::Relaxed);
                 for (_, reply) in replies {
                     let _ = reply.send(Err(e.to_string()));
                 }

@@ -67,15 +67,6 @@ impl ApiError {
         )
     }
 
-    /// Resource settings cannot change in this process (it also ingests).
-    pub fn settings_locked() -> Self {
-        Self::new(
-            StatusCode::CONFLICT,
-            "settings_locked",
-            "resource settings cannot change while this vigil process also ingests; change them through `vigil serve` or `vigil resource update`",
-        )
-    }
-
     /// A failure of vigil itself. The cause goes to the log (errors of the stores name IDs and
     /// files, never content); the caller learns only that it happened.
     pub fn internal(cause: impl std::fmt::Display) -> Self {

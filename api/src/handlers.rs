@@ -932,9 +932,6 @@ pub async fn update_resource(
 ) -> Response {
     let result = async {
         attempt.require(&[Role::Admin])?;
-        if !attempt.state.settings_writable {
-            return Err(ApiError::settings_locked());
-        }
         let change = body.0?;
         let Path(raw) = raw.0?;
         let mut resource = managed_resource(&mut attempt, &raw)?;

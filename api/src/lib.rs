@@ -19,8 +19,11 @@ pub mod anonymous;
 pub mod attempt;
 pub mod error;
 mod handlers;
+pub mod ops;
+pub mod reference;
 pub mod routes;
 pub mod serve;
+pub mod telemetry;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -57,9 +60,6 @@ pub struct ApiConfig {
     /// Largest request body accepted, in bytes.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
-    /// Whether `vigil run` also serves the API while it runs.
-    #[serde(default)]
-    pub serve_in_run: bool,
     /// Open connections each listener accepts at most; more wait to be accepted.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
@@ -147,7 +147,6 @@ impl Default for ApiConfig {
             workstation_listen: default_workstation_listen(),
             tls_hosts: default_tls_hosts(),
             max_body_bytes: default_max_body_bytes(),
-            serve_in_run: false,
             max_connections: default_max_connections(),
             header_read_timeout_ms: default_header_read_timeout_ms(),
             request_timeout_ms: default_request_timeout_ms(),
@@ -179,11 +178,6 @@ pub struct AppState {
     pub limiter: RateLimiter,
     /// Called after data was deleted or a resource changed, so exports can follow.
     pub on_change: Box<dyn Fn() + Send + Sync>,
-    /// Whether resource settings may change through the API. Not while this process also
-    /// ingests: the pipeline follows only some changes while it runs (content logging turned
-    /// off, a new customer key), so changes go through `vigil resource`, whose file change the
-    /// running process applies, or the next start.
-    pub settings_writable: bool,
     /// Anonymous refusals counted in the current window.
     pub anonymous: anonymous::Repeats,
 }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, MatchedPath};
 use axum::http::Method;
 use axum::routing::{get, MethodFilter, MethodRouter};
 use axum::{Json, Router};
@@ -149,7 +149,29 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route("/openapi.json", get(move || async move { Json(document) }))
         .fallback(|| async { ApiError::no_route() })
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn(count_request))
         .with_state(state)
+}
+
+/// Counts each request by operation (its action, `openapi`, or `other` for a path not
+/// served) and status code, and times it: labels from the route table, never from the path.
+async fn count_request(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let operation = match request.extensions().get::<MatchedPath>() {
+        Some(path) if path.as_str() == "/openapi.json" => "openapi",
+        Some(path) => action_of(request.method(), path.as_str()).unwrap_or("other"),
+        None => "other",
+    };
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let code = response.status().as_u16().to_string();
+    metrics::counter!("vigil_api_requests_total", "operation" => operation, "code" => code)
+        .increment(1);
+    metrics::histogram!("vigil_api_request_duration_seconds", "operation" => operation)
+        .record(started.elapsed().as_secs_f64());
+    response
 }
 
 /// The OpenAPI 3.1 document of [`OPERATIONS`].
@@ -164,9 +186,16 @@ pub fn openapi() -> Value {
             .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
             .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
             .collect();
+        // Content is answered on the workstation listener only (a point query elsewhere is
+        // refused); everything else on both.
+        let listener = match op.action {
+            "record.read" => "workstation",
+            _ => "both",
+        };
         let mut operation = json!({
             "operationId": op.action,
             "summary": op.summary,
+            "x-vigil-listener": listener,
             "security": [{"bearer": []}],
             "parameters": parameters,
             "responses": {

@@ -14,6 +14,7 @@ pub mod clock;
 pub mod decision;
 pub mod detection;
 pub mod flag;
+pub mod health;
 pub mod ids;
 pub mod key_file;
 pub mod record;
@@ -28,6 +29,7 @@ pub use flag::{
     Category, FlagError, FlagEvent, FlagOrigin, FlagScores, FlagSubject, FlagWindow,
     FLAG_SCHEMA_VERSION,
 };
+pub use health::{Check, Health, Readiness};
 pub use ids::{Geography, IdError, RequestId, ResourceId};
 pub use record::{
     Content, Deployment, FieldProblem, LogRecord, Operation, RecordError, RecordMeta,

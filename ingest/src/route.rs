@@ -33,6 +33,16 @@ impl<'a> Router<'a> {
             .registry
             .get(record.meta.resource_id.as_str())
             .ok_or(RejectReason::UnknownResource)?;
+        Self::admit(resource, record, arrived_for)
+    }
+
+    /// Whether `record` may be stored at `resource`'s home (a resource looked up elsewhere,
+    /// such as one added to the registry since this router was made).
+    pub fn admit<'r>(
+        resource: &'r Resource,
+        record: &LogRecord,
+        arrived_for: Option<&Geography>,
+    ) -> Result<&'r Resource, RejectReason> {
         if resource.geography != record.meta.geography {
             return Err(RejectReason::ResidencyMismatch {
                 claimed: record.meta.geography.clone(),

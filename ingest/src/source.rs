@@ -60,6 +60,21 @@ pub enum Line {
     },
 }
 
+impl Line {
+    /// The input's full length in bytes (an oversized one's too, not only what was kept).
+    pub fn len(&self) -> u64 {
+        match self {
+            Self::Complete(bytes) => bytes.len() as u64,
+            Self::Oversized { len, .. } => *len,
+        }
+    }
+
+    /// Whether the input is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 impl fmt::Debug for Line {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

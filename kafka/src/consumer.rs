@@ -19,7 +19,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Reb
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::{debug, info, warn};
-use vigil_core::Geography;
+use vigil_core::{Check, Geography, Health};
 use vigil_ingest::{Line, SourcePosition};
 use vigil_pipeline::{BatchSeq, Feed, Handoff, PipelineError, Source};
 
@@ -52,6 +52,8 @@ pub struct SourceOptions {
     /// Largest accepted message, in bytes (`ingest.max_record_bytes`): sizes the consumer's
     /// fetches; the pipeline rejects longer messages as oversized.
     pub max_record_bytes: usize,
+    /// Where the consumer says whether it has joined its group (`kafka` in `/readyz`).
+    pub health: Arc<Health>,
 }
 
 /// Offsets pushed into the pipeline, by batch, and those ready to commit.
@@ -118,16 +120,36 @@ impl OffsetBook {
     }
 }
 
-/// The consumer's callbacks: rebalances drain and commit; commit failures are retried.
+/// How often librdkafka reports statistics, from which each partition's consumer lag is read.
+const STATS_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The consumer's callbacks: rebalances drain and commit; commit failures are retried;
+/// statistics become the lag gauges.
 struct GroupContext {
     handoff: Mutex<Option<Arc<Handoff>>>,
     book: Mutex<OffsetBook>,
     assigned: AtomicBool,
+    group: String,
+    health: Arc<Health>,
 }
 
-client_context!(GroupContext);
+client_context!(GroupContext, stats);
 
 impl GroupContext {
+    /// Each assigned partition's lag: messages between the consumer's position and the end.
+    fn statistics(&self, statistics: rdkafka::Statistics) {
+        for (topic, stats) in statistics.topics {
+            for (partition, stats) in stats.partitions {
+                // -1: the internal unassigned partition, or a partition not consumed here.
+                if partition < 0 || stats.consumer_lag < 0 {
+                    continue;
+                }
+                metrics::gauge!("vigil_kafka_consumer_lag", "topic" => topic.clone(), "partition" => partition.to_string())
+                    .set(stats.consumer_lag as f64);
+            }
+        }
+    }
+
     fn book(&self) -> MutexGuard<'_, OffsetBook> {
         self.book.lock().expect("offset book lock poisoned")
     }
@@ -149,8 +171,12 @@ impl GroupContext {
             book.commit_list()
         };
         match consumer.commit(&list, CommitMode::Sync) {
-            Ok(()) => debug!(offsets = ?list, "Offsets committed."),
+            Ok(()) => {
+                metrics::counter!("vigil_kafka_commits_total", "outcome" => "ok").increment(1);
+                debug!(offsets = ?list, "Offsets committed.");
+            }
             Err(error) => {
+                metrics::counter!("vigil_kafka_commits_total", "outcome" => "failed").increment(1);
                 warn!(%error, "Committing offsets failed; retrying with the next commit.");
                 self.book().dirty = true;
             }
@@ -166,6 +192,15 @@ impl ConsumerContext for GroupContext {
                     partitions = revoked.count(),
                     "Partitions revoked: draining and committing in-flight records."
                 );
+                metrics::counter!("vigil_kafka_rebalances_total", "kind" => "revoke").increment(1);
+                self.health.set(
+                    "kafka",
+                    Check::NotReady(format!("rebalancing group {}", self.group)),
+                );
+                for element in revoked.elements() {
+                    metrics::gauge!("vigil_kafka_consumer_lag", "topic" => element.topic().to_owned(), "partition" => element.partition().to_string())
+                        .set(0.0);
+                }
                 if let Some(handoff) = self.handoff() {
                     match handoff.sync() {
                         Ok(durable) => self.commit(consumer, durable),
@@ -178,6 +213,15 @@ impl ConsumerContext for GroupContext {
             }
             Rebalance::Assign(assigned) => {
                 info!(partitions = assigned.count(), "Partitions assigned.");
+                metrics::counter!("vigil_kafka_rebalances_total", "kind" => "assign").increment(1);
+                self.health.set(
+                    "kafka",
+                    Check::Ready(format!(
+                        "joined group {}, {} partitions assigned",
+                        self.group,
+                        assigned.count()
+                    )),
+                );
                 self.assigned.store(true, Ordering::Release);
             }
             Rebalance::Error(error) => warn!(%error, "Rebalance failed."),
@@ -210,10 +254,16 @@ impl KafkaSource {
             .map(|g| log_topics.of(g))
             .collect();
         ensure_topics(config, &topics)?;
+        options.health.set(
+            "kafka",
+            Check::NotReady(format!("joining group {}", config.group_id)),
+        );
         let context = GroupContext {
             handoff: Mutex::new(None),
             book: Mutex::new(OffsetBook::default()),
             assigned: AtomicBool::new(false),
+            group: config.group_id.clone(),
+            health: options.health.clone(),
         };
         let consumer = config
             .consumer(&[
@@ -221,6 +271,10 @@ impl KafkaSource {
                 ("enable.auto.commit", "false".into()),
                 ("enable.auto.offset.store", "false".into()),
                 ("auto.offset.reset", "earliest".into()),
+                (
+                    "statistics.interval.ms",
+                    STATS_INTERVAL.as_millis().to_string(),
+                ),
                 ("enable.partition.eof", "false".into()),
                 ("session.timeout.ms", config.session_timeout_ms.to_string()),
                 (

@@ -153,6 +153,17 @@ fn log_client_error(error: &RdKafkaError, reason: &str) {
 /// Implements [`rdkafka::ClientContext`] with vigil's logging.
 macro_rules! client_context {
     ($context:ty) => {
+        $crate::client_context!($context, {});
+    };
+    // With `stats`: librdkafka's statistics go to the context's `statistics` method.
+    ($context:ty, stats) => {
+        $crate::client_context!($context, {
+            fn stats(&self, statistics: rdkafka::Statistics) {
+                self.statistics(statistics);
+            }
+        });
+    };
+    ($context:ty, { $($more:item)* }) => {
         impl rdkafka::ClientContext for $context {
             fn log(&self, level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
                 $crate::log_client(level, facility, message);
@@ -161,6 +172,8 @@ macro_rules! client_context {
             fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
                 $crate::log_client_error(&error, reason);
             }
+
+            $($more)*
         }
     };
 }

@@ -142,6 +142,7 @@ impl AbuseStage {
             Reload::Reloaded(policy) => {
                 info!(path = %watcher.path().display(), version = %policy.policy.version, "Reloaded the abuse policy.");
                 summary.policy_reloads += 1;
+                metrics::counter!("vigil_policy_reloads_total", "outcome" => "ok").increment(1);
                 summary.policy_version = policy.policy.version.clone();
                 self.current.set(policy.clone());
                 self.tracker
@@ -152,6 +153,8 @@ impl AbuseStage {
             Reload::Refused(error) => {
                 warn!(path = %watcher.path().display(), %error, "The changed abuse policy was refused; the previous one stays in force.");
                 summary.policy_refused += 1;
+                metrics::counter!("vigil_policy_reloads_total", "outcome" => "refused")
+                    .increment(1);
             }
         }
     }
@@ -204,8 +207,16 @@ impl AbuseStage {
                 }
                 info!(case_id = %case.case_id, resource_id = %case.resource_id, abuse = case.scores.abuse, "Opened a case.");
                 match case.subject {
-                    FlagSubject::EndUser { .. } => summary.cases.end_users += 1,
-                    FlagSubject::Resource => summary.cases.resources += 1,
+                    FlagSubject::EndUser { .. } => {
+                        summary.cases.end_users += 1;
+                        metrics::counter!("vigil_cases_opened_total", "subject" => "end_user")
+                            .increment(1);
+                    }
+                    FlagSubject::Resource => {
+                        summary.cases.resources += 1;
+                        metrics::counter!("vigil_cases_opened_total", "subject" => "resource")
+                            .increment(1);
+                    }
                 }
                 self.outbox_pending.store(true, Ordering::Relaxed);
                 if let Some(review) = &self.review {
@@ -280,6 +291,7 @@ impl AbuseStage {
             flags.flush()?;
             geo.mark_published(cases.iter().map(|c| c.case_id.as_str()))?;
             self.summary.lock().expect("lock poisoned").flags_published += cases.len() as u64;
+            metrics::counter!("vigil_flags_published_total").increment(cases.len() as u64);
         }
         Ok(())
     }

@@ -33,6 +33,8 @@ pub(crate) struct Batch {
     pub(crate) items: Vec<Item>,
     /// The source's progress mark (input bytes read) when the batch was sent.
     pub(crate) progress: u64,
+    /// Bytes of its inputs.
+    pub(crate) bytes: u64,
     pub(crate) cost: Cost,
 }
 
@@ -70,6 +72,7 @@ impl Batch {
             started: Instant::now(),
             items: Vec::with_capacity(BATCH_ITEMS),
             progress: 0,
+            bytes: 0,
             cost: Cost::default(),
         }
     }
@@ -136,14 +139,15 @@ impl Handoff {
     }
 
     /// Appends one item to the batch under construction, sending the batch on when it is full.
-    /// Returns the number of the batch the item went into.
-    pub(crate) fn push(&self, item: Item, cost: Cost) -> Result<BatchSeq, Stopped> {
+    /// `bytes` is the input's size. Returns the number of the batch the item went into.
+    pub(crate) fn push(&self, item: Item, bytes: u64, cost: Cost) -> Result<BatchSeq, Stopped> {
         let mut pending = self.pending();
         let batch = &mut pending.batch;
         if batch.items.is_empty() {
             batch.started = Instant::now() - cost.total();
         }
         batch.items.push(item);
+        batch.bytes += bytes;
         batch.cost.add(cost);
         let seq = batch.seq;
         if batch.items.len() >= BATCH_ITEMS {

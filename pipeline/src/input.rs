@@ -1,8 +1,10 @@
-//! Where a file run reads from: a JSON-lines file, or standard input for `-`.
+//! Where a file run reads from: a JSON-lines file, or standard input for `-` (a stream,
+//! whose partial batches are sent on after [`LINGER`] rather than when they fill).
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader};
 use std::path::Path;
+use std::time::Duration;
 
 use vigil_ingest::LineReader;
 
@@ -26,7 +28,12 @@ impl Input {
             ("-".to_owned(), None, Box::new(stdin))
         } else {
             let file = File::open(path)?;
-            let len = file.metadata().ok().map(|m| m.len());
+            // Only a regular file has a length to show progress against (a FIFO is a stream).
+            let len = file
+                .metadata()
+                .ok()
+                .filter(|m| m.is_file())
+                .map(|m| m.len());
             let name = path.display().to_string();
             (name, len, Box::new(BufReader::with_capacity(1 << 20, file)))
         };
@@ -34,12 +41,11 @@ impl Input {
     }
 }
 
-impl Source for Input {
-    fn name(&self) -> String {
-        self.name.clone()
-    }
+/// How long a line read from a stream waits in a partial batch at most.
+const LINGER: Duration = Duration::from_millis(200);
 
-    fn run(&mut self, feed: &mut Feed<'_>) -> Result<(), PipelineError> {
+impl Input {
+    fn read(&mut self, feed: &mut Feed<'_>) -> Result<(), PipelineError> {
         let mut reader = LineReader::new(&mut self.reader, &self.name, feed.max_record_bytes());
         let failed = |source| PipelineError::Input {
             input: self.name.clone(),
@@ -50,5 +56,31 @@ impl Source for Input {
             feed.handoff().set_progress(reader.bytes_read());
         }
         Ok(())
+    }
+}
+
+impl Source for Input {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn run(&mut self, feed: &mut Feed<'_>) -> Result<(), PipelineError> {
+        // A stream (standard input, a pipe) may pause between lines: a partial batch is sent
+        // on once it has waited LINGER, rather than when the batch fills or the input ends.
+        let handoff = feed.handoff().clone();
+        let reading = std::sync::atomic::AtomicBool::new(self.len.is_none());
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                while reading.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(LINGER);
+                    if handoff.send_older_than(LINGER).is_err() {
+                        return;
+                    }
+                }
+            });
+            let read = self.read(feed);
+            reading.store(false, std::sync::atomic::Ordering::Relaxed);
+            read
+        })
     }
 }

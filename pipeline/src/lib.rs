@@ -35,6 +35,7 @@ pub mod lifecycle;
 pub mod live;
 pub mod review;
 mod summary;
+mod telemetry;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -194,6 +195,7 @@ impl Feed<'_> {
         arrived_for: Option<&Geography>,
     ) -> Result<BatchSeq, PipelineError> {
         let start = Instant::now();
+        let bytes = line.len();
         let (item, cost) = self.pipeline.process(
             line,
             source,
@@ -202,7 +204,7 @@ impl Feed<'_> {
             &mut self.scratch,
             start,
         )?;
-        Ok(self.handoff.push(item, cost)?)
+        Ok(self.handoff.push(item, bytes, cost)?)
     }
 
     /// Largest accepted input, in bytes (`ingest.max_record_bytes`); a longer one is pushed as
@@ -428,7 +430,20 @@ impl<'a> Pipeline<'a> {
                 return Ok((item, decoded(start.elapsed())));
             }
         };
-        let routed = router.route(&record, arrived_for);
+        // A resource added to the registry since the run started is routed from the live
+        // registry.
+        let added;
+        let routed = match router.route(&record, arrived_for) {
+            Err(RejectReason::UnknownResource) => {
+                added = (self.live.as_ref())
+                    .and_then(|live| live.resource(record.meta.resource_id.as_str()));
+                match &added {
+                    Some(resource) => Router::admit(resource, &record, arrived_for),
+                    None => Err(RejectReason::UnknownResource),
+                }
+            }
+            routed => routed,
+        };
         let decode_time = start.elapsed();
         let ids = (
             record.meta.request_id.as_str(),
@@ -584,6 +599,7 @@ impl<'a> Pipeline<'a> {
         self.stores.flush()?;
         dead_letters.flush()?;
         summary.stages.flush_secs += flushing.elapsed().as_secs_f64();
+        telemetry::stage_time("flush", flushing.elapsed());
         if let Some(abuse) = self.abuse {
             abuse.publish(self.stores)?;
         }
@@ -611,6 +627,7 @@ impl<'a> Pipeline<'a> {
             items = batch.items.len(),
             "Storing a batch."
         );
+        let inputs = batch.items.len();
         let items = batch.items;
         let mut by_geo: BTreeMap<String, GeoBatch> = BTreeMap::new();
         let mut letters = Vec::new();
@@ -674,9 +691,11 @@ impl<'a> Pipeline<'a> {
                 abuse.offer_in_flight(&part.geo, offers)?;
             }
             let results = outcomes.iter().zip(&part.records).zip(part.origins);
+            let (mut stored, mut duplicates) = (0, 0);
             for ((outcome, record), (source, raw)) in results {
                 match outcome {
                     WriteOutcome::Stored => {
+                        stored += 1;
                         *summary.stored.entry(geo_name.clone()).or_default() += 1;
                         summary.content_not_logged += u64::from(!record.content_logged);
                         if let (Some(counts), Some(detection)) =
@@ -685,7 +704,10 @@ impl<'a> Pipeline<'a> {
                             counts.count(detection);
                         }
                     }
-                    WriteOutcome::Duplicate => summary.duplicates += 1,
+                    WriteOutcome::Duplicate => {
+                        duplicates += 1;
+                        summary.duplicates += 1;
+                    }
                     WriteOutcome::Conflict => letters.push(self.dead_letter(
                         &RejectReason::RequestIdConflict,
                         source,
@@ -694,21 +716,35 @@ impl<'a> Pipeline<'a> {
                     )),
                 }
             }
+            telemetry::written(&geo_name, stored, duplicates);
         }
         if let Some(abuse) = self.abuse {
             let sweeping = Instant::now();
             abuse.end_batch();
             abuse_time += sweeping.elapsed();
         }
+        let store_time = storing.elapsed() - abuse_time;
         summary.stages.abuse_secs += abuse_time.as_secs_f64();
-        summary.stages.store_secs += (storing.elapsed() - abuse_time).as_secs_f64();
+        summary.stages.store_secs += store_time.as_secs_f64();
         let writing = Instant::now();
         for letter in &letters {
             *summary.rejected.entry(letter.reason.code).or_default() += 1;
         }
         dead_letters.write_all(&letters)?;
-        summary.stages.dead_letter_secs += writing.elapsed().as_secs_f64();
-        latencies.push(batch.started.elapsed());
+        telemetry::rejected(letters.iter().map(|letter| letter.reason.code));
+        let dead_letter_time = writing.elapsed();
+        summary.stages.dead_letter_secs += dead_letter_time.as_secs_f64();
+        let latency = batch.started.elapsed();
+        latencies.push(latency);
+        telemetry::batch(&telemetry::BatchReport {
+            inputs,
+            bytes: batch.bytes,
+            cost: batch.cost,
+            store: store_time,
+            abuse: abuse_time,
+            dead_letter: dead_letter_time,
+            latency,
+        });
         progress.advanced(batch.progress);
         Ok(())
     }

@@ -197,10 +197,15 @@ impl Lifecycle {
         progress: &mut dyn FnMut(&PurgeReport) -> ControlFlow<()>,
     ) -> Result<Vec<PurgeReport>, LifecycleError> {
         let _span = info_span!("purge").entered();
-        let reports = self
+        let started = std::time::Instant::now();
+        let purged = self
             .stores
-            .purge(&self.retention, &self.registry(), progress)?;
+            .purge(&self.retention, &self.registry(), progress);
+        let reports = finished(Job::Purge, purged)?;
+        metrics::histogram!("vigil_purge_duration_seconds").record(started.elapsed().as_secs_f64());
         for r in &reports {
+            metrics::counter!("vigil_purge_records_total", "geography" => r.geography.clone())
+                .increment(r.records as u64);
             info!(
                 geography = %r.geography,
                 today = %r.today,
@@ -218,6 +223,12 @@ impl Lifecycle {
     /// Rewrites the export partitions that changed since the last export, and removes those
     /// past every resource's retention.
     pub fn export(&self) -> Result<ExportReport, LifecycleError> {
+        let report = finished(Job::Export, self.export_now())?;
+        metrics::counter!("vigil_export_rows_total").increment(report.rows);
+        Ok(report)
+    }
+
+    fn export_now(&self) -> Result<ExportReport, LifecycleError> {
         let _span = info_span!("export").entered();
         let _one_at_a_time = self.exporting.lock().expect("lock poisoned");
         let mut report = ExportReport {
@@ -563,4 +574,34 @@ impl Drop for Scheduled {
     fn drop(&mut self) {
         self.stop_thread();
     }
+}
+
+/// A pass whose runs the metrics count.
+#[derive(Clone, Copy)]
+enum Job {
+    Purge,
+    Export,
+}
+
+/// Counts a purge or export pass by outcome, and notes when one last succeeded.
+fn finished<T, E>(job: Job, result: Result<T, E>) -> Result<T, E> {
+    let (runs, last_success) = match job {
+        Job::Purge => (
+            "vigil_purge_runs_total",
+            "vigil_purge_last_success_timestamp_seconds",
+        ),
+        Job::Export => (
+            "vigil_export_runs_total",
+            "vigil_export_last_success_timestamp_seconds",
+        ),
+    };
+    let outcome = if result.is_ok() { "ok" } else { "failed" };
+    metrics::counter!(runs, "outcome" => outcome).increment(1);
+    if result.is_ok() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        metrics::gauge!(last_success).set(now.as_secs_f64());
+    }
+    result
 }

@@ -71,7 +71,11 @@ impl CircuitBreaker {
 
     /// The backend answered (even with a malformed answer: it is up).
     pub fn succeeded(&self) {
-        *self.state.lock().expect("lock poisoned") = State::Closed { failures: 0 };
+        let mut state = self.state.lock().expect("lock poisoned");
+        if !matches!(*state, State::Closed { .. }) {
+            metrics::gauge!("vigil_review_breaker_open").set(0.0);
+        }
+        *state = State::Closed { failures: 0 };
     }
 
     /// A call failed. Returns true when this opened the breaker.
@@ -83,6 +87,7 @@ impl CircuitBreaker {
         match *state {
             State::Closed { failures } if failures + 1 >= self.config.failures => {
                 *state = open;
+                metrics::gauge!("vigil_review_breaker_open").set(1.0);
                 true
             }
             State::Closed { failures } => {

@@ -173,6 +173,11 @@ impl Reviewer {
 
     fn count_verdict(&self, route: Route) {
         self.counters.reviewed.fetch_add(1, Ordering::Relaxed);
+        let label = match route {
+            Route::Closed => "closed",
+            Route::Escalated => "escalated",
+        };
+        metrics::counter!("vigil_review_verdicts_total", "route" => label).increment(1);
         match route {
             Route::Closed => &self.counters.closed,
             Route::Escalated => &self.counters.escalated,
@@ -249,6 +254,7 @@ impl Reviewer {
                     return (Err(RouteReason::BackendUnavailable), attempts);
                 }
                 Err(error) => {
+                    metrics::counter!("vigil_review_backend_errors_total").increment(1);
                     if self.breaker.failed() {
                         self.counters.breaker_opened.fetch_add(1, Ordering::Relaxed);
                         warn!(model = %self.backend.model(), %error, "The reviewer's circuit breaker opened: items escalate to humans until the backend answers again.");

@@ -1,404 +1,116 @@
-//! `vigil bench`: throughput and latency of file → validate → encrypt → store, or, with
-//! `--kafka`, of Kafka → validate → encrypt → store.
-//!
-//! Writes uniform records of the requested size, then runs the real pipeline over them several
-//! times, each into a fresh data directory (a store that already holds the records would only
-//! measure duplicate detection). Reports records/s, MiB/s, batch latency percentiles, and where
-//! the time goes per stage, then the ceiling: the same key and value shapes written straight
-//! into sled ([`bench_sled`]), for this layout and the one before segments.
-//!
-//! With `--kafka`, each run first produces the records onto fresh topics (a backlog), then
-//! consumes them with one consumer; records/s counts from the first message to the last
-//! stored, leaving out the group join and the idle wait that ends the run. A last phase
-//! measures lag under a burst: the consumer is running when all records are produced at once,
-//! and the report samples messages produced and stored over time.
+//! `vigil bench`: picks the harness of `vigil_bench` the flags name, hands it the
+//! configuration sections it reads, and prints its report.
 
-use std::fmt::Write as _;
-use std::fs;
-use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
-use anyhow::Context;
+use vigil_api::ApiServer;
+use vigil_bench::api::ApiSections;
+use vigil_bench::BenchOptions;
 use vigil_core::ResourceRegistry;
-use vigil_ingest::{DeadLetterWriter, IngestConfig};
-use vigil_kafka::{KafkaConfig, KafkaSource, SourceOptions};
-use vigil_pipeline::{Durability, Input, Percentiles, Pipeline, Progress, Summary};
-use vigil_sample::{fixed_size, FixedSizeSpec};
-use vigil_storage::{Footprint, StorageConfig, Stores};
+use vigil_pipeline::LiveRegistry;
+use vigil_review::BackendKind;
+use vigil_storage::Stores;
 
-use super::{bench_sled, geographies, kafka_config, output};
+use super::eval_reviewer::standalone_reviewer;
+use super::{kafka_config, lifecycle, open_stores, output, serve};
 use crate::cli::BenchArgs;
 use crate::config::Config;
 
-/// The machine, in words, for reports.
-pub(super) fn machine() -> String {
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let cpu = fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    format!("{cores} cores, {cpu}")
-}
-
 pub fn bench(config: &Config, args: &BenchArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        args.runs > 0 && args.records > 0,
-        "--runs and --records must be positive"
-    );
-    // With --kafka: the configured Kafka settings (so `VIGIL_KAFKA__*` and the config file
-    // tune the consumer measured), with the brokers given.
-    let kafka = args
-        .kafka
-        .as_deref()
-        .map(|brokers| kafka_config(config, Some(brokers)));
-    let tmp;
-    let work = match &args.dir {
-        Some(dir) => {
-            fs::create_dir_all(dir)?;
-            dir.clone()
+    let options = options(args);
+    let report = if args.classifier {
+        vigil_bench::classifier::bench(&options, &config.detectors)?
+    } else if args.detection {
+        vigil_bench::detection::bench(&options, &config.abuse.policy, &config.detectors)?
+    } else if args.reviewer {
+        let mut review = config.review.clone();
+        if let Some(url) = &args.endpoint {
+            review.backend = BackendKind::Openai;
+            review.openai.url.clone_from(url);
         }
-        None => {
-            tmp = tempfile::tempdir()?;
-            tmp.path().to_owned()
-        }
-    };
-    let sample = fixed_size(FixedSizeSpec {
-        records: args.records,
-        record_bytes: args.record_bytes,
-        seed: 1,
-    });
-    let input_path = work.join("input.jsonl");
-    let traffic = sample.traffic();
-    fs::write(&input_path, &traffic).context("writing the benchmark input")?;
-    let input_mib = traffic.len() as f64 / (1024.0 * 1024.0);
-    drop(traffic);
-
-    let mut report = String::new();
-    writeln!(
-        report,
-        "vigil bench: {} records of {} bytes ({input_mib:.1} MiB), {} runs, on {}",
-        args.records,
-        args.record_bytes,
-        args.runs,
-        machine()
-    )?;
-    writeln!(
-        report,
-        "{:>4} {:>12} {:>8} {:>9} {:>9} {:>9}   busy s: {:>6} {:>6} {:>6}",
-        "run", "records/s", "MiB/s", "p50 ms", "p99 ms", "max ms", "decode", "seal", "store"
-    )?;
-    let mut runs: Vec<Summary> = Vec::new();
-    let mut produced_per_sec = Vec::new();
-    let mut footprint = Footprint::default();
-    for run in 1..=args.runs {
-        let dir = work.join(format!("run-{run}"));
-        let (storage, ingest) = fresh_run_dir(&dir, args.record_bytes);
-        let stores = Stores::open(&storage, &work)?;
-        let pipeline = Pipeline::new(&sample.registry, &stores, &ingest);
-        let mut dead_letters = DeadLetterWriter::new(&ingest.dead_letters);
-        let summary = match &kafka {
-            None => {
-                let mut input = Input::open(&input_path)?;
-                pipeline.run(&mut input, &mut dead_letters, &())?
-            }
-            Some(base) => {
-                let kafka = bench_topics(base, run);
-                let loaded = produce(&kafka, &input_path, &|_| {})?;
-                produced_per_sec.push(loaded);
-                let mut source = kafka_source(&kafka, &sample.registry, &ingest, None)?;
-                pipeline
-                    .with_durability(Durability::Every(kafka.commit_interval()))
-                    .run(&mut source, &mut dead_letters, &())?
-            }
+        let (policy, reviewer) = standalone_reviewer(config, &review)?;
+        vigil_bench::reviewer::bench(&options, &reviewer, &policy, review.workers)?
+    } else if args.purge {
+        vigil_bench::purge::bench(&options)?
+    } else if args.sql {
+        vigil_bench::sql::bench(&options)?
+    } else if args.api {
+        let sections = ApiSections {
+            resources: config.resources.clone(),
+            storage: config.storage.clone(),
+            analytics: config.analytics.clone(),
+            access: config.access.clone(),
+            api: config.api.clone(),
         };
-        anyhow::ensure!(
-            summary.stored_total() == args.records as u64,
-            "run {run} stored {} of {} records",
-            summary.stored_total(),
-            args.records
-        );
-        let l = summary.batch_latency;
-        let s = &summary.stages;
-        writeln!(
-            report,
-            "{run:>4} {:>12.0} {:>8.1} {:>9.2} {:>9.2} {:>9.2}           {:>6.2} {:>6.2} {:>6.2}",
-            rate(&summary),
-            input_mib / active(&summary),
-            l.p50_ms,
-            l.p99_ms,
-            l.max_ms,
-            s.decode_secs,
-            s.seal_secs,
-            s.store_secs
-        )?;
-        if run == 1 {
-            for store in stores.on_disk()? {
-                footprint += store.footprint()?;
-            }
-        }
-        drop(stores);
-        let _ = fs::remove_dir_all(&dir);
-        runs.push(summary);
-    }
-    runs.sort_by(|a, b| rate(a).total_cmp(&rate(b)));
-    let median = &runs[runs.len() / 2];
-    write!(
-        report,
-        "median: {:.0} records/s, {:.1} MiB/s",
-        rate(median),
-        input_mib / active(median)
-    )?;
-    writeln!(
-        report,
-        "\nstored as {} segments of {:.1} KiB on average ({:.0} bytes per record's value)",
-        footprint.segments,
-        footprint.segment_bytes as f64 / footprint.segments.max(1) as f64 / 1024.0,
-        footprint.value_bytes as f64 / footprint.records.max(1) as f64
-    )?;
-    if args.kafka.is_none() {
-        let value_len = (footprint.value_bytes / footprint.records.max(1)) as usize;
-        let ceiling = bench_sled::ceiling(&work, args.records, value_len, &mut report)?;
-        write!(
-            report,
-            "the pipeline runs at {:.0}% of sled's ceiling for its layout",
-            100.0 * rate(median) / ceiling
-        )?;
-    }
-    if let Some(base) = &kafka {
-        produced_per_sec.sort_by(f64::total_cmp);
-        write!(
-            report,
-            "\nproducing the backlog (vigil produce's path): median {:.0} messages/s",
-            produced_per_sec[produced_per_sec.len() / 2]
-        )?;
-        burst(
-            base,
-            args,
-            &sample.registry,
-            &input_path,
-            &work,
-            &mut report,
-        )?;
-    }
+        vigil_bench::api::bench(&options, &sections, &Serve(config))?
+    } else {
+        // With --kafka: the configured Kafka settings (so `VIGIL_KAFKA__*` and the config file
+        // tune the consumer measured), with the brokers given.
+        let kafka = args
+            .kafka
+            .as_deref()
+            .map(|brokers| kafka_config(config, Some(brokers)));
+        vigil_bench::pipeline::bench(&options, kafka.as_ref())?
+    };
     output(report)
 }
 
-/// Settings for one run in `dir`, emptied first: its own data directory, master key and
-/// dead-letter file, so no run measures another's duplicates.
-fn fresh_run_dir(dir: &Path, record_bytes: usize) -> (StorageConfig, IngestConfig) {
-    let _ = fs::remove_dir_all(dir);
-    let storage = StorageConfig {
-        data_dir: dir.join("data"),
-        master_key: dir.join("master.key"),
-        ..StorageConfig::default()
-    };
-    let ingest = IngestConfig {
-        dead_letters: dir.join("dead-letters.jsonl"),
-        max_record_bytes: record_bytes.max(1024) * 4,
-    };
-    (storage, ingest)
-}
-
-/// The run's busy time: the whole run for files; from first message to last stored for Kafka.
-fn active(summary: &Summary) -> f64 {
-    summary.active_secs.max(1e-9)
-}
-
-fn rate(summary: &Summary) -> f64 {
-    summary.read as f64 / active(summary)
-}
-
-/// `base` for one benchmark run: fresh topics and group, so runs do not interfere.
-fn bench_topics(base: &KafkaConfig, run: usize) -> KafkaConfig {
-    let stamp = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
-    KafkaConfig {
-        create_topics: true,
-        group_id: format!("vigil-bench-{stamp}-{run}"),
-        log_topics: format!("vigil-bench-{stamp}-{run}.logs.{{geography}}"),
-        dead_letter_topic: format!("vigil-bench-{stamp}-{run}.deadletter"),
-        ..base.clone()
+fn options(args: &BenchArgs) -> BenchOptions {
+    BenchOptions {
+        records: args.records,
+        record_bytes: args.record_bytes,
+        runs: args.runs,
+        dir: args.dir.clone(),
+        threads: args.threads,
+        no_peer: args.no_peer,
+        alone: args.alone,
+        reviewers: args.reviewers,
+        with_classifier: args.with_classifier,
+        users: args.users,
     }
 }
 
-/// Produces the benchmark input; returns messages/s.
-fn produce(kafka: &KafkaConfig, input: &Path, sent: &dyn Fn(u64)) -> anyhow::Result<f64> {
-    let file = Input::open(input)?;
-    let loaded = vigil_kafka::load(kafka, file.reader, &file.name, None, sent)?;
-    Ok(loaded.messages_per_sec)
-}
+/// The API as `vigil serve` opens and starts it, over the configuration with the API bench's
+/// scratch sections in place of the configured ones.
+struct Serve<'a>(&'a Config);
 
-fn kafka_source(
-    kafka: &KafkaConfig,
-    registry: &ResourceRegistry,
-    ingest: &IngestConfig,
-    stop: Option<Arc<AtomicBool>>,
-) -> anyhow::Result<KafkaSource> {
-    let idle = stop.is_none().then_some(Duration::from_secs(2));
-    Ok(KafkaSource::new(
-        kafka,
-        SourceOptions {
-            geographies: geographies(registry, &[])?,
-            stop: stop.unwrap_or_default(),
-            stop_when_idle: idle,
-            max_record_bytes: ingest.max_record_bytes,
-        },
-    )?)
-}
-
-/// Messages stored so far, as the pipeline reports them.
-struct Stored(AtomicU64);
-
-impl Progress for Stored {
-    fn advanced(&self, consumed: u64) {
-        self.0.store(consumed, Ordering::Release);
-    }
-}
-
-/// Consumer lag under a burst: the consumer is running and idle when every record is produced
-/// at once; samples produced and stored counts until the consumer has caught up.
-fn burst(
-    base: &KafkaConfig,
-    args: &BenchArgs,
-    registry: &ResourceRegistry,
-    input: &Path,
-    work: &Path,
-    report: &mut String,
-) -> anyhow::Result<()> {
-    const SAMPLE: Duration = Duration::from_millis(500);
-    let dir = work.join("burst");
-    let (storage, ingest) = fresh_run_dir(&dir, args.record_bytes);
-    let kafka = bench_topics(base, 0);
-    let stores = Stores::open(&storage, work)?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut source = kafka_source(&kafka, registry, &ingest, Some(stop.clone()))?;
-    let stored = Stored(AtomicU64::new(0));
-    let produced = AtomicU64::new(0);
-    let total = args.records as u64;
-    let mut samples: Vec<(f64, u64, u64)> = Vec::new();
-    std::thread::scope(|scope| -> anyhow::Result<()> {
-        let consumer = scope.spawn(|| {
-            let mut dead_letters = DeadLetterWriter::new(&ingest.dead_letters);
-            Pipeline::new(registry, &stores, &ingest)
-                .with_durability(Durability::Every(kafka.commit_interval()))
-                .run(&mut source, &mut dead_letters, &stored)
-        });
-        // Let the consumer join its group before the burst.
-        std::thread::sleep(Duration::from_secs(6));
-        let start = Instant::now();
-        let producer =
-            scope.spawn(|| produce(&kafka, input, &|n| produced.store(n, Ordering::Release)));
-        loop {
-            let done = stored.0.load(Ordering::Acquire);
-            samples.push((
-                start.elapsed().as_secs_f64(),
-                produced.load(Ordering::Acquire),
-                done,
-            ));
-            if done >= total || consumer.is_finished() || start.elapsed() > Duration::from_secs(600)
-            {
-                break;
-            }
-            std::thread::sleep(SAMPLE);
+impl Serve<'_> {
+    fn config(&self, sections: &ApiSections) -> Config {
+        Config {
+            resources: sections.resources.clone(),
+            storage: sections.storage.clone(),
+            analytics: sections.analytics.clone(),
+            access: sections.access.clone(),
+            api: sections.api.clone(),
+            ..self.0.clone()
         }
-        stop.store(true, Ordering::Release);
-        producer.join().expect("the producer thread panicked")?;
-        consumer.join().expect("the consumer thread panicked")?;
-        Ok(())
-    })?;
-    let peak = samples
-        .iter()
-        .map(|(_, p, s)| p.saturating_sub(*s))
-        .max()
-        .unwrap_or(0);
-    writeln!(
-        report,
-        "\nburst of {total} records onto a running consumer (lag = produced - stored):"
-    )?;
-    writeln!(
-        report,
-        "{:>8} {:>10} {:>10} {:>10}",
-        "t s", "produced", "stored", "lag"
-    )?;
-    for (t, p, s) in &samples {
-        writeln!(
-            report,
-            "{t:>8.1} {p:>10} {s:>10} {:>10}",
-            p.saturating_sub(*s)
-        )?;
     }
-    let drained = samples.last().map_or(0.0, |(t, _, _)| *t);
-    write!(
-        report,
-        "peak lag {peak} messages; all {total} stored {drained:.1} s after the burst began"
-    )?;
-    drop(stores);
-    let _ = fs::remove_dir_all(&dir);
-    Ok(())
 }
 
-/// The last line of a throughput report: the median rate of the runs and the latency
-/// percentiles of all their batches.
-/// Runs `work` over `items` items `runs` times on `threads` threads that take chunks of `chunk`
-/// items from a common counter (`work` gets each chunk's index range). Returns each run's rate
-/// in items/s and the latency of every chunk of every run.
-pub(super) fn timed_runs(
-    runs: usize,
-    threads: usize,
-    items: usize,
-    chunk: usize,
-    work: impl Fn(std::ops::Range<usize>) -> anyhow::Result<()> + Sync,
-) -> anyhow::Result<(Vec<f64>, Vec<Duration>)> {
-    let chunk = chunk.max(1);
-    let mut rates = Vec::new();
-    let latencies = Mutex::new(Vec::new());
-    for _ in 0..runs {
-        let next = AtomicUsize::new(0);
-        let started = Instant::now();
-        std::thread::scope(|scope| -> anyhow::Result<()> {
-            let workers: Vec<_> = (0..threads.max(1))
-                .map(|_| {
-                    scope.spawn(|| -> anyhow::Result<()> {
-                        let mut mine: Vec<Duration> = Vec::new();
-                        loop {
-                            let start = next.fetch_add(chunk, Ordering::Relaxed);
-                            if start >= items {
-                                break;
-                            }
-                            let began = Instant::now();
-                            work(start..(start + chunk).min(items))?;
-                            mine.push(began.elapsed());
-                        }
-                        latencies.lock().expect("lock poisoned").extend(mine);
-                        Ok(())
-                    })
-                })
-                .collect();
-            for worker in workers {
-                worker.join().expect("a bench worker panicked")?;
-            }
-            Ok(())
-        })?;
-        rates.push(items as f64 / started.elapsed().as_secs_f64());
+impl vigil_bench::api::Server for Serve<'_> {
+    fn open_stores(
+        &self,
+        sections: &ApiSections,
+        registry: &ResourceRegistry,
+    ) -> anyhow::Result<Stores> {
+        open_stores(&self.config(sections), registry)
     }
-    Ok((rates, latencies.into_inner().expect("lock poisoned")))
-}
 
-pub(super) fn median_line(rates: &mut [f64], latencies: &mut [Duration], unit: &str) -> String {
-    rates.sort_by(f64::total_cmp);
-    let latency = Percentiles::of(latencies);
-    format!(
-        "median {:>8.0} {unit}/s · batch latency p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-        rates.get(rates.len() / 2).copied().unwrap_or(0.0),
-        latency.p50_ms,
-        latency.p90_ms,
-        latency.p99_ms,
-        latency.max_ms
-    )
+    fn start(
+        &self,
+        sections: &ApiSections,
+        stores: &Arc<Stores>,
+        registry: &ResourceRegistry,
+    ) -> anyhow::Result<ApiServer> {
+        let config = self.config(sections);
+        let lifecycle = Arc::new(lifecycle(&config, stores, registry)?);
+        let live = LiveRegistry::new(lifecycle.registry_handle());
+        serve::start_api(
+            &config,
+            stores,
+            &lifecycle,
+            &live,
+            &vigil_core::Health::default(),
+        )
+    }
 }

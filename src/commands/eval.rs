@@ -7,10 +7,10 @@ use std::time::Instant;
 
 use anyhow::Context;
 use serde_json::json;
+use vigil_bench::peer::{self, PEER, PEER_THRESHOLD};
 use vigil_detectors::{ClassifierConfig, Evaluation, HarmClassifier, Metrics};
 
 use super::output;
-use super::peer::{self, PEER, PEER_THRESHOLD};
 use crate::cli::EvalArgs;
 use crate::config::Config;
 

@@ -13,11 +13,12 @@ use anyhow::Context;
 use serde::Serialize;
 use serde_json::json;
 use vigil_abuse::{CompiledPolicy, Policy};
-use vigil_core::{Content, RequestId, Route, Verdict};
+use vigil_bench::reviewer::review_content;
+use vigil_bench::timed_runs;
+use vigil_core::{Content, Route};
 use vigil_detectors::Evaluation;
-use vigil_review::{Item, ReviewConfig, ReviewRequest, ReviewSignals, Reviewer};
+use vigil_review::{ReviewConfig, Reviewer};
 
-use super::bench::timed_runs;
 use super::eval::{read, table, Labelled, NO_SOURCE};
 use super::output;
 use crate::cli::EvalArgs;
@@ -152,24 +153,4 @@ pub(super) fn standalone_reviewer(
         .policy;
     let backend = vigil_review::open_backend(review).context("opening the LLM reviewer")?;
     Ok((policy, Reviewer::new(backend, review.retry, review.breaker)))
-}
-
-/// Reviews `content` with no detection signals, as item `n` of a run named `run` (which
-/// stands in for the case ID).
-pub(super) fn review_content(
-    reviewer: &Reviewer,
-    policy: &Policy,
-    content: &Content,
-    run: &str,
-    n: usize,
-) -> Verdict {
-    let signals = ReviewSignals::default();
-    let request = ReviewRequest::new(content, &signals, policy);
-    let request_id = RequestId::parse(format!("{run}-{n}")).expect("a valid ID");
-    let item = Item {
-        case_id: run,
-        request_id: &request_id,
-        in_flight: true,
-    };
-    reviewer.review(item, &request)
 }

@@ -3,12 +3,6 @@
 mod admin;
 mod audit;
 mod bench;
-mod bench_api;
-mod bench_classifier;
-mod bench_detection;
-mod bench_reviewer;
-mod bench_sled;
-mod bench_sql;
 mod cases;
 mod config;
 mod delete;
@@ -18,7 +12,7 @@ mod eval_reviewer;
 mod export;
 mod flags;
 mod generate;
-mod peer;
+mod monitoring;
 mod produce;
 mod purge;
 mod resource;
@@ -62,12 +56,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Config(crate::cli::ConfigCommand::Check) => config::check(&config),
         Command::Cases(args) => cases::cases(&config, &args),
         Command::Review(args) => review::review(&config, &args),
-        Command::Bench(args) if args.classifier => bench_classifier::bench(&config, &args),
-        Command::Bench(args) if args.detection => bench_detection::bench(&config, &args),
-        Command::Bench(args) if args.reviewer => bench_reviewer::bench(&config, &args),
-        Command::Bench(args) if args.purge => purge::bench(&config, &args),
-        Command::Bench(args) if args.sql => bench_sql::bench(&config, &args),
-        Command::Bench(args) if args.api => bench_api::bench(&config, &args),
         Command::Bench(args) => bench::bench(&config, &args),
         Command::Eval(args) => eval::eval(&config, &args),
         Command::Purge(args) => purge::purge(&config, &args),

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use vigil_abuse::{CaseIdKey, PolicyWatcher};
-use vigil_core::ResourceRegistry;
+use vigil_core::{Check, Health, ResourceRegistry};
 use vigil_detectors::HarmClassifier;
 use vigil_ingest::{DeadLetterSink, DeadLetterWriter};
 use vigil_kafka::{DeadLetterTopic, FlagPublisher, KafkaSource, SourceOptions};
@@ -18,6 +18,7 @@ use vigil_pipeline::{
 use vigil_review::Reviewer;
 use vigil_storage::Stores;
 
+use super::monitoring::Monitoring;
 use super::{
     geographies, kafka_config, lifecycle, load_registry, open_stores, output, stop_on_signals,
 };
@@ -34,6 +35,9 @@ impl Progress for Bar {
 }
 
 const BAR_MIN_BYTES: u64 = 8 << 20;
+
+/// How often what a stream (standard input) gave is made durable.
+const STREAM_DURABILITY: Duration = Duration::from_secs(1);
 
 fn progress_bar(input: &Input) -> Option<Bar> {
     let len = input.len.filter(|l| *l >= BAR_MIN_BYTES)?;
@@ -52,10 +56,19 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<()> {
     // Taken first: a change saved while the registry loads is then seen as one.
     let loaded = vigil_pipeline::live::registry_version(&config.resources);
     let registry = load_registry(config)?;
+    // First, so that /healthz answers (and /readyz says what is still starting) at once.
+    let monitoring = Monitoring::start(config)?;
     // Loaded and checked before anything is read: a bad model stops the run here.
     let classifier = open_classifier(config)?;
+    if let Some(classifier) = &classifier {
+        monitoring.health.set(
+            "model",
+            Check::Ready(format!("harm classifier {} loaded", classifier.model())),
+        );
+    }
     let abuse = open_abuse(config, args)?;
     let stores = Arc::new(open_stores(config, &registry)?);
+    monitoring.stores_open(&stores)?;
     // The retention purge runs now and on its schedule beside ingest; the exports follow.
     let lifecycle = Arc::new(lifecycle(config, &stores, &registry)?);
     // The registry as it is now: changes made while the run lasts (content logging turned
@@ -71,9 +84,10 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    // With `api.serve_in_run`, the API serves these stores while the run lasts.
-    let api = if config.api.serve_in_run {
-        let server = super::serve::start_api(config, &stores, &lifecycle, &live, false)?;
+    // With --api, the API serves these stores while the run lasts.
+    let api = if args.api {
+        let server =
+            super::serve::start_api(config, &stores, &lifecycle, &live, &monitoring.health)?;
         // On stderr: stdout carries the run's summary.
         let _ = writeln!(
             std::io::stderr(),
@@ -94,7 +108,7 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<()> {
         .with_live_registry(live);
     let mut summary = match &args.input {
         Some(path) => run_file(config, pipeline, path)?,
-        None => run_kafka(config, &registry, pipeline, args)?,
+        None => run_kafka(config, &registry, pipeline, args, &monitoring.health)?,
     };
     if let Some(review) = abuse.as_ref().and_then(AbuseStage::review) {
         if args.input.is_some() {
@@ -110,6 +124,7 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<()> {
         api.stop();
     }
     summary.lifecycle = Some(schedule.finish()?);
+    monitoring.stop();
     match args.format {
         Format::Text => output(&summary),
         Format::Json => output(serde_json::to_string_pretty(&summary)?),
@@ -183,6 +198,12 @@ fn run_file(
 ) -> anyhow::Result<Summary> {
     let mut input =
         Input::open(path).with_context(|| format!("opening input {}", path.display()))?;
+    // A stream cannot be read again after a crash: what it gave is made durable each second,
+    // not only at its end.
+    let pipeline = match input.len {
+        Some(_) => pipeline,
+        None => pipeline.with_durability(Durability::Every(STREAM_DURABILITY)),
+    };
     let bar = progress_bar(&input);
     let mut dead_letters = DeadLetterWriter::new(&config.ingest.dead_letters);
     let progress = bar.as_ref().map_or(&() as &dyn Progress, |b| b);
@@ -198,6 +219,7 @@ fn run_kafka(
     registry: &ResourceRegistry,
     pipeline: Pipeline<'_>,
     args: &RunArgs,
+    health: &Arc<Health>,
 ) -> anyhow::Result<Summary> {
     let mut kafka = kafka_config(config, args.kafka_args.brokers.as_deref());
     if let Some(group) = &args.group {
@@ -208,6 +230,7 @@ fn run_kafka(
         stop: stop_on_signals()?,
         stop_when_idle: args.stop_when_idle.map(Duration::from_secs_f64),
         max_record_bytes: config.ingest.max_record_bytes,
+        health: health.clone(),
     };
     let mut source = KafkaSource::new(&kafka, options)?;
     let mut dead_letters = DeadLetterTopic::new(&kafka)?;

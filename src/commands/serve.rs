@@ -1,5 +1,5 @@
 //! `vigil serve`: the HTTP API over the stores, with the retention schedule running beside
-//! it. Also used by `vigil run` when `api.serve_in_run` is set.
+//! it and the metrics listener. Also used by `vigil run --api`.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -8,9 +8,11 @@ use std::time::Duration;
 use anyhow::Context;
 use vigil_access::{AccessStore, AuditLog, RateLimiter, WorkstationCa};
 use vigil_api::{ApiServer, AppState, ServerParts};
+use vigil_core::{Check, Health};
 use vigil_pipeline::{Lifecycle, LiveRegistry};
 use vigil_storage::Stores;
 
+use super::monitoring::Monitoring;
 use super::{lifecycle, load_registry, open_stores, output, stop_on_signals};
 use crate::config::Config;
 
@@ -22,7 +24,7 @@ pub(super) fn start_api(
     stores: &Arc<Stores>,
     lifecycle: &Arc<Lifecycle>,
     live: &LiveRegistry,
-    settings_writable: bool,
+    health: &Health,
 ) -> anyhow::Result<ApiServer> {
     config.access.validate()?;
     let access = AccessStore::open(&config.access.dir)?;
@@ -30,6 +32,14 @@ pub(super) fn start_api(
     tracing::info!(pruned, "Removed expired tokens and sign-in codes.");
     let audit = AuditLog::open(&config.access.audit_log, *stores.clock())
         .context("opening the audit log")?;
+    let watched = audit.clone();
+    health.probe("audit", move || match watched.is_writable() {
+        true => Check::Ready(format!("writable, {} failed appends", watched.failures())),
+        false => Check::NotReady(format!(
+            "the last write to the audit log failed ({} failed appends); audited requests are refused",
+            watched.failures()
+        )),
+    });
     let ca = WorkstationCa::load_or_create(&config.access.ca_dir, &config.api.tls_hosts)?;
     let (nudge, nudged) = std::sync::mpsc::channel::<()>();
     let exporter = lifecycle.clone();
@@ -60,7 +70,6 @@ pub(super) fn start_api(
         on_change: Box::new(move || {
             let _ = nudge.send(());
         }),
-        settings_writable,
         anonymous: Default::default(),
     };
     let server = ApiServer::start(ServerParts {
@@ -96,13 +105,15 @@ pub(super) fn serve_then(
     // Taken first: a change saved while the registry loads is then seen as one.
     let loaded = vigil_pipeline::live::registry_version(&config.resources);
     let registry = load_registry(config)?;
+    let monitoring = Monitoring::start(config)?;
     let stores = Arc::new(open_stores(config, &registry)?);
     // Finish deletions a crash cut short, and apply registry changes made while stopped.
     stores.reconcile(&registry)?;
+    monitoring.stores_open(&stores)?;
     let lifecycle = Arc::new(lifecycle(config, &stores, &registry)?);
     let stop = stop_on_signals()?;
     let live = LiveRegistry::new(lifecycle.registry_handle());
-    let server = start_api(config, &stores, &lifecycle, &live, true)?;
+    let server = start_api(config, &stores, &lifecycle, &live, &monitoring.health)?;
     let _watcher = super::watch_registry(config, loaded, &stores, &live)?;
     output(announcement(config, &server))?;
     ready(&server)?;
@@ -116,5 +127,6 @@ pub(super) fn serve_then(
     server.stop();
     schedule.finish()?;
     stores.flush()?;
+    monitoring.stop();
     Ok(())
 }

@@ -1093,6 +1093,12 @@ impl GeoStore {
         Ok(footprint)
     }
 
+    /// Bytes the store's database takes on disk, as sled counts them.
+    pub fn size_on_disk(&self) -> Result<u64> {
+        let trees = self.trees.read_recursive();
+        trees.db.size_on_disk().map_err(|e| self.sled_err(e))
+    }
+
     /// How many records this store holds (its index entries).
     pub fn len(&self) -> usize {
         self.records().scan_prefix(layout::index_key("")).count()

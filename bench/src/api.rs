@@ -9,6 +9,7 @@
 //! audited with an fsync before it is answered. Reports queries/s and latency percentiles.
 
 use std::fmt::Write as _;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -16,24 +17,66 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use time::Duration;
 use vigil_access::{
-    AccessRequest, AccessStore, GrantState, Principal, Region, Role, Workstation, WorkstationCa,
+    AccessConfig, AccessRequest, AccessStore, GrantState, Principal, Region, Role, Workstation,
+    WorkstationCa,
 };
+use vigil_analytics::AnalyticsConfig;
+use vigil_api::{ApiConfig, ApiServer};
 use vigil_core::{
     Case, CaseSignals, FlagScores, FlagSubject, FlagWindow, Geography, LogRecord, RequestId,
     Resource, ResourceId, ResourceRegistry,
 };
-use vigil_storage::Annex;
+use vigil_storage::{Annex, StorageConfig, Stores};
 
-use super::bench::{machine, median_line, timed_runs};
-use super::{lifecycle, open_stores, output, serve};
-use crate::cli::BenchArgs;
-use crate::config::Config;
+use crate::{machine, median_line, timed_runs, BenchOptions};
 
 const RESOURCE: &str = "bench-eu";
 const PER_CASE: usize = 10;
 
-pub fn bench(config: &Config, args: &BenchArgs) -> anyhow::Result<()> {
-    let scratch = match &args.dir {
+/// The configuration sections the API reads, as configured; [`bench()`] points them at its
+/// scratch directory and lifts the rate limit before it serves them.
+#[derive(Debug, Clone)]
+pub struct ApiSections {
+    /// The resource registry file.
+    pub resources: PathBuf,
+    /// Geography stores, keys and retention.
+    pub storage: StorageConfig,
+    /// The Parquet analytics exports.
+    pub analytics: AnalyticsConfig,
+    /// Principals, grants, the workstation CA, rate limits and the audit log.
+    pub access: AccessConfig,
+    /// The API's listeners.
+    pub api: ApiConfig,
+}
+
+/// The API as `vigil serve` runs it, which the binary assembles: [`bench()`] sets up its
+/// scratch stores, principals and grants through it, then serves them.
+pub trait Server {
+    /// Opens the stores of `config`, as `vigil serve` does.
+    fn open_stores(
+        &self,
+        config: &ApiSections,
+        registry: &ResourceRegistry,
+    ) -> anyhow::Result<Stores>;
+
+    /// Starts the API of `config` over `stores`, as `vigil serve` does (the retention
+    /// schedule aside).
+    fn start(
+        &self,
+        config: &ApiSections,
+        stores: &Arc<Stores>,
+        registry: &ResourceRegistry,
+    ) -> anyhow::Result<ApiServer>;
+}
+
+/// Measures point queries through the API that `server` starts, with `config`'s sections
+/// pointed at a scratch directory; returns the report.
+pub fn bench(
+    options: &BenchOptions,
+    config: &ApiSections,
+    server: &impl Server,
+) -> anyhow::Result<String> {
+    let scratch = match &options.dir {
         Some(dir) => tempfile::tempdir_in(dir),
         None => tempfile::tempdir(),
     }
@@ -53,13 +96,13 @@ pub fn bench(config: &Config, args: &BenchArgs) -> anyhow::Result<()> {
     config.api.listen = "127.0.0.1:0".into();
     config.api.workstation_listen = "127.0.0.1:0".into();
 
-    let reviewers = args.reviewers.max(1);
+    let reviewers = options.reviewers.max(1);
     let mut registry = ResourceRegistry::default();
     let eu = Geography::parse("eu")?;
     registry.add(Resource::new(ResourceId::parse(RESOURCE)?, eu.clone()))?;
     registry.save(&config.resources)?;
     let registry = ResourceRegistry::load(&config.resources)?;
-    let stores = Arc::new(open_stores(&config, &registry)?);
+    let stores = Arc::new(server.open_stores(&config, &registry)?);
     let cases = store_cases(&stores, &registry, reviewers)?;
 
     let access = AccessStore::open(&config.access.dir)?;
@@ -107,9 +150,7 @@ pub fn bench(config: &Config, args: &BenchArgs) -> anyhow::Result<()> {
     }
     drop(access);
 
-    let lifecycle = Arc::new(lifecycle(&config, &stores, &registry)?);
-    let live = vigil_pipeline::LiveRegistry::new(lifecycle.registry_handle());
-    let server = serve::start_api(&config, &stores, &lifecycle, &live, false)?;
+    let server = server.start(&config, &stores, &registry)?;
     let client = client_config(&ca, &issued)?;
     let agents: Vec<ureq::Agent> = (0..reviewers)
         .map(|_| ureq::AgentBuilder::new().tls_config(client.clone()).build())
@@ -117,35 +158,36 @@ pub fn bench(config: &Config, args: &BenchArgs) -> anyhow::Result<()> {
     let base = format!("https://{}", server.workstation_addr);
     let mut report = format!(
         "API point queries · {reviewers} concurrent reviewers, each on its own keep-alive TLS connection · {} queries a run · every query audited (fsync) · {}\n",
-        args.records,
+        options.records,
         machine()
     );
-    let (mut rates, mut latencies) = timed_runs(args.runs, reviewers, args.records, 1, |one| {
-        for i in one {
-            let who = i % reviewers;
-            let case = &cases[who];
-            let request_id = &case.sample[(i / reviewers) % case.sample.len()];
-            let url = format!("{base}/v1/cases/{}/records/{request_id}", case.case_id);
-            let response = agents[who]
-                .get(&url)
-                .set("Authorization", &format!("Bearer {}", tokens[who]))
-                .call()
-                .with_context(|| format!("point query {url}"))?;
-            let body = response.into_string()?;
-            anyhow::ensure!(
-                body.contains("\"prompt\""),
-                "a point query returned no content"
-            );
-        }
-        Ok(())
-    })?;
+    let (mut rates, mut latencies) =
+        timed_runs(options.runs, reviewers, options.records, 1, |one| {
+            for i in one {
+                let who = i % reviewers;
+                let case = &cases[who];
+                let request_id = &case.sample[(i / reviewers) % case.sample.len()];
+                let url = format!("{base}/v1/cases/{}/records/{request_id}", case.case_id);
+                let response = agents[who]
+                    .get(&url)
+                    .set("Authorization", &format!("Bearer {}", tokens[who]))
+                    .call()
+                    .with_context(|| format!("point query {url}"))?;
+                let body = response.into_string()?;
+                anyhow::ensure!(
+                    body.contains("\"prompt\""),
+                    "a point query returned no content"
+                );
+            }
+            Ok(())
+        })?;
     for (run, rate) in rates.iter().enumerate() {
         writeln!(report, "run {}: {rate:>8.0} queries/s", run + 1)?;
     }
     report.push_str(&median_line(&mut rates, &mut latencies, "queries"));
     report.push_str(" (a batch is one query)");
     server.stop();
-    output(report)
+    Ok(report)
 }
 
 /// Stores `PER_CASE` records per reviewer and a case sampling them.

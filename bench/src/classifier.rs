@@ -10,21 +10,19 @@
 
 use std::fmt::Write as _;
 
-use rand::SeedableRng;
-use vigil_detectors::HarmClassifier;
-use vigil_sample::Corpus;
+use vigil_detectors::{ClassifierConfig, HarmClassifier};
 
-use super::bench::{machine, median_line, timed_runs};
-use super::output;
-use super::peer::{self, PEER};
-use crate::cli::BenchArgs;
-use crate::config::Config;
+use crate::exchanges::corpus_exchanges;
+use crate::peer::{self, PEER};
+use crate::{machine, median_line, timed_runs, BenchOptions};
 
-pub fn bench(config: &Config, args: &BenchArgs) -> anyhow::Result<()> {
-    let threads = args.threads.max(1);
-    let classifier = HarmClassifier::open(&config.detectors.without_cache())?;
-    let texts = corpus_texts(args.records);
-    let batch_size = config.detectors.batch_size.max(1);
+/// Measures the classifier `detectors` configures (its cache off), and the peer beside it
+/// unless `options.no_peer`; returns the report.
+pub fn bench(options: &BenchOptions, detectors: &ClassifierConfig) -> anyhow::Result<String> {
+    let threads = options.threads.max(1);
+    let classifier = HarmClassifier::open(&detectors.without_cache())?;
+    let texts = corpus_texts(options.records);
+    let batch_size = detectors.batch_size.max(1);
     let mean_chars = texts.iter().map(|t| t.chars().count()).sum::<usize>() / texts.len();
 
     let mut report = format!(
@@ -37,7 +35,7 @@ pub fn bench(config: &Config, args: &BenchArgs) -> anyhow::Result<()> {
         machine()
     );
     let (mut rates, mut latencies) =
-        timed_runs(args.runs, threads, texts.len(), batch_size, |batch| {
+        timed_runs(options.runs, threads, texts.len(), batch_size, |batch| {
             classifier.score(&texts[batch])?;
             Ok(())
         })?;
@@ -53,9 +51,9 @@ pub fn bench(config: &Config, args: &BenchArgs) -> anyhow::Result<()> {
             100.0 * encoded as f64 / scored
         )?;
     }
-    if !args.no_peer {
+    if !options.no_peer {
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        match peer::score(&refs, config.detectors.onnxruntime.as_deref()) {
+        match peer::score(&refs, detectors.onnxruntime.as_deref()) {
             Ok(peer) => {
                 let median = rates[rates.len() / 2];
                 // With one worker the runs above are already the single-thread figure.
@@ -75,7 +73,7 @@ pub fn bench(config: &Config, args: &BenchArgs) -> anyhow::Result<()> {
             Err(e) => write!(report, "\n({PEER} not run: {e:#})")?,
         }
     }
-    output(report)
+    Ok(report)
 }
 
 /// Texts/s of one thread scoring every text once, batch by batch: the figure comparable with
@@ -100,11 +98,4 @@ fn corpus_texts(count: usize) -> Vec<String> {
         .collect();
     texts.truncate(count);
     texts
-}
-
-/// `count` sample exchanges (prompt, completion), in a fixed order.
-pub(super) fn corpus_exchanges(count: usize) -> Vec<(String, String)> {
-    let corpus = Corpus::embedded();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(20261123);
-    (0..count).map(|_| corpus.exchange(&mut rng)).collect()
 }

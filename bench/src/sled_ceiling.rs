@@ -28,7 +28,7 @@ enum Shape {
 
 /// Writes `records` values of `value_len` bytes in each shape into fresh databases under
 /// `work` and appends records/s to `report`; returns the segment shape's rate.
-pub(super) fn ceiling(
+pub(crate) fn ceiling(
     work: &Path,
     records: usize,
     value_len: usize,

@@ -28,10 +28,7 @@ use vigil_core::{
     ResourceId,
 };
 
-use super::bench::machine;
-use super::output;
-use crate::cli::BenchArgs;
-use crate::config::Config;
+use crate::{machine, BenchOptions};
 
 const GEOGRAPHIES: [&str; 3] = ["eu", "us", "apac"];
 const DAYS: u16 = 30;
@@ -96,13 +93,14 @@ const QUERIES: [(&str, &str); 6] = [
     ),
 ];
 
-pub fn bench(_config: &Config, args: &BenchArgs) -> anyhow::Result<()> {
+/// Writes the synthetic exports and times the queries over them; returns the report.
+pub fn bench(options: &BenchOptions) -> anyhow::Result<String> {
     anyhow::ensure!(
-        args.runs > 0 && args.records > 0,
+        options.runs > 0 && options.records > 0,
         "--runs and --records must be positive"
     );
     let tmp;
-    let export_dir: PathBuf = match &args.dir {
+    let export_dir: PathBuf = match &options.dir {
         Some(dir) => dir.join("exports"),
         None => {
             tmp = tempfile::tempdir().context("creating a temporary directory")?;
@@ -113,12 +111,12 @@ pub fn bench(_config: &Config, args: &BenchArgs) -> anyhow::Result<()> {
         export_dir: export_dir.clone(),
     };
     let exports = Exports::open(&config)?;
-    let users_per_resource = (args.records / 2_000).max(100);
+    let users_per_resource = (options.records / 2_000).max(100);
 
     let mut report = format!(
         "SQL over Parquet exports · {} records + {} detections in {} partitions per table ({} geographies × {} days) · {} resources, up to {} end users each · {}\n",
-        args.records,
-        args.records,
+        options.records,
+        options.records,
         GEOGRAPHIES.len() * usize::from(DAYS),
         GEOGRAPHIES.len(),
         DAYS,
@@ -127,7 +125,7 @@ pub fn bench(_config: &Config, args: &BenchArgs) -> anyhow::Result<()> {
         machine()
     );
 
-    let written = write(&exports, args.records, users_per_resource)?;
+    let written = write(&exports, options.records, users_per_resource)?;
     writeln!(
         report,
         "write: {} rows (2 tables) in {:.2} s of writer time: {:.0} rows/s · {} files, {:.1} MiB, {:.1} bytes/row · {:.2} s wall with row generation · peak resident memory {}",
@@ -147,7 +145,7 @@ pub fn bench(_config: &Config, args: &BenchArgs) -> anyhow::Result<()> {
     writeln!(
         report,
         "{:<46} {:>11} {:>13} {:>16} {:>7}",
-        format!("query (median of {} runs)", args.runs),
+        format!("query (median of {} runs)", options.runs),
         "latency",
         "rows scanned",
         "scanned rows/s",
@@ -155,9 +153,9 @@ pub fn bench(_config: &Config, args: &BenchArgs) -> anyhow::Result<()> {
     )?;
     for (name, text) in QUERIES {
         let text = text.replace("{day}", &middle_day);
-        let mut latencies = Vec::with_capacity(args.runs);
+        let mut latencies = Vec::with_capacity(options.runs);
         let mut measured = None;
-        for _ in 0..args.runs {
+        for _ in 0..options.runs {
             let started = Instant::now();
             let m = sql
                 .measure(&text)
@@ -179,10 +177,10 @@ pub fn bench(_config: &Config, args: &BenchArgs) -> anyhow::Result<()> {
         )?;
     }
     write!(report, "peak resident memory {}", peak_resident())?;
-    if args.dir.is_some() {
+    if options.dir.is_some() {
         write!(report, " · exports left in {}", export_dir.display())?;
     }
-    output(report)
+    Ok(report)
 }
 
 /// The process's peak resident memory so far (Linux `VmHWM`), in words.

@@ -10,6 +10,7 @@
 //! tracked subject (the tracker's own accounting, and the process's resident-memory growth).
 
 use std::fmt::Write as _;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,13 +20,10 @@ use time::OffsetDateTime;
 use vigil_abuse::{CaseIdKey, CompiledPolicy, Observation, RecordSignal, Tracker};
 use vigil_core::{Content, Geography, RequestId, ResourceId};
 use vigil_detectors::heuristics::Scratch;
-use vigil_detectors::{HarmClassifier, ToDetect};
+use vigil_detectors::{ClassifierConfig, HarmClassifier, ToDetect};
 
-use super::bench::{machine, median_line};
-use super::bench_classifier::corpus_exchanges;
-use super::output;
-use crate::cli::BenchArgs;
-use crate::config::Config;
+use crate::exchanges::corpus_exchanges;
+use crate::{machine, median_line, BenchOptions};
 
 const BATCH: usize = 1024;
 const RESOURCES: usize = 8;
@@ -48,21 +46,28 @@ struct BenchRecord {
     content: usize,
 }
 
-pub fn bench(config: &Config, args: &BenchArgs) -> anyhow::Result<()> {
-    let path = vigil_detectors::runtime::resolve(&config.abuse.policy);
+/// Measures detection under the abuse policy at `policy` (resolved as the pipeline resolves
+/// it), with the classifier `detectors` configures if `options.with_classifier`; returns the
+/// report.
+pub fn bench(
+    options: &BenchOptions,
+    policy: &Path,
+    detectors: &ClassifierConfig,
+) -> anyhow::Result<String> {
+    let path = vigil_detectors::runtime::resolve(policy);
     let policy = Arc::new(CompiledPolicy::load(&path).context("loading the abuse policy")?);
-    let classifier = match args.with_classifier {
-        true => Some(HarmClassifier::open(&config.detectors.without_cache())?),
+    let classifier = match options.with_classifier {
+        true => Some(HarmClassifier::open(&detectors.without_cache())?),
         false => None,
     };
-    let contents: Vec<Content> = corpus_exchanges(EXCHANGES.min(args.records.max(1)))
+    let contents: Vec<Content> = corpus_exchanges(EXCHANGES.min(options.records.max(1)))
         .into_iter()
         .map(|(prompt, completion)| Content {
             prompt: Some(prompt),
             completion: Some(completion),
         })
         .collect();
-    let records = records(args.records, args.users.max(1), contents.len());
+    let records = records(options.records, options.users.max(1), contents.len());
     let geography = Geography::parse("us").expect("valid");
     let resources: Vec<ResourceId> = (0..RESOURCES)
         .map(|i| ResourceId::parse(format!("bench-{i}")).expect("valid"))
@@ -80,7 +85,7 @@ pub fn bench(config: &Config, args: &BenchArgs) -> anyhow::Result<()> {
         },
         policy.policy.version,
         records.len(),
-        args.users,
+        options.users,
         RESOURCES,
         mean_chars,
         BATCH,
@@ -88,7 +93,7 @@ pub fn bench(config: &Config, args: &BenchArgs) -> anyhow::Result<()> {
     );
     let mut rates = Vec::new();
     let mut latencies = Vec::new();
-    for run in 1..=args.runs.max(1) {
+    for run in 1..=options.runs.max(1) {
         let mut tracker = Tracker::new(policy.clone(), CaseIdKey::random());
         let mut track = Duration::ZERO;
         let rss_before = resident_bytes();
@@ -193,7 +198,7 @@ pub fn bench(config: &Config, args: &BenchArgs) -> anyhow::Result<()> {
         rates.push(rate);
     }
     report.push_str(&median_line(&mut rates, &mut latencies, "records"));
-    output(report)
+    Ok(report)
 }
 
 /// `count` records, round-robin over the exchanges, each from a random end user of a

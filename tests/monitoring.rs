@@ -1,0 +1,363 @@
+//! Monitoring: Debian's Prometheus server scrapes a running vigil and the series move while
+//! records flow; `/metrics` never carries an ID or content; `/healthz` and `/readyz`; the
+//! shipped alerting rules pass `promtool` and load into the real server.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::llm::free_port;
+use crate::util::{record, repo, Feeding, Workdir};
+
+/// A Debian tool on PATH. `scripts/test.sh` installs the `prometheus` package; under CI a
+/// missing tool fails the test, elsewhere it is skipped with a note.
+#[allow(clippy::print_stderr)] // Says so when this machine lacks Prometheus.
+fn debian_tool(name: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{name} is not installed: scripts/test.sh installs Debian's prometheus package"
+        );
+        eprintln!("{name} is not on PATH (apt-get install prometheus): skipped");
+    }
+    found
+}
+
+/// A Prometheus server scraping one vigil every second, with vigil's alerting rules loaded.
+struct Prometheus {
+    child: Child,
+    url: String,
+    agent: ureq::Agent,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    fn start(binary: PathBuf, target: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {rules}\nscrape_configs:\n  - job_name: vigil\n    static_configs:\n      - targets: ['{target}']\n",
+            rules = repo().join("deploy/alerts.yml").display()
+        );
+        std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
+        let port = free_port();
+        let child = Command::new(binary)
+            .arg(format!(
+                "--config.file={}",
+                dir.path().join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus starts");
+        let prometheus = Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            agent: ureq::AgentBuilder::new()
+                .timeout(Duration::from_secs(10))
+                .build(),
+            _dir: dir,
+        };
+        wait_until("Prometheus is ready", Duration::from_secs(60), || {
+            prometheus
+                .agent
+                .get(&format!("{}/-/ready", prometheus.url))
+                .call()
+                .is_ok()
+        });
+        prometheus
+    }
+
+    /// The result vector of an instant query.
+    fn query(&self, query: &str) -> Vec<Value> {
+        let body: Value = self
+            .agent
+            .get(&format!("{}/api/v1/query", self.url))
+            .query("query", query)
+            .call()
+            .unwrap_or_else(|e| panic!("querying {query}: {e}"))
+            .into_json()
+            .unwrap();
+        assert_eq!(body["status"], "success", "{body}");
+        body["data"]["result"].as_array().unwrap().clone()
+    }
+
+    /// The value of a query that yields one series, if it does.
+    fn value(&self, query: &str) -> Option<f64> {
+        let result = self.query(query);
+        let sample = result.first()?;
+        sample["value"][1].as_str()?.parse().ok()
+    }
+
+    /// Waits until `query` yields `expected`.
+    fn wait_for(&self, query: &str, expected: f64) {
+        let mut last = None;
+        wait_until(query, Duration::from_secs(60), || {
+            last = self.value(query);
+            last == Some(expected)
+        });
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < limit, "gave up waiting for {what}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// A GET on the metrics listener: status and body.
+fn get(addr: &str, path: &str) -> (u16, String) {
+    match ureq::get(&format!("http://{addr}{path}")).call() {
+        Ok(response) => (response.status(), response.into_string().unwrap()),
+        Err(ureq::Error::Status(status, response)) => (status, response.into_string().unwrap()),
+        Err(e) => panic!("GET {path}: {e}"),
+    }
+}
+
+const REGISTRY: &str = "[[resources]]\nid = 'shop-eu'\ngeography = 'eu'\n";
+
+/// Records with IDs and prompts that must never reach `/metrics`.
+fn marked(from: usize, n: usize) -> Vec<String> {
+    (from..from + n).map(|i| format!("req-{i:04}")).collect()
+}
+
+#[test]
+fn prometheus_sees_the_series_move_while_records_flow_and_none_carries_content() {
+    let Some(binary) = debian_tool("prometheus") else {
+        return;
+    };
+    let wd = Workdir::new();
+    wd.write(
+        "vigil.toml",
+        crate::api::config_with_api("plain_http = true\n"),
+    );
+    wd.write("resources.toml", REGISTRY);
+    let (metrics, api) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let mut run = Feeding::start_with(
+        &wd,
+        &["--api"],
+        &[
+            ("VIGIL_METRICS__LISTEN", &metrics),
+            ("VIGIL_API__LISTEN", &api),
+            ("VIGIL_DETECTORS__ENABLED", "true"),
+        ],
+    );
+    let prometheus = Prometheus::start(binary, &metrics);
+    prometheus.wait_for("up{job=\"vigil\"}", 1.0);
+
+    let first = marked(0, 20);
+    run.send(
+        "shop-eu",
+        &first.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    prometheus.wait_for("sum(vigil_records_stored_total{geography=\"eu\"})", 20.0);
+    prometheus.wait_for("sum(vigil_records_read_total)", 20.0);
+
+    // The series move: more records, a rejected one, API requests.
+    run.send_line("{\"request_id\": \"req-broken\", \"prompt\": \"MARKER-broken\"");
+    let more = marked(20, 10);
+    run.send(
+        "shop-eu",
+        &more.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let anonymous = ureq::get(&format!("http://{api}/v1/cases")).call();
+    assert!(matches!(anonymous, Err(ureq::Error::Status(401, _))));
+    ureq::get(&format!("http://{api}/openapi.json"))
+        .call()
+        .unwrap();
+    prometheus.wait_for("sum(vigil_records_stored_total{geography=\"eu\"})", 30.0);
+    prometheus.wait_for("sum(vigil_records_rejected_total)", 1.0);
+    prometheus.wait_for("sum(vigil_dead_letters_total)", 1.0);
+    prometheus.wait_for(
+        "sum(vigil_api_requests_total{operation=\"cases.list\",code=\"401\"})",
+        1.0,
+    );
+    prometheus.wait_for(
+        "sum(vigil_api_requests_total{operation=\"openapi\",code=\"200\"})",
+        1.0,
+    );
+    for (query, what) in [
+        ("vigil_ingest_bytes_total", "bytes read"),
+        (
+            "vigil_stage_duration_seconds_count{stage=\"decode\"}",
+            "decode timings",
+        ),
+        (
+            "vigil_stage_duration_seconds_count{stage=\"detect\"}",
+            "detect timings",
+        ),
+        (
+            "vigil_stage_duration_seconds_count{stage=\"flush\"}",
+            "flushes",
+        ),
+        ("vigil_batch_latency_seconds_count", "batch latencies"),
+        (
+            "vigil_store_size_bytes{geography=\"eu\"}",
+            "the store's size",
+        ),
+        ("vigil_build_info", "the build"),
+    ] {
+        let value = prometheus.value(query);
+        assert!(
+            value.is_some_and(|v| v > 0.0),
+            "{what}: {query} = {value:?}"
+        );
+    }
+    // A histogram, not a summary: buckets a query can aggregate.
+    let p99 = prometheus.value(
+        "histogram_quantile(0.99, sum by (le) (vigil_stage_duration_seconds_bucket{stage=\"store\"}))",
+    );
+    assert!(p99.is_some_and(|v| v > 0.0), "{p99:?}");
+    // The rules loaded into the real server, and evaluate.
+    let rules: Value = ureq::get(&format!("{}/api/v1/rules", prometheus.url))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+    let groups = rules["data"]["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 1, "{rules}");
+    for rule in groups[0]["rules"].as_array().unwrap() {
+        assert_eq!(rule["health"], "ok", "{rule}");
+    }
+
+    // Byte for byte, the exposition names no record, resource, user or content.
+    let (status, exposition) = get(&metrics, "/metrics");
+    assert_eq!(status, 200);
+    let text = exposition.as_bytes();
+    let forbidden = first.iter().chain(&more).map(String::as_str).chain([
+        "req-broken",
+        "MARKER",
+        "shop-eu",
+        "user-1",
+        "reply to",
+    ]);
+    for needle in forbidden {
+        assert!(
+            !text
+                .windows(needle.len())
+                .any(|window| window == needle.as_bytes()),
+            "{needle} appears in /metrics"
+        );
+    }
+    // Every label value comes from a bounded set.
+    for line in exposition.lines().filter(|l| !l.starts_with('#')) {
+        if let Some(labels) = line.split_once('{').map(|(_, rest)| rest) {
+            let labels = labels.split_once('}').unwrap().0;
+            for pair in labels.split("\",") {
+                let (key, _) = pair.split_once('=').unwrap();
+                assert!(
+                    [
+                        "geography",
+                        "reason",
+                        "stage",
+                        "le",
+                        "operation",
+                        "code",
+                        "outcome",
+                        "version",
+                        "subject",
+                        "route",
+                        "topic",
+                        "partition",
+                        "kind",
+                        "quantile"
+                    ]
+                    .contains(&key),
+                    "unexpected label {key} in {line}"
+                );
+            }
+        }
+    }
+
+    // Alive, and ready with the parts named.
+    assert_eq!(get(&metrics, "/healthz"), (200, "ok\n".into()));
+    let (status, readiness) = get(&metrics, "/readyz");
+    assert_eq!(status, 200, "{readiness}");
+    for part in ["ok stores:", "ok model:", "ok audit:"] {
+        assert!(readiness.contains(part), "{part} in {readiness}");
+    }
+
+    let summary = run.finish();
+    assert_eq!(crate::util::count(&summary, &["stored", "eu"]), 30);
+    // The listener went with the process.
+    assert!(ureq::get(&format!("http://{metrics}/healthz"))
+        .call()
+        .is_err());
+}
+
+#[test]
+fn the_alerting_rules_pass_promtool() {
+    let Some(promtool) = debian_tool("promtool") else {
+        return;
+    };
+    let out = Command::new(promtool)
+        .args(["check", "rules"])
+        .arg(repo().join("deploy/alerts.yml"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("SUCCESS"), "{said}");
+}
+
+#[test]
+fn readiness_says_when_the_audit_log_cannot_be_written() {
+    let wd = Workdir::new();
+    wd.write(
+        "vigil.toml",
+        crate::api::config_with_api("plain_http = true\n"),
+    );
+    wd.write("resources.toml", REGISTRY);
+    wd.write("one.jsonl", record("r1", "shop-eu", "eu", "hello") + "\n");
+    wd.run("one.jsonl");
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let server = crate::api::Server::start(
+        &wd,
+        &[
+            ("VIGIL_ACCESS__AUDIT_LOG", "/dev/full"),
+            ("VIGIL_METRICS__LISTEN", &metrics),
+        ],
+    );
+    let (status, readiness) = get(&metrics, "/readyz");
+    assert_eq!(status, 200, "{readiness}");
+    // A request whose audit entry cannot be written is refused, and the process says it is
+    // not ready (it cannot serve reviewers), while still alive.
+    let refused = ureq::get(&format!("{}/v1/cases", server.http)).call();
+    assert!(matches!(refused, Err(ureq::Error::Status(503, _))));
+    let (status, readiness) = get(&metrics, "/readyz");
+    assert_eq!(status, 503, "{readiness}");
+    assert!(
+        readiness.contains("not ready audit: the last write to the audit log failed"),
+        "{readiness}"
+    );
+    assert!(readiness.contains("ok stores:"), "{readiness}");
+    assert_eq!(get(&metrics, "/healthz").0, 200);
+    server.stop();
+}
