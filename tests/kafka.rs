@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::broker::Broker;
-use crate::util::{count, record, total, Workdir, REGISTRY};
+use crate::util::{count, http_get, record, total, Workdir, REGISTRY};
 
 /// A workdir whose vigil talks to `broker`, with `registry` and `traffic.jsonl`.
 fn workdir(broker: &Broker, registry: &str, traffic: &str) -> Workdir {
@@ -500,15 +500,6 @@ fn flag_events_are_published_and_tailed_without_content() {
     assert!(!String::from_utf8_lossy(&messages[0].value).contains(marker));
 }
 
-/// A metrics listener's `path`: status and body (0 when nothing answers).
-fn probe(addr: &str, path: &str) -> (u16, String) {
-    match ureq::get(&format!("http://{addr}{path}")).call() {
-        Ok(response) => (response.status(), response.into_string().unwrap()),
-        Err(ureq::Error::Status(status, response)) => (status, response.into_string().unwrap()),
-        Err(_) => (0, String::new()),
-    }
-}
-
 /// The sum of a series' samples in a `/metrics` exposition.
 fn series_sum(exposition: &str, name: &str) -> f64 {
     exposition
@@ -547,7 +538,7 @@ fn the_daemon_serves_reloads_and_drains_on_sigterm() {
     daemon.wait_for_log("Partitions assigned");
     let started = Instant::now();
     let readiness = loop {
-        let (status, body) = probe(&metrics, "/readyz");
+        let (status, body) = http_get(&format!("http://{metrics}/readyz"));
         if status == 200 {
             break body;
         }
@@ -594,7 +585,7 @@ fn the_daemon_serves_reloads_and_drains_on_sigterm() {
     broker.wait_caught_up("vigil", &topics);
     let started = Instant::now();
     let exposition = loop {
-        let (_, body) = probe(&metrics, "/metrics");
+        let (_, body) = http_get(&format!("http://{metrics}/metrics"));
         if series_sum(&body, "vigil_kafka_consumer_lag") == 0.0
             && body.contains("vigil_kafka_consumer_lag{")
             && series_sum(&body, "vigil_records_stored_total") == 2_401.0

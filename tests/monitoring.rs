@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::llm::free_port;
-use crate::util::{record, repo, Feeding, Workdir};
+use crate::util::{http_get, record, repo, Feeding, Workdir};
 
 /// A Debian tool on PATH. `scripts/test.sh` installs the `prometheus` package; under CI a
 /// missing tool fails the test, elsewhere it is skipped with a note.
@@ -127,11 +127,7 @@ fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
 
 /// A GET on the metrics listener: status and body.
 fn get(addr: &str, path: &str) -> (u16, String) {
-    match ureq::get(&format!("http://{addr}{path}")).call() {
-        Ok(response) => (response.status(), response.into_string().unwrap()),
-        Err(ureq::Error::Status(status, response)) => (status, response.into_string().unwrap()),
-        Err(e) => panic!("GET {path}: {e}"),
-    }
+    http_get(&format!("http://{addr}{path}"))
 }
 
 const REGISTRY: &str = "[[resources]]\nid = 'shop-eu'\ngeography = 'eu'\n";

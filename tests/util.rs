@@ -386,3 +386,12 @@ impl Feeding {
         serde_json::from_slice(&out.stdout).expect("the JSON summary parses")
     }
 }
+
+/// A plain HTTP GET of `url`: its status and body, or status 0 when nothing answers.
+pub fn http_get(url: &str) -> (u16, String) {
+    match ureq::get(url).call() {
+        Ok(response) => (response.status(), response.into_string().unwrap()),
+        Err(ureq::Error::Status(status, response)) => (status, response.into_string().unwrap()),
+        Err(_) => (0, String::new()),
+    }
+}
