@@ -58,10 +58,13 @@ fn the_deploy_files_are_valid() {
         b"",
         &[],
     );
+    // The file's own settings (the tests' environment moves the metrics listener to port 0),
+    // and no setting taken for a secret by a word inside it.
     assert!(
-        out.contains("[metrics]") && out.contains("0.0.0.0:9464"),
+        out.contains("[metrics]") && out.contains("0.0.0.0:8701"),
         "{out}"
     );
+    assert!(out.contains("tokenizer = \"/"), "{out}");
 
     let unit = std::fs::read_to_string(deploy.join("vigil.service")).unwrap();
     assert!(unit.contains(

@@ -97,7 +97,12 @@ impl MetricsServer {
             .context("starting the metrics runtime")?;
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind(&config.listen))
-            .with_context(|| format!("metrics.listen {}", config.listen))?;
+            .with_context(|| {
+                format!(
+                    "metrics.listen {} (another vigil on this machine? set [metrics] listen, or enabled = false)",
+                    config.listen
+                )
+            })?;
         let addr = listener.local_addr()?;
         let hooks = Hooks::default();
         let scraped = hooks.clone();

@@ -18,6 +18,11 @@ use crate::config::Config;
 
 pub fn bench(config: &Config, args: &BenchArgs) -> anyhow::Result<()> {
     let options = options(args);
+    // Measured as served: with the metrics recorder counting, as `vigil run` and `vigil serve`
+    // do unless `metrics.enabled` is false (no listener: nothing scrapes a benchmark).
+    if config.metrics.enabled {
+        vigil_api::telemetry::recorder()?;
+    }
     let report = if args.classifier {
         vigil_bench::classifier::bench(&options, &config.detectors)?
     } else if args.detection {

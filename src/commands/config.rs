@@ -36,11 +36,20 @@ fn redact(value: &mut toml::Value) {
     }
 }
 
+/// Whether a key names a secret: one of its words (split at `.`, `_` and `-`) is a password,
+/// secret, token or credential. Whole words only: `max_tokens` and `tokenizer` are settings.
 fn is_secret(key: &str) -> bool {
-    let key = key.to_ascii_lowercase();
-    ["password", "secret", "token", "credential"]
-        .iter()
-        .any(|word| key.contains(word))
+    key.to_ascii_lowercase().split(['.', '_', '-']).any(|word| {
+        [
+            "password",
+            "passwd",
+            "secret",
+            "token",
+            "credential",
+            "credentials",
+        ]
+        .contains(&word)
+    })
 }
 
 #[cfg(test)]
@@ -60,5 +69,20 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("b:9092"), "{text}");
+    }
+
+    #[test]
+    fn only_whole_words_name_secrets() {
+        for key in [
+            "sasl.password",
+            "client_secret",
+            "api-token",
+            "ssl.key.password",
+        ] {
+            assert!(is_secret(key), "{key}");
+        }
+        for key in ["max_tokens", "tokenizer", "case_id_key", "secretary"] {
+            assert!(!is_secret(key), "{key}");
+        }
     }
 }
