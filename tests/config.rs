@@ -70,7 +70,7 @@ fn the_deploy_files_are_valid() {
     assert!(unit.contains(
         "ExecStart=/usr/local/bin/vigil --config /etc/vigil/vigil.toml run --kafka --api"
     ));
-    let Ok(analyze) = which("systemd-analyze") else {
+    let Some(analyze) = crate::util::which("systemd-analyze") else {
         eprintln!("systemd-analyze is not on this machine: the unit is not verified");
         return;
     };
@@ -90,14 +90,4 @@ fn the_deploy_files_are_valid() {
         "systemd-analyze verify: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// The path of `program` on `PATH`.
-fn which(program: &str) -> Result<std::path::PathBuf, ()> {
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .map(|dir| dir.join(program))
-        .find(|path| path.is_file())
-        .ok_or(())
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::broker::Broker;
-use crate::util::{count, http_get, record, total, Workdir, REGISTRY};
+use crate::util::{count, http_get, record, series_sum, total, Workdir, REGISTRY};
 
 /// A workdir whose vigil talks to `broker`, with `registry` and `traffic.jsonl`.
 fn workdir(broker: &Broker, registry: &str, traffic: &str) -> Workdir {
@@ -500,15 +500,6 @@ fn flag_events_are_published_and_tailed_without_content() {
     assert!(!String::from_utf8_lossy(&messages[0].value).contains(marker));
 }
 
-/// The sum of a series' samples in a `/metrics` exposition.
-fn series_sum(exposition: &str, name: &str) -> f64 {
-    exposition
-        .lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// The production shape: one `vigil run --kafka --api` process consumes, stores, serves the
 /// API and the metrics listener, takes up a changed policy and a registry change without a
 /// restart, and on SIGTERM drains, commits and closes every listener.
@@ -572,14 +563,24 @@ fn the_daemon_serves_reloads_and_drains_on_sigterm() {
         .into_json()
         .unwrap();
     assert_eq!(changed["content_destroyed_records"], 500, "{changed}");
-    // A resource added to the file is taken up too (its records were unknown before).
+    // A resource added to the file is taken up too (its records were unknown before), once
+    // the daemon records that it applied the new version.
+    let marker = wd.path("var/data/registry.applied");
     let registry = std::fs::read_to_string(wd.path("resources.toml")).unwrap();
     wd.write(
         "resources.toml",
         registry + "\n[[resources]]\nid = \"c\"\ngeography = \"us\"\n",
     );
+    let version = vigil_pipeline::live::registry_version(&wd.path("resources.toml"));
     wd.write("added.jsonl", record("req-c-1", "c", "us", "p") + "\n");
-    std::thread::sleep(Duration::from_millis(1_100));
+    let started = Instant::now();
+    while std::fs::read_to_string(&marker).ok() != version {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the change was never applied"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     produce(&wd, "more.jsonl");
     produce(&wd, "added.jsonl");
     broker.wait_caught_up("vigil", &topics);

@@ -9,17 +9,13 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::llm::free_port;
-use crate::util::{http_get, record, repo, Feeding, Workdir};
+use crate::util::{http_get, record, repo, series_sum, Feeding, Workdir};
 
 /// A Debian tool on PATH. `scripts/test.sh` installs the `prometheus` package; under CI a
 /// missing tool fails the test, elsewhere it is skipped with a note.
 #[allow(clippy::print_stderr)] // Says so when this machine lacks Prometheus.
 fn debian_tool(name: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|dir| dir.join(name))
-            .find(|p| p.is_file())
-    });
+    let found = crate::util::which(name);
     if found.is_none() {
         assert!(
             std::env::var_os("CI").is_none(),
@@ -132,16 +128,9 @@ fn get(addr: &str, path: &str) -> (u16, String) {
 
 const REGISTRY: &str = "[[resources]]\nid = 'shop-eu'\ngeography = 'eu'\n";
 
-/// Records with IDs and prompts that must never reach `/metrics`.
-fn marked(from: usize, n: usize) -> Vec<String> {
-    (from..from + n).map(|i| format!("req-{i:04}")).collect()
-}
-
-#[test]
-fn prometheus_sees_the_series_move_while_records_flow_and_none_carries_content() {
-    let Some(binary) = debian_tool("prometheus") else {
-        return;
-    };
+/// A `vigil run --api` reading standard input, with the classifier, its metrics listener and
+/// its metadata listener (plain HTTP) on the addresses returned.
+fn flowing() -> (Workdir, Feeding, String, String) {
     let wd = Workdir::new();
     wd.write(
         "vigil.toml",
@@ -152,7 +141,7 @@ fn prometheus_sees_the_series_move_while_records_flow_and_none_carries_content()
         format!("127.0.0.1:{}", free_port()),
         format!("127.0.0.1:{}", free_port()),
     );
-    let mut run = Feeding::start_with(
+    let run = Feeding::start_with(
         &wd,
         &["--api"],
         &[
@@ -161,32 +150,53 @@ fn prometheus_sees_the_series_move_while_records_flow_and_none_carries_content()
             ("VIGIL_DETECTORS__ENABLED", "true"),
         ],
     );
-    let prometheus = Prometheus::start(binary, &metrics);
-    prometheus.wait_for("up{job=\"vigil\"}", 1.0);
+    (wd, run, metrics, api)
+}
 
-    let first = marked(0, 20);
+/// Records `req-FROM..` (their prompts are `MARKER-<id>`).
+fn send(run: &mut Feeding, from: usize, n: usize) -> Vec<String> {
+    let ids: Vec<String> = (from..from + n).map(|i| format!("req-{i:04}")).collect();
     run.send(
         "shop-eu",
-        &first.iter().map(String::as_str).collect::<Vec<_>>(),
+        &ids.iter().map(String::as_str).collect::<Vec<_>>(),
     );
-    prometheus.wait_for("sum(vigil_records_stored_total{geography=\"eu\"})", 20.0);
-    prometheus.wait_for("sum(vigil_records_read_total)", 20.0);
+    ids
+}
 
-    // The series move: more records, a rejected one, API requests.
-    run.send_line("{\"request_id\": \"req-broken\", \"prompt\": \"MARKER-broken\"");
-    let more = marked(20, 10);
-    run.send(
-        "shop-eu",
-        &more.iter().map(String::as_str).collect::<Vec<_>>(),
-    );
+/// A line that names a request and carries a marker, but is not a record.
+const BROKEN: &str = "{\"request_id\": \"req-broken\", \"prompt\": \"MARKER-broken\"";
+
+/// Two anonymous API requests: one refused, one for the OpenAPI document.
+fn call_api(api: &str) {
     let anonymous = ureq::get(&format!("http://{api}/v1/cases")).call();
     assert!(matches!(anonymous, Err(ureq::Error::Status(401, _))));
     ureq::get(&format!("http://{api}/openapi.json"))
         .call()
         .unwrap();
+}
+
+#[test]
+fn prometheus_sees_the_series_move_while_records_flow() {
+    let Some(binary) = debian_tool("prometheus") else {
+        return;
+    };
+    let (_wd, mut run, metrics, api) = flowing();
+    let prometheus = Prometheus::start(binary, &metrics);
+    prometheus.wait_for("up{job=\"vigil\"}", 1.0);
+
+    send(&mut run, 0, 20);
+    prometheus.wait_for("sum(vigil_records_stored_total{geography=\"eu\"})", 20.0);
+    prometheus.wait_for("sum(vigil_records_read_total)", 20.0);
+
+    // The series move: more records, a rejected one, API requests.
+    run.send_line(BROKEN);
+    send(&mut run, 20, 10);
+    call_api(&api);
     prometheus.wait_for("sum(vigil_records_stored_total{geography=\"eu\"})", 30.0);
-    prometheus.wait_for("sum(vigil_records_rejected_total)", 1.0);
-    prometheus.wait_for("sum(vigil_dead_letters_total)", 1.0);
+    prometheus.wait_for(
+        "sum(vigil_records_rejected_total{reason=\"malformed_json\",geography=\"unknown\"})",
+        1.0,
+    );
     prometheus.wait_for(
         "sum(vigil_api_requests_total{operation=\"cases.list\",code=\"401\"})",
         1.0,
@@ -214,6 +224,7 @@ fn prometheus_sees_the_series_move_while_records_flow_and_none_carries_content()
             "vigil_store_size_bytes{geography=\"eu\"}",
             "the store's size",
         ),
+        ("vigil_audit_fsync_duration_seconds_count", "audit syncs"),
         ("vigil_build_info", "the build"),
     ] {
         let value = prometheus.value(query);
@@ -222,6 +233,13 @@ fn prometheus_sees_the_series_move_while_records_flow_and_none_carries_content()
             "{what}: {query} = {value:?}"
         );
     }
+    // Stages this run does not have are not sampled at 0 s.
+    assert_eq!(
+        prometheus.value("vigil_stage_duration_seconds_count{stage=\"abuse\"}"),
+        None
+    );
+    // Alerts compare counters over time: theirs exist from the start, at zero.
+    assert_eq!(prometheus.value("vigil_audit_failures_total"), Some(0.0));
     // A histogram, not a summary: buckets a query can aggregate.
     let p99 = prometheus.value(
         "histogram_quantile(0.99, sum by (le) (vigil_stage_duration_seconds_bucket{stage=\"store\"}))",
@@ -239,11 +257,40 @@ fn prometheus_sees_the_series_move_while_records_flow_and_none_carries_content()
         assert_eq!(rule["health"], "ok", "{rule}");
     }
 
-    // Byte for byte, the exposition names no record, resource, user or content.
-    let (status, exposition) = get(&metrics, "/metrics");
-    assert_eq!(status, 200);
-    let text = exposition.as_bytes();
-    let forbidden = first.iter().chain(&more).map(String::as_str).chain([
+    let summary = run.finish();
+    assert_eq!(crate::util::count(&summary, &["stored", "eu"]), 30);
+    // The listener went with the process.
+    assert_eq!(get(&metrics, "/healthz").0, 0);
+}
+
+#[test]
+fn metrics_and_readiness_carry_no_ids_or_content() {
+    let (_wd, mut run, metrics, api) = flowing();
+    let mut sent = send(&mut run, 0, 20);
+    run.send_line(BROKEN);
+    sent.extend(send(&mut run, 20, 10));
+    call_api(&api);
+    let started = Instant::now();
+    let exposition = loop {
+        let (_, body) = get(&metrics, "/metrics");
+        if series_sum(&body, "vigil_records_stored_total") == 30.0
+            && series_sum(&body, "vigil_records_rejected_total") == 1.0
+            && series_sum(&body, "vigil_api_requests_total") >= 2.0
+        {
+            break body;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "{body}");
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let (status, readiness) = get(&metrics, "/readyz");
+    assert_eq!(status, 200, "{readiness}");
+    for part in ["ok stores:", "ok model:", "ok audit:"] {
+        assert!(readiness.contains(part), "{part} in {readiness}");
+    }
+    assert_eq!(get(&metrics, "/healthz"), (200, "ok\n".into()));
+
+    // Byte for byte, neither names a record, resource, user or content.
+    let forbidden = sent.iter().map(String::as_str).chain([
         "req-broken",
         "MARKER",
         "shop-eu",
@@ -251,57 +298,46 @@ fn prometheus_sees_the_series_move_while_records_flow_and_none_carries_content()
         "reply to",
     ]);
     for needle in forbidden {
-        assert!(
-            !text
-                .windows(needle.len())
-                .any(|window| window == needle.as_bytes()),
-            "{needle} appears in /metrics"
-        );
-    }
-    // Every label value comes from a bounded set.
-    for line in exposition.lines().filter(|l| !l.starts_with('#')) {
-        if let Some(labels) = line.split_once('{').map(|(_, rest)| rest) {
-            let labels = labels.split_once('}').unwrap().0;
-            for pair in labels.split("\",") {
-                let (key, _) = pair.split_once('=').unwrap();
-                assert!(
-                    [
-                        "geography",
-                        "reason",
-                        "stage",
-                        "le",
-                        "operation",
-                        "code",
-                        "outcome",
-                        "version",
-                        "subject",
-                        "route",
-                        "topic",
-                        "partition",
-                        "kind",
-                        "quantile"
-                    ]
-                    .contains(&key),
-                    "unexpected label {key} in {line}"
-                );
-            }
+        for (what, text) in [("/metrics", &exposition), ("/readyz", &readiness)] {
+            assert!(
+                !text
+                    .as_bytes()
+                    .windows(needle.len())
+                    .any(|window| window == needle.as_bytes()),
+                "{needle} appears in {what}"
+            );
         }
     }
-
-    // Alive, and ready with the parts named.
-    assert_eq!(get(&metrics, "/healthz"), (200, "ok\n".into()));
-    let (status, readiness) = get(&metrics, "/readyz");
-    assert_eq!(status, 200, "{readiness}");
-    for part in ["ok stores:", "ok model:", "ok audit:"] {
-        assert!(readiness.contains(part), "{part} in {readiness}");
+    // Every label is one of the bounded kinds.
+    for line in exposition.lines().filter(|l| !l.starts_with('#')) {
+        let Some((_, labels)) = line.split_once('{') else {
+            continue;
+        };
+        let labels = labels.split_once('}').unwrap().0;
+        for pair in labels.split("\",") {
+            let (key, _) = pair.split_once('=').unwrap();
+            assert!(
+                [
+                    "geography",
+                    "reason",
+                    "stage",
+                    "le",
+                    "operation",
+                    "code",
+                    "outcome",
+                    "version",
+                    "subject",
+                    "route",
+                    "topic",
+                    "partition",
+                    "kind",
+                ]
+                .contains(&key),
+                "unexpected label {key} in {line}"
+            );
+        }
     }
-
-    let summary = run.finish();
-    assert_eq!(crate::util::count(&summary, &["stored", "eu"]), 30);
-    // The listener went with the process.
-    assert!(ureq::get(&format!("http://{metrics}/healthz"))
-        .call()
-        .is_err());
+    run.finish();
 }
 
 #[test]
@@ -350,7 +386,7 @@ fn readiness_says_when_the_audit_log_cannot_be_written() {
     let (status, readiness) = get(&metrics, "/readyz");
     assert_eq!(status, 503, "{readiness}");
     assert!(
-        readiness.contains("not ready audit: the last write to the audit log failed"),
+        readiness.contains("not ready audit: the audit log's writer stopped after a failed write"),
         "{readiness}"
     );
     assert!(readiness.contains("ok stores:"), "{readiness}");

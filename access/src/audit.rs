@@ -211,8 +211,7 @@ pub struct AuditLog {
     jobs: Jobs,
     path: PathBuf,
     failures: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    /// Whether the writer's last write succeeded (cleared by a failure, for good once a
-    /// failed sync has stopped the writer).
+    /// Cleared for good once a failed sync (or a failed rollback) has stopped the writer.
     writable: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -437,9 +436,9 @@ impl AuditLog {
         self.failures.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Whether the last write succeeded: false after a failed one (a full disk), and for good
-    /// once a failed sync has stopped the writer (every append is then refused until vigil
-    /// restarts).
+    /// Whether the writer still writes: false once a failed sync or rollback has stopped it
+    /// (every append is then refused until vigil restarts). A write refused for a full disk
+    /// leaves it writing: the next one may succeed (see [`AuditLog::failures`]).
     pub fn is_writable(&self) -> bool {
         self.writable.load(std::sync::atomic::Ordering::Relaxed)
     }
@@ -511,8 +510,6 @@ impl Writer {
             .record(syncing.elapsed().as_secs_f64());
         match written {
             Ok(()) => {
-                self.writable
-                    .store(true, std::sync::atomic::Ordering::Relaxed);
                 self.len += bytes.len() as u64;
                 self.seq = seq;
                 self.last_hash = hash;
@@ -538,9 +535,9 @@ impl Writer {
                 let sync_failed = e.kind() != std::io::ErrorKind::StorageFull;
                 if rolled_back.is_err() || sync_failed {
                     self.failed = true;
+                    self.writable
+                        .store(false, std::sync::atomic::Ordering::Relaxed);
                 }
-                self.writable
-                    .store(false, std::sync::atomic::Ordering::Relaxed);
                 for (_, reply) in replies {
                     let _ = reply.send(Err(e.to_string()));
                 }

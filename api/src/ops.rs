@@ -120,7 +120,10 @@ impl MetricsServer {
                         })
                         .await;
                         (
-                            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                            [(
+                                header::CONTENT_TYPE,
+                                "text/plain; version=0.0.4; charset=utf-8",
+                            )],
                             handle.render(),
                         )
                     }
@@ -182,15 +185,11 @@ impl Drop for MetricsServer {
     }
 }
 
-/// Sets each geography's store gauges: its size on disk and the review tasks queued in it.
+/// Sets the gauges of each geography's store this process has open: its size on disk and the
+/// review tasks queued in it. Only open stores are read, so a scrape never opens (or brings
+/// back) a store.
 pub fn report_stores(stores: &Stores) {
-    let Ok(geographies) = stores.geographies_on_disk() else {
-        return;
-    };
-    for geography in geographies {
-        let Ok(store) = stores.geo(&geography) else {
-            continue;
-        };
+    for (geography, store) in stores.opened() {
         let label = geography.as_str().to_owned();
         if let Ok(bytes) = store.size_on_disk() {
             metrics::gauge!("vigil_store_size_bytes", "geography" => label.clone())

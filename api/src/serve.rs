@@ -114,9 +114,12 @@ pub async fn serve<A: Accept>(
     }
 }
 
-/// The answer to a request that took longer than [`Limits::request_timeout`].
+/// The answer to a request that took longer than [`Limits::request_timeout`] (counted here:
+/// its operation's handler never finished).
 fn timed_out() -> axum::response::Response {
     use axum::response::IntoResponse;
+    metrics::counter!("vigil_api_requests_total", "operation" => "timed_out", "code" => "408")
+        .increment(1);
     let body = axum::Json(serde_json::json!({"error": {"code": "request_timeout",
         "message": "the request was not read and answered in time"}}));
     let mut response = (axum::http::StatusCode::REQUEST_TIMEOUT, body).into_response();

@@ -34,8 +34,34 @@ pub fn recorder() -> anyhow::Result<PrometheusHandle> {
     metrics::set_global_recorder(recorder)
         .map_err(|_| anyhow::anyhow!("a metrics recorder was already installed"))?;
     describe();
-    metrics::gauge!("vigil_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    start_at_zero();
+    // Histogram samples wait in the recorder until upkeep folds them into buckets: without
+    // it, a process nobody scrapes would grow without bound.
+    let upkeep = handle.clone();
+    std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || loop {
+            std::thread::sleep(UPKEEP);
+            upkeep.run_upkeep();
+        })?;
     Ok(HANDLE.get_or_init(|| handle).clone())
+}
+
+/// How often histogram samples are folded into their buckets.
+const UPKEEP: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Series that alerts compare over time exist from the start, at zero: a counter that first
+/// appears at 1 shows no `increase()`, so its first event would never alert.
+fn start_at_zero() {
+    metrics::gauge!("vigil_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    metrics::counter!("vigil_audit_failures_total").absolute(0);
+    metrics::gauge!("vigil_review_breaker_open").set(0.0);
+    for outcome in ["ok", "failed"] {
+        metrics::counter!("vigil_purge_runs_total", "outcome" => outcome).absolute(0);
+        metrics::counter!("vigil_export_runs_total", "outcome" => outcome).absolute(0);
+        metrics::counter!("vigil_kafka_commits_total", "outcome" => outcome).absolute(0);
+    }
+    metrics::counter!("vigil_records_read_total").absolute(0);
 }
 
 /// Help text and unit of every series vigil reports.
@@ -60,9 +86,8 @@ fn describe() {
     );
     describe_counter!(
         "vigil_records_rejected_total",
-        "Inputs rejected, by reason code; each has one dead letter."
+        "Inputs rejected, by reason code and the home geography of their resource (unknown when it is not in the registry); each has one dead letter."
     );
-    describe_counter!("vigil_dead_letters_total", "Dead letters written.");
     describe_histogram!(
         "vigil_stage_duration_seconds",
         Unit::Seconds,
@@ -146,7 +171,7 @@ fn describe() {
     // The API and its audit log.
     describe_counter!(
         "vigil_api_requests_total",
-        "API requests answered, by operation and status code."
+        "API requests answered, by operation (timed_out: answered 408 before its handler finished) and status code."
     );
     describe_histogram!(
         "vigil_api_request_duration_seconds",

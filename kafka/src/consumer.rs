@@ -324,6 +324,10 @@ impl KafkaSource {
         loop {
             if self.options.stop.load(Ordering::Acquire) {
                 info!("Stopping: draining in-flight records and committing.");
+                self.options.health.set(
+                    "kafka",
+                    Check::NotReady("stopping: draining and committing".into()),
+                );
                 return Ok(());
             }
             if self.consumer.context().assigned.load(Ordering::Acquire) {

@@ -4,6 +4,7 @@
 use std::fs::File;
 use std::io::{self, BufRead, BufReader};
 use std::path::Path;
+use std::sync::mpsc::RecvTimeoutError;
 use std::time::Duration;
 
 use vigil_ingest::LineReader;
@@ -65,22 +66,25 @@ impl Source for Input {
     }
 
     fn run(&mut self, feed: &mut Feed<'_>) -> Result<(), PipelineError> {
+        if self.len.is_some() {
+            return self.read(feed);
+        }
         // A stream (standard input, a pipe) may pause between lines: a partial batch is sent
         // on once it has waited LINGER, rather than when the batch fills or the input ends.
+        // The lingering thread ends when reading does, however it ends (a panic included:
+        // the sender is dropped while unwinding).
         let handoff = feed.handoff().clone();
-        let reading = std::sync::atomic::AtomicBool::new(self.len.is_none());
+        let (reading, ended) = std::sync::mpsc::channel::<()>();
         std::thread::scope(|scope| {
-            scope.spawn(|| {
-                while reading.load(std::sync::atomic::Ordering::Relaxed) {
-                    std::thread::sleep(LINGER);
+            scope.spawn(move || {
+                while let Err(RecvTimeoutError::Timeout) = ended.recv_timeout(LINGER) {
                     if handoff.send_older_than(LINGER).is_err() {
                         return;
                     }
                 }
             });
-            let read = self.read(feed);
-            reading.store(false, std::sync::atomic::Ordering::Relaxed);
-            read
+            let _reading = reading;
+            self.read(feed)
         })
     }
 }

@@ -731,7 +731,12 @@ impl<'a> Pipeline<'a> {
             *summary.rejected.entry(letter.reason.code).or_default() += 1;
         }
         dead_letters.write_all(&letters)?;
-        telemetry::rejected(letters.iter().map(|letter| letter.reason.code));
+        telemetry::rejected(letters.iter().map(|letter| {
+            let home = (letter.resource_id.as_deref())
+                .and_then(|id| self.registry.get(id))
+                .map(|resource| &resource.geography);
+            (letter.reason.code, home)
+        }));
         let dead_letter_time = writing.elapsed();
         summary.stages.dead_letter_secs += dead_letter_time.as_secs_f64();
         let latency = batch.started.elapsed();
@@ -740,9 +745,10 @@ impl<'a> Pipeline<'a> {
             inputs,
             bytes: batch.bytes,
             cost: batch.cost,
+            detected: self.classifier.is_some(),
             store: store_time,
-            abuse: abuse_time,
-            dead_letter: dead_letter_time,
+            abuse: self.abuse.map(|_| abuse_time),
+            dead_letter: (!letters.is_empty()).then_some(dead_letter_time),
             latency,
         });
         progress.advanced(batch.progress);

@@ -9,8 +9,10 @@
 //! [`LiveRegistry::logs_content`] for every record it writes: once content logging is off for a
 //! resource, no content of its is sealed, and none sealed just before reaches disk; a new
 //! customer key wraps the data keys made from then on. The LLM reviewer looks each resource up
-//! as it is now too. Everything else a running pipeline takes from the registry it started
-//! with (routing, turning content logging back on) applies from its next start.
+//! as it is now too, and a record of a resource added since the start is routed by
+//! [`LiveRegistry::resource`]. Everything else a running pipeline takes from the registry it
+//! started with (routing of the resources it started with, a resource removed, turning content
+//! logging back on) applies from its next start.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

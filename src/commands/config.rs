@@ -37,16 +37,22 @@ fn redact(value: &mut toml::Value) {
 }
 
 /// Whether a key names a secret: one of its words (split at `.`, `_` and `-`) is a password,
-/// secret, token or credential. Whole words only: `max_tokens` and `tokenizer` are settings.
+/// secret, token, credential, passphrase, private key or PEM. Whole words only: `max_tokens`
+/// and `tokenizer` are settings.
 fn is_secret(key: &str) -> bool {
     key.to_ascii_lowercase().split(['.', '_', '-']).any(|word| {
         [
             "password",
+            "passwords",
             "passwd",
+            "passphrase",
             "secret",
+            "secrets",
             "token",
             "credential",
             "credentials",
+            "private",
+            "pem",
         ]
         .contains(&word)
     })
@@ -78,6 +84,8 @@ mod tests {
             "client_secret",
             "api-token",
             "ssl.key.password",
+            "ssl.key.pem",
+            "ssl.key.passphrase",
         ] {
             assert!(is_secret(key), "{key}");
         }

@@ -36,7 +36,7 @@ pub(super) fn start_api(
     health.probe("audit", move || match watched.is_writable() {
         true => Check::Ready(format!("writable, {} failed appends", watched.failures())),
         false => Check::NotReady(format!(
-            "the last write to the audit log failed ({} failed appends); audited requests are refused",
+            "the audit log's writer stopped after a failed write ({} failed appends); audited requests are refused until vigil restarts",
             watched.failures()
         )),
     });
@@ -124,6 +124,9 @@ pub(super) fn serve_then(
         std::thread::sleep(Duration::from_millis(100));
     }
     tracing::info!("Stopping the API.");
+    monitoring
+        .health
+        .set("shutdown", Check::NotReady("stopping".into()));
     server.stop();
     schedule.finish()?;
     stores.flush()?;

@@ -403,6 +403,14 @@ impl Stores {
         Ok(store)
     }
 
+    /// The stores this process has open now, by geography (none is opened by asking).
+    pub fn opened(&self) -> Vec<(Geography, Arc<GeoStore>)> {
+        let open = self.open.read().expect("lock poisoned");
+        open.iter()
+            .map(|(g, store)| (g.clone(), store.clone()))
+            .collect()
+    }
+
     /// The store of every geography on disk, opened.
     pub fn on_disk(&self) -> Result<Vec<Arc<GeoStore>>> {
         self.geographies_on_disk()?
