@@ -33,6 +33,9 @@ pub enum Command {
     /// Flag events on the geographies' Kafka flag topics.
     #[command(subcommand)]
     Flags(FlagsCommand),
+    /// The node directory: which member of the consumer group owns which log partitions now,
+    /// and where its API listens (announced by each `vigil run --kafka` at every rebalance).
+    Nodes(NodesArgs),
     /// Write deterministic sample traffic and its resource registry.
     Generate(GenerateArgs),
     /// Manage the resource registry.
@@ -133,6 +136,19 @@ pub struct KafkaArgs {
     /// Only these geographies' topics (repeatable; default: every geography in the registry).
     #[arg(long = "geography", value_name = "GEOGRAPHY")]
     pub geographies: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct NodesArgs {
+    /// Bootstrap brokers (default: kafka.brokers).
+    #[arg(long)]
+    pub brokers: Option<String>,
+    /// Consumer group (default: kafka.group_id).
+    #[arg(long)]
+    pub group: Option<String>,
+    /// How to print the directory.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
 }
 
 #[derive(Debug, Args)]

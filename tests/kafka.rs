@@ -352,24 +352,54 @@ fn two_consumers_in_one_group_share_the_partitions() {
     // its exports (two processes rewriting one partition directory race on its files).
     let mut one = Consumer::start(
         &wd,
-        &["--stop-when-idle", "6"],
+        &["--stop-when-idle", "15"],
         &[
             ("VIGIL_STORAGE__DATA_DIR", "var/one"),
             ("VIGIL_ANALYTICS__EXPORT_DIR", "var/one-exports"),
+            ("VIGIL_KAFKA__NODE", "node-one"),
         ],
     );
     one.wait_for_log("Partitions assigned");
     let mut two = Consumer::start(
         &wd,
-        &["--stop-when-idle", "6"],
+        &["--stop-when-idle", "15"],
         &[
             ("VIGIL_STORAGE__DATA_DIR", "var/two"),
             ("VIGIL_ANALYTICS__EXPORT_DIR", "var/two-exports"),
+            ("VIGIL_KAFKA__NODE", "node-two"),
         ],
     );
     two.wait_for_log("Partitions assigned");
+    // The node directory names both members, each of the log topic's 4 partitions under
+    // exactly one.
+    let started = Instant::now();
+    let directory = loop {
+        let nodes: Value = serde_json::from_str(&wd.ok(&["nodes", "--format", "json"])).unwrap();
+        let owned: Vec<(String, u64)> = (nodes.as_array().unwrap().iter())
+            .flat_map(|n| n["partitions"].as_array().unwrap().clone())
+            .map(|p| {
+                (
+                    p["topic"].as_str().unwrap().to_owned(),
+                    p["partition"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        let distinct: BTreeSet<_> = owned.iter().cloned().collect();
+        let both = (nodes.as_array().unwrap().iter())
+            .all(|n| !n["partitions"].as_array().unwrap().is_empty());
+        if nodes.as_array().unwrap().len() == 2 && both && owned.len() == 4 && distinct.len() == 4 {
+            break nodes;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{nodes:#}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(directory[0]["node"], "node-one", "{directory:#}");
+    assert_eq!(directory[1]["node"], "node-two", "{directory:#}");
     produce(&wd, "traffic.jsonl");
     let (s1, s2) = (one.finish(), two.finish());
+    // Members that stopped cleanly leave the directory.
+    let left: Value = serde_json::from_str(&wd.ok(&["nodes", "--format", "json"])).unwrap();
+    assert_eq!(left, serde_json::json!([]));
     let ids1 = stored_ids(&wd, "var/one");
     let ids2 = stored_ids(&wd, "var/two");
     assert!(
@@ -544,6 +574,16 @@ fn the_daemon_serves_reloads_and_drains_on_sigterm() {
     ] {
         assert!(readiness.contains(part), "{part} in {readiness}");
     }
+
+    // The node directory names this node, its API and every log partition.
+    let nodes: Value = serde_json::from_str(&wd.ok(&["nodes", "--format", "json"])).unwrap();
+    assert_eq!(nodes.as_array().unwrap().len(), 1, "{nodes:#}");
+    assert_eq!(nodes[0]["api"], format!("http://{api}"), "{nodes:#}");
+    assert_eq!(
+        nodes[0]["partitions"].as_array().unwrap().len(),
+        8,
+        "{nodes:#}"
+    );
 
     produce(&wd, "traffic.jsonl");
     let topics = ["vigil.logs.us", "vigil.logs.eu"];

@@ -26,6 +26,11 @@ pub struct KafkaConfig {
     pub flag_topics: String,
     /// Where rejected messages go, with headers saying why and where they came from.
     pub dead_letter_topic: String,
+    /// The node directory: which member of the group owns which log partitions now, and
+    /// where its API listens (one compacted topic, keyed by node).
+    pub node_topic: String,
+    /// This node's name in the directory; unique within the group (default: the host name).
+    pub node: String,
     /// Create missing topics on start (with `partitions` partitions).
     pub create_topics: bool,
     /// Partitions of topics vigil creates.
@@ -67,6 +72,8 @@ impl Default for KafkaConfig {
             log_topics: "vigil.logs.{geography}".into(),
             flag_topics: "vigil.flags.{geography}".into(),
             dead_letter_topic: "vigil.deadletter".into(),
+            node_topic: "vigil.nodes".into(),
+            node: host_name(),
             create_topics: true,
             partitions: 6,
             replication_factor: 1,
@@ -80,6 +87,15 @@ impl Default for KafkaConfig {
             consumer: BTreeMap::new(),
         }
     }
+}
+
+/// The machine's host name, the default node name.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "vigil".into())
 }
 
 impl KafkaConfig {
@@ -98,6 +114,11 @@ impl KafkaConfig {
         if self.partitions < 1 || self.replication_factor < 1 {
             return Err(KafkaError::Config(
                 "kafka.partitions and kafka.replication_factor must be at least 1".into(),
+            ));
+        }
+        if self.node.trim().is_empty() || self.node_topic.trim().is_empty() {
+            return Err(KafkaError::Config(
+                "kafka.node and kafka.node_topic must not be empty".into(),
             ));
         }
         if self.commit_interval_ms == 0 {

@@ -23,6 +23,7 @@ use vigil_core::{Check, Geography, Health};
 use vigil_ingest::{Line, SourcePosition};
 use vigil_pipeline::{BatchSeq, Feed, Handoff, PipelineError, Source};
 
+use crate::directory::{Announcer, OwnedPartition};
 use crate::{client_context, ensure_topics, KafkaConfig, KafkaError, Topics};
 
 /// How long one poll waits for a message; also how quickly a stop request is noticed and how
@@ -54,6 +55,8 @@ pub struct SourceOptions {
     pub max_record_bytes: usize,
     /// Where the consumer says whether it has joined its group (`kafka` in `/readyz`).
     pub health: Arc<Health>,
+    /// This node's API address, announced with its partitions in the node directory.
+    pub api: Option<String>,
 }
 
 /// Offsets pushed into the pipeline, by batch, and those ready to commit.
@@ -131,6 +134,8 @@ struct GroupContext {
     assigned: AtomicBool,
     group: String,
     health: Arc<Health>,
+    /// Announces this member's partitions in the node directory.
+    directory: Announcer,
 }
 
 client_context!(GroupContext, stats);
@@ -222,6 +227,16 @@ impl ConsumerContext for GroupContext {
                         assigned.count()
                     )),
                 );
+                self.directory.announce(
+                    assigned
+                        .elements()
+                        .iter()
+                        .map(|e| OwnedPartition {
+                            topic: e.topic().to_owned(),
+                            partition: e.partition(),
+                        })
+                        .collect(),
+                );
                 self.assigned.store(true, Ordering::Release);
             }
             Rebalance::Error(error) => warn!(%error, "Rebalance failed."),
@@ -264,6 +279,7 @@ impl KafkaSource {
             assigned: AtomicBool::new(false),
             group: config.group_id.clone(),
             health: options.health.clone(),
+            directory: Announcer::new(config, options.api.clone())?,
         };
         let consumer = config
             .consumer(&[
@@ -401,6 +417,8 @@ impl Source for KafkaSource {
         self.commit(feed.handoff());
         *context.handoff.lock().expect("handoff lock poisoned") = None;
         self.consumer.unsubscribe();
+        // Gone from the directory: the members left take its partitions and announce them.
+        context.directory.withdraw();
         consumed?;
         synced?;
         Ok(())

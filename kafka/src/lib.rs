@@ -7,6 +7,8 @@
 //! - [`DeadLetterTopic`]: rejected messages, with headers saying why and where they came from.
 //! - [`FlagPublisher`] and [`FlagTail`]: flag events on each geography's flag topic.
 //! - [`load`]: `vigil produce`, a JSON-lines file onto the log topics.
+//! - [`directory`]: which member of the group owns which log partitions now, and where its
+//!   API listens (`vigil nodes`).
 //!
 //! Architecture invariant: no log line, error or header written here contains message
 //! payloads; the dead-letter topic's message value is the only place a rejected payload goes,
@@ -15,6 +17,7 @@
 mod config;
 mod consumer;
 mod dead_letter;
+pub mod directory;
 mod flags;
 mod load;
 mod producer;
@@ -75,13 +78,6 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Creates those of `topics` that do not exist yet, with the configured partitions.
 pub fn ensure_topics(config: &KafkaConfig, topics: &[String]) -> Result<(), KafkaError> {
-    if !config.create_topics || topics.is_empty() {
-        return Ok(());
-    }
-    let admin: AdminClient<DefaultClientContext> = config
-        .client()
-        .create()
-        .map_err(KafkaError::client("creating an admin client"))?;
     let new: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|t| {
@@ -92,14 +88,26 @@ pub fn ensure_topics(config: &KafkaConfig, topics: &[String]) -> Result<(), Kafk
             )
         })
         .collect();
+    create_topics(config, &new)
+}
+
+/// Creates the topics `new` describes that do not exist yet, when `kafka.create_topics` is set.
+pub(crate) fn create_topics(config: &KafkaConfig, new: &[NewTopic<'_>]) -> Result<(), KafkaError> {
+    if !config.create_topics || new.is_empty() {
+        return Ok(());
+    }
+    let admin: AdminClient<DefaultClientContext> = config
+        .client()
+        .create()
+        .map_err(KafkaError::client("creating an admin client"))?;
     let options = AdminOptions::new()
         .operation_timeout(Some(ADMIN_TIMEOUT))
         .request_timeout(Some(ADMIN_TIMEOUT));
-    let results = futures_executor::block_on(admin.create_topics(&new, &options))
+    let results = futures_executor::block_on(admin.create_topics(new, &options))
         .map_err(KafkaError::client("creating topics"))?;
     for result in results {
         match result {
-            Ok(topic) => info!(%topic, partitions = config.partitions, "Created topic."),
+            Ok(topic) => info!(%topic, "Created topic."),
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((topic, code)) => {
                 error!(%topic, "Could not create topic.");

@@ -13,6 +13,7 @@ mod export;
 mod flags;
 mod generate;
 mod monitoring;
+mod nodes;
 mod produce;
 mod purge;
 mod resource;
@@ -50,6 +51,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => run::run(&config, &args),
         Command::Produce(args) => produce::produce(&config, &args),
         Command::Flags(cmd) => flags::flags(&config, cmd),
+        Command::Nodes(args) => nodes::nodes(&config, &args),
         Command::Generate(args) => generate::generate(&config, &args),
         Command::Resource(cmd) => resource::resource(&config, cmd),
         Command::Stats => stats::stats(&config),

@@ -108,7 +108,19 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<()> {
         .with_live_registry(live);
     let mut summary = match &args.input {
         Some(path) => run_file(config, pipeline, path)?,
-        None => run_kafka(config, &registry, pipeline, args, &monitoring.health)?,
+        None => {
+            let advertised = api
+                .as_ref()
+                .map(|api| format!("{}://{}", api.http_scheme, api.http_addr));
+            run_kafka(
+                config,
+                &registry,
+                pipeline,
+                args,
+                &monitoring.health,
+                advertised,
+            )?
+        }
     };
     if let Some(review) = abuse.as_ref().and_then(AbuseStage::review) {
         if args.input.is_some() {
@@ -220,6 +232,7 @@ fn run_kafka(
     pipeline: Pipeline<'_>,
     args: &RunArgs,
     health: &Arc<Health>,
+    api: Option<String>,
 ) -> anyhow::Result<Summary> {
     let mut kafka = kafka_config(config, args.kafka_args.brokers.as_deref());
     if let Some(group) = &args.group {
@@ -231,6 +244,7 @@ fn run_kafka(
         stop_when_idle: args.stop_when_idle.map(Duration::from_secs_f64),
         max_record_bytes: config.ingest.max_record_bytes,
         health: health.clone(),
+        api,
     };
     let mut source = KafkaSource::new(&kafka, options)?;
     let mut dead_letters = DeadLetterTopic::new(&kafka)?;
