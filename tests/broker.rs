@@ -35,13 +35,11 @@ fn tansu() -> PathBuf {
     if let Some(path) = std::env::var_os("VIGIL_TANSU") {
         return path.into();
     }
-    let on_path = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .chain(std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo/bin")))
-        .map(|dir| dir.join("tansu"))
-        .find(|p| p.is_file());
-    on_path.expect(
+    let installed = crate::util::which("tansu").or_else(|| {
+        let home = std::env::var_os("HOME")?;
+        Some(Path::new(&home).join(".cargo/bin/tansu")).filter(|p| p.is_file())
+    });
+    installed.expect(
         "the Tansu broker is not installed: run ./scripts/test.sh, or `cargo install tansu \
          --version 0.6.0 --locked --features dynostore,libsql`",
     )

@@ -15,7 +15,7 @@ use std::time::Duration;
 use rdkafka::admin::{NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, BaseRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
@@ -107,15 +107,7 @@ impl Announcer {
         }
         let sent = crate::producer::send(&self.producer, record)
             .map_err(|e| e.to_string())
-            .and_then(|()| {
-                self.producer
-                    .flush(ANNOUNCE_TIMEOUT)
-                    .map_err(|e| e.to_string())
-            })
-            .and_then(|()| match self.producer.context().take_failure() {
-                Some(failure) => Err(failure),
-                None => Ok(()),
-            });
+            .and_then(|()| crate::producer::flush_within(&self.producer, ANNOUNCE_TIMEOUT));
         if let Err(error) = sent {
             warn!(topic = %self.topic, %error, "Could not update the node directory; other nodes may not know this node's partitions until its next rebalance.");
         }
@@ -177,7 +169,7 @@ pub fn read_directory(config: &KafkaConfig) -> Result<Vec<NodeEntry>, KafkaError
             .any(|(p, end)| read.get(p).is_none_or(|o| o + 1 < *end))
         {
             if std::time::Instant::now() > deadline {
-                return Err(KafkaError::Config(format!(
+                return Err(KafkaError::TimedOut(format!(
                     "the node directory ({}) could not be read to its end within {} s",
                     config.node_topic,
                     READ_TIMEOUT.as_secs()

@@ -51,6 +51,9 @@ pub enum KafkaError {
         /// librdkafka's error.
         error: RdKafkaError,
     },
+    /// The broker did not answer in time.
+    #[error("Kafka: {0}")]
+    TimedOut(String),
     /// A message was not acknowledged by the broker.
     #[error("Kafka delivery: {0}")]
     Delivery(String),

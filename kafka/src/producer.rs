@@ -72,7 +72,15 @@ pub(crate) fn send(
 
 /// Waits until every message sent is acknowledged, and reports any that failed.
 pub(crate) fn flush(producer: &BaseProducer<DeliveryContext>) -> Result<(), String> {
-    producer.flush(FLUSH_TIMEOUT).map_err(|e| e.to_string())?;
+    flush_within(producer, FLUSH_TIMEOUT)
+}
+
+/// [`flush`], waiting at most `timeout`.
+pub(crate) fn flush_within(
+    producer: &BaseProducer<DeliveryContext>,
+    timeout: Duration,
+) -> Result<(), String> {
+    producer.flush(timeout).map_err(|e| e.to_string())?;
     match producer.context().take_failure() {
         Some(failure) => Err(format!("a message was not delivered: {failure}")),
         None => Ok(()),
