@@ -36,6 +36,10 @@ pub enum Command {
     /// The node directory: which member of the consumer group owns which log partitions now,
     /// and where its API listens (announced by each `vigil run --kafka` at every rebalance).
     Nodes(NodesArgs),
+    /// The cluster CA, which lets the nodes of a group forward requests to each other over
+    /// mutual TLS (`[cluster]`).
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Write deterministic sample traffic and its resource registry.
     Generate(GenerateArgs),
     /// Manage the resource registry.
@@ -149,6 +153,28 @@ pub struct NodesArgs {
     /// How to print the directory.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Issue a node's certificate (client and server) from the cluster CA in --ca-dir,
+    /// creating the CA there on first use: writes NAME.pem, NAME.key and ca.pem into the
+    /// output directory, for the node's cluster.cert, cluster.key and cluster.ca. Keep the CA
+    /// directory (ca.key) off the nodes.
+    Issue {
+        /// The node's name: its kafka.node, which its peers' audit entries name.
+        #[arg(long)]
+        node: String,
+        /// A host name or IP address its peers reach it at (repeatable).
+        #[arg(long = "host", value_name = "HOST", required = true)]
+        hosts: Vec<String>,
+        /// The cluster CA's directory (ca.pem, ca.key).
+        #[arg(long, default_value = "var/cluster-ca")]
+        ca_dir: PathBuf,
+        /// Where to write the node's files.
+        #[arg(long, default_value = "cluster")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -12,6 +12,7 @@ use vigil_abuse::AbuseConfig;
 use vigil_access::AccessConfig;
 use vigil_analytics::AnalyticsConfig;
 use vigil_api::ops::MetricsConfig;
+use vigil_api::cluster::ClusterConfig;
 use vigil_api::ApiConfig;
 use vigil_detectors::ClassifierConfig;
 use vigil_ingest::IngestConfig;
@@ -58,6 +59,10 @@ pub struct Config {
     /// `vigil serve`.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// The peer listener and forwarding between the nodes of a group (`vigil run --kafka
+    /// --api` on several machines).
+    #[serde(default)]
+    pub cluster: ClusterConfig,
 }
 
 fn default_resources() -> PathBuf {
@@ -117,6 +122,7 @@ impl Config {
         self.access.validate()?;
         self.api.validate().map_err(anyhow::Error::msg)?;
         self.metrics.validate().map_err(anyhow::Error::msg)?;
+        self.cluster.validate().map_err(anyhow::Error::msg)?;
         Ok(())
     }
 }

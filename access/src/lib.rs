@@ -18,6 +18,7 @@
 //! This crate decides; it never reads records. The API crate asks it, then reads.
 
 pub mod audit;
+pub mod cluster;
 pub mod grant;
 pub mod principal;
 pub mod ratelimit;
@@ -30,6 +31,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use audit::{AuditEntry, AuditError, AuditEvent, AuditLog, Outcome, VerifyReport};
+pub use cluster::ClusterCa;
 pub use grant::{AccessRequest, GrantState, GrantStatus, Refusal};
 pub use principal::{Principal, Region, Role, Token};
 pub use ratelimit::RateLimiter;

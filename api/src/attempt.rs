@@ -107,6 +107,21 @@ impl FromRequestParts<Arc<AppState>> for Attempt {
 }
 
 impl Attempt {
+    /// A request another node forwarded ([`crate::peer`]): no token here, the entry made by
+    /// the handler from what the calling node vouches for.
+    pub fn forwarded(state: Arc<AppState>, event: AuditEvent) -> Self {
+        Self {
+            state,
+            caller: None,
+            token_expires_at: None,
+            presented_token: None,
+            workstation: None,
+            event,
+            peer: None,
+            committed: false,
+        }
+    }
+
     /// The caller, if their role is one of `roles`.
     pub fn require(&self, roles: &[Role]) -> Result<&Principal, ApiError> {
         let caller = self.caller.as_ref().ok_or(Refusal::Unauthenticated)?;
@@ -123,6 +138,14 @@ impl Attempt {
             Some(_) => Ok(()),
             None => Err(Refusal::NoWorkstation.into()),
         }
+    }
+
+    /// Adds `text` to the entry's detail (after what is there, separated by `; `).
+    pub fn add_detail(&mut self, text: String) {
+        self.event.detail = Some(match self.event.detail.take() {
+            Some(before) => format!("{before}; {text}"),
+            None => text,
+        });
     }
 
     /// Writes the entry now, as `outcome`, before the handler returns content or changes

@@ -67,6 +67,15 @@ impl ApiError {
         )
     }
 
+    /// A peer node holding the data asked for did not answer (or not as a node does).
+    pub fn peer_unavailable(node: &str) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "peer_unavailable",
+            format!("node {node}, which holds data this request needs, did not answer; try again"),
+        )
+    }
+
     /// A failure of vigil itself. The cause goes to the log (errors of the stores name IDs and
     /// files, never content); the caller learns only that it happened.
     pub fn internal(cause: impl std::fmt::Display) -> Self {

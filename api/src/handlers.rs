@@ -17,7 +17,9 @@ use vigil_storage::geo::ReviewText;
 use vigil_storage::GeoStore;
 
 use crate::attempt::{Attempt, Body, Lenient};
+use crate::cluster::{CaseData, DeletionDone, ForwardedDecision, ForwardedDeletion, ForwardedRead, OpenedRecord};
 use crate::error::ApiError;
+use crate::place::{blocking, Found, Place};
 use crate::AppState;
 
 type Answer = Result<Response, ApiError>;
@@ -67,7 +69,7 @@ fn resource_id(raw: &str) -> Result<ResourceId, ApiError> {
 }
 
 impl AppState {
-    fn resource(&self, id: &str) -> Option<Resource> {
+    pub(crate) fn resource(&self, id: &str) -> Option<Resource> {
         self.registry
             .read()
             .expect("registry lock poisoned")
@@ -79,33 +81,10 @@ impl AppState {
         self.access_config.is_eea(resource.geography.as_str())
     }
 
-    fn store_of(&self, resource: &Resource) -> Result<Arc<GeoStore>, ApiError> {
+    pub(crate) fn store_of(&self, resource: &Resource) -> Result<Arc<GeoStore>, ApiError> {
         self.stores
             .geo(&resource.geography)
             .map_err(ApiError::internal)
-    }
-
-    /// A case, with the day it was stored on.
-    fn find_case(&self, case_id: &str) -> Result<Option<(Day, Case)>, ApiError> {
-        for store in self.stores.on_disk().map_err(ApiError::internal)? {
-            if let Some(found) = store
-                .dated_case_by_id(case_id)
-                .map_err(ApiError::internal)?
-            {
-                return Ok(Some(found));
-            }
-        }
-        Ok(None)
-    }
-
-    /// Every case, with the day it was stored on, newest first.
-    fn all_cases(&self) -> Result<Vec<(Day, Case)>, ApiError> {
-        let mut cases = Vec::new();
-        for store in self.stores.on_disk().map_err(ApiError::internal)? {
-            cases.extend(store.dated_cases().map_err(ApiError::internal)?);
-        }
-        cases.sort_by_key(|(_, c)| std::cmp::Reverse(c.opened_at));
-        Ok(cases)
     }
 
     /// When a case stored on `day` becomes due for the retention purge: its records and it
@@ -125,31 +104,22 @@ impl AppState {
 
 /// A case as reviewers see it: metadata, whether its resource has content to grant, when
 /// retention purges it, what the LLM reviewer concluded (counted) and the human decisions.
-/// Their notes are opened only with `notes`, the case's resource, for a caller who may read
-/// its content (see [`note_reader`]); otherwise they are withheld. The case's verdicts come
-/// back with it, and how many notes the view shows.
+/// Their notes are shown only when `noted` brings them opened, for a caller who may read the
+/// case's content (see [`note_reader`]); otherwise they are withheld. Returns how many notes
+/// the view shows.
 fn case_view(
     state: &AppState,
-    day: Day,
-    case: &Case,
-    notes: Option<&Resource>,
-) -> Result<(Value, Vec<Verdict>, usize), ApiError> {
-    let store = state
-        .stores
-        .geo(&case.geography)
-        .map_err(ApiError::internal)?;
-    let id = Some(case.case_id.as_str());
-    let verdicts = store.verdicts(id).map_err(ApiError::internal)?;
-    let decisions: Vec<Value> = match notes {
-        Some(resource) => store
-            .decisions_with_notes(&case.case_id, resource)
-            .map_err(ApiError::internal)?
+    data: &CaseData,
+    noted: Option<Vec<(Decision, ReviewText)>>,
+) -> (Value, usize) {
+    let case = &data.case;
+    let decisions: Vec<Value> = match noted {
+        Some(noted) => noted
             .iter()
             .map(|(d, note)| decision_view(d, Some(note)))
             .collect(),
-        None => store
-            .decisions(id)
-            .map_err(ApiError::internal)?
+        None => data
+            .decisions
             .iter()
             .map(|d| decision_view(d, None))
             .collect(),
@@ -162,10 +132,10 @@ fn case_view(
     let mut view = serde_json::to_value(case).expect("a case always encodes");
     view["content_logging"] = json!(resource.as_ref().is_none_or(|r| r.content_logging));
     view["eea"] = json!(resource.as_ref().is_some_and(|r| state.is_eea(r)));
-    view["purge_due_at"] = json!(fmt_time(state.purge_due(day, case)));
-    view["llm_review"] = verdict_summary(case, &verdicts);
+    view["purge_due_at"] = json!(fmt_time(state.purge_due(data.day(), case)));
+    view["llm_review"] = verdict_summary(case, &data.verdicts);
     view["decisions"] = json!(decisions);
-    Ok((view, verdicts, shown))
+    (view, shown)
 }
 
 /// A human decision, with its note as opened (`None`: withheld, for callers who may not read
@@ -184,20 +154,35 @@ fn decision_view(decision: &Decision, note: Option<&ReviewText>) -> Value {
     view
 }
 
-/// The case's resource, whose data key opens its decisions' notes, when the caller may read
-/// them: a note is free text by someone who read the content, so it is shown under the rules
-/// of content (the workstation listener, an active grant for the case, the region rule,
-/// content logging on). `None` otherwise; only vigil's own failures are errors.
-fn note_reader(
+/// The case's decisions with their notes opened, when the caller may read them: a note is
+/// free text by someone who read the content, so it is shown under the rules of content (the
+/// workstation listener, an active grant for the case, the region rule, content logging on),
+/// and only on the node storing the case, whose data key opens it (a peer's notes stay
+/// withheld). `None` otherwise; only vigil's own failures are errors.
+async fn note_reader(
     attempt: &mut Attempt,
     caller: &Principal,
     case_id: &str,
-) -> Result<Option<Resource>, ApiError> {
+) -> Result<Option<Vec<(Decision, ReviewText)>>, ApiError> {
     if attempt.workstation.is_none() {
         return Ok(None);
     }
-    match under_grant(attempt, caller, case_id, None) {
-        Ok(granted) => Ok(Some(granted.resource).filter(|r| r.content_logging)),
+    match under_grant(attempt, caller, case_id, None).await {
+        Ok(Granted {
+            place: Place::Here(store),
+            resource,
+            ..
+        }) if resource.content_logging => {
+            let id = case_id.to_owned();
+            blocking(move || {
+                store
+                    .decisions_with_notes(&id, &resource)
+                    .map_err(ApiError::internal)
+            })
+            .await
+            .map(Some)
+        }
+        Ok(_) => Ok(None),
         Err(e) if e.code == "internal" => Err(e),
         Err(_) => Ok(None),
     }
@@ -307,19 +292,26 @@ pub async fn reissue_token(mut attempt: Attempt) -> Response {
     attempt.finish(result).await
 }
 
-pub async fn list_cases(attempt: Attempt) -> Response {
-    let result = (|| {
+/// Every case on every node: this node's and its peers', merged. When a peer did not
+/// answer, `unreachable_nodes` names it (the list lacks its cases).
+pub async fn list_cases(mut attempt: Attempt) -> Response {
+    let result = async {
         attempt.require(REVIEWERS)?;
-        let state = &attempt.state;
-        let mut cases = Vec::new();
-        for (day, case) in state.all_cases()? {
-            cases.push(case_view(state, day, &case, None)?.0);
+        let state = attempt.state.clone();
+        let (found, missing) = state.cases_everywhere().await?;
+        let cases: Vec<Value> = found
+            .iter()
+            .map(|data| case_view(&state, data, None).0)
+            .collect();
+        if !missing.is_empty() {
+            attempt.add_detail(format!("nodes not answering: {}", missing.join(", ")));
         }
         ok(
             StatusCode::OK,
-            json!({"cases": cases, "now": fmt_time(state.now())}),
+            json!({"cases": cases, "now": fmt_time(state.now()), "unreachable_nodes": missing}),
         )
-    })();
+    }
+    .await;
     attempt.finish(result).await
 }
 
@@ -327,19 +319,22 @@ pub async fn view_case(mut attempt: Attempt, raw: Lenient<Path<String>>) -> Resp
     let result = async {
         let (caller, id) = reviewer_on_case(&mut attempt, raw)?;
         let state = attempt.state.clone();
-        let (day, case) = state.find_case(&id)?.ok_or(Refusal::UnknownCase)?;
-        attempt.event.resource_id = Some(case.resource_id.to_string());
+        let found = state.locate_case(&id).await?.ok_or(Refusal::UnknownCase)?;
+        attempt.event.resource_id = Some(found.data.case.resource_id.to_string());
+        answered_by(&mut attempt, &found);
         let requests = state
             .access
             .requests_for(&caller.name, &id)
             .map_err(ApiError::internal)?;
         let granted = grant::standing(&requests, state.now());
-        let notes = match &granted {
-            Ok(_) => note_reader(&mut attempt, &caller, &id)?,
+        let noted = match &granted {
+            Ok(_) => note_reader(&mut attempt, &caller, &id).await?,
             Err(_) => None,
         };
-        let (mut view, verdicts, shown) = case_view(&state, day, &case, notes.as_ref())?;
-        let verdicts: Vec<Value> = verdicts
+        let (mut view, shown) = case_view(&state, &found.data, noted);
+        let verdicts: Vec<Value> = found
+            .data
+            .verdicts
             .iter()
             .map(|v| {
                 let mut v = serde_json::to_value(v).expect("a verdict always encodes");
@@ -362,13 +357,20 @@ pub async fn view_case(mut attempt: Attempt, raw: Lenient<Path<String>>) -> Resp
         if shown > 0 {
             // Notes were written by someone who read the content: showing them is a content
             // read, on record before they leave (never the notes themselves).
-            attempt.event.detail = Some(format!("decision notes shown: {shown}"));
+            attempt.add_detail(format!("decision notes shown: {shown}"));
             attempt.commit(Outcome::Granted).await?;
         }
         ok(StatusCode::OK, view)
     }
     .await;
     attempt.finish(result).await
+}
+
+/// Notes in the audit entry which node answered, when it was not this one.
+fn answered_by(attempt: &mut Attempt, found: &Found) {
+    if let Some(node) = found.peer_name() {
+        attempt.add_detail(format!("answered by node {node}"));
+    }
 }
 
 /// The calling reviewer or manager, and the case the path names (noted in the audit entry).
@@ -411,7 +413,12 @@ pub async fn request_access(
             ));
         }
         let state = attempt.state.clone();
-        let (_, case) = state.find_case(&id)?.ok_or(Refusal::UnknownCase)?;
+        let case = state
+            .locate_case(&id)
+            .await?
+            .ok_or(Refusal::UnknownCase)?
+            .data
+            .case;
         attempt.event.resource_id = Some(case.resource_id.to_string());
         let resource = state
             .resource(case.resource_id.as_str())
@@ -642,10 +649,11 @@ pub async fn revoke(mut attempt: Attempt, raw: Lenient<Path<String>>) -> Respons
     attempt.finish(result).await
 }
 
-/// What an active grant opens: the grant, its case's store, the case and its resource.
+/// What an active grant opens: the grant, where its case is stored, the case and its
+/// resource.
 struct Granted {
     grant: AccessRequest,
-    store: Arc<GeoStore>,
+    place: Place,
     case: Case,
     resource: Resource,
 }
@@ -654,7 +662,9 @@ struct Granted {
 /// `case_id`, the case is still stored under the grant's resource, `request` (if given) is
 /// flagged in it, and the region rule holds. Fills in the audit entry's grant and resource.
 /// Anything no longer there is `not_available`, said the same way for every cause.
-fn under_grant(
+/// The case may be on another node: it is looked up there, and the entry says which node
+/// answered.
+async fn under_grant(
     attempt: &mut Attempt,
     caller: &Principal,
     case_id: &str,
@@ -668,15 +678,16 @@ fn under_grant(
     let grant = grant::standing(&requests, state.now())?.clone();
     attempt.event.access_request = Some(grant.id.clone());
     attempt.event.resource_id = Some(grant.resource_id.to_string());
-    let store = state
-        .stores
-        .geo(&grant.geography)
-        .map_err(ApiError::internal)?;
-    let case = store
-        .case(case_id)
-        .map_err(ApiError::internal)?
+    let found = state
+        .locate_case(case_id)
+        .await?
         .ok_or(Refusal::NotAvailable)?;
-    if case.resource_id != grant.resource_id || request.is_some_and(|r| !case.sample.contains(r)) {
+    answered_by(attempt, &found);
+    let case = found.data.case;
+    if case.resource_id != grant.resource_id
+        || case.geography != grant.geography
+        || !flagged(&case, request)
+    {
         return Err(Refusal::NotAvailable.into());
     }
     let resource = state
@@ -685,9 +696,41 @@ fn under_grant(
     grant::check_region(caller, state.is_eea(&resource))?;
     Ok(Granted {
         grant,
-        store,
+        place: found.place,
         case,
         resource,
+    })
+}
+
+/// Whether `request` (if one is named) is among the records flagged in `case`.
+pub(crate) fn flagged(case: &Case, request: Option<&RequestId>) -> bool {
+    request.is_none_or(|r| case.sample.contains(r))
+}
+
+/// A flagged record's content as a point query returns it, from this node's `store`. Gone,
+/// never kept, destroyed, or its key shredded or revoked: all said the same way.
+pub(crate) fn open_record(
+    store: &GeoStore,
+    resource: &Resource,
+    request_id: &RequestId,
+) -> Result<OpenedRecord, ApiError> {
+    if !resource.content_logging {
+        return Err(Refusal::ContentLoggingOff.into());
+    }
+    let record = match store.get(resource, request_id) {
+        Ok(Some(record)) => record,
+        Ok(None) => return Err(Refusal::NotAvailable.into()),
+        Err(vigil_storage::StorageError::Decrypt { .. } | vigil_storage::StorageError::Key(_)) => {
+            return Err(Refusal::NotAvailable.into())
+        }
+        Err(e) => return Err(ApiError::internal(e)),
+    };
+    let content = record.content.ok_or(Refusal::NotAvailable)?;
+    Ok(OpenedRecord {
+        stored_at: fmt_time(record.stored_at),
+        model: record.meta.model,
+        prompt: content.prompt,
+        completion: content.completion,
     })
 }
 
@@ -709,24 +752,29 @@ pub async fn read_record(mut attempt: Attempt, raw: Lenient<Path<(String, String
         }
         let Granted {
             grant,
-            store,
+            place,
             case,
             resource,
-        } = under_grant(&mut attempt, &caller, &id, Some(&request_id))?;
+        } = under_grant(&mut attempt, &caller, &id, Some(&request_id)).await?;
         if !resource.content_logging {
             return Err(Refusal::ContentLoggingOff.into());
         }
-        let record = match store.get(&resource, &request_id) {
-            Ok(Some(record)) => record,
-            Ok(None) => return Err(Refusal::NotAvailable.into()),
-            // Undecryptable (its key shredded or a customer key revoked): not readable, and
-            // said the same way as every other unreadable record.
-            Err(
-                vigil_storage::StorageError::Decrypt { .. } | vigil_storage::StorageError::Key(_),
-            ) => return Err(Refusal::NotAvailable.into()),
-            Err(e) => return Err(ApiError::internal(e)),
+        let record = match place {
+            Place::Here(store) => open_record(&store, &resource, &request_id)?,
+            Place::Peer(owner) => {
+                let read = ForwardedRead {
+                    case_id: id.clone(),
+                    request_id: request_id.to_string(),
+                    resource_id: resource.id.to_string(),
+                    reviewer: caller.name.clone(),
+                    role: caller.role.name().to_owned(),
+                    access_request: grant.id.clone(),
+                    workstation: attempt.workstation.clone(),
+                };
+                let cluster = state.cluster.clone().ok_or(Refusal::NotAvailable)?;
+                blocking(move || cluster.read(&owner, &read)).await?
+            }
         };
-        let content = record.content.ok_or(Refusal::NotAvailable)?;
         let expires_at = grant.expires_at();
         attempt.commit(Outcome::Granted).await?;
         let body = json!({
@@ -734,10 +782,10 @@ pub async fn read_record(mut attempt: Attempt, raw: Lenient<Path<(String, String
             "request_id": request_id,
             "resource_id": case.resource_id,
             "geography": case.geography,
-            "stored_at": fmt_time(record.stored_at),
-            "model": record.meta.model,
-            "prompt": content.prompt,
-            "completion": content.completion,
+            "stored_at": record.stored_at,
+            "model": record.model,
+            "prompt": record.prompt,
+            "completion": record.completion,
             "grant": {"access_request": grant.id, "expires_at": expires_at.map(fmt_time)},
             "watermark": {"reviewer": caller.name, "read_at": fmt_time(state.now()),
                 "workstation": attempt.workstation},
@@ -790,10 +838,10 @@ pub async fn record_decision(
         // Deciding needs what reading needs: an active grant for the case, and the region.
         let Granted {
             grant,
-            store,
+            place,
             case,
             resource,
-        } = under_grant(&mut attempt, &caller, &id, request_id.as_ref())?;
+        } = under_grant(&mut attempt, &caller, &id, request_id.as_ref()).await?;
         // A note is text about content: none is kept for a resource that keeps no content.
         if !note.is_empty() && !resource.content_logging {
             return Err(ApiError::invalid(
@@ -816,23 +864,27 @@ pub async fn record_decision(
             access_request: grant.id.clone(),
         };
         // The note stays out of the audit log: its author read the content.
-        attempt.event.detail = Some(format!(
+        attempt.add_detail(format!(
             "decision: {} ({})",
             outcome.name(),
             decision.decision_id
         ));
         attempt.commit(Outcome::Done).await?;
-        let stored = tokio::task::spawn_blocking({
-            let decision = decision.clone();
-            move || store.store_decision(&decision, &resource)
-        })
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(|e| match e {
-            // The resource's customer key is gone: the note cannot be sealed.
-            vigil_storage::StorageError::Key(_) => Refusal::NotAvailable.into(),
-            e => ApiError::internal(e),
-        })?;
+        let stored = match place {
+            Place::Here(store) => {
+                let decision = decision.clone();
+                blocking(move || store_decision(&store, &decision, &resource)).await?
+            }
+            Place::Peer(owner) => {
+                let forwarded = ForwardedDecision {
+                    decision: decision.clone(),
+                    role: caller.role.name().to_owned(),
+                    workstation: attempt.workstation.clone(),
+                };
+                let cluster = state.cluster.clone().ok_or(Refusal::NotAvailable)?;
+                blocking(move || cluster.decide(&owner, &forwarded)).await?
+            }
+        };
         if !stored {
             return Err(Refusal::UnknownCase.into());
         }
@@ -842,6 +894,22 @@ pub async fn record_decision(
     }
     .await;
     attempt.finish(result).await
+}
+
+/// Stores `decision` with its case in `store`, its note sealed; `false` when the case is no
+/// longer there.
+pub(crate) fn store_decision(
+    store: &GeoStore,
+    decision: &Decision,
+    resource: &Resource,
+) -> Result<bool, ApiError> {
+    store
+        .store_decision(decision, resource)
+        .map_err(|e| match e {
+            // The resource's customer key is gone: the note cannot be sealed.
+            vigil_storage::StorageError::Key(_) => Refusal::NotAvailable.into(),
+            e => ApiError::internal(e),
+        })
 }
 
 /// The resource the caller may manage: any for admins, their own for customers; others are
@@ -980,6 +1048,98 @@ pub async fn update_resource(
     attempt.finish(result).await
 }
 
+/// Deletes what this node stores of `resource`: one request (when it is that resource's), or
+/// all of its data, keys first. Exports are brought up to date after.
+pub(crate) fn delete_here(
+    state: &AppState,
+    resource: &Resource,
+    request: Option<&RequestId>,
+) -> Result<DeletionDone, ApiError> {
+    let store = state.store_of(resource)?;
+    let mut done = DeletionDone {
+        node: state.node_name().to_owned(),
+        ..DeletionDone::default()
+    };
+    match request {
+        Some(request_id) => {
+            // Only a request of this resource: another customer's ID reads as absent.
+            let owner = store
+                .resource_of(request_id.as_str())
+                .map_err(ApiError::internal)?;
+            if owner.as_ref() == Some(&resource.id) {
+                if let Some(deleted) = store
+                    .delete_request(&resource.id, request_id)
+                    .map_err(ApiError::internal)?
+                {
+                    done.deleted = true;
+                    done.records = 1;
+                    done.reviews = deleted.reviews;
+                }
+            }
+        }
+        None => {
+            let report = store
+                .delete_resource(&resource.id)
+                .map_err(ApiError::internal)?;
+            done.deleted = true;
+            done.data_keys = report.data_keys;
+            done.records = report.records;
+            done.windows = report.windows;
+            done.cases = report.cases;
+        }
+    }
+    if done.deleted {
+        (state.on_change)();
+    }
+    Ok(done)
+}
+
+/// Deletes here and on every peer (the owner of the resource's partition, and any node still
+/// holding a copy from before a rebalance); this node's audit entry is written first.
+async fn delete_everywhere(
+    attempt: &mut Attempt,
+    resource: &Resource,
+    request: Option<RequestId>,
+) -> Result<Vec<DeletionDone>, ApiError> {
+    let state = attempt.state.clone();
+    if state.cluster.is_none() {
+        if let Some(request_id) = &request {
+            // Refused before the entry is written, when this node alone would answer.
+            let store = state.store_of(resource)?;
+            let owner = store
+                .resource_of(request_id.as_str())
+                .map_err(ApiError::internal)?;
+            if owner.as_ref() != Some(&resource.id) {
+                return Err(Refusal::NotAvailable.into());
+            }
+        }
+    }
+    attempt.commit(Outcome::Done).await?;
+    let caller = attempt.caller.clone().ok_or(Refusal::Unauthenticated)?;
+    let resource = resource.clone();
+    blocking(move || {
+        let mut done = vec![delete_here(&state, &resource, request.as_ref())?];
+        if let Some(cluster) = &state.cluster {
+            done.extend(cluster.delete(&ForwardedDeletion {
+                resource_id: resource.id.to_string(),
+                request_id: request.as_ref().map(ToString::to_string),
+                actor: caller.name.clone(),
+                role: caller.role.name().to_owned(),
+            })?);
+        }
+        Ok(done)
+    })
+    .await
+}
+
+/// The nodes that deleted something.
+fn deleted_on(done: &[DeletionDone]) -> Vec<&str> {
+    done.iter()
+        .filter(|d| d.deleted)
+        .map(|d| d.node.as_str())
+        .collect()
+}
+
 pub async fn delete_request(
     mut attempt: Attempt,
     raw: Lenient<Path<(String, String)>>,
@@ -989,25 +1149,16 @@ pub async fn delete_request(
         let resource = managed_resource(&mut attempt, &raw_resource)?;
         let request_id = request_id(&raw_request)?;
         attempt.event.request_id = Some(request_id.to_string());
-        let state = attempt.state.clone();
-        let store = state.store_of(&resource)?;
-        // Only a request of this resource: another customer's ID reads as absent.
-        let owner = store
-            .resource_of(request_id.as_str())
-            .map_err(ApiError::internal)?;
-        if owner.as_ref() != Some(&resource.id) {
+        let done = delete_everywhere(&mut attempt, &resource, Some(request_id.clone())).await?;
+        let nodes = deleted_on(&done);
+        if nodes.is_empty() {
             return Err(Refusal::NotAvailable.into());
         }
-        attempt.commit(Outcome::Done).await?;
-        let deleted = store
-            .delete_request(&resource.id, &request_id)
-            .map_err(ApiError::internal)?
-            .ok_or(Refusal::NotAvailable)?;
-        (state.on_change)();
+        let reviews: usize = done.iter().map(|d| d.reviews).sum();
         ok(
             StatusCode::OK,
             json!({"deleted": true, "request_id": request_id, "resource_id": resource.id,
-                "reviews_removed": deleted.reviews}),
+                "reviews_removed": reviews, "nodes": nodes}),
         )
     }
     .await;
@@ -1018,19 +1169,14 @@ pub async fn delete_resource(mut attempt: Attempt, raw: Lenient<Path<String>>) -
     let result = async {
         let Path(raw) = raw.0?;
         let resource = managed_resource(&mut attempt, &raw)?;
-        let state = attempt.state.clone();
-        let store = state.store_of(&resource)?;
-        attempt.commit(Outcome::Done).await?;
-        let id = resource.id.clone();
-        let report = tokio::task::spawn_blocking(move || store.delete_resource(&id))
-            .await
-            .map_err(ApiError::internal)?
-            .map_err(ApiError::internal)?;
-        (state.on_change)();
+        let done = delete_everywhere(&mut attempt, &resource, None).await?;
+        let sum = |count: fn(&DeletionDone) -> usize| done.iter().map(count).sum::<usize>();
         ok(
             StatusCode::OK,
-            json!({"deleted": true, "resource_id": resource.id, "data_keys_destroyed": report.data_keys,
-                "records": report.records, "windows": report.windows, "cases": report.cases}),
+            json!({"deleted": true, "resource_id": resource.id,
+                "data_keys_destroyed": sum(|d| d.data_keys), "records": sum(|d| d.records),
+                "windows": sum(|d| d.windows), "cases": sum(|d| d.cases),
+                "nodes": deleted_on(&done)}),
         )
     }
     .await;

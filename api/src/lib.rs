@@ -14,12 +14,20 @@
 //! refusals of anonymous requests, which are counted into one entry per peer and window
 //! ([`anonymous`]). Both listeners bound their open connections and the time a client has to
 //! send its headers ([`serve`]).
+//!
+//! With `[cluster]`, a third listener, the **peer listener** (mutual TLS with the cluster
+//! CA), answers the other nodes of the group about the cases and records stored here
+//! ([`peer`]), and the handlers forward what is not stored here to the node that has it
+//! ([`cluster`], [`place`]).
 
 pub mod anonymous;
 pub mod attempt;
+pub mod cluster;
 pub mod error;
 mod handlers;
 pub mod ops;
+pub mod peer;
+mod place;
 pub mod reference;
 pub mod routes;
 pub mod serve;
@@ -180,6 +188,24 @@ pub struct AppState {
     pub on_change: Box<dyn Fn() + Send + Sync>,
     /// Anonymous refusals counted in the current window.
     pub anonymous: anonymous::Repeats,
+    /// The other nodes of the group and the client to them, with `[cluster]`.
+    pub cluster: Option<Arc<cluster::Cluster>>,
+}
+
+impl AppState {
+    /// This node's name in the cluster (`local` when it is in none).
+    pub fn node_name(&self) -> &str {
+        self.cluster.as_ref().map_or("local", |c| c.node.as_str())
+    }
+}
+
+/// The peer listener: where it listens and its TLS (the node's certificate, clients' checked
+/// against the cluster CA).
+pub struct PeerListener {
+    /// The address (`cluster.listen`).
+    pub listen: String,
+    /// The TLS configuration.
+    pub tls: Arc<rustls::ServerConfig>,
 }
 
 /// Everything [`ApiServer::start`] needs besides the state.
@@ -193,6 +219,8 @@ pub struct ServerParts {
     pub config: ApiConfig,
     /// The workstation CA (for the TLS listener's certificates).
     pub ca: WorkstationCa,
+    /// The peer listener, with `[cluster]`.
+    pub peer: Option<PeerListener>,
 }
 
 /// A running API server: its own Tokio runtime on a thread.
@@ -203,6 +231,8 @@ pub struct ApiServer {
     pub http_scheme: &'static str,
     /// Where the workstation listener listens.
     pub workstation_addr: SocketAddr,
+    /// Where the peer listener listens, with `[cluster]`.
+    pub peer_addr: Option<SocketAddr>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -215,10 +245,11 @@ impl ApiServer {
             pages,
             config,
             ca,
+            peer,
         } = parts;
         config.validate().map_err(anyhow::Error::msg)?;
         let (cert, key) = ca.server_cert(&config.tls_hosts)?;
-        let tls = tls::server_config(ca.ca_pem(), &cert, &key, tls::ClientAuth::Workstation)?;
+        let tls = tls::server_config(ca.ca_pem(), &cert, &key, tls::ClientAuth::Required)?;
         let metadata_tls = match config.plain_http {
             true => None,
             false => Some(tls::server_config(
@@ -233,19 +264,29 @@ impl ApiServer {
             .thread_name("vigil-api")
             .build()
             .context("starting the API runtime")?;
-        let (http, workstation) = runtime.block_on(async {
+        let (http, workstation, peers) = runtime.block_on(async {
             let http = tokio::net::TcpListener::bind(&config.listen)
                 .await
                 .with_context(|| format!("api.listen {}", config.listen))?;
             let ws = tokio::net::TcpListener::bind(&config.workstation_listen)
                 .await
                 .with_context(|| format!("api.workstation_listen {}", config.workstation_listen))?;
-            anyhow::Ok((http, ws))
+            let peers = match &peer {
+                Some(peer) => Some(
+                    tokio::net::TcpListener::bind(&peer.listen)
+                        .await
+                        .with_context(|| format!("cluster.listen {}", peer.listen))?,
+                ),
+                None => None,
+            };
+            anyhow::Ok((http, ws, peers))
         })?;
         let http_addr = http.local_addr()?;
         let workstation_addr = workstation.local_addr()?;
+        let peer_addr = peers.as_ref().map(|l| l.local_addr()).transpose()?;
         let state = Arc::new(state);
         let app = routes::router(state.clone(), config.max_body_bytes).merge(pages);
+        let peer_app = peer::router(state.clone(), config.max_body_bytes);
         let limits = config.limits();
         let window = std::time::Duration::from_millis(config.anonymous_window_ms);
         let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
@@ -280,11 +321,24 @@ impl ApiServer {
                         limits,
                         stopped.clone(),
                     );
+                    let nodes = {
+                        let stopped = stopped.clone();
+                        async move {
+                            if let (Some(listener), Some(peer)) = (peers, peer) {
+                                let listener = tls::TlsListener::new(
+                                    listener,
+                                    peer.tls,
+                                    limits.header_read_timeout,
+                                );
+                                serve::serve(listener, peer_app, limits, stopped).await;
+                            }
+                        }
+                    };
                     // The last count is written once both listeners have drained, so that
                     // refusals of requests still in flight at the stop are counted too.
                     let (served, drained) = tokio::sync::watch::channel(());
                     let servers = async move {
-                        tokio::join!(metadata, secure);
+                        tokio::join!(metadata, secure, nodes);
                         drop(served);
                     };
                     let tally = anonymous::record_repeats(state, window, drained);
@@ -300,6 +354,7 @@ impl ApiServer {
             http_scheme: if config.plain_http { "http" } else { "https" },
             http_addr,
             workstation_addr,
+            peer_addr,
             shutdown: Some(shutdown),
             thread: Some(thread),
         })

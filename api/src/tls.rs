@@ -26,8 +26,11 @@ use crate::serve::Accept;
 pub struct Peer {
     /// The client's address.
     pub addr: SocketAddr,
-    /// SHA-256 of the client certificate it presented (workstation listener only).
+    /// SHA-256 of the client certificate it presented (workstation and peer listeners).
     pub certificate: Option<String>,
+    /// The node name its certificate was issued for (peer listener: the certificate's common
+    /// name, checked against the cluster CA during the handshake).
+    pub node: Option<String>,
 }
 
 /// The plain listener: TCP with `TCP_NODELAY` (small responses go out at once; Nagle's
@@ -49,6 +52,7 @@ impl Accept for PlainListener {
                     let peer = Peer {
                         addr,
                         certificate: None,
+                        node: None,
                     };
                     return (stream, peer, permit);
                 }
@@ -77,14 +81,15 @@ async fn accept_failed(e: std::io::Error) {
 /// Whether a listener asks its clients for a certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientAuth {
-    /// Required, and checked against the workstation CA (the workstation listener).
-    Workstation,
+    /// Required, and checked against the CA given (the workstation CA on the workstation
+    /// listener, the cluster CA on the peer listener).
+    Required,
     /// None asked for: the server authenticates itself only (the metadata listener).
     None,
 }
 
 /// The TLS server configuration: the server's certificate and, per `client_auth`, client
-/// certificates required and checked against the workstation CA.
+/// certificates required and checked against `ca_pem`.
 pub fn server_config(
     ca_pem: &str,
     cert: &Path,
@@ -95,7 +100,7 @@ pub fn server_config(
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = RootCertStore::empty();
     for ca in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(ca.context("workstation CA certificate")?)?;
+        roots.add(ca.context("CA certificate")?)?;
     }
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
@@ -108,7 +113,7 @@ pub fn server_config(
     let builder =
         ServerConfig::builder_with_provider(provider).with_safe_default_protocol_versions()?;
     let builder = match client_auth {
-        ClientAuth::Workstation => builder.with_client_cert_verifier(verifier),
+        ClientAuth::Required => builder.with_client_cert_verifier(verifier),
         ClientAuth::None => builder.with_no_client_auth(),
     };
     let mut config = builder
@@ -188,13 +193,19 @@ impl Accept for TlsListener {
                             }
                             Err(_) => return,
                         };
-                        let certificate = tls
+                        let first = tls
                             .get_ref()
                             .1
                             .peer_certificates()
-                            .and_then(|chain| chain.first())
-                            .map(|der| vigil_access::workstation::fingerprint(der));
-                        let _ = done.send((tls, Peer { addr, certificate }, permit)).await;
+                            .and_then(|chain| chain.first());
+                        let peer = Peer {
+                            addr,
+                            certificate: first.map(|der| vigil_access::workstation::fingerprint(der)),
+                            node: first
+                                .and_then(|der| vigil_access::cluster::node_name(der))
+                                .filter(|name| vigil_access::cluster::valid_node_name(name)),
+                        };
+                        let _ = done.send((tls, peer, permit)).await;
                     });
                 }
             }));

@@ -236,7 +236,7 @@ fn kafka_source(
             max_record_bytes: ingest.max_record_bytes,
             // No `/readyz` here: nothing reads it.
             health: Default::default(),
-            api: None,
+            addresses: Default::default(),
         },
     )?)
 }

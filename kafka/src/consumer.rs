@@ -23,7 +23,7 @@ use vigil_core::{Check, Geography, Health};
 use vigil_ingest::{Line, SourcePosition};
 use vigil_pipeline::{BatchSeq, Feed, Handoff, PipelineError, Source};
 
-use crate::directory::{Announcer, OwnedPartition};
+use crate::directory::{Addresses, Announcer, OwnedPartition};
 use crate::{client_context, ensure_topics, KafkaConfig, KafkaError, Topics};
 
 /// How long one poll waits for a message; also how quickly a stop request is noticed and how
@@ -55,8 +55,9 @@ pub struct SourceOptions {
     pub max_record_bytes: usize,
     /// Where the consumer says whether it has joined its group (`kafka` in `/readyz`).
     pub health: Arc<Health>,
-    /// This node's API address, announced with its partitions in the node directory.
-    pub api: Option<String>,
+    /// This node's API and peer addresses, announced with its partitions in the node
+    /// directory.
+    pub addresses: Addresses,
 }
 
 /// Offsets pushed into the pipeline, by batch, and those ready to commit.
@@ -279,7 +280,7 @@ impl KafkaSource {
             assigned: AtomicBool::new(false),
             group: config.group_id.clone(),
             health: options.health.clone(),
-            directory: Announcer::new(config, options.api.clone())?,
+            directory: Announcer::new(config, options.addresses.clone())?,
         };
         let consumer = config
             .consumer(&[

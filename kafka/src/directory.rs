@@ -50,10 +50,23 @@ pub struct NodeEntry {
     pub group: String,
     /// Its API's metadata listener (`https://host:port`), when it serves the API.
     pub api: Option<String>,
+    /// Its peer listener (`https://host:port`), where the other nodes forward requests for
+    /// the data it stores, when it serves one (`[cluster]`).
+    #[serde(default)]
+    pub peer: Option<String>,
     /// The log partitions assigned to it, sorted.
     pub partitions: Vec<OwnedPartition>,
     /// When it announced them (RFC 3339).
     pub at: String,
+}
+
+/// Where a node's listeners are, for its entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Addresses {
+    /// The API's metadata listener.
+    pub api: Option<String>,
+    /// The peer listener.
+    pub peer: Option<String>,
 }
 
 /// A member's announcements.
@@ -62,19 +75,19 @@ pub(crate) struct Announcer {
     topic: String,
     node: String,
     group: String,
-    api: Option<String>,
+    addresses: Addresses,
 }
 
 impl Announcer {
     /// An announcer for this member, creating the directory topic when configured to.
-    pub(crate) fn new(config: &KafkaConfig, api: Option<String>) -> Result<Self, KafkaError> {
+    pub(crate) fn new(config: &KafkaConfig, addresses: Addresses) -> Result<Self, KafkaError> {
         ensure_directory_topic(config)?;
         Ok(Self {
             producer: crate::producer::producer(config)?,
             topic: config.node_topic.clone(),
             node: config.node.clone(),
             group: config.group_id.clone(),
-            api,
+            addresses,
         })
     }
 
@@ -84,7 +97,8 @@ impl Announcer {
         let entry = NodeEntry {
             node: self.node.clone(),
             group: self.group.clone(),
-            api: self.api.clone(),
+            api: self.addresses.api.clone(),
+            peer: self.addresses.peer.clone(),
             partitions,
             at: OffsetDateTime::now_utc()
                 .format(&Rfc3339)

@@ -110,12 +110,14 @@ impl vigil_bench::api::Server for Serve<'_> {
         let config = self.config(sections);
         let lifecycle = Arc::new(lifecycle(&config, stores, registry)?);
         let live = LiveRegistry::new(lifecycle.registry_handle());
-        serve::start_api(
+        let api = serve::start_api(
             &config,
             stores,
             &lifecycle,
             &live,
             &vigil_core::Health::default(),
-        )
+            &super::kafka_config(&config, None),
+        )?;
+        Ok(api.server)
     }
 }

@@ -4,6 +4,7 @@ mod admin;
 mod audit;
 mod bench;
 mod cases;
+mod cluster;
 mod config;
 mod delete;
 mod demo;
@@ -52,6 +53,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Produce(args) => produce::produce(&config, &args),
         Command::Flags(cmd) => flags::flags(&config, cmd),
         Command::Nodes(args) => nodes::nodes(&config, &args),
+        Command::Cluster(cmd) => cluster::cluster(cmd),
         Command::Generate(args) => generate::generate(&config, &args),
         Command::Resource(cmd) => resource::resource(&config, cmd),
         Command::Stats => stats::stats(&config),

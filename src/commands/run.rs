@@ -10,6 +10,7 @@ use vigil_abuse::{CaseIdKey, PolicyWatcher};
 use vigil_core::{Check, Health, ResourceRegistry};
 use vigil_detectors::HarmClassifier;
 use vigil_ingest::{DeadLetterSink, DeadLetterWriter};
+use vigil_kafka::directory::Addresses;
 use vigil_kafka::{DeadLetterTopic, FlagPublisher, KafkaSource, SourceOptions};
 use vigil_pipeline::{
     AbuseStage, Durability, FlagFile, FlagSink, Input, LiveRegistry, Pipeline, PolicyHandle,
@@ -86,15 +87,21 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<()> {
     };
     // With --api, the API serves these stores while the run lasts.
     let api = if args.api {
-        let server =
-            super::serve::start_api(config, &stores, &lifecycle, &live, &monitoring.health)?;
+        let api = super::serve::start_api(
+            config,
+            &stores,
+            &lifecycle,
+            &live,
+            &monitoring.health,
+            &run_kafka_config(config, args),
+        )?;
         // On stderr: stdout carries the run's summary.
         let _ = writeln!(
             std::io::stderr(),
             "{}",
-            super::serve::announcement(config, &server)
+            super::serve::announcement(config, &api)
         );
-        Some(server)
+        Some(api)
     } else {
         None
     };
@@ -109,9 +116,12 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<()> {
     let mut summary = match &args.input {
         Some(path) => run_file(config, pipeline, path)?,
         None => {
-            let advertised = api
-                .as_ref()
-                .map(|api| format!("{}://{}", api.http_scheme, api.http_addr));
+            let advertised = Addresses {
+                api: api
+                    .as_ref()
+                    .map(|api| format!("{}://{}", api.server.http_scheme, api.server.http_addr)),
+                peer: api.as_ref().and_then(|api| api.peer_url(config)),
+            };
             run_kafka(
                 config,
                 &registry,
@@ -226,25 +236,31 @@ fn run_file(
     Ok(summary)
 }
 
+/// The Kafka settings of this run: the file's, with `--brokers` and `--group`.
+fn run_kafka_config(config: &Config, args: &RunArgs) -> vigil_kafka::KafkaConfig {
+    let mut kafka = kafka_config(config, args.kafka_args.brokers.as_deref());
+    if let Some(group) = &args.group {
+        kafka.group_id.clone_from(group);
+    }
+    kafka
+}
+
 fn run_kafka(
     config: &Config,
     registry: &ResourceRegistry,
     pipeline: Pipeline<'_>,
     args: &RunArgs,
     health: &Arc<Health>,
-    api: Option<String>,
+    addresses: Addresses,
 ) -> anyhow::Result<Summary> {
-    let mut kafka = kafka_config(config, args.kafka_args.brokers.as_deref());
-    if let Some(group) = &args.group {
-        kafka.group_id.clone_from(group);
-    }
+    let kafka = run_kafka_config(config, args);
     let options = SourceOptions {
         geographies: geographies(registry, &args.kafka_args.geographies)?,
         stop: stop_on_signals()?,
         stop_when_idle: args.stop_when_idle.map(Duration::from_secs_f64),
         max_record_bytes: config.ingest.max_record_bytes,
         health: health.clone(),
-        api,
+        addresses,
     };
     let mut source = KafkaSource::new(&kafka, options)?;
     let mut dead_letters = DeadLetterTopic::new(&kafka)?;

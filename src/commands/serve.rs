@@ -8,24 +8,54 @@ use std::time::Duration;
 use anyhow::Context;
 use vigil_access::{AccessStore, AuditLog, RateLimiter, WorkstationCa};
 use vigil_api::{ApiServer, AppState, ServerParts};
+use vigil_kafka::KafkaConfig;
 use vigil_core::{Check, Health};
 use vigil_pipeline::{Lifecycle, LiveRegistry};
 use vigil_storage::Stores;
 
+use super::cluster::{DirectoryWatch, Joined};
 use super::monitoring::Monitoring;
 use super::{lifecycle, load_registry, open_stores, output, stop_on_signals};
 use crate::config::Config;
 
+/// The API's listeners, and with `[cluster]` the watch that keeps its peers current.
+pub(super) struct Api {
+    pub server: ApiServer,
+    _directory: Option<DirectoryWatch>,
+}
+
+impl Api {
+    /// The peer listener's URL, as the node directory announces it.
+    pub fn peer_url(&self, config: &Config) -> Option<String> {
+        let addr = self.server.peer_addr?;
+        Some(
+            config
+                .cluster
+                .advertise
+                .clone()
+                .unwrap_or_else(|| format!("https://{addr}")),
+        )
+    }
+
+    /// Stops the listeners (requests in flight finish) and the watch.
+    pub fn stop(self) {
+        self.server.stop();
+    }
+}
+
 /// Starts the API over `stores`, sharing `lifecycle`'s registry (a retention change made
 /// through the API applies from the schedule's next pass); deletions and resource changes
-/// nudge `lifecycle` to bring the exports up to date.
+/// nudge `lifecycle` to bring the exports up to date. With `[cluster]`, the peer listener
+/// starts too, and the peers are read from the node directory on `kafka`.
 pub(super) fn start_api(
     config: &Config,
     stores: &Arc<Stores>,
     lifecycle: &Arc<Lifecycle>,
     live: &LiveRegistry,
     health: &Health,
-) -> anyhow::Result<ApiServer> {
+    kafka: &KafkaConfig,
+) -> anyhow::Result<Api> {
+    let joined = super::cluster::join(config)?;
     config.access.validate()?;
     let access = AccessStore::open(&config.access.dir)?;
     let pruned = access.prune_expired(stores.clock().now())?;
@@ -71,20 +101,43 @@ pub(super) fn start_api(
             let _ = nudge.send(());
         }),
         anonymous: Default::default(),
+        cluster: joined.as_ref().map(|j| j.cluster.clone()),
+    };
+    let (peer, cluster) = match joined {
+        Some(Joined { listener, cluster }) => (Some(listener), Some(cluster)),
+        None => (None, None),
     };
     let server = ApiServer::start(ServerParts {
         state,
         pages: vigil_console::router(),
         config: config.api.clone(),
         ca,
+        peer,
     })?;
-    Ok(server)
+    let directory = cluster
+        .map(|cluster| {
+            DirectoryWatch::start(
+                kafka.clone(),
+                &cluster,
+                Duration::from_millis(config.cluster.refresh_ms),
+            )
+        })
+        .transpose()?;
+    Ok(Api {
+        server,
+        _directory: directory,
+    })
 }
 
 /// Where the API listens, for the operator (tests read this line for the ports).
-pub(super) fn announcement(config: &Config, server: &ApiServer) -> String {
+pub(super) fn announcement(config: &Config, api: &Api) -> String {
+    let server = &api.server;
+    let peers = match api.peer_url(config) {
+        Some(url) => format!("; peer listener (other nodes, cluster CA) on {url}"),
+        None => String::new(),
+    };
     format!(
-        "vigil API on {}://{} (metadata, access requests, management) and https://{} (workstations: client certificate from {} required; content only here); reviewer console at /console on both",
+        "vigil API on {}://{} (metadata, access requests, management) and https://{} (workstations: client certificate from {} required; content only here); reviewer console at /console on both{peers}",
         server.http_scheme,
         server.http_addr,
         server.workstation_addr,
@@ -113,10 +166,17 @@ pub(super) fn serve_then(
     let lifecycle = Arc::new(lifecycle(config, &stores, &registry)?);
     let stop = stop_on_signals()?;
     let live = LiveRegistry::new(lifecycle.registry_handle());
-    let server = start_api(config, &stores, &lifecycle, &live, &monitoring.health)?;
+    let api = start_api(
+        config,
+        &stores,
+        &lifecycle,
+        &live,
+        &monitoring.health,
+        &super::kafka_config(config, None),
+    )?;
     let _watcher = super::watch_registry(config, loaded, &stores, &live)?;
-    output(announcement(config, &server))?;
-    ready(&server)?;
+    output(announcement(config, &api))?;
+    ready(&api.server)?;
     let schedule = lifecycle.schedule(Duration::from_secs(
         config.storage.retention.purge_interval_secs,
     ));
@@ -127,7 +187,7 @@ pub(super) fn serve_then(
     monitoring
         .health
         .set("shutdown", Check::NotReady("stopping".into()));
-    server.stop();
+    api.stop();
     schedule.finish()?;
     stores.flush()?;
     monitoring.stop();

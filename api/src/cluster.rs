@@ -1,0 +1,486 @@
+//! The nodes of one geography as the API sees them: who the other nodes are, and a client
+//! that asks them, over mutual TLS with certificates from the cluster CA
+//! ([`vigil_access::cluster`]), for what this node does not hold.
+//!
+//! Each node stores only the records of the log partitions it consumed, so a case, its
+//! records and their deletion live on one node (the one that owns the resource's
+//! partition). A request for something not stored here is forwarded: case views and grant
+//! requests look the case up on every peer (its owner answers; the others say they do not
+//! have it), point queries and decisions go to the node that answered, case lists gather
+//! every peer's cases, and deletions go to every peer (an earlier owner may still hold a copy
+//! from before a rebalance). Who the peers are comes from the node directory on Kafka, which
+//! the binary reads into [`Peers`]; the access rules are applied on the node the reviewer
+//! called, and the owner applies the rules about the data itself (flagged, content logging,
+//! the resource) and audits what it was asked ([`crate::peer`]).
+//!
+//! The wire format is JSON over HTTP/1.1 on the peer listener, under `/peer/v1`; it names IDs,
+//! scores and categories, and carries content only in the answer to a forwarded point query.
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use vigil_access::Refusal;
+use vigil_core::{Case, Day, Decision, Verdict};
+
+use crate::error::ApiError;
+
+/// Settings of the peer listener and client (`[cluster]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Serve the peer listener and forward to the other nodes of the group.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Address of the peer listener (mutual TLS with the cluster CA). Port 0 picks one.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// The URL other nodes reach the peer listener at (`https://host:port`), announced in
+    /// the node directory; by default `https://` and the address it is bound to.
+    #[serde(default)]
+    pub advertise: Option<String>,
+    /// The cluster CA's certificate (PEM), which every node's certificate must chain to.
+    #[serde(default = "default_ca")]
+    pub ca: PathBuf,
+    /// This node's certificate (PEM), issued by `vigil cluster issue` for its name.
+    #[serde(default = "default_cert")]
+    pub cert: PathBuf,
+    /// This node's private key (PEM, mode 0600).
+    #[serde(default = "default_key")]
+    pub key: PathBuf,
+    /// Milliseconds a peer has to answer a forwarded request.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Milliseconds between readings of the node directory.
+    #[serde(default = "default_refresh_ms")]
+    pub refresh_ms: u64,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8702".into()
+}
+fn default_ca() -> PathBuf {
+    "cluster/ca.pem".into()
+}
+fn default_cert() -> PathBuf {
+    "cluster/node.pem".into()
+}
+fn default_key() -> PathBuf {
+    "cluster/node.key".into()
+}
+const fn default_timeout_ms() -> u64 {
+    5_000
+}
+const fn default_refresh_ms() -> u64 {
+    2_000
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            listen: default_listen(),
+            advertise: None,
+            ca: default_ca(),
+            cert: default_cert(),
+            key: default_key(),
+            timeout_ms: default_timeout_ms(),
+            refresh_ms: default_refresh_ms(),
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// Checks the settings a TOML type cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(100..=600_000).contains(&self.timeout_ms) {
+            return Err("cluster.timeout_ms must be between 100 and 600000".into());
+        }
+        if !(100..=3_600_000).contains(&self.refresh_ms) {
+            return Err("cluster.refresh_ms must be between 100 and 3600000".into());
+        }
+        if let Some(url) = &self.advertise {
+            if !url.starts_with("https://") {
+                return Err(format!(
+                    "cluster.advertise must be an https:// URL (peers speak mutual TLS); it is {url}"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The CA, certificate and key files, read.
+    pub fn identity(&self) -> Result<Identity, anyhow::Error> {
+        use anyhow::Context;
+        let read = |path: &PathBuf, what: &str| {
+            std::fs::read_to_string(path).with_context(|| {
+                format!(
+                    "cluster.{what} {}: the node's TLS files come from `vigil cluster issue`",
+                    path.display()
+                )
+            })
+        };
+        Ok(Identity {
+            ca_pem: read(&self.ca, "ca")?,
+            cert_pem: read(&self.cert, "cert")?,
+            key_pem: read(&self.key, "key")?,
+        })
+    }
+}
+
+/// A node's TLS identity in the cluster, PEM.
+pub struct Identity {
+    /// The cluster CA's certificate.
+    pub ca_pem: String,
+    /// The node's certificate.
+    pub cert_pem: String,
+    /// The node's private key.
+    pub key_pem: String,
+}
+
+impl Identity {
+    /// The node name the certificate was issued for.
+    pub fn node(&self) -> Option<String> {
+        let der = CertificateDer::pem_slice_iter(self.cert_pem.as_bytes()).next()?.ok()?;
+        vigil_access::cluster::node_name(&der)
+    }
+}
+
+/// Another node, as the directory names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerNode {
+    /// Its name (`kafka.node`, and its certificate's common name).
+    pub name: String,
+    /// Its peer listener (`https://host:port`).
+    pub url: String,
+}
+
+/// A case as the node storing it holds it: what a case view is made from. Decisions come
+/// without their notes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CaseData {
+    /// The day the case was last written (what retention counts from), as a day number.
+    pub day: u32,
+    /// The case.
+    pub case: Case,
+    /// The LLM reviewer's verdicts on its sampled records.
+    pub verdicts: Vec<Verdict>,
+    /// Human decisions, notes withheld.
+    pub decisions: Vec<Decision>,
+}
+
+impl CaseData {
+    /// The day the case was last written.
+    pub fn day(&self) -> Day {
+        Day::from_number(self.day)
+    }
+}
+
+/// A node's cases (`GET /peer/v1/cases`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CaseList {
+    /// The answering node.
+    pub node: String,
+    /// Its cases.
+    pub cases: Vec<CaseData>,
+}
+
+/// A point query the calling node has allowed (grant, role, workstation, region), for the
+/// owner to answer (`POST /peer/v1/reads`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ForwardedRead {
+    /// The case.
+    pub case_id: String,
+    /// The flagged record.
+    pub request_id: String,
+    /// The resource the grant is for.
+    pub resource_id: String,
+    /// The reviewer.
+    pub reviewer: String,
+    /// The reviewer's role.
+    pub role: String,
+    /// The grant.
+    pub access_request: String,
+    /// The workstation the reviewer used, by name.
+    pub workstation: Option<String>,
+}
+
+/// A flagged record opened for a point query: what the node storing it answers a forwarded
+/// query with, and what this node answers from its own store. Never logged (no `Debug`).
+#[derive(Clone, Serialize, Deserialize)]
+pub struct OpenedRecord {
+    /// When it was stored (RFC 3339).
+    pub stored_at: String,
+    /// The model that answered.
+    pub model: String,
+    /// The prompt, when present.
+    pub prompt: Option<String>,
+    /// The completion, when present.
+    pub completion: Option<String>,
+}
+
+/// A decision to store with its case on the owner (`POST /peer/v1/decisions`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ForwardedDecision {
+    /// The decision, note included (the owner seals it under the resource's data key).
+    pub decision: Decision,
+    /// The deciding reviewer's role.
+    pub role: String,
+    /// The workstation, by name, if any.
+    pub workstation: Option<String>,
+}
+
+/// A deletion a customer or admin asked for on another node (`POST /peer/v1/deletions`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ForwardedDeletion {
+    /// The resource.
+    pub resource_id: String,
+    /// One request, or the resource's whole data when absent.
+    pub request_id: Option<String>,
+    /// Who asked.
+    pub actor: String,
+    /// Their role.
+    pub role: String,
+}
+
+/// What a node deleted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletionDone {
+    /// The node.
+    pub node: String,
+    /// Whether it held the request (request deletions).
+    pub deleted: bool,
+    /// Data keys destroyed.
+    pub data_keys: usize,
+    /// Records deleted.
+    pub records: usize,
+    /// Window checkpoints deleted.
+    pub windows: usize,
+    /// Cases deleted.
+    pub cases: usize,
+    /// LLM verdicts and pending reviews removed with a request.
+    pub reviews: usize,
+}
+
+/// The other nodes, as last read from the directory.
+#[derive(Debug, Default)]
+pub struct Peers(RwLock<Vec<PeerNode>>);
+
+impl Peers {
+    /// Replaces the list.
+    pub fn set(&self, peers: Vec<PeerNode>) {
+        *self.0.write().expect("peers lock poisoned") = peers;
+    }
+
+    /// The list now.
+    pub fn list(&self) -> Vec<PeerNode> {
+        self.0.read().expect("peers lock poisoned").clone()
+    }
+}
+
+/// This node's view of the cluster, and its client to the others.
+pub struct Cluster {
+    /// This node's name.
+    pub node: String,
+    /// The other nodes.
+    pub peers: Arc<Peers>,
+    agent: ureq::Agent,
+}
+
+/// The answer of a peer that could not be used.
+#[derive(Debug)]
+enum PeerFailure {
+    /// It answered with an error (`code` from its JSON body).
+    Refused(String),
+    /// It did not answer, or not in JSON.
+    Unreachable(String),
+}
+
+impl Cluster {
+    /// A client presenting `identity`'s certificate and trusting only the cluster CA.
+    pub fn new(
+        node: &str,
+        identity: &Identity,
+        timeout: Duration,
+        peers: Arc<Peers>,
+    ) -> Result<Self, anyhow::Error> {
+        use anyhow::Context;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in CertificateDer::pem_slice_iter(identity.ca_pem.as_bytes()) {
+            roots.add(ca.context("cluster CA certificate")?)?;
+        }
+        let chain = CertificateDer::pem_slice_iter(identity.cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .context("cluster.cert")?;
+        let key = PrivateKeyDer::from_pem_slice(identity.key_pem.as_bytes())
+            .context("cluster.key")?;
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .context("the node's certificate and key do not match")?;
+        let agent = ureq::AgentBuilder::new()
+            .tls_config(Arc::new(tls))
+            .timeout(timeout)
+            .build();
+        Ok(Self {
+            node: node.to_owned(),
+            peers,
+            agent,
+        })
+    }
+
+    fn call<T: DeserializeOwned>(
+        &self,
+        peer: &PeerNode,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<T, PeerFailure> {
+        let url = format!("{}/peer/v1/{path}", peer.url.trim_end_matches('/'));
+        let answer = match body {
+            Some(body) => self.agent.post(&url).send_json(body),
+            None => self.agent.get(&url).call(),
+        };
+        match answer {
+            Ok(response) => response
+                .into_json()
+                .map_err(|e| PeerFailure::Unreachable(format!("unreadable answer: {e}"))),
+            Err(ureq::Error::Status(_, response)) => {
+                let body: serde_json::Value = response.into_json().unwrap_or_default();
+                match body["error"]["code"].as_str() {
+                    Some(code) => Err(PeerFailure::Refused(code.to_owned())),
+                    None => Err(PeerFailure::Unreachable("an answer without a code".into())),
+                }
+            }
+            Err(e) => Err(PeerFailure::Unreachable(e.to_string())),
+        }
+    }
+
+    /// Calls every peer at once and returns their answers in peer order.
+    fn scatter<T: DeserializeOwned + Send>(
+        &self,
+        path: &str,
+        body: Option<&(impl Serialize + Sync)>,
+    ) -> Vec<(PeerNode, Result<T, PeerFailure>)> {
+        let peers = self.peers.list();
+        std::thread::scope(|scope| {
+            let calls: Vec<_> = peers
+                .iter()
+                .map(|peer| scope.spawn(move || self.call(peer, path, body)))
+                .collect();
+            peers
+                .iter()
+                .cloned()
+                .zip(calls.into_iter().map(|call| {
+                    call.join().unwrap_or_else(|_| {
+                        Err(PeerFailure::Unreachable("the call panicked".into()))
+                    })
+                }))
+                .collect()
+        })
+    }
+
+    /// Every peer's cases, and the names of the peers that did not answer.
+    pub fn cases(&self) -> (Vec<CaseData>, Vec<String>) {
+        let mut cases = Vec::new();
+        let mut missing = Vec::new();
+        for (peer, answer) in self.scatter::<CaseList>("cases", None::<&()>) {
+            match answer {
+                Ok(list) => cases.extend(list.cases),
+                Err(failure) => {
+                    warn_unanswered(&peer, &failure);
+                    missing.push(peer.name);
+                }
+            }
+        }
+        (cases, missing)
+    }
+
+    /// The case, from the peer that holds it. A peer that could not be asked makes the
+    /// answer unavailable rather than "no such case".
+    pub fn find_case(&self, case_id: &str) -> Result<Option<(PeerNode, CaseData)>, ApiError> {
+        let mut unanswered = None;
+        for (peer, answer) in self.scatter::<CaseData>(&format!("cases/{case_id}"), None::<&()>)
+        {
+            match answer {
+                Ok(data) => return Ok(Some((peer, data))),
+                Err(PeerFailure::Refused(code)) if code == Refusal::UnknownCase.code() => {}
+                Err(failure) => {
+                    warn_unanswered(&peer, &failure);
+                    unanswered = Some(peer.name);
+                }
+            }
+        }
+        match unanswered {
+            Some(node) => Err(ApiError::peer_unavailable(&node)),
+            None => Ok(None),
+        }
+    }
+
+    /// The record, from `owner`.
+    pub fn read(&self, owner: &PeerNode, read: &ForwardedRead) -> Result<OpenedRecord, ApiError> {
+        self.call(owner, "reads", Some(read))
+            .map_err(|failure| refusal_of(owner, failure))
+    }
+
+    /// Stores a decision on `owner`; `false` when the case is no longer there.
+    pub fn decide(&self, owner: &PeerNode, decision: &ForwardedDecision) -> Result<bool, ApiError> {
+        match self.call::<serde_json::Value>(owner, "decisions", Some(decision)) {
+            Ok(_) => Ok(true),
+            Err(PeerFailure::Refused(code)) if code == Refusal::UnknownCase.code() => Ok(false),
+            Err(failure) => Err(refusal_of(owner, failure)),
+        }
+    }
+
+    /// Deletes on every peer; fails (after all were asked) when one could not be.
+    pub fn delete(&self, deletion: &ForwardedDeletion) -> Result<Vec<DeletionDone>, ApiError> {
+        let mut done = Vec::new();
+        let mut unanswered = None;
+        for (peer, answer) in self.scatter::<DeletionDone>("deletions", Some(deletion)) {
+            match answer {
+                Ok(report) => done.push(report),
+                Err(failure) => {
+                    warn_unanswered(&peer, &failure);
+                    unanswered = Some(peer.name);
+                }
+            }
+        }
+        match unanswered {
+            Some(node) => Err(ApiError::peer_unavailable(&node)),
+            None => Ok(done),
+        }
+    }
+}
+
+fn warn_unanswered(peer: &PeerNode, failure: &PeerFailure) {
+    let (answer, problem) = match failure {
+        PeerFailure::Refused(code) => ("refused", code),
+        PeerFailure::Unreachable(problem) => ("unreachable", problem),
+    };
+    tracing::warn!(node = %peer.name, url = %peer.url, answer, problem = %problem, "A peer node did not answer a forwarded request.");
+}
+
+/// The refusal a peer answered with, as this node answers it; anything else is the peer
+/// being unavailable.
+fn refusal_of(peer: &PeerNode, failure: PeerFailure) -> ApiError {
+    let known = [
+        Refusal::NotAvailable,
+        Refusal::UnknownCase,
+        Refusal::ContentLoggingOff,
+        Refusal::AuditUnavailable,
+    ];
+    match &failure {
+        PeerFailure::Refused(code) => {
+            if let Some(refusal) = known.into_iter().find(|r| r.code() == code) {
+                return refusal.into();
+            }
+        }
+        PeerFailure::Unreachable(_) => {}
+    }
+    warn_unanswered(peer, &failure);
+    ApiError::peer_unavailable(&peer.name)
+}

@@ -1,0 +1,227 @@
+//! The peer listener's routes: what this node answers the other nodes of its cluster about
+//! the cases and records it stores ([`crate::cluster`] is the calling side).
+//!
+//! The listener requires a certificate from the cluster CA, and the node a request comes from
+//! is the certificate's common name. The calling node has already applied the access rules
+//! (token, role, workstation, grant, region) and audited the request; this node applies the
+//! rules about its data (the case is here, the record is flagged in it, it belongs to the
+//! grant's resource, content logging is on) and audits the request again, in its own log,
+//! naming the reviewer and the node that forwarded it, before any content leaves or anything
+//! changes.
+
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use vigil_access::{AuditEvent, Outcome, Refusal};
+use vigil_core::RequestId;
+
+use crate::attempt::Attempt;
+use crate::cluster::{CaseList, ForwardedDecision, ForwardedDeletion, ForwardedRead};
+use crate::error::ApiError;
+use crate::handlers::{delete_here, flagged, open_record, store_decision};
+use crate::place::{blocking, Place};
+use crate::tls::Peer;
+use crate::AppState;
+
+/// The peer listener's router.
+pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/peer/v1/cases", get(cases))
+        .route("/peer/v1/cases/{case_id}", get(case))
+        .route("/peer/v1/reads", post(read))
+        .route("/peer/v1/decisions", post(decide))
+        .route("/peer/v1/deletions", post(delete))
+        .fallback(|| async { ApiError::no_route() })
+        .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}
+
+/// The node on the other end: its certificate's common name.
+struct FromNode(String);
+
+impl FromRequestParts<Arc<AppState>> for FromNode {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<ConnectInfo<Peer>>()
+            .and_then(|c| c.0.node.clone())
+            .map(FromNode)
+            .ok_or_else(|| Refusal::Unauthenticated.into())
+    }
+}
+
+/// An audited request from `node`: the entry names the actor the calling node vouches for
+/// (a reviewer, an admin, or the node itself) and the node.
+fn attempt(state: &Arc<AppState>, node: &str, actor: &str, action: &str) -> Attempt {
+    let mut event = AuditEvent::new(actor, action);
+    event.detail = Some(format!("forwarded by node {node}"));
+    Attempt::forwarded(state.clone(), event)
+}
+
+async fn cases(FromNode(node): FromNode, State(state): State<Arc<AppState>>) -> Response {
+    let mut attempt = attempt(&state, &node, &format!("node {node}"), "peer.cases.list");
+    let result = async {
+        let here = state.clone();
+        let cases = blocking(move || here.local_cases()).await?;
+        attempt.add_detail(format!("cases: {}", cases.len()));
+        Ok(Json(CaseList {
+            node: state.node_name().to_owned(),
+            cases,
+        }))
+    }
+    .await;
+    attempt.finish(result).await
+}
+
+async fn case(
+    FromNode(node): FromNode,
+    State(state): State<Arc<AppState>>,
+    Path(case_id): Path<String>,
+) -> Response {
+    let mut attempt = attempt(&state, &node, &format!("node {node}"), "peer.case.view");
+    attempt.event.case_id = Some(case_id.clone());
+    let result = async {
+        let here = state.clone();
+        let found = blocking(move || here.local_case(&case_id))
+            .await?
+            .ok_or(Refusal::UnknownCase)?;
+        attempt.event.resource_id = Some(found.data.case.resource_id.to_string());
+        Ok(Json(found.data))
+    }
+    .await;
+    attempt.finish(result).await
+}
+
+async fn read(
+    FromNode(node): FromNode,
+    State(state): State<Arc<AppState>>,
+    Json(read): Json<ForwardedRead>,
+) -> Response {
+    let mut attempt = attempt(&state, &node, &read.reviewer, "record.read");
+    attempt.event.role = Some(read.role.clone());
+    attempt.event.case_id = Some(read.case_id.clone());
+    attempt.event.request_id = Some(read.request_id.clone());
+    attempt.event.resource_id = Some(read.resource_id.clone());
+    attempt.event.access_request = Some(read.access_request.clone());
+    attempt.event.workstation = read.workstation.clone();
+    let result = async {
+        let request_id =
+            RequestId::parse(&read.request_id).map_err(|e| ApiError::invalid("request_id", e))?;
+        let here = state.clone();
+        let case_id = read.case_id.clone();
+        let found = blocking(move || here.local_case(&case_id))
+            .await?
+            .ok_or(Refusal::NotAvailable)?;
+        let case = &found.data.case;
+        if case.resource_id.as_str() != read.resource_id || !flagged(case, Some(&request_id)) {
+            return Err(Refusal::NotAvailable.into());
+        }
+        let resource = state
+            .resource(&read.resource_id)
+            .ok_or(Refusal::NotAvailable)?;
+        let Place::Here(store) = found.place else {
+            return Err(Refusal::NotAvailable.into());
+        };
+        let record = blocking(move || open_record(&store, &resource, &request_id)).await?;
+        attempt.commit(Outcome::Granted).await?;
+        let mut response = Json(record).into_response();
+        response.headers_mut().insert(
+            axum::http::header::CACHE_CONTROL,
+            axum::http::HeaderValue::from_static("no-store"),
+        );
+        Ok(response)
+    }
+    .await;
+    attempt.finish(result).await
+}
+
+async fn decide(
+    FromNode(node): FromNode,
+    State(state): State<Arc<AppState>>,
+    Json(forwarded): Json<ForwardedDecision>,
+) -> Response {
+    let decision = forwarded.decision;
+    let mut attempt = attempt(&state, &node, &decision.reviewer, "decision.record");
+    attempt.event.role = Some(forwarded.role);
+    attempt.event.case_id = Some(decision.case_id.clone());
+    attempt.event.request_id = decision.request_id.as_ref().map(ToString::to_string);
+    attempt.event.resource_id = Some(decision.resource_id.to_string());
+    attempt.event.access_request = Some(decision.access_request.clone());
+    attempt.event.workstation = forwarded.workstation;
+    let result = async {
+        let here = state.clone();
+        let case_id = decision.case_id.clone();
+        let found = blocking(move || here.local_case(&case_id))
+            .await?
+            .ok_or(Refusal::UnknownCase)?;
+        let case = &found.data.case;
+        if case.resource_id != decision.resource_id
+            || !flagged(case, decision.request_id.as_ref())
+        {
+            return Err(Refusal::NotAvailable.into());
+        }
+        let resource = state
+            .resource(decision.resource_id.as_str())
+            .ok_or(Refusal::NotAvailable)?;
+        if !decision.note.is_empty() && !resource.content_logging {
+            return Err(Refusal::ContentLoggingOff.into());
+        }
+        let Place::Here(store) = found.place else {
+            return Err(Refusal::UnknownCase.into());
+        };
+        attempt.add_detail(format!(
+            "decision: {} ({})",
+            decision.outcome.name(),
+            decision.decision_id
+        ));
+        attempt.commit(Outcome::Done).await?;
+        if !blocking(move || store_decision(&store, &decision, &resource)).await? {
+            return Err(Refusal::UnknownCase.into());
+        }
+        (state.on_change)();
+        Ok(Json(serde_json::json!({"stored": true})))
+    }
+    .await;
+    attempt.finish(result).await
+}
+
+async fn delete(
+    FromNode(node): FromNode,
+    State(state): State<Arc<AppState>>,
+    Json(deletion): Json<ForwardedDeletion>,
+) -> Response {
+    let action = match deletion.request_id {
+        Some(_) => "data.delete_request",
+        None => "data.delete_resource",
+    };
+    let mut attempt = attempt(&state, &node, &deletion.actor, action);
+    attempt.event.role = Some(deletion.role.clone());
+    attempt.event.resource_id = Some(deletion.resource_id.clone());
+    attempt.event.request_id = deletion.request_id.clone();
+    let result = async {
+        let request = deletion
+            .request_id
+            .as_deref()
+            .map(RequestId::parse)
+            .transpose()
+            .map_err(|e| ApiError::invalid("request_id", e))?;
+        let resource = state
+            .resource(&deletion.resource_id)
+            .ok_or_else(ApiError::no_resource)?;
+        attempt.commit(Outcome::Done).await?;
+        let here = state.clone();
+        let done = blocking(move || delete_here(&here, &resource, request.as_ref())).await?;
+        Ok(Json(done))
+    }
+    .await;
+    attempt.finish(result).await
+}

@@ -1,0 +1,142 @@
+//! Where a case is: in this node's stores, or on a peer node that owns its resource's
+//! partition ([`crate::cluster`]). Handlers look cases up through here, so that a case view,
+//! a grant request, a point query or a decision works the same from any node.
+
+use std::sync::Arc;
+
+use vigil_core::Case;
+use vigil_storage::GeoStore;
+
+use crate::cluster::{CaseData, PeerNode};
+use crate::error::ApiError;
+use crate::AppState;
+
+/// Where a case is stored.
+pub(crate) enum Place {
+    /// In this node's store of its geography.
+    Here(Arc<GeoStore>),
+    /// On another node.
+    Peer(PeerNode),
+}
+
+/// A case, and where it is.
+pub(crate) struct Found {
+    /// The case and what its view is made from.
+    pub data: CaseData,
+    /// Where it is stored.
+    pub place: Place,
+}
+
+impl Found {
+    /// The node holding it, for the audit entry: `None` for this one.
+    pub fn peer_name(&self) -> Option<&str> {
+        match &self.place {
+            Place::Here(_) => None,
+            Place::Peer(peer) => Some(&peer.name),
+        }
+    }
+}
+
+/// The case with what its view is made from, read from `store`.
+pub(crate) fn case_data(
+    store: &GeoStore,
+    day: vigil_core::Day,
+    case: Case,
+) -> Result<CaseData, ApiError> {
+    let id = Some(case.case_id.as_str());
+    Ok(CaseData {
+        day: day.number(),
+        verdicts: store.verdicts(id).map_err(ApiError::internal)?,
+        decisions: store.decisions(id).map_err(ApiError::internal)?,
+        case,
+    })
+}
+
+impl AppState {
+    /// The case stored on this node, with its store.
+    pub(crate) fn local_case(&self, case_id: &str) -> Result<Option<Found>, ApiError> {
+        for store in self.stores.on_disk().map_err(ApiError::internal)? {
+            if let Some((day, case)) = store
+                .dated_case_by_id(case_id)
+                .map_err(ApiError::internal)?
+            {
+                let data = case_data(&store, day, case)?;
+                return Ok(Some(Found {
+                    data,
+                    place: Place::Here(store),
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Every case stored on this node.
+    pub(crate) fn local_cases(&self) -> Result<Vec<CaseData>, ApiError> {
+        let mut cases = Vec::new();
+        for store in self.stores.on_disk().map_err(ApiError::internal)? {
+            for (day, case) in store.dated_cases().map_err(ApiError::internal)? {
+                cases.push(case_data(&store, day, case)?);
+            }
+        }
+        Ok(cases)
+    }
+
+    /// The case, here or on the peer that holds it.
+    pub(crate) async fn locate_case(
+        self: &Arc<Self>,
+        case_id: &str,
+    ) -> Result<Option<Found>, ApiError> {
+        let state = self.clone();
+        let case_id = case_id.to_owned();
+        blocking(move || {
+            if let Some(found) = state.local_case(&case_id)? {
+                return Ok(Some(found));
+            }
+            let Some(cluster) = &state.cluster else {
+                return Ok(None);
+            };
+            Ok(cluster
+                .find_case(&case_id)?
+                .map(|(peer, data)| Found {
+                    data,
+                    place: Place::Peer(peer),
+                }))
+        })
+        .await
+    }
+
+    /// Every case on every node, newest first (a case on two nodes, left by a rebalance,
+    /// once: this node's copy), and the nodes that did not answer.
+    pub(crate) async fn cases_everywhere(
+        self: &Arc<Self>,
+    ) -> Result<(Vec<CaseData>, Vec<String>), ApiError> {
+        let state = self.clone();
+        blocking(move || {
+            let mut cases = state.local_cases()?;
+            let mut missing = Vec::new();
+            if let Some(cluster) = &state.cluster {
+                let (theirs, unanswered) = cluster.cases();
+                let mut seen: std::collections::HashSet<String> =
+                    cases.iter().map(|c| c.case.case_id.clone()).collect();
+                cases.extend(
+                    theirs
+                        .into_iter()
+                        .filter(|c| seen.insert(c.case.case_id.clone())),
+                );
+                missing = unanswered;
+            }
+            cases.sort_by_key(|c| std::cmp::Reverse(c.case.opened_at));
+            Ok((cases, missing))
+        })
+        .await
+    }
+}
+
+/// Runs `work` (store reads, calls to peers) off the API's async threads.
+pub(crate) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(ApiError::internal)?
+}
