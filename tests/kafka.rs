@@ -12,7 +12,7 @@ use crate::broker::Broker;
 use crate::util::{count, http_get, record, series_sum, total, Workdir, REGISTRY};
 
 /// A workdir whose vigil talks to `broker`, with `registry` and `traffic.jsonl`.
-fn workdir(broker: &Broker, registry: &str, traffic: &str) -> Workdir {
+pub(crate) fn workdir(broker: &Broker, registry: &str, traffic: &str) -> Workdir {
     let wd = Workdir::new();
     let config = std::fs::read_to_string(wd.path("vigil.toml")).unwrap();
     wd.write("vigil.toml", config + &broker.vigil_config());
@@ -22,7 +22,7 @@ fn workdir(broker: &Broker, registry: &str, traffic: &str) -> Workdir {
 }
 
 /// `vigil run --kafka` in the background, logging at info level to a file.
-struct Consumer {
+pub(crate) struct Consumer {
     child: Child,
     /// The last lines of its log once [`Consumer::wait_for_log`] took it over (IDs and codes
     /// only: vigil logs no content), for the message when it fails.
@@ -30,7 +30,7 @@ struct Consumer {
 }
 
 impl Consumer {
-    fn start(wd: &Workdir, extra: &[&str], envs: &[(&str, &str)]) -> Self {
+    pub(crate) fn start(wd: &Workdir, extra: &[&str], envs: &[(&str, &str)]) -> Self {
         let mut args = vec!["run", "--kafka", "--format", "json"];
         args.extend_from_slice(extra);
         let mut cmd = wd.command(&args);
@@ -46,7 +46,7 @@ impl Consumer {
 
     /// Waits until a line of its log contains `needle`; the log is read on a thread that
     /// keeps draining it afterwards.
-    fn wait_for_log(&mut self, needle: &'static str) {
+    pub(crate) fn wait_for_log(&mut self, needle: &'static str) {
         let stderr = self.child.stderr.take().expect("stderr not yet taken");
         let (tx, rx) = std::sync::mpsc::channel();
         let log = self.log.clone();
@@ -69,7 +69,7 @@ impl Consumer {
     }
 
     /// Sends SIGTERM and returns the JSON summary it prints on a clean exit.
-    fn terminate(self) -> Value {
+    pub(crate) fn terminate(self) -> Value {
         let pid = self.child.id().to_string();
         let killed = std::process::Command::new("kill")
             .args(["-TERM", &pid])
@@ -80,7 +80,7 @@ impl Consumer {
     }
 
     /// Waits for it to exit by itself (--stop-when-idle) and returns its JSON summary.
-    fn finish(mut self) -> Value {
+    pub(crate) fn finish(mut self) -> Value {
         let status = self.child.wait().unwrap();
         let mut stdout = String::new();
         self.child
@@ -107,7 +107,7 @@ impl Consumer {
 }
 
 /// The request IDs stored under each geography of a workdir (after its runs ended).
-fn stored_ids(wd: &Workdir, data_dir: &str) -> Vec<(String, String)> {
+pub(crate) fn stored_ids(wd: &Workdir, data_dir: &str) -> Vec<(String, String)> {
     let registry = vigil_core::ResourceRegistry::load(&wd.path("resources.toml")).unwrap();
     let config = vigil_storage::StorageConfig {
         data_dir: wd.path(data_dir),
@@ -155,7 +155,7 @@ fn many_resources(n: usize, records: usize) -> (String, String) {
     (registry, traffic)
 }
 
-fn produce(wd: &Workdir, file: &str) -> Value {
+pub(crate) fn produce(wd: &Workdir, file: &str) -> Value {
     let out = wd.ok(&[
         "produce",
         "--input",

@@ -8,6 +8,7 @@ mod util;
 
 mod abuse;
 mod api;
+mod cluster;
 mod config;
 mod console;
 mod crash;

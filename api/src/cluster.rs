@@ -144,7 +144,9 @@ pub struct Identity {
 impl Identity {
     /// The node name the certificate was issued for.
     pub fn node(&self) -> Option<String> {
-        let der = CertificateDer::pem_slice_iter(self.cert_pem.as_bytes()).next()?.ok()?;
+        let der = CertificateDer::pem_slice_iter(self.cert_pem.as_bytes())
+            .next()?
+            .ok()?;
         vigil_access::cluster::node_name(&der)
     }
 }
@@ -162,6 +164,8 @@ pub struct PeerNode {
 /// without their notes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CaseData {
+    /// The node storing it.
+    pub node: String,
     /// The day the case was last written (what retention counts from), as a day number.
     pub day: u32,
     /// The case.
@@ -316,8 +320,8 @@ impl Cluster {
         let chain = CertificateDer::pem_slice_iter(identity.cert_pem.as_bytes())
             .collect::<Result<Vec<_>, _>>()
             .context("cluster.cert")?;
-        let key = PrivateKeyDer::from_pem_slice(identity.key_pem.as_bytes())
-            .context("cluster.key")?;
+        let key =
+            PrivateKeyDer::from_pem_slice(identity.key_pem.as_bytes()).context("cluster.key")?;
         let tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
             .with_root_certificates(roots)
@@ -404,8 +408,7 @@ impl Cluster {
     /// answer unavailable rather than "no such case".
     pub fn find_case(&self, case_id: &str) -> Result<Option<(PeerNode, CaseData)>, ApiError> {
         let mut unanswered = None;
-        for (peer, answer) in self.scatter::<CaseData>(&format!("cases/{case_id}"), None::<&()>)
-        {
+        for (peer, answer) in self.scatter::<CaseData>(&format!("cases/{case_id}"), None::<&()>) {
             match answer {
                 Ok(data) => return Ok(Some((peer, data))),
                 Err(PeerFailure::Refused(code)) if code == Refusal::UnknownCase.code() => {}

@@ -17,7 +17,9 @@ use vigil_storage::geo::ReviewText;
 use vigil_storage::GeoStore;
 
 use crate::attempt::{Attempt, Body, Lenient};
-use crate::cluster::{CaseData, DeletionDone, ForwardedDecision, ForwardedDeletion, ForwardedRead, OpenedRecord};
+use crate::cluster::{
+    CaseData, DeletionDone, ForwardedDecision, ForwardedDeletion, ForwardedRead, OpenedRecord,
+};
 use crate::error::ApiError;
 use crate::place::{blocking, Found, Place};
 use crate::AppState;
@@ -135,6 +137,7 @@ fn case_view(
     view["purge_due_at"] = json!(fmt_time(state.purge_due(data.day(), case)));
     view["llm_review"] = verdict_summary(case, &data.verdicts);
     view["decisions"] = json!(decisions);
+    view["node"] = json!(data.node);
     (view, shown)
 }
 

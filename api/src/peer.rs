@@ -46,10 +46,7 @@ struct FromNode(String);
 impl FromRequestParts<Arc<AppState>> for FromNode {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        _: &Arc<AppState>,
-    ) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, _: &Arc<AppState>) -> Result<Self, ApiError> {
         parts
             .extensions
             .get::<ConnectInfo<Peer>>()
@@ -164,8 +161,7 @@ async fn decide(
             .await?
             .ok_or(Refusal::UnknownCase)?;
         let case = &found.data.case;
-        if case.resource_id != decision.resource_id
-            || !flagged(case, decision.request_id.as_ref())
+        if case.resource_id != decision.resource_id || !flagged(case, decision.request_id.as_ref())
         {
             return Err(Refusal::NotAvailable.into());
         }

@@ -37,14 +37,16 @@ impl Found {
     }
 }
 
-/// The case with what its view is made from, read from `store`.
-pub(crate) fn case_data(
+/// The case with what its view is made from, read from `store` on `node`.
+fn case_data(
+    node: &str,
     store: &GeoStore,
     day: vigil_core::Day,
     case: Case,
 ) -> Result<CaseData, ApiError> {
     let id = Some(case.case_id.as_str());
     Ok(CaseData {
+        node: node.to_owned(),
         day: day.number(),
         verdicts: store.verdicts(id).map_err(ApiError::internal)?,
         decisions: store.decisions(id).map_err(ApiError::internal)?,
@@ -60,7 +62,7 @@ impl AppState {
                 .dated_case_by_id(case_id)
                 .map_err(ApiError::internal)?
             {
-                let data = case_data(&store, day, case)?;
+                let data = case_data(self.node_name(), &store, day, case)?;
                 return Ok(Some(Found {
                     data,
                     place: Place::Here(store),
@@ -75,7 +77,7 @@ impl AppState {
         let mut cases = Vec::new();
         for store in self.stores.on_disk().map_err(ApiError::internal)? {
             for (day, case) in store.dated_cases().map_err(ApiError::internal)? {
-                cases.push(case_data(&store, day, case)?);
+                cases.push(case_data(self.node_name(), &store, day, case)?);
             }
         }
         Ok(cases)
@@ -95,12 +97,10 @@ impl AppState {
             let Some(cluster) = &state.cluster else {
                 return Ok(None);
             };
-            Ok(cluster
-                .find_case(&case_id)?
-                .map(|(peer, data)| Found {
-                    data,
-                    place: Place::Peer(peer),
-                }))
+            Ok(cluster.find_case(&case_id)?.map(|(peer, data)| Found {
+                data,
+                place: Place::Peer(peer),
+            }))
         })
         .await
     }

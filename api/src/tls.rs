@@ -200,7 +200,8 @@ impl Accept for TlsListener {
                             .and_then(|chain| chain.first());
                         let peer = Peer {
                             addr,
-                            certificate: first.map(|der| vigil_access::workstation::fingerprint(der)),
+                            certificate: first
+                                .map(|der| vigil_access::workstation::fingerprint(der)),
                             node: first
                                 .and_then(|der| vigil_access::cluster::node_name(der))
                                 .filter(|name| vigil_access::cluster::valid_node_name(name)),

@@ -8,8 +8,8 @@ use std::time::Duration;
 use anyhow::Context;
 use vigil_access::{AccessStore, AuditLog, RateLimiter, WorkstationCa};
 use vigil_api::{ApiServer, AppState, ServerParts};
-use vigil_kafka::KafkaConfig;
 use vigil_core::{Check, Health};
+use vigil_kafka::KafkaConfig;
 use vigil_pipeline::{Lifecycle, LiveRegistry};
 use vigil_storage::Stores;
 

@@ -1,0 +1,509 @@
+//! Three `vigil run --kafka --api` nodes in one consumer group, as separate processes with
+//! their own data directories, access stores and audit logs, on a real Tansu broker: each
+//! stores only its partitions' records, and a reviewer or an admin reaches every case and
+//! flagged record through any node, which forwards to the node storing it over mutual TLS
+//! with cluster-CA certificates (`[cluster]`). Both nodes audit a forwarded request.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::api::{call, code};
+use crate::broker::Broker;
+use crate::kafka::{produce, stored_ids, workdir, Consumer};
+use crate::util::{http_get, Workdir};
+
+/// One node: its name, its settings and its listeners.
+struct Node {
+    name: String,
+    envs: Vec<(String, String)>,
+    api: String,
+    workstations: String,
+    peer: String,
+    metrics: String,
+    process: Option<Consumer>,
+}
+
+impl Node {
+    fn new(wd: &Workdir, n: usize) -> Self {
+        let free = || format!("127.0.0.1:{}", crate::llm::free_port());
+        let (api, workstations, peer, metrics) = (free(), free(), free(), free());
+        let name = format!("node-{n}");
+        wd.ok(&[
+            "cluster",
+            "issue",
+            "--node",
+            &name,
+            "--host",
+            "127.0.0.1",
+            "--ca-dir",
+            "var/cluster-ca",
+            "--out",
+            "cluster",
+        ]);
+        let dir = format!("var/{name}");
+        let envs: Vec<(String, String)> = [
+            ("VIGIL_KAFKA__NODE", name.clone()),
+            ("VIGIL_STORAGE__DATA_DIR", format!("{dir}/data")),
+            ("VIGIL_ANALYTICS__EXPORT_DIR", format!("{dir}/exports")),
+            ("VIGIL_ABUSE__CASE_ID_KEY", format!("{dir}/case-id.key")),
+            ("VIGIL_ACCESS__DIR", format!("{dir}/access")),
+            ("VIGIL_ACCESS__AUDIT_LOG", format!("{dir}/audit.jsonl")),
+            ("VIGIL_ACCESS__POINT_QUERIES_PER_MINUTE", "100000".into()),
+            ("VIGIL_ACCESS__POINT_QUERY_BURST", "1000".into()),
+            ("VIGIL_API__PLAIN_HTTP", "true".into()),
+            ("VIGIL_API__LISTEN", api.clone()),
+            ("VIGIL_API__WORKSTATION_LISTEN", workstations.clone()),
+            ("VIGIL_METRICS__LISTEN", metrics.clone()),
+            ("VIGIL_CLUSTER__ENABLED", "true".into()),
+            ("VIGIL_CLUSTER__LISTEN", peer.clone()),
+            ("VIGIL_CLUSTER__CA", "cluster/ca.pem".into()),
+            ("VIGIL_CLUSTER__CERT", format!("cluster/{name}.pem")),
+            ("VIGIL_CLUSTER__KEY", format!("cluster/{name}.key")),
+            ("VIGIL_CLUSTER__REFRESH_MS", "300".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        Self {
+            name,
+            envs,
+            api: format!("http://{api}"),
+            workstations: format!("https://{workstations}"),
+            peer,
+            metrics,
+            process: None,
+        }
+    }
+
+    fn envs(&self) -> Vec<(&str, &str)> {
+        self.envs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
+    }
+
+    /// `vigil` with this node's settings (its access store, its audit log).
+    fn ok(&self, wd: &Workdir, args: &[&str]) -> String {
+        wd.ok_with(args, b"", &self.envs()).0
+    }
+
+    /// Adds a principal to this node's access store and returns a token of theirs.
+    fn principal(&self, wd: &Workdir, name: &str, role: &str, region: &str) -> String {
+        self.ok(
+            wd,
+            &[
+                "admin",
+                "principal",
+                "add",
+                name,
+                "--role",
+                role,
+                "--region",
+                region,
+            ],
+        );
+        self.ok(wd, &["admin", "token", "issue", name])
+            .trim()
+            .to_owned()
+    }
+
+    fn start(&mut self, wd: &Workdir) {
+        let mut process = Consumer::start(wd, &["--api"], &self.envs());
+        process.wait_for_log("Partitions assigned");
+        self.process = Some(process);
+    }
+
+    fn audit(&self, wd: &Workdir) -> Vec<Value> {
+        std::fs::read_to_string(wd.path(&format!("var/{}/audit.jsonl", self.name)))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+/// Waits until the directory lists `n` nodes, each owning partitions, every log partition
+/// exactly once.
+fn wait_for_directory(wd: &Workdir, n: usize, partitions: usize) {
+    let started = Instant::now();
+    loop {
+        let nodes: Value = serde_json::from_str(&wd.ok(&["nodes", "--format", "json"])).unwrap();
+        let entries = nodes.as_array().unwrap();
+        let owned: Vec<Value> = entries
+            .iter()
+            .flat_map(|e| e["partitions"].as_array().unwrap().clone())
+            .collect();
+        let distinct: BTreeSet<String> = owned.iter().map(Value::to_string).collect();
+        let all_peers = entries
+            .iter()
+            .all(|e| !e["partitions"].as_array().unwrap().is_empty() && e["peer"].is_string());
+        if entries.len() == n
+            && all_peers
+            && owned.len() == partitions
+            && distinct.len() == partitions
+        {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "{nodes:#}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// A client of the peer listener: trusting the cluster CA, presenting `identity` (a
+/// certificate and its key) if given.
+fn peer_client(wd: &Workdir, identity: Option<(&str, &str)>) -> ureq::Agent {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(wd.path("cluster/ca.pem")).unwrap())
+        .unwrap();
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = match identity {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                vec![CertificateDer::from_pem_file(wd.path(cert)).unwrap()],
+                PrivateKeyDer::from_pem_file(wd.path(key)).unwrap(),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    ureq::AgentBuilder::new()
+        .tls_config(std::sync::Arc::new(config))
+        .build()
+}
+
+/// A workstation client trusting the shared workstation CA and presenting `name`'s
+/// certificate.
+fn workstation(wd: &Workdir, name: &str) -> ureq::Agent {
+    crate::api::agent(wd, Some(name))
+}
+
+#[test]
+fn three_nodes_answer_for_each_other_over_mutual_tls() {
+    let broker = Broker::memory();
+    let sample = crate::util::sample_workdir();
+    let traffic = std::fs::read(sample.path("traffic.jsonl")).unwrap();
+    let registry = std::fs::read_to_string(sample.path("resources.toml")).unwrap();
+    let wd = workdir(&broker, &registry, &String::from_utf8_lossy(&traffic));
+    wd.write("traffic.jsonl", &traffic);
+    for key in std::fs::read_dir(sample.path("keys")).unwrap() {
+        let key = key.unwrap();
+        wd.write(
+            &format!("keys/{}", key.file_name().to_string_lossy()),
+            std::fs::read(key.path()).unwrap(),
+        );
+    }
+    // One workstation CA for the three nodes' workstation listeners (each node registers
+    // the reviewer's certificate in its own access store).
+    let config = std::fs::read_to_string(wd.path("vigil.toml")).unwrap();
+    wd.write(
+        "vigil.toml",
+        config + "[access]\nca_dir = \"var/workstation-ca\"\n",
+    );
+    let mut nodes: Vec<Node> = (1..=3).map(|n| Node::new(&wd, n)).collect();
+    let mut tokens: BTreeMap<(usize, &str), String> = BTreeMap::new();
+    for (i, node) in nodes.iter().enumerate() {
+        for (name, role, region) in [
+            ("rita", "reviewer", "eea"),
+            ("max", "manager", "eea"),
+            ("adam", "admin", "non-eea"),
+        ] {
+            tokens.insert((i, name), node.principal(&wd, name, role, region));
+        }
+        let ws = format!("ws-{}", node.name);
+        node.ok(
+            &wd,
+            &[
+                "admin",
+                "workstation",
+                "issue",
+                &ws,
+                "--generate-key",
+                "--out",
+                "ws",
+            ],
+        );
+    }
+    // One at a time: the first creates the workstation listener's server certificate.
+    for node in &mut nodes {
+        node.start(&wd);
+    }
+    wait_for_directory(&wd, 3, 12);
+    produce(&wd, "traffic.jsonl");
+    broker.wait_caught_up(
+        "vigil",
+        &["vigil.logs.us", "vigil.logs.eu", "vigil.logs.apac"],
+    );
+
+    // The case list is the same from every node, and its cases are spread over the nodes.
+    let plain = crate::api::agent(&wd, None);
+    let mut lists = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let (status, body) = call(
+            &plain,
+            "GET",
+            &format!("{}/v1/cases", node.api),
+            Some(&tokens[&(i, "rita")]),
+            None,
+        );
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["unreachable_nodes"], json!([]), "{body}");
+        let cases: BTreeMap<String, (String, Vec<String>, String)> = body["cases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            // Cases of resources that keep no content have nothing to read.
+            .filter(|c| c["content_logging"] == true)
+            .map(|c| {
+                let sample = c["sample"].as_array().unwrap();
+                (
+                    c["case_id"].as_str().unwrap().to_owned(),
+                    (
+                        c["node"].as_str().unwrap().to_owned(),
+                        sample
+                            .iter()
+                            .map(|r| r.as_str().unwrap().to_owned())
+                            .collect(),
+                        c["resource_id"].as_str().unwrap().to_owned(),
+                    ),
+                )
+            })
+            .collect();
+        lists.push(cases);
+    }
+    assert!(!lists[0].is_empty());
+    assert_eq!(lists[0], lists[1]);
+    assert_eq!(lists[0], lists[2]);
+    let cases = lists.swap_remove(0);
+    let holders: BTreeSet<&str> = cases.values().map(|(n, _, _)| n.as_str()).collect();
+    assert!(holders.len() >= 2, "cases all on one node: {holders:?}");
+
+    // A reviewer reads every flagged record of every case through every node: through the
+    // node storing it, and through the others, which forward the read.
+    let records: Vec<Value> = String::from_utf8_lossy(&traffic)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .collect();
+    let prompts: BTreeMap<String, String> = records
+        .iter()
+        .filter_map(|r| {
+            Some((
+                r["request_id"].as_str()?.to_owned(),
+                r["prompt"].as_str()?.to_owned(),
+            ))
+        })
+        .collect();
+    let mut forwarded = 0;
+    for (i, node) in nodes.iter().enumerate() {
+        let ws = workstation(&wd, &format!("ws-{}", node.name));
+        for (case, (holder, sample, _)) in &cases {
+            let (status, asked) = call(
+                &plain,
+                "POST",
+                &format!("{}/v1/cases/{case}/access-requests", node.api),
+                Some(&tokens[&(i, "rita")]),
+                Some(json!({"reason": "cluster test"})),
+            );
+            assert_eq!(status, 201, "{asked}");
+            let id = asked["id"].as_str().unwrap();
+            let (status, approved) = call(
+                &plain,
+                "POST",
+                &format!("{}/v1/access-requests/{id}/approve", node.api),
+                Some(&tokens[&(i, "max")]),
+                None,
+            );
+            assert_eq!(status, 200, "{approved}");
+            for request in sample {
+                let (status, record) = call(
+                    &ws,
+                    "GET",
+                    &format!("{}/v1/cases/{case}/records/{request}", node.workstations),
+                    Some(&tokens[&(i, "rita")]),
+                    None,
+                );
+                assert_eq!(
+                    status, 200,
+                    "{} reading {case}/{request}: {record}",
+                    node.name
+                );
+                assert_eq!(
+                    record["prompt"].as_str(),
+                    prompts.get(request).map(String::as_str)
+                );
+                if *holder != node.name {
+                    forwarded += 1;
+                }
+            }
+        }
+    }
+    assert!(forwarded > 0);
+
+    // Both nodes audited each forwarded read: the one the reviewer called names the node
+    // that answered, the owner names the node that forwarded it.
+    let (case, (holder, sample, resource)) = cases
+        .iter()
+        .find(|(_, (holder, _, _))| *holder != nodes[0].name)
+        .unwrap();
+    let owner = nodes.iter().position(|n| n.name == *holder).unwrap();
+    let read = |entry: &Value| {
+        entry["action"] == "record.read"
+            && entry["outcome"] == "granted"
+            && entry["case_id"] == case.as_str()
+            && entry["request_id"] == sample[0].as_str()
+    };
+    let asked = nodes[0].audit(&wd);
+    assert!(
+        asked.iter().any(|e| read(e)
+            && e["actor"] == "rita"
+            && e["detail"]
+                .as_str()
+                .unwrap_or("")
+                .contains(&format!("answered by node {holder}"))),
+        "no entry on node-1 for the forwarded read"
+    );
+    let answered = nodes[owner].audit(&wd);
+    assert!(
+        answered.iter().any(|e| read(e)
+            && e["actor"] == "rita"
+            && e["workstation"] == "ws-node-1"
+            && e["detail"]
+                .as_str()
+                .unwrap_or("")
+                .contains("forwarded by node node-1")),
+        "no entry on {holder} for the read node-1 forwarded"
+    );
+    // A record the case did not flag is refused through any node, without a forward.
+    let unflagged = records
+        .iter()
+        .filter(|r| r["resource_id"] == resource.as_str())
+        .filter_map(|r| r["request_id"].as_str())
+        .find(|r| !cases.values().any(|(_, s, _)| s.iter().any(|f| f == r)))
+        .unwrap();
+    let (status, refused) = call(
+        &workstation(&wd, "ws-node-1"),
+        "GET",
+        &format!(
+            "{}/v1/cases/{case}/records/{unflagged}",
+            nodes[0].workstations
+        ),
+        Some(&tokens[&(0, "rita")]),
+        None,
+    );
+    assert_eq!(
+        (status, code(&refused)),
+        (404, "not_available"),
+        "{refused}"
+    );
+
+    // The peer listener takes only cluster certificates: a node's is answered, a
+    // workstation's, or none, is refused during the handshake.
+    let peer_cases = format!("https://{}/peer/v1/cases", nodes[owner].peer);
+    let answered = peer_client(&wd, Some(("cluster/node-1.pem", "cluster/node-1.key")))
+        .get(&peer_cases)
+        .call()
+        .unwrap();
+    assert_eq!(answered.status(), 200);
+    for client in [
+        peer_client(&wd, Some(("ws/ws-node-1.pem", "ws/ws-node-1.key"))),
+        peer_client(&wd, None),
+    ] {
+        let refused = client.get(&peer_cases).call();
+        assert!(
+            matches!(refused, Err(ureq::Error::Transport(_))),
+            "{refused:?}"
+        );
+    }
+
+    // An admin deletes a record through a node that does not store it: the owner deletes it
+    // and audits it, and no node reads it any more.
+    let deleting = (owner + 1) % 3;
+    let (status, deleted) = call(
+        &plain,
+        "DELETE",
+        &format!(
+            "{}/v1/resources/{resource}/requests/{}",
+            nodes[deleting].api, sample[0]
+        ),
+        Some(&tokens[&(deleting, "adam")]),
+        None,
+    );
+    assert_eq!(status, 200, "{deleted}");
+    assert_eq!(deleted["nodes"], json!([holder]), "{deleted}");
+    assert!(nodes[owner]
+        .audit(&wd)
+        .iter()
+        .any(|e| e["action"] == "data.delete_request"
+            && e["actor"] == "adam"
+            && e["request_id"] == sample[0].as_str()
+            && e["detail"]
+                .as_str()
+                .unwrap_or("")
+                .contains(&format!("forwarded by node {}", nodes[deleting].name))));
+    for (i, node) in nodes.iter().enumerate() {
+        let (status, gone) = call(
+            &workstation(&wd, &format!("ws-{}", node.name)),
+            "GET",
+            &format!(
+                "{}/v1/cases/{case}/records/{}",
+                node.workstations, sample[0]
+            ),
+            Some(&tokens[&(i, "rita")]),
+            None,
+        );
+        assert_eq!((status, code(&gone)), (404, "not_available"), "{gone}");
+    }
+    let (status, again) = call(
+        &plain,
+        "DELETE",
+        &format!(
+            "{}/v1/resources/{resource}/requests/{}",
+            nodes[deleting].api, sample[0]
+        ),
+        Some(&tokens[&(deleting, "adam")]),
+        None,
+    );
+    assert_eq!((status, code(&again)), (404, "not_available"), "{again}");
+
+    // Every node stops cleanly; every valid record was stored once, on one node.
+    for node in &nodes {
+        let started = Instant::now();
+        loop {
+            let (status, readiness) = http_get(&format!("http://{}/readyz", node.metrics));
+            if status == 200 {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "{}: {readiness}",
+                node.name
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let summaries: Vec<Value> = nodes
+        .iter_mut()
+        .map(|node| node.process.take().unwrap().terminate())
+        .collect();
+    let stored: u64 = summaries
+        .iter()
+        .map(|s| crate::util::total(s, "stored"))
+        .sum();
+    let mut all = BTreeSet::new();
+    let mut each = 0;
+    for node in &nodes {
+        let ids = stored_ids(&wd, &format!("var/{}/data", node.name));
+        assert!(!ids.is_empty(), "{} stored nothing", node.name);
+        each += ids.len();
+        all.extend(ids);
+    }
+    assert_eq!(each, all.len(), "a record stored on two nodes");
+    assert_eq!(all.len() as u64 + 1, stored, "{summaries:#?}");
+}
