@@ -26,9 +26,10 @@ pub fn nodes(config: &Config, args: &NodesArgs) -> anyhow::Result<()> {
                     .collect();
                 writeln!(
                     text,
-                    "{:<20} {:<28} {}",
+                    "{:<20} {:<28} {:<28} {}",
                     entry.node,
                     entry.api.as_deref().unwrap_or("(no API)"),
+                    entry.peer.as_deref().unwrap_or("(no peer listener)"),
                     partitions.join(" ")
                 )?;
             }
