@@ -365,6 +365,14 @@ pub struct BenchArgs {
     /// Concurrent reviewers (client threads) for `--api`.
     #[arg(long, default_value_t = 50, requires = "api")]
     pub reviewers: usize,
+    /// With --api: also read the same records through a second node that forwards each
+    /// point query to the first over the peer listener (mutual TLS), and report both.
+    #[arg(long, requires = "api")]
+    pub forwarded: bool,
+    /// With --kafka: consumer-group members (nodes) sharing each run's backlog, each with its
+    /// own stores, in this process; the report gives records/s for the group and per node.
+    #[arg(long, default_value_t = 1, requires = "kafka")]
+    pub nodes: usize,
     /// With --reviewer: review through this OpenAI-compatible API base URL (for example
     /// http://127.0.0.1:8080/v1) instead of the configured backend.
     #[arg(long, value_name = "URL", requires = "reviewer")]

@@ -28,6 +28,9 @@ use vigil_core::{Case, Day, Decision, Verdict};
 
 use crate::error::ApiError;
 
+/// Idle keep-alive connections kept to each peer.
+const IDLE_CONNECTIONS: usize = 64;
+
 /// Settings of the peer listener and client (`[cluster]`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -327,9 +330,13 @@ impl Cluster {
             .with_root_certificates(roots)
             .with_client_auth_cert(chain, key)
             .context("the node's certificate and key do not match")?;
+        // Keep-alive connections to each peer for as many requests as run at once (ureq keeps
+        // one per host by default: the others would each pay a TLS handshake).
         let agent = ureq::AgentBuilder::new()
             .tls_config(Arc::new(tls))
             .timeout(timeout)
+            .max_idle_connections(IDLE_CONNECTIONS)
+            .max_idle_connections_per_host(IDLE_CONNECTIONS)
             .build();
         Ok(Self {
             node: node.to_owned(),
@@ -486,4 +493,83 @@ fn refusal_of(peer: &PeerNode, failure: PeerFailure) -> ApiError {
     }
     warn_unanswered(peer, &failure);
     ApiError::peer_unavailable(&peer.name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client for `node`, with a certificate from a fresh cluster CA in `dir`.
+    fn client(dir: &std::path::Path, node: &str, peers: Vec<PeerNode>) -> Cluster {
+        let ca = vigil_access::ClusterCa::load_or_create(&dir.join("ca")).unwrap();
+        let issued = ca.issue_node(node, &["127.0.0.1".into()]).unwrap();
+        let identity = Identity {
+            ca_pem: ca.ca_pem().to_owned(),
+            cert_pem: issued.cert_pem,
+            key_pem: issued.key_pem,
+        };
+        assert_eq!(identity.node().as_deref(), Some(node));
+        let list = Arc::new(Peers::default());
+        list.set(peers);
+        Cluster::new(node, &identity, Duration::from_millis(500), list).unwrap()
+    }
+
+    /// A loopback address nothing listens on.
+    fn closed_port() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        format!("https://{addr}")
+    }
+
+    #[test]
+    fn a_peer_that_does_not_answer_is_never_taken_for_one_without_the_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let gone = PeerNode {
+            name: "node-gone".into(),
+            url: closed_port(),
+        };
+        let cluster = client(dir.path(), "node-1", vec![gone.clone()]);
+        // A case lookup is unavailable, not "no such case".
+        let refused = cluster.find_case("case-0001").unwrap_err();
+        assert_eq!(
+            (refused.status.as_u16(), refused.code),
+            (503, "peer_unavailable")
+        );
+        assert!(refused.message.contains("node-gone"), "{}", refused.message);
+        // A case list names the peer whose cases it lacks.
+        let (cases, missing) = cluster.cases();
+        assert!(cases.is_empty());
+        assert_eq!(missing, vec!["node-gone".to_owned()]);
+        // A deletion that could not reach a peer fails, after the others were asked.
+        let deletion = ForwardedDeletion {
+            resource_id: "r".into(),
+            request_id: None,
+            actor: "adam".into(),
+            role: "admin".into(),
+        };
+        assert_eq!(
+            cluster.delete(&deletion).unwrap_err().code,
+            "peer_unavailable"
+        );
+        // With no peers, nothing is forwarded and nothing is missing.
+        let alone = client(dir.path(), "node-2", vec![]);
+        assert!(alone.find_case("case-0001").unwrap().is_none());
+        assert_eq!(alone.cases().1, Vec::<String>::new());
+    }
+
+    #[test]
+    fn settings_are_checked() {
+        assert!(ClusterConfig::default().validate().is_ok());
+        let plain = ClusterConfig {
+            advertise: Some("http://10.0.0.1:8702".into()),
+            ..ClusterConfig::default()
+        };
+        assert!(plain.validate().unwrap_err().contains("https://"));
+        let slow = ClusterConfig {
+            timeout_ms: 0,
+            ..ClusterConfig::default()
+        };
+        assert!(slow.validate().unwrap_err().contains("cluster.timeout_ms"));
+    }
 }

@@ -233,6 +233,8 @@ pub struct ApiServer {
     pub workstation_addr: SocketAddr,
     /// Where the peer listener listens, with `[cluster]`.
     pub peer_addr: Option<SocketAddr>,
+    /// The client to the other nodes and their list, with `[cluster]`.
+    pub cluster: Option<Arc<cluster::Cluster>>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -284,6 +286,7 @@ impl ApiServer {
         let http_addr = http.local_addr()?;
         let workstation_addr = workstation.local_addr()?;
         let peer_addr = peers.as_ref().map(|l| l.local_addr()).transpose()?;
+        let cluster = state.cluster.clone();
         let state = Arc::new(state);
         let app = routes::router(state.clone(), config.max_body_bytes).merge(pages);
         let peer_app = peer::router(state.clone(), config.max_body_bytes);
@@ -355,6 +358,7 @@ impl ApiServer {
             http_addr,
             workstation_addr,
             peer_addr,
+            cluster,
             shutdown: Some(shutdown),
             thread: Some(thread),
         })

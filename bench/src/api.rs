@@ -7,6 +7,12 @@
 //! through the workstation listener until `--records` queries are done: every query passes
 //! the whole gate (token, workstation, rate limit, grant, flag, region, decryption) and is
 //! audited with an fsync before it is answered. Reports queries/s and latency percentiles.
+//!
+//! With `--forwarded`, a second node then serves the same reviewers (its own access store,
+//! grants and audit log) over empty stores, knowing the first as its peer: each of its point
+//! queries is checked there, forwarded over the peer listener (mutual TLS with cluster-CA
+//! certificates) to the first node, checked and audited again there, and answered. The report
+//! puts the two side by side.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -21,6 +27,7 @@ use vigil_access::{
     WorkstationCa,
 };
 use vigil_analytics::AnalyticsConfig;
+use vigil_api::cluster::{ClusterConfig, PeerNode};
 use vigil_api::{ApiConfig, ApiServer};
 use vigil_core::{
     Case, CaseSignals, FlagScores, FlagSubject, FlagWindow, Geography, LogRecord, RequestId,
@@ -47,6 +54,10 @@ pub struct ApiSections {
     pub access: AccessConfig,
     /// The API's listeners.
     pub api: ApiConfig,
+    /// The peer listener (`--forwarded` enables it on both nodes).
+    pub cluster: ClusterConfig,
+    /// The node's name (`kafka.node`), which its cluster certificate names.
+    pub node: String,
 }
 
 /// The API as `vigil serve` runs it, which the binary assembles: [`bench()`] sets up its
@@ -105,10 +116,127 @@ pub fn bench(
     let stores = Arc::new(server.open_stores(&config, &registry)?);
     let cases = store_cases(&stores, &registry, reviewers)?;
 
-    let access = AccessStore::open(&config.access.dir)?;
     let ca = WorkstationCa::load_or_create(&config.access.ca_dir, &config.api.tls_hosts)?;
     let issued = ca.issue_workstation("bench-ws")?;
-    let now = stores.clock().now();
+    let tokens = grant_reviewers(&config, &cases, &issued, stores.clock().now())?;
+    if options.forwarded {
+        config.cluster = node_certificate(dir, "bench-owner", &config.cluster)?;
+        config.node = "bench-owner".into();
+    }
+    let owner_api = server.start(&config, &stores, &registry)?;
+    let client = client_config(&ca, &issued)?;
+    let mut report = format!(
+        "API point queries · {reviewers} concurrent reviewers, each on its own keep-alive TLS connection · {} queries a run · every query audited (fsync) · {}\n",
+        options.records,
+        machine()
+    );
+    let base = format!("https://{}", owner_api.workstation_addr);
+    let local = measure(options, &client, &base, &cases, &tokens)?;
+    if !options.forwarded {
+        report.push_str(&local.0);
+        owner_api.stop();
+        return Ok(report);
+    }
+    // The second node: its own stores (empty), access store and audit log, the same
+    // workstation CA; the first node is its peer.
+    let owner = owner_api
+        .peer_addr
+        .context("the first node serves no peer listener")?;
+    let mut front = config.clone();
+    front.storage.data_dir = dir.join("front/data");
+    front.analytics.export_dir = dir.join("front/exports");
+    front.access.dir = dir.join("front/access");
+    front.access.audit_log = dir.join("front/audit/audit.jsonl");
+    front.cluster = node_certificate(dir, "bench-front", &config.cluster)?;
+    front.node = "bench-front".into();
+    let front_tokens = grant_reviewers(&front, &cases, &issued, stores.clock().now())?;
+    let front_stores = Arc::new(server.open_stores(&front, &registry)?);
+    let front_server = server.start(&front, &front_stores, &registry)?;
+    front_server
+        .cluster
+        .as_ref()
+        .context("the second node is in no cluster")?
+        .peers
+        .set(vec![PeerNode {
+            name: "bench-owner".into(),
+            url: format!("https://{owner}"),
+        }]);
+    let base = format!("https://{}", front_server.workstation_addr);
+    let forwarded = measure(options, &client, &base, &cases, &front_tokens)?;
+    writeln!(report, "answered by the node storing the records:")?;
+    report.push_str(&local.0);
+    writeln!(
+        report,
+        "\nthrough a second node, forwarded to it over the peer listener (both on this machine, loopback):"
+    )?;
+    report.push_str(&forwarded.0);
+    write!(
+        report,
+        "\nforwarding: median p50 {:.2} ms against {:.2} ms, p99 {:.2} ms against {:.2} ms",
+        forwarded.1 .0, local.1 .0, forwarded.1 .1, local.1 .1
+    )?;
+    front_server.stop();
+    owner_api.stop();
+    Ok(report)
+}
+
+/// Runs the point queries through `base` (a workstation listener): the per-run lines and the
+/// median line, and the p50 and p99 latencies in milliseconds.
+fn measure(
+    options: &BenchOptions,
+    client: &Arc<rustls::ClientConfig>,
+    base: &str,
+    cases: &[Case],
+    tokens: &[String],
+) -> anyhow::Result<(String, (f64, f64))> {
+    let reviewers = cases.len();
+    let agents: Vec<ureq::Agent> = (0..reviewers)
+        .map(|_| ureq::AgentBuilder::new().tls_config(client.clone()).build())
+        .collect();
+    let (mut rates, mut latencies) =
+        timed_runs(options.runs, reviewers, options.records, 1, |one| {
+            for i in one {
+                let who = i % reviewers;
+                let case = &cases[who];
+                let request_id = &case.sample[(i / reviewers) % case.sample.len()];
+                let url = format!("{base}/v1/cases/{}/records/{request_id}", case.case_id);
+                let response = agents[who]
+                    .get(&url)
+                    .set("Authorization", &format!("Bearer {}", tokens[who]))
+                    .call()
+                    .with_context(|| format!("point query {url}"))?;
+                let body = response.into_string()?;
+                anyhow::ensure!(
+                    body.contains("\"prompt\""),
+                    "a point query returned no content"
+                );
+            }
+            Ok(())
+        })?;
+    let mut report = String::new();
+    for (run, rate) in rates.iter().enumerate() {
+        writeln!(report, "run {}: {rate:>8.0} queries/s", run + 1)?;
+    }
+    latencies.sort();
+    let ms = |q: f64| {
+        let i = ((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1));
+        latencies.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    let percentiles = (ms(0.50), ms(0.99));
+    report.push_str(&median_line(&mut rates, &mut latencies, "queries"));
+    report.push_str(" (a batch is one query)");
+    Ok((report, percentiles))
+}
+
+/// Registers the workstation `issued` in `config`'s access store and gives one EEA reviewer
+/// per case an approved grant for it; returns their tokens.
+fn grant_reviewers(
+    config: &ApiSections,
+    cases: &[Case],
+    issued: &vigil_access::workstation::Issued,
+    now: time::OffsetDateTime,
+) -> anyhow::Result<Vec<String>> {
+    let access = AccessStore::open(&config.access.dir)?;
     access.register_workstation(&Workstation {
         name: "bench-ws".into(),
         fingerprint: issued.fingerprint.clone(),
@@ -136,7 +264,7 @@ pub fn bench(
         access.add_request(&AccessRequest {
             id: AccessRequest::new_id(),
             case_id: case.case_id.clone(),
-            geography: eu.clone(),
+            geography: case.geography.clone(),
             resource_id: case.resource_id.clone(),
             requester: name,
             reason: "bench".into(),
@@ -148,46 +276,37 @@ pub fn bench(
             },
         })?;
     }
-    drop(access);
+    Ok(tokens)
+}
 
-    let server = server.start(&config, &stores, &registry)?;
-    let client = client_config(&ca, &issued)?;
-    let agents: Vec<ureq::Agent> = (0..reviewers)
-        .map(|_| ureq::AgentBuilder::new().tls_config(client.clone()).build())
-        .collect();
-    let base = format!("https://{}", server.workstation_addr);
-    let mut report = format!(
-        "API point queries · {reviewers} concurrent reviewers, each on its own keep-alive TLS connection · {} queries a run · every query audited (fsync) · {}\n",
-        options.records,
-        machine()
+/// `base` with the peer listener on, on a loopback port the system picks, and a certificate
+/// for `node` from a cluster CA in the scratch directory `dir`.
+fn node_certificate(
+    dir: &std::path::Path,
+    node: &str,
+    base: &ClusterConfig,
+) -> anyhow::Result<ClusterConfig> {
+    let ca = vigil_access::ClusterCa::load_or_create(&dir.join("cluster-ca"))?;
+    let issued = ca.issue_node(node, &["127.0.0.1".into()])?;
+    let files = dir.join("cluster");
+    std::fs::create_dir_all(&files)?;
+    let (cert, key, ca_pem) = (
+        files.join(format!("{node}.pem")),
+        files.join(format!("{node}.key")),
+        files.join("ca.pem"),
     );
-    let (mut rates, mut latencies) =
-        timed_runs(options.runs, reviewers, options.records, 1, |one| {
-            for i in one {
-                let who = i % reviewers;
-                let case = &cases[who];
-                let request_id = &case.sample[(i / reviewers) % case.sample.len()];
-                let url = format!("{base}/v1/cases/{}/records/{request_id}", case.case_id);
-                let response = agents[who]
-                    .get(&url)
-                    .set("Authorization", &format!("Bearer {}", tokens[who]))
-                    .call()
-                    .with_context(|| format!("point query {url}"))?;
-                let body = response.into_string()?;
-                anyhow::ensure!(
-                    body.contains("\"prompt\""),
-                    "a point query returned no content"
-                );
-            }
-            Ok(())
-        })?;
-    for (run, rate) in rates.iter().enumerate() {
-        writeln!(report, "run {}: {rate:>8.0} queries/s", run + 1)?;
-    }
-    report.push_str(&median_line(&mut rates, &mut latencies, "queries"));
-    report.push_str(" (a batch is one query)");
-    server.stop();
-    Ok(report)
+    std::fs::write(&cert, &issued.cert_pem)?;
+    vigil_access::workstation::write_private(&key, &issued.key_pem)?;
+    std::fs::write(&ca_pem, ca.ca_pem())?;
+    Ok(ClusterConfig {
+        enabled: true,
+        listen: "127.0.0.1:0".into(),
+        advertise: None,
+        ca: ca_pem,
+        cert,
+        key,
+        ..base.clone()
+    })
 }
 
 /// Stores `PER_CASE` records per reviewer and a case sampling them.

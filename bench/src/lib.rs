@@ -65,4 +65,10 @@ pub struct BenchOptions {
     pub with_classifier: bool,
     /// Distinct end users the records are spread over ([`detection`]).
     pub users: usize,
+    /// Consumer-group members sharing the backlog, each with its own stores ([`pipeline`]
+    /// over Kafka).
+    pub nodes: usize,
+    /// Point queries through a second node that forwards them to the node storing the
+    /// records, beside the same queries answered locally ([`api`]).
+    pub forwarded: bool,
 }

@@ -46,6 +46,8 @@ pub fn bench(config: &Config, args: &BenchArgs) -> anyhow::Result<()> {
             analytics: config.analytics.clone(),
             access: config.access.clone(),
             api: config.api.clone(),
+            cluster: config.cluster.clone(),
+            node: config.kafka.node.clone(),
         };
         vigil_bench::api::bench(&options, &sections, &Serve(config))?
     } else {
@@ -72,6 +74,8 @@ fn options(args: &BenchArgs) -> BenchOptions {
         reviewers: args.reviewers,
         with_classifier: args.with_classifier,
         users: args.users,
+        nodes: args.nodes,
+        forwarded: args.forwarded,
     }
 }
 
@@ -87,6 +91,11 @@ impl Serve<'_> {
             analytics: sections.analytics.clone(),
             access: sections.access.clone(),
             api: sections.api.clone(),
+            cluster: sections.cluster.clone(),
+            kafka: vigil_kafka::KafkaConfig {
+                node: sections.node.clone(),
+                ..self.0.kafka.clone()
+            },
             ..self.0.clone()
         }
     }
@@ -116,7 +125,7 @@ impl vigil_bench::api::Server for Serve<'_> {
             &lifecycle,
             &live,
             &vigil_core::Health::default(),
-            &super::kafka_config(&config, None),
+            None,
         )?;
         Ok(api.server)
     }

@@ -93,7 +93,7 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<()> {
             &lifecycle,
             &live,
             &monitoring.health,
-            &run_kafka_config(config, args),
+            Some(&run_kafka_config(config, args)),
         )?;
         // On stderr: stdout carries the run's summary.
         let _ = writeln!(

@@ -46,14 +46,15 @@ impl Api {
 /// Starts the API over `stores`, sharing `lifecycle`'s registry (a retention change made
 /// through the API applies from the schedule's next pass); deletions and resource changes
 /// nudge `lifecycle` to bring the exports up to date. With `[cluster]`, the peer listener
-/// starts too, and the peers are read from the node directory on `kafka`.
+/// starts too, and the peers are read from the node directory on `kafka` (without it, the
+/// caller sets them: the forwarding benchmark).
 pub(super) fn start_api(
     config: &Config,
     stores: &Arc<Stores>,
     lifecycle: &Arc<Lifecycle>,
     live: &LiveRegistry,
     health: &Health,
-    kafka: &KafkaConfig,
+    kafka: Option<&KafkaConfig>,
 ) -> anyhow::Result<Api> {
     let joined = super::cluster::join(config)?;
     config.access.validate()?;
@@ -104,7 +105,7 @@ pub(super) fn start_api(
         cluster: joined.as_ref().map(|j| j.cluster.clone()),
     };
     let (peer, cluster) = match joined {
-        Some(Joined { listener, cluster }) => (Some(listener), Some(cluster)),
+        Some(Joined { listener, cluster }) => (Some(listener), kafka.map(|k| (k, cluster))),
         None => (None, None),
     };
     let server = ApiServer::start(ServerParts {
@@ -115,7 +116,7 @@ pub(super) fn start_api(
         peer,
     })?;
     let directory = cluster
-        .map(|cluster| {
+        .map(|(kafka, cluster)| {
             DirectoryWatch::start(
                 kafka.clone(),
                 &cluster,
@@ -172,7 +173,7 @@ pub(super) fn serve_then(
         &lifecycle,
         &live,
         &monitoring.health,
-        &super::kafka_config(config, None),
+        Some(&super::kafka_config(config, None)),
     )?;
     let _watcher = super::watch_registry(config, loaded, &stores, &live)?;
     output(announcement(config, &api))?;
