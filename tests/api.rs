@@ -78,20 +78,31 @@ impl Drop for Server {
 /// An HTTP client: plain, or TLS trusting vigil's CA and presenting a workstation's
 /// certificate.
 pub(crate) fn agent(wd: &Workdir, workstation: Option<&str>) -> ureq::Agent {
+    let files = workstation.map(|name| (format!("ws/{name}.pem"), format!("ws/{name}.key")));
+    tls_agent(
+        wd,
+        "ws/ca.pem",
+        files.as_ref().map(|(c, k)| (c.as_str(), k.as_str())),
+    )
+}
+
+/// An HTTP client trusting only the CA in `ca` for TLS, presenting `identity` (certificate
+/// and key files) if given; paths relative to `wd`.
+pub(crate) fn tls_agent(wd: &Workdir, ca: &str, identity: Option<(&str, &str)>) -> ureq::Agent {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     roots
-        .add(CertificateDer::from_pem_file(wd.path("ws/ca.pem")).unwrap())
+        .add(CertificateDer::from_pem_file(wd.path(ca)).unwrap())
         .unwrap();
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(roots);
-    let config = match workstation {
-        Some(name) => builder
+    let config = match identity {
+        Some((cert, key)) => builder
             .with_client_auth_cert(
-                vec![CertificateDer::from_pem_file(wd.path(&format!("ws/{name}.pem"))).unwrap()],
-                PrivateKeyDer::from_pem_file(wd.path(&format!("ws/{name}.key"))).unwrap(),
+                vec![CertificateDer::from_pem_file(wd.path(cert)).unwrap()],
+                PrivateKeyDer::from_pem_file(wd.path(key)).unwrap(),
             )
             .unwrap(),
         None => builder.with_no_client_auth(),
@@ -163,6 +174,16 @@ pub(crate) fn principal(
     region: &str,
     extra: &[&str],
 ) -> String {
+    principal_with(wd, [name, role, region], extra, &[])
+}
+
+/// [`principal`] with `envs` set (another node's access store).
+pub(crate) fn principal_with(
+    wd: &Workdir,
+    [name, role, region]: [&str; 3],
+    extra: &[&str],
+    envs: &[(&str, &str)],
+) -> String {
     let mut args = vec![
         "admin",
         "principal",
@@ -174,8 +195,11 @@ pub(crate) fn principal(
         region,
     ];
     args.extend_from_slice(extra);
-    wd.ok(&args);
-    wd.ok(&["admin", "token", "issue", name]).trim().to_owned()
+    wd.ok_with(&args, b"", envs);
+    wd.ok_with(&["admin", "token", "issue", name], b"", envs)
+        .0
+        .trim()
+        .to_owned()
 }
 
 pub(crate) fn world() -> World {

@@ -91,28 +91,24 @@ impl Node {
 
     /// Adds a principal to this node's access store and returns a token of theirs.
     fn principal(&self, wd: &Workdir, name: &str, role: &str, region: &str) -> String {
-        self.ok(
-            wd,
-            &[
-                "admin",
-                "principal",
-                "add",
-                name,
-                "--role",
-                role,
-                "--region",
-                region,
-            ],
-        );
-        self.ok(wd, &["admin", "token", "issue", name])
-            .trim()
-            .to_owned()
+        crate::api::principal_with(wd, [name, role, region], &[], &self.envs())
     }
 
     fn start(&mut self, wd: &Workdir) {
         let mut process = Consumer::start(wd, &["--api"], &self.envs());
         process.wait_for_log("Partitions assigned");
         self.process = Some(process);
+    }
+
+    /// A point query through this node's workstation listener, from its workstation.
+    fn read(&self, wd: &Workdir, token: &str, case: &str, request: &str) -> (u16, Value) {
+        call(
+            &crate::api::agent(wd, Some(&format!("ws-{}", self.name))),
+            "GET",
+            &format!("{}/v1/cases/{case}/records/{request}", self.workstations),
+            Some(token),
+            None,
+        )
     }
 
     fn audit(&self, wd: &Workdir) -> Vec<Value> {
@@ -154,35 +150,7 @@ fn wait_for_directory(wd: &Workdir, n: usize, partitions: usize) {
 /// A client of the peer listener: trusting the cluster CA, presenting `identity` (a
 /// certificate and its key) if given.
 fn peer_client(wd: &Workdir, identity: Option<(&str, &str)>) -> ureq::Agent {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_file(wd.path("cluster/ca.pem")).unwrap())
-        .unwrap();
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots);
-    let config = match identity {
-        Some((cert, key)) => builder
-            .with_client_auth_cert(
-                vec![CertificateDer::from_pem_file(wd.path(cert)).unwrap()],
-                PrivateKeyDer::from_pem_file(wd.path(key)).unwrap(),
-            )
-            .unwrap(),
-        None => builder.with_no_client_auth(),
-    };
-    ureq::AgentBuilder::new()
-        .tls_config(std::sync::Arc::new(config))
-        .build()
-}
-
-/// A workstation client trusting the shared workstation CA and presenting `name`'s
-/// certificate.
-fn workstation(wd: &Workdir, name: &str) -> ureq::Agent {
-    crate::api::agent(wd, Some(name))
+    crate::api::tls_agent(wd, "cluster/ca.pem", identity)
 }
 
 #[test]
@@ -302,7 +270,6 @@ fn three_nodes_answer_for_each_other_over_mutual_tls() {
         .collect();
     let mut forwarded = 0;
     for (i, node) in nodes.iter().enumerate() {
-        let ws = workstation(&wd, &format!("ws-{}", node.name));
         for (case, (holder, sample, _)) in &cases {
             let (status, asked) = call(
                 &plain,
@@ -322,13 +289,7 @@ fn three_nodes_answer_for_each_other_over_mutual_tls() {
             );
             assert_eq!(status, 200, "{approved}");
             for request in sample {
-                let (status, record) = call(
-                    &ws,
-                    "GET",
-                    &format!("{}/v1/cases/{case}/records/{request}", node.workstations),
-                    Some(&tokens[&(i, "rita")]),
-                    None,
-                );
+                let (status, record) = node.read(&wd, &tokens[&(i, "rita")], case, request);
                 assert_eq!(
                     status, 200,
                     "{} reading {case}/{request}: {record}",
@@ -387,16 +348,7 @@ fn three_nodes_answer_for_each_other_over_mutual_tls() {
         .filter_map(|r| r["request_id"].as_str())
         .find(|r| !cases.values().any(|(_, s, _)| s.iter().any(|f| f == r)))
         .unwrap();
-    let (status, refused) = call(
-        &workstation(&wd, "ws-node-1"),
-        "GET",
-        &format!(
-            "{}/v1/cases/{case}/records/{unflagged}",
-            nodes[0].workstations
-        ),
-        Some(&tokens[&(0, "rita")]),
-        None,
-    );
+    let (status, refused) = nodes[0].read(&wd, &tokens[&(0, "rita")], case, unflagged);
     assert_eq!(
         (status, code(&refused)),
         (404, "not_available"),
@@ -425,16 +377,19 @@ fn three_nodes_answer_for_each_other_over_mutual_tls() {
     // An admin deletes a record through a node that does not store it: the owner deletes it
     // and audits it, and no node reads it any more.
     let deleting = (owner + 1) % 3;
-    let (status, deleted) = call(
-        &plain,
-        "DELETE",
-        &format!(
-            "{}/v1/resources/{resource}/requests/{}",
-            nodes[deleting].api, sample[0]
-        ),
-        Some(&tokens[&(deleting, "adam")]),
-        None,
-    );
+    let delete = || {
+        call(
+            &plain,
+            "DELETE",
+            &format!(
+                "{}/v1/resources/{resource}/requests/{}",
+                nodes[deleting].api, sample[0]
+            ),
+            Some(&tokens[&(deleting, "adam")]),
+            None,
+        )
+    };
+    let (status, deleted) = delete();
     assert_eq!(status, 200, "{deleted}");
     assert_eq!(deleted["nodes"], json!([holder]), "{deleted}");
     assert!(nodes[owner]
@@ -448,28 +403,10 @@ fn three_nodes_answer_for_each_other_over_mutual_tls() {
                 .unwrap_or("")
                 .contains(&format!("forwarded by node {}", nodes[deleting].name))));
     for (i, node) in nodes.iter().enumerate() {
-        let (status, gone) = call(
-            &workstation(&wd, &format!("ws-{}", node.name)),
-            "GET",
-            &format!(
-                "{}/v1/cases/{case}/records/{}",
-                node.workstations, sample[0]
-            ),
-            Some(&tokens[&(i, "rita")]),
-            None,
-        );
+        let (status, gone) = node.read(&wd, &tokens[&(i, "rita")], case, &sample[0]);
         assert_eq!((status, code(&gone)), (404, "not_available"), "{gone}");
     }
-    let (status, again) = call(
-        &plain,
-        "DELETE",
-        &format!(
-            "{}/v1/resources/{resource}/requests/{}",
-            nodes[deleting].api, sample[0]
-        ),
-        Some(&tokens[&(deleting, "adam")]),
-        None,
-    );
+    let (status, again) = delete();
     assert_eq!((status, code(&again)), (404, "not_available"), "{again}");
 
     // Every node stops cleanly; every valid record was stored once, on one node.

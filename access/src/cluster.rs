@@ -20,7 +20,7 @@ use rcgen::{
 };
 use time::{Duration, OffsetDateTime};
 
-use crate::workstation::{fingerprint, write_private, Issued};
+use crate::workstation::{fingerprint, read_if_present, write_private, Issued};
 use crate::x509::CertificateFields;
 use crate::AccessError;
 
@@ -83,15 +83,6 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> AccessError + '_ {
     move |source| AccessError::Io {
         path: path.to_owned(),
         source,
-    }
-}
-
-/// A file's text, or `None` when there is no such file.
-fn read_if_present(path: &Path) -> Result<Option<String>, AccessError> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => Ok(Some(text)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(io_err(path)(source)),
     }
 }
 
@@ -241,51 +232,8 @@ impl ClusterCa {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use rustls::client::danger::ServerCertVerifier;
-    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-
     use super::*;
-
-    fn der(pem_text: &str) -> Vec<u8> {
-        pem::parse(pem_text).unwrap().into_contents()
-    }
-
-    fn roots(ca_pem: &str) -> Arc<rustls::RootCertStore> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(CertificateDer::from(der(ca_pem))).unwrap();
-        Arc::new(roots)
-    }
-
-    fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-        Arc::new(rustls::crypto::ring::default_provider())
-    }
-
-    /// What a peer listener (clients checked against `ca_pem`) says of a node presenting
-    /// `cert_pem`.
-    fn verify_client(ca_pem: &str, cert_pem: &str) -> Result<(), rustls::Error> {
-        rustls::server::WebPkiClientVerifier::builder_with_provider(roots(ca_pem), provider())
-            .build()
-            .unwrap()
-            .verify_client_cert(&CertificateDer::from(der(cert_pem)), &[], UnixTime::now())
-            .map(|_| ())
-    }
-
-    /// What a node trusting `ca_pem` says of a peer presenting `cert_pem` as `name`.
-    fn verify_server(ca_pem: &str, cert_pem: &str, name: &str) -> Result<(), rustls::Error> {
-        rustls::client::WebPkiServerVerifier::builder_with_provider(roots(ca_pem), provider())
-            .build()
-            .unwrap()
-            .verify_server_cert(
-                &CertificateDer::from(der(cert_pem)),
-                &[],
-                &ServerName::try_from(name.to_owned()).unwrap(),
-                &[],
-                UnixTime::now(),
-            )
-            .map(|_| ())
-    }
+    use crate::workstation::tests::{der, verify_client, verify_server};
 
     fn mode(path: &Path) -> u32 {
         std::fs::metadata(path).unwrap().permissions().mode() & 0o777

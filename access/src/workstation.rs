@@ -207,7 +207,7 @@ fn read(path: &Path) -> Result<String, AccessError> {
 }
 
 /// A file's text, or `None` when there is no such file.
-fn read_if_present(path: &Path) -> Result<Option<String>, AccessError> {
+pub(crate) fn read_if_present(path: &Path) -> Result<Option<String>, AccessError> {
     match std::fs::read_to_string(path) {
         Ok(text) => Ok(Some(text)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -422,7 +422,7 @@ impl WorkstationCa {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
 
     use rustls::client::danger::ServerCertVerifier;
@@ -436,17 +436,20 @@ mod tests {
         list.iter().map(|h| h.to_string()).collect()
     }
 
-    fn der(pem_text: &str) -> Vec<u8> {
+    /// A certificate's DER, from PEM (also the cluster CA's tests).
+    pub(crate) fn der(pem_text: &str) -> Vec<u8> {
         pem::parse(pem_text).unwrap().into_contents()
     }
 
-    fn roots(ca_pem: &str) -> Arc<rustls::RootCertStore> {
+    /// A root store trusting only `ca_pem`.
+    pub(crate) fn roots(ca_pem: &str) -> Arc<rustls::RootCertStore> {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(CertificateDer::from(der(ca_pem))).unwrap();
         Arc::new(roots)
     }
 
-    fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    /// The crypto provider the API's listeners use.
+    pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
         Arc::new(rustls::crypto::ring::default_provider())
     }
 
@@ -470,7 +473,13 @@ mod tests {
         );
     }
 
-    fn verify_server(ca_pem: &str, cert_pem: &str, name: &str) -> Result<(), rustls::Error> {
+    /// What a TLS client trusting only `ca_pem` says of a server presenting `cert_pem` as
+    /// `name` (also the cluster CA's tests).
+    pub(crate) fn verify_server(
+        ca_pem: &str,
+        cert_pem: &str,
+        name: &str,
+    ) -> Result<(), rustls::Error> {
         let verifier =
             rustls::client::WebPkiServerVerifier::builder_with_provider(roots(ca_pem), provider())
                 .build()
@@ -488,7 +497,7 @@ mod tests {
 
     /// What the workstation listener (rustls, clients checked against `ca_pem`) says of a
     /// client presenting `cert_pem`.
-    fn verify_client(ca_pem: &str, cert_pem: &str) -> Result<(), rustls::Error> {
+    pub(crate) fn verify_client(ca_pem: &str, cert_pem: &str) -> Result<(), rustls::Error> {
         let verifier =
             rustls::server::WebPkiClientVerifier::builder_with_provider(roots(ca_pem), provider())
                 .build()
