@@ -409,6 +409,14 @@ fn three_nodes_answer_for_each_other_over_mutual_tls() {
     let (status, again) = delete();
     assert_eq!((status, code(&again)), (404, "not_available"), "{again}");
 
+    // The owner counted the reads it answered for other nodes.
+    let (_, exposition) = http_get(&format!("http://{}/metrics", nodes[owner].metrics));
+    let answered_reads = exposition
+        .lines()
+        .find(|l| l.starts_with("vigil_peer_requests_total{operation=\"read\",code=\"200\"}"))
+        .unwrap_or_else(|| panic!("no peer reads counted:\n{exposition}"));
+    assert!(!answered_reads.ends_with(" 0"), "{answered_reads}");
+
     // Every node stops cleanly; every valid record was stored once, on one node.
     for node in &nodes {
         let started = Instant::now();

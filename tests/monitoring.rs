@@ -328,6 +328,7 @@ fn metrics_and_readiness_carry_no_ids_or_content() {
                     "version",
                     "subject",
                     "route",
+                    "answer",
                     "topic",
                     "partition",
                     "kind",

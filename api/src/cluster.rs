@@ -471,6 +471,7 @@ fn warn_unanswered(peer: &PeerNode, failure: &PeerFailure) {
         PeerFailure::Refused(code) => ("refused", code),
         PeerFailure::Unreachable(problem) => ("unreachable", problem),
     };
+    metrics::counter!("vigil_peer_failures_total", "answer" => answer).increment(1);
     tracing::warn!(node = %peer.name, url = %peer.url, answer, problem = %problem, "A peer node did not answer a forwarded request.");
 }
 

@@ -37,7 +37,37 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route("/peer/v1/deletions", post(delete))
         .fallback(|| async { ApiError::no_route() })
         .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn(count_request))
         .with_state(state)
+}
+
+/// The operation a peer request's route names, for its metrics (the audit entry names the
+/// action itself).
+fn operation(path: &str) -> &'static str {
+    match path {
+        "/peer/v1/cases" => "cases",
+        "/peer/v1/cases/{case_id}" => "case",
+        "/peer/v1/reads" => "read",
+        "/peer/v1/decisions" => "decision",
+        "/peer/v1/deletions" => "deletion",
+        _ => "other",
+    }
+}
+
+/// Counts each peer request by operation and status code, and times it.
+async fn count_request(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let operation = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("other", |path| operation(path.as_str()));
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let code = response.status().as_u16().to_string();
+    metrics::counter!("vigil_peer_requests_total", "operation" => operation, "code" => code)
+        .increment(1);
+    metrics::histogram!("vigil_peer_request_duration_seconds", "operation" => operation)
+        .record(started.elapsed().as_secs_f64());
+    response
 }
 
 /// The node on the other end: its certificate's common name.

@@ -187,5 +187,19 @@ fn describe() {
         "vigil_audit_failures_total",
         "Audit appends that failed (the requests they recorded were refused)."
     );
+    // Between the nodes of a cluster.
+    describe_counter!(
+        "vigil_peer_requests_total",
+        "Requests other nodes sent to this node's peer listener, by operation and status code."
+    );
+    describe_histogram!(
+        "vigil_peer_request_duration_seconds",
+        Unit::Seconds,
+        "Time to answer another node's request, by operation."
+    );
+    describe_counter!(
+        "vigil_peer_failures_total",
+        "Requests this node forwarded that a peer did not answer (unreachable) or answered with an unexpected refusal (refused)."
+    );
     describe_gauge!("vigil_build_info", "1, labelled with vigil's version.");
 }
