@@ -341,6 +341,14 @@ fn three_nodes_answer_for_each_other_over_mutual_tls() {
                 .contains("forwarded by node node-1")),
         "no entry on {holder} for the read node-1 forwarded"
     );
+    // The case lookups before it are on record there too, under the reviewer's name.
+    assert!(
+        answered.iter().any(|e| e["action"] == "peer.case.view"
+            && e["actor"] == "rita"
+            && e["role"] == "reviewer"
+            && e["case_id"] == case.as_str()),
+        "no case lookup by rita on {holder}"
+    );
     // A record the case did not flag is refused through any node, without a forward.
     let unflagged = records
         .iter()

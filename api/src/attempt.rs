@@ -122,6 +122,15 @@ impl Attempt {
         }
     }
 
+    /// Who a request forwarded to another node is made for: the caller, as this node knows
+    /// them.
+    pub fn on_behalf(&self) -> crate::cluster::OnBehalf {
+        crate::cluster::OnBehalf {
+            actor: self.event.actor.clone(),
+            role: self.event.role.clone().unwrap_or_default(),
+        }
+    }
+
     /// The caller, if their role is one of `roles`.
     pub fn require(&self, roles: &[Role]) -> Result<&Principal, ApiError> {
         let caller = self.caller.as_ref().ok_or(Refusal::Unauthenticated)?;

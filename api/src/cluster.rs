@@ -272,6 +272,20 @@ pub struct DeletionDone {
     pub reviews: usize,
 }
 
+/// Who a forwarded request is made for: the answering node's audit entry names them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OnBehalf {
+    /// The principal's name.
+    pub actor: String,
+    /// Their role.
+    pub role: String,
+}
+
+/// The headers carrying [`OnBehalf`] (principal names are ASCII letters, digits and `._-`).
+pub const ACTOR_HEADER: &str = "x-vigil-actor";
+/// See [`ACTOR_HEADER`].
+pub const ROLE_HEADER: &str = "x-vigil-role";
+
 /// The other nodes, as last read from the directory.
 #[derive(Debug, Default)]
 pub struct Peers(RwLock<Vec<PeerNode>>);
@@ -349,12 +363,19 @@ impl Cluster {
         &self,
         peer: &PeerNode,
         path: &str,
+        on_behalf: &OnBehalf,
         body: Option<&impl Serialize>,
     ) -> Result<T, PeerFailure> {
         let url = format!("{}/peer/v1/{path}", peer.url.trim_end_matches('/'));
+        let request = |method| {
+            self.agent
+                .request(method, &url)
+                .set(ACTOR_HEADER, &on_behalf.actor)
+                .set(ROLE_HEADER, &on_behalf.role)
+        };
         let answer = match body {
-            Some(body) => self.agent.post(&url).send_json(body),
-            None => self.agent.get(&url).call(),
+            Some(body) => request("POST").send_json(body),
+            None => request("GET").call(),
         };
         match answer {
             Ok(response) => response
@@ -375,13 +396,14 @@ impl Cluster {
     fn scatter<T: DeserializeOwned + Send>(
         &self,
         path: &str,
+        on_behalf: &OnBehalf,
         body: Option<&(impl Serialize + Sync)>,
     ) -> Vec<(PeerNode, Result<T, PeerFailure>)> {
         let peers = self.peers.list();
         std::thread::scope(|scope| {
             let calls: Vec<_> = peers
                 .iter()
-                .map(|peer| scope.spawn(move || self.call(peer, path, body)))
+                .map(|peer| scope.spawn(move || self.call(peer, path, on_behalf, body)))
                 .collect();
             peers
                 .iter()
@@ -396,10 +418,10 @@ impl Cluster {
     }
 
     /// Every peer's cases, and the names of the peers that did not answer.
-    pub fn cases(&self) -> (Vec<CaseData>, Vec<String>) {
+    pub fn cases(&self, on_behalf: &OnBehalf) -> (Vec<CaseData>, Vec<String>) {
         let mut cases = Vec::new();
         let mut missing = Vec::new();
-        for (peer, answer) in self.scatter::<CaseList>("cases", None::<&()>) {
+        for (peer, answer) in self.scatter::<CaseList>("cases", on_behalf, None::<&()>) {
             match answer {
                 Ok(list) => cases.extend(list.cases),
                 Err(failure) => {
@@ -413,9 +435,14 @@ impl Cluster {
 
     /// The case, from the peer that holds it. A peer that could not be asked makes the
     /// answer unavailable rather than "no such case".
-    pub fn find_case(&self, case_id: &str) -> Result<Option<(PeerNode, CaseData)>, ApiError> {
+    pub fn find_case(
+        &self,
+        case_id: &str,
+        on_behalf: &OnBehalf,
+    ) -> Result<Option<(PeerNode, CaseData)>, ApiError> {
         let mut unanswered = None;
-        for (peer, answer) in self.scatter::<CaseData>(&format!("cases/{case_id}"), None::<&()>) {
+        let path = format!("cases/{case_id}");
+        for (peer, answer) in self.scatter::<CaseData>(&path, on_behalf, None::<&()>) {
             match answer {
                 Ok(data) => return Ok(Some((peer, data))),
                 Err(PeerFailure::Refused(code)) if code == Refusal::UnknownCase.code() => {}
@@ -433,13 +460,21 @@ impl Cluster {
 
     /// The record, from `owner`.
     pub fn read(&self, owner: &PeerNode, read: &ForwardedRead) -> Result<OpenedRecord, ApiError> {
-        self.call(owner, "reads", Some(read))
+        let on_behalf = OnBehalf {
+            actor: read.reviewer.clone(),
+            role: read.role.clone(),
+        };
+        self.call(owner, "reads", &on_behalf, Some(read))
             .map_err(|failure| refusal_of(owner, failure))
     }
 
     /// Stores a decision on `owner`; `false` when the case is no longer there.
     pub fn decide(&self, owner: &PeerNode, decision: &ForwardedDecision) -> Result<bool, ApiError> {
-        match self.call::<serde_json::Value>(owner, "decisions", Some(decision)) {
+        let on_behalf = OnBehalf {
+            actor: decision.decision.reviewer.clone(),
+            role: decision.role.clone(),
+        };
+        match self.call::<serde_json::Value>(owner, "decisions", &on_behalf, Some(decision)) {
             Ok(_) => Ok(true),
             Err(PeerFailure::Refused(code)) if code == Refusal::UnknownCase.code() => Ok(false),
             Err(failure) => Err(refusal_of(owner, failure)),
@@ -448,9 +483,14 @@ impl Cluster {
 
     /// Deletes on every peer; fails (after all were asked) when one could not be.
     pub fn delete(&self, deletion: &ForwardedDeletion) -> Result<Vec<DeletionDone>, ApiError> {
+        let on_behalf = OnBehalf {
+            actor: deletion.actor.clone(),
+            role: deletion.role.clone(),
+        };
         let mut done = Vec::new();
         let mut unanswered = None;
-        for (peer, answer) in self.scatter::<DeletionDone>("deletions", Some(deletion)) {
+        for (peer, answer) in self.scatter::<DeletionDone>("deletions", &on_behalf, Some(deletion))
+        {
             match answer {
                 Ok(report) => done.push(report),
                 Err(failure) => {
@@ -532,14 +572,18 @@ mod tests {
         };
         let cluster = client(dir.path(), "node-1", vec![gone.clone()]);
         // A case lookup is unavailable, not "no such case".
-        let refused = cluster.find_case("case-0001").unwrap_err();
+        let rita = OnBehalf {
+            actor: "rita".into(),
+            role: "reviewer".into(),
+        };
+        let refused = cluster.find_case("case-0001", &rita).unwrap_err();
         assert_eq!(
             (refused.status.as_u16(), refused.code),
             (503, "peer_unavailable")
         );
         assert!(refused.message.contains("node-gone"), "{}", refused.message);
         // A case list names the peer whose cases it lacks.
-        let (cases, missing) = cluster.cases();
+        let (cases, missing) = cluster.cases(&rita);
         assert!(cases.is_empty());
         assert_eq!(missing, vec!["node-gone".to_owned()]);
         // A deletion that could not reach a peer fails, after the others were asked.
@@ -555,8 +599,8 @@ mod tests {
         );
         // With no peers, nothing is forwarded and nothing is missing.
         let alone = client(dir.path(), "node-2", vec![]);
-        assert!(alone.find_case("case-0001").unwrap().is_none());
-        assert_eq!(alone.cases().1, Vec::<String>::new());
+        assert!(alone.find_case("case-0001", &rita).unwrap().is_none());
+        assert_eq!(alone.cases(&rita).1, Vec::<String>::new());
     }
 
     #[test]

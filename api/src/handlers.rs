@@ -301,7 +301,7 @@ pub async fn list_cases(mut attempt: Attempt) -> Response {
     let result = async {
         attempt.require(REVIEWERS)?;
         let state = attempt.state.clone();
-        let (found, missing) = state.cases_everywhere().await?;
+        let (found, missing) = state.cases_everywhere(&attempt.on_behalf()).await?;
         let cases: Vec<Value> = found
             .iter()
             .map(|data| case_view(&state, data, None).0)
@@ -322,7 +322,7 @@ pub async fn view_case(mut attempt: Attempt, raw: Lenient<Path<String>>) -> Resp
     let result = async {
         let (caller, id) = reviewer_on_case(&mut attempt, raw)?;
         let state = attempt.state.clone();
-        let found = state.locate_case(&id).await?.ok_or(Refusal::UnknownCase)?;
+        let found = state.locate_case(&id, &attempt.on_behalf()).await?.ok_or(Refusal::UnknownCase)?;
         attempt.event.resource_id = Some(found.data.case.resource_id.to_string());
         answered_by(&mut attempt, &found);
         let requests = state
@@ -417,7 +417,7 @@ pub async fn request_access(
         }
         let state = attempt.state.clone();
         let case = state
-            .locate_case(&id)
+            .locate_case(&id, &attempt.on_behalf())
             .await?
             .ok_or(Refusal::UnknownCase)?
             .data
@@ -682,7 +682,7 @@ async fn under_grant(
     attempt.event.access_request = Some(grant.id.clone());
     attempt.event.resource_id = Some(grant.resource_id.to_string());
     let found = state
-        .locate_case(case_id)
+        .locate_case(case_id, &attempt.on_behalf())
         .await?
         .ok_or(Refusal::NotAvailable)?;
     answered_by(attempt, &found);

@@ -16,11 +16,14 @@ use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use vigil_access::{AuditEvent, Outcome, Refusal};
+use vigil_access::{AuditEvent, Outcome, Principal, Refusal};
 use vigil_core::RequestId;
 
 use crate::attempt::Attempt;
-use crate::cluster::{CaseList, ForwardedDecision, ForwardedDeletion, ForwardedRead};
+use crate::cluster::{
+    CaseList, ForwardedDecision, ForwardedDeletion, ForwardedRead, OnBehalf, ACTOR_HEADER,
+    ROLE_HEADER,
+};
 use crate::error::ApiError;
 use crate::handlers::{delete_here, flagged, open_record, store_decision};
 use crate::place::{blocking, Place};
@@ -70,32 +73,51 @@ async fn count_request(request: axum::extract::Request, next: axum::middleware::
     response
 }
 
-/// The node on the other end: its certificate's common name.
-struct FromNode(String);
+/// The node on the other end (its certificate's common name), and whom it asks for.
+struct FromNode {
+    node: String,
+    on_behalf: OnBehalf,
+}
 
 impl FromRequestParts<Arc<AppState>> for FromNode {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &Arc<AppState>) -> Result<Self, ApiError> {
-        parts
+        let node = parts
             .extensions
             .get::<ConnectInfo<Peer>>()
             .and_then(|c| c.0.node.clone())
-            .map(FromNode)
-            .ok_or_else(|| Refusal::Unauthenticated.into())
+            .ok_or(Refusal::Unauthenticated)?;
+        // Only a name a principal could have, or a role's name: nothing else reaches the log.
+        let header = |name: &str| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| Principal::check_name(v).is_ok())
+                .map(str::to_owned)
+        };
+        let on_behalf = OnBehalf {
+            actor: header(ACTOR_HEADER).unwrap_or_else(|| format!("node {node}")),
+            role: header(ROLE_HEADER).unwrap_or_default(),
+        };
+        Ok(Self { node, on_behalf })
     }
 }
 
-/// An audited request from `node`: the entry names the actor the calling node vouches for
-/// (a reviewer, an admin, or the node itself) and the node.
-fn attempt(state: &Arc<AppState>, node: &str, actor: &str, action: &str) -> Attempt {
-    let mut event = AuditEvent::new(actor, action);
-    event.detail = Some(format!("forwarded by node {node}"));
-    Attempt::forwarded(state.clone(), event)
+impl FromNode {
+    /// An audited request: the entry names whom the calling node asks for (a reviewer, an
+    /// admin) and the node.
+    fn attempt(&self, state: &Arc<AppState>, action: &str) -> Attempt {
+        let mut event = AuditEvent::new(&self.on_behalf.actor, action);
+        event.role = Some(self.on_behalf.role.clone()).filter(|r| !r.is_empty());
+        event.detail = Some(format!("forwarded by node {}", self.node));
+        Attempt::forwarded(state.clone(), event)
+    }
 }
 
-async fn cases(FromNode(node): FromNode, State(state): State<Arc<AppState>>) -> Response {
-    let mut attempt = attempt(&state, &node, &format!("node {node}"), "peer.cases.list");
+async fn cases(from: FromNode, State(state): State<Arc<AppState>>) -> Response {
+    let mut attempt = from.attempt(&state, "peer.cases.list");
     let result = async {
         let here = state.clone();
         let cases = blocking(move || here.local_cases()).await?;
@@ -110,11 +132,11 @@ async fn cases(FromNode(node): FromNode, State(state): State<Arc<AppState>>) -> 
 }
 
 async fn case(
-    FromNode(node): FromNode,
+    from: FromNode,
     State(state): State<Arc<AppState>>,
     Path(case_id): Path<String>,
 ) -> Response {
-    let mut attempt = attempt(&state, &node, &format!("node {node}"), "peer.case.view");
+    let mut attempt = from.attempt(&state, "peer.case.view");
     attempt.event.case_id = Some(case_id.clone());
     let result = async {
         let here = state.clone();
@@ -129,12 +151,11 @@ async fn case(
 }
 
 async fn read(
-    FromNode(node): FromNode,
+    from: FromNode,
     State(state): State<Arc<AppState>>,
     Json(read): Json<ForwardedRead>,
 ) -> Response {
-    let mut attempt = attempt(&state, &node, &read.reviewer, "record.read");
-    attempt.event.role = Some(read.role.clone());
+    let mut attempt = from.attempt(&state, "record.read");
     attempt.event.case_id = Some(read.case_id.clone());
     attempt.event.request_id = Some(read.request_id.clone());
     attempt.event.resource_id = Some(read.resource_id.clone());
@@ -172,13 +193,12 @@ async fn read(
 }
 
 async fn decide(
-    FromNode(node): FromNode,
+    from: FromNode,
     State(state): State<Arc<AppState>>,
     Json(forwarded): Json<ForwardedDecision>,
 ) -> Response {
     let decision = forwarded.decision;
-    let mut attempt = attempt(&state, &node, &decision.reviewer, "decision.record");
-    attempt.event.role = Some(forwarded.role);
+    let mut attempt = from.attempt(&state, "decision.record");
     attempt.event.case_id = Some(decision.case_id.clone());
     attempt.event.request_id = decision.request_id.as_ref().map(ToString::to_string);
     attempt.event.resource_id = Some(decision.resource_id.to_string());
@@ -221,7 +241,7 @@ async fn decide(
 }
 
 async fn delete(
-    FromNode(node): FromNode,
+    from: FromNode,
     State(state): State<Arc<AppState>>,
     Json(deletion): Json<ForwardedDeletion>,
 ) -> Response {
@@ -229,8 +249,7 @@ async fn delete(
         Some(_) => "data.delete_request",
         None => "data.delete_resource",
     };
-    let mut attempt = attempt(&state, &node, &deletion.actor, action);
-    attempt.event.role = Some(deletion.role.clone());
+    let mut attempt = from.attempt(&state, action);
     attempt.event.resource_id = Some(deletion.resource_id.clone());
     attempt.event.request_id = deletion.request_id.clone();
     let result = async {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use vigil_core::Case;
 use vigil_storage::GeoStore;
 
-use crate::cluster::{CaseData, PeerNode};
+use crate::cluster::{CaseData, OnBehalf, PeerNode};
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -87,9 +87,11 @@ impl AppState {
     pub(crate) async fn locate_case(
         self: &Arc<Self>,
         case_id: &str,
+        on_behalf: &OnBehalf,
     ) -> Result<Option<Found>, ApiError> {
         let state = self.clone();
         let case_id = case_id.to_owned();
+        let on_behalf = on_behalf.clone();
         blocking(move || {
             if let Some(found) = state.local_case(&case_id)? {
                 return Ok(Some(found));
@@ -97,10 +99,12 @@ impl AppState {
             let Some(cluster) = &state.cluster else {
                 return Ok(None);
             };
-            Ok(cluster.find_case(&case_id)?.map(|(peer, data)| Found {
-                data,
-                place: Place::Peer(peer),
-            }))
+            Ok(cluster
+                .find_case(&case_id, &on_behalf)?
+                .map(|(peer, data)| Found {
+                    data,
+                    place: Place::Peer(peer),
+                }))
         })
         .await
     }
@@ -109,13 +113,15 @@ impl AppState {
     /// once: this node's copy), and the nodes that did not answer.
     pub(crate) async fn cases_everywhere(
         self: &Arc<Self>,
+        on_behalf: &OnBehalf,
     ) -> Result<(Vec<CaseData>, Vec<String>), ApiError> {
         let state = self.clone();
+        let on_behalf = on_behalf.clone();
         blocking(move || {
             let mut cases = state.local_cases()?;
             let mut missing = Vec::new();
             if let Some(cluster) = &state.cluster {
-                let (theirs, unanswered) = cluster.cases();
+                let (theirs, unanswered) = cluster.cases(&on_behalf);
                 let mut seen: std::collections::HashSet<String> =
                     cases.iter().map(|c| c.case.case_id.clone()).collect();
                 cases.extend(
