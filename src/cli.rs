@@ -369,10 +369,11 @@ pub struct BenchArgs {
     /// point query to the first over the peer listener (mutual TLS), and report both.
     #[arg(long, requires = "api")]
     pub forwarded: bool,
-    /// With --kafka: consumer-group members (nodes) sharing each run's backlog, each with its
-    /// own stores, in this process; the report gives records/s for the group and per node.
-    #[arg(long, default_value_t = 1, requires = "kafka")]
-    pub nodes: usize,
+    /// With --kafka: consumer-group members (nodes) in this process, each with its own stores,
+    /// sharing each run's records once the group has settled; the report gives records/s for
+    /// the group and per node (--nodes 1 measures one node the same way, as the baseline).
+    #[arg(long, requires = "kafka")]
+    pub nodes: Option<usize>,
     /// With --reviewer: review through this OpenAI-compatible API base URL (for example
     /// http://127.0.0.1:8080/v1) instead of the configured backend.
     #[arg(long, value_name = "URL", requires = "reviewer")]

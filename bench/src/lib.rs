@@ -67,7 +67,7 @@ pub struct BenchOptions {
     pub users: usize,
     /// Consumer-group members sharing the backlog, each with its own stores ([`pipeline`]
     /// over Kafka).
-    pub nodes: usize,
+    pub nodes: Option<usize>,
     /// Point queries through a second node that forwards them to the node storing the
     /// records, beside the same queries answered locally ([`api`]).
     pub forwarded: bool,

@@ -12,6 +12,16 @@
 //! stored, leaving out the group join and the idle wait that ends the run. A last phase
 //! measures lag under a burst: the consumer is running when all records are produced at once,
 //! and the report samples messages produced and stored over time.
+//!
+//! With `--kafka --nodes N`, each run starts N pipelines at once, each with its
+//! own data directory, stores and consumer, all in one fresh consumer group, so the group
+//! splits the topics' partitions between them (a group cannot use more nodes than
+//! partitions). Once every partition is assigned, the records are produced, and the run is
+//! timed from the first record sent until the group has stored them all. The report gives the
+//! group's records/s and what each node stored and at what rate. All N nodes run on this
+//! machine and share its cores: beside `--nodes 1`, the ratio shows contention on one
+//! machine, not scaling across machines. The per-stage busy times, the storage footprint and
+//! the burst phase are left out then.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -22,7 +32,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use vigil_core::ResourceRegistry;
+use vigil_core::{Health, ResourceRegistry};
 use vigil_ingest::{DeadLetterWriter, IngestConfig};
 use vigil_kafka::{KafkaConfig, KafkaSource, SourceOptions};
 use vigil_pipeline::{Durability, Input, Pipeline, Progress, Summary};
@@ -38,6 +48,10 @@ pub fn bench(args: &BenchOptions, kafka: Option<&KafkaConfig>) -> anyhow::Result
     anyhow::ensure!(
         args.runs > 0 && args.records > 0,
         "--runs and --records must be positive"
+    );
+    anyhow::ensure!(
+        args.nodes != Some(0),
+        "--nodes must be at least 1 (the consumer-group members sharing the records)"
     );
     let tmp;
     let work = match &args.dir {
@@ -70,6 +84,18 @@ pub fn bench(args: &BenchOptions, kafka: Option<&KafkaConfig>) -> anyhow::Result
         args.runs,
         machine()
     )?;
+    if let (Some(base), Some(nodes)) = (kafka, args.nodes) {
+        group_runs(
+            base,
+            nodes,
+            args,
+            &sample.registry,
+            &input_path,
+            &work,
+            &mut report,
+        )?;
+        return Ok(report);
+    }
     writeln!(
         report,
         "{:>4} {:>12} {:>8} {:>9} {:>9} {:>9}   busy s: {:>6} {:>6} {:>6}",
@@ -93,7 +119,8 @@ pub fn bench(args: &BenchOptions, kafka: Option<&KafkaConfig>) -> anyhow::Result
                 let kafka = bench_topics(base, run);
                 let loaded = produce(&kafka, &input_path, &|_| {})?;
                 produced_per_sec.push(loaded);
-                let mut source = kafka_source(&kafka, &sample.registry, &ingest, None)?;
+                let mut source =
+                    kafka_source(&kafka, &sample.registry, &ingest, None, Health::new())?;
                 pipeline
                     .with_durability(Durability::Every(kafka.commit_interval()))
                     .run(&mut source, &mut dead_letters, &())?
@@ -171,6 +198,207 @@ pub fn bench(args: &BenchOptions, kafka: Option<&KafkaConfig>) -> anyhow::Result
     Ok(report)
 }
 
+/// One member of a consumer group in [`group_runs`]: its own data directory, stores and
+/// consumer, what it has stored so far, and its readiness (which says how many partitions it
+/// was assigned).
+struct Node {
+    ingest: IngestConfig,
+    stores: Stores,
+    stored: Stored,
+    health: Arc<Health>,
+}
+
+/// Partitions a node's readiness says it was assigned (`joined group G, N partitions
+/// assigned`), 0 before it joined.
+fn assigned(health: &Health) -> i64 {
+    let text = health.readiness().text();
+    text.lines()
+        .find_map(|line| {
+            let rest = line.strip_prefix("ok kafka: joined group ")?;
+            let (_, count) = rest.split_once(", ")?;
+            count.strip_suffix(" partitions assigned")?.parse().ok()
+        })
+        .unwrap_or(0)
+}
+
+/// `vigil bench --kafka --nodes N`: each run starts `nodes` pipelines,
+/// each with its own stores and consumer, in one fresh consumer group on fresh topics, waits
+/// until the group has assigned every partition, then produces the records and times from the
+/// first one sent until the group has stored them all. The group is settled before any record
+/// is sent, so no partition moves while it is consumed (Tansu 0.6 loses the rest of a record
+/// batch when a new owner resumes a partition inside one; Apache Kafka does not). Reports the
+/// group's records/s, and per node what it stored and its own records/s ([`rate`]); leaves
+/// out the per-stage busy times, the storage footprint and the burst phase of the single-node
+/// report.
+fn group_runs(
+    base: &KafkaConfig,
+    nodes: usize,
+    args: &BenchOptions,
+    registry: &ResourceRegistry,
+    input: &Path,
+    work: &Path,
+    report: &mut String,
+) -> anyhow::Result<()> {
+    let topics = registry
+        .iter()
+        .map(|r| &r.geography)
+        .collect::<BTreeSet<_>>()
+        .len();
+    let partitions = i64::from(base.partitions) * topics as i64;
+    writeln!(
+        report,
+        "{nodes} nodes in one consumer group, each with its own stores; {} partitions in each \
+         of {topics} log topics ({partitions} in all: a group cannot use more nodes than that)",
+        base.partitions,
+    )?;
+    let total = args.records as u64;
+    let mut group_rates = Vec::new();
+    let mut produced_per_sec = Vec::new();
+    for run in 1..=args.runs {
+        let dir = work.join(format!("run-{run}"));
+        // Once per run: every node joins the same fresh group on the same fresh topics.
+        let kafka = bench_topics(base, run);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (members, sources): (Vec<Node>, Vec<KafkaSource>) = (1..=nodes)
+            .map(|n| {
+                let node_dir = dir.join(format!("node-{n}"));
+                let (storage, ingest) = fresh_run_dir(&node_dir, args.record_bytes);
+                let stores = Stores::open(&storage, work)?;
+                let health = Health::new();
+                let source = kafka_source(
+                    &kafka,
+                    registry,
+                    &ingest,
+                    Some(stop.clone()),
+                    health.clone(),
+                )?;
+                let node = Node {
+                    ingest,
+                    stores,
+                    stored: Stored(AtomicU64::new(0)),
+                    health,
+                };
+                Ok((node, source))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?
+            .into_iter()
+            .unzip();
+        let (summaries, secs, produced) = std::thread::scope(|scope| {
+            let running: Vec<_> = members
+                .iter()
+                .map(|node| (&node.stored, &node.health))
+                .collect();
+            let handles: Vec<_> = members
+                .iter()
+                .zip(sources)
+                .map(|(node, mut source)| {
+                    let kafka = &kafka;
+                    scope.spawn(move || -> anyhow::Result<Summary> {
+                        let mut dead_letters = DeadLetterWriter::new(&node.ingest.dead_letters);
+                        Ok(Pipeline::new(registry, &node.stores, &node.ingest)
+                            .with_durability(Durability::Every(kafka.commit_interval()))
+                            .run(&mut source, &mut dead_letters, &node.stored)?)
+                    })
+                })
+                .collect();
+            let settled = Instant::now();
+            while running.iter().map(|(_, h)| assigned(h)).sum::<i64>() < partitions
+                || running.iter().any(|(_, h)| assigned(h) == 0)
+            {
+                anyhow::ensure!(
+                    settled.elapsed() < Duration::from_secs(120),
+                    "the {nodes} nodes did not share the {partitions} partitions within 120 s"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let start = Instant::now();
+            let producer = scope.spawn(|| produce(&kafka, input, &|_| {}));
+            let stored = || {
+                running
+                    .iter()
+                    .map(|(s, _)| s.0.load(Ordering::Acquire))
+                    .sum::<u64>()
+            };
+            while stored() < total
+                && !handles.iter().any(|h| h.is_finished())
+                && start.elapsed() < Duration::from_secs(600)
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let secs = start.elapsed().as_secs_f64();
+            stop.store(true, Ordering::Release);
+            let produced = producer.join().expect("the producer thread panicked")?;
+            let summaries = handles
+                .into_iter()
+                .map(|h| h.join().expect("a node's thread panicked"))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            anyhow::Ok((summaries, secs, produced))
+        })?;
+        produced_per_sec.push(produced);
+        drop(members);
+        let stored: Vec<u64> = summaries.iter().map(Summary::stored_total).collect();
+        let sum: u64 = stored.iter().sum();
+        // Each record stored exactly once across the group.
+        anyhow::ensure!(
+            sum == total,
+            "run {run}: the {nodes} nodes stored {sum} of {total} records between them (per \
+             node: {})",
+            join(&summaries, "; ", |s| format!(
+                "read {} stored {} duplicates {} rejected {}",
+                s.read,
+                s.stored_total(),
+                s.duplicates,
+                s.rejected_total()
+            )),
+        );
+        let group = total as f64 / secs;
+        writeln!(
+            report,
+            "run {run}: {group:.0} records/s for the group of {nodes} nodes ({:.0} records/s per \
+             node); node stored: {}",
+            group / nodes as f64,
+            join(&stored, " ", |n| n.to_string())
+        )?;
+        writeln!(
+            report,
+            "       each node's own records/s (first message to last stored): {}",
+            join(&summaries, " ", |s| format!("{:.0}", rate(s)))
+        )?;
+        group_rates.push(group);
+        let _ = fs::remove_dir_all(&dir);
+    }
+    group_rates.sort_by(f64::total_cmp);
+    let median = group_rates[group_rates.len() / 2];
+    writeln!(
+        report,
+        "median: {median:.0} records/s for the group of {nodes} nodes, {:.0} per node",
+        median / nodes as f64
+    )?;
+    writeln!(
+        report,
+        "timed from the first record sent to the last stored, the group settled before (the \
+         producer sends several times faster than the group stores)"
+    )?;
+    writeln!(
+        report,
+        "all {nodes} nodes ran on this one machine ({}) and share its cores: beside --nodes 1, \
+         the ratio shows contention on one machine, not scaling across machines",
+        machine()
+    )?;
+    produced_per_sec.sort_by(f64::total_cmp);
+    write!(
+        report,
+        "producing the records (vigil produce's path): median {:.0} messages/s",
+        produced_per_sec[produced_per_sec.len() / 2]
+    )?;
+    Ok(())
+}
+
+/// `items` shown with `show`, separated by `separator`.
+fn join<T>(items: &[T], separator: &str, show: impl Fn(&T) -> String) -> String {
+    items.iter().map(show).collect::<Vec<_>>().join(separator)
+}
+
 /// Settings for one run in `dir`, emptied first: its own data directory, master key and
 /// dead-letter file, so no run measures another's duplicates.
 fn fresh_run_dir(dir: &Path, record_bytes: usize) -> (StorageConfig, IngestConfig) {
@@ -215,13 +443,18 @@ fn produce(kafka: &KafkaConfig, input: &Path, sent: &dyn Fn(u64)) -> anyhow::Res
     Ok(loaded.messages_per_sec)
 }
 
+/// How long a benchmark's consumer waits with nothing to consume before it stops (when it
+/// has no `stop` flag); the group's time in [`group_runs`] leaves it out.
+const IDLE: Duration = Duration::from_secs(2);
+
 fn kafka_source(
     kafka: &KafkaConfig,
     registry: &ResourceRegistry,
     ingest: &IngestConfig,
     stop: Option<Arc<AtomicBool>>,
+    health: Arc<Health>,
 ) -> anyhow::Result<KafkaSource> {
-    let idle = stop.is_none().then_some(Duration::from_secs(2));
+    let idle = stop.is_none().then_some(IDLE);
     Ok(KafkaSource::new(
         kafka,
         SourceOptions {
@@ -234,8 +467,7 @@ fn kafka_source(
             stop: stop.unwrap_or_default(),
             stop_when_idle: idle,
             max_record_bytes: ingest.max_record_bytes,
-            // No `/readyz` here: nothing reads it.
-            health: Default::default(),
+            health,
             addresses: Default::default(),
         },
     )?)
@@ -266,7 +498,7 @@ fn burst(
     let kafka = bench_topics(base, 0);
     let stores = Stores::open(&storage, work)?;
     let stop = Arc::new(AtomicBool::new(false));
-    let mut source = kafka_source(&kafka, registry, &ingest, Some(stop.clone()))?;
+    let mut source = kafka_source(&kafka, registry, &ingest, Some(stop.clone()), Health::new())?;
     let stored = Stored(AtomicU64::new(0));
     let produced = AtomicU64::new(0);
     let total = args.records as u64;
