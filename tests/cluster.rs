@@ -2,7 +2,8 @@
 //! their own data directories, access stores and audit logs, on a real Tansu broker: each
 //! stores only its partitions' records, and a reviewer or an admin reaches every case and
 //! flagged record through any node, which forwards to the node storing it over mutual TLS
-//! with cluster-CA certificates (`[cluster]`). Both nodes audit a forwarded request.
+//! with cluster-CA certificates (`[cluster]`). Both nodes audit a forwarded request, and a
+//! node killed with SIGKILL is reported unreachable, never taken for one without the data.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -12,7 +13,7 @@ use serde_json::{json, Value};
 use crate::api::{call, code};
 use crate::broker::Broker;
 use crate::kafka::{produce, stored_ids, workdir, Consumer};
-use crate::util::{http_get, Workdir};
+use crate::util::{http_get, series_sum, Workdir};
 
 /// One node: its name, its settings and its listeners.
 struct Node {
@@ -425,7 +426,8 @@ fn three_nodes_answer_for_each_other_over_mutual_tls() {
         .unwrap_or_else(|| panic!("no peer reads counted:\n{exposition}"));
     assert!(!answered_reads.ends_with(" 0"), "{answered_reads}");
 
-    // Every node stops cleanly; every valid record was stored once, on one node.
+    // Every node is ready; between them they stored each valid record once.
+    let mut stored = 0.0;
     for node in &nodes {
         let started = Instant::now();
         loop {
@@ -440,15 +442,42 @@ fn three_nodes_answer_for_each_other_over_mutual_tls() {
             );
             std::thread::sleep(Duration::from_millis(200));
         }
+        let (_, exposition) = http_get(&format!("http://{}/metrics", node.metrics));
+        stored += series_sum(&exposition, "vigil_records_stored_total");
     }
-    let summaries: Vec<Value> = nodes
-        .iter_mut()
-        .map(|node| node.process.take().unwrap().terminate())
-        .collect();
-    let stored: u64 = summaries
-        .iter()
-        .map(|s| crate::util::total(s, "stored"))
-        .sum();
+
+    // The owner dies (kill -9). Until the group has moved its partitions, the others say they
+    // cannot reach it, rather than answer as if its cases did not exist.
+    nodes[owner].process.take().unwrap().kill();
+    let asking = (owner + 1) % 3;
+    let (status, listed) = call(
+        &plain,
+        "GET",
+        &format!("{}/v1/cases", nodes[asking].api),
+        Some(&tokens[&(asking, "rita")]),
+        None,
+    );
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(listed["unreachable_nodes"], json!([holder]), "{listed}");
+    let (status, view) = call(
+        &plain,
+        "GET",
+        &format!("{}/v1/cases/{case}", nodes[asking].api),
+        Some(&tokens[&(asking, "rita")]),
+        None,
+    );
+    assert_eq!((status, code(&view)), (503, "peer_unavailable"), "{view}");
+    assert!(view["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains(holder.as_str()));
+
+    // The others stop cleanly. The three data directories hold every record stored, once.
+    for node in &mut nodes {
+        if let Some(process) = node.process.take() {
+            process.terminate();
+        }
+    }
     let mut all = BTreeSet::new();
     let mut each = 0;
     for node in &nodes {
@@ -458,5 +487,5 @@ fn three_nodes_answer_for_each_other_over_mutual_tls() {
         all.extend(ids);
     }
     assert_eq!(each, all.len(), "a record stored on two nodes");
-    assert_eq!(all.len() as u64 + 1, stored, "{summaries:#?}");
+    assert_eq!(all.len() as f64 + 1.0, stored);
 }

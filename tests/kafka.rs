@@ -79,6 +79,12 @@ impl Consumer {
         self.finish()
     }
 
+    /// Kills it (SIGKILL), as a crash would: nothing is drained or committed.
+    pub(crate) fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Waits for it to exit by itself (--stop-when-idle) and returns its JSON summary.
     pub(crate) fn finish(mut self) -> Value {
         let status = self.child.wait().unwrap();
