@@ -15,7 +15,8 @@ use crate::broker::Broker;
 use crate::kafka::{produce, stored_ids, workdir, Consumer};
 use crate::util::{http_get, series_sum, Workdir};
 
-/// One node: its name, its settings and its listeners.
+/// One node: its name, its settings and, once started, its listeners (on ports the system
+/// picked: no other test can take them between choosing and binding).
 struct Node {
     name: String,
     envs: Vec<(String, String)>,
@@ -28,8 +29,6 @@ struct Node {
 
 impl Node {
     fn new(wd: &Workdir, n: usize) -> Self {
-        let free = || format!("127.0.0.1:{}", crate::llm::free_port());
-        let (api, workstations, peer, metrics) = (free(), free(), free(), free());
         let name = format!("node-{n}");
         wd.ok(&[
             "cluster",
@@ -54,15 +53,18 @@ impl Node {
             ("VIGIL_ACCESS__POINT_QUERIES_PER_MINUTE", "100000".into()),
             ("VIGIL_ACCESS__POINT_QUERY_BURST", "1000".into()),
             ("VIGIL_API__PLAIN_HTTP", "true".into()),
-            ("VIGIL_API__LISTEN", api.clone()),
-            ("VIGIL_API__WORKSTATION_LISTEN", workstations.clone()),
-            ("VIGIL_METRICS__LISTEN", metrics.clone()),
+            ("VIGIL_API__LISTEN", "127.0.0.1:0".into()),
+            ("VIGIL_API__WORKSTATION_LISTEN", "127.0.0.1:0".into()),
+            ("VIGIL_METRICS__LISTEN", "127.0.0.1:0".into()),
             ("VIGIL_CLUSTER__ENABLED", "true".into()),
-            ("VIGIL_CLUSTER__LISTEN", peer.clone()),
+            ("VIGIL_CLUSTER__LISTEN", "127.0.0.1:0".into()),
             ("VIGIL_CLUSTER__CA", "cluster/ca.pem".into()),
             ("VIGIL_CLUSTER__CERT", format!("cluster/{name}.pem")),
             ("VIGIL_CLUSTER__KEY", format!("cluster/{name}.key")),
             ("VIGIL_CLUSTER__REFRESH_MS", "300".into()),
+            // Idle keep-alive connections close after 2 s: forwarding must not trip over one
+            // its peer closed (the test pauses longer than that below).
+            ("VIGIL_API__HEADER_READ_TIMEOUT_MS", "2000".into()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -70,10 +72,10 @@ impl Node {
         Self {
             name,
             envs,
-            api: format!("http://{api}"),
-            workstations: format!("https://{workstations}"),
-            peer,
-            metrics,
+            api: String::new(),
+            workstations: String::new(),
+            peer: String::new(),
+            metrics: String::new(),
             process: None,
         }
     }
@@ -95,9 +97,31 @@ impl Node {
         crate::api::principal_with(wd, [name, role, region], &[], &self.envs())
     }
 
+    /// Starts the node and reads where its listeners are from its log: the metrics
+    /// listener's line, then the API's announcement (metadata, workstation and peer URLs).
     fn start(&mut self, wd: &Workdir) {
         let mut process = Consumer::start(wd, &["--api"], &self.envs());
-        process.wait_for_log("Partitions assigned");
+        let lines =
+            process.wait_for_lines(&["Serving /metrics", "vigil API on", "Partitions assigned"]);
+        self.metrics = lines[0]
+            .split_whitespace()
+            .find_map(|word| word.strip_prefix("address="))
+            .expect("the metrics listener's address")
+            .to_owned();
+        let urls: Vec<&str> = lines[1]
+            .split_whitespace()
+            .filter(|word| word.starts_with("http"))
+            .map(|url| url.trim_end_matches([',', ')', ';']))
+            .collect();
+        assert_eq!(
+            urls.len(),
+            3,
+            "metadata, workstation and peer URLs in {}",
+            lines[1]
+        );
+        self.api = urls[0].to_owned();
+        self.workstations = urls[1].to_owned();
+        self.peer = urls[2].trim_start_matches("https://").to_owned();
         self.process = Some(process);
     }
 
@@ -350,7 +374,7 @@ fn three_nodes_answer_for_each_other_over_mutual_tls() {
             && e["case_id"] == case.as_str()),
         "no case lookup by rita on {holder}"
     );
-    // A record the case did not flag is refused through any node, without a forward.
+    // A record the case did not flag is refused (by the owner: the case is remembered there).
     let unflagged = records
         .iter()
         .filter(|r| r["resource_id"] == resource.as_str())
@@ -411,6 +435,8 @@ fn three_nodes_answer_for_each_other_over_mutual_tls() {
                 .as_str()
                 .unwrap_or("")
                 .contains(&format!("forwarded by node {}", nodes[deleting].name))));
+    // Longer than the peers keep an idle connection open.
+    std::thread::sleep(Duration::from_secs(3));
     for (i, node) in nodes.iter().enumerate() {
         let (status, gone) = node.read(&wd, &tokens[&(i, "rita")], case, &sample[0]);
         assert_eq!((status, code(&gone)), (404, "not_available"), "{gone}");

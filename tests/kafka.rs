@@ -47,25 +47,47 @@ impl Consumer {
     /// Waits until a line of its log contains `needle`; the log is read on a thread that
     /// keeps draining it afterwards.
     pub(crate) fn wait_for_log(&mut self, needle: &'static str) {
+        self.wait_for_lines(&[needle]);
+    }
+
+    /// Waits until each of `needles` has appeared in a line of its log, and returns the first
+    /// such line of each (escape codes removed), in order; the log is read on a thread that
+    /// keeps draining it afterwards.
+    pub(crate) fn wait_for_lines(&mut self, needles: &[&'static str]) -> Vec<String> {
         let stderr = self.child.stderr.take().expect("stderr not yet taken");
         let (tx, rx) = std::sync::mpsc::channel();
         let log = self.log.clone();
+        let needles: Vec<&'static str> = needles.to_vec();
+        let wanted = needles.clone();
         std::thread::spawn(move || {
+            let mut found: Vec<Option<String>> = vec![None; wanted.len()];
             let mut sent = false;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if !sent && line.contains(needle) {
-                    let _ = tx.send(());
+                let plain = without_escapes(&line);
+                for (needle, slot) in wanted.iter().zip(&mut found) {
+                    if slot.is_none() && plain.contains(needle) {
+                        *slot = Some(plain.clone());
+                    }
+                }
+                if !sent && found.iter().all(Option::is_some) {
+                    let _ = tx.send(found.iter().flatten().cloned().collect::<Vec<_>>());
                     sent = true;
                 }
                 let mut log = log.lock().unwrap();
                 if log.len() == 40 {
                     log.pop_front();
                 }
-                log.push_back(line);
+                log.push_back(plain);
             }
         });
-        rx.recv_timeout(Duration::from_secs(90))
-            .unwrap_or_else(|_| panic!("the consumer never logged {needle:?}"));
+        match rx.recv_timeout(Duration::from_secs(90)) {
+            Ok(lines) => lines,
+            Err(_) => {
+                let log = self.log.lock().unwrap();
+                let tail = log.iter().cloned().collect::<Vec<_>>().join("\n");
+                panic!("the consumer never logged all of {needles:?}; its last lines:\n{tail}");
+            }
+        }
     }
 
     /// Sends SIGTERM and returns the JSON summary it prints on a clean exit.
@@ -673,4 +695,23 @@ fn the_daemon_serves_reloads_and_drains_on_sigterm() {
     // A record of `b` sent after the change was stored without its content.
     let after = wd.read_stored("b", "req-001501", |_| {}).unwrap().unwrap();
     assert!(after.content.is_none());
+}
+
+/// `line` without terminal escape sequences (the log's colours).
+fn without_escapes(line: &str) -> String {
+    let mut plain = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ parameters, ended by a letter.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
 }

@@ -302,6 +302,9 @@ impl Peers {
     }
 }
 
+/// Cases remembered with the peer that answered for them, at most this many.
+const REMEMBERED_CASES: usize = 100_000;
+
 /// This node's view of the cluster, and its client to the others.
 pub struct Cluster {
     /// This node's name.
@@ -309,6 +312,9 @@ pub struct Cluster {
     /// The other nodes.
     pub peers: Arc<Peers>,
     agent: ureq::Agent,
+    /// Which peer answered for a case last: a point query or decision under a grant goes
+    /// there without looking the case up again (the peer checks the case itself).
+    located: std::sync::Mutex<std::collections::HashMap<String, PeerNode>>,
 }
 
 /// The answer of a peer that could not be used.
@@ -356,6 +362,7 @@ impl Cluster {
             node: node.to_owned(),
             peers,
             agent,
+            located: Default::default(),
         })
     }
 
@@ -374,7 +381,16 @@ impl Cluster {
                 .set(ROLE_HEADER, &on_behalf.role)
         };
         let answer = match body {
-            Some(body) => request("POST").send_json(body),
+            // A kept-alive connection the peer closed while idle fails the next request on
+            // it; ureq retries a GET on a fresh one by itself, and a POST is retried here. Each
+            // is safe to send twice: a read is audited again at worst, a decision has its ID
+            // already, a deletion finds nothing left.
+            Some(body) => match request("POST").send_json(body) {
+                Err(ureq::Error::Transport(t)) if t.kind() == ureq::ErrorKind::Io => {
+                    request("POST").send_json(body)
+                }
+                answer => answer,
+            },
             None => request("GET").call(),
         };
         match answer {
@@ -444,7 +460,10 @@ impl Cluster {
         let path = format!("cases/{case_id}");
         for (peer, answer) in self.scatter::<CaseData>(&path, on_behalf, None::<&()>) {
             match answer {
-                Ok(data) => return Ok(Some((peer, data))),
+                Ok(data) => {
+                    self.remember(&data.case.case_id, &peer);
+                    return Ok(Some((peer, data)));
+                }
                 Err(PeerFailure::Refused(code)) if code == Refusal::UnknownCase.code() => {}
                 Err(failure) => {
                     warn_unanswered(&peer, &failure);
@@ -458,6 +477,30 @@ impl Cluster {
         }
     }
 
+    /// The peer that answered for `case_id` last, while it is still a peer.
+    pub fn remembered(&self, case_id: &str) -> Option<PeerNode> {
+        let peer = self
+            .located
+            .lock()
+            .expect("lock poisoned")
+            .get(case_id)
+            .cloned()?;
+        self.peers.list().contains(&peer).then_some(peer)
+    }
+
+    fn remember(&self, case_id: &str, peer: &PeerNode) {
+        let mut located = self.located.lock().expect("lock poisoned");
+        if located.len() >= REMEMBERED_CASES {
+            located.clear();
+        }
+        located.insert(case_id.to_owned(), peer.clone());
+    }
+
+    /// Forgets where `case_id` is (its peer refused or did not answer).
+    pub fn forget(&self, case_id: &str) {
+        self.located.lock().expect("lock poisoned").remove(case_id);
+    }
+
     /// The record, from `owner`.
     pub fn read(&self, owner: &PeerNode, read: &ForwardedRead) -> Result<OpenedRecord, ApiError> {
         let on_behalf = OnBehalf {
@@ -468,8 +511,32 @@ impl Cluster {
             .map_err(|failure| refusal_of(owner, failure))
     }
 
-    /// Stores a decision on `owner`; `false` when the case is no longer there.
+    /// [`Cluster::read`], forgetting where the case is when the answer is not the record (the
+    /// next request looks it up again).
+    pub fn read_or_forget(
+        &self,
+        owner: &PeerNode,
+        read: &ForwardedRead,
+    ) -> Result<OpenedRecord, ApiError> {
+        self.read(owner, read)
+            .inspect_err(|_| self.forget(&read.case_id))
+    }
+
+    /// Stores a decision on `owner`; `false` when the case is no longer there (or the peer
+    /// did not store it: where the case is, is then forgotten).
     pub fn decide(&self, owner: &PeerNode, decision: &ForwardedDecision) -> Result<bool, ApiError> {
+        let decided = self.decide_once(owner, decision);
+        if !matches!(decided, Ok(true)) {
+            self.forget(&decision.decision.case_id);
+        }
+        decided
+    }
+
+    fn decide_once(
+        &self,
+        owner: &PeerNode,
+        decision: &ForwardedDecision,
+    ) -> Result<bool, ApiError> {
         let on_behalf = OnBehalf {
             actor: decision.decision.reviewer.clone(),
             role: decision.role.clone(),

@@ -371,8 +371,8 @@ pub async fn view_case(mut attempt: Attempt, raw: Lenient<Path<String>>) -> Resp
 
 /// Notes in the audit entry which node answered, when it was not this one.
 fn answered_by(attempt: &mut Attempt, found: &Found) {
-    if let Some(node) = found.peer_name() {
-        attempt.add_detail(format!("answered by node {node}"));
+    if let Place::Peer(peer) = &found.place {
+        attempt.add_detail(format!("answered by node {}", peer.name));
     }
 }
 
@@ -652,12 +652,11 @@ pub async fn revoke(mut attempt: Attempt, raw: Lenient<Path<String>>) -> Respons
     attempt.finish(result).await
 }
 
-/// What an active grant opens: the grant, where its case is stored, the case and its
-/// resource.
+/// What an active grant opens: the grant (its case, resource and geography), where the case
+/// is stored, and its resource.
 struct Granted {
     grant: AccessRequest,
     place: Place,
-    case: Case,
     resource: Resource,
 }
 
@@ -666,7 +665,8 @@ struct Granted {
 /// flagged in it, and the region rule holds. Fills in the audit entry's grant and resource.
 /// Anything no longer there is `not_available`, said the same way for every cause.
 /// The case may be on another node: it is looked up there, and the entry says which node
-/// answered.
+/// answered. A case a peer answered for before is not looked up again: that peer checks the
+/// case, the flag and the resource itself when it is asked for the record or the decision.
 async fn under_grant(
     attempt: &mut Attempt,
     caller: &Principal,
@@ -681,26 +681,37 @@ async fn under_grant(
     let grant = grant::standing(&requests, state.now())?.clone();
     attempt.event.access_request = Some(grant.id.clone());
     attempt.event.resource_id = Some(grant.resource_id.to_string());
-    let found = state
-        .locate_case(case_id, &attempt.on_behalf())
-        .await?
-        .ok_or(Refusal::NotAvailable)?;
-    answered_by(attempt, &found);
-    let case = found.data.case;
-    if case.resource_id != grant.resource_id
-        || case.geography != grant.geography
-        || !flagged(&case, request)
-    {
-        return Err(Refusal::NotAvailable.into());
+    let remembered = match state.cluster.as_ref().and_then(|c| c.remembered(case_id)) {
+        Some(peer) if !state.holds_case(case_id).await? => Some(peer),
+        _ => None,
+    };
+    let place = match remembered {
+        Some(peer) => Place::Peer(peer),
+        None => {
+            let found = state
+                .locate_case(case_id, &attempt.on_behalf())
+                .await?
+                .ok_or(Refusal::NotAvailable)?;
+            let case = &found.data.case;
+            if case.resource_id != grant.resource_id
+                || case.geography != grant.geography
+                || !flagged(case, request)
+            {
+                return Err(Refusal::NotAvailable.into());
+            }
+            found.place
+        }
+    };
+    if let Place::Peer(peer) = &place {
+        attempt.add_detail(format!("answered by node {}", peer.name));
     }
     let resource = state
-        .resource(case.resource_id.as_str())
+        .resource(grant.resource_id.as_str())
         .ok_or(Refusal::NotAvailable)?;
     grant::check_region(caller, state.is_eea(&resource))?;
     Ok(Granted {
         grant,
-        place: found.place,
-        case,
+        place,
         resource,
     })
 }
@@ -756,7 +767,6 @@ pub async fn read_record(mut attempt: Attempt, raw: Lenient<Path<(String, String
         let Granted {
             grant,
             place,
-            case,
             resource,
         } = under_grant(&mut attempt, &caller, &id, Some(&request_id)).await?;
         if !resource.content_logging {
@@ -775,7 +785,7 @@ pub async fn read_record(mut attempt: Attempt, raw: Lenient<Path<(String, String
                     workstation: attempt.workstation.clone(),
                 };
                 let cluster = state.cluster.clone().ok_or(Refusal::NotAvailable)?;
-                blocking(move || cluster.read(&owner, &read)).await?
+                blocking(move || cluster.read_or_forget(&owner, &read)).await?
             }
         };
         let expires_at = grant.expires_at();
@@ -783,8 +793,8 @@ pub async fn read_record(mut attempt: Attempt, raw: Lenient<Path<(String, String
         let body = json!({
             "case_id": id,
             "request_id": request_id,
-            "resource_id": case.resource_id,
-            "geography": case.geography,
+            "resource_id": grant.resource_id,
+            "geography": grant.geography,
             "stored_at": record.stored_at,
             "model": record.model,
             "prompt": record.prompt,
@@ -842,7 +852,6 @@ pub async fn record_decision(
         let Granted {
             grant,
             place,
-            case,
             resource,
         } = under_grant(&mut attempt, &caller, &id, request_id.as_ref()).await?;
         // A note is text about content: none is kept for a resource that keeps no content.
@@ -858,8 +867,8 @@ pub async fn record_decision(
             decision_id: Decision::new_id(now),
             case_id: id,
             request_id,
-            resource_id: case.resource_id.clone(),
-            geography: case.geography.clone(),
+            resource_id: grant.resource_id.clone(),
+            geography: grant.geography.clone(),
             reviewer: caller.name.clone(),
             outcome,
             note: note.to_owned(),

@@ -27,16 +27,6 @@ pub(crate) struct Found {
     pub place: Place,
 }
 
-impl Found {
-    /// The node holding it, for the audit entry: `None` for this one.
-    pub fn peer_name(&self) -> Option<&str> {
-        match &self.place {
-            Place::Here(_) => None,
-            Place::Peer(peer) => Some(&peer.name),
-        }
-    }
-}
-
 /// The case with what its view is made from, read from `store` on `node`.
 fn case_data(
     node: &str,
@@ -70,6 +60,13 @@ impl AppState {
             }
         }
         Ok(None)
+    }
+
+    /// Whether the case is stored on this node (a miss costs one lookup per store).
+    pub(crate) async fn holds_case(self: &Arc<Self>, case_id: &str) -> Result<bool, ApiError> {
+        let state = self.clone();
+        let case_id = case_id.to_owned();
+        blocking(move || Ok(state.local_case(&case_id)?.is_some())).await
     }
 
     /// Every case stored on this node.
