@@ -174,18 +174,25 @@ fn dns_host(host: &str) -> Result<String, AccessError> {
 }
 
 fn ca_params(hosts: &[String]) -> Result<CertificateParams, AccessError> {
+    let mut params = authority_params(CA_NAME);
+    // rcgen marks the extension critical.
+    params.name_constraints = Some(name_constraints(hosts)?);
+    Ok(params)
+}
+
+/// A certificate authority named `name` that signs end certificates only (path length 0),
+/// good for ten years from yesterday (also the cluster CA's).
+pub(crate) fn authority_params(name: &str) -> CertificateParams {
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, CA_NAME);
+    dn.push(DnType::CommonName, name);
     params.distinguished_name = dn;
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    // rcgen marks the extension critical.
-    params.name_constraints = Some(name_constraints(hosts)?);
     let now = OffsetDateTime::now_utc();
     params.not_before = now - Duration::days(1);
     params.not_after = now + Duration::days(3650);
-    Ok(params)
+    params
 }
 
 /// Writes a private key (or anything secret) readable by its owner only, whether or not the
