@@ -472,8 +472,8 @@ fn three_nodes_answer_for_each_other_over_mutual_tls() {
         stored += series_sum(&exposition, "vigil_records_stored_total");
     }
 
-    // The owner dies (kill -9). Until the group has moved its partitions, the others say they
-    // cannot reach it, rather than answer as if its cases did not exist.
+    // The owner dies (kill -9). The others say they cannot reach it, rather than answer as if
+    // its cases did not exist.
     nodes[owner].process.take().unwrap().kill();
     let asking = (owner + 1) % 3;
     let (status, listed) = call(

@@ -501,47 +501,42 @@ impl Cluster {
         self.located.lock().expect("lock poisoned").remove(case_id);
     }
 
+    /// Asks `owner`, which answered for `case_id` before; where the case is, is forgotten when
+    /// the answer is not what was asked for (the next request looks it up again).
+    fn ask_owner<T: DeserializeOwned>(
+        &self,
+        owner: &PeerNode,
+        case_id: &str,
+        path: &str,
+        on_behalf: &OnBehalf,
+        body: &impl Serialize,
+    ) -> Result<T, PeerFailure> {
+        let answer = self.call(owner, path, on_behalf, Some(body));
+        if answer.is_err() {
+            self.forget(case_id);
+        }
+        answer
+    }
+
     /// The record, from `owner`.
     pub fn read(&self, owner: &PeerNode, read: &ForwardedRead) -> Result<OpenedRecord, ApiError> {
         let on_behalf = OnBehalf {
             actor: read.reviewer.clone(),
             role: read.role.clone(),
         };
-        self.call(owner, "reads", &on_behalf, Some(read))
+        self.ask_owner(owner, &read.case_id, "reads", &on_behalf, read)
             .map_err(|failure| refusal_of(owner, failure))
     }
 
-    /// [`Cluster::read`], forgetting where the case is when the answer is not the record (the
-    /// next request looks it up again).
-    pub fn read_or_forget(
-        &self,
-        owner: &PeerNode,
-        read: &ForwardedRead,
-    ) -> Result<OpenedRecord, ApiError> {
-        self.read(owner, read)
-            .inspect_err(|_| self.forget(&read.case_id))
-    }
-
-    /// Stores a decision on `owner`; `false` when the case is no longer there (or the peer
-    /// did not store it: where the case is, is then forgotten).
+    /// Stores a decision on `owner`; `false` when the case is no longer there.
     pub fn decide(&self, owner: &PeerNode, decision: &ForwardedDecision) -> Result<bool, ApiError> {
-        let decided = self.decide_once(owner, decision);
-        if !matches!(decided, Ok(true)) {
-            self.forget(&decision.decision.case_id);
-        }
-        decided
-    }
-
-    fn decide_once(
-        &self,
-        owner: &PeerNode,
-        decision: &ForwardedDecision,
-    ) -> Result<bool, ApiError> {
         let on_behalf = OnBehalf {
             actor: decision.decision.reviewer.clone(),
             role: decision.role.clone(),
         };
-        match self.call::<serde_json::Value>(owner, "decisions", &on_behalf, Some(decision)) {
+        let case_id = &decision.decision.case_id;
+        match self.ask_owner::<serde_json::Value>(owner, case_id, "decisions", &on_behalf, decision)
+        {
             Ok(_) => Ok(true),
             Err(PeerFailure::Refused(code)) if code == Refusal::UnknownCase.code() => Ok(false),
             Err(failure) => Err(refusal_of(owner, failure)),

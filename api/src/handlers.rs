@@ -681,26 +681,29 @@ async fn under_grant(
     let grant = grant::standing(&requests, state.now())?.clone();
     attempt.event.access_request = Some(grant.id.clone());
     attempt.event.resource_id = Some(grant.resource_id.to_string());
-    let remembered = match state.cluster.as_ref().and_then(|c| c.remembered(case_id)) {
-        Some(peer) if !state.holds_case(case_id).await? => Some(peer),
-        _ => None,
+    // A case stored here, or one a peer answered for before, is not looked up on the peers.
+    let matches = |case: &Case| {
+        case.resource_id == grant.resource_id
+            && case.geography == grant.geography
+            && flagged(case, request)
     };
-    let place = match remembered {
-        Some(peer) => Place::Peer(peer),
-        None => {
-            let found = state
-                .locate_case(case_id, &attempt.on_behalf())
-                .await?
-                .ok_or(Refusal::NotAvailable)?;
-            let case = &found.data.case;
-            if case.resource_id != grant.resource_id
-                || case.geography != grant.geography
-                || !flagged(case, request)
-            {
-                return Err(Refusal::NotAvailable.into());
+    let remembered = || state.cluster.as_ref().and_then(|c| c.remembered(case_id));
+    let place = match state.case_here(case_id).await? {
+        Some((store, case)) if matches(&case) => Place::Here(store),
+        Some(_) => return Err(Refusal::NotAvailable.into()),
+        None => match remembered() {
+            Some(peer) => Place::Peer(peer),
+            None => {
+                let found = state
+                    .locate_case(case_id, &attempt.on_behalf())
+                    .await?
+                    .ok_or(Refusal::NotAvailable)?;
+                if !matches(&found.data.case) {
+                    return Err(Refusal::NotAvailable.into());
+                }
+                found.place
             }
-            found.place
-        }
+        },
     };
     if let Place::Peer(peer) = &place {
         attempt.add_detail(format!("answered by node {}", peer.name));
@@ -785,7 +788,7 @@ pub async fn read_record(mut attempt: Attempt, raw: Lenient<Path<(String, String
                     workstation: attempt.workstation.clone(),
                 };
                 let cluster = state.cluster.clone().ok_or(Refusal::NotAvailable)?;
-                blocking(move || cluster.read_or_forget(&owner, &read)).await?
+                blocking(move || cluster.read(&owner, &read)).await?
             }
         };
         let expires_at = grant.expires_at();

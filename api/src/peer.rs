@@ -17,7 +17,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use vigil_access::{AuditEvent, Outcome, Principal, Refusal};
-use vigil_core::RequestId;
+use vigil_core::{RequestId, Resource};
+use vigil_storage::GeoStore;
 
 use crate::attempt::Attempt;
 use crate::cluster::{
@@ -26,7 +27,7 @@ use crate::cluster::{
 };
 use crate::error::ApiError;
 use crate::handlers::{delete_here, flagged, open_record, store_decision};
-use crate::place::{blocking, Place};
+use crate::place::blocking;
 use crate::tls::Peer;
 use crate::AppState;
 
@@ -116,6 +117,24 @@ impl FromNode {
     }
 }
 
+/// The store holding `case_id` here and its resource, when the case belongs to
+/// `resource_id` and flags `request` (if one is named); `missing` when the case is not here,
+/// `not_available` when it does not match.
+async fn flagged_here(
+    state: &Arc<AppState>,
+    case_id: &str,
+    resource_id: &str,
+    request: Option<&RequestId>,
+    missing: Refusal,
+) -> Result<(Arc<GeoStore>, Resource), ApiError> {
+    let (store, case) = state.case_here(case_id).await?.ok_or(missing)?;
+    if case.resource_id.as_str() != resource_id || !flagged(&case, request) {
+        return Err(Refusal::NotAvailable.into());
+    }
+    let resource = state.resource(resource_id).ok_or(Refusal::NotAvailable)?;
+    Ok((store, resource))
+}
+
 async fn cases(from: FromNode, State(state): State<Arc<AppState>>) -> Response {
     let mut attempt = from.attempt(&state, "peer.cases.list");
     let result = async {
@@ -164,21 +183,14 @@ async fn read(
     let result = async {
         let request_id =
             RequestId::parse(&read.request_id).map_err(|e| ApiError::invalid("request_id", e))?;
-        let here = state.clone();
-        let case_id = read.case_id.clone();
-        let found = blocking(move || here.local_case(&case_id))
-            .await?
-            .ok_or(Refusal::NotAvailable)?;
-        let case = &found.data.case;
-        if case.resource_id.as_str() != read.resource_id || !flagged(case, Some(&request_id)) {
-            return Err(Refusal::NotAvailable.into());
-        }
-        let resource = state
-            .resource(&read.resource_id)
-            .ok_or(Refusal::NotAvailable)?;
-        let Place::Here(store) = found.place else {
-            return Err(Refusal::NotAvailable.into());
-        };
+        let (store, resource) = flagged_here(
+            &state,
+            &read.case_id,
+            &read.resource_id,
+            Some(&request_id),
+            Refusal::NotAvailable,
+        )
+        .await?;
         let record = blocking(move || open_record(&store, &resource, &request_id)).await?;
         attempt.commit(Outcome::Granted).await?;
         let mut response = Json(record).into_response();
@@ -205,25 +217,17 @@ async fn decide(
     attempt.event.access_request = Some(decision.access_request.clone());
     attempt.event.workstation = forwarded.workstation;
     let result = async {
-        let here = state.clone();
-        let case_id = decision.case_id.clone();
-        let found = blocking(move || here.local_case(&case_id))
-            .await?
-            .ok_or(Refusal::UnknownCase)?;
-        let case = &found.data.case;
-        if case.resource_id != decision.resource_id || !flagged(case, decision.request_id.as_ref())
-        {
-            return Err(Refusal::NotAvailable.into());
-        }
-        let resource = state
-            .resource(decision.resource_id.as_str())
-            .ok_or(Refusal::NotAvailable)?;
+        let (store, resource) = flagged_here(
+            &state,
+            &decision.case_id,
+            decision.resource_id.as_str(),
+            decision.request_id.as_ref(),
+            Refusal::UnknownCase,
+        )
+        .await?;
         if !decision.note.is_empty() && !resource.content_logging {
             return Err(Refusal::ContentLoggingOff.into());
         }
-        let Place::Here(store) = found.place else {
-            return Err(Refusal::UnknownCase.into());
-        };
         attempt.add_detail(format!(
             "decision: {} ({})",
             decision.outcome.name(),

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use vigil_core::Case;
+use vigil_core::{Case, Day};
 use vigil_storage::GeoStore;
 
 use crate::cluster::{CaseData, OnBehalf, PeerNode};
@@ -28,12 +28,7 @@ pub(crate) struct Found {
 }
 
 /// The case with what its view is made from, read from `store` on `node`.
-fn case_data(
-    node: &str,
-    store: &GeoStore,
-    day: vigil_core::Day,
-    case: Case,
-) -> Result<CaseData, ApiError> {
+fn case_data(node: &str, store: &GeoStore, day: Day, case: Case) -> Result<CaseData, ApiError> {
     let id = Some(case.case_id.as_str());
     Ok(CaseData {
         node: node.to_owned(),
@@ -45,28 +40,46 @@ fn case_data(
 }
 
 impl AppState {
-    /// The case stored on this node, with its store.
-    pub(crate) fn local_case(&self, case_id: &str) -> Result<Option<Found>, ApiError> {
+    /// The case stored on this node, and its store and day: one lookup per store, nothing
+    /// else read.
+    fn stored_case(&self, case_id: &str) -> Result<Option<(Arc<GeoStore>, Day, Case)>, ApiError> {
         for store in self.stores.on_disk().map_err(ApiError::internal)? {
             if let Some((day, case)) = store
                 .dated_case_by_id(case_id)
                 .map_err(ApiError::internal)?
             {
-                let data = case_data(self.node_name(), &store, day, case)?;
-                return Ok(Some(Found {
-                    data,
-                    place: Place::Here(store),
-                }));
+                return Ok(Some((store, day, case)));
             }
         }
         Ok(None)
     }
 
-    /// Whether the case is stored on this node (a miss costs one lookup per store).
-    pub(crate) async fn holds_case(self: &Arc<Self>, case_id: &str) -> Result<bool, ApiError> {
+    /// The case stored on this node, with its store and what its view is made from.
+    pub(crate) fn local_case(&self, case_id: &str) -> Result<Option<Found>, ApiError> {
+        let Some((store, day, case)) = self.stored_case(case_id)? else {
+            return Ok(None);
+        };
+        let data = case_data(self.node_name(), &store, day, case)?;
+        Ok(Some(Found {
+            data,
+            place: Place::Here(store),
+        }))
+    }
+
+    /// The case if it is stored on this node, with its store (for a point query or a
+    /// decision: its verdicts and decisions are not read).
+    pub(crate) async fn case_here(
+        self: &Arc<Self>,
+        case_id: &str,
+    ) -> Result<Option<(Arc<GeoStore>, Case)>, ApiError> {
         let state = self.clone();
         let case_id = case_id.to_owned();
-        blocking(move || Ok(state.local_case(&case_id)?.is_some())).await
+        blocking(move || {
+            Ok(state
+                .stored_case(&case_id)?
+                .map(|(store, _, case)| (store, case)))
+        })
+        .await
     }
 
     /// Every case stored on this node.

@@ -217,12 +217,8 @@ fn measure(
     for (run, rate) in rates.iter().enumerate() {
         writeln!(report, "run {}: {rate:>8.0} queries/s", run + 1)?;
     }
-    latencies.sort();
-    let ms = |q: f64| {
-        let i = ((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1));
-        latencies.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-    };
-    let percentiles = (ms(0.50), ms(0.99));
+    let latency = vigil_pipeline::Percentiles::of(&mut latencies);
+    let percentiles = (latency.p50_ms, latency.p99_ms);
     report.push_str(&median_line(&mut rates, &mut latencies, "queries"));
     report.push_str(" (a batch is one query)");
     Ok((report, percentiles))

@@ -94,8 +94,10 @@ pub(super) fn join(config: &Config) -> anyhow::Result<Option<Joined>> {
 }
 
 /// Keeps a cluster's list of peers current: every `cluster.refresh_ms`, the node directory's
-/// members that own partitions now and serve a peer listener, other than this node. Stops
-/// when dropped.
+/// members that serve a peer listener, other than this node. A member counts whether or not it
+/// owns partitions now: it still stores what it consumed before a rebalance, and one that died
+/// stays listed (answered as unreachable) until it comes back or stops cleanly. Stops when
+/// dropped.
 pub(super) struct DirectoryWatch {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -117,7 +119,7 @@ impl DirectoryWatch {
                         Ok(entries) => cluster.peers.set(
                             entries
                                 .into_iter()
-                                .filter(|e| e.node != cluster.node && !e.partitions.is_empty())
+                                .filter(|e| e.node != cluster.node)
                                 .filter_map(|e| {
                                     Some(PeerNode {
                                         url: e.peer?,
