@@ -25,6 +25,7 @@ use vigil_core::{
     ResourceId,
 };
 
+use crate::changelog::Batch;
 use crate::crypto;
 use crate::keyring::{self, Keyring};
 use crate::keys::{KeyEntry, KeyError, KeySource, WrappedKey};
@@ -36,12 +37,14 @@ mod annex;
 mod export;
 mod lifecycle;
 mod migrate;
+mod mirror;
 mod rekey;
 mod review;
 
 pub use annex::{Annex, CaseConflict};
 pub use export::{ExportPart, ExportedRecord, StaleExport};
 pub use lifecycle::{DeletedRequest, JobKind, JobReport, PurgeProgress, PurgeReport};
+pub use mirror::Imported;
 pub use review::{ReviewTask, ReviewText};
 
 /// A record encrypted and encoded, ready for [`GeoStore::write_batch`].
@@ -220,6 +223,10 @@ pub struct GeoStore {
     /// One writer at a time. Fair: the lifecycle's chunks hand it to a waiting ingest batch
     /// (`unlock_fair`) instead of taking it straight back.
     writer: parking_lot::Mutex<()>,
+    /// Where every write is mirrored, once set (see [`mirror`]).
+    changelog: std::sync::OnceLock<Arc<dyn crate::changelog::ChangeSink>>,
+    /// The day-key ratchet's state, as read from the keyring (see [`crate::changelog`]).
+    ratchet: Mutex<Option<crate::changelog::RatchetState>>,
 }
 
 /// How every geography's sled database is opened (also the compacted copy).
@@ -319,6 +326,8 @@ impl GeoStore {
             key_creation: Mutex::new(()),
             id_floor: AtomicU64::new(id_floor),
             writer: parking_lot::Mutex::new(()),
+            changelog: std::sync::OnceLock::new(),
+            ratchet: Mutex::new(None),
         };
         match found {
             Some(layout::LAYOUT_VERSION) => {}
@@ -640,13 +649,14 @@ impl GeoStore {
 
     /// Records that `id`'s data key is in keyring slot `slot`, wrapped by `kek`.
     fn put_key_entry(&self, id: &[u8], slot: u32, kek: crate::keys::KekRef) -> Result<()> {
+        let entry = KeyEntry { kek, slot };
         self.data_keys()
-            .insert(id, KeyEntry { kek, slot }.encode())
+            .insert(id, entry.encode())
             .map_err(|e| self.sled_err(e))?;
         // Content sealed under this key must never reach disk before the key itself does
         // (the keyring synced its slot already).
         self.db().flush().map_err(|e| self.sled_err(e))?;
-        Ok(())
+        self.mirror_data_key(id, &entry)
     }
 
     /// Encrypts and encodes `record` for storage. `resource` must be the record's resource.
@@ -710,8 +720,8 @@ impl GeoStore {
     /// The sled batch storing `records`, and each one's outcome. The caller holds the writer
     /// lock. Each resource's new records of one day go into as few segments as fit (see
     /// [`segment`]), in the order they came; each gets one index entry.
-    fn record_batch(&self, records: &[SealedRecord]) -> Result<(sled::Batch, Vec<WriteOutcome>)> {
-        let mut batch = sled::Batch::default();
+    fn record_batch(&self, records: &[SealedRecord]) -> Result<(Batch, Vec<WriteOutcome>)> {
+        let mut batch = Batch::default();
         let mut in_batch: HashMap<&str, &str> = HashMap::with_capacity(records.len());
         let mut outcomes = Vec::with_capacity(records.len());
         // The records to store, by resource and day, in order of first appearance.
@@ -781,7 +791,7 @@ impl GeoStore {
     /// `resource`'s records of `day`, in order, as few as fit, with their index entries.
     pub(crate) fn put_in_segments<S: AsRef<str>>(
         &self,
-        batch: &mut sled::Batch,
+        batch: &mut Batch,
         resource: &str,
         day: Day,
         entries: impl IntoIterator<Item = (S, Vec<u8>)>,
@@ -804,7 +814,7 @@ impl GeoStore {
     /// point into it. `seq` names the segment it replaces (`None`: a new one).
     pub(crate) fn put_segment(
         &self,
-        batch: &mut sled::Batch,
+        batch: &mut Batch,
         resource: &str,
         day: Day,
         seq: Option<u64>,
@@ -828,7 +838,7 @@ impl GeoStore {
     /// entry is kept. Returns how many entries it had.
     pub(crate) fn rewrite_segment(
         &self,
-        batch: &mut sled::Batch,
+        batch: &mut Batch,
         key: &[u8],
         bytes: &[u8],
         mut rewrite: impl FnMut(&segment::Entry<'_>) -> Result<Rewrite>,
@@ -1115,7 +1125,7 @@ impl GeoStore {
     /// Writes everything buffered to disk.
     pub fn flush(&self) -> Result<()> {
         self.db().flush().map_err(|e| self.sled_err(e))?;
-        Ok(())
+        self.flush_changelog()
     }
 
     /// The records tree (see [`Trees`]).
@@ -1143,3 +1153,5 @@ impl GeoStore {
 mod tests;
 #[cfg(test)]
 mod tests_lifecycle;
+#[cfg(test)]
+mod tests_mirror;

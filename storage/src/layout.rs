@@ -284,11 +284,32 @@ pub fn successor(prefix: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
-/// The resource part of a key made by `prefixed` (segments, windows).
+/// The owner part of a key made by `prefixed`: the resource of segments and windows, the
+/// case of review tasks, verdicts and decisions.
 pub fn resource_of_key(key: &[u8]) -> Option<&str> {
     let rest = key.get(1..)?;
     let sep = rest.iter().position(|b| *b == 0)?;
     std::str::from_utf8(&rest[..sep]).ok()
+}
+
+/// Whose entry a records-tree key is, for the changelog (see [`crate::changelog`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner<'a> {
+    /// A resource's: a segment, a window checkpoint.
+    Resource(&'a str),
+    /// A case's: the case, its outbox entry, review tasks, verdicts and decisions.
+    Case(&'a str),
+}
+
+/// The owner of a records-tree entry the changelog carries; `None` for the entries each store
+/// derives or keeps for itself (the request-ID index, the export backlog).
+pub fn owner_of(key: &[u8]) -> Option<Owner<'_>> {
+    match *key.first()? {
+        SEGMENT | WINDOW => resource_of_key(key).map(Owner::Resource),
+        CASE | OUTBOX => std::str::from_utf8(&key[1..]).ok().map(Owner::Case),
+        REVIEW_QUEUE | VERDICT | DECISION => resource_of_key(key).map(Owner::Case),
+        _ => None,
+    }
 }
 
 /// Key of the marker saying export partition `part` of `day` changed.

@@ -23,6 +23,7 @@
 //! - A resource whose content logging is off has no content written at all, not even
 //!   encrypted; only its metadata is kept.
 
+pub mod changelog;
 mod compact;
 pub mod crypto;
 pub mod geo;
@@ -41,7 +42,7 @@ use vigil_core::{Clock, Geography, RequestId, Resource, ResourceId, ResourceRegi
 
 pub use compact::Compacted;
 pub use geo::{
-    Annex, CaseConflict, DeletedRequest, ExportPart, ExportedRecord, Footprint, GeoStore, JobKind,
+    Annex, CaseConflict, DeletedRequest, ExportPart, ExportedRecord, Footprint, GeoStore, Imported, JobKind,
     JobReport, PurgeProgress, PurgeReport, ReviewTask, SealedRecord, StaleExport, StoredRecord,
     WriteOutcome,
 };
@@ -151,6 +152,9 @@ pub enum StorageError {
     /// was written and the stored case is kept.
     #[error(transparent)]
     CaseConflict(#[from] CaseConflict),
+    /// The changelog could not be written, or what it holds could not be imported.
+    #[error(transparent)]
+    Changelog(#[from] changelog::ChangelogError),
     /// A storage setting is out of range.
     #[error("{0}")]
     Config(String),

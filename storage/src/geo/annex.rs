@@ -14,6 +14,7 @@ use tracing::warn;
 use vigil_core::{Case, Day, Geography, ResourceId, Verdict};
 
 use super::{ExportPart, GeoStore, ReviewTask, SealedRecord, WriteOutcome};
+use crate::changelog::Batch;
 use crate::{layout, Result};
 
 /// One entry written with a batch of records.
@@ -101,9 +102,7 @@ impl GeoStore {
                 ),
             }
         }
-        self.records()
-            .apply_batch(batch)
-            .map_err(|e| self.sled_err(e))?;
+        self.apply(batch)?;
         Ok(outcomes)
     }
 
@@ -172,7 +171,7 @@ impl GeoStore {
             .collect()
     }
 
-    fn dated_case(key: &[u8], value: &[u8]) -> Result<(Day, Case)> {
+    pub(super) fn dated_case(key: &[u8], value: &[u8]) -> Result<(Day, Case)> {
         let (day, json) =
             layout::undated(value).ok_or_else(|| Self::corrupt(key, "undated case"))?;
         let case = serde_json::from_slice(json).map_err(|e| Self::corrupt(key, e))?;
@@ -208,13 +207,11 @@ impl GeoStore {
 
     /// Takes published cases out of the outbox (durable at the next flush).
     pub fn mark_published<'a>(&self, case_ids: impl IntoIterator<Item = &'a str>) -> Result<()> {
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         for case_id in case_ids {
             batch.remove(layout::outbox_key(case_id));
         }
-        self.records()
-            .apply_batch(batch)
-            .map_err(|e| self.sled_err(e))
+        self.apply(batch)
     }
 }
 

@@ -6,6 +6,7 @@ use time::OffsetDateTime;
 use vigil_core::{Case, Day, Detection, RecordMeta, RequestId, ResourceId};
 
 use super::GeoStore;
+use crate::changelog::Batch;
 use crate::layout::{self, StoredContent};
 use crate::{segment, Result};
 
@@ -64,7 +65,7 @@ impl GeoStore {
     /// Adds to `batch` the mark saying `part` of `day` must be exported again.
     pub(crate) fn mark_for_export(
         &self,
-        batch: &mut sled::Batch,
+        batch: &mut Batch,
         part: ExportPart,
         day: Day,
     ) -> Result<()> {

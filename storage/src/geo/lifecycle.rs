@@ -17,6 +17,7 @@ use std::ops::ControlFlow;
 use vigil_core::{Day, RequestId, ResourceId};
 
 use super::{ExportPart, GeoStore, Rewrite};
+use crate::changelog::Batch;
 use crate::keyring;
 use crate::keys::KeyEntry;
 use crate::layout;
@@ -132,6 +133,9 @@ impl GeoStore {
             today: cutoffs.today().to_string(),
             ..PurgeReport::default()
         };
+        // The day keys first: from here the changelog's copies of expired days' data keys
+        // open nowhere.
+        self.advance_ratchet(cutoffs.first_kept_by_geography())?;
         report.data_keys =
             self.destroy_data_keys(|resource, day| cutoffs.expired(resource, day), None)?;
         for resource in self.resources_with_records()? {
@@ -204,7 +208,7 @@ impl GeoStore {
             return Ok(None);
         }
         let resource = locator.resource.as_str();
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         batch.remove(layout::index_key(request));
         self.mark_for_export(&mut batch, ExportPart::Records, locator.day)?;
         let mut reviews = 0;
@@ -370,7 +374,7 @@ impl GeoStore {
     /// in one atomic batch, flushed before returning. Holds the writer lock, so no batch holding
     /// content sealed under one of these keys is written after this returns (see
     /// `GeoStore::sealed_under_a_destroyed_key`).
-    fn destroy_data_keys(
+    pub(super) fn destroy_data_keys(
         &self,
         doomed: impl Fn(&str, Day) -> bool,
         marker: Option<&[u8]>,
@@ -379,6 +383,7 @@ impl GeoStore {
         let _creating = self.key_creation.lock().expect("lock poisoned");
         let mut batch = sled::Batch::default();
         let mut slots = Vec::new();
+        let mut ids = Vec::new();
         let mut ciphers = self.ciphers.write().expect("lock poisoned");
         let mut transitions = self.transitions.lock().expect("lock poisoned");
         for entry in self.data_keys().iter() {
@@ -393,6 +398,7 @@ impl GeoStore {
                 transitions.retain(|(r, d), _| !(r.as_str() == resource && *d == day));
                 let aad = crate::crypto::data_key_aad(self.geography.as_str(), resource, day);
                 slots.push((entry.slot, keyring::owner(&aad)));
+                ids.push(key.to_vec());
                 batch.remove(key.clone());
             }
         }
@@ -415,6 +421,7 @@ impl GeoStore {
         self.data_keys()
             .apply_batch(batch)
             .map_err(|e| self.sled_err(e))?;
+        self.mirror_key_removals(&ids)?;
         self.flush()?;
         Ok(destroyed)
     }
@@ -424,7 +431,7 @@ impl GeoStore {
     /// Returns how many segments and records it removed (no segments: the range is empty).
     fn remove_segments(&self, from: &[u8], end: &[u8]) -> Result<(usize, usize)> {
         let writer = self.writer.lock();
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         let (mut segments, mut records) = (0, 0);
         let mut days = BTreeSet::new();
         for entry in self.records().range(from..end) {
@@ -445,9 +452,7 @@ impl GeoStore {
         for day in days {
             self.mark_for_export(&mut batch, ExportPart::Records, day)?;
         }
-        self.records()
-            .apply_batch(batch)
-            .map_err(|e| self.sled_err(e))?;
+        self.apply(batch)?;
         self.note_removed(segments + records);
         // A batch of ingest waiting for the lock goes next, not the purge's next chunk.
         parking_lot::MutexGuard::unlock_fair(writer);
@@ -477,7 +482,7 @@ impl GeoStore {
             return Ok((0, None));
         };
         let writer = self.writer.lock();
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         let mut removed = 0;
         for key in picked {
             let current = self.records().get(&key).map_err(|e| self.sled_err(e))?;
@@ -486,9 +491,7 @@ impl GeoStore {
                 removed += 1;
             }
         }
-        self.records()
-            .apply_batch(batch)
-            .map_err(|e| self.sled_err(e))?;
+        self.apply(batch)?;
         self.note_removed(removed);
         parking_lot::MutexGuard::unlock_fair(writer);
         let mut next = last.to_vec();
@@ -503,7 +506,7 @@ impl GeoStore {
         doomed: impl Fn(Day, &vigil_core::Case) -> bool,
     ) -> Result<CasesRemoved> {
         let _writer = self.writer.lock();
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         let mut removed = CasesRemoved::default();
         let mut days = BTreeSet::new();
         for (day, case) in self.dated_cases()? {
@@ -529,9 +532,7 @@ impl GeoStore {
         for day in days {
             self.mark_for_export(&mut batch, ExportPart::Cases, day)?;
         }
-        self.records()
-            .apply_batch(batch)
-            .map_err(|e| self.sled_err(e))?;
+        self.apply(batch)?;
         self.note_removed(removed.cases);
         Ok(removed)
     }
@@ -545,7 +546,7 @@ impl GeoStore {
         let mut stripped = 0;
         loop {
             let writer = self.writer.lock();
-            let mut batch = sled::Batch::default();
+            let mut batch = Batch::default();
             let mut seen = 0;
             let mut last = None;
             for entry in self.records().range(cursor.as_slice()..end.as_slice()) {
@@ -566,9 +567,7 @@ impl GeoStore {
                     break;
                 }
             }
-            self.records()
-                .apply_batch(batch)
-                .map_err(|e| self.sled_err(e))?;
+            self.apply(batch)?;
             self.note_removed(seen);
             parking_lot::MutexGuard::unlock_fair(writer);
             let Some(last) = last else {

@@ -16,6 +16,7 @@ use tracing::{info, warn};
 use vigil_core::{Day, Detection};
 
 use super::GeoStore;
+use crate::changelog::Batch;
 use crate::keyring;
 use crate::keys::{KeyEntry, WrappedKey};
 use crate::layout::{self, v3};
@@ -75,7 +76,7 @@ impl GeoStore {
         let _writer = self.writer.lock();
         let mut packed = 0;
         loop {
-            let mut batch = sled::Batch::default();
+            let mut batch = Batch::default();
             let mut groups: BTreeMap<(String, Day), Packed> = BTreeMap::new();
             let mut in_chunk = 0;
             for entry in self.records().scan_prefix([v3::RECORDS]).take(CHUNK) {
@@ -117,21 +118,17 @@ impl GeoStore {
             for ((resource, day), records) in groups {
                 self.put_in_segments(&mut batch, &resource, day, records)?;
             }
-            self.records()
-                .apply_batch(batch)
-                .map_err(|e| self.sled_err(e))?;
+            self.apply(batch)?;
             packed += in_chunk;
         }
         // Bucket or detection entries whose record was deleted without them.
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         for prefix in [v3::BUCKETS, v3::DETECTIONS] {
             for key in self.records().scan_prefix([prefix]).keys() {
                 batch.remove(key.map_err(|e| self.sled_err(e))?);
             }
         }
-        self.records()
-            .apply_batch(batch)
-            .map_err(|e| self.sled_err(e))?;
+        self.apply(batch)?;
         self.flush()?;
         Ok(packed)
     }

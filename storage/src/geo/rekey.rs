@@ -35,6 +35,7 @@ use tracing::{debug, info};
 use vigil_core::{Day, ResourceId};
 
 use super::{DataKey, GeoStore, Rewrite};
+use crate::changelog::Batch;
 use crate::keyring;
 use crate::keys::{KeyEntry, WrappedKey};
 use crate::layout::{self, StoredContent};
@@ -98,7 +99,7 @@ impl GeoStore {
         resource: &str,
         day: Day,
         without: Option<&str>,
-        first: sled::Batch,
+        first: Batch,
     ) -> Result<usize> {
         let id = layout::data_key_id(resource, day);
         let marker = layout::rekey_marker(resource, day);
@@ -174,12 +175,13 @@ impl GeoStore {
         // with the first chunk).
         self.reseal_texts(resource, day, &transition)?;
         let mut swap = sled::Batch::default();
-        swap.insert(id, new_entry.encode());
+        swap.insert(id.as_slice(), new_entry.encode());
         swap.remove(marker);
         self.data_keys()
             .apply_batch(swap)
             .map_err(|e| self.sled_err(e))?;
         self.flush()?;
+        self.mirror_data_key(&id, &new_entry)?;
         self.ciphers.write().expect("lock poisoned").insert(
             slot,
             DataKey {
@@ -220,7 +222,7 @@ impl GeoStore {
             }
             let _writer = self.writer.lock();
             let _creating = self.key_creation.lock().expect("lock poisoned");
-            self.rekey_day(&resource, day, None, sled::Batch::default())?;
+            self.rekey_day(&resource, day, None, Batch::default())?;
         }
         Ok(())
     }
@@ -233,7 +235,7 @@ impl GeoStore {
         resource: &str,
         day: Day,
         without: Option<&str>,
-        first: sled::Batch,
+        first: Batch,
         transition: Option<&Transition>,
     ) -> Result<usize> {
         let mut keys: Vec<sled::IVec> = Vec::new();
@@ -272,16 +274,12 @@ impl GeoStore {
                     })
             })?;
             if in_batch >= super::lifecycle::CHUNK {
-                self.records()
-                    .apply_batch(std::mem::take(&mut batch))
-                    .map_err(|e| self.sled_err(e))?;
+                self.apply(std::mem::take(&mut batch))?;
                 in_batch = 0;
                 debug!(resealed, "Re-key progress.");
             }
         }
-        self.records()
-            .apply_batch(batch)
-            .map_err(|e| self.sled_err(e))?;
+        self.apply(batch)?;
         Ok(resealed)
     }
 

@@ -32,6 +32,7 @@ use vigil_core::{Case, Day, Decision, RequestId, Resource, ResourceId, Verdict};
 
 use super::rekey::Transition;
 use super::{ExportPart, GeoStore, KeyCheck};
+use crate::changelog::Batch;
 use crate::{crypto, layout, Result, StorageError};
 
 /// A record waiting for the LLM reviewer.
@@ -236,13 +237,11 @@ impl GeoStore {
         };
         let resource = resource.filter(|_| !verdict.in_flight);
         let value = self.sealed_value(verdict, resource, &case, day)?;
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         self.mark_for_export(&mut batch, ExportPart::Cases, day)?;
         batch.insert(layout::verdict_key(&case.case_id, request), value);
         batch.remove(layout::review_key(&case.case_id, request));
-        self.records()
-            .apply_batch(batch)
-            .map_err(|e| self.sled_err(e))
+        self.apply(batch)
     }
 
     /// The verdicts on a case's records (on every case's when `case_id` is `None`), in key
@@ -277,15 +276,13 @@ impl GeoStore {
             return Ok(false);
         };
         let value = self.sealed_value(decision, Some(resource), &case, day)?;
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         self.mark_for_export(&mut batch, ExportPart::Cases, day)?;
         batch.insert(
             layout::decision_key(&case.case_id, &decision.decision_id),
             value,
         );
-        self.records()
-            .apply_batch(batch)
-            .map_err(|e| self.sled_err(e))?;
+        self.apply(batch)?;
         self.flush()?;
         Ok(true)
     }
@@ -449,12 +446,10 @@ impl GeoStore {
     /// sealed), keeping the rest of each. Returns how many were removed.
     pub(super) fn strip_texts(&self, doomed: impl Fn(&str, Option<Day>) -> bool) -> Result<usize> {
         let _writer = self.writer.lock();
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         let mut removed = self.rewrite_texts::<Verdict>(&mut batch, |s| self.strip(s, &doomed))?;
         removed += self.rewrite_texts::<Decision>(&mut batch, |s| self.strip(s, &doomed))?;
-        self.records()
-            .apply_batch(batch)
-            .map_err(|e| self.sled_err(e))?;
+        self.apply(batch)?;
         self.note_removed(removed);
         Ok(removed)
     }
@@ -464,14 +459,12 @@ impl GeoStore {
     /// the new key already (a re-key run again after a crash) are left as they are. The
     /// caller holds the writer lock. Returns how many were re-sealed.
     pub(super) fn reseal_texts(&self, resource: &str, day: Day, t: &Transition) -> Result<usize> {
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         let mut resealed =
             self.rewrite_texts::<Verdict>(&mut batch, |s| Ok(self.reseal(s, resource, day, t)))?;
         resealed +=
             self.rewrite_texts::<Decision>(&mut batch, |s| Ok(self.reseal(s, resource, day, t)))?;
-        self.records()
-            .apply_batch(batch)
-            .map_err(|e| self.sled_err(e))?;
+        self.apply(batch)?;
         self.note_removed(resealed);
         Ok(resealed)
     }
@@ -480,7 +473,7 @@ impl GeoStore {
     /// stored, a text stored in the clear still in it). Returns how many.
     fn rewrite_texts<T: WithText>(
         &self,
-        batch: &mut sled::Batch,
+        batch: &mut Batch,
         mut change: impl FnMut(&mut Stored<T>) -> Result<bool>,
     ) -> Result<usize> {
         let mut changed = 0;

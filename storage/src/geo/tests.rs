@@ -122,7 +122,7 @@ fn a_detection_is_stored_in_its_records_value_and_survives_a_content_strip() {
 fn plant(geo: &GeoStore, resource: &str, request: &str, value: &[u8]) {
     let mut segment = crate::segment::SegmentWriter::new();
     segment.push(request, value);
-    let mut batch = sled::Batch::default();
+    let mut batch = crate::changelog::Batch::default();
     geo.put_segment(
         &mut batch,
         resource,
@@ -131,7 +131,7 @@ fn plant(geo: &GeoStore, resource: &str, request: &str, value: &[u8]) {
         segment.finish(),
     )
     .unwrap();
-    geo.raw().apply_batch(batch).unwrap();
+    geo.raw().apply_batch(batch.to_sled()).unwrap();
 }
 
 #[test]

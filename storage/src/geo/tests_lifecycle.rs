@@ -15,17 +15,17 @@ use super::{Annex, ExportPart, ReviewTask, ReviewText};
 use crate::retention::Cutoffs;
 use crate::{layout, RetentionConfig, StorageConfig, StorageError, Stores};
 
-const NOW: OffsetDateTime = datetime!(2026-11-23 12:00 UTC);
+pub(super) const NOW: OffsetDateTime = datetime!(2026-11-23 12:00 UTC);
 
-fn eu() -> Geography {
+pub(super) fn eu() -> Geography {
     Geography::parse("eu").unwrap()
 }
 
-fn resource(id: &str) -> Resource {
+pub(super) fn resource(id: &str) -> Resource {
     Resource::new(ResourceId::parse(id).unwrap(), eu())
 }
 
-fn registry(resources: &[&Resource]) -> ResourceRegistry {
+pub(super) fn registry(resources: &[&Resource]) -> ResourceRegistry {
     let mut registry = ResourceRegistry::default();
     for r in resources {
         registry.add((*r).clone()).unwrap();
@@ -33,7 +33,7 @@ fn registry(resources: &[&Resource]) -> ResourceRegistry {
     registry
 }
 
-fn config(dir: &Path) -> StorageConfig {
+pub(super) fn config(dir: &Path) -> StorageConfig {
     StorageConfig {
         data_dir: dir.join("data"),
         master_key: dir.join("keys/master.key"),
@@ -42,7 +42,7 @@ fn config(dir: &Path) -> StorageConfig {
 }
 
 /// The stores as they are `days_ago` days before [`NOW`].
-fn stores_at(dir: &Path, days_ago: i64) -> Stores {
+pub(super) fn stores_at(dir: &Path, days_ago: i64) -> Stores {
     Stores::open_with_clock(
         &config(dir),
         dir,
@@ -51,19 +51,19 @@ fn stores_at(dir: &Path, days_ago: i64) -> Stores {
     .unwrap()
 }
 
-fn record(resource: &str, request: &str, end_user: &str, prompt: &str) -> LogRecord {
+pub(super) fn record(resource: &str, request: &str, end_user: &str, prompt: &str) -> LogRecord {
     LogRecord::from_json(&format!(
         r#"{{"request_id":"{request}","resource_id":"{resource}","geography":"eu","deployment":"standard","timestamp":"2026-11-20T10:00:00Z","operation":"chat","model":"m","end_user":"{end_user}","prompt":"{prompt}","completion":"ok"}}"#
     ))
     .unwrap()
 }
 
-fn req(id: &str) -> RequestId {
+pub(super) fn req(id: &str) -> RequestId {
     RequestId::parse(id).unwrap()
 }
 
 /// Stores `ids` for `res` in one batch, with a window checkpoint for `end_user`.
-fn put(stores: &Stores, res: &Resource, ids: &[String], end_user: &str, prompt: &str) {
+pub(super) fn put(stores: &Stores, res: &Resource, ids: &[String], end_user: &str, prompt: &str) {
     let geo = stores.geo(&eu()).unwrap();
     let sealed: Vec<_> = ids
         .iter()
@@ -82,13 +82,13 @@ fn put(stores: &Stores, res: &Resource, ids: &[String], end_user: &str, prompt: 
     .unwrap();
 }
 
-fn ids(prefix: &str, n: usize) -> Vec<String> {
+pub(super) fn ids(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}-{i:05}")).collect()
 }
 
 /// Opens a case on `res` sampling `request`, with a queued review task, a verdict, and two
 /// human decisions: one on the record, one on the whole case.
-fn open_case(stores: &Stores, res: &Resource, case_id: &str, request: &str) {
+pub(super) fn open_case(stores: &Stores, res: &Resource, case_id: &str, request: &str) {
     let geo = stores.geo(&eu()).unwrap();
     let case = case_of(res, case_id, request);
     let task = ReviewTask {
@@ -145,7 +145,7 @@ fn purge_all(stores: &Stores, registry: &ResourceRegistry) -> crate::PurgeReport
 }
 
 /// Every file under `dir`, concatenated.
-fn all_bytes(dir: &Path) -> Vec<u8> {
+pub(super) fn all_bytes(dir: &Path) -> Vec<u8> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
@@ -158,7 +158,7 @@ fn all_bytes(dir: &Path) -> Vec<u8> {
     out
 }
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+pub(super) fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 

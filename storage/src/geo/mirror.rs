@@ -1,0 +1,518 @@
+//! A store and its changelog (see [`crate::changelog`]): every write mirrored once applied,
+//! the ratchet state in the keyring, and a store rebuilt from what the changelog holds.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tracing::warn;
+use vigil_core::{Case, Day};
+use zeroize::Zeroizing;
+
+use super::GeoStore;
+use crate::changelog::{
+    self, Batch, Change, ChangeSink, ChangelogError, Mirrored, MirroredKey, RatchetState,
+};
+use crate::crypto::{self, Sealed, KEY_LEN};
+use crate::keyring;
+use crate::keys::{KekRef, KeyEntry, WrappedKey};
+use crate::layout::{self, Owner};
+use crate::retention::Cutoffs;
+use crate::{Result, StorageError};
+
+/// Where the ratchet state is, in the `data_keys` tree: its keyring slot, the ratchet's ID
+/// and the state's day (the chain key itself is only in the keyring).
+const RATCHET_ENTRY: &[u8] = b"\0ratchet";
+
+#[derive(Serialize, Deserialize)]
+struct RatchetEntry {
+    id: [u8; 16],
+    day: u32,
+    slot: u32,
+}
+
+/// What [`GeoStore::import`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Imported {
+    /// Records the store holds now and did not before.
+    pub records: u64,
+    /// Other entries written or removed: windows, cases, review state.
+    pub entries: u64,
+    /// Data keys imported (wrapped again under this node's key-encryption key).
+    pub data_keys: u64,
+    /// Entries and keys left out because they are past retention (or their day key is
+    /// purged).
+    pub expired: u64,
+    /// Data keys sealed by another ratchet than this node's: their content stays unreadable.
+    pub foreign_keys: u64,
+}
+
+impl std::ops::AddAssign for Imported {
+    fn add_assign(&mut self, other: Self) {
+        self.records += other.records;
+        self.entries += other.entries;
+        self.data_keys += other.data_keys;
+        self.expired += other.expired;
+        self.foreign_keys += other.foreign_keys;
+    }
+}
+
+impl GeoStore {
+    /// Mirrors every write from now on to `sink`. The store needs its ratchet state first
+    /// ([`GeoStore::install_ratchet`]): data keys go to the changelog sealed under it.
+    pub fn mirror_to(&self, sink: Arc<dyn ChangeSink>) -> Result<()> {
+        if self.ratchet_state()?.is_none() {
+            return Err(self.changelog_err("the store has no ratchet state to seal data keys"));
+        }
+        // Set once: a second call keeps the first sink.
+        let _ = self.changelog.set(sink);
+        Ok(())
+    }
+
+    /// Whether writes are mirrored to a changelog.
+    pub fn is_mirrored(&self) -> bool {
+        self.changelog.get().is_some()
+    }
+
+    fn changelog_err(&self, problem: impl Into<String>) -> StorageError {
+        StorageError::Changelog(ChangelogError {
+            geography: self.geography.to_string(),
+            problem: problem.into(),
+        })
+    }
+
+    /// Applies `batch` to the records tree, and mirrors what the changelog carries of it.
+    pub(crate) fn apply(&self, batch: Batch) -> Result<()> {
+        let changes = match self.changelog.get() {
+            Some(_) => self.changes_of(&batch)?,
+            None => Vec::new(),
+        };
+        self.records()
+            .apply_batch(batch.to_sled())
+            .map_err(|e| self.sled_err(e))?;
+        self.send(changes)
+    }
+
+    /// Sends `changes` to the changelog, if there is one.
+    fn send(&self, changes: Vec<Change>) -> Result<()> {
+        match self.changelog.get() {
+            Some(sink) if !changes.is_empty() => Ok(sink.send(&self.geography, changes)?),
+            _ => Ok(()),
+        }
+    }
+
+    /// The changes `batch` makes, each with the resource whose partition carries it (read
+    /// before the batch is applied: a removed case still names its resource).
+    fn changes_of(&self, batch: &Batch) -> Result<Vec<Change>> {
+        let mut cases: HashMap<String, String> = HashMap::new();
+        for (key, value) in &batch.writes {
+            if let (Some(Owner::Case(case_id)), Some(value)) = (layout::owner_of(key), value) {
+                if key.first() == layout::all_cases_prefix().first() {
+                    let (_, case) = Self::dated_case(key, value)?;
+                    cases.insert(case_id.to_owned(), case.resource_id.to_string());
+                }
+            }
+        }
+        let mut changes = Vec::with_capacity(batch.writes.len());
+        for (key, value) in &batch.writes {
+            let resource_id = match layout::owner_of(key) {
+                None => continue,
+                Some(Owner::Resource(resource)) => resource.to_owned(),
+                Some(Owner::Case(case_id)) => match cases.get(case_id) {
+                    Some(resource) => resource.clone(),
+                    None => match self.case(case_id)? {
+                        Some(case) => {
+                            let resource = case.resource_id.to_string();
+                            cases.insert(case_id.to_owned(), resource.clone());
+                            resource
+                        }
+                        None => {
+                            warn!(geography = %self.geography, %case_id, "An entry of a case this store does not hold is not mirrored to the changelog.");
+                            continue;
+                        }
+                    },
+                },
+            };
+            changes.push(Change {
+                resource_id,
+                key: changelog::entry_key(key),
+                value: value.clone(),
+            });
+        }
+        Ok(changes)
+    }
+
+    /// Mirrors data key `id`, which `entry` places in the keyring, sealed under its day's key.
+    /// A key of a day the ratchet has passed is not mirrored (it is past retention).
+    pub(crate) fn mirror_data_key(&self, id: &[u8], entry: &KeyEntry) -> Result<()> {
+        if self.changelog.get().is_none() {
+            return Ok(());
+        }
+        let (resource, day) =
+            layout::data_key_of(id).ok_or_else(|| Self::corrupt(id, "bad data key name"))?;
+        let state = self
+            .ratchet_state()?
+            .ok_or_else(|| self.changelog_err("the ratchet state is gone"))?;
+        let Some(day_key) = state.day_key(day) else {
+            return Ok(());
+        };
+        let aad = crypto::data_key_aad(self.geography.as_str(), resource, day);
+        let Some(sealed) = self.keyring.get(entry.slot, keyring::owner(&aad))? else {
+            return Ok(());
+        };
+        let inner = match &entry.kek {
+            KekRef::Master => {
+                let wrapped = WrappedKey {
+                    kek: KekRef::Master,
+                    sealed,
+                };
+                let (_, dek) = self.keys.unwrap_under(resource, &aad, &wrapped)?;
+                Zeroizing::new(dek.to_vec())
+            }
+            KekRef::Customer(_) => {
+                Zeroizing::new(postcard::to_stdvec(&sealed).expect("a sealed key encodes"))
+            }
+        };
+        let mirrored = MirroredKey {
+            ratchet: state.id(),
+            kek: entry.kek.clone(),
+            sealed: crypto::seal(
+                &day_key,
+                &changelog::mirrored_key_aad(self.geography.as_str(), resource, day),
+                &inner,
+            ),
+        };
+        self.send(vec![Change {
+            resource_id: resource.to_owned(),
+            key: changelog::data_key_key(id),
+            value: Some(postcard::to_stdvec(&mirrored).expect("a mirrored key encodes")),
+        }])
+    }
+
+    /// Mirrors the destruction of data keys `ids`: tombstones.
+    pub(crate) fn mirror_key_removals(&self, ids: &[Vec<u8>]) -> Result<()> {
+        if self.changelog.get().is_none() {
+            return Ok(());
+        }
+        let changes = ids
+            .iter()
+            .filter_map(|id| {
+                let (resource, _) = layout::data_key_of(id)?;
+                Some(Change {
+                    resource_id: resource.to_owned(),
+                    key: changelog::data_key_key(id),
+                    value: None,
+                })
+            })
+            .collect();
+        self.send(changes)
+    }
+
+    /// Waits until the changelog has acknowledged every change sent.
+    pub(crate) fn flush_changelog(&self) -> Result<()> {
+        match self.changelog.get() {
+            Some(sink) => Ok(sink.flush()?),
+            None => Ok(()),
+        }
+    }
+
+    /// The associated data of the ratchet state in the keyring.
+    fn ratchet_aad(&self, id: &[u8; 16], day: Day) -> Vec<u8> {
+        [
+            b"vigil/ratchet/v1\0".as_slice(),
+            self.geography.as_str().as_bytes(),
+            b"\0",
+            id,
+            &day.to_be_bytes(),
+        ]
+        .concat()
+    }
+
+    /// This store's ratchet state, if it has one.
+    pub fn ratchet_state(&self) -> Result<Option<RatchetState>> {
+        let mut cached = self.ratchet.lock().expect("lock poisoned");
+        if cached.is_none() {
+            *cached = self.load_ratchet()?;
+        }
+        Ok(cached.clone())
+    }
+
+    fn load_ratchet(&self) -> Result<Option<RatchetState>> {
+        let Some(entry) = self.data_keys_value::<RatchetEntry>(RATCHET_ENTRY)? else {
+            return Ok(None);
+        };
+        let day = Day::from_number(entry.day);
+        let aad = self.ratchet_aad(&entry.id, day);
+        let Some(sealed) = self.keyring.get(entry.slot, keyring::owner(&aad))? else {
+            return Ok(None);
+        };
+        let master = self.keys.kek("", &KekRef::Master)?;
+        let key = crypto::open(&master, &aad, &sealed)
+            .map_err(|_| Self::corrupt(RATCHET_ENTRY, "the ratchet state does not open"))?;
+        let key: [u8; KEY_LEN] = key
+            .as_slice()
+            .try_into()
+            .map_err(|_| Self::corrupt(RATCHET_ENTRY, "the ratchet key is not 32 bytes"))?;
+        Ok(Some(RatchetState::from_parts(
+            entry.id,
+            day,
+            Zeroizing::new(key),
+        )))
+    }
+
+    /// Installs `state` as this store's ratchet state: a new one, or the same ratchet moved
+    /// forward. The previous state's keyring slot is overwritten in place, so the days it
+    /// could derive and the new one cannot are gone from the disk. A state of another
+    /// ratchet than the one installed is refused, and an older one changes nothing.
+    pub fn install_ratchet(&self, state: &RatchetState) -> Result<()> {
+        let mut cached = self.ratchet.lock().expect("lock poisoned");
+        let current = match cached.clone() {
+            Some(current) => Some(current),
+            None => self.load_ratchet()?,
+        };
+        if let Some(current) = &current {
+            if current.id() != state.id() {
+                return Err(self.changelog_err(
+                    "a state of another ratchet was offered; this store keeps its own",
+                ));
+            }
+            if current.day() >= state.day() {
+                *cached = Some(current.clone());
+                return Ok(());
+            }
+        }
+        let old = self.data_keys_value::<RatchetEntry>(RATCHET_ENTRY)?;
+        let aad = self.ratchet_aad(&state.id(), state.day());
+        let master = self.keys.kek("", &KekRef::Master)?;
+        let sealed: Sealed = crypto::seal(&master, &aad, state.chain_key());
+        let slot = self.keyring.put(keyring::owner(&aad), &sealed)?;
+        let entry = RatchetEntry {
+            id: state.id(),
+            day: state.day().number(),
+            slot,
+        };
+        self.data_keys()
+            .insert(
+                RATCHET_ENTRY,
+                postcard::to_stdvec(&entry).expect("an entry encodes"),
+            )
+            .map_err(|e| self.sled_err(e))?;
+        self.flush()?;
+        if let Some(old) = old {
+            let old_aad = self.ratchet_aad(&old.id, Day::from_number(old.day));
+            self.keyring
+                .destroy(&[(old.slot, keyring::owner(&old_aad))])?;
+        }
+        *cached = Some(state.clone());
+        Ok(())
+    }
+
+    /// Moves the ratchet state forward to `day` (the purge does, to the oldest day the
+    /// geography keeps): from then on no key of an earlier day can be derived here.
+    pub fn advance_ratchet(&self, day: Day) -> Result<()> {
+        match self.ratchet_state()? {
+            Some(state) if state.day() < day => self.install_ratchet(&state.advanced_to(day)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Applies changes read back from a changelog, oldest first: records and entries as they
+    /// were stored, data keys unsealed with this store's ratchet and wrapped again under this
+    /// node's key-encryption key; tombstones remove what they name. Nothing is mirrored back.
+    /// Whatever is past retention by `cutoffs` is left out. Applying the same changes twice
+    /// leaves the store as applying them once.
+    pub fn import(
+        &self,
+        changes: &[(Vec<u8>, Option<Vec<u8>>)],
+        cutoffs: &Cutoffs,
+    ) -> Result<Imported> {
+        let mut imported = Imported::default();
+        let before = self.len();
+        let mut keys = Vec::new();
+        {
+            let _writer = self.writer.lock();
+            let mut batch = Batch::default();
+            let mut segments: HashMap<Vec<u8>, Option<Vec<u8>>> = HashMap::new();
+            for (key, value) in changes {
+                match changelog::mirrored(key) {
+                    Some(Mirrored::Entry(entry)) => {
+                        if self.import_entry(&mut batch, &mut segments, entry, value, cutoffs)? {
+                            if layout::segment_of(entry).is_none() {
+                                imported.entries += 1;
+                            }
+                        } else {
+                            imported.expired += 1;
+                        }
+                    }
+                    Some(Mirrored::DataKey(resource, day)) => {
+                        keys.push((resource.to_owned(), day, value))
+                    }
+                    None => {}
+                }
+            }
+            self.records()
+                .apply_batch(batch.to_sled())
+                .map_err(|e| self.sled_err(e))?;
+        }
+        imported.records = self.len().saturating_sub(before) as u64;
+        for (resource, day, value) in keys {
+            if cutoffs.expired(&resource, day) {
+                imported.expired += 1;
+                continue;
+            }
+            match value {
+                Some(value) => match self.import_data_key(&resource, day, value)? {
+                    KeyImport::Imported => imported.data_keys += 1,
+                    KeyImport::Purged => imported.expired += 1,
+                    KeyImport::Foreign => imported.foreign_keys += 1,
+                },
+                None => {
+                    self.destroy_data_keys(|r, d| r == resource && d == day, None)?;
+                }
+            }
+        }
+        self.flush()?;
+        Ok(imported)
+    }
+
+    /// Adds one mirrored records-tree entry to `batch`; false when it is past retention.
+    /// `segments` holds what earlier changes of this import made of each segment.
+    fn import_entry(
+        &self,
+        batch: &mut Batch,
+        segments: &mut HashMap<Vec<u8>, Option<Vec<u8>>>,
+        key: &[u8],
+        value: &Option<Vec<u8>>,
+        cutoffs: &Cutoffs,
+    ) -> Result<bool> {
+        if let Some((resource, day, seq)) = layout::segment_of(key) {
+            if cutoffs.expired(resource, day) {
+                return Ok(false);
+            }
+            // The index entries of the segment's previous version go; the new version's
+            // come with it.
+            let previous = match segments.get(key) {
+                Some(previous) => previous.clone(),
+                None => self
+                    .records()
+                    .get(key)
+                    .map_err(|e| self.sled_err(e))?
+                    .map(|v| v.to_vec()),
+            };
+            if let Some(previous) = previous {
+                for entry in crate::segment::entries(&previous).map_err(|e| Self::corrupt(key, e))? {
+                    batch.remove(layout::index_key(entry.request));
+                }
+            }
+            match value {
+                Some(bytes) => {
+                    self.put_segment(batch, resource, day, Some(seq), bytes.clone())?;
+                    self.raise_id_floor(seq)?;
+                    self.mark_for_export(batch, super::ExportPart::Records, day)?;
+                }
+                None => batch.remove(key),
+            }
+            segments.insert(key.to_vec(), value.clone());
+            return Ok(true);
+        }
+        if let (Some(value), Some(Owner::Resource(resource))) = (value, layout::owner_of(key)) {
+            // A window checkpoint, dated.
+            if layout::undated(value).is_some_and(|(day, _)| cutoffs.expired(resource, day)) {
+                return Ok(false);
+            }
+        }
+        if key.first() == layout::all_cases_prefix().first() {
+            if let Some(value) = value {
+                let (day, case): (Day, Case) = Self::dated_case(key, value)?;
+                if cutoffs.expired(case.resource_id.as_str(), day) {
+                    return Ok(false);
+                }
+                self.mark_for_export(batch, super::ExportPart::Cases, day)?;
+            }
+        }
+        match value {
+            Some(value) => batch.insert(key, value),
+            None => batch.remove(key),
+        }
+        Ok(true)
+    }
+
+    /// Makes sure IDs handed out from now on are above `seq`, a segment number another node
+    /// gave (this store's own segments must never take an imported one's key).
+    fn raise_id_floor(&self, seq: u64) -> Result<()> {
+        let floor = self.id_floor.load(std::sync::atomic::Ordering::Acquire);
+        if floor > seq {
+            return Ok(());
+        }
+        let next = seq + 1;
+        self.data_keys()
+            .insert(layout::ID_FLOOR_KEY, &next.to_be_bytes())
+            .map_err(|e| self.sled_err(e))?;
+        self.set_id_floor(next);
+        Ok(())
+    }
+
+    /// Imports one mirrored data key of `resource` and `day`.
+    fn import_data_key(&self, resource: &str, day: Day, value: &[u8]) -> Result<KeyImport> {
+        let id = layout::data_key_id(resource, day);
+        let mirrored: MirroredKey =
+            postcard::from_bytes(value).map_err(|e| Self::corrupt(&id, e))?;
+        let state = self
+            .ratchet_state()?
+            .ok_or_else(|| self.changelog_err("no ratchet state to open data keys with"))?;
+        if mirrored.ratchet != state.id() {
+            warn!(geography = %self.geography, resource_id = resource, %day, "A data key in the changelog is sealed by another ratchet; its content stays unreadable.");
+            return Ok(KeyImport::Foreign);
+        }
+        let Some(day_key) = state.day_key(day) else {
+            return Ok(KeyImport::Purged);
+        };
+        let inner = Zeroizing::new(
+            crypto::open(
+                &day_key,
+                &changelog::mirrored_key_aad(self.geography.as_str(), resource, day),
+                &mirrored.sealed,
+            )
+            .map_err(|_| Self::corrupt(&id, "a mirrored data key does not open"))?,
+        );
+        let aad = crypto::data_key_aad(self.geography.as_str(), resource, day);
+        let sealed = match &mirrored.kek {
+            KekRef::Master => crypto::seal(&self.keys.kek(resource, &KekRef::Master)?, &aad, &inner),
+            KekRef::Customer(_) => {
+                postcard::from_bytes(&inner).map_err(|e| Self::corrupt(&id, e))?
+            }
+        };
+        let owner = keyring::owner(&aad);
+        let _creating = self.key_creation.lock().expect("lock poisoned");
+        let old = self.data_keys_value::<KeyEntry>(&id)?;
+        let slot = self.keyring.put(owner, &sealed)?;
+        self.data_keys()
+            .insert(
+                &id,
+                KeyEntry {
+                    kek: mirrored.kek,
+                    slot,
+                }
+                .encode(),
+            )
+            .map_err(|e| self.sled_err(e))?;
+        self.flush()?;
+        if let Some(old) = old {
+            self.keyring.destroy(&[(old.slot, owner)])?;
+        }
+        self.ciphers
+            .write()
+            .expect("lock poisoned")
+            .retain(|(r, d), _| !(r.as_str() == resource && *d == day));
+        Ok(KeyImport::Imported)
+    }
+}
+
+/// What became of one mirrored data key.
+enum KeyImport {
+    Imported,
+    /// Its day is before the ratchet state: its key is gone.
+    Purged,
+    /// Sealed by another ratchet.
+    Foreign,
+}

@@ -1,0 +1,165 @@
+//! Tests of the changelog: what a store mirrors, a store rebuilt from it on another node, and
+//! the day-key ratchet that the purge moves on.
+
+use std::sync::{Arc, Mutex};
+
+use vigil_core::Geography;
+
+use super::tests_lifecycle::{
+    all_bytes, contains, eu, ids, open_case, put, registry, req, resource, stores_at, NOW,
+};
+use crate::changelog::{Change, ChangeSink, ChangelogError, RatchetState};
+use crate::retention::Cutoffs;
+use crate::{RetentionConfig, Stores};
+
+/// A changelog in memory: every change, in order, and how often it was flushed.
+#[derive(Default)]
+struct Memory {
+    changes: Mutex<Vec<Change>>,
+}
+
+impl ChangeSink for Memory {
+    fn send(&self, geography: &Geography, changes: Vec<Change>) -> Result<(), ChangelogError> {
+        assert_eq!(geography, &eu());
+        self.changes.lock().unwrap().extend(changes);
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<(), ChangelogError> {
+        Ok(())
+    }
+}
+
+impl Memory {
+    /// The changes as a consumer reads them back: key and value.
+    fn read_back(&self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        let changes = self.changes.lock().unwrap();
+        changes.iter().map(|c| (c.key.clone(), c.value.clone())).collect()
+    }
+}
+
+fn cutoffs(stores: &Stores) -> Cutoffs {
+    let reg = registry(&[&resource("a"), &resource("b")]);
+    Cutoffs::new(&RetentionConfig::default(), &reg, &eu(), stores.clock().today())
+}
+
+/// A node at `days_ago` mirroring to `sink`, with ratchet `state`.
+fn mirrored(dir: &std::path::Path, days_ago: i64, state: &RatchetState, sink: &Arc<Memory>) -> Stores {
+    let stores = stores_at(dir, days_ago);
+    let geo = stores.geo(&eu()).unwrap();
+    geo.install_ratchet(state).unwrap();
+    geo.mirror_to(sink.clone()).unwrap();
+    stores
+}
+
+#[test]
+fn a_store_rebuilt_from_the_changelog_reads_like_the_original() {
+    let (a, b) = (resource("a"), resource("b"));
+    let one = tempfile::tempdir().unwrap();
+    let sink = Arc::new(Memory::default());
+    let first_day = stores_at(one.path(), 0).clock().today().minus(29);
+    let state = RatchetState::create(first_day);
+    {
+        let stores = mirrored(one.path(), 2, &state, &sink);
+        put(&stores, &a, &ids("a-old", 5), "u1", "two days ago");
+    }
+    let stores = mirrored(one.path(), 0, &state, &sink);
+    put(&stores, &a, &ids("a-new", 5), "u1", "today");
+    put(&stores, &b, &ids("b", 3), "u2", "another resource");
+    open_case(&stores, &a, "case-a", "a-new-00001");
+    let geo = stores.geo(&eu()).unwrap();
+    // A deletion re-keys the day: the changelog gets the new key, the re-sealed segment
+    // without the record, and no copy of the deleted one in any later version.
+    geo.delete_request(&a.id, &req("a-new-00002")).unwrap();
+    assert!(!sink.read_back().is_empty());
+
+    // Another node, with the same ratchet (as a peer hands it over), imports it all.
+    let two = tempfile::tempdir().unwrap();
+    let rebuilt = stores_at(two.path(), 0);
+    let copy = rebuilt.geo(&eu()).unwrap();
+    copy.install_ratchet(&RatchetState::from_wire(&state.to_wire()).unwrap())
+        .unwrap();
+    let changes = sink.read_back();
+    let imported = copy.import(&changes, &cutoffs(&rebuilt)).unwrap();
+    assert_eq!(imported.records, 5 + 5 + 3 - 1, "{imported:?}");
+    assert_eq!(imported.foreign_keys, 0);
+    for res in [&a, &b] {
+        assert_eq!(copy.request_ids(&res.id).unwrap(), geo.request_ids(&res.id).unwrap());
+        for id in geo.request_ids(&res.id).unwrap() {
+            let original = geo.get(res, &id).unwrap().unwrap();
+            assert_eq!(copy.get(res, &id).unwrap().unwrap(), original);
+            assert!(original.content.is_some());
+        }
+    }
+    assert!(copy.get(&a, &req("a-new-00002")).unwrap().is_none());
+    assert_eq!(copy.cases().unwrap(), geo.cases().unwrap());
+    assert_eq!(copy.verdicts(Some("case-a")).unwrap(), geo.verdicts(Some("case-a")).unwrap());
+    assert_eq!(copy.decisions(Some("case-a")).unwrap().len(), 2);
+    assert_eq!(
+        copy.window_state(&a.id, Some("u1")).unwrap(),
+        geo.window_state(&a.id, Some("u1")).unwrap()
+    );
+
+    // Importing twice changes nothing, and the copy stores new records beside the imported
+    // ones without taking their segments.
+    copy.import(&changes, &cutoffs(&rebuilt)).unwrap();
+    assert_eq!(copy.len(), geo.len());
+    put(&rebuilt, &a, &ids("a-later", 2), "u1", "after the rebuild");
+    assert_eq!(copy.count(&a.id).unwrap(), geo.count(&a.id).unwrap() + 2);
+
+    // A node with another ratchet imports the records but opens none of their keys.
+    let three = tempfile::tempdir().unwrap();
+    let stranger = stores_at(three.path(), 0);
+    let other = stranger.geo(&eu()).unwrap();
+    other.install_ratchet(&RatchetState::create(first_day)).unwrap();
+    let imported = other.import(&changes, &cutoffs(&stranger)).unwrap();
+    assert_eq!(imported.data_keys, 0);
+    assert!(imported.foreign_keys > 0);
+    assert!(other.get(&a, &req("a-new-00001")).is_err() || other.get(&a, &req("a-new-00001")).unwrap().unwrap().content.is_none());
+    let _ = NOW;
+}
+
+#[test]
+fn after_the_purge_no_purged_record_opens_from_the_changelog_bytes() {
+    let a = resource("a");
+    let reg = registry(&[&a]);
+    let one = tempfile::tempdir().unwrap();
+    let sink = Arc::new(Memory::default());
+    let state = RatchetState::create(stores_at(one.path(), 40).clock().today().minus(29));
+    {
+        let old = mirrored(one.path(), 40, &state, &sink);
+        put(&old, &a, &ids("old", 4), "u1", "forty days ago");
+    }
+    let stores = mirrored(one.path(), 0, &state, &sink);
+    put(&stores, &a, &ids("new", 2), "u1", "today");
+    let before_purge = sink.read_back();
+    stores
+        .purge(&RetentionConfig::default(), &reg, &mut |_| std::ops::ControlFlow::Continue(()))
+        .unwrap();
+    let geo = stores.geo(&eu()).unwrap();
+    let advanced = geo.ratchet_state().unwrap().unwrap();
+    assert_eq!(advanced.day(), stores.clock().today().minus(29));
+    // The purge wrote tombstones for what it removed: the old days' keys and segments.
+    let after = sink.read_back();
+    let tombstones = after[before_purge.len()..].iter().filter(|(_, v)| v.is_none()).count();
+    assert!(tombstones >= 2, "{tombstones} tombstones");
+    // The state on disk is the advanced one: the keyring no longer holds the old chain key.
+    let data = all_bytes(&one.path().join("data"));
+    assert!(!contains(&data, state.chain_key()));
+
+    // Someone holding every byte the changelog ever held, before compaction, and the node's
+    // current state: the old records' keys do not open, even with retention ignored.
+    let two = tempfile::tempdir().unwrap();
+    let thief = stores_at(two.path(), 40);
+    let geo = thief.geo(&eu()).unwrap();
+    geo.install_ratchet(&advanced).unwrap();
+    let imported = geo.import(&before_purge, &cutoffs(&thief)).unwrap();
+    // Every record comes in, but only today's key opens: the old day's is purged.
+    assert_eq!(imported.records, 4 + 2);
+    assert_eq!(imported.data_keys, 1, "{imported:?}");
+    assert!(geo.get(&a, &req("new-00000")).unwrap().unwrap().content.is_some());
+    for id in ids("old", 4) {
+        let read = geo.get(&a, &req(&id));
+        assert!(read.is_err() || read.unwrap().unwrap().content.is_none());
+    }
+}
