@@ -433,6 +433,19 @@ impl Cluster {
         })
     }
 
+    /// `geography`'s day-key ratchet state from the first peer that has one (`None` when no
+    /// peer answered with one).
+    pub fn ratchet(&self, geography: &str) -> Option<vigil_storage::changelog::RatchetWire> {
+        let as_node = OnBehalf {
+            actor: format!("node {}", self.node),
+            role: String::new(),
+        };
+        let path = format!("ratchets/{geography}");
+        self.scatter(&path, &as_node, None::<&()>)
+            .into_iter()
+            .find_map(|(_, answer)| answer.ok())
+    }
+
     /// Every peer's cases, and the names of the peers that did not answer.
     pub fn cases(&self, on_behalf: &OnBehalf) -> (Vec<CaseData>, Vec<String>) {
         let mut cases = Vec::new();

@@ -39,6 +39,7 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route("/peer/v1/reads", post(read))
         .route("/peer/v1/decisions", post(decide))
         .route("/peer/v1/deletions", post(delete))
+        .route("/peer/v1/ratchets/{geography}", get(ratchet))
         .fallback(|| async { ApiError::no_route() })
         .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
         .layer(axum::middleware::from_fn(count_request))
@@ -54,6 +55,7 @@ fn operation(path: &str) -> &'static str {
         "/peer/v1/reads" => "read",
         "/peer/v1/decisions" => "decision",
         "/peer/v1/deletions" => "deletion",
+        "/peer/v1/ratchets/{geography}" => "ratchet",
         _ => "other",
     }
 }
@@ -270,6 +272,38 @@ async fn delete(
         let here = state.clone();
         let done = blocking(move || delete_here(&here, &resource, request.as_ref())).await?;
         Ok(Json(done))
+    }
+    .await;
+    attempt.finish(result).await
+}
+
+/// A geography's day-key ratchet state, for a node that has none (a new node, or one that lost
+/// its disk): it seals and opens the data keys in the changelog. Audited; never to anything
+/// but another node of the cluster (the listener checked its certificate).
+async fn ratchet(
+    from: FromNode,
+    State(state): State<Arc<AppState>>,
+    Path(geography): Path<String>,
+) -> Response {
+    let mut attempt = from.attempt(&state, "peer.ratchet.read");
+    attempt.add_detail(format!("geography {geography}"));
+    let result = async {
+        let geography =
+            vigil_core::Geography::parse(&geography).map_err(|e| ApiError::invalid("geography", e))?;
+        let here = state.clone();
+        let ratchet = blocking(move || {
+            let state = || {
+                if !here.stores.geographies_on_disk()?.contains(&geography) {
+                    return Ok(None);
+                }
+                here.stores.geo(&geography)?.ratchet_state()
+            };
+            state().map_err(ApiError::internal)
+        })
+        .await?
+        .ok_or(Refusal::NotAvailable)?;
+        attempt.commit(Outcome::Done).await?;
+        Ok(Json(ratchet.to_wire()))
     }
     .await;
     attempt.finish(result).await

@@ -469,6 +469,7 @@ fn kafka_source(
             max_record_bytes: ingest.max_record_bytes,
             health,
             addresses: Default::default(),
+            rebuilder: None,
         },
     )?)
 }

@@ -29,6 +29,10 @@ pub struct KafkaConfig {
     /// The node directory: which member of the group owns which log partitions now, and
     /// where its API listens (one compacted topic, keyed by node).
     pub node_topic: String,
+    /// Changelog topic of each geography (compacted): every store write of the geography,
+    /// already sealed, from which a node rebuilds the partitions it takes over. Used when
+    /// `[cluster]` is enabled.
+    pub changelog_topics: String,
     /// This node's name in the directory; unique within the group (default: the host name).
     pub node: String,
     /// Create missing topics on start (with `partitions` partitions).
@@ -73,6 +77,7 @@ impl Default for KafkaConfig {
             flag_topics: "vigil.flags.{geography}".into(),
             dead_letter_topic: "vigil.deadletter".into(),
             node_topic: "vigil.nodes".into(),
+            changelog_topics: "vigil.changelog.{geography}".into(),
             node: host_name(),
             create_topics: true,
             partitions: 6,
@@ -104,6 +109,7 @@ impl KafkaConfig {
         for (field, template) in [
             ("log_topics", &self.log_topics),
             ("flag_topics", &self.flag_topics),
+            ("changelog_topics", &self.changelog_topics),
         ] {
             if template.matches(GEOGRAPHY).count() != 1 {
                 return Err(KafkaError::Config(format!(
@@ -143,6 +149,11 @@ impl KafkaConfig {
     /// The log topics.
     pub fn log_topics(&self) -> Topics {
         Topics(self.log_topics.clone())
+    }
+
+    /// The changelog topics.
+    pub fn changelog_topics(&self) -> Topics {
+        Topics(self.changelog_topics.clone())
     }
 
     /// The flag-event topics.

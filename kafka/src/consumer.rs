@@ -10,7 +10,7 @@
 //! pushed so far is durable, and commits it, so the next owner of a partition starts exactly
 //! where this one stopped.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -23,6 +23,7 @@ use vigil_core::{Check, Geography, Health};
 use vigil_ingest::{Line, SourcePosition};
 use vigil_pipeline::{BatchSeq, Feed, Handoff, PipelineError, Source};
 
+use crate::changelog::Rebuilder;
 use crate::directory::{Addresses, Announcer, OwnedPartition};
 use crate::{client_context, ensure_topics, KafkaConfig, KafkaError, Topics};
 
@@ -58,6 +59,9 @@ pub struct SourceOptions {
     /// This node's API and peer addresses, announced with its partitions in the node
     /// directory.
     pub addresses: Addresses,
+    /// With a changelog: rebuilds the partitions assigned to this node before they are
+    /// consumed, and lets go of those it lost.
+    pub rebuilder: Option<Arc<Rebuilder>>,
 }
 
 /// Offsets pushed into the pipeline, by batch, and those ready to commit.
@@ -137,6 +141,13 @@ struct GroupContext {
     health: Arc<Health>,
     /// Announces this member's partitions in the node directory.
     directory: Announcer,
+    rebuilder: Option<Arc<Rebuilder>>,
+    /// The partitions whose data this member holds: its last assignment (`None` before the
+    /// first).
+    owned: Mutex<Option<BTreeSet<(Geography, i32)>>>,
+    /// A rebuild that failed: the source stops with it.
+    failed: Mutex<Option<String>>,
+    log_topics: Topics,
 }
 
 client_context!(GroupContext, stats);
@@ -190,6 +201,65 @@ impl GroupContext {
     }
 }
 
+impl GroupContext {
+    /// With a changelog: lets go of the partitions this member lost and rebuilds those it
+    /// gained, before any of them is consumed (`kafka` in `/readyz` says `rebuilding`).
+    fn rebuild(&self, assigned: &TopicPartitionList) {
+        let Some(rebuilder) = &self.rebuilder else {
+            return;
+        };
+        let now: BTreeSet<(Geography, i32)> = assigned
+            .elements()
+            .iter()
+            .filter_map(|e| Some((self.log_topics.geography(e.topic())?, e.partition())))
+            .collect();
+        let mut owned = self.owned.lock().expect("lock poisoned");
+        // Before the first assignment, whatever the store holds of another partition is a
+        // previous life's: let it go too.
+        let before: BTreeSet<(Geography, i32)> = match owned.take() {
+            Some(before) => before,
+            None => rebuilder.partitions().all().into_iter().collect(),
+        };
+        let gained: Vec<_> = now.difference(&before).cloned().collect();
+        let lost: Vec<_> = before.difference(&now).cloned().collect();
+        *owned = Some(now);
+        if gained.is_empty() && lost.is_empty() {
+            return;
+        }
+        self.health.set(
+            "kafka",
+            Check::NotReady(format!(
+                "rebuilding {} partitions from the changelog",
+                gained.len()
+            )),
+        );
+        match rebuilder.rebalance(&lost, &gained) {
+            Ok(report) => {
+                metrics::counter!("vigil_changelog_rebuilt_records_total").increment(report.imported.records);
+                metrics::histogram!("vigil_changelog_rebuild_seconds").record(report.secs);
+                info!(
+                    gained = gained.len(),
+                    lost = lost.len(),
+                    messages = report.messages,
+                    records = report.imported.records,
+                    entries = report.imported.entries,
+                    data_keys = report.imported.data_keys,
+                    expired = report.imported.expired,
+                    foreign_keys = report.imported.foreign_keys,
+                    forgotten_resources = report.forgotten_resources,
+                    secs = report.secs,
+                    records_per_sec = report.imported.records as f64 / report.secs.max(1e-9),
+                    "Rebuilt partitions from the changelog."
+                );
+            }
+            Err(error) => {
+                tracing::error!(%error, "Rebuilding partitions from the changelog failed; stopping this node so that another takes them.");
+                *self.failed.lock().expect("lock poisoned") = Some(error.to_string());
+            }
+        }
+    }
+}
+
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
@@ -220,6 +290,7 @@ impl ConsumerContext for GroupContext {
             Rebalance::Assign(assigned) => {
                 info!(partitions = assigned.count(), "Partitions assigned.");
                 metrics::counter!("vigil_kafka_rebalances_total", "kind" => "assign").increment(1);
+                self.rebuild(assigned);
                 self.health.set(
                     "kafka",
                     Check::Ready(format!(
@@ -281,6 +352,10 @@ impl KafkaSource {
             group: config.group_id.clone(),
             health: options.health.clone(),
             directory: Announcer::new(config, options.addresses.clone())?,
+            rebuilder: options.rebuilder.clone(),
+            owned: Mutex::new(None),
+            failed: Mutex::new(None),
+            log_topics: log_topics.clone(),
         };
         let consumer = config
             .consumer(&[
@@ -347,6 +422,9 @@ impl KafkaSource {
                 );
                 return Ok(());
             }
+            if let Some(failure) = self.consumer.context().failed.lock().expect("lock poisoned").take() {
+                return Err(self.failed("rebuilding from the changelog", failure));
+            }
             if self.consumer.context().assigned.load(Ordering::Acquire) {
                 let idle_since = *last_input.get_or_insert_with(Instant::now);
                 if let Some(idle) = self.options.stop_when_idle {
@@ -380,6 +458,13 @@ impl KafkaSource {
                         Line::Complete(payload.to_vec())
                     };
                     let (partition, offset) = (message.partition(), message.offset());
+                    if let (Some(rebuilder), Some(geography), Some(key)) =
+                        (&self.options.rebuilder, &geography, message.key())
+                    {
+                        if let Ok(resource) = std::str::from_utf8(key) {
+                            rebuilder.partitions().learn(geography, resource, partition);
+                        }
+                    }
                     let position = SourcePosition::Kafka {
                         topic: topic.clone(),
                         partition,

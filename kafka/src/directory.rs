@@ -129,7 +129,7 @@ impl Announcer {
 }
 
 /// Creates the directory topic (one partition, compacted) if missing and configured to.
-fn ensure_directory_topic(config: &KafkaConfig) -> Result<(), KafkaError> {
+pub(crate) fn ensure_directory_topic(config: &KafkaConfig) -> Result<(), KafkaError> {
     let topic = NewTopic::new(
         &config.node_topic,
         1,
@@ -139,9 +139,11 @@ fn ensure_directory_topic(config: &KafkaConfig) -> Result<(), KafkaError> {
     crate::create_topics(config, &[topic])
 }
 
-/// The directory now: the members of `config.group_id` with their partitions, each partition
-/// under the member that announced it last, in node order.
-pub fn read_directory(config: &KafkaConfig) -> Result<Vec<NodeEntry>, KafkaError> {
+/// The directory topic as compaction would leave it: per key, the offset and value of its
+/// last message (`None` for a tombstone), in key order.
+pub(crate) fn read_latest(
+    config: &KafkaConfig,
+) -> Result<Vec<(i64, String, Option<Vec<u8>>)>, KafkaError> {
     let consumer: BaseConsumer = config
         .consumer(&[
             (
@@ -170,8 +172,7 @@ pub fn read_directory(config: &KafkaConfig) -> Result<Vec<NodeEntry>, KafkaError
             }
         }
     }
-    // Per node, its last entry and where it stands in the (one-partition) topic.
-    let mut latest: BTreeMap<String, Option<(i64, NodeEntry)>> = BTreeMap::new();
+    let mut latest: BTreeMap<String, (i64, Option<Vec<u8>>)> = BTreeMap::new();
     if !ends.is_empty() {
         consumer
             .assign(&list)
@@ -195,19 +196,30 @@ pub fn read_directory(config: &KafkaConfig) -> Result<Vec<NodeEntry>, KafkaError
             let message = message.map_err(KafkaError::client("reading the node directory"))?;
             read.insert(message.partition(), message.offset());
             let Some(key) = message.key() else { continue };
-            let node = String::from_utf8_lossy(key).into_owned();
-            let entry = match message.payload() {
-                Some(value) => serde_json::from_slice::<NodeEntry>(value)
-                    .ok()
-                    .map(|entry| (message.offset(), entry)),
-                None => None,
-            };
-            latest.insert(node, entry);
+            latest.insert(
+                String::from_utf8_lossy(key).into_owned(),
+                (message.offset(), message.payload().map(<[u8]>::to_vec)),
+            );
         }
     }
+    Ok(latest
+        .into_iter()
+        .map(|(key, (offset, value))| (offset, key, value))
+        .collect())
+}
+
+/// The directory now: the members of `config.group_id` with their partitions, each partition
+/// under the member that announced it last, in node order.
+pub fn read_directory(config: &KafkaConfig) -> Result<Vec<NodeEntry>, KafkaError> {
+    // Per node, its last entry and where it stands in the (one-partition) topic.
+    let latest = read_latest(config)?.into_iter().filter_map(|(offset, key, value)| {
+        if crate::changelog::is_claim_key(key.as_bytes()) {
+            return None;
+        }
+        let entry = serde_json::from_slice::<NodeEntry>(&value?).ok()?;
+        Some((offset, entry))
+    });
     let mut entries: Vec<(i64, NodeEntry)> = latest
-        .into_values()
-        .flatten()
         .filter(|(_, entry)| entry.group == config.group_id)
         .collect();
     // A partition moved by a rebalance is listed only under its newest owner.

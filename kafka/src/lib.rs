@@ -17,6 +17,7 @@
 mod config;
 mod consumer;
 mod dead_letter;
+pub mod changelog;
 pub mod directory;
 mod flags;
 mod load;
@@ -68,11 +69,18 @@ pub enum KafkaError {
     /// A flag event is invalid.
     #[error(transparent)]
     Flag(#[from] vigil_core::FlagError),
+    /// A store failed while the changelog was read into it.
+    #[error(transparent)]
+    Store(#[from] vigil_storage::StorageError),
 }
 
 impl KafkaError {
     fn client(operation: &'static str) -> impl FnOnce(RdKafkaError) -> Self {
         move |error| Self::Client { operation, error }
+    }
+
+    fn store(error: vigil_storage::StorageError) -> Self {
+        Self::Store(error)
     }
 }
 

@@ -4,6 +4,7 @@ mod admin;
 mod audit;
 mod bench;
 mod cases;
+mod changelog;
 mod cluster;
 mod config;
 mod delete;

@@ -106,6 +106,21 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<()> {
         None
     };
     let _watcher = super::watch_registry(config, loaded, &stores, &live)?;
+    // In a cluster, every write is mirrored to the changelog from here on (the purge's
+    // included), and the source rebuilds the partitions it is assigned.
+    let cluster = api.as_ref().and_then(|api| api.server.cluster.clone());
+    let rebuilder = match (&args.input, cluster) {
+        (None, Some(cluster)) => Some(super::changelog::mirror(
+            &run_kafka_config(config, args),
+            &stores,
+            &geographies(&registry, &args.kafka_args.geographies)?,
+            &cluster,
+            &config.storage.retention,
+            lifecycle.registry_handle(),
+            &monitoring.health,
+        )?),
+        _ => None,
+    };
     let schedule = lifecycle.schedule(Duration::from_secs(
         config.storage.retention.purge_interval_secs,
     ));
@@ -129,6 +144,7 @@ pub fn run(config: &Config, args: &RunArgs) -> anyhow::Result<()> {
                 args,
                 &monitoring.health,
                 advertised,
+                rebuilder,
             )?
         }
     };
@@ -252,6 +268,7 @@ fn run_kafka(
     args: &RunArgs,
     health: &Arc<Health>,
     addresses: Addresses,
+    rebuilder: Option<Arc<vigil_kafka::changelog::Rebuilder>>,
 ) -> anyhow::Result<Summary> {
     let kafka = run_kafka_config(config, args);
     let options = SourceOptions {
@@ -261,6 +278,7 @@ fn run_kafka(
         max_record_bytes: config.ingest.max_record_bytes,
         health: health.clone(),
         addresses,
+        rebuilder,
     };
     let mut source = KafkaSource::new(&kafka, options)?;
     let mut dead_letters = DeadLetterTopic::new(&kafka)?;

@@ -138,6 +138,18 @@ pub(crate) fn mirrored(key: &[u8]) -> Option<Mirrored<'_>> {
     }
 }
 
+/// The resource whose partition carries changelog key `key`, when the key names it (records
+/// and window checkpoints, data keys); `None` for a case's entries, which name only the case.
+pub fn resource_of(key: &[u8]) -> Option<&str> {
+    match mirrored(key)? {
+        Mirrored::Entry(entry) => match layout::owner_of(entry)? {
+            layout::Owner::Resource(resource) => Some(resource),
+            layout::Owner::Case(_) => None,
+        },
+        Mirrored::DataKey(resource, _) => Some(resource),
+    }
+}
+
 /// Writes to a records tree, as a `sled::Batch` takes them, kept so that the changelog can
 /// mirror them once they are applied.
 #[derive(Default)]

@@ -89,7 +89,7 @@ impl GeoStore {
                 Annex::Case(case) => {
                     let json = serde_json::to_vec(&case).expect("a case serializes");
                     batch.insert(layout::case_key(&case.case_id), layout::dated(today, &json));
-                    batch.insert(layout::outbox_key(&case.case_id), &[]);
+                    batch.insert(layout::outbox_key(&case.case_id), []);
                     self.mark_for_export(&mut batch, ExportPart::Cases, today)?;
                 }
                 Annex::Review(task) => batch.insert(

@@ -71,8 +71,8 @@ impl GeoStore {
     ) -> Result<()> {
         let token = self.next_id()?;
         batch.insert(
-            &layout::export_backlog_key(part.tag(), day),
-            &token.to_be_bytes(),
+            layout::export_backlog_key(part.tag(), day),
+            token.to_be_bytes(),
         );
         Ok(())
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use tracing::warn;
-use vigil_core::{Case, Day};
+use vigil_core::{Case, Day, ResourceId};
 use zeroize::Zeroizing;
 
 use super::GeoStore;
@@ -23,6 +23,22 @@ use crate::{Result, StorageError};
 /// Where the ratchet state is, in the `data_keys` tree: its keyring slot, the ratchet's ID
 /// and the state's day (the chain key itself is only in the keyring).
 const RATCHET_ENTRY: &[u8] = b"\0ratchet";
+
+/// Set in the `data_keys` tree when mirroring starts on an empty store: everything the store
+/// holds is then in the changelog, so it may let go of a resource the changelog keeps
+/// ([`GeoStore::forget_resource`]).
+const MIRRORED_FROM_EMPTY: &[u8] = b"\0mirrored";
+
+thread_local! {
+    /// Whether this thread's writes are kept out of the changelog (see
+    /// [`GeoStore::forget_resource`]).
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this thread's writes go to the changelog.
+fn loud() -> bool {
+    !QUIET.with(std::cell::Cell::get)
+}
 
 #[derive(Serialize, Deserialize)]
 struct RatchetEntry {
@@ -64,9 +80,44 @@ impl GeoStore {
         if self.ratchet_state()?.is_none() {
             return Err(self.changelog_err("the store has no ratchet state to seal data keys"));
         }
+        let empty = self.is_empty()
+            && self
+                .records()
+                .scan_prefix(layout::all_cases_prefix())
+                .next()
+                .is_none();
+        if empty {
+            self.data_keys()
+                .insert(MIRRORED_FROM_EMPTY, &[])
+                .map_err(|e| self.sled_err(e))?;
+            self.flush()?;
+        }
         // Set once: a second call keeps the first sink.
         let _ = self.changelog.set(sink);
         Ok(())
+    }
+
+    /// The resources this store holds records of.
+    pub fn resources(&self) -> Result<Vec<String>> {
+        self.resources_with_records()
+    }
+
+    /// Deletes everything stored here for `resource_id` without telling the changelog: this
+    /// node gave the resource's partition to another node, which rebuilt it from the
+    /// changelog. Keys go first, as for a deletion. `None`, and nothing deleted, when this
+    /// store held data before it was mirrored: that data is in no changelog, and stays.
+    pub fn forget_resource(&self, resource_id: &ResourceId) -> Result<Option<super::JobReport>> {
+        let mirrored_all = self
+            .data_keys()
+            .contains_key(MIRRORED_FROM_EMPTY)
+            .map_err(|e| self.sled_err(e))?;
+        if !mirrored_all {
+            return Ok(None);
+        }
+        QUIET.with(|quiet| quiet.set(true));
+        let deleted = self.delete_resource(resource_id);
+        QUIET.with(|quiet| quiet.set(false));
+        deleted.map(Some)
     }
 
     /// Whether writes are mirrored to a changelog.
@@ -84,8 +135,8 @@ impl GeoStore {
     /// Applies `batch` to the records tree, and mirrors what the changelog carries of it.
     pub(crate) fn apply(&self, batch: Batch) -> Result<()> {
         let changes = match self.changelog.get() {
-            Some(_) => self.changes_of(&batch)?,
-            None => Vec::new(),
+            Some(_) if loud() => self.changes_of(&batch)?,
+            _ => Vec::new(),
         };
         self.records()
             .apply_batch(batch.to_sled())
@@ -145,7 +196,7 @@ impl GeoStore {
     /// Mirrors data key `id`, which `entry` places in the keyring, sealed under its day's key.
     /// A key of a day the ratchet has passed is not mirrored (it is past retention).
     pub(crate) fn mirror_data_key(&self, id: &[u8], entry: &KeyEntry) -> Result<()> {
-        if self.changelog.get().is_none() {
+        if self.changelog.get().is_none() || !loud() {
             return Ok(());
         }
         let (resource, day) =
@@ -191,7 +242,7 @@ impl GeoStore {
 
     /// Mirrors the destruction of data keys `ids`: tombstones.
     pub(crate) fn mirror_key_removals(&self, ids: &[Vec<u8>]) -> Result<()> {
-        if self.changelog.get().is_none() {
+        if self.changelog.get().is_none() || !loud() {
             return Ok(());
         }
         let changes = ids

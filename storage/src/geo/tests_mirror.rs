@@ -107,6 +107,17 @@ fn a_store_rebuilt_from_the_changelog_reads_like_the_original() {
     put(&rebuilt, &a, &ids("a-later", 2), "u1", "after the rebuild");
     assert_eq!(copy.count(&a.id).unwrap(), geo.count(&a.id).unwrap() + 2);
 
+    // The original gives resource b away: gone here, and nothing said to the changelog. The
+    // copy, which held nothing mirrored from its start, keeps what it has.
+    let sent = sink.read_back().len();
+    let forgotten = geo.forget_resource(&b.id).unwrap().unwrap();
+    assert_eq!(forgotten.records, 3);
+    assert_eq!(geo.count(&b.id).unwrap(), 0);
+    assert_eq!(sink.read_back().len(), sent);
+    assert!(copy.forget_resource(&b.id).unwrap().is_none());
+    assert_eq!(copy.count(&b.id).unwrap(), 3);
+    assert_eq!(crate::changelog::resource_of(&changes[0].0), Some("a"));
+
     // A node with another ratchet imports the records but opens none of their keys.
     let three = tempfile::tempdir().unwrap();
     let stranger = stores_at(three.path(), 0);

@@ -1,0 +1,413 @@
+//! The changelog on Kafka: one compacted topic per geography (`kafka.changelog_topics`), with
+//! as many partitions as the geography's log topic. A store's changes (see
+//! [`vigil_storage::changelog`]) go to the partition of their resource in the log topic, so
+//! the node that owns a log partition finds everything stored from it in the changelog
+//! partition with the same number.
+//!
+//! - [`ChangelogProducer`] is the stores' [`ChangeSink`]: a store flush waits for the broker
+//!   to acknowledge every change, and offsets are committed only after a flush, so the
+//!   changelog is never behind a committed offset.
+//! - [`Rebuilder`] runs when the group assigns partitions: it lets go of the resources of
+//!   partitions this node lost (another node rebuilds them), and reads each newly assigned
+//!   partition's changelog from the beginning into the store before the partition is consumed.
+//! - [`PartitionMap`] says which partition a resource's records come from: learned from the
+//!   keys of the messages consumed (and of the changelog read back), else librdkafka's
+//!   default partitioner for a keyed message (CRC-32 of the key).
+//! - Ratchet claims: the first node of a geography to need a day-key ratchet claims it in the
+//!   node directory topic; Kafka's order decides which claim wins (see [`winning_claim`]).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{NewTopic, TopicReplication};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+use tracing::{info, info_span, warn};
+use vigil_core::{Geography, ResourceId};
+use vigil_storage::changelog::{self, Change, ChangeSink, ChangelogError};
+use vigil_storage::retention::Cutoffs;
+use vigil_storage::{Imported, Stores};
+
+use crate::producer::DeliveryContext;
+use crate::{KafkaConfig, KafkaError, Topics};
+
+/// How long reading a changelog partition may go without a message before it is given up.
+const READ_STALL: Duration = Duration::from_secs(30);
+
+/// Changes imported per store write during a rebuild.
+const IMPORT_CHUNK: usize = 4096;
+
+/// Which partition of its geography's log topic each resource's records come from.
+pub struct PartitionMap {
+    /// Partitions of each geography's log topic.
+    counts: HashMap<Geography, i32>,
+    learned: RwLock<HashMap<(Geography, String), i32>>,
+}
+
+impl PartitionMap {
+    /// Reads the partition count of each geography's log topic (creating the changelog
+    /// topics, with the same counts, when configured to).
+    pub fn new(config: &KafkaConfig, geographies: &[Geography]) -> Result<Self, KafkaError> {
+        let log_topics = config.log_topics();
+        let changelog_topics = config.changelog_topics();
+        let consumer: BaseConsumer = config
+            .consumer(&[("group.id", "vigil-metadata".into())])
+            .create()
+            .map_err(KafkaError::client("creating a metadata reader"))?;
+        let mut counts = HashMap::new();
+        let mut new = Vec::new();
+        for geography in geographies {
+            let topic = log_topics.of(geography);
+            crate::ensure_topics(config, std::slice::from_ref(&topic))?;
+            let metadata = consumer
+                .fetch_metadata(Some(&topic), READ_STALL)
+                .map_err(KafkaError::client("reading a log topic's partitions"))?;
+            let count = metadata
+                .topics()
+                .first()
+                .map_or(0, |t| t.partitions().len() as i32);
+            if count == 0 {
+                return Err(KafkaError::Config(format!("log topic {topic} has no partitions")));
+            }
+            counts.insert(geography.clone(), count);
+            new.push((changelog_topics.of(geography), count));
+        }
+        let topics: Vec<NewTopic<'_>> = new
+            .iter()
+            .map(|(topic, count)| {
+                NewTopic::new(topic, *count, TopicReplication::Fixed(config.replication_factor))
+                    .set("cleanup.policy", "compact")
+            })
+            .collect();
+        crate::create_topics(config, &topics)?;
+        Ok(Self {
+            counts,
+            learned: RwLock::new(HashMap::new()),
+        })
+    }
+
+    /// Every partition of every geography's log topic.
+    pub fn all(&self) -> Vec<(Geography, i32)> {
+        self.counts
+            .iter()
+            .flat_map(|(geography, count)| (0..*count).map(move |p| (geography.clone(), p)))
+            .collect()
+    }
+
+    /// Notes that `resource`'s records come from `partition` of `geography`'s log topic.
+    pub fn learn(&self, geography: &Geography, resource: &str, partition: i32) {
+        let known = self.learned.read().expect("lock poisoned");
+        if known.get(&(geography.clone(), resource.to_owned())) == Some(&partition) {
+            return;
+        }
+        drop(known);
+        (self.learned.write().expect("lock poisoned"))
+            .insert((geography.clone(), resource.to_owned()), partition);
+    }
+
+    /// The partition `resource`'s records come from in `geography`'s log topic.
+    pub fn partition_of(&self, geography: &Geography, resource: &str) -> i32 {
+        let learned = self.learned.read().expect("lock poisoned");
+        if let Some(partition) = learned.get(&(geography.clone(), resource.to_owned())) {
+            return *partition;
+        }
+        let count = self.counts.get(geography).copied().unwrap_or(1);
+        // librdkafka's default partitioner for a keyed message (`consistent_random`).
+        (crc32fast::hash(resource.as_bytes()) % count as u32) as i32
+    }
+}
+
+/// The stores' [`ChangeSink`]: each change to its resource's partition of the geography's
+/// changelog topic.
+pub struct ChangelogProducer {
+    producer: BaseProducer<DeliveryContext>,
+    topics: Topics,
+    partitions: Arc<PartitionMap>,
+}
+
+impl ChangelogProducer {
+    /// A producer for the changelog topics.
+    pub fn new(config: &KafkaConfig, partitions: Arc<PartitionMap>) -> Result<Self, KafkaError> {
+        Ok(Self {
+            producer: crate::producer::producer(config)?,
+            topics: config.changelog_topics(),
+            partitions,
+        })
+    }
+}
+
+impl ChangeSink for ChangelogProducer {
+    fn send(&self, geography: &Geography, changes: Vec<Change>) -> Result<(), ChangelogError> {
+        let topic = self.topics.of(geography);
+        let mut tombstones = 0u64;
+        let count = changes.len() as u64;
+        for change in &changes {
+            let partition = self.partitions.partition_of(geography, &change.resource_id);
+            let mut record = BaseRecord::<[u8], [u8]>::to(&topic)
+                .key(change.key.as_slice())
+                .partition(partition);
+            match &change.value {
+                Some(value) => record = record.payload(value.as_slice()),
+                None => tombstones += 1,
+            }
+            crate::producer::send(&self.producer, record).map_err(|e| ChangelogError {
+                geography: geography.to_string(),
+                problem: format!("sending to {topic}: {e}"),
+            })?;
+        }
+        let geography = geography.to_string();
+        metrics::counter!("vigil_changelog_changes_total", "geography" => geography.clone(), "kind" => "write")
+            .increment(count - tombstones);
+        metrics::counter!("vigil_changelog_changes_total", "geography" => geography, "kind" => "tombstone")
+            .increment(tombstones);
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<(), ChangelogError> {
+        crate::producer::flush(&self.producer).map_err(|problem| ChangelogError {
+            geography: "every geography".into(),
+            problem,
+        })
+    }
+}
+
+/// The retention cutoffs of a geography as of now (what a rebuild leaves out).
+pub type CutoffsOf = dyn Fn(&Geography) -> Cutoffs + Send + Sync;
+
+/// What one rebuild did.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct RebuildReport {
+    /// Changelog messages read.
+    pub messages: u64,
+    /// What the stores imported.
+    pub imported: Imported,
+    /// Resources this node let go of, with their records.
+    pub forgotten_resources: u64,
+    /// Seconds it took.
+    pub secs: f64,
+}
+
+/// Rebuilds the partitions a node is assigned, and lets go of those it lost.
+pub struct Rebuilder {
+    config: KafkaConfig,
+    stores: Arc<Stores>,
+    partitions: Arc<PartitionMap>,
+    cutoffs: Arc<CutoffsOf>,
+}
+
+impl std::fmt::Debug for Rebuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rebuilder")
+            .field("topics", &self.config.changelog_topics)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Rebuilder {
+    /// A rebuilder for `stores`, whose changelog is `partitions`' geographies' changelog
+    /// topics.
+    pub fn new(
+        config: &KafkaConfig,
+        stores: Arc<Stores>,
+        partitions: Arc<PartitionMap>,
+        cutoffs: Arc<CutoffsOf>,
+    ) -> Self {
+        Self {
+            config: config.clone(),
+            stores,
+            partitions,
+            cutoffs,
+        }
+    }
+
+    /// The partition map the changelog producer shares.
+    pub fn partitions(&self) -> &Arc<PartitionMap> {
+        &self.partitions
+    }
+
+    /// Lets go of the resources of `lost` partitions (another node rebuilds them from the
+    /// changelog), then rebuilds the `gained` ones from theirs.
+    pub fn rebalance(
+        &self,
+        lost: &[(Geography, i32)],
+        gained: &[(Geography, i32)],
+    ) -> Result<RebuildReport, KafkaError> {
+        let _span = info_span!("rebuild", lost = lost.len(), gained = gained.len()).entered();
+        let started = Instant::now();
+        let mut report = RebuildReport {
+            forgotten_resources: self.forget(lost)?,
+            ..RebuildReport::default()
+        };
+        let mut by_geography: BTreeMap<Geography, Vec<i32>> = BTreeMap::new();
+        for (geography, partition) in gained {
+            by_geography.entry(geography.clone()).or_default().push(*partition);
+        }
+        for (geography, partitions) in by_geography {
+            self.rebuild(&geography, &partitions, &mut report)?;
+        }
+        report.secs = started.elapsed().as_secs_f64();
+        Ok(report)
+    }
+
+    fn forget(&self, lost: &[(Geography, i32)]) -> Result<u64, KafkaError> {
+        let mut forgotten = 0;
+        let lost: BTreeSet<&(Geography, i32)> = lost.iter().collect();
+        let geographies: BTreeSet<&Geography> = lost.iter().map(|(g, _)| g).collect();
+        for geography in geographies {
+            let store = self.stores.geo(geography).map_err(KafkaError::store)?;
+            for resource in store.resources().map_err(KafkaError::store)? {
+                let partition = self.partitions.partition_of(geography, &resource);
+                if !lost.contains(&(geography.clone(), partition)) {
+                    continue;
+                }
+                let Ok(id) = ResourceId::parse(&resource) else {
+                    continue;
+                };
+                match store.forget_resource(&id).map_err(KafkaError::store)? {
+                    Some(done) => {
+                        forgotten += 1;
+                        info!(%geography, resource_id = %resource, records = done.records, partition, "Let go of a resource whose partition moved to another node.");
+                    }
+                    None => warn!(%geography, resource_id = %resource, partition, "Keeping a resource whose partition moved: the store held it before it was mirrored to the changelog."),
+                }
+            }
+        }
+        Ok(forgotten)
+    }
+
+    /// Reads `partitions` of `geography`'s changelog from the beginning to their current end
+    /// into its store.
+    fn rebuild(
+        &self,
+        geography: &Geography,
+        partitions: &[i32],
+        report: &mut RebuildReport,
+    ) -> Result<(), KafkaError> {
+        let topic = self.config.changelog_topics().of(geography);
+        let store = self.stores.geo(geography).map_err(KafkaError::store)?;
+        let cutoffs = (self.cutoffs)(geography);
+        let consumer: BaseConsumer = self
+            .config
+            .consumer(&[
+                ("group.id", format!("vigil-changelog-reader-{}", self.config.node)),
+                ("enable.auto.commit", "false".into()),
+                ("enable.partition.eof", "false".into()),
+            ])
+            .create()
+            .map_err(KafkaError::client("creating the changelog reader"))?;
+        let mut ends = BTreeMap::new();
+        let mut list = TopicPartitionList::new();
+        for &partition in partitions {
+            let (low, high) = consumer
+                .fetch_watermarks(&topic, partition, READ_STALL)
+                .map_err(KafkaError::client("reading the changelog's end"))?;
+            if high > low {
+                ends.insert(partition, high);
+                list.add_partition_offset(&topic, partition, Offset::Beginning)
+                    .expect("a valid offset");
+            }
+        }
+        if ends.is_empty() {
+            return Ok(());
+        }
+        consumer
+            .assign(&list)
+            .map_err(KafkaError::client("reading the changelog"))?;
+        let mut read: BTreeMap<i32, i64> = BTreeMap::new();
+        let mut chunk = Vec::with_capacity(IMPORT_CHUNK);
+        let mut last_message = Instant::now();
+        while ends
+            .iter()
+            .any(|(p, end)| read.get(p).is_none_or(|o| o + 1 < *end))
+        {
+            if last_message.elapsed() > READ_STALL {
+                return Err(KafkaError::TimedOut(format!(
+                    "changelog {topic} could not be read to its end: no message for {} s",
+                    READ_STALL.as_secs()
+                )));
+            }
+            let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+                continue;
+            };
+            let message = message.map_err(KafkaError::client("reading the changelog"))?;
+            last_message = Instant::now();
+            read.insert(message.partition(), message.offset());
+            report.messages += 1;
+            let Some(key) = message.key() else { continue };
+            if let Some(resource) = changelog::resource_of(key) {
+                self.partitions
+                    .learn(geography, resource, message.partition());
+            }
+            chunk.push((key.to_vec(), message.payload().map(<[u8]>::to_vec)));
+            if chunk.len() >= IMPORT_CHUNK {
+                report.imported += store.import(&chunk, &cutoffs).map_err(KafkaError::store)?;
+                chunk.clear();
+            }
+        }
+        report.imported += store.import(&chunk, &cutoffs).map_err(KafkaError::store)?;
+        Ok(())
+    }
+}
+
+/// A node's claim to create a geography's day-key ratchet, in the node directory topic (IDs
+/// only: the ratchet's key never leaves the nodes' keyrings but between nodes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RatchetClaim {
+    /// The claiming node.
+    pub node: String,
+    /// The ratchet it would create (its public ID, hex).
+    pub ratchet: String,
+    /// Claims start at generation 1; a node that won and lost its state before any other
+    /// node copied it claims the next generation.
+    pub generation: u32,
+}
+
+/// The directory key of `node`'s claim for `geography`.
+fn claim_key(geography: &Geography, node: &str) -> String {
+    format!("ratchet/{geography}/{node}")
+}
+
+/// Whether a directory key is a ratchet claim (not a node entry).
+pub(crate) fn is_claim_key(key: &[u8]) -> bool {
+    key.starts_with(b"ratchet/")
+}
+
+/// Publishes `claim` for `geography` in the node directory, and waits for the broker.
+pub fn claim_ratchet(
+    config: &KafkaConfig,
+    geography: &Geography,
+    claim: &RatchetClaim,
+) -> Result<(), KafkaError> {
+    crate::directory::ensure_directory_topic(config)?;
+    let producer = crate::producer::producer(config)?;
+    let key = claim_key(geography, &claim.node);
+    let value = serde_json::to_vec(claim).expect("a claim encodes");
+    let record = BaseRecord::<[u8], [u8]>::to(&config.node_topic)
+        .key(key.as_bytes())
+        .payload(&value);
+    crate::producer::send(&producer, record)
+        .map_err(KafkaError::client("claiming a ratchet"))?;
+    crate::producer::flush(&producer).map_err(KafkaError::Delivery)
+}
+
+/// The claim that decides who creates `geography`'s ratchet: among the claims of the highest
+/// generation, the first in the directory topic's order. `None` before anyone claimed.
+pub fn winning_claim(
+    config: &KafkaConfig,
+    geography: &Geography,
+) -> Result<Option<RatchetClaim>, KafkaError> {
+    let prefix = format!("ratchet/{geography}/");
+    let mut claims: Vec<(i64, RatchetClaim)> = crate::directory::read_latest(config)?
+        .into_iter()
+        .filter(|(_, key, _)| key.starts_with(&prefix))
+        .filter_map(|(offset, _, value)| Some((offset, serde_json::from_slice(&value?).ok()?)))
+        .collect();
+    let top = claims.iter().map(|(_, c)| c.generation).max();
+    claims.retain(|(_, c)| Some(c.generation) == top);
+    claims.sort_by_key(|(offset, _)| *offset);
+    Ok(claims.into_iter().next().map(|(_, claim)| claim))
+}
