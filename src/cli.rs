@@ -374,6 +374,11 @@ pub struct BenchArgs {
     /// the group and per node (--nodes 1 measures one node the same way, as the baseline).
     #[arg(long, requires = "kafka")]
     pub nodes: Option<usize>,
+    /// With --kafka: measure rebuilding a store from the changelog instead: store --records
+    /// records mirrored to a changelog topic of the run's own, then rebuild a second node's
+    /// store from it (records/s).
+    #[arg(long, requires = "kafka", conflicts_with = "nodes")]
+    pub rebuild: bool,
     /// With --reviewer: review through this OpenAI-compatible API base URL (for example
     /// http://127.0.0.1:8080/v1) instead of the configured backend.
     #[arg(long, value_name = "URL", requires = "reviewer")]

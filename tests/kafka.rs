@@ -44,6 +44,12 @@ impl Consumer {
         }
     }
 
+    /// The last lines of its log (see [`Consumer::wait_for_lines`]).
+    pub(crate) fn tail(&self) -> String {
+        let log = self.log.lock().unwrap();
+        log.iter().cloned().collect::<Vec<_>>().join("\n")
+    }
+
     /// Waits until a line of its log contains `needle`; the log is read on a thread that
     /// keeps draining it afterwards.
     pub(crate) fn wait_for_log(&mut self, needle: &'static str) {

@@ -515,7 +515,10 @@ impl Cluster {
     }
 
     /// Asks `owner`, which answered for `case_id` before; where the case is, is forgotten when
-    /// the answer is not what was asked for (the next request looks it up again).
+    /// the answer is not what was asked for. When `owner` does not answer, or no longer has the
+    /// case (its partition moved to another node, which rebuilt it), the peers are asked where
+    /// the case is now and the one that has it is asked instead. Returns the peer that
+    /// answered, or the failure and the peer it came from.
     fn ask_owner<T: DeserializeOwned>(
         &self,
         owner: &PeerNode,
@@ -523,25 +526,43 @@ impl Cluster {
         path: &str,
         on_behalf: &OnBehalf,
         body: &impl Serialize,
-    ) -> Result<T, PeerFailure> {
+    ) -> Result<(PeerNode, T), (PeerNode, PeerFailure)> {
         let answer = self.call(owner, path, on_behalf, Some(body));
-        if answer.is_err() {
-            self.forget(case_id);
+        let failure = match answer {
+            Ok(answer) => return Ok((owner.clone(), answer)),
+            Err(failure) => failure,
+        };
+        self.forget(case_id);
+        let moved = match &failure {
+            PeerFailure::Unreachable(_) => true,
+            PeerFailure::Refused(code) => code == Refusal::UnknownCase.code(),
+        };
+        match self.find_case(case_id, on_behalf) {
+            Ok(Some((now, _))) if moved && now.name != owner.name => self
+                .call(&now, path, on_behalf, Some(body))
+                .map(|answer| (now.clone(), answer))
+                .map_err(|failure| (now, failure)),
+            _ => Err((owner.clone(), failure)),
         }
-        answer
     }
 
-    /// The record, from `owner`.
-    pub fn read(&self, owner: &PeerNode, read: &ForwardedRead) -> Result<OpenedRecord, ApiError> {
+    /// The record, from `owner` (or from the node its case moved to), and the node that
+    /// answered.
+    pub fn read(
+        &self,
+        owner: &PeerNode,
+        read: &ForwardedRead,
+    ) -> Result<(PeerNode, OpenedRecord), ApiError> {
         let on_behalf = OnBehalf {
             actor: read.reviewer.clone(),
             role: read.role.clone(),
         };
         self.ask_owner(owner, &read.case_id, "reads", &on_behalf, read)
-            .map_err(|failure| refusal_of(owner, failure))
+            .map_err(|(peer, failure)| refusal_of(&peer, failure))
     }
 
-    /// Stores a decision on `owner`; `false` when the case is no longer there.
+    /// Stores a decision on `owner` (or on the node its case moved to); `false` when the case
+    /// is no longer anywhere.
     pub fn decide(&self, owner: &PeerNode, decision: &ForwardedDecision) -> Result<bool, ApiError> {
         let on_behalf = OnBehalf {
             actor: decision.decision.reviewer.clone(),
@@ -551,8 +572,10 @@ impl Cluster {
         match self.ask_owner::<serde_json::Value>(owner, case_id, "decisions", &on_behalf, decision)
         {
             Ok(_) => Ok(true),
-            Err(PeerFailure::Refused(code)) if code == Refusal::UnknownCase.code() => Ok(false),
-            Err(failure) => Err(refusal_of(owner, failure)),
+            Err((_, PeerFailure::Refused(code))) if code == Refusal::UnknownCase.code() => {
+                Ok(false)
+            }
+            Err((peer, failure)) => Err(refusal_of(&peer, failure)),
         }
     }
 

@@ -788,7 +788,15 @@ pub async fn read_record(mut attempt: Attempt, raw: Lenient<Path<(String, String
                     workstation: attempt.workstation.clone(),
                 };
                 let cluster = state.cluster.clone().ok_or(Refusal::NotAvailable)?;
-                blocking(move || cluster.read(&owner, &read)).await?
+                let asked = owner.name.clone();
+                let (answered, record) = blocking(move || cluster.read(&owner, &read)).await?;
+                if answered.name != asked {
+                    attempt.add_detail(format!(
+                        "the case moved: answered by node {}",
+                        answered.name
+                    ));
+                }
+                record
             }
         };
         let expires_at = grant.expires_at();

@@ -288,8 +288,8 @@ async fn ratchet(
     let mut attempt = from.attempt(&state, "peer.ratchet.read");
     attempt.add_detail(format!("geography {geography}"));
     let result = async {
-        let geography =
-            vigil_core::Geography::parse(&geography).map_err(|e| ApiError::invalid("geography", e))?;
+        let geography = vigil_core::Geography::parse(&geography)
+            .map_err(|e| ApiError::invalid("geography", e))?;
         let here = state.clone();
         let ratchet = blocking(move || {
             let state = || {

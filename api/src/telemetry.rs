@@ -201,5 +201,19 @@ fn describe() {
         "vigil_peer_failures_total",
         "Requests this node forwarded that a peer did not answer (unreachable) or answered with an unexpected refusal (refused)."
     );
+    // The changelog ([cluster]).
+    describe_counter!(
+        "vigil_changelog_changes_total",
+        "Store changes sent to the changelog, by geography and kind (write, tombstone)."
+    );
+    describe_counter!(
+        "vigil_changelog_rebuilt_records_total",
+        "Records imported from the changelog when partitions were assigned to this node."
+    );
+    describe_histogram!(
+        "vigil_changelog_rebuild_seconds",
+        Unit::Seconds,
+        "Time to let go of lost partitions and rebuild gained ones from the changelog."
+    );
     describe_gauge!("vigil_build_info", "1, labelled with vigil's version.");
 }

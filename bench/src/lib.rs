@@ -31,6 +31,7 @@ mod measure;
 pub mod peer;
 pub mod pipeline;
 pub mod purge;
+pub mod rebuild;
 pub mod reviewer;
 mod sled_ceiling;
 pub mod sql;

@@ -26,7 +26,7 @@ use crate::{machine, BenchOptions};
 /// Records per write batch in the benchmark (the pipeline's batch size).
 const BENCH_BATCH: usize = 1024;
 /// Resources the benchmark's records are spread over.
-const BENCH_RESOURCES: usize = 8;
+pub(crate) const BENCH_RESOURCES: usize = 8;
 
 /// One run of `vigil bench --purge`.
 struct PurgeRun {
@@ -138,7 +138,7 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / f64::from(1 << 20)
 }
 
-fn bench_resources() -> ResourceRegistry {
+pub(crate) fn bench_resources() -> ResourceRegistry {
     let mut registry = ResourceRegistry::default();
     for i in 0..BENCH_RESOURCES {
         let id = ResourceId::parse(format!("bench-{i}")).expect("a valid ID");
@@ -165,7 +165,7 @@ fn bench_record(tag: &str, i: usize, bytes: usize) -> LogRecord {
 }
 
 /// Writes `n` records through `stores` in pipeline-sized batches; returns records/s.
-fn load(
+pub(crate) fn load(
     stores: &Stores,
     registry: &ResourceRegistry,
     tag: &str,

@@ -7,9 +7,10 @@
 //! - [`ChangelogProducer`] is the stores' [`ChangeSink`]: a store flush waits for the broker
 //!   to acknowledge every change, and offsets are committed only after a flush, so the
 //!   changelog is never behind a committed offset.
-//! - [`Rebuilder`] runs when the group assigns partitions: it lets go of the resources of
-//!   partitions this node lost (another node rebuilds them), and reads each newly assigned
-//!   partition's changelog from the beginning into the store before the partition is consumed.
+//! - [`Rebuilder`] runs when the group assigns partitions: it reads each newly assigned
+//!   partition's changelog from the beginning into the store before the partition is consumed,
+//!   and lets go of the resources of partitions this node lost once the node directory shows
+//!   that their new owners have them (rebuilt).
 //! - [`PartitionMap`] says which partition a resource's records come from: learned from the
 //!   keys of the messages consumed (and of the changelog read back), else librdkafka's
 //!   default partitioner for a keyed message (CRC-32 of the key).
@@ -17,7 +18,7 @@
 //!   node directory topic; Kafka's order decides which claim wins (see [`winning_claim`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{NewTopic, TopicReplication};
@@ -27,16 +28,27 @@ use rdkafka::producer::{BaseProducer, BaseRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use tracing::{info, info_span, warn};
-use vigil_core::{Geography, ResourceId};
+use vigil_core::{Geography, ResourceId, ResourceRegistry};
 use vigil_storage::changelog::{self, Change, ChangeSink, ChangelogError};
-use vigil_storage::retention::Cutoffs;
+use vigil_storage::retention::{Cutoffs, RetentionConfig};
 use vigil_storage::{Imported, Stores};
 
+use crate::directory::NodeEntry;
 use crate::producer::DeliveryContext;
 use crate::{KafkaConfig, KafkaError, Topics};
 
 /// How long reading a changelog partition may go without a message before it is given up.
 const READ_STALL: Duration = Duration::from_secs(30);
+
+/// The most a rebuild fetches at once, per partition and per fetch.
+const REBUILD_FETCH_BYTES: usize = 256 << 20;
+
+/// How long a rebuild goes on reading once at the end the broker reported, for messages past
+/// it (see [`Rebuilder::rebalance`]).
+const END_QUIET: Duration = Duration::from_secs(1);
+
+/// How often lost partitions are checked for in the node directory.
+const RELEASE_EVERY: Duration = Duration::from_secs(1);
 
 /// Changes imported per store write during a rebuild.
 const IMPORT_CHUNK: usize = 4096;
@@ -71,7 +83,9 @@ impl PartitionMap {
                 .first()
                 .map_or(0, |t| t.partitions().len() as i32);
             if count == 0 {
-                return Err(KafkaError::Config(format!("log topic {topic} has no partitions")));
+                return Err(KafkaError::Config(format!(
+                    "log topic {topic} has no partitions"
+                )));
             }
             counts.insert(geography.clone(), count);
             new.push((changelog_topics.of(geography), count));
@@ -79,8 +93,12 @@ impl PartitionMap {
         let topics: Vec<NewTopic<'_>> = new
             .iter()
             .map(|(topic, count)| {
-                NewTopic::new(topic, *count, TopicReplication::Fixed(config.replication_factor))
-                    .set("cleanup.policy", "compact")
+                NewTopic::new(
+                    topic,
+                    *count,
+                    TopicReplication::Fixed(config.replication_factor),
+                )
+                .set("cleanup.policy", "compact")
             })
             .collect();
         crate::create_topics(config, &topics)?;
@@ -175,9 +193,6 @@ impl ChangeSink for ChangelogProducer {
     }
 }
 
-/// The retention cutoffs of a geography as of now (what a rebuild leaves out).
-pub type CutoffsOf = dyn Fn(&Geography) -> Cutoffs + Send + Sync;
-
 /// What one rebuild did.
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
 pub struct RebuildReport {
@@ -185,8 +200,8 @@ pub struct RebuildReport {
     pub messages: u64,
     /// What the stores imported.
     pub imported: Imported,
-    /// Resources this node let go of, with their records.
-    pub forgotten_resources: u64,
+    /// Lost partitions whose data this node holds until their new owners announce them.
+    pub releasing: u64,
     /// Seconds it took.
     pub secs: f64,
 }
@@ -196,7 +211,11 @@ pub struct Rebuilder {
     config: KafkaConfig,
     stores: Arc<Stores>,
     partitions: Arc<PartitionMap>,
-    cutoffs: Arc<CutoffsOf>,
+    retention: RetentionConfig,
+    registry: Arc<RwLock<ResourceRegistry>>,
+    /// Partitions this node lost and still holds the data of, until another node announces
+    /// them (it has rebuilt them by then): see [`Rebuilder::release`].
+    releasing: Mutex<BTreeSet<(Geography, i32)>>,
 }
 
 impl std::fmt::Debug for Rebuilder {
@@ -209,19 +228,86 @@ impl std::fmt::Debug for Rebuilder {
 
 impl Rebuilder {
     /// A rebuilder for `stores`, whose changelog is `partitions`' geographies' changelog
-    /// topics.
-    pub fn new(
+    /// topics; what is past `retention` for the resources of `registry` is left out. A thread
+    /// lets go of lost partitions once their new owners have announced them ([`release`]),
+    /// reading the node directory every `RELEASE_EVERY` while any is waiting; it ends with the
+    /// rebuilder.
+    ///
+    /// [`release`]: Rebuilder::release
+    pub fn start(
         config: &KafkaConfig,
         stores: Arc<Stores>,
         partitions: Arc<PartitionMap>,
-        cutoffs: Arc<CutoffsOf>,
-    ) -> Self {
-        Self {
+        retention: RetentionConfig,
+        registry: Arc<RwLock<ResourceRegistry>>,
+    ) -> Result<Arc<Self>, KafkaError> {
+        let rebuilder = Arc::new(Self {
             config: config.clone(),
             stores,
             partitions,
-            cutoffs,
+            retention,
+            registry,
+            releasing: Mutex::new(BTreeSet::new()),
+        });
+        let weak = Arc::downgrade(&rebuilder);
+        std::thread::Builder::new()
+            .name("changelog-release".into())
+            .spawn(move || loop {
+                std::thread::sleep(RELEASE_EVERY);
+                let Some(rebuilder) = weak.upgrade() else {
+                    return;
+                };
+                if rebuilder.lock_releasing().is_empty() {
+                    continue;
+                }
+                match crate::directory::read_directory(&rebuilder.config) {
+                    Ok(directory) => {
+                        if let Err(error) = rebuilder.release(&directory) {
+                            warn!(%error, "Letting go of partitions another node took failed; retrying.");
+                        }
+                    }
+                    Err(error) => {
+                        warn!(%error, "Reading the node directory failed; lost partitions are let go of later.")
+                    }
+                }
+            })
+            .map_err(|e| KafkaError::Io {
+                path: "the changelog-release thread".into(),
+                error: e,
+            })?;
+        Ok(rebuilder)
+    }
+
+    fn lock_releasing(&self) -> MutexGuard<'_, BTreeSet<(Geography, i32)>> {
+        self.releasing.lock().expect("lock poisoned")
+    }
+
+    /// Lets go of the data of lost partitions that another member of the group has announced
+    /// in `directory` (it announces them once it has rebuilt them), so that every record is
+    /// on some node's disk while its partition moves. Returns how many resources went.
+    pub fn release(&self, directory: &[NodeEntry]) -> Result<u64, KafkaError> {
+        let log_topics = self.config.log_topics();
+        let taken: BTreeSet<(Geography, i32)> = directory
+            .iter()
+            .filter(|entry| entry.node != self.config.node)
+            .flat_map(|entry| &entry.partitions)
+            .filter_map(|p| Some((log_topics.geography(&p.topic)?, p.partition)))
+            .collect();
+        let mut releasing = self.lock_releasing();
+        let now: Vec<(Geography, i32)> = releasing.intersection(&taken).cloned().collect();
+        if now.is_empty() {
+            return Ok(0);
         }
+        let forgotten = self.forget(&now)?;
+        for partition in &now {
+            releasing.remove(partition);
+        }
+        info!(
+            partitions = now.len(),
+            resources = forgotten,
+            "Let go of partitions their new owners have rebuilt."
+        );
+        Ok(forgotten)
     }
 
     /// The partition map the changelog producer shares.
@@ -229,8 +315,9 @@ impl Rebuilder {
         &self.partitions
     }
 
-    /// Lets go of the resources of `lost` partitions (another node rebuilds them from the
-    /// changelog), then rebuilds the `gained` ones from theirs.
+    /// Notes `lost` partitions to let go of once their new owners have them (see
+    /// [`Rebuilder::release`]), then rebuilds the `gained` ones from the changelog (a gained
+    /// partition still held from before is imported over what is held).
     pub fn rebalance(
         &self,
         lost: &[(Geography, i32)],
@@ -238,16 +325,36 @@ impl Rebuilder {
     ) -> Result<RebuildReport, KafkaError> {
         let _span = info_span!("rebuild", lost = lost.len(), gained = gained.len()).entered();
         let started = Instant::now();
-        let mut report = RebuildReport {
-            forgotten_resources: self.forget(lost)?,
-            ..RebuildReport::default()
-        };
+        let mut report = RebuildReport::default();
+        let mut releasing = self.lock_releasing();
+        releasing.extend(lost.iter().cloned());
+        for partition in gained {
+            releasing.remove(partition);
+        }
+        report.releasing = releasing.len() as u64;
         let mut by_geography: BTreeMap<Geography, Vec<i32>> = BTreeMap::new();
         for (geography, partition) in gained {
-            by_geography.entry(geography.clone()).or_default().push(*partition);
+            by_geography
+                .entry(geography.clone())
+                .or_default()
+                .push(*partition);
         }
+        let rebuilt = !by_geography.is_empty();
         for (geography, partitions) in by_geography {
             self.rebuild(&geography, &partitions, &mut report)?;
+        }
+        if rebuilt {
+            // The registry as it is now applies to what came in: content of a resource whose
+            // content logging was turned off is destroyed here too, and in the changelog.
+            let registry = self
+                .registry
+                .read()
+                .expect("registry lock poisoned")
+                .clone();
+            self.stores
+                .reconcile(&registry)
+                .map_err(KafkaError::store)?
+                .log();
         }
         report.secs = started.elapsed().as_secs_f64();
         Ok(report)
@@ -272,7 +379,9 @@ impl Rebuilder {
                         forgotten += 1;
                         info!(%geography, resource_id = %resource, records = done.records, partition, "Let go of a resource whose partition moved to another node.");
                     }
-                    None => warn!(%geography, resource_id = %resource, partition, "Keeping a resource whose partition moved: the store held it before it was mirrored to the changelog."),
+                    None => {
+                        warn!(%geography, resource_id = %resource, partition, "Keeping a resource whose partition moved: the store held it before it was mirrored to the changelog.")
+                    }
                 }
             }
         }
@@ -289,13 +398,34 @@ impl Rebuilder {
     ) -> Result<(), KafkaError> {
         let topic = self.config.changelog_topics().of(geography);
         let store = self.stores.geo(geography).map_err(KafkaError::store)?;
-        let cutoffs = (self.cutoffs)(geography);
+        let cutoffs = {
+            let registry = self.registry.read().expect("registry lock poisoned");
+            Cutoffs::new(
+                &self.retention,
+                &registry,
+                geography,
+                self.stores.clock().today(),
+            )
+        };
         let consumer: BaseConsumer = self
             .config
             .consumer(&[
-                ("group.id", format!("vigil-changelog-reader-{}", self.config.node)),
+                (
+                    "group.id",
+                    format!("vigil-changelog-reader-{}", self.config.node),
+                ),
                 ("enable.auto.commit", "false".into()),
                 ("enable.partition.eof", "false".into()),
+                ("fetch.wait.max.ms", self.config.fetch_wait_ms.to_string()),
+                // Whole partitions per fetch where they fit: a fetch that resumes inside a
+                // record batch loses the rest of that batch on Tansu 0.6 (see the book's
+                // Kafka chapter), and a large fetch resumes far less often.
+                ("max.partition.fetch.bytes", REBUILD_FETCH_BYTES.to_string()),
+                ("fetch.max.bytes", REBUILD_FETCH_BYTES.to_string()),
+                (
+                    "receive.message.max.bytes",
+                    (REBUILD_FETCH_BYTES + (1 << 20)).to_string(),
+                ),
             ])
             .create()
             .map_err(KafkaError::client("creating the changelog reader"))?;
@@ -320,17 +450,24 @@ impl Rebuilder {
         let mut read: BTreeMap<i32, i64> = BTreeMap::new();
         let mut chunk = Vec::with_capacity(IMPORT_CHUNK);
         let mut last_message = Instant::now();
-        while ends
-            .iter()
-            .any(|(p, end)| read.get(p).is_none_or(|o| o + 1 < *end))
-        {
-            if last_message.elapsed() > READ_STALL {
+        // To the end the broker reports, then on until nothing more comes for `END_QUIET`:
+        // Tansu 0.6 reports the end of a partition whose last record batch holds several
+        // messages as that batch's first offset plus one, which would leave out the rest of
+        // the batch.
+        loop {
+            let at_end = ends
+                .iter()
+                .all(|(p, end)| read.get(p).is_some_and(|o| o + 1 >= *end));
+            if at_end && last_message.elapsed() >= END_QUIET {
+                break;
+            }
+            if !at_end && last_message.elapsed() > READ_STALL {
                 return Err(KafkaError::TimedOut(format!(
                     "changelog {topic} could not be read to its end: no message for {} s",
                     READ_STALL.as_secs()
                 )));
             }
-            let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+            let Some(message) = consumer.poll(Duration::from_millis(100)) else {
                 continue;
             };
             let message = message.map_err(KafkaError::client("reading the changelog"))?;
@@ -349,6 +486,10 @@ impl Rebuilder {
             }
         }
         report.imported += store.import(&chunk, &cutoffs).map_err(KafkaError::store)?;
+        for (partition, end) in &ends {
+            let last = read.get(partition).copied().unwrap_or(-1);
+            info!(%topic, partition, reported_end = end, last_offset = last, "Read a changelog partition to its end.");
+        }
         Ok(())
     }
 }
@@ -389,8 +530,7 @@ pub fn claim_ratchet(
     let record = BaseRecord::<[u8], [u8]>::to(&config.node_topic)
         .key(key.as_bytes())
         .payload(&value);
-    crate::producer::send(&producer, record)
-        .map_err(KafkaError::client("claiming a ratchet"))?;
+    crate::producer::send(&producer, record).map_err(KafkaError::client("claiming a ratchet"))?;
     crate::producer::flush(&producer).map_err(KafkaError::Delivery)
 }
 

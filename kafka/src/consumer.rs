@@ -235,7 +235,8 @@ impl GroupContext {
         );
         match rebuilder.rebalance(&lost, &gained) {
             Ok(report) => {
-                metrics::counter!("vigil_changelog_rebuilt_records_total").increment(report.imported.records);
+                metrics::counter!("vigil_changelog_rebuilt_records_total")
+                    .increment(report.imported.records);
                 metrics::histogram!("vigil_changelog_rebuild_seconds").record(report.secs);
                 info!(
                     gained = gained.len(),
@@ -246,7 +247,7 @@ impl GroupContext {
                     data_keys = report.imported.data_keys,
                     expired = report.imported.expired,
                     foreign_keys = report.imported.foreign_keys,
-                    forgotten_resources = report.forgotten_resources,
+                    releasing = report.releasing,
                     secs = report.secs,
                     records_per_sec = report.imported.records as f64 / report.secs.max(1e-9),
                     "Rebuilt partitions from the changelog."
@@ -422,7 +423,14 @@ impl KafkaSource {
                 );
                 return Ok(());
             }
-            if let Some(failure) = self.consumer.context().failed.lock().expect("lock poisoned").take() {
+            if let Some(failure) = self
+                .consumer
+                .context()
+                .failed
+                .lock()
+                .expect("lock poisoned")
+                .take()
+            {
                 return Err(self.failed("rebuilding from the changelog", failure));
             }
             if self.consumer.context().assigned.load(Ordering::Acquire) {

@@ -212,13 +212,15 @@ pub(crate) fn read_latest(
 /// under the member that announced it last, in node order.
 pub fn read_directory(config: &KafkaConfig) -> Result<Vec<NodeEntry>, KafkaError> {
     // Per node, its last entry and where it stands in the (one-partition) topic.
-    let latest = read_latest(config)?.into_iter().filter_map(|(offset, key, value)| {
-        if crate::changelog::is_claim_key(key.as_bytes()) {
-            return None;
-        }
-        let entry = serde_json::from_slice::<NodeEntry>(&value?).ok()?;
-        Some((offset, entry))
-    });
+    let latest = read_latest(config)?
+        .into_iter()
+        .filter_map(|(offset, key, value)| {
+            if crate::changelog::is_claim_key(key.as_bytes()) {
+                return None;
+            }
+            let entry = serde_json::from_slice::<NodeEntry>(&value?).ok()?;
+            Some((offset, entry))
+        });
     let mut entries: Vec<(i64, NodeEntry)> = latest
         .filter(|(_, entry)| entry.group == config.group_id)
         .collect();

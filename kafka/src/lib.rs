@@ -14,10 +14,10 @@
 //! payloads; the dead-letter topic's message value is the only place a rejected payload goes,
 //! and it is empty when the payload was withheld.
 
+pub mod changelog;
 mod config;
 mod consumer;
 mod dead_letter;
-pub mod changelog;
 pub mod directory;
 mod flags;
 mod load;

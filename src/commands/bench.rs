@@ -50,6 +50,9 @@ pub fn bench(config: &Config, args: &BenchArgs) -> anyhow::Result<()> {
             node: config.kafka.node.clone(),
         };
         vigil_bench::api::bench(&options, &sections, &Serve(config))?
+    } else if args.rebuild {
+        let brokers = args.kafka.as_deref();
+        vigil_bench::rebuild::bench(&options, &kafka_config(config, brokers))?
     } else {
         // With --kafka: the configured Kafka settings (so `VIGIL_KAFKA__*` and the config file
         // tune the consumer measured), with the brokers given.

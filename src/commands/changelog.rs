@@ -14,7 +14,7 @@ use vigil_kafka::changelog::{
 };
 use vigil_kafka::KafkaConfig;
 use vigil_storage::changelog::RatchetState;
-use vigil_storage::retention::{Cutoffs, RetentionConfig};
+use vigil_storage::retention::RetentionConfig;
 use vigil_storage::Stores;
 
 /// How long a node waits for the node whose claim won to serve a geography's ratchet.
@@ -41,10 +41,11 @@ pub(super) fn mirror(
     let partitions = Arc::new(PartitionMap::new(kafka, geographies)?);
     let producer = Arc::new(ChangelogProducer::new(kafka, partitions.clone())?);
     for geography in geographies {
-        let first_day = stores
-            .clock()
-            .today()
-            .minus(retention.geography_days(geography.as_str()).saturating_sub(1));
+        let first_day = stores.clock().today().minus(
+            retention
+                .geography_days(geography.as_str())
+                .saturating_sub(1),
+        );
         ratchet(kafka, stores, geography, cluster, first_day)?;
         stores.geo(geography)?.mirror_to(producer.clone())?;
     }
@@ -56,18 +57,13 @@ pub(super) fn mirror(
             geographies.len()
         )),
     );
-    let retention = retention.clone();
-    let clock = *stores.clock();
-    let cutoffs = move |geography: &Geography| {
-        let registry = registry.read().expect("registry lock poisoned");
-        Cutoffs::new(&retention, &registry, geography, clock.today())
-    };
-    Ok(Arc::new(Rebuilder::new(
+    Ok(Rebuilder::start(
         kafka,
         stores.clone(),
         partitions,
-        Arc::new(cutoffs),
-    )))
+        retention.clone(),
+        registry,
+    )?)
 }
 
 /// Makes sure `geography`'s store has its ratchet state: its own, a peer's, or, when no node

@@ -194,7 +194,12 @@ pub struct RatchetState {
 
 impl fmt::Debug for RatchetState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "RatchetState({}, from {})", hex::encode(self.id), self.day)
+        write!(
+            f,
+            "RatchetState({}, from {})",
+            hex::encode(self.id),
+            self.day
+        )
     }
 }
 
@@ -281,10 +286,7 @@ impl RatchetState {
             .and_then(|b| b.try_into().ok())
             .ok_or("id: not 16 bytes of hex")?;
         let key = Zeroizing::new(hex::decode(&wire.key).map_err(|_| "key: not hex")?);
-        let key: [u8; KEY_LEN] = key
-            .as_slice()
-            .try_into()
-            .map_err(|_| "key: not 32 bytes")?;
+        let key: [u8; KEY_LEN] = key.as_slice().try_into().map_err(|_| "key: not 32 bytes")?;
         Ok(Self {
             id,
             day: Day::from_number(wire.day),
@@ -317,7 +319,11 @@ mod tests {
             b"aad",
             b"data key",
         );
-        let opened = crypto::open(&later.day_key(Day::from_number(105)).unwrap(), b"aad", &sealed);
+        let opened = crypto::open(
+            &later.day_key(Day::from_number(105)).unwrap(),
+            b"aad",
+            &sealed,
+        );
         assert_eq!(opened.unwrap(), b"data key");
         // Another day's key does not open it.
         let other = later.day_key(Day::from_number(104)).unwrap();

@@ -42,9 +42,9 @@ use vigil_core::{Clock, Geography, RequestId, Resource, ResourceId, ResourceRegi
 
 pub use compact::Compacted;
 pub use geo::{
-    Annex, CaseConflict, DeletedRequest, ExportPart, ExportedRecord, Footprint, GeoStore, Imported, JobKind,
-    JobReport, PurgeProgress, PurgeReport, ReviewTask, SealedRecord, StaleExport, StoredRecord,
-    WriteOutcome,
+    Annex, CaseConflict, DeletedRequest, ExportPart, ExportedRecord, Footprint, GeoStore, Imported,
+    JobKind, JobReport, PurgeProgress, PurgeReport, ReviewTask, SealedRecord, StaleExport,
+    StoredRecord, WriteOutcome,
 };
 pub use keys::{KeyError, MasterKey};
 pub use retention::{Cutoffs, RetentionConfig};
@@ -178,6 +178,9 @@ pub struct Reconciled {
     pub deletions_finished: Vec<JobReport>,
     /// Customer keys that could not be used; those resources' content stays unreadable.
     pub key_problems: Vec<KeyError>,
+    /// Resources of partitions given to another node, whose removal here a crash had cut
+    /// short, finished now.
+    pub releases_finished: Vec<JobReport>,
 }
 
 impl Reconciled {
@@ -188,6 +191,9 @@ impl Reconciled {
         }
         for done in &self.deletions_finished {
             tracing::info!(resource_id = %done.resource_id, records = done.records, "Finished deleting a resource's data (a crash had cut it short).");
+        }
+        for done in &self.releases_finished {
+            tracing::info!(resource_id = %done.resource_id, records = done.records, "Finished letting go of a resource whose partition moved to another node.");
         }
         for error in &self.key_problems {
             tracing::warn!(%error, "A customer key is unavailable; that resource's content is unreadable.");
@@ -361,6 +367,7 @@ impl Stores {
                         done.content_forgotten.push((resource_id, report.records))
                     }
                     JobKind::DeleteData => done.deletions_finished.push(report),
+                    JobKind::Release => done.releases_finished.push(report),
                 }
             }
             for resource in registry.iter().filter(|r| r.geography == geography) {

@@ -63,6 +63,9 @@ pub enum JobKind {
     StripContent,
     /// The customer deleted the resource's data: remove everything stored for it.
     DeleteData,
+    /// This node gave the resource's partition to another node: remove everything stored for
+    /// it here, and tell the changelog nothing (see [`GeoStore::forget_resource`]).
+    Release,
 }
 
 impl JobKind {
@@ -70,6 +73,7 @@ impl JobKind {
         match self {
             Self::StripContent => b's',
             Self::DeleteData => b'd',
+            Self::Release => b'r',
         }
     }
 
@@ -77,6 +81,7 @@ impl JobKind {
         match tag {
             b's' => Some(Self::StripContent),
             b'd' => Some(Self::DeleteData),
+            b'r' => Some(Self::Release),
             _ => None,
         }
     }
@@ -295,6 +300,14 @@ impl GeoStore {
     /// Finishes a resource job: strips or removes the resource's records, then clears the
     /// job's marker.
     pub(crate) fn run_job(&self, resource_id: &ResourceId, kind: JobKind) -> Result<JobReport> {
+        if kind == JobKind::Release {
+            return super::mirror::quietly(|| self.run_job_mirrored(resource_id, kind));
+        }
+        self.run_job_mirrored(resource_id, kind)
+    }
+
+    /// [`GeoStore::run_job`], its writes mirrored unless the caller is quiet.
+    fn run_job_mirrored(&self, resource_id: &ResourceId, kind: JobKind) -> Result<JobReport> {
         let resource = resource_id.as_str();
         // Keys a crash left between the marker and their destruction go first.
         self.destroy_data_keys(|r, _| r == resource, None)?;
@@ -311,7 +324,7 @@ impl GeoStore {
                 // Notes and rationales describe the content: they go with it.
                 self.strip_texts(|r, _| r == resource)?;
             }
-            JobKind::DeleteData => {
+            JobKind::DeleteData | JobKind::Release => {
                 let from = layout::segments_prefix(resource, None);
                 let end = layout::successor(&from).expect("a prefix ending in NUL has one");
                 loop {

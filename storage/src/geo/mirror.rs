@@ -40,6 +40,14 @@ fn loud() -> bool {
     !QUIET.with(std::cell::Cell::get)
 }
 
+/// Runs `work` with this thread's writes kept out of the changelog.
+pub(super) fn quietly<T>(work: impl FnOnce() -> T) -> T {
+    let was = QUIET.with(|quiet| quiet.replace(true));
+    let done = work();
+    QUIET.with(|quiet| quiet.set(was));
+    done
+}
+
 #[derive(Serialize, Deserialize)]
 struct RatchetEntry {
     id: [u8; 16],
@@ -114,10 +122,16 @@ impl GeoStore {
         if !mirrored_all {
             return Ok(None);
         }
-        QUIET.with(|quiet| quiet.set(true));
-        let deleted = self.delete_resource(resource_id);
-        QUIET.with(|quiet| quiet.set(false));
-        deleted.map(Some)
+        // A job of its own kind: a crash midway leaves a marker that the next start finishes,
+        // quietly too.
+        quietly(|| {
+            let data_keys = self
+                .start_job(resource_id, super::JobKind::Release)?
+                .unwrap_or(0);
+            let mut report = self.run_job(resource_id, super::JobKind::Release)?;
+            report.data_keys = data_keys;
+            Ok(Some(report))
+        })
     }
 
     /// Whether writes are mirrored to a changelog.
@@ -451,7 +465,9 @@ impl GeoStore {
                     .map(|v| v.to_vec()),
             };
             if let Some(previous) = previous {
-                for entry in crate::segment::entries(&previous).map_err(|e| Self::corrupt(key, e))? {
+                for entry in
+                    crate::segment::entries(&previous).map_err(|e| Self::corrupt(key, e))?
+                {
                     batch.remove(layout::index_key(entry.request));
                 }
             }
@@ -528,7 +544,9 @@ impl GeoStore {
         );
         let aad = crypto::data_key_aad(self.geography.as_str(), resource, day);
         let sealed = match &mirrored.kek {
-            KekRef::Master => crypto::seal(&self.keys.kek(resource, &KekRef::Master)?, &aad, &inner),
+            KekRef::Master => {
+                crypto::seal(&self.keys.kek(resource, &KekRef::Master)?, &aad, &inner)
+            }
             KekRef::Customer(_) => {
                 postcard::from_bytes(&inner).map_err(|e| Self::corrupt(&id, e))?
             }

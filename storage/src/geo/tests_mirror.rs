@@ -34,17 +34,30 @@ impl Memory {
     /// The changes as a consumer reads them back: key and value.
     fn read_back(&self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
         let changes = self.changes.lock().unwrap();
-        changes.iter().map(|c| (c.key.clone(), c.value.clone())).collect()
+        changes
+            .iter()
+            .map(|c| (c.key.clone(), c.value.clone()))
+            .collect()
     }
 }
 
 fn cutoffs(stores: &Stores) -> Cutoffs {
     let reg = registry(&[&resource("a"), &resource("b")]);
-    Cutoffs::new(&RetentionConfig::default(), &reg, &eu(), stores.clock().today())
+    Cutoffs::new(
+        &RetentionConfig::default(),
+        &reg,
+        &eu(),
+        stores.clock().today(),
+    )
 }
 
 /// A node at `days_ago` mirroring to `sink`, with ratchet `state`.
-fn mirrored(dir: &std::path::Path, days_ago: i64, state: &RatchetState, sink: &Arc<Memory>) -> Stores {
+fn mirrored(
+    dir: &std::path::Path,
+    days_ago: i64,
+    state: &RatchetState,
+    sink: &Arc<Memory>,
+) -> Stores {
     let stores = stores_at(dir, days_ago);
     let geo = stores.geo(&eu()).unwrap();
     geo.install_ratchet(state).unwrap();
@@ -84,7 +97,10 @@ fn a_store_rebuilt_from_the_changelog_reads_like_the_original() {
     assert_eq!(imported.records, 5 + 5 + 3 - 1, "{imported:?}");
     assert_eq!(imported.foreign_keys, 0);
     for res in [&a, &b] {
-        assert_eq!(copy.request_ids(&res.id).unwrap(), geo.request_ids(&res.id).unwrap());
+        assert_eq!(
+            copy.request_ids(&res.id).unwrap(),
+            geo.request_ids(&res.id).unwrap()
+        );
         for id in geo.request_ids(&res.id).unwrap() {
             let original = geo.get(res, &id).unwrap().unwrap();
             assert_eq!(copy.get(res, &id).unwrap().unwrap(), original);
@@ -93,7 +109,10 @@ fn a_store_rebuilt_from_the_changelog_reads_like_the_original() {
     }
     assert!(copy.get(&a, &req("a-new-00002")).unwrap().is_none());
     assert_eq!(copy.cases().unwrap(), geo.cases().unwrap());
-    assert_eq!(copy.verdicts(Some("case-a")).unwrap(), geo.verdicts(Some("case-a")).unwrap());
+    assert_eq!(
+        copy.verdicts(Some("case-a")).unwrap(),
+        geo.verdicts(Some("case-a")).unwrap()
+    );
     assert_eq!(copy.decisions(Some("case-a")).unwrap().len(), 2);
     assert_eq!(
         copy.window_state(&a.id, Some("u1")).unwrap(),
@@ -122,11 +141,21 @@ fn a_store_rebuilt_from_the_changelog_reads_like_the_original() {
     let three = tempfile::tempdir().unwrap();
     let stranger = stores_at(three.path(), 0);
     let other = stranger.geo(&eu()).unwrap();
-    other.install_ratchet(&RatchetState::create(first_day)).unwrap();
+    other
+        .install_ratchet(&RatchetState::create(first_day))
+        .unwrap();
     let imported = other.import(&changes, &cutoffs(&stranger)).unwrap();
     assert_eq!(imported.data_keys, 0);
     assert!(imported.foreign_keys > 0);
-    assert!(other.get(&a, &req("a-new-00001")).is_err() || other.get(&a, &req("a-new-00001")).unwrap().unwrap().content.is_none());
+    assert!(
+        other.get(&a, &req("a-new-00001")).is_err()
+            || other
+                .get(&a, &req("a-new-00001"))
+                .unwrap()
+                .unwrap()
+                .content
+                .is_none()
+    );
     let _ = NOW;
 }
 
@@ -145,14 +174,19 @@ fn after_the_purge_no_purged_record_opens_from_the_changelog_bytes() {
     put(&stores, &a, &ids("new", 2), "u1", "today");
     let before_purge = sink.read_back();
     stores
-        .purge(&RetentionConfig::default(), &reg, &mut |_| std::ops::ControlFlow::Continue(()))
+        .purge(&RetentionConfig::default(), &reg, &mut |_| {
+            std::ops::ControlFlow::Continue(())
+        })
         .unwrap();
     let geo = stores.geo(&eu()).unwrap();
     let advanced = geo.ratchet_state().unwrap().unwrap();
     assert_eq!(advanced.day(), stores.clock().today().minus(29));
     // The purge wrote tombstones for what it removed: the old days' keys and segments.
     let after = sink.read_back();
-    let tombstones = after[before_purge.len()..].iter().filter(|(_, v)| v.is_none()).count();
+    let tombstones = after[before_purge.len()..]
+        .iter()
+        .filter(|(_, v)| v.is_none())
+        .count();
     assert!(tombstones >= 2, "{tombstones} tombstones");
     // The state on disk is the advanced one: the keyring no longer holds the old chain key.
     let data = all_bytes(&one.path().join("data"));
@@ -168,7 +202,12 @@ fn after_the_purge_no_purged_record_opens_from_the_changelog_bytes() {
     // Every record comes in, but only today's key opens: the old day's is purged.
     assert_eq!(imported.records, 4 + 2);
     assert_eq!(imported.data_keys, 1, "{imported:?}");
-    assert!(geo.get(&a, &req("new-00000")).unwrap().unwrap().content.is_some());
+    assert!(geo
+        .get(&a, &req("new-00000"))
+        .unwrap()
+        .unwrap()
+        .content
+        .is_some());
     for id in ids("old", 4) {
         let read = geo.get(&a, &req(&id));
         assert!(read.is_err() || read.unwrap().unwrap().content.is_none());
