@@ -188,6 +188,8 @@ impl Broker {
                         .map(|k| String::from_utf8_lossy(k).into_owned()),
                     value: message.payload().unwrap_or_default().to_vec(),
                     headers,
+                    raw_key: message.key().unwrap_or_default().to_vec(),
+                    tombstone: message.payload().is_none(),
                 });
             }
         }
@@ -248,6 +250,10 @@ pub struct TopicMessage {
     pub key: Option<String>,
     pub value: Vec<u8>,
     pub headers: Vec<(String, String)>,
+    /// The key's bytes as sent.
+    pub raw_key: Vec<u8>,
+    /// Whether the message has no value (a tombstone on a compacted topic).
+    pub tombstone: bool,
 }
 
 impl TopicMessage {

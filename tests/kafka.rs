@@ -164,7 +164,7 @@ pub(crate) fn stored_ids(wd: &Workdir, data_dir: &str) -> Vec<(String, String)> 
 
 /// `n` valid records numbered from `from`, spread over the `a`, `b` and `quiet` resources of
 /// [`REGISTRY`].
-fn valid_records(n: usize, from: usize) -> String {
+pub(crate) fn valid_records(n: usize, from: usize) -> String {
     (from..from + n)
         .map(|i| {
             let (resource, geo) = [("a", "us"), ("b", "us"), ("quiet", "eu")][i % 3];

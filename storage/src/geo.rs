@@ -347,8 +347,8 @@ impl GeoStore {
         Ok(store)
     }
 
-    /// Destroys keys written just before a crash that no entry or re-key marker names: they
-    /// sealed nothing. An entry that cannot be read stops the open: its key is never taken for an
+    /// Destroys keys written just before a crash that no entry, re-key marker or ratchet entry
+    /// names: they sealed nothing. An entry that cannot be read stops the open: its key is never taken for an
     /// orphan.
     fn destroy_orphan_keys(&self) -> Result<()> {
         let mut named = std::collections::HashSet::new();
@@ -366,6 +366,7 @@ impl GeoStore {
             let aad = crypto::data_key_aad(self.geography.as_str(), resource, day);
             named.insert((entry.slot, keyring::owner(&aad)));
         }
+        named.extend(self.ratchet_slot()?);
         self.keyring
             .destroy_orphans(|slot, owner| named.contains(&(slot, owner)))?;
         Ok(())

@@ -293,6 +293,16 @@ impl GeoStore {
         .concat()
     }
 
+    /// The keyring slot holding the ratchet state, and its owner tag, if there is one (the
+    /// open's sweep of orphaned slots must leave it).
+    pub(super) fn ratchet_slot(&self) -> Result<Option<(u32, keyring::Owner)>> {
+        let Some(entry) = self.data_keys_value::<RatchetEntry>(RATCHET_ENTRY)? else {
+            return Ok(None);
+        };
+        let aad = self.ratchet_aad(&entry.id, Day::from_number(entry.day));
+        Ok(Some((entry.slot, keyring::owner(&aad))))
+    }
+
     /// This store's ratchet state, if it has one.
     pub fn ratchet_state(&self) -> Result<Option<RatchetState>> {
         let mut cached = self.ratchet.lock().expect("lock poisoned");

@@ -137,6 +137,15 @@ fn a_store_rebuilt_from_the_changelog_reads_like_the_original() {
     assert_eq!(copy.count(&b.id).unwrap(), 3);
     assert_eq!(crate::changelog::resource_of(&changes[0].0), Some("a"));
 
+    // The ratchet state outlives the store's reopening (which sweeps orphaned keyring slots).
+    drop(rebuilt);
+    drop(copy);
+    let reopened = stores_at(two.path(), 0);
+    assert_eq!(
+        reopened.geo(&eu()).unwrap().ratchet_state().unwrap(),
+        Some(RatchetState::from_wire(&state.to_wire()).unwrap())
+    );
+
     // A node with another ratchet imports the records but opens none of their keys.
     let three = tempfile::tempdir().unwrap();
     let stranger = stores_at(three.path(), 0);
