@@ -456,7 +456,7 @@ fn three_nodes_answer_for_each_other_over_mutual_tls() {
                 .any(|w| w == sample[0].as_bytes())
     };
     assert!(
-        changelog.iter().any(|m| mentions(&m)),
+        changelog.iter().any(mentions),
         "the record was never in the changelog"
     );
     let kept: Vec<_> = latest

@@ -543,8 +543,8 @@ pub fn winning_claim(
     let prefix = format!("ratchet/{geography}/");
     let mut claims: Vec<(i64, RatchetClaim)> = crate::directory::read_latest(config)?
         .into_iter()
-        .filter(|(_, key, _)| key.starts_with(&prefix))
-        .filter_map(|(offset, _, value)| Some((offset, serde_json::from_slice(&value?).ok()?)))
+        .filter(|last| last.key.starts_with(&prefix))
+        .filter_map(|last| Some((last.offset, serde_json::from_slice(&last.value?).ok()?)))
         .collect();
     let top = claims.iter().map(|(_, c)| c.generation).max();
     claims.retain(|(_, c)| Some(c.generation) == top);

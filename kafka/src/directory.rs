@@ -139,11 +139,17 @@ pub(crate) fn ensure_directory_topic(config: &KafkaConfig) -> Result<(), KafkaEr
     crate::create_topics(config, &[topic])
 }
 
-/// The directory topic as compaction would leave it: per key, the offset and value of its
-/// last message (`None` for a tombstone), in key order.
-pub(crate) fn read_latest(
-    config: &KafkaConfig,
-) -> Result<Vec<(i64, String, Option<Vec<u8>>)>, KafkaError> {
+/// A key's last message in the directory topic.
+pub(crate) struct LastMessage {
+    /// Where it stands in the (one-partition) topic.
+    pub offset: i64,
+    pub key: String,
+    /// `None` for a tombstone.
+    pub value: Option<Vec<u8>>,
+}
+
+/// The directory topic as compaction would leave it: each key's last message, in key order.
+pub(crate) fn read_latest(config: &KafkaConfig) -> Result<Vec<LastMessage>, KafkaError> {
     let consumer: BaseConsumer = config
         .consumer(&[
             (
@@ -204,7 +210,7 @@ pub(crate) fn read_latest(
     }
     Ok(latest
         .into_iter()
-        .map(|(key, (offset, value))| (offset, key, value))
+        .map(|(key, (offset, value))| LastMessage { offset, key, value })
         .collect())
 }
 
@@ -212,15 +218,13 @@ pub(crate) fn read_latest(
 /// under the member that announced it last, in node order.
 pub fn read_directory(config: &KafkaConfig) -> Result<Vec<NodeEntry>, KafkaError> {
     // Per node, its last entry and where it stands in the (one-partition) topic.
-    let latest = read_latest(config)?
-        .into_iter()
-        .filter_map(|(offset, key, value)| {
-            if crate::changelog::is_claim_key(key.as_bytes()) {
-                return None;
-            }
-            let entry = serde_json::from_slice::<NodeEntry>(&value?).ok()?;
-            Some((offset, entry))
-        });
+    let latest = read_latest(config)?.into_iter().filter_map(|last| {
+        if crate::changelog::is_claim_key(last.key.as_bytes()) {
+            return None;
+        }
+        let entry = serde_json::from_slice::<NodeEntry>(&last.value?).ok()?;
+        Some((last.offset, entry))
+    });
     let mut entries: Vec<(i64, NodeEntry)> = latest
         .filter(|(_, entry)| entry.group == config.group_id)
         .collect();
