@@ -81,3 +81,9 @@ pub fn median_line(rates: &mut [f64], latencies: &mut [Duration], unit: &str) ->
         latency.max_ms
     )
 }
+
+/// The median of `rates` (the upper one of an even count), sorting them.
+pub fn median(rates: &mut [f64]) -> f64 {
+    rates.sort_by(f64::total_cmp);
+    rates[rates.len() / 2]
+}

@@ -76,8 +76,7 @@ pub fn bench(options: &BenchOptions) -> anyhow::Result<String> {
         .iter()
         .map(|r| r.purged as f64 / r.purge_secs)
         .collect();
-    rates.sort_by(f64::total_cmp);
-    let median = rates[rates.len() / 2];
+    let median = crate::measure::median(&mut rates);
     let mut out = String::new();
     writeln!(
         out,

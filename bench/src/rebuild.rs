@@ -41,8 +41,7 @@ pub fn bench(options: &BenchOptions, kafka: &KafkaConfig) -> anyhow::Result<Stri
         runs.push(bench_run(tmp.path(), options, kafka, run)?);
     }
     let mut rates: Vec<f64> = runs.iter().map(|r| r.records as f64 / r.secs).collect();
-    rates.sort_by(f64::total_cmp);
-    let median = rates[rates.len() / 2];
+    let median = crate::measure::median(&mut rates);
     let mut out = String::new();
     writeln!(
         out,

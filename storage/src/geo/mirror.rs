@@ -401,6 +401,15 @@ impl GeoStore {
         changes: &[(Vec<u8>, Option<Vec<u8>>)],
         cutoffs: &Cutoffs,
     ) -> Result<Imported> {
+        // Quiet: a tombstone's key destruction must not go back to the changelog.
+        quietly(|| self.import_quietly(changes, cutoffs))
+    }
+
+    fn import_quietly(
+        &self,
+        changes: &[(Vec<u8>, Option<Vec<u8>>)],
+        cutoffs: &Cutoffs,
+    ) -> Result<Imported> {
         let mut imported = Imported::default();
         let before = self.len();
         let mut keys = Vec::new();
