@@ -174,6 +174,57 @@ fn wait_for_directory(wd: &Workdir, n: usize, partitions: usize) {
     }
 }
 
+/// Waits until the `alive` nodes own every partition between them and who owns what has not
+/// changed for longer than a member takes to notice a rebalance (a node announces its
+/// partitions only once it has rebuilt them). Tansu 0.6's coordinator sometimes keeps two
+/// members taking turns at rebalancing, each time with the same assignment, so the
+/// announcements' times and the nodes' readiness are left out.
+fn settle(wd: &Workdir, nodes: &[Node], alive: &[usize]) {
+    let names: BTreeSet<&str> = alive.iter().map(|i| nodes[*i].name.as_str()).collect();
+    let started = Instant::now();
+    let mut settled: Option<(BTreeMap<String, Value>, Instant)> = None;
+    loop {
+        let directory: Value =
+            serde_json::from_str(&wd.ok(&["nodes", "--format", "json"])).unwrap();
+        let owners: BTreeMap<String, Value> = directory
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| names.contains(e["node"].as_str().unwrap()))
+            .map(|e| {
+                (
+                    e["node"].as_str().unwrap().to_owned(),
+                    e["partitions"].clone(),
+                )
+            })
+            .collect();
+        let owned: usize = owners.values().map(|p| p.as_array().unwrap().len()).sum();
+        if owned == 12 {
+            match &settled {
+                Some((seen, since)) if *seen == owners => {
+                    if since.elapsed() > Duration::from_secs(8) {
+                        return;
+                    }
+                }
+                _ => settled = Some((owners, Instant::now())),
+            }
+        } else {
+            settled = None;
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            let logs: Vec<String> = alive
+                .iter()
+                .map(|i| nodes[*i].process.as_ref().unwrap().tail())
+                .collect();
+            panic!(
+                "the nodes {names:?} did not settle: {directory:#}\n{}",
+                logs.join("\n---\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
 /// A client of the peer listener: trusting the cluster CA, presenting `identity` (a
 /// certificate and its key) if given.
 fn peer_client(wd: &Workdir, identity: Option<(&str, &str)>) -> ureq::Agent {
@@ -535,53 +586,7 @@ fn three_nodes_answer_for_each_other_over_mutual_tls() {
     // them from the changelog before they consume them.
     std::fs::remove_dir_all(wd.path(&format!("var/{holder}/data"))).unwrap();
     let survivors: Vec<usize> = (0..3).filter(|i| *i != owner).collect();
-    // Settled: the survivors own every partition between them, and who owns what has not
-    // changed for longer than a member takes to notice a rebalance (a node announces its
-    // partitions only once it has rebuilt them). Tansu 0.6's coordinator sometimes keeps
-    // two members taking turns at rebalancing, each time with the same assignment, so the
-    // announcements' times and the nodes' readiness are left out.
-    let started = Instant::now();
-    let mut settled: Option<(BTreeMap<String, Value>, Instant)> = None;
-    loop {
-        let directory: Value =
-            serde_json::from_str(&wd.ok(&["nodes", "--format", "json"])).unwrap();
-        let owners: BTreeMap<String, Value> = directory
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|e| e["node"] != holder.as_str())
-            .map(|e| {
-                (
-                    e["node"].as_str().unwrap().to_owned(),
-                    e["partitions"].clone(),
-                )
-            })
-            .collect();
-        let owned: usize = owners.values().map(|p| p.as_array().unwrap().len()).sum();
-        if owned == 12 {
-            match &settled {
-                Some((seen, since)) if *seen == owners => {
-                    if since.elapsed() > Duration::from_secs(8) {
-                        break;
-                    }
-                }
-                _ => settled = Some((owners, Instant::now())),
-            }
-        } else {
-            settled = None;
-        }
-        if started.elapsed() > Duration::from_secs(120) {
-            let logs: Vec<String> = survivors
-                .iter()
-                .map(|i| nodes[*i].process.as_ref().unwrap().tail())
-                .collect();
-            panic!(
-                "the survivors did not take over: {directory:#}\n{}",
-                logs.join("\n---\n")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    settle(&wd, &nodes, &survivors);
     let mut rebuilt = 0.0;
     for i in &survivors {
         let (_, exposition) = http_get(&format!("http://{}/metrics", nodes[*i].metrics));
@@ -632,12 +637,36 @@ fn three_nodes_answer_for_each_other_over_mutual_tls() {
         }
     }
 
-    // The survivors are killed as well, once what they stored is on disk (sled writes its
-    // buffers out every half second): stopping one cleanly would hand its partitions to the
-    // other. Between them, their two data directories hold every record stored, less the
-    // deleted one: as many as the three nodes' metrics counted, so none was stored twice by
-    // the group and none is lost. (A node gives a moved partition's data up only once its new
-    // owner has announced it, so a partition moving when they are killed is on both disks.)
+    // The lost node comes back with an empty disk. It gets the day-key ratchet from a peer,
+    // rebuilds the partitions it is given, and reads the lost cases' records again itself.
+    nodes[owner].start(&wd);
+    let everyone: Vec<usize> = (0..3).collect();
+    settle(&wd, &nodes, &everyone);
+    let (_, exposition) = http_get(&format!("http://{}/metrics", nodes[owner].metrics));
+    assert!(
+        series_sum(&exposition, "vigil_changelog_rebuilt_records_total") > 0.0,
+        "{holder} came back without rebuilding its partitions"
+    );
+    for (lost_case, (was_on, flagged, _)) in &cases {
+        if was_on != holder {
+            continue;
+        }
+        for request in flagged.iter().filter(|r| **r != sample[0]) {
+            let (status, record) =
+                nodes[owner].read(&wd, &tokens[&(owner, "rita")], lost_case, request);
+            assert_eq!(
+                status, 200,
+                "{holder} back, reading {lost_case}/{request}: {record}"
+            );
+        }
+    }
+
+    // All three are killed, once what they stored is on disk (sled writes its buffers out
+    // every half second): stopping one cleanly would hand its partitions to the others.
+    // Between them, their data directories hold every record stored, less the deleted one:
+    // as many as the three nodes' metrics counted before the loss, so none was stored twice
+    // by the group and none is lost. (A node gives a moved partition's data up only once its
+    // new owner has announced it, so a partition moving when they are killed is on two disks.)
     std::thread::sleep(Duration::from_secs(2));
     for node in &mut nodes {
         if let Some(process) = node.process.take() {
@@ -645,9 +674,9 @@ fn three_nodes_answer_for_each_other_over_mutual_tls() {
         }
     }
     let mut all = BTreeSet::new();
-    for i in &survivors {
-        let ids = stored_ids(&wd, &format!("var/{}/data", nodes[*i].name));
-        assert!(!ids.is_empty(), "{} stored nothing", nodes[*i].name);
+    for node in &nodes {
+        let ids = stored_ids(&wd, &format!("var/{}/data", node.name));
+        assert!(!ids.is_empty(), "{} stored nothing", node.name);
         all.extend(ids);
     }
     assert_eq!(all.len() as f64 + 1.0, stored);

@@ -214,14 +214,24 @@ impl GroupContext {
             .filter_map(|e| Some((self.log_topics.geography(e.topic())?, e.partition())))
             .collect();
         let mut owned = self.owned.lock().expect("lock poisoned");
-        // Before the first assignment, whatever the store holds of another partition is a
-        // previous life's: let it go too.
-        let before: BTreeSet<(Geography, i32)> = match owned.take() {
-            Some(before) => before,
-            None => rebuilder.partitions().all().into_iter().collect(),
+        let (gained, lost): (Vec<_>, Vec<_>) = match owned.take() {
+            Some(before) => (
+                now.difference(&before).cloned().collect(),
+                before.difference(&now).cloned().collect(),
+            ),
+            // The first assignment: every partition is rebuilt (the store may hold nothing, or
+            // what a previous life stored), and whatever the store holds of another partition
+            // is a previous life's, to let go of too.
+            None => (
+                now.iter().cloned().collect(),
+                rebuilder
+                    .partitions()
+                    .all()
+                    .into_iter()
+                    .filter(|p| !now.contains(p))
+                    .collect(),
+            ),
         };
-        let gained: Vec<_> = now.difference(&before).cloned().collect();
-        let lost: Vec<_> = before.difference(&now).cloned().collect();
         *owned = Some(now);
         if gained.is_empty() && lost.is_empty() {
             return;
