@@ -477,7 +477,15 @@ fn three_nodes_answer_for_each_other_over_mutual_tls() {
     };
     let (status, deleted) = delete();
     assert_eq!(status, 200, "{deleted}");
-    assert_eq!(deleted["nodes"], json!([holder]), "{deleted}");
+    // The owner deleted it; a node that held its partition before a rebalance, and has not
+    // let go of it yet, deletes its copy too.
+    assert!(
+        deleted["nodes"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(holder)),
+        "{deleted}"
+    );
     assert!(nodes[owner]
         .audit(&wd)
         .iter()
