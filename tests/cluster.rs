@@ -602,8 +602,32 @@ fn three_nodes_answer_for_each_other_over_mutual_tls() {
     }
     assert!(rebuilt > 0.0, "no record was rebuilt from the changelog");
 
-    // Every case is back, and every flagged record of the lost node's cases reads again
-    // through either survivor, as it was sent; the deleted one stays deleted.
+    // Every flagged record of the lost node's cases reads through `node` (the `i`th) as it
+    // was sent; the deleted one stays deleted.
+    let reads_lost_cases = |node: &Node, i: usize| {
+        for (lost_case, (was_on, flagged, _)) in &cases {
+            if was_on != holder {
+                continue;
+            }
+            for request in flagged {
+                let (status, record) = node.read(&wd, &tokens[&(i, "rita")], lost_case, request);
+                if *request == sample[0] {
+                    assert_eq!((status, code(&record)), (404, "not_available"), "{record}");
+                    continue;
+                }
+                assert_eq!(
+                    status, 200,
+                    "{} reading {lost_case}/{request}: {record}",
+                    node.name
+                );
+                assert_eq!(
+                    record["prompt"].as_str(),
+                    prompts.get(request).map(String::as_str)
+                );
+            }
+        }
+    };
+    // Every case is back, and readable through either survivor.
     for i in &survivors {
         let (status, listed) = call(
             &plain,
@@ -621,28 +645,7 @@ fn three_nodes_answer_for_each_other_over_mutual_tls() {
             .map(|c| c["case_id"].as_str().unwrap())
             .collect();
         assert_eq!(listed, cases.keys().map(String::as_str).collect());
-        for (lost_case, (was_on, flagged, _)) in &cases {
-            if was_on != holder {
-                continue;
-            }
-            for request in flagged {
-                let (status, record) =
-                    nodes[*i].read(&wd, &tokens[&(*i, "rita")], lost_case, request);
-                if *request == sample[0] {
-                    assert_eq!((status, code(&record)), (404, "not_available"), "{record}");
-                    continue;
-                }
-                assert_eq!(
-                    status, 200,
-                    "{} reading {lost_case}/{request}: {record}",
-                    nodes[*i].name
-                );
-                assert_eq!(
-                    record["prompt"].as_str(),
-                    prompts.get(request).map(String::as_str)
-                );
-            }
-        }
+        reads_lost_cases(&nodes[*i], *i);
     }
 
     // The lost node comes back with an empty disk. It gets the day-key ratchet from a peer,
@@ -655,19 +658,7 @@ fn three_nodes_answer_for_each_other_over_mutual_tls() {
         series_sum(&exposition, "vigil_changelog_rebuilt_records_total") > 0.0,
         "{holder} came back without rebuilding its partitions"
     );
-    for (lost_case, (was_on, flagged, _)) in &cases {
-        if was_on != holder {
-            continue;
-        }
-        for request in flagged.iter().filter(|r| **r != sample[0]) {
-            let (status, record) =
-                nodes[owner].read(&wd, &tokens[&(owner, "rita")], lost_case, request);
-            assert_eq!(
-                status, 200,
-                "{holder} back, reading {lost_case}/{request}: {record}"
-            );
-        }
-    }
+    reads_lost_cases(&nodes[owner], owner);
 
     // All three are killed, once what they stored is on disk (sled writes its buffers out
     // every half second): stopping one cleanly would hand its partitions to the others.

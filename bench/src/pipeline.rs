@@ -180,11 +180,10 @@ pub fn bench(args: &BenchOptions, kafka: Option<&KafkaConfig>) -> anyhow::Result
         )?;
     }
     if let Some(base) = kafka {
-        produced_per_sec.sort_by(f64::total_cmp);
         write!(
             report,
             "\nproducing the backlog (vigil produce's path): median {:.0} messages/s",
-            produced_per_sec[produced_per_sec.len() / 2]
+            crate::measure::median(&mut produced_per_sec)
         )?;
         burst(
             base,
@@ -367,8 +366,7 @@ fn group_runs(
         group_rates.push(group);
         let _ = fs::remove_dir_all(&dir);
     }
-    group_rates.sort_by(f64::total_cmp);
-    let median = group_rates[group_rates.len() / 2];
+    let median = crate::measure::median(&mut group_rates);
     writeln!(
         report,
         "median: {median:.0} records/s for the group of {nodes} nodes, {:.0} per node",
@@ -385,11 +383,10 @@ fn group_runs(
          the ratio shows contention on one machine, not scaling across machines",
         machine()
     )?;
-    produced_per_sec.sort_by(f64::total_cmp);
     write!(
         report,
         "producing the records (vigil produce's path): median {:.0} messages/s",
-        produced_per_sec[produced_per_sec.len() / 2]
+        crate::measure::median(&mut produced_per_sec)
     )?;
     Ok(())
 }

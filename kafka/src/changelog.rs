@@ -57,7 +57,9 @@ const IMPORT_CHUNK: usize = 4096;
 pub struct PartitionMap {
     /// Partitions of each geography's log topic.
     counts: HashMap<Geography, i32>,
-    learned: RwLock<HashMap<(Geography, String), i32>>,
+    /// Per geography, each resource's partition as seen (looked up without allocating:
+    /// this runs for every message consumed).
+    learned: RwLock<HashMap<Geography, HashMap<String, i32>>>,
 }
 
 impl PartitionMap {
@@ -118,20 +120,24 @@ impl PartitionMap {
 
     /// Notes that `resource`'s records come from `partition` of `geography`'s log topic.
     pub fn learn(&self, geography: &Geography, resource: &str, partition: i32) {
-        let known = self.learned.read().expect("lock poisoned");
-        if known.get(&(geography.clone(), resource.to_owned())) == Some(&partition) {
+        if self.learned_partition(geography, resource) == Some(partition) {
             return;
         }
-        drop(known);
         (self.learned.write().expect("lock poisoned"))
-            .insert((geography.clone(), resource.to_owned()), partition);
+            .entry(geography.clone())
+            .or_default()
+            .insert(resource.to_owned(), partition);
+    }
+
+    fn learned_partition(&self, geography: &Geography, resource: &str) -> Option<i32> {
+        let learned = self.learned.read().expect("lock poisoned");
+        learned.get(geography)?.get(resource).copied()
     }
 
     /// The partition `resource`'s records come from in `geography`'s log topic.
     pub fn partition_of(&self, geography: &Geography, resource: &str) -> i32 {
-        let learned = self.learned.read().expect("lock poisoned");
-        if let Some(partition) = learned.get(&(geography.clone(), resource.to_owned())) {
-            return *partition;
+        if let Some(partition) = self.learned_partition(geography, resource) {
+            return partition;
         }
         let count = self.counts.get(geography).copied().unwrap_or(1);
         // librdkafka's default partitioner for a keyed message (`consistent_random`).
@@ -366,7 +372,7 @@ impl Rebuilder {
         let geographies: BTreeSet<&Geography> = lost.iter().map(|(g, _)| g).collect();
         for geography in geographies {
             let store = self.stores.geo(geography).map_err(KafkaError::store)?;
-            for resource in store.resources().map_err(KafkaError::store)? {
+            for resource in store.resources_with_records().map_err(KafkaError::store)? {
                 let partition = self.partitions.partition_of(geography, &resource);
                 if !lost.contains(&(geography.clone(), partition)) {
                     continue;

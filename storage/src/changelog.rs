@@ -158,10 +158,11 @@ pub(crate) struct Batch {
 }
 
 impl Batch {
-    /// Sets `key` to `value`.
-    pub fn insert(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
+    /// Sets `key` to `value` (an owned value, such as a segment, is taken as it is rather
+    /// than copied).
+    pub fn insert(&mut self, key: impl AsRef<[u8]>, value: impl Into<Vec<u8>>) {
         self.writes
-            .push((key.as_ref().to_vec(), Some(value.as_ref().to_vec())));
+            .push((key.as_ref().to_vec(), Some(value.into())));
     }
 
     /// Removes `key`.
@@ -170,12 +171,12 @@ impl Batch {
     }
 
     /// The same writes as a sled batch.
-    pub fn to_sled(&self) -> sled::Batch {
+    pub fn into_sled(self) -> sled::Batch {
         let mut batch = sled::Batch::default();
-        for (key, value) in &self.writes {
+        for (key, value) in self.writes {
             match value {
-                Some(value) => batch.insert(key.as_slice(), value.as_slice()),
-                None => batch.remove(key.as_slice()),
+                Some(value) => batch.insert(key, value),
+                None => batch.remove(key),
             }
         }
         batch

@@ -107,7 +107,7 @@ impl GeoStore {
     }
 
     /// The resources with records in this store (those with segments), in key order.
-    pub(crate) fn resources_with_records(&self) -> Result<Vec<String>> {
+    pub fn resources_with_records(&self) -> Result<Vec<String>> {
         let mut resources = Vec::new();
         let mut from = layout::all_segments_prefix().to_vec();
         let end = layout::successor(&layout::all_segments_prefix()).expect("S has a successor");

@@ -105,11 +105,6 @@ impl GeoStore {
         Ok(())
     }
 
-    /// The resources this store holds records of.
-    pub fn resources(&self) -> Result<Vec<String>> {
-        self.resources_with_records()
-    }
-
     /// Deletes everything stored here for `resource_id` without telling the changelog: this
     /// node gave the resource's partition to another node, which rebuilt it from the
     /// changelog. Keys go first, as for a deletion. `None`, and nothing deleted, when this
@@ -134,11 +129,6 @@ impl GeoStore {
         })
     }
 
-    /// Whether writes are mirrored to a changelog.
-    pub fn is_mirrored(&self) -> bool {
-        self.changelog.get().is_some()
-    }
-
     fn changelog_err(&self, problem: impl Into<String>) -> StorageError {
         StorageError::Changelog(ChangelogError {
             geography: self.geography.to_string(),
@@ -153,7 +143,7 @@ impl GeoStore {
             _ => Vec::new(),
         };
         self.records()
-            .apply_batch(batch.to_sled())
+            .apply_batch(batch.into_sled())
             .map_err(|e| self.sled_err(e))?;
         self.send(changes)
     }
@@ -296,11 +286,18 @@ impl GeoStore {
     /// The keyring slot holding the ratchet state, and its owner tag, if there is one (the
     /// open's sweep of orphaned slots must leave it).
     pub(super) fn ratchet_slot(&self) -> Result<Option<(u32, keyring::Owner)>> {
+        Ok(self
+            .ratchet_entry()?
+            .map(|(entry, aad)| (entry.slot, keyring::owner(&aad))))
+    }
+
+    /// Where the ratchet state is, and the associated data it is sealed with.
+    fn ratchet_entry(&self) -> Result<Option<(RatchetEntry, Vec<u8>)>> {
         let Some(entry) = self.data_keys_value::<RatchetEntry>(RATCHET_ENTRY)? else {
             return Ok(None);
         };
         let aad = self.ratchet_aad(&entry.id, Day::from_number(entry.day));
-        Ok(Some((entry.slot, keyring::owner(&aad))))
+        Ok(Some((entry, aad)))
     }
 
     /// This store's ratchet state, if it has one.
@@ -313,11 +310,9 @@ impl GeoStore {
     }
 
     fn load_ratchet(&self) -> Result<Option<RatchetState>> {
-        let Some(entry) = self.data_keys_value::<RatchetEntry>(RATCHET_ENTRY)? else {
+        let Some((entry, aad)) = self.ratchet_entry()? else {
             return Ok(None);
         };
-        let day = Day::from_number(entry.day);
-        let aad = self.ratchet_aad(&entry.id, day);
         let Some(sealed) = self.keyring.get(entry.slot, keyring::owner(&aad))? else {
             return Ok(None);
         };
@@ -330,7 +325,7 @@ impl GeoStore {
             .map_err(|_| Self::corrupt(RATCHET_ENTRY, "the ratchet key is not 32 bytes"))?;
         Ok(Some(RatchetState::from_parts(
             entry.id,
-            day,
+            Day::from_number(entry.day),
             Zeroizing::new(key),
         )))
     }
@@ -356,7 +351,7 @@ impl GeoStore {
                 return Ok(());
             }
         }
-        let old = self.data_keys_value::<RatchetEntry>(RATCHET_ENTRY)?;
+        let old = self.ratchet_slot()?;
         let aad = self.ratchet_aad(&state.id(), state.day());
         let master = self.keys.kek("", &KekRef::Master)?;
         let sealed: Sealed = crypto::seal(&master, &aad, state.chain_key());
@@ -374,9 +369,7 @@ impl GeoStore {
             .map_err(|e| self.sled_err(e))?;
         self.flush()?;
         if let Some(old) = old {
-            let old_aad = self.ratchet_aad(&old.id, Day::from_number(old.day));
-            self.keyring
-                .destroy(&[(old.slot, keyring::owner(&old_aad))])?;
+            self.keyring.destroy(&[old])?;
         }
         *cached = Some(state.clone());
         Ok(())
@@ -435,7 +428,7 @@ impl GeoStore {
                 }
             }
             self.records()
-                .apply_batch(batch.to_sled())
+                .apply_batch(batch.into_sled())
                 .map_err(|e| self.sled_err(e))?;
         }
         imported.records = self.len().saturating_sub(before) as u64;
@@ -517,7 +510,7 @@ impl GeoStore {
             }
         }
         match value {
-            Some(value) => batch.insert(key, value),
+            Some(value) => batch.insert(key, value.as_slice()),
             None => batch.remove(key),
         }
         Ok(true)

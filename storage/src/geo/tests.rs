@@ -131,7 +131,7 @@ fn plant(geo: &GeoStore, resource: &str, request: &str, value: &[u8]) {
         segment.finish(),
     )
     .unwrap();
-    geo.raw().apply_batch(batch.to_sled()).unwrap();
+    geo.raw().apply_batch(batch.into_sled()).unwrap();
 }
 
 #[test]
