@@ -227,6 +227,8 @@ pub struct GeoStore {
     changelog: std::sync::OnceLock<Arc<dyn crate::changelog::ChangeSink>>,
     /// The day-key ratchet's state, as read from the keyring (see [`crate::changelog`]).
     ratchet: Mutex<Option<crate::changelog::RatchetState>>,
+    /// Held while the ratchet state is read, changed and written back.
+    ratchet_writer: Mutex<()>,
 }
 
 /// How every geography's sled database is opened (also the compacted copy).
@@ -328,6 +330,7 @@ impl GeoStore {
             writer: parking_lot::Mutex::new(()),
             changelog: std::sync::OnceLock::new(),
             ratchet: Mutex::new(None),
+            ratchet_writer: Mutex::new(()),
         };
         match found {
             Some(layout::LAYOUT_VERSION) => {}

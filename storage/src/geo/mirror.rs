@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 use vigil_core::{Case, Day, ResourceId};
@@ -12,6 +13,7 @@ use zeroize::Zeroizing;
 use super::GeoStore;
 use crate::changelog::{
     self, Batch, Change, ChangeSink, ChangelogError, Mirrored, MirroredKey, RatchetState,
+    Retirement,
 };
 use crate::crypto::{self, Sealed, KEY_LEN};
 use crate::keyring;
@@ -20,9 +22,14 @@ use crate::layout::{self, Owner};
 use crate::retention::Cutoffs;
 use crate::{Result, StorageError};
 
-/// Where the ratchet state is, in the `data_keys` tree: its keyring slot, the ratchet's ID
-/// and the state's day (the chain key itself is only in the keyring).
+/// Where the ratchet state is, in the `data_keys` tree: the ratchet's ID, the state's day,
+/// and the keyring slot of the key that seals the state.
 const RATCHET_ENTRY: &[u8] = b"\0ratchet";
+
+/// The ratchet state, in the `data_keys` tree, sealed under the key in the entry's slot: a
+/// new state gets a new key and the old slot is overwritten, so the old state (which sled
+/// may keep in its log for a while) opens nowhere.
+const RATCHET_STATE: &[u8] = b"\0ratchet-state";
 
 /// Set in the `data_keys` tree when mirroring starts on an empty store: everything the store
 /// holds is then in the changelog, so it may let go of a resource the changelog keeps
@@ -197,8 +204,9 @@ impl GeoStore {
         Ok(changes)
     }
 
-    /// Mirrors data key `id`, which `entry` places in the keyring, sealed under its day's key.
-    /// A key of a day the ratchet has passed is not mirrored (it is past retention).
+    /// Mirrors data key `id`, which `entry` places in the keyring, sealed under its
+    /// resource-day's live generation. A key of a day the ratchet has passed is not mirrored
+    /// (it is past retention).
     pub(crate) fn mirror_data_key(&self, id: &[u8], entry: &KeyEntry) -> Result<()> {
         if self.changelog.get().is_none() || !loud() {
             return Ok(());
@@ -208,7 +216,8 @@ impl GeoStore {
         let state = self
             .ratchet_state()?
             .ok_or_else(|| self.changelog_err("the ratchet state is gone"))?;
-        let Some(day_key) = state.day_key(day) else {
+        let generation = state.live_generation(day, resource);
+        let Some(seal_key) = state.seal_key(day, resource, generation) else {
             return Ok(());
         };
         let aad = crypto::data_key_aad(self.geography.as_str(), resource, day);
@@ -230,9 +239,10 @@ impl GeoStore {
         };
         let mirrored = MirroredKey {
             ratchet: state.id(),
+            generation,
             kek: entry.kek.clone(),
             sealed: crypto::seal(
-                &day_key,
+                &seal_key,
                 &changelog::mirrored_key_aad(self.geography.as_str(), resource, day),
                 &inner,
             ),
@@ -244,7 +254,8 @@ impl GeoStore {
         }])
     }
 
-    /// Mirrors the destruction of data keys `ids`: tombstones.
+    /// Mirrors the destruction of data keys `ids`: tombstones, and their generations retired
+    /// on every node.
     pub(crate) fn mirror_key_removals(&self, ids: &[Vec<u8>]) -> Result<()> {
         if self.changelog.get().is_none() || !loud() {
             return Ok(());
@@ -260,7 +271,53 @@ impl GeoStore {
                 })
             })
             .collect();
-        self.send(changes)
+        self.send(changes)?;
+        self.retire_generations(ids)
+    }
+
+    /// Retires the live generation of each of data keys `ids` (destroyed or replaced here),
+    /// and tells the other nodes: from then on the changelog's copy of each opens nowhere.
+    pub(crate) fn retire_generations(&self, ids: &[Vec<u8>]) -> Result<()> {
+        let Some(sink) = self.changelog.get().filter(|_| loud()) else {
+            return Ok(());
+        };
+        let _ratchet = self.ratchet_writer.lock().expect("lock poisoned");
+        let Some(mut state) = self.ratchet_state()? else {
+            return Ok(());
+        };
+        let mut retired = Vec::new();
+        for id in ids {
+            let Some((resource, day)) = layout::data_key_of(id) else {
+                continue;
+            };
+            let retirement = Retirement {
+                resource_id: resource.to_owned(),
+                day: day.number(),
+                below: state.live_generation(day, resource) + 1,
+            };
+            if state.retire(&retirement) {
+                retired.push(retirement);
+            }
+        }
+        if retired.is_empty() {
+            return Ok(());
+        }
+        self.write_ratchet(&state)?;
+        Ok(sink.retired(&self.geography, &retired)?)
+    }
+
+    /// Applies retirements another node published to this node's ratchet state. Returns how
+    /// many changed it.
+    pub fn apply_retirements(&self, retirements: &[Retirement]) -> Result<usize> {
+        let _ratchet = self.ratchet_writer.lock().expect("lock poisoned");
+        let Some(mut state) = self.ratchet_state()? else {
+            return Ok(0);
+        };
+        let changed = retirements.iter().filter(|r| state.retire(r)).count();
+        if changed > 0 {
+            self.write_ratchet(&state)?;
+        }
+        Ok(changed)
     }
 
     /// Waits until the changelog has acknowledged every change sent.
@@ -313,75 +370,97 @@ impl GeoStore {
         let Some((entry, aad)) = self.ratchet_entry()? else {
             return Ok(None);
         };
-        let Some(sealed) = self.keyring.get(entry.slot, keyring::owner(&aad))? else {
+        let Some(sealed_key) = self.keyring.get(entry.slot, keyring::owner(&aad))? else {
             return Ok(None);
         };
         let master = self.keys.kek("", &KekRef::Master)?;
-        let key = crypto::open(&master, &aad, &sealed)
-            .map_err(|_| Self::corrupt(RATCHET_ENTRY, "the ratchet state does not open"))?;
-        let key: [u8; KEY_LEN] = key
+        let key = Zeroizing::new(
+            crypto::open(&master, &aad, &sealed_key)
+                .map_err(|_| Self::corrupt(RATCHET_ENTRY, "the ratchet's key does not open"))?,
+        );
+        let key: &[u8; KEY_LEN] = key
             .as_slice()
             .try_into()
-            .map_err(|_| Self::corrupt(RATCHET_ENTRY, "the ratchet key is not 32 bytes"))?;
-        Ok(Some(RatchetState::from_parts(
-            entry.id,
-            Day::from_number(entry.day),
-            Zeroizing::new(key),
-        )))
+            .map_err(|_| Self::corrupt(RATCHET_ENTRY, "the ratchet's key is not 32 bytes"))?;
+        let sealed: Sealed = self
+            .data_keys_value(RATCHET_STATE)?
+            .ok_or_else(|| Self::corrupt(RATCHET_STATE, "the ratchet state is missing"))?;
+        let bytes = Zeroizing::new(
+            crypto::open(&crypto::cipher(key), &aad, &sealed)
+                .map_err(|_| Self::corrupt(RATCHET_STATE, "the ratchet state does not open"))?,
+        );
+        let state = RatchetState::from_bytes(entry.id, &bytes)
+            .map_err(|e| Self::corrupt(RATCHET_STATE, e))?;
+        Ok(Some(state))
     }
 
-    /// Installs `state` as this store's ratchet state: a new one, or the same ratchet moved
-    /// forward. The previous state's keyring slot is overwritten in place, so the days it
-    /// could derive and the new one cannot are gone from the disk. A state of another
-    /// ratchet than the one installed is refused, and an older one changes nothing.
+    /// Installs `state` as this store's ratchet state: a new one, or the same ratchet with
+    /// what the state offered has purged or retired applied too (nothing this store has
+    /// purged or retired comes back). A state of another ratchet than the one installed is
+    /// refused.
     pub fn install_ratchet(&self, state: &RatchetState) -> Result<()> {
-        let mut cached = self.ratchet.lock().expect("lock poisoned");
-        let current = match cached.clone() {
-            Some(current) => Some(current),
-            None => self.load_ratchet()?,
+        let _ratchet = self.ratchet_writer.lock().expect("lock poisoned");
+        let merged = match self.ratchet_state()? {
+            None => state.clone(),
+            Some(current) => match current.merged(state) {
+                Some(merged) if merged == current => return Ok(()),
+                Some(merged) => merged,
+                None => {
+                    return Err(self.changelog_err(
+                        "a state of another ratchet was offered; this store keeps its own",
+                    ))
+                }
+            },
         };
-        if let Some(current) = &current {
-            if current.id() != state.id() {
-                return Err(self.changelog_err(
-                    "a state of another ratchet was offered; this store keeps its own",
-                ));
-            }
-            if current.day() >= state.day() {
-                *cached = Some(current.clone());
-                return Ok(());
-            }
-        }
-        let old = self.ratchet_slot()?;
-        let aad = self.ratchet_aad(&state.id(), state.day());
-        let master = self.keys.kek("", &KekRef::Master)?;
-        let sealed: Sealed = crypto::seal(&master, &aad, state.chain_key());
-        let slot = self.keyring.put(keyring::owner(&aad), &sealed)?;
-        let entry = RatchetEntry {
-            id: state.id(),
-            day: state.day().number(),
-            slot,
-        };
-        self.data_keys()
-            .insert(
-                RATCHET_ENTRY,
-                postcard::to_stdvec(&entry).expect("an entry encodes"),
-            )
-            .map_err(|e| self.sled_err(e))?;
-        self.flush()?;
-        if let Some(old) = old {
-            self.keyring.destroy(&[old])?;
-        }
-        *cached = Some(state.clone());
-        Ok(())
+        self.write_ratchet(&merged)
     }
 
     /// Moves the ratchet state forward to `day` (the purge does, to the oldest day the
     /// geography keeps): from then on no key of an earlier day can be derived here.
     pub fn advance_ratchet(&self, day: Day) -> Result<()> {
+        let _ratchet = self.ratchet_writer.lock().expect("lock poisoned");
         match self.ratchet_state()? {
-            Some(state) if state.day() < day => self.install_ratchet(&state.advanced_to(day)),
+            Some(state) if state.day() < day => self.write_ratchet(&state.advanced_to(day)),
             _ => Ok(()),
         }
+    }
+
+    /// Keeps `state` as this store's ratchet state, sealed under a new key in a new keyring
+    /// slot; the previous slot is overwritten in place, so the previous state, which sled may
+    /// keep in its log for a while, opens nowhere. The caller holds `ratchet_writer`.
+    fn write_ratchet(&self, state: &RatchetState) -> Result<()> {
+        let old = self.ratchet_slot()?;
+        let aad = self.ratchet_aad(&state.id(), state.day());
+        let mut key = Zeroizing::new([0u8; KEY_LEN]);
+        rand::rngs::OsRng.fill_bytes(key.as_mut_slice());
+        let master = self.keys.kek("", &KekRef::Master)?;
+        let slot = self
+            .keyring
+            .put(keyring::owner(&aad), &crypto::seal(&master, &aad, key.as_slice()))?;
+        let sealed = crypto::seal(&crypto::cipher(&key), &aad, &state.to_bytes());
+        let entry = RatchetEntry {
+            id: state.id(),
+            day: state.day().number(),
+            slot,
+        };
+        let mut batch = sled::Batch::default();
+        batch.insert(
+            RATCHET_ENTRY,
+            postcard::to_stdvec(&entry).expect("an entry encodes"),
+        );
+        batch.insert(
+            RATCHET_STATE,
+            postcard::to_stdvec(&sealed).expect("a sealed state encodes"),
+        );
+        self.data_keys()
+            .apply_batch(batch)
+            .map_err(|e| self.sled_err(e))?;
+        self.flush()?;
+        if let Some(old) = old {
+            self.keyring.destroy(&[old])?;
+        }
+        *self.ratchet.lock().expect("lock poisoned") = Some(state.clone());
+        Ok(())
     }
 
     /// Applies changes read back from a changelog, oldest first: records and entries as they
@@ -531,7 +610,8 @@ impl GeoStore {
         Ok(())
     }
 
-    /// Imports one mirrored data key of `resource` and `day`.
+    /// Imports one mirrored data key of `resource` and `day`, retiring the generations before
+    /// its own.
     fn import_data_key(&self, resource: &str, day: Day, value: &[u8]) -> Result<KeyImport> {
         let id = layout::data_key_id(resource, day);
         let mirrored: MirroredKey =
@@ -543,12 +623,12 @@ impl GeoStore {
             warn!(geography = %self.geography, resource_id = resource, %day, "A data key in the changelog is sealed by another ratchet; its content stays unreadable.");
             return Ok(KeyImport::Foreign);
         }
-        let Some(day_key) = state.day_key(day) else {
+        let Some(seal_key) = state.seal_key(day, resource, mirrored.generation) else {
             return Ok(KeyImport::Purged);
         };
         let inner = Zeroizing::new(
             crypto::open(
-                &day_key,
+                &seal_key,
                 &changelog::mirrored_key_aad(self.geography.as_str(), resource, day),
                 &mirrored.sealed,
             )
@@ -585,6 +665,15 @@ impl GeoStore {
             .write()
             .expect("lock poisoned")
             .retain(|(r, d), _| !(r.as_str() == resource && *d == day));
+        if mirrored.generation > state.live_generation(day, resource) {
+            // The key replaced older generations, which this node retires too (the node that
+            // replaced them published that as well).
+            self.apply_retirements(&[Retirement {
+                resource_id: resource.to_owned(),
+                day: day.number(),
+                below: mirrored.generation,
+            }])?;
+        }
         Ok(KeyImport::Imported)
     }
 }
@@ -592,7 +681,7 @@ impl GeoStore {
 /// What became of one mirrored data key.
 enum KeyImport {
     Imported,
-    /// Its day is before the ratchet state: its key is gone.
+    /// Its day is before the ratchet state, or its generation is retired: its key is gone.
     Purged,
     /// Sealed by another ratchet.
     Foreign,

@@ -181,6 +181,9 @@ impl GeoStore {
             .apply_batch(swap)
             .map_err(|e| self.sled_err(e))?;
         self.flush()?;
+        // The old key's generation is retired on every node, and the new key goes to the
+        // changelog under the next one.
+        self.retire_generations(std::slice::from_ref(&id))?;
         self.mirror_data_key(&id, &new_entry)?;
         self.ciphers.write().expect("lock poisoned").insert(
             slot,

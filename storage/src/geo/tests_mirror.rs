@@ -1,5 +1,5 @@
 //! Tests of the changelog: what a store mirrors, a store rebuilt from it on another node, and
-//! the day-key ratchet that the purge moves on.
+//! the ratchet that the purge moves on and deletions puncture.
 
 use std::sync::{Arc, Mutex};
 
@@ -8,14 +8,15 @@ use vigil_core::Geography;
 use super::tests_lifecycle::{
     all_bytes, contains, eu, ids, open_case, put, registry, req, resource, stores_at, NOW,
 };
-use crate::changelog::{Change, ChangeSink, ChangelogError, RatchetState};
+use crate::changelog::{Change, ChangeSink, ChangelogError, RatchetState, Retirement};
 use crate::retention::Cutoffs;
 use crate::{RetentionConfig, Stores};
 
-/// A changelog in memory: every change, in order, and how often it was flushed.
+/// A changelog in memory: every change, in order, and every retirement published.
 #[derive(Default)]
 struct Memory {
     changes: Mutex<Vec<Change>>,
+    retired: Mutex<Vec<Retirement>>,
 }
 
 impl ChangeSink for Memory {
@@ -26,6 +27,16 @@ impl ChangeSink for Memory {
     }
 
     fn flush(&self) -> Result<(), ChangelogError> {
+        Ok(())
+    }
+
+    fn retired(
+        &self,
+        geography: &Geography,
+        retirements: &[Retirement],
+    ) -> Result<(), ChangelogError> {
+        assert_eq!(geography, &eu());
+        self.retired.lock().unwrap().extend_from_slice(retirements);
         Ok(())
     }
 }
@@ -138,12 +149,16 @@ fn a_store_rebuilt_from_the_changelog_reads_like_the_original() {
     assert_eq!(crate::changelog::resource_of(&changes[0].0), Some("a"));
 
     // The ratchet state outlives the store's reopening (which sweeps orphaned keyring slots).
+    // The import retired the generation the deletion replaced.
+    let held = copy.ratchet_state().unwrap().unwrap();
+    assert_eq!(held.live_generation(stores.clock().today(), "a"), 1);
+    assert_eq!(held, geo.ratchet_state().unwrap().unwrap());
     drop(rebuilt);
     drop(copy);
     let reopened = stores_at(two.path(), 0);
     assert_eq!(
         reopened.geo(&eu()).unwrap().ratchet_state().unwrap(),
-        Some(RatchetState::from_wire(&state.to_wire()).unwrap())
+        Some(held)
     );
 
     // A node with another ratchet imports the records but opens none of their keys.
@@ -208,7 +223,7 @@ fn after_the_purge_no_purged_record_opens_from_the_changelog_bytes() {
     assert!(tombstones >= 2, "{tombstones} tombstones");
     // The state on disk is the advanced one: the keyring no longer holds the old chain key.
     let data = all_bytes(&one.path().join("data"));
-    assert!(!contains(&data, state.chain_key()));
+    assert!(!contains(&data, &state.to_bytes()[..32]));
 
     // Someone holding every byte the changelog ever held, before compaction, and the node's
     // current state: the old records' keys do not open, even with retention ignored.
@@ -230,4 +245,133 @@ fn after_the_purge_no_purged_record_opens_from_the_changelog_bytes() {
         let read = geo.get(&a, &req(&id));
         assert!(read.is_err() || read.unwrap().unwrap().content.is_none());
     }
+}
+
+/// Whether `read` (a record read back) shows no content: the key did not open.
+fn unreadable(read: crate::Result<Option<crate::StoredRecord>>) -> bool {
+    read.is_err() || read.unwrap().unwrap().content.is_none()
+}
+
+/// A node's store at `dir` with `state`, which imports `changes` with retention ignored
+/// as a thief would: what opens?
+fn thief(dir: &std::path::Path, state: &RatchetState) -> Stores {
+    let stores = stores_at(dir, 0);
+    stores.geo(&eu()).unwrap().install_ratchet(state).unwrap();
+    stores
+}
+
+#[test]
+fn a_deleted_records_old_key_in_the_changelog_opens_on_no_node_once_retired() {
+    let (a, b) = (resource("a"), resource("b"));
+    let one = tempfile::tempdir().unwrap();
+    let sink = Arc::new(Memory::default());
+    let state = RatchetState::create(stores_at(one.path(), 0).clock().today().minus(29));
+    let stores = mirrored(one.path(), 0, &state, &sink);
+    put(&stores, &a, &ids("a", 5), "u1", "today");
+    put(&stores, &b, &ids("b", 3), "u2", "another resource");
+    let before = sink.read_back();
+    let geo = stores.geo(&eu()).unwrap();
+    geo.delete_request(&a.id, &req("a-00002")).unwrap();
+
+    // The deletion retired a's key of today, and said so.
+    let retired = sink.retired.lock().unwrap().clone();
+    let today = stores.clock().today();
+    assert_eq!(
+        retired,
+        vec![Retirement {
+            resource_id: "a".into(),
+            day: today.number(),
+            below: 1
+        }]
+    );
+    let current = geo.ratchet_state().unwrap().unwrap();
+    assert_eq!(current.live_generation(today, "a"), 1);
+
+    // Every byte the changelog held before the deletion, with the node's current state: the
+    // deleted record's old key (and so the record) does not open; b's key does.
+    let dir = tempfile::tempdir().unwrap();
+    let stolen = thief(dir.path(), &current);
+    let imported = stolen.geo(&eu()).unwrap().import(&before, &cutoffs(&stolen)).unwrap();
+    assert_eq!(imported.records, 8);
+    assert_eq!(imported.data_keys, 1, "{imported:?}");
+    let took = stolen.geo(&eu()).unwrap();
+    assert!(unreadable(took.get(&a, &req("a-00002"))));
+    assert!(!unreadable(took.get(&b, &req("b-00000"))));
+
+    // Another node with the ratchet as it was could still open it, until it applies what
+    // the deleting node published; then it cannot either.
+    let peer = tempfile::tempdir().unwrap();
+    let other = thief(peer.path(), &state);
+    let geo_two = other.geo(&eu()).unwrap();
+    assert_eq!(geo_two.import(&before, &cutoffs(&other)).unwrap().data_keys, 2);
+    assert_eq!(geo_two.apply_retirements(&retired).unwrap(), 1);
+    assert_eq!(geo_two.apply_retirements(&retired).unwrap(), 0);
+    assert_eq!(geo_two.ratchet_state().unwrap().unwrap(), current);
+    let again = tempfile::tempdir().unwrap();
+    let later = thief(again.path(), &geo_two.ratchet_state().unwrap().unwrap());
+    let imported = later.geo(&eu()).unwrap().import(&before, &cutoffs(&later)).unwrap();
+    assert_eq!(imported.data_keys, 1);
+
+    // The whole changelog still rebuilds the live records, under the new generation.
+    let full = tempfile::tempdir().unwrap();
+    let rebuilt = thief(full.path(), &current);
+    let copy = rebuilt.geo(&eu()).unwrap();
+    copy.import(&sink.read_back(), &cutoffs(&rebuilt)).unwrap();
+    for id in ["a-00000", "a-00001", "a-00003", "a-00004"] {
+        assert_eq!(
+            copy.get(&a, &req(id)).unwrap().unwrap(),
+            geo.get(&a, &req(id)).unwrap().unwrap()
+        );
+    }
+    assert!(copy.get(&a, &req("a-00002")).unwrap().is_none());
+    // A node that rebuilt from an unretired state retires the old generation on import.
+    let stale = tempfile::tempdir().unwrap();
+    let stale = thief(stale.path(), &state);
+    stale
+        .geo(&eu())
+        .unwrap()
+        .import(&sink.read_back(), &cutoffs(&stale))
+        .unwrap();
+    assert_eq!(
+        stale.geo(&eu()).unwrap().ratchet_state().unwrap().unwrap().live_generation(today, "a"),
+        1
+    );
+}
+
+#[test]
+fn a_shorter_resource_retention_retires_its_keys_in_the_changelog() {
+    let (long, mut short) = (resource("long"), resource("short"));
+    short.retention_days = Some(7);
+    let reg = registry(&[&long, &short]);
+    let one = tempfile::tempdir().unwrap();
+    let sink = Arc::new(Memory::default());
+    let state = RatchetState::create(stores_at(one.path(), 10).clock().today().minus(29));
+    {
+        let old = mirrored(one.path(), 10, &state, &sink);
+        put(&old, &long, &ids("long", 2), "u1", "kept a month");
+        put(&old, &short, &ids("short", 2), "u2", "kept a week");
+    }
+    let before = sink.read_back();
+    let stores = mirrored(one.path(), 0, &state, &sink);
+    stores
+        .purge(&RetentionConfig::default(), &reg, &mut |_| {
+            std::ops::ControlFlow::Continue(())
+        })
+        .unwrap();
+    let current = stores.geo(&eu()).unwrap().ratchet_state().unwrap().unwrap();
+    assert_eq!(sink.retired.lock().unwrap().len(), 1);
+    let dir = tempfile::tempdir().unwrap();
+    let stolen = thief(dir.path(), &current);
+    let geo = stolen.geo(&eu()).unwrap();
+    let everything = Cutoffs::new(
+        &RetentionConfig::default(),
+        &registry(&[&long, &resource("short")]),
+        &eu(),
+        stolen.clock().today(),
+    );
+    let imported = geo.import(&before, &everything).unwrap();
+    assert_eq!(imported.records, 4);
+    assert_eq!(imported.data_keys, 1, "{imported:?}");
+    assert!(!unreadable(geo.get(&long, &req("long-00000"))));
+    assert!(unreadable(geo.get(&short, &req("short-00000"))));
 }
