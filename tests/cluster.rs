@@ -680,6 +680,69 @@ fn three_nodes_answer_for_each_other_over_mutual_tls() {
     }
     assert_eq!(all.len() as f64 + 1.0, stored);
     assert!(!all.iter().any(|(_, request)| request == &sample[0]));
+
+    // The deletion retired the old key of the record's resource-day on every node, the node
+    // back with an empty disk included: the owner published the retirement in the node
+    // directory and each node applied it to its ratchet state. So the changelog's copy of
+    // that key from before the deletion, and with it every old version of the record's
+    // segment, opens with none of their states (each imported into a store of someone
+    // else's, as a thief holding the topic's bytes and a node's disk would).
+    let today = vigil_core::Day::of(time::OffsetDateTime::now_utc());
+    let res = registry.get(resource).unwrap();
+    let old_key = changelog
+        .iter()
+        .find(|m| {
+            m.raw_key.starts_with(b"k")
+                && vigil_storage::changelog::resource_of(&m.raw_key) == Some(resource)
+        })
+        .expect("the resource's data key in the changelog");
+    let mut stolen: Vec<(Vec<u8>, Option<Vec<u8>>)> = changelog
+        .iter()
+        .filter(|m| !m.tombstone && mentions(m))
+        .map(|m| (m.raw_key.clone(), Some(m.value.clone())))
+        .collect();
+    stolen.push((old_key.raw_key.clone(), Some(old_key.value.clone())));
+    let cutoffs = vigil_storage::Cutoffs::new(
+        &vigil_storage::RetentionConfig::default(),
+        &registry,
+        geography,
+        today,
+    );
+    for node in &nodes {
+        let state = node_stores(&wd, &format!("var/{}/data", node.name), "keys/master.key")
+            .geo(geography)
+            .unwrap()
+            .ratchet_state()
+            .unwrap()
+            .expect("a ratchet state");
+        assert!(
+            state.live_generation(today, resource) >= 1,
+            "{} did not retire the deleted record's key",
+            node.name
+        );
+        let thief = node_stores(
+            &wd,
+            &format!("var/thief-{}/data", node.name),
+            &format!("var/thief-{}/master.key", node.name),
+        );
+        let store = thief.geo(geography).unwrap();
+        store.install_ratchet(&state).unwrap();
+        let imported = store.import(&stolen, &cutoffs).unwrap();
+        assert_eq!(imported.data_keys, 0, "{}: {imported:?}", node.name);
+        let id = vigil_core::RequestId::parse(&sample[0]).unwrap();
+        let opened = store.get(res, &id).ok().flatten().and_then(|r| r.content);
+        assert!(opened.is_none(), "{} opens the deleted record", node.name);
+    }
+}
+
+/// The stores in `data_dir`, opened with master key `master_key` (paths in `wd`).
+fn node_stores(wd: &Workdir, data_dir: &str, master_key: &str) -> vigil_storage::Stores {
+    let config = vigil_storage::StorageConfig {
+        data_dir: wd.path(data_dir),
+        master_key: wd.path(master_key),
+        ..vigil_storage::StorageConfig::default()
+    };
+    vigil_storage::Stores::open(&config, wd.root()).unwrap()
 }
 
 /// A node's changelog after the purge: every byte it ever held, read back with the node's own
@@ -689,7 +752,7 @@ fn three_nodes_answer_for_each_other_over_mutual_tls() {
 #[test]
 fn after_the_purge_no_purged_record_opens_from_the_changelog() {
     use vigil_storage::changelog::RatchetState;
-    use vigil_storage::{RetentionConfig, StorageConfig, Stores};
+    use vigil_storage::RetentionConfig;
 
     let broker = Broker::memory();
     let wd = workdir(&broker, crate::util::REGISTRY, "");
@@ -733,14 +796,7 @@ fn after_the_purge_no_purged_record_opens_from_the_changelog() {
     );
 
     // The node's ratchet state now starts at the oldest day it keeps.
-    let stores = |dir: &str, master: &str| {
-        let config = StorageConfig {
-            data_dir: wd.path(dir),
-            master_key: wd.path(master),
-            ..StorageConfig::default()
-        };
-        Stores::open(&config, wd.root()).unwrap()
-    };
+    let stores = |dir: &str, master: &str| node_stores(&wd, dir, master);
     let us = vigil_core::Geography::parse("us").unwrap();
     let state: RatchetState = stores("var/node-1/data", "keys/master.key")
         .geo(&us)

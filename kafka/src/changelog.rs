@@ -14,6 +14,8 @@
 //! - [`PartitionMap`] says which partition a resource's records come from: learned from the
 //!   keys of the messages consumed (and of the changelog read back), else librdkafka's
 //!   default partitioner for a keyed message (CRC-32 of the key).
+//! - Retirements: every node applies the ratchet generations other nodes retire (see
+//!   [`crate::retirements`]), on the same thread that lets go of lost partitions.
 //! - Ratchet claims: the first node of a geography to need a day-key ratchet claims it in the
 //!   node directory topic; Kafka's order decides which claim wins (see [`winning_claim`]).
 
@@ -29,11 +31,12 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use tracing::{info, info_span, warn};
 use vigil_core::{Geography, ResourceId, ResourceRegistry};
-use vigil_storage::changelog::{self, Change, ChangeSink, ChangelogError};
+use vigil_storage::changelog::{self, Change, ChangeSink, ChangelogError, Retirement};
 use vigil_storage::retention::{Cutoffs, RetentionConfig};
 use vigil_storage::{Imported, Stores};
 
 use crate::directory::NodeEntry;
+use crate::retirements::RetirementFollower;
 use crate::producer::DeliveryContext;
 use crate::{KafkaConfig, KafkaError, Topics};
 
@@ -151,6 +154,8 @@ pub struct ChangelogProducer {
     producer: BaseProducer<DeliveryContext>,
     topics: Topics,
     partitions: Arc<PartitionMap>,
+    /// The node directory topic, where retirements go (see [`crate::retirements`]).
+    directory: String,
 }
 
 impl ChangelogProducer {
@@ -160,6 +165,7 @@ impl ChangelogProducer {
             producer: crate::producer::producer(config)?,
             topics: config.changelog_topics(),
             partitions,
+            directory: config.node_topic.clone(),
         })
     }
 }
@@ -196,6 +202,18 @@ impl ChangeSink for ChangelogProducer {
             geography: "every geography".into(),
             problem,
         })
+    }
+
+    fn retired(
+        &self,
+        geography: &Geography,
+        retirements: &[Retirement],
+    ) -> Result<(), ChangelogError> {
+        crate::retirements::publish(&self.producer, &self.directory, geography, retirements)
+            .map_err(|problem| ChangelogError {
+                geography: geography.to_string(),
+                problem,
+            })
     }
 }
 
@@ -235,9 +253,9 @@ impl std::fmt::Debug for Rebuilder {
 impl Rebuilder {
     /// A rebuilder for `stores`, whose changelog is `partitions`' geographies' changelog
     /// topics; what is past `retention` for the resources of `registry` is left out. A thread
-    /// lets go of lost partitions once their new owners have announced them ([`release`]),
-    /// reading the node directory every `RELEASE_EVERY` while any is waiting; it ends with the
-    /// rebuilder.
+    /// applies the ratchet retirements other nodes publish, and lets go of lost partitions
+    /// once their new owners have announced them ([`release`]), reading the node directory
+    /// every `RELEASE_EVERY`; it ends with the rebuilder.
     ///
     /// [`release`]: Rebuilder::release
     pub fn start(
@@ -255,6 +273,11 @@ impl Rebuilder {
             registry,
             releasing: Mutex::new(BTreeSet::new()),
         });
+        let follower = RetirementFollower::new(
+            config,
+            rebuilder.stores.clone(),
+            rebuilder.partitions.all().into_iter().map(|(g, _)| g),
+        )?;
         let weak = Arc::downgrade(&rebuilder);
         std::thread::Builder::new()
             .name("changelog-release".into())
@@ -263,6 +286,9 @@ impl Rebuilder {
                 let Some(rebuilder) = weak.upgrade() else {
                     return;
                 };
+                if let Err(error) = follower.catch_up() {
+                    warn!(%error, "Applying retired ratchet generations failed; retrying.");
+                }
                 if rebuilder.lock_releasing().is_empty() {
                     continue;
                 }

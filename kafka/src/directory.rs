@@ -219,7 +219,8 @@ pub(crate) fn read_latest(config: &KafkaConfig) -> Result<Vec<LastMessage>, Kafk
 pub fn read_directory(config: &KafkaConfig) -> Result<Vec<NodeEntry>, KafkaError> {
     // Per node, its last entry and where it stands in the (one-partition) topic.
     let latest = read_latest(config)?.into_iter().filter_map(|last| {
-        if crate::changelog::is_claim_key(last.key.as_bytes()) {
+        let key = last.key.as_bytes();
+        if crate::changelog::is_claim_key(key) || crate::retirements::is_retirement_key(key) {
             return None;
         }
         let entry = serde_json::from_slice::<NodeEntry>(&last.value?).ok()?;

@@ -22,6 +22,7 @@ pub mod directory;
 mod flags;
 mod load;
 mod producer;
+pub mod retirements;
 
 use std::time::Duration;
 

@@ -1,0 +1,159 @@
+//! Retired ratchet generations, from the node that retired them to every other node of the
+//! group (see [`vigil_storage::changelog::ratchet`]).
+//!
+//! A node that destroys or replaces a data key retires its generation in its own ratchet
+//! state and publishes the retirement in the node directory topic, under
+//! `retired/<geography>/<day>/<resource>` (compaction keeps the latest, which retires the
+//! most). Every node follows the topic ([`RetirementFollower`]) and applies what it reads to
+//! its own state, so that within about a second no live node can derive the destroyed key,
+//! and a stopped node applies it as soon as it starts again. Entries hold IDs and numbers
+//! only.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+use tracing::info;
+use vigil_core::Geography;
+use vigil_storage::changelog::Retirement;
+use vigil_storage::Stores;
+
+use crate::producer::DeliveryContext;
+use crate::{KafkaConfig, KafkaError};
+
+/// The directory key prefix of retirements.
+const PREFIX: &[u8] = b"retired/";
+
+/// How long one catch-up reads at most, so that the thread it runs on gets on with its other
+/// work; what is left comes at the next one.
+const CATCH_UP_AT_MOST: Duration = Duration::from_secs(5);
+
+/// A retirement as the directory carries it.
+#[derive(Serialize, Deserialize)]
+struct Published {
+    geography: String,
+    #[serde(flatten)]
+    retirement: Retirement,
+}
+
+/// Whether a directory key is a retirement (not a node entry).
+pub(crate) fn is_retirement_key(key: &[u8]) -> bool {
+    key.starts_with(PREFIX)
+}
+
+/// Queues `retirements` of `geography` on the directory topic `topic`; the producer's next
+/// flush (a store flush) waits for them.
+pub(crate) fn publish(
+    producer: &BaseProducer<DeliveryContext>,
+    topic: &str,
+    geography: &Geography,
+    retirements: &[Retirement],
+) -> Result<(), String> {
+    for retirement in retirements {
+        let key = format!(
+            "retired/{geography}/{}/{}",
+            retirement.day, retirement.resource_id
+        );
+        let value = serde_json::to_vec(&Published {
+            geography: geography.to_string(),
+            retirement: retirement.clone(),
+        })
+        .expect("a retirement encodes");
+        let record = BaseRecord::<[u8], [u8]>::to(topic)
+            .key(key.as_bytes())
+            .payload(&value);
+        crate::producer::send(producer, record).map_err(|e| format!("sending to {topic}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Follows the node directory topic from its beginning and applies every retirement to the
+/// stores of the geographies this node serves.
+pub struct RetirementFollower {
+    consumer: BaseConsumer,
+    stores: Arc<Stores>,
+    geographies: BTreeSet<Geography>,
+}
+
+impl RetirementFollower {
+    /// A follower for `stores`' `geographies`, reading `config.node_topic` (created if
+    /// missing and configured to) from its beginning.
+    pub fn new(
+        config: &KafkaConfig,
+        stores: Arc<Stores>,
+        geographies: impl IntoIterator<Item = Geography>,
+    ) -> Result<Self, KafkaError> {
+        crate::directory::ensure_directory_topic(config)?;
+        let consumer: BaseConsumer = config
+            .consumer(&[
+                (
+                    "group.id",
+                    format!("vigil-retirements-{}", std::process::id()),
+                ),
+                ("enable.auto.commit", "false".into()),
+                ("enable.partition.eof", "false".into()),
+            ])
+            .create()
+            .map_err(KafkaError::client("creating the retirement follower"))?;
+        let mut list = TopicPartitionList::new();
+        list.add_partition_offset(&config.node_topic, 0, Offset::Beginning)
+            .expect("a valid offset");
+        consumer
+            .assign(&list)
+            .map_err(KafkaError::client("following the node directory"))?;
+        Ok(Self {
+            consumer,
+            stores,
+            geographies: geographies.into_iter().collect(),
+        })
+    }
+
+    /// Reads what the directory has that this follower has not seen (until nothing comes for
+    /// a moment), and applies the retirements among it. Returns how many changed a state.
+    pub fn catch_up(&self) -> Result<usize, KafkaError> {
+        let started = Instant::now();
+        let mut read: BTreeMap<Geography, Vec<Retirement>> = BTreeMap::new();
+        while started.elapsed() < CATCH_UP_AT_MOST {
+            let Some(message) = self.consumer.poll(Duration::from_millis(100)) else {
+                break;
+            };
+            let message = message.map_err(KafkaError::client("following the node directory"))?;
+            if !message.key().is_some_and(is_retirement_key) {
+                continue;
+            }
+            let Some(published) = message
+                .payload()
+                .and_then(|value| serde_json::from_slice::<Published>(value).ok())
+            else {
+                continue;
+            };
+            let Ok(geography) = Geography::parse(&published.geography) else {
+                continue;
+            };
+            if self.geographies.contains(&geography) {
+                read.entry(geography)
+                    .or_default()
+                    .push(published.retirement);
+            }
+        }
+        let mut changed = 0;
+        for (geography, retirements) in read {
+            let store = self.stores.geo(&geography).map_err(KafkaError::store)?;
+            let now = store
+                .apply_retirements(&retirements)
+                .map_err(KafkaError::store)?;
+            if now > 0 {
+                info!(%geography, retired = now, "Retired ratchet generations other nodes destroyed.");
+                metrics::counter!("vigil_changelog_retirements_applied_total", "geography" => geography.to_string())
+                    .increment(now as u64);
+            }
+            changed += now;
+        }
+        Ok(changed)
+    }
+}
