@@ -229,6 +229,11 @@ pub struct GeoStore {
     ratchet: Mutex<Option<crate::changelog::RatchetState>>,
     /// Held while the ratchet state is read, changed and written back.
     ratchet_writer: Mutex<()>,
+    /// Whether writes made with no changelog attached are kept for it (the store was mirrored
+    /// before; see [`mirror`]).
+    keeps_pending: std::sync::atomic::AtomicBool,
+    /// Held while changes are kept for the changelog, and while they are sent to it.
+    pending: Mutex<()>,
 }
 
 /// How every geography's sled database is opened (also the compacted copy).
@@ -305,6 +310,7 @@ impl GeoStore {
             }
         }
         let keyring = Keyring::open(&keyring_file)?;
+        let keeps_pending = data_keys.contains_key(mirror::MIRRORED).map_err(sled_err)?;
         let id_floor =
             match data_keys.get(layout::ID_FLOOR_KEY).map_err(sled_err)? {
                 Some(bytes) => u64::from_be_bytes(bytes.as_ref().try_into().map_err(|_| {
@@ -331,6 +337,8 @@ impl GeoStore {
             changelog: std::sync::OnceLock::new(),
             ratchet: Mutex::new(None),
             ratchet_writer: Mutex::new(()),
+            keeps_pending: std::sync::atomic::AtomicBool::new(keeps_pending),
+            pending: Mutex::new(()),
         };
         match found {
             Some(layout::LAYOUT_VERSION) => {}
@@ -347,6 +355,7 @@ impl GeoStore {
         }
         store.destroy_orphan_keys()?;
         store.finish_rekeys()?;
+        store.warn_of_pending_changes()?;
         Ok(store)
     }
 

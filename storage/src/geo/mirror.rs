@@ -1,12 +1,18 @@
 //! A store and its changelog (see [`crate::changelog`]): every write mirrored once applied,
 //! the ratchet state in the keyring, and a store rebuilt from what the changelog holds.
+//!
+//! **Writes while detached.** Once a store has been mirrored, it stays so: a write made while
+//! no changelog is attached (an offline `vigil delete` or `vigil resource`, a start before the
+//! node has joined its cluster) is kept in the store, under its changelog key, and sent when
+//! the changelog is attached again, before the node rebuilds anything from it. Otherwise the
+//! rebuild at the next start would bring back, from the changelog, what was deleted offline.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
-use tracing::warn;
+use tracing::{info, warn};
 use vigil_core::{Case, Day, ResourceId};
 use zeroize::Zeroizing;
 
@@ -30,6 +36,18 @@ const RATCHET_ENTRY: &[u8] = b"\0ratchet";
 /// new state gets a new key and the old slot is overwritten, so the old state (which sled
 /// may keep in its log for a while) opens nowhere.
 const RATCHET_STATE: &[u8] = b"\0ratchet-state";
+
+/// Set in the `data_keys` tree the first time a store is mirrored: writes made with no
+/// changelog attached are kept under [`PENDING`] from then on.
+pub(super) const MIRRORED: &[u8] = b"\0changelog";
+
+/// Changes kept for the changelog while none is attached, in the `data_keys` tree: `c` and the
+/// changelog key for a change (its resource and value), `r`, the day and the resource for a
+/// retirement.
+pub(super) const PENDING: &[u8] = b"\0pending/";
+
+/// Changes sent to the changelog per call when pending ones are sent.
+const PENDING_CHUNK: usize = 1024;
 
 /// Set in the `data_keys` tree when mirroring starts on an empty store: everything the store
 /// holds is then in the changelog, so it may let go of a resource the changelog keeps
@@ -105,11 +123,131 @@ impl GeoStore {
             self.data_keys()
                 .insert(MIRRORED_FROM_EMPTY, &[])
                 .map_err(|e| self.sled_err(e))?;
-            self.flush()?;
+        }
+        self.data_keys()
+            .insert(MIRRORED, &[])
+            .map_err(|e| self.sled_err(e))?;
+        self.flush()?;
+        self.keeps_pending
+            .store(true, std::sync::atomic::Ordering::Release);
+        // What was written while detached goes first; nothing is kept aside from then on.
+        let _pending = self.pending.lock().expect("lock poisoned");
+        let sent = self.send_pending(sink.as_ref())?;
+        if sent > 0 {
+            info!(geography = %self.geography, changes = sent, "Sent the changelog what was written while it was not attached.");
         }
         // Set once: a second call keeps the first sink.
         let _ = self.changelog.set(sink);
         Ok(())
+    }
+
+    /// Says so when this store holds writes for a changelog that is not attached: they go
+    /// to it when it is, and until then every write is kept twice.
+    pub(super) fn warn_of_pending_changes(&self) -> Result<()> {
+        let waiting = self.data_keys().scan_prefix(PENDING).next().is_some();
+        if waiting {
+            warn!(geography = %self.geography, "This store was mirrored to a cluster's changelog and holds writes made without it; they are sent when the node runs in its cluster again (until then every write is kept twice).");
+        }
+        Ok(())
+    }
+
+    /// Whether this thread's writes go to the changelog: one is attached, or the store keeps
+    /// them for it.
+    fn mirroring(&self) -> bool {
+        loud()
+            && (self.changelog.get().is_some()
+                || self
+                    .keeps_pending
+                    .load(std::sync::atomic::Ordering::Acquire))
+    }
+
+    /// Sends `sink` every change and retirement kept while detached, waits for it, and
+    /// removes them. The caller holds `pending`.
+    fn send_pending(&self, sink: &dyn ChangeSink) -> Result<usize> {
+        let mut changes = Vec::new();
+        let mut retirements = Vec::new();
+        let mut kept = Vec::new();
+        let mut sent = 0;
+        for entry in self.data_keys().scan_prefix(PENDING) {
+            let (key, value) = entry.map_err(|e| self.sled_err(e))?;
+            match key.get(PENDING.len()) {
+                Some(b'c') => {
+                    let (resource_id, value): (String, Option<Vec<u8>>) =
+                        postcard::from_bytes(&value).map_err(|e| Self::corrupt(&key, e))?;
+                    changes.push(Change {
+                        resource_id,
+                        key: key[PENDING.len() + 1..].to_vec(),
+                        value,
+                    });
+                }
+                Some(b'r') => retirements
+                    .push(postcard::from_bytes(&value).map_err(|e| Self::corrupt(&key, e))?),
+                _ => {}
+            }
+            kept.push(key);
+            if changes.len() >= PENDING_CHUNK {
+                sent += changes.len();
+                sink.send(&self.geography, std::mem::take(&mut changes))?;
+            }
+        }
+        sent += changes.len() + retirements.len();
+        if !changes.is_empty() {
+            sink.send(&self.geography, changes)?;
+        }
+        if !retirements.is_empty() {
+            sink.retired(&self.geography, &retirements)?;
+        }
+        sink.flush()?;
+        let mut batch = sled::Batch::default();
+        for key in kept {
+            batch.remove(key);
+        }
+        self.data_keys()
+            .apply_batch(batch)
+            .map_err(|e| self.sled_err(e))?;
+        self.flush()?;
+        Ok(sent)
+    }
+
+    /// Keeps `changes` for the changelog, which is not attached: each under its changelog
+    /// key, so a later change of the same key replaces it, as compaction would.
+    fn keep_pending(&self, changes: Vec<Change>) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for change in changes {
+            let key = [PENDING, b"c", &change.key].concat();
+            let value = postcard::to_stdvec(&(change.resource_id, change.value))
+                .expect("a change encodes");
+            batch.insert(key, value);
+        }
+        self.data_keys()
+            .apply_batch(batch)
+            .map_err(|e| self.sled_err(e))
+    }
+
+    /// Publishes `retirements` to the other nodes, or keeps them until a changelog is
+    /// attached.
+    fn publish_retirements(&self, retirements: &[Retirement]) -> Result<()> {
+        if let Some(sink) = self.changelog.get() {
+            return Ok(sink.retired(&self.geography, retirements)?);
+        }
+        let _pending = self.pending.lock().expect("lock poisoned");
+        if let Some(sink) = self.changelog.get() {
+            return Ok(sink.retired(&self.geography, retirements)?);
+        }
+        let mut batch = sled::Batch::default();
+        for retirement in retirements {
+            let key = [
+                PENDING,
+                b"r",
+                &retirement.day.to_be_bytes(),
+                retirement.resource_id.as_bytes(),
+            ]
+            .concat();
+            batch.insert(key, postcard::to_stdvec(retirement).expect("encodes"));
+        }
+        self.data_keys()
+            .apply_batch(batch)
+            .map_err(|e| self.sled_err(e))
     }
 
     /// Deletes everything stored here for `resource_id` without telling the changelog: this
@@ -145,9 +283,9 @@ impl GeoStore {
 
     /// Applies `batch` to the records tree, and mirrors what the changelog carries of it.
     pub(crate) fn apply(&self, batch: Batch) -> Result<()> {
-        let changes = match self.changelog.get() {
-            Some(_) if loud() => self.changes_of(&batch)?,
-            _ => Vec::new(),
+        let changes = match self.mirroring() {
+            true => self.changes_of(&batch)?,
+            false => Vec::new(),
         };
         self.records()
             .apply_batch(batch.into_sled())
@@ -155,11 +293,18 @@ impl GeoStore {
         self.send(changes)
     }
 
-    /// Sends `changes` to the changelog, if there is one.
+    /// Sends `changes` to the changelog, or keeps them until one is attached.
     fn send(&self, changes: Vec<Change>) -> Result<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        if let Some(sink) = self.changelog.get() {
+            return Ok(sink.send(&self.geography, changes)?);
+        }
+        let _pending = self.pending.lock().expect("lock poisoned");
         match self.changelog.get() {
-            Some(sink) if !changes.is_empty() => Ok(sink.send(&self.geography, changes)?),
-            _ => Ok(()),
+            Some(sink) => Ok(sink.send(&self.geography, changes)?),
+            None => self.keep_pending(changes),
         }
     }
 
@@ -208,7 +353,7 @@ impl GeoStore {
     /// resource-day's live generation. A key of a day the ratchet has passed is not mirrored
     /// (it is past retention).
     pub(crate) fn mirror_data_key(&self, id: &[u8], entry: &KeyEntry) -> Result<()> {
-        if self.changelog.get().is_none() || !loud() {
+        if !self.mirroring() {
             return Ok(());
         }
         let (resource, day) =
@@ -257,7 +402,7 @@ impl GeoStore {
     /// Mirrors the destruction of data keys `ids`: tombstones, and their generations retired
     /// on every node.
     pub(crate) fn mirror_key_removals(&self, ids: &[Vec<u8>]) -> Result<()> {
-        if self.changelog.get().is_none() || !loud() {
+        if !self.mirroring() {
             return Ok(());
         }
         let changes = ids
@@ -278,9 +423,9 @@ impl GeoStore {
     /// Retires the live generation of each of data keys `ids` (destroyed or replaced here),
     /// and tells the other nodes: from then on the changelog's copy of each opens nowhere.
     pub(crate) fn retire_generations(&self, ids: &[Vec<u8>]) -> Result<()> {
-        let Some(sink) = self.changelog.get().filter(|_| loud()) else {
+        if !self.mirroring() {
             return Ok(());
-        };
+        }
         let _ratchet = self.ratchet_writer.lock().expect("lock poisoned");
         let Some(mut state) = self.ratchet_state()? else {
             return Ok(());
@@ -303,7 +448,7 @@ impl GeoStore {
             return Ok(());
         }
         self.write_ratchet(&state)?;
-        Ok(sink.retired(&self.geography, &retired)?)
+        self.publish_retirements(&retired)
     }
 
     /// Applies retirements another node published to this node's ratchet state. Returns how

@@ -375,3 +375,65 @@ fn a_shorter_resource_retention_retires_its_keys_in_the_changelog() {
     assert!(!unreadable(geo.get(&long, &req("long-00000"))));
     assert!(unreadable(geo.get(&short, &req("short-00000"))));
 }
+
+#[test]
+fn writes_made_while_detached_reach_the_changelog_when_it_is_attached_again() {
+    let (a, b) = (resource("a"), resource("b"));
+    let one = tempfile::tempdir().unwrap();
+    let sink = Arc::new(Memory::default());
+    let state = RatchetState::create(stores_at(one.path(), 0).clock().today().minus(29));
+    {
+        let stores = mirrored(one.path(), 0, &state, &sink);
+        put(&stores, &a, &ids("a", 5), "u1", "today");
+        put(&stores, &b, &ids("b", 3), "u2", "another resource");
+    }
+    // Offline (`vigil delete` with the node stopped): no changelog attached.
+    {
+        let offline = stores_at(one.path(), 0);
+        let geo = offline.geo(&eu()).unwrap();
+        geo.delete_request(&a.id, &req("a-00002")).unwrap();
+        geo.delete_resource(&b.id).unwrap();
+    }
+    let sent_before = sink.read_back().len();
+    let retired_before = sink.retired.lock().unwrap().len();
+    // The node starts again and attaches its changelog: what the offline commands wrote
+    // goes first, then nothing more is kept aside.
+    let stores = mirrored(one.path(), 0, &state, &sink);
+    let history = sink.read_back();
+    assert!(history.len() > sent_before);
+    assert!(sink.retired.lock().unwrap().len() > retired_before);
+    put(&stores, &a, &ids("later", 1), "u1", "after");
+    assert!(sink.read_back().len() > history.len());
+    drop(stores);
+    let reopened = stores_at(one.path(), 0);
+    assert!(reopened
+        .geo(&eu())
+        .unwrap()
+        .data_keys()
+        .scan_prefix(super::mirror::PENDING)
+        .next()
+        .is_none());
+
+    // A node rebuilding from the changelog gets the offline deletions too: the deleted
+    // record and resource do not come back.
+    let two = tempfile::tempdir().unwrap();
+    let rebuilt = thief(two.path(), &reopened.geo(&eu()).unwrap().ratchet_state().unwrap().unwrap());
+    let copy = rebuilt.geo(&eu()).unwrap();
+    copy.import(&sink.read_back(), &cutoffs(&rebuilt)).unwrap();
+    assert!(copy.get(&a, &req("a-00002")).unwrap().is_none());
+    assert_eq!(copy.count(&b.id).unwrap(), 0);
+    assert_eq!(copy.count(&a.id).unwrap(), 5);
+    assert!(!unreadable(copy.get(&a, &req("a-00003"))));
+
+    // A store never mirrored keeps nothing aside.
+    let three = tempfile::tempdir().unwrap();
+    let plain = stores_at(three.path(), 0);
+    put(&plain, &a, &ids("p", 2), "u1", "never mirrored");
+    assert!(plain
+        .geo(&eu())
+        .unwrap()
+        .data_keys()
+        .scan_prefix(super::mirror::PENDING)
+        .next()
+        .is_none());
+}
