@@ -845,3 +845,56 @@ fn after_the_purge_no_purged_record_opens_from_the_changelog() {
         }
     }
 }
+
+/// A deletion made with the node stopped (`vigil delete`: no changelog attached) reaches the
+/// changelog when the node runs again, before it rebuilds its partitions from it: the record
+/// does not come back, on this node's disk or in what compaction keeps.
+#[test]
+fn a_deletion_made_offline_is_not_undone_by_the_next_rebuild() {
+    let broker = Broker::memory();
+    let wd = workdir(&broker, crate::util::REGISTRY, "");
+    let node = Node::new(&wd, 1);
+    wd.write("records.jsonl", crate::kafka::valid_records(30, 0));
+    produce(&wd, "records.jsonl");
+    let run = || Consumer::start(&wd, &["--api", "--stop-when-idle", "3"], &node.envs()).finish();
+    let first = run();
+    assert_eq!(first["stored"]["us"], 20, "{first:#}");
+    let victim = "req-000000";
+    let stored = stored_ids(&wd, "var/node-1/data");
+    assert!(stored.iter().any(|(_, id)| id == victim));
+
+    // With the node stopped, the customer's deletion is carried out on its disk.
+    let deleted: Value =
+        serde_json::from_str(&node.ok(&wd, &["delete", "request", "a", victim])).unwrap();
+    assert_eq!(deleted["deleted"], "request", "{deleted}");
+
+    // The node runs again: its first assignment rebuilds its partitions from the changelog.
+    let second = run();
+    assert_eq!(
+        second["stored"]["us"].as_u64().unwrap_or(0),
+        0,
+        "{second:#}"
+    );
+    let after = stored_ids(&wd, "var/node-1/data");
+    assert_eq!(after.len(), stored.len() - 1);
+    assert!(
+        !after.iter().any(|(_, id)| id == victim),
+        "the deleted record came back"
+    );
+    let mut latest: BTreeMap<Vec<u8>, broker::TopicMessage> = BTreeMap::new();
+    for message in broker.read_all("vigil.changelog.us") {
+        latest.insert(message.raw_key.clone(), message);
+    }
+    let kept = latest.values().filter(|m| {
+        !m.tombstone
+            && m.raw_key.starts_with(b"rS")
+            && m.value
+                .windows(victim.len())
+                .any(|w| w == victim.as_bytes())
+    });
+    assert_eq!(
+        kept.count(),
+        0,
+        "the deleted record is in a kept changelog value"
+    );
+}

@@ -36,8 +36,8 @@ use vigil_storage::retention::{Cutoffs, RetentionConfig};
 use vigil_storage::{Imported, Stores};
 
 use crate::directory::NodeEntry;
-use crate::retirements::RetirementFollower;
 use crate::producer::DeliveryContext;
+use crate::retirements::RetirementFollower;
 use crate::{KafkaConfig, KafkaError, Topics};
 
 /// How long reading a changelog partition may go without a message before it is given up.

@@ -107,7 +107,11 @@ impl fmt::Debug for RatchetState {
             "RatchetState({}, from {}, {} punctured days)",
             hex::encode(self.id),
             self.day(),
-            self.inner.trees.values().filter(|t| !t.heads.is_empty()).count()
+            self.inner
+                .trees
+                .values()
+                .filter(|t| !t.heads.is_empty())
+                .count()
         )
     }
 }
@@ -200,7 +204,9 @@ impl RatchetState {
         }
         let key = match self.inner.trees.get(&day) {
             Some(tree) => tree.generation_key(resource, generation)?,
-            None => DayTree::whole(&self.inner.root_of(day)).generation_key(resource, generation)?,
+            None => {
+                DayTree::whole(&self.inner.root_of(day)).generation_key(resource, generation)?
+            }
         };
         Some(crypto::cipher(&hash(SEAL, &[key.as_slice()])))
     }
@@ -283,7 +289,10 @@ impl RatchetState {
         let inner: Inner =
             postcard::from_bytes(bytes).map_err(|e| RatchetError(format!("state: {e}")))?;
         let consistent = inner.oldest <= inner.chain_day
-            && inner.trees.keys().all(|d| (inner.oldest..inner.chain_day).contains(d))
+            && inner
+                .trees
+                .keys()
+                .all(|d| (inner.oldest..inner.chain_day).contains(d))
             && inner.trees.len() == (inner.chain_day - inner.oldest) as usize;
         if !consistent {
             return Err(RatchetError("state: days out of order".into()));
@@ -503,7 +512,10 @@ mod tests {
         // siblings kept along the punctured path are the right ones.
         for n in 0..200 {
             let other = format!("resource-{n}");
-            assert!(same(&key(&before, 12, &other, 0), &key(&after, 12, &other, 0)));
+            assert!(same(
+                &key(&before, 12, &other, 0),
+                &key(&after, 12, &other, 0)
+            ));
         }
         for d in [10, 11, 13, 40] {
             assert!(same(&key(&before, d, "r1", 0), &key(&after, d, "r1", 0)));

@@ -215,8 +215,8 @@ impl GeoStore {
         let mut batch = sled::Batch::default();
         for change in changes {
             let key = [PENDING, b"c", &change.key].concat();
-            let value = postcard::to_stdvec(&(change.resource_id, change.value))
-                .expect("a change encodes");
+            let value =
+                postcard::to_stdvec(&(change.resource_id, change.value)).expect("a change encodes");
             batch.insert(key, value);
         }
         self.data_keys()
@@ -579,9 +579,10 @@ impl GeoStore {
         let mut key = Zeroizing::new([0u8; KEY_LEN]);
         rand::rngs::OsRng.fill_bytes(key.as_mut_slice());
         let master = self.keys.kek("", &KekRef::Master)?;
-        let slot = self
-            .keyring
-            .put(keyring::owner(&aad), &crypto::seal(&master, &aad, key.as_slice()))?;
+        let slot = self.keyring.put(
+            keyring::owner(&aad),
+            &crypto::seal(&master, &aad, key.as_slice()),
+        )?;
         let sealed = crypto::seal(&crypto::cipher(&key), &aad, &state.to_bytes());
         let entry = RatchetEntry {
             id: state.id(),

@@ -291,7 +291,11 @@ fn a_deleted_records_old_key_in_the_changelog_opens_on_no_node_once_retired() {
     // deleted record's old key (and so the record) does not open; b's key does.
     let dir = tempfile::tempdir().unwrap();
     let stolen = thief(dir.path(), &current);
-    let imported = stolen.geo(&eu()).unwrap().import(&before, &cutoffs(&stolen)).unwrap();
+    let imported = stolen
+        .geo(&eu())
+        .unwrap()
+        .import(&before, &cutoffs(&stolen))
+        .unwrap();
     assert_eq!(imported.records, 8);
     assert_eq!(imported.data_keys, 1, "{imported:?}");
     let took = stolen.geo(&eu()).unwrap();
@@ -303,13 +307,20 @@ fn a_deleted_records_old_key_in_the_changelog_opens_on_no_node_once_retired() {
     let peer = tempfile::tempdir().unwrap();
     let other = thief(peer.path(), &state);
     let geo_two = other.geo(&eu()).unwrap();
-    assert_eq!(geo_two.import(&before, &cutoffs(&other)).unwrap().data_keys, 2);
+    assert_eq!(
+        geo_two.import(&before, &cutoffs(&other)).unwrap().data_keys,
+        2
+    );
     assert_eq!(geo_two.apply_retirements(&retired).unwrap(), 1);
     assert_eq!(geo_two.apply_retirements(&retired).unwrap(), 0);
     assert_eq!(geo_two.ratchet_state().unwrap().unwrap(), current);
     let again = tempfile::tempdir().unwrap();
     let later = thief(again.path(), &geo_two.ratchet_state().unwrap().unwrap());
-    let imported = later.geo(&eu()).unwrap().import(&before, &cutoffs(&later)).unwrap();
+    let imported = later
+        .geo(&eu())
+        .unwrap()
+        .import(&before, &cutoffs(&later))
+        .unwrap();
     assert_eq!(imported.data_keys, 1);
 
     // The whole changelog still rebuilds the live records, under the new generation.
@@ -333,7 +344,13 @@ fn a_deleted_records_old_key_in_the_changelog_opens_on_no_node_once_retired() {
         .import(&sink.read_back(), &cutoffs(&stale))
         .unwrap();
     assert_eq!(
-        stale.geo(&eu()).unwrap().ratchet_state().unwrap().unwrap().live_generation(today, "a"),
+        stale
+            .geo(&eu())
+            .unwrap()
+            .ratchet_state()
+            .unwrap()
+            .unwrap()
+            .live_generation(today, "a"),
         1
     );
 }
@@ -417,7 +434,15 @@ fn writes_made_while_detached_reach_the_changelog_when_it_is_attached_again() {
     // A node rebuilding from the changelog gets the offline deletions too: the deleted
     // record and resource do not come back.
     let two = tempfile::tempdir().unwrap();
-    let rebuilt = thief(two.path(), &reopened.geo(&eu()).unwrap().ratchet_state().unwrap().unwrap());
+    let rebuilt = thief(
+        two.path(),
+        &reopened
+            .geo(&eu())
+            .unwrap()
+            .ratchet_state()
+            .unwrap()
+            .unwrap(),
+    );
     let copy = rebuilt.geo(&eu()).unwrap();
     copy.import(&sink.read_back(), &cutoffs(&rebuilt)).unwrap();
     assert!(copy.get(&a, &req("a-00002")).unwrap().is_none());
