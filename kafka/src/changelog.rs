@@ -20,6 +20,7 @@
 //!   node directory topic; Kafka's order decides which claim wins (see [`winning_claim`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
@@ -228,6 +229,8 @@ pub struct RebuildReport {
     pub releasing: u64,
     /// Seconds it took.
     pub secs: f64,
+    /// Whether it was cancelled (a rebalance took the partitions first) before it finished.
+    pub cancelled: bool,
 }
 
 /// Rebuilds the partitions a node is assigned, and lets go of those it lost.
@@ -349,11 +352,13 @@ impl Rebuilder {
 
     /// Notes `lost` partitions to let go of once their new owners have them (see
     /// [`Rebuilder::release`]), then rebuilds the `gained` ones from the changelog (a gained
-    /// partition still held from before is imported over what is held).
+    /// partition still held from before is imported over what is held). Stops early, with
+    /// `cancelled` in the report, once `cancel` is set.
     pub fn rebalance(
         &self,
         lost: &[(Geography, i32)],
         gained: &[(Geography, i32)],
+        cancel: &AtomicBool,
     ) -> Result<RebuildReport, KafkaError> {
         let _span = info_span!("rebuild", lost = lost.len(), gained = gained.len()).entered();
         let started = Instant::now();
@@ -371,9 +376,14 @@ impl Rebuilder {
                 .or_default()
                 .push(*partition);
         }
+        drop(releasing);
         let rebuilt = !by_geography.is_empty();
         for (geography, partitions) in by_geography {
-            self.rebuild(&geography, &partitions, &mut report)?;
+            self.rebuild(&geography, &partitions, &mut report, cancel)?;
+            if report.cancelled {
+                report.secs = started.elapsed().as_secs_f64();
+                return Ok(report);
+            }
         }
         if rebuilt {
             // The registry as it is now applies to what came in: content of a resource whose
@@ -420,13 +430,20 @@ impl Rebuilder {
         Ok(forgotten)
     }
 
+    /// Notes `partitions`, whose rebuild was cancelled, as lost: what was imported of them
+    /// goes once another node has them (or is imported over if they come back).
+    pub fn abandon(&self, partitions: &[(Geography, i32)]) {
+        self.lock_releasing().extend(partitions.iter().cloned());
+    }
+
     /// Reads `partitions` of `geography`'s changelog from the beginning to their current end
-    /// into its store.
+    /// into its store, unless `cancel` is set first (then `report.cancelled`).
     fn rebuild(
         &self,
         geography: &Geography,
         partitions: &[i32],
         report: &mut RebuildReport,
+        cancel: &AtomicBool,
     ) -> Result<(), KafkaError> {
         let topic = self.config.changelog_topics().of(geography);
         let store = self.stores.geo(geography).map_err(KafkaError::store)?;
@@ -487,6 +504,10 @@ impl Rebuilder {
         // messages as that batch's first offset plus one, which would leave out the rest of
         // the batch.
         loop {
+            if cancel.load(std::sync::atomic::Ordering::Acquire) {
+                report.cancelled = true;
+                return Ok(());
+            }
             let at_end = ends
                 .iter()
                 .all(|(p, end)| read.get(p).is_some_and(|o| o + 1 >= *end));

@@ -24,6 +24,7 @@ use vigil_ingest::{Line, SourcePosition};
 use vigil_pipeline::{BatchSeq, Feed, Handoff, PipelineError, Source};
 
 use crate::changelog::Rebuilder;
+use crate::takeover::Takeover;
 use crate::directory::{Addresses, Announcer, OwnedPartition};
 use crate::{client_context, ensure_topics, KafkaConfig, KafkaError, Topics};
 
@@ -142,9 +143,11 @@ struct GroupContext {
     /// Announces this member's partitions in the node directory.
     directory: Announcer,
     rebuilder: Option<Arc<Rebuilder>>,
-    /// The partitions whose data this member holds: its last assignment (`None` before the
-    /// first).
+    /// The partitions whose data this member holds current: its last assignment, less the
+    /// partitions still being rebuilt (`None` before the first assignment).
     owned: Mutex<Option<BTreeSet<(Geography, i32)>>>,
+    /// The rebuild of newly assigned partitions, while it runs.
+    takeover: Mutex<Option<Takeover>>,
     /// A rebuild that failed: the source stops with it.
     failed: Mutex<Option<String>>,
     log_topics: Topics,
@@ -202,11 +205,13 @@ impl GroupContext {
 }
 
 impl GroupContext {
-    /// With a changelog: lets go of the partitions this member lost and rebuilds those it
-    /// gained, before any of them is consumed (`kafka` in `/readyz` says `rebuilding`).
-    fn rebuild(&self, assigned: &TopicPartitionList) {
+    /// With a changelog: notes the partitions this member lost (to let go of once their new
+    /// owners have them) and starts rebuilding those it gained, on a thread of their own;
+    /// `post_rebalance` pauses them until the rebuild is done ([`GroupContext::settle`]).
+    /// Returns whether a rebuild started (`kafka` in `/readyz` says `rebuilding` meanwhile).
+    fn take_over(&self, assigned: &TopicPartitionList) -> bool {
         let Some(rebuilder) = &self.rebuilder else {
-            return;
+            return false;
         };
         let now: BTreeSet<(Geography, i32)> = assigned
             .elements()
@@ -232,10 +237,24 @@ impl GroupContext {
                     .collect(),
             ),
         };
-        *owned = Some(now);
-        if gained.is_empty() && lost.is_empty() {
-            return;
+        // What this member holds current data of: the partitions it kept; those it gained
+        // join once rebuilt.
+        *owned = Some(now.iter().filter(|p| !gained.contains(p)).cloned().collect());
+        drop(owned);
+        if gained.is_empty() {
+            rebuilder.abandon(&lost);
+            return false;
         }
+        let paused = assigned
+            .elements()
+            .iter()
+            .filter(|e| {
+                self.log_topics
+                    .geography(e.topic())
+                    .is_some_and(|g| gained.contains(&(g, e.partition())))
+            })
+            .map(|e| (e.topic().to_owned(), e.partition()))
+            .collect();
         self.health.set(
             "kafka",
             Check::NotReady(format!(
@@ -243,30 +262,117 @@ impl GroupContext {
                 gained.len()
             )),
         );
-        match rebuilder.rebalance(&lost, &gained) {
-            Ok(report) => {
-                metrics::counter!("vigil_changelog_rebuilt_records_total")
-                    .increment(report.imported.records);
-                metrics::histogram!("vigil_changelog_rebuild_seconds").record(report.secs);
-                info!(
-                    gained = gained.len(),
-                    lost = lost.len(),
-                    messages = report.messages,
-                    records = report.imported.records,
-                    entries = report.imported.entries,
-                    data_keys = report.imported.data_keys,
-                    expired = report.imported.expired,
-                    foreign_keys = report.imported.foreign_keys,
-                    releasing = report.releasing,
-                    secs = report.secs,
-                    records_per_sec = report.imported.records as f64 / report.secs.max(1e-9),
-                    "Rebuilt partitions from the changelog."
-                );
+        match Takeover::start(rebuilder.clone(), lost, gained, paused) {
+            Ok(takeover) => {
+                *self.takeover.lock().expect("lock poisoned") = Some(takeover);
+                true
             }
             Err(error) => {
-                tracing::error!(%error, "Rebuilding partitions from the changelog failed; stopping this node so that another takes them.");
-                *self.failed.lock().expect("lock poisoned") = Some(error.to_string());
+                self.fail(error);
+                false
             }
+        }
+    }
+
+    /// A rebuild failed: the source stops, so that another member takes its partitions.
+    fn fail(&self, error: impl std::fmt::Display) {
+        tracing::error!(%error, "Rebuilding partitions from the changelog failed; stopping this node so that another takes them.");
+        *self.failed.lock().expect("lock poisoned") = Some(error.to_string());
+    }
+
+    /// Cancels a rebuild still running (a rebalance came first): what it imported of its
+    /// partitions is let go of unless they come back.
+    fn cancel_takeover(&self) {
+        let Some(takeover) = self.takeover.lock().expect("lock poisoned").take() else {
+            return;
+        };
+        let gained: Vec<_> = takeover.gained.iter().cloned().collect();
+        if let Some(rebuilder) = &self.rebuilder {
+            rebuilder.abandon(&gained);
+        }
+        match takeover.cancel() {
+            Ok(report) => info!(
+                partitions = gained.len(),
+                records = report.imported.records,
+                "A rebalance cancelled the rebuild of partitions it took away."
+            ),
+            Err(error) => self.fail(error),
+        }
+    }
+
+    /// Once a rebuild has ended: resumes its partitions and announces them (done), or stops
+    /// the source (failed). Called from the polling loop.
+    fn settle(&self, consumer: &BaseConsumer<Self>) {
+        let mut slot = self.takeover.lock().expect("lock poisoned");
+        if !slot.as_ref().is_some_and(Takeover::is_finished) {
+            return;
+        }
+        let takeover = slot.take().expect("checked");
+        drop(slot);
+        let paused = takeover.paused_list();
+        let gained = takeover.gained.clone();
+        let report = match takeover.finish() {
+            Ok(report) => report,
+            Err(error) => return self.fail(error),
+        };
+        metrics::counter!("vigil_changelog_rebuilt_records_total")
+            .increment(report.imported.records);
+        metrics::histogram!("vigil_changelog_rebuild_seconds").record(report.secs);
+        info!(
+            gained = gained.len(),
+            messages = report.messages,
+            records = report.imported.records,
+            entries = report.imported.entries,
+            data_keys = report.imported.data_keys,
+            expired = report.imported.expired,
+            foreign_keys = report.imported.foreign_keys,
+            releasing = report.releasing,
+            secs = report.secs,
+            records_per_sec = report.imported.records as f64 / report.secs.max(1e-9),
+            "Rebuilt partitions from the changelog."
+        );
+        if let Some(owned) = self.owned.lock().expect("lock poisoned").as_mut() {
+            owned.extend(gained);
+        }
+        if let Err(error) = consumer.resume(&paused) {
+            return self.fail(format!("resuming the rebuilt partitions: {error}"));
+        }
+        match consumer.assignment() {
+            Ok(assigned) => self.joined(&assigned, &BTreeSet::new()),
+            Err(error) => self.fail(format!("reading the assignment: {error}")),
+        }
+    }
+
+    /// Says the member is ready with `assigned`, and announces those partitions but
+    /// `rebuilding` in the node directory.
+    fn joined(&self, assigned: &TopicPartitionList, rebuilding: &BTreeSet<(Geography, i32)>) {
+        let announced: Vec<OwnedPartition> = assigned
+            .elements()
+            .iter()
+            .filter(|e| {
+                !self
+                    .log_topics
+                    .geography(e.topic())
+                    .is_some_and(|g| rebuilding.contains(&(g, e.partition())))
+            })
+            .map(|e| OwnedPartition {
+                topic: e.topic().to_owned(),
+                partition: e.partition(),
+            })
+            .collect();
+        if rebuilding.is_empty() {
+            self.health.set(
+                "kafka",
+                Check::Ready(format!(
+                    "joined group {}, {} partitions assigned",
+                    self.group,
+                    assigned.count()
+                )),
+            );
+        }
+        self.directory.announce(announced);
+        if rebuilding.is_empty() {
+            self.assigned.store(true, Ordering::Release);
         }
     }
 }
@@ -288,6 +394,7 @@ impl ConsumerContext for GroupContext {
                     metrics::gauge!("vigil_kafka_consumer_lag", "topic" => element.topic().to_owned(), "partition" => element.partition().to_string())
                         .set(0.0);
                 }
+                self.cancel_takeover();
                 if let Some(handoff) = self.handoff() {
                     match handoff.sync() {
                         Ok(durable) => self.commit(consumer, durable),
@@ -301,28 +408,31 @@ impl ConsumerContext for GroupContext {
             Rebalance::Assign(assigned) => {
                 info!(partitions = assigned.count(), "Partitions assigned.");
                 metrics::counter!("vigil_kafka_rebalances_total", "kind" => "assign").increment(1);
-                self.rebuild(assigned);
-                self.health.set(
-                    "kafka",
-                    Check::Ready(format!(
-                        "joined group {}, {} partitions assigned",
-                        self.group,
-                        assigned.count()
-                    )),
-                );
-                self.directory.announce(
-                    assigned
-                        .elements()
-                        .iter()
-                        .map(|e| OwnedPartition {
-                            topic: e.topic().to_owned(),
-                            partition: e.partition(),
-                        })
-                        .collect(),
-                );
-                self.assigned.store(true, Ordering::Release);
+                self.assigned.store(false, Ordering::Release);
+                let rebuilding = match self.take_over(assigned) {
+                    true => self
+                        .takeover
+                        .lock()
+                        .expect("lock poisoned")
+                        .as_ref()
+                        .map(|t| t.gained.clone())
+                        .unwrap_or_default(),
+                    false => BTreeSet::new(),
+                };
+                self.joined(assigned, &rebuilding);
             }
             Rebalance::Error(error) => warn!(%error, "Rebalance failed."),
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        // The partitions being rebuilt are fetched from only once their rebuild is done.
+        if let Rebalance::Assign(_) = rebalance {
+            if let Some(takeover) = self.takeover.lock().expect("lock poisoned").as_ref() {
+                if let Err(error) = consumer.pause(&takeover.paused_list()) {
+                    self.fail(format!("pausing the partitions being rebuilt: {error}"));
+                }
+            }
         }
     }
 }
@@ -365,6 +475,7 @@ impl KafkaSource {
             directory: Announcer::new(config, options.addresses.clone())?,
             rebuilder: options.rebuilder.clone(),
             owned: Mutex::new(None),
+            takeover: Mutex::new(None),
             failed: Mutex::new(None),
             log_topics: log_topics.clone(),
         };
@@ -433,6 +544,7 @@ impl KafkaSource {
                 );
                 return Ok(());
             }
+            self.consumer.context().settle(&self.consumer);
             if let Some(failure) = self
                 .consumer
                 .context()
@@ -516,6 +628,7 @@ impl Source for KafkaSource {
         let context = self.consumer.context();
         *context.handoff.lock().expect("handoff lock poisoned") = Some(feed.handoff().clone());
         let consumed = self.consume(feed);
+        context.cancel_takeover();
         // Whatever happened, commit what is durable: after a clean stop that is everything.
         let synced = feed.handoff().sync();
         self.commit(feed.handoff());

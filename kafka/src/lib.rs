@@ -23,6 +23,7 @@ mod flags;
 mod load;
 mod producer;
 pub mod retirements;
+mod takeover;
 
 use std::time::Duration;
 
