@@ -76,6 +76,23 @@ impl ApiError {
         )
     }
 
+    /// A store's failure: a resource moving between nodes is a refusal to retry shortly,
+    /// anything else a failure of vigil itself.
+    pub fn storage(error: vigil_storage::StorageError) -> Self {
+        match error {
+            vigil_storage::StorageError::Moving { .. } => {
+                let mut refusal = Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "moving",
+                    format!("{error}"),
+                );
+                refusal.retry_after = Some(5);
+                refusal
+            }
+            error => Self::internal(error),
+        }
+    }
+
     /// A failure of vigil itself. The cause goes to the log (errors of the stores name IDs and
     /// files, never content); the caller learns only that it happened.
     pub fn internal(cause: impl std::fmt::Display) -> Self {

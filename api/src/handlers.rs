@@ -931,7 +931,7 @@ pub(crate) fn store_decision(
         .map_err(|e| match e {
             // The resource's customer key is gone: the note cannot be sealed.
             vigil_storage::StorageError::Key(_) => Refusal::NotAvailable.into(),
-            e => ApiError::internal(e),
+            e => ApiError::storage(e),
         })
 }
 
@@ -1092,7 +1092,7 @@ pub(crate) fn delete_here(
             if owner.as_ref() == Some(&resource.id) {
                 if let Some(deleted) = store
                     .delete_request(&resource.id, request_id)
-                    .map_err(ApiError::internal)?
+                    .map_err(ApiError::storage)?
                 {
                     done.deleted = true;
                     done.records = 1;
@@ -1103,7 +1103,7 @@ pub(crate) fn delete_here(
         None => {
             let report = store
                 .delete_resource(&resource.id)
-                .map_err(ApiError::internal)?;
+                .map_err(ApiError::storage)?;
             done.deleted = true;
             done.data_keys = report.data_keys;
             done.records = report.records;

@@ -28,6 +28,12 @@ pub(crate) struct Found {
 }
 
 /// The case with what its view is made from, read from `store` on `node`.
+/// Whether `case` is of a resource whose partition this node is still rebuilding: it is
+/// served by the node it comes from until the rebuild is done.
+fn arriving(store: &GeoStore, case: &Case) -> bool {
+    store.moving(case.resource_id.as_str()) == Some(vigil_storage::changelog::Moving::Arriving)
+}
+
 fn case_data(node: &str, store: &GeoStore, day: Day, case: Case) -> Result<CaseData, ApiError> {
     let id = Some(case.case_id.as_str());
     Ok(CaseData {
@@ -48,7 +54,9 @@ impl AppState {
                 .dated_case_by_id(case_id)
                 .map_err(ApiError::internal)?
             {
-                return Ok(Some((store, day, case)));
+                if !arriving(&store, &case) {
+                    return Ok(Some((store, day, case)));
+                }
             }
         }
         Ok(None)
@@ -87,7 +95,9 @@ impl AppState {
         let mut cases = Vec::new();
         for store in self.stores.on_disk().map_err(ApiError::internal)? {
             for (day, case) in store.dated_cases().map_err(ApiError::internal)? {
-                cases.push(case_data(self.node_name(), &store, day, case)?);
+                if !arriving(&store, &case) {
+                    cases.push(case_data(self.node_name(), &store, day, case)?);
+                }
             }
         }
         Ok(cases)

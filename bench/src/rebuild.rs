@@ -132,7 +132,11 @@ fn bench_run(
         Arc::new(RwLock::new(registry)),
     )?;
     let started = Instant::now();
-    let report = rebuilder.rebalance(&[], &partitions.all(), &std::sync::atomic::AtomicBool::new(false))?;
+    let report = rebuilder.rebalance(
+        &[],
+        &partitions.all(),
+        &std::sync::atomic::AtomicBool::new(false),
+    )?;
     let secs = started.elapsed().as_secs_f64();
     let held = two.geo(&eu)?.len();
     anyhow::ensure!(

@@ -32,7 +32,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use tracing::{info, info_span, warn};
 use vigil_core::{Geography, ResourceId, ResourceRegistry};
-use vigil_storage::changelog::{self, Change, ChangeSink, ChangelogError, Retirement};
+use vigil_storage::changelog::{self, Change, ChangeSink, ChangelogError, Moving, Retirement};
 use vigil_storage::retention::{Cutoffs, RetentionConfig};
 use vigil_storage::{Imported, Stores};
 
@@ -243,6 +243,9 @@ pub struct Rebuilder {
     /// Partitions this node lost and still holds the data of, until another node announces
     /// them (it has rebuilt them by then): see [`Rebuilder::release`].
     releasing: Mutex<BTreeSet<(Geography, i32)>>,
+    /// Partitions being rebuilt here, and those whose rebuild a rebalance cancelled until
+    /// they are let go of: not served.
+    arriving: Mutex<BTreeSet<(Geography, i32)>>,
 }
 
 impl std::fmt::Debug for Rebuilder {
@@ -275,7 +278,26 @@ impl Rebuilder {
             retention,
             registry,
             releasing: Mutex::new(BTreeSet::new()),
+            arriving: Mutex::new(BTreeSet::new()),
         });
+        // The stores learn which resources are moving, so that only one node at a time
+        // writes each to the changelog.
+        let geographies: BTreeSet<Geography> = rebuilder
+            .partitions
+            .all()
+            .into_iter()
+            .map(|(g, _)| g)
+            .collect();
+        for geography in geographies {
+            let weak = Arc::downgrade(&rebuilder);
+            let store = rebuilder
+                .stores
+                .geo(&geography)
+                .map_err(KafkaError::store)?;
+            store.watch_moves(Arc::new(move |resource: &str| {
+                weak.upgrade()?.moving(&geography, resource)
+            }));
+        }
         let follower = RetirementFollower::new(
             config,
             rebuilder.stores.clone(),
@@ -317,6 +339,29 @@ impl Rebuilder {
         self.releasing.lock().expect("lock poisoned")
     }
 
+    fn lock_arriving(&self) -> MutexGuard<'_, BTreeSet<(Geography, i32)>> {
+        self.arriving.lock().expect("lock poisoned")
+    }
+
+    /// Whether `resource` of `geography` is moving to or from this node.
+    pub fn moving(&self, geography: &Geography, resource: &str) -> Option<Moving> {
+        // One lock at a time: `release` holds `releasing` while it takes `arriving`.
+        let partition = || {
+            (
+                geography.clone(),
+                self.partitions.partition_of(geography, resource),
+            )
+        };
+        {
+            let arriving = self.lock_arriving();
+            if !arriving.is_empty() && arriving.contains(&partition()) {
+                return Some(Moving::Arriving);
+            }
+        }
+        let releasing = self.lock_releasing();
+        (!releasing.is_empty() && releasing.contains(&partition())).then_some(Moving::Leaving)
+    }
+
     /// Lets go of the data of lost partitions that another member of the group has announced
     /// in `directory` (it announces them once it has rebuilt them), so that every record is
     /// on some node's disk while its partition moves. Returns how many resources went.
@@ -334,8 +379,10 @@ impl Rebuilder {
             return Ok(0);
         }
         let forgotten = self.forget(&now)?;
+        let mut arriving = self.lock_arriving();
         for partition in &now {
             releasing.remove(partition);
+            arriving.remove(partition);
         }
         info!(
             partitions = now.len(),
@@ -369,6 +416,8 @@ impl Rebuilder {
             releasing.remove(partition);
         }
         report.releasing = releasing.len() as u64;
+        drop(releasing);
+        self.lock_arriving().extend(gained.iter().cloned());
         let mut by_geography: BTreeMap<Geography, Vec<i32>> = BTreeMap::new();
         for (geography, partition) in gained {
             by_geography
@@ -376,7 +425,6 @@ impl Rebuilder {
                 .or_default()
                 .push(*partition);
         }
-        drop(releasing);
         let rebuilt = !by_geography.is_empty();
         for (geography, partitions) in by_geography {
             self.rebuild(&geography, &partitions, &mut report, cancel)?;
@@ -385,6 +433,12 @@ impl Rebuilder {
                 return Ok(report);
             }
         }
+        // Rebuilt: this node writes them from here on (the reconcile below included).
+        let mut arriving = self.lock_arriving();
+        for partition in gained {
+            arriving.remove(partition);
+        }
+        drop(arriving);
         if rebuilt {
             // The registry as it is now applies to what came in: content of a resource whose
             // content logging was turned off is destroyed here too, and in the changelog.

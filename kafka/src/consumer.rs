@@ -24,8 +24,8 @@ use vigil_ingest::{Line, SourcePosition};
 use vigil_pipeline::{BatchSeq, Feed, Handoff, PipelineError, Source};
 
 use crate::changelog::Rebuilder;
-use crate::takeover::Takeover;
 use crate::directory::{Addresses, Announcer, OwnedPartition};
+use crate::takeover::Takeover;
 use crate::{client_context, ensure_topics, KafkaConfig, KafkaError, Topics};
 
 /// How long one poll waits for a message; also how quickly a stop request is noticed and how
@@ -239,7 +239,12 @@ impl GroupContext {
         };
         // What this member holds current data of: the partitions it kept; those it gained
         // join once rebuilt.
-        *owned = Some(now.iter().filter(|p| !gained.contains(p)).cloned().collect());
+        *owned = Some(
+            now.iter()
+                .filter(|p| !gained.contains(p))
+                .cloned()
+                .collect(),
+        );
         drop(owned);
         if gained.is_empty() {
             rebuilder.abandon(&lost);

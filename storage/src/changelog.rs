@@ -83,6 +83,30 @@ pub trait ChangeSink: Send + Sync {
     ) -> Result<(), ChangelogError>;
 }
 
+/// Where a resource stands on this node while its partition moves between nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Moving {
+    /// Its partition came to this node, which is rebuilding it from the changelog: not
+    /// served, and not written but by the rebuild.
+    Arriving,
+    /// Its partition went to another node, which is rebuilding it: this node still serves
+    /// reads from what it holds, and carries out deletions on its copy, but writes nothing
+    /// of it to the changelog and takes no decision about it.
+    Leaving,
+}
+
+impl fmt::Display for Moving {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Moving::Arriving => "arriving (being rebuilt on this node)",
+            Moving::Leaving => "leaving (being rebuilt on its new node)",
+        })
+    }
+}
+
+/// Says whether a resource (by ID) is moving (see [`crate::GeoStore::watch_moves`]).
+pub type MovingCheck = std::sync::Arc<dyn Fn(&str) -> Option<Moving> + Send + Sync>;
+
 /// The changelog could not be written, or a change could not be read back.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("changelog of geography {geography}: {problem}")]

@@ -234,6 +234,8 @@ pub struct GeoStore {
     keeps_pending: std::sync::atomic::AtomicBool,
     /// Held while changes are kept for the changelog, and while they are sent to it.
     pending: Mutex<()>,
+    /// Which resources are moving between nodes (set in a cluster; see [`mirror`]).
+    moves: std::sync::OnceLock<crate::changelog::MovingCheck>,
 }
 
 /// How every geography's sled database is opened (also the compacted copy).
@@ -339,6 +341,7 @@ impl GeoStore {
             ratchet_writer: Mutex::new(()),
             keeps_pending: std::sync::atomic::AtomicBool::new(keeps_pending),
             pending: Mutex::new(()),
+            moves: std::sync::OnceLock::new(),
         };
         match found {
             Some(layout::LAYOUT_VERSION) => {}

@@ -155,6 +155,17 @@ pub enum StorageError {
     /// The changelog could not be written, or what it holds could not be imported.
     #[error(transparent)]
     Changelog(#[from] changelog::ChangelogError),
+    /// The resource's partition is moving between nodes: a decision or deletion waits until
+    /// its new node has rebuilt it.
+    #[error("resource {resource_id} of geography {geography} is {moving}; try again shortly")]
+    Moving {
+        /// The geography.
+        geography: Geography,
+        /// The resource.
+        resource_id: String,
+        /// Which way.
+        moving: changelog::Moving,
+    },
     /// A storage setting is out of range.
     #[error("{0}")]
     Config(String),

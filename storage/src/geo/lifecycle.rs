@@ -203,6 +203,7 @@ impl GeoStore {
         resource_id: &ResourceId,
         request_id: &RequestId,
     ) -> Result<Option<DeletedRequest>> {
+        self.refuse_if_moving(resource_id.as_str(), true)?;
         let _writer = self.writer.lock();
         let _creating = self.key_creation.lock().expect("lock poisoned");
         let request = request_id.as_str();
@@ -261,6 +262,7 @@ impl GeoStore {
     /// unreadable from then on), then its records, detections, windows and cases. A crash
     /// midway is finished by the next [`crate::Stores::reconcile`].
     pub fn delete_resource(&self, resource_id: &ResourceId) -> Result<JobReport> {
+        self.refuse_if_moving(resource_id.as_str(), true)?;
         let data_keys = self
             .start_job(resource_id, JobKind::DeleteData)?
             .unwrap_or(0);

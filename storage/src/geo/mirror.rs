@@ -6,6 +6,12 @@
 //! node has joined its cluster) is kept in the store, under its changelog key, and sent when
 //! the changelog is attached again, before the node rebuilds anything from it. Otherwise the
 //! rebuild at the next start would bring back, from the changelog, what was deleted offline.
+//!
+//! **Moving resources.** While a resource's partition moves between nodes
+//! ([`GeoStore::watch_moves`]), exactly one node writes it to the changelog: neither the node
+//! it is leaving nor the one rebuilding it does. What either writes of it (a deletion on the
+//! copy that is leaving, a purge) stays on that node; decisions about it, and deletions on the
+//! copy being rebuilt, are refused until the move is over.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,8 +24,8 @@ use zeroize::Zeroizing;
 
 use super::GeoStore;
 use crate::changelog::{
-    self, Batch, Change, ChangeSink, ChangelogError, Mirrored, MirroredKey, RatchetState,
-    Retirement,
+    self, Batch, Change, ChangeSink, ChangelogError, Mirrored, MirroredKey, Moving, MovingCheck,
+    RatchetState, Retirement,
 };
 use crate::crypto::{self, Sealed, KEY_LEN};
 use crate::keyring;
@@ -149,6 +155,36 @@ impl GeoStore {
             warn!(geography = %self.geography, "This store was mirrored to a cluster's changelog and holds writes made without it; they are sent when the node runs in its cluster again (until then every write is kept twice).");
         }
         Ok(())
+    }
+
+    /// Has `check` say which resources are moving between nodes from now on (set once).
+    pub fn watch_moves(&self, check: MovingCheck) {
+        let _ = self.moves.set(check);
+    }
+
+    /// Whether `resource` is moving between nodes, and which way.
+    pub fn moving(&self, resource: &str) -> Option<Moving> {
+        self.moves.get().and_then(|check| check(resource))
+    }
+
+    /// Refuses a decision or deletion about `resource` while it is moving (`allow_leaving`:
+    /// a deletion on the copy that is leaving is carried out, on this node only).
+    pub(crate) fn refuse_if_moving(&self, resource: &str, allow_leaving: bool) -> Result<()> {
+        match self.moving(resource) {
+            None => Ok(()),
+            Some(Moving::Leaving) if allow_leaving => Ok(()),
+            Some(moving) => Err(StorageError::Moving {
+                geography: self.geography.clone(),
+                resource_id: resource.to_owned(),
+                moving,
+            }),
+        }
+    }
+
+    /// Whether writes of `resource` go to the changelog: this thread's do, and the resource
+    /// is not moving between nodes.
+    fn mirrors(&self, resource: &str) -> bool {
+        self.mirroring() && self.moving(resource).is_none()
     }
 
     /// Whether this thread's writes go to the changelog: one is attached, or the store keeps
@@ -340,6 +376,9 @@ impl GeoStore {
                     },
                 },
             };
+            if self.moving(&resource_id).is_some() {
+                continue;
+            }
             changes.push(Change {
                 resource_id,
                 key: changelog::entry_key(key),
@@ -358,6 +397,9 @@ impl GeoStore {
         }
         let (resource, day) =
             layout::data_key_of(id).ok_or_else(|| Self::corrupt(id, "bad data key name"))?;
+        if !self.mirrors(resource) {
+            return Ok(());
+        }
         let state = self
             .ratchet_state()?
             .ok_or_else(|| self.changelog_err("the ratchet state is gone"))?;
@@ -409,6 +451,7 @@ impl GeoStore {
             .iter()
             .filter_map(|id| {
                 let (resource, _) = layout::data_key_of(id)?;
+                self.mirrors(resource).then_some(())?;
                 Some(Change {
                     resource_id: resource.to_owned(),
                     key: changelog::data_key_key(id),
@@ -435,6 +478,9 @@ impl GeoStore {
             let Some((resource, day)) = layout::data_key_of(id) else {
                 continue;
             };
+            if !self.mirrors(resource) {
+                continue;
+            }
             let retirement = Retirement {
                 resource_id: resource.to_owned(),
                 day: day.number(),

@@ -275,6 +275,7 @@ impl GeoStore {
         let Some((day, case)) = self.dated_case_by_id(case)? else {
             return Ok(false);
         };
+        self.refuse_if_moving(case.resource_id.as_str(), false)?;
         let value = self.sealed_value(decision, Some(resource), &case, day)?;
         let mut batch = Batch::default();
         self.mark_for_export(&mut batch, ExportPart::Cases, day)?;

@@ -462,3 +462,87 @@ fn writes_made_while_detached_reach_the_changelog_when_it_is_attached_again() {
         .next()
         .is_none());
 }
+
+#[test]
+fn a_moving_resource_is_written_by_neither_node_to_the_changelog() {
+    use crate::changelog::Moving;
+    let (leaving, arriving, staying) = (resource("a"), resource("b"), resource("c"));
+    let one = tempfile::tempdir().unwrap();
+    let sink = Arc::new(Memory::default());
+    let state = RatchetState::create(stores_at(one.path(), 0).clock().today().minus(29));
+    let stores = mirrored(one.path(), 0, &state, &sink);
+    put(&stores, &leaving, &ids("a", 3), "u1", "leaving");
+    open_case(&stores, &leaving, "case-a", "a-00000");
+    put(&stores, &arriving, &ids("b", 3), "u2", "arriving");
+    let geo = stores.geo(&eu()).unwrap();
+    geo.watch_moves(Arc::new(|resource: &str| match resource {
+        "a" => Some(Moving::Leaving),
+        "b" => Some(Moving::Arriving),
+        _ => None,
+    }));
+    let sent = sink.read_back().len();
+    let of = |resource: &str| {
+        sink.read_back()[sent..]
+            .iter()
+            .filter(|(key, _)| crate::changelog::resource_of(key) == Some(resource))
+            .count()
+    };
+
+    // The copy that is leaving: a deletion is carried out here only, no decision is taken.
+    assert!(geo
+        .delete_request(&leaving.id, &req("a-00001"))
+        .unwrap()
+        .is_some());
+    assert!(geo.get(&leaving, &req("a-00001")).unwrap().is_none());
+    assert_eq!(of("a"), 0);
+    assert!(sink.retired.lock().unwrap().is_empty());
+    let decision = vigil_core::Decision {
+        decision_id: vigil_core::Decision::new_id(NOW),
+        case_id: "case-a".into(),
+        request_id: None,
+        resource_id: leaving.id.clone(),
+        geography: eu(),
+        reviewer: "rita".into(),
+        outcome: vigil_core::DecisionOutcome::AbuseConfirmed,
+        note: "a note".into(),
+        decided_at: NOW,
+        access_request: "acc-0000000000000001".into(),
+    };
+    let refused = geo.store_decision(&decision, &leaving).unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            crate::StorageError::Moving {
+                moving: Moving::Leaving,
+                ..
+            }
+        ),
+        "{refused}"
+    );
+    // Reads of the leaving copy are served.
+    assert!(!unreadable(geo.get(&leaving, &req("a-00002"))));
+
+    // The copy being rebuilt takes no deletion yet; whatever is written of it stays here.
+    let refused = geo
+        .delete_request(&arriving.id, &req("b-00000"))
+        .unwrap_err();
+    assert!(matches!(
+        refused,
+        crate::StorageError::Moving {
+            moving: Moving::Arriving,
+            ..
+        }
+    ));
+    put(
+        &stores,
+        &arriving,
+        &ids("b-more", 2),
+        "u2",
+        "written while it arrives",
+    );
+    assert_eq!(of("b"), 0);
+
+    // Everything else is mirrored as ever.
+    put(&stores, &staying, &ids("c", 2), "u3", "staying");
+    assert!(of("c") > 0);
+}
