@@ -6,8 +6,9 @@
 //! `retired/<geography>/<day>/<resource>` (compaction keeps the latest, which retires the
 //! most). Every node follows the topic ([`RetirementFollower`]) and applies what it reads to
 //! its own state, so that within about a second no live node can derive the destroyed key,
-//! and a stopped node applies it as soon as it starts again. Entries hold IDs and numbers
-//! only.
+//! and a stopped node applies it as soon as it starts again. Once the purge has moved a
+//! node's ratchet past a retirement's day, the follower tombstones that entry, so the topic
+//! holds the retirements of kept days only. Entries hold IDs and numbers only.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -46,6 +47,22 @@ pub(crate) fn is_retirement_key(key: &[u8]) -> bool {
     key.starts_with(PREFIX)
 }
 
+/// The directory key of `retirement` of `geography`.
+fn key_of(geography: &Geography, retirement: &Retirement) -> String {
+    format!(
+        "retired/{geography}/{}/{}",
+        retirement.day, retirement.resource_id
+    )
+}
+
+/// The geography and day a retirement's directory key names.
+fn day_of(key: &[u8]) -> Option<(Geography, u32)> {
+    let key = std::str::from_utf8(key).ok()?;
+    let mut parts = key.splitn(4, '/');
+    let (_, geography, day) = (parts.next()?, parts.next()?, parts.next()?);
+    Some((Geography::parse(geography).ok()?, day.parse().ok()?))
+}
+
 /// Queues `retirements` of `geography` on the directory topic `topic`; the producer's next
 /// flush (a store flush) waits for them.
 pub(crate) fn publish(
@@ -55,10 +72,7 @@ pub(crate) fn publish(
     retirements: &[Retirement],
 ) -> Result<(), String> {
     for retirement in retirements {
-        let key = format!(
-            "retired/{geography}/{}/{}",
-            retirement.day, retirement.resource_id
-        );
+        let key = key_of(geography, retirement);
         let value = serde_json::to_vec(&Published {
             geography: geography.to_string(),
             retirement: retirement.clone(),
@@ -78,6 +92,11 @@ pub struct RetirementFollower {
     consumer: BaseConsumer,
     stores: Arc<Stores>,
     geographies: BTreeSet<Geography>,
+    /// Tombstones retirements of purged days.
+    producer: BaseProducer<DeliveryContext>,
+    topic: String,
+    /// The retirements in the topic now, by geography and day (their keys).
+    live: std::sync::Mutex<BTreeMap<(Geography, u32), BTreeSet<Vec<u8>>>>,
 }
 
 impl RetirementFollower {
@@ -110,6 +129,9 @@ impl RetirementFollower {
             consumer,
             stores,
             geographies: geographies.into_iter().collect(),
+            producer: crate::producer::producer(config)?,
+            topic: config.node_topic.clone(),
+            live: std::sync::Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -123,8 +145,17 @@ impl RetirementFollower {
                 break;
             };
             let message = message.map_err(KafkaError::client("following the node directory"))?;
-            if !message.key().is_some_and(is_retirement_key) {
+            let Some(key) = message.key().filter(|key| is_retirement_key(key)) else {
                 continue;
+            };
+            let Some(day) = day_of(key) else { continue };
+            {
+                let mut live = self.live.lock().expect("lock poisoned");
+                let keys = live.entry(day).or_default();
+                match message.payload() {
+                    Some(_) => keys.insert(key.to_vec()),
+                    None => keys.remove(key),
+                };
             }
             let Some(published) = message
                 .payload()
@@ -154,6 +185,38 @@ impl RetirementFollower {
             }
             changed += now;
         }
+        self.tombstone_purged_days()?;
         Ok(changed)
+    }
+
+    /// Tombstones the retirements of days this node's ratchet has moved past (the purge):
+    /// nothing derives those days any more, so compaction may drop them.
+    fn tombstone_purged_days(&self) -> Result<(), KafkaError> {
+        let mut live = self.live.lock().expect("lock poisoned");
+        let mut gone = Vec::new();
+        for (geography, day) in live.keys() {
+            if !self.geographies.contains(geography) {
+                continue;
+            }
+            let store = self.stores.geo(geography).map_err(KafkaError::store)?;
+            let purged = store
+                .ratchet_state()
+                .map_err(KafkaError::store)?
+                .is_some_and(|state| state.day().number() > *day);
+            if purged {
+                gone.push((geography.clone(), *day));
+            }
+        }
+        if gone.is_empty() {
+            return Ok(());
+        }
+        for day in gone {
+            for key in live.remove(&day).unwrap_or_default() {
+                let record = BaseRecord::<[u8], [u8]>::to(&self.topic).key(&key);
+                crate::producer::send(&self.producer, record)
+                    .map_err(KafkaError::client("tombstoning a purged day's retirement"))?;
+            }
+        }
+        crate::producer::flush(&self.producer).map_err(KafkaError::Delivery)
     }
 }

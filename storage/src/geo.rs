@@ -358,7 +358,7 @@ impl GeoStore {
         }
         store.destroy_orphan_keys()?;
         store.finish_rekeys()?;
-        store.warn_of_pending_changes()?;
+        store.warn_of_pending_changes();
         Ok(store)
     }
 

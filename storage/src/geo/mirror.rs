@@ -149,12 +149,10 @@ impl GeoStore {
 
     /// Says so when this store holds writes for a changelog that is not attached: they go
     /// to it when it is, and until then every write is kept twice.
-    pub(super) fn warn_of_pending_changes(&self) -> Result<()> {
-        let waiting = self.data_keys().scan_prefix(PENDING).next().is_some();
-        if waiting {
+    pub(super) fn warn_of_pending_changes(&self) {
+        if self.data_keys().scan_prefix(PENDING).next().is_some() {
             warn!(geography = %self.geography, "This store was mirrored to a cluster's changelog and holds writes made without it; they are sent when the node runs in its cluster again (until then every write is kept twice).");
         }
-        Ok(())
     }
 
     /// Has `check` say which resources are moving between nodes from now on (set once).

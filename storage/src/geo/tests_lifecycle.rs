@@ -118,19 +118,29 @@ pub(super) fn open_case(stores: &Stores, res: &Resource, case_id: &str, request:
     )
     .unwrap();
     for about in [Some(req(request)), None] {
-        let decision = vigil_core::Decision {
-            decision_id: vigil_core::Decision::new_id(NOW),
-            case_id: case_id.into(),
-            request_id: about,
-            resource_id: res.id.clone(),
-            geography: eu(),
-            reviewer: "rita".into(),
-            outcome: vigil_core::DecisionOutcome::AbuseConfirmed,
-            note: "a note".into(),
-            decided_at: NOW,
-            access_request: "acc-0000000000000001".into(),
-        };
-        assert!(geo.store_decision(&decision, res).unwrap());
+        assert!(geo
+            .store_decision(&decision(res, case_id, about), res)
+            .unwrap());
+    }
+}
+
+/// A reviewer's decision on `case_id` of `res`, about one record or (`None`) the whole case.
+pub(super) fn decision(
+    res: &Resource,
+    case_id: &str,
+    about: Option<RequestId>,
+) -> vigil_core::Decision {
+    vigil_core::Decision {
+        decision_id: vigil_core::Decision::new_id(NOW),
+        case_id: case_id.into(),
+        request_id: about,
+        resource_id: res.id.clone(),
+        geography: eu(),
+        reviewer: "rita".into(),
+        outcome: vigil_core::DecisionOutcome::AbuseConfirmed,
+        note: "a note".into(),
+        decided_at: NOW,
+        access_request: "acc-0000000000000001".into(),
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use vigil_core::Geography;
 
 use super::tests_lifecycle::{
-    all_bytes, contains, eu, ids, open_case, put, registry, req, resource, stores_at, NOW,
+    all_bytes, contains, decision, eu, ids, open_case, put, registry, req, resource, stores_at, NOW,
 };
 use crate::changelog::{Change, ChangeSink, ChangelogError, RatchetState, Retirement};
 use crate::retention::Cutoffs;
@@ -252,23 +252,36 @@ fn unreadable(read: crate::Result<Option<crate::StoredRecord>>) -> bool {
     read.is_err() || read.unwrap().unwrap().content.is_none()
 }
 
-/// A node's store at `dir` with `state`, which imports `changes` with retention ignored
-/// as a thief would: what opens?
+/// A store at `dir` holding ratchet `state`, as a node's (or a thief's with that node's
+/// state) into which changes are imported: what opens?
 fn thief(dir: &std::path::Path, state: &RatchetState) -> Stores {
     let stores = stores_at(dir, 0);
     stores.geo(&eu()).unwrap().install_ratchet(state).unwrap();
     stores
 }
 
+/// A node at `dir` mirroring to a new changelog with a new ratchet, with five records of
+/// `a` and three of `b` stored today.
+fn node_with_records(dir: &std::path::Path) -> (Stores, Arc<Memory>, RatchetState) {
+    let sink = Arc::new(Memory::default());
+    let state = RatchetState::create(stores_at(dir, 0).clock().today().minus(29));
+    let stores = mirrored(dir, 0, &state, &sink);
+    put(&stores, &resource("a"), &ids("a", 5), "u1", "today");
+    put(
+        &stores,
+        &resource("b"),
+        &ids("b", 3),
+        "u2",
+        "another resource",
+    );
+    (stores, sink, state)
+}
+
 #[test]
 fn a_deleted_records_old_key_in_the_changelog_opens_on_no_node_once_retired() {
     let (a, b) = (resource("a"), resource("b"));
     let one = tempfile::tempdir().unwrap();
-    let sink = Arc::new(Memory::default());
-    let state = RatchetState::create(stores_at(one.path(), 0).clock().today().minus(29));
-    let stores = mirrored(one.path(), 0, &state, &sink);
-    put(&stores, &a, &ids("a", 5), "u1", "today");
-    put(&stores, &b, &ids("b", 3), "u2", "another resource");
+    let (stores, sink, state) = node_with_records(one.path());
     let before = sink.read_back();
     let geo = stores.geo(&eu()).unwrap();
     geo.delete_request(&a.id, &req("a-00002")).unwrap();
@@ -397,13 +410,8 @@ fn a_shorter_resource_retention_retires_its_keys_in_the_changelog() {
 fn writes_made_while_detached_reach_the_changelog_when_it_is_attached_again() {
     let (a, b) = (resource("a"), resource("b"));
     let one = tempfile::tempdir().unwrap();
-    let sink = Arc::new(Memory::default());
-    let state = RatchetState::create(stores_at(one.path(), 0).clock().today().minus(29));
-    {
-        let stores = mirrored(one.path(), 0, &state, &sink);
-        put(&stores, &a, &ids("a", 5), "u1", "today");
-        put(&stores, &b, &ids("b", 3), "u2", "another resource");
-    }
+    let (stores, sink, state) = node_with_records(one.path());
+    drop(stores);
     // Offline (`vigil delete` with the node stopped): no changelog attached.
     {
         let offline = stores_at(one.path(), 0);
@@ -496,19 +504,9 @@ fn a_moving_resource_is_written_by_neither_node_to_the_changelog() {
     assert!(geo.get(&leaving, &req("a-00001")).unwrap().is_none());
     assert_eq!(of("a"), 0);
     assert!(sink.retired.lock().unwrap().is_empty());
-    let decision = vigil_core::Decision {
-        decision_id: vigil_core::Decision::new_id(NOW),
-        case_id: "case-a".into(),
-        request_id: None,
-        resource_id: leaving.id.clone(),
-        geography: eu(),
-        reviewer: "rita".into(),
-        outcome: vigil_core::DecisionOutcome::AbuseConfirmed,
-        note: "a note".into(),
-        decided_at: NOW,
-        access_request: "acc-0000000000000001".into(),
-    };
-    let refused = geo.store_decision(&decision, &leaving).unwrap_err();
+    let refused = geo
+        .store_decision(&decision(&leaving, "case-a", None), &leaving)
+        .unwrap_err();
     assert!(
         matches!(
             refused,
