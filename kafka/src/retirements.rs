@@ -86,6 +86,9 @@ pub(crate) fn publish(
     Ok(())
 }
 
+/// The directory keys of the retirements in the topic, by geography and day.
+type LiveRetirements = BTreeMap<(Geography, u32), BTreeSet<Vec<u8>>>;
+
 /// Follows the node directory topic from its beginning and applies every retirement to the
 /// stores of the geographies this node serves.
 pub struct RetirementFollower {
@@ -96,7 +99,7 @@ pub struct RetirementFollower {
     producer: BaseProducer<DeliveryContext>,
     topic: String,
     /// The retirements in the topic now, by geography and day (their keys).
-    live: std::sync::Mutex<BTreeMap<(Geography, u32), BTreeSet<Vec<u8>>>>,
+    live: std::sync::Mutex<LiveRetirements>,
 }
 
 impl RetirementFollower {
