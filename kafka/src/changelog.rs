@@ -484,9 +484,10 @@ impl Rebuilder {
         Ok(forgotten)
     }
 
-    /// Notes `partitions`, whose rebuild was cancelled, as lost: what was imported of them
-    /// goes once another node has them (or is imported over if they come back).
-    pub fn abandon(&self, partitions: &[(Geography, i32)]) {
+    /// Notes `partitions` as lost (taken by a rebalance, or their rebuild cancelled): what
+    /// this node holds of them goes once another node has them, or is imported over if they
+    /// come back.
+    pub fn note_lost(&self, partitions: &[(Geography, i32)]) {
         self.lock_releasing().extend(partitions.iter().cloned());
     }
 

@@ -23,7 +23,7 @@ use vigil_core::{Check, Geography, Health};
 use vigil_ingest::{Line, SourcePosition};
 use vigil_pipeline::{BatchSeq, Feed, Handoff, PipelineError, Source};
 
-use crate::changelog::Rebuilder;
+use crate::changelog::{RebuildReport, Rebuilder};
 use crate::directory::{Addresses, Announcer, OwnedPartition};
 use crate::takeover::Takeover;
 use crate::{client_context, ensure_topics, KafkaConfig, KafkaError, Topics};
@@ -247,7 +247,7 @@ impl GroupContext {
         );
         drop(owned);
         if gained.is_empty() {
-            rebuilder.abandon(&lost);
+            rebuilder.note_lost(&lost);
             return false;
         }
         let paused = assigned
@@ -286,21 +286,25 @@ impl GroupContext {
     }
 
     /// Cancels a rebuild still running (a rebalance came first): what it imported of its
-    /// partitions is let go of unless they come back.
+    /// partitions is let go of unless they come back. A rebuild that had just finished counts
+    /// as done.
     fn cancel_takeover(&self) {
         let Some(takeover) = self.takeover.lock().expect("lock poisoned").take() else {
             return;
         };
-        let gained: Vec<_> = takeover.gained.iter().cloned().collect();
-        if let Some(rebuilder) = &self.rebuilder {
-            rebuilder.abandon(&gained);
-        }
+        let gained = takeover.gained.clone();
         match takeover.cancel() {
-            Ok(report) => info!(
-                partitions = gained.len(),
-                records = report.imported.records,
-                "A rebalance cancelled the rebuild of partitions it took away."
-            ),
+            Ok(report) if !report.cancelled => self.rebuilt(gained, &report),
+            Ok(report) => {
+                if let Some(rebuilder) = &self.rebuilder {
+                    rebuilder.note_lost(&gained.iter().cloned().collect::<Vec<_>>());
+                }
+                info!(
+                    partitions = gained.len(),
+                    records = report.imported.records,
+                    "A rebalance cancelled the rebuild of partitions it took away."
+                );
+            }
             Err(error) => self.fail(error),
         }
     }
@@ -316,10 +320,21 @@ impl GroupContext {
         drop(slot);
         let paused = takeover.paused_list();
         let gained = takeover.gained.clone();
-        let report = match takeover.finish() {
-            Ok(report) => report,
+        match takeover.finish() {
+            Ok(report) => self.rebuilt(gained, &report),
             Err(error) => return self.fail(error),
-        };
+        }
+        if let Err(error) = consumer.resume(&paused) {
+            return self.fail(format!("resuming the rebuilt partitions: {error}"));
+        }
+        match consumer.assignment() {
+            Ok(assigned) => self.joined(&assigned, &BTreeSet::new()),
+            Err(error) => self.fail(format!("reading the assignment: {error}")),
+        }
+    }
+
+    /// `gained` are rebuilt: this member holds them current from now on.
+    fn rebuilt(&self, gained: BTreeSet<(Geography, i32)>, report: &RebuildReport) {
         metrics::counter!("vigil_changelog_rebuilt_records_total")
             .increment(report.imported.records);
         metrics::histogram!("vigil_changelog_rebuild_seconds").record(report.secs);
@@ -338,13 +353,6 @@ impl GroupContext {
         );
         if let Some(owned) = self.owned.lock().expect("lock poisoned").as_mut() {
             owned.extend(gained);
-        }
-        if let Err(error) = consumer.resume(&paused) {
-            return self.fail(format!("resuming the rebuilt partitions: {error}"));
-        }
-        match consumer.assignment() {
-            Ok(assigned) => self.joined(&assigned, &BTreeSet::new()),
-            Err(error) => self.fail(format!("reading the assignment: {error}")),
         }
     }
 
