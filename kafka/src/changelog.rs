@@ -246,6 +246,8 @@ pub struct Rebuilder {
     /// Partitions being rebuilt here, and those whose rebuild a rebalance cancelled until
     /// they are let go of: not served.
     arriving: Mutex<BTreeSet<(Geography, i32)>>,
+    /// Held while partitions start moving and while lost ones are let go of.
+    moves: Mutex<()>,
 }
 
 impl std::fmt::Debug for Rebuilder {
@@ -279,6 +281,7 @@ impl Rebuilder {
             registry,
             releasing: Mutex::new(BTreeSet::new()),
             arriving: Mutex::new(BTreeSet::new()),
+            moves: Mutex::new(()),
         });
         // The stores learn which resources are moving, so that only one node at a time
         // writes each to the changelog.
@@ -303,6 +306,8 @@ impl Rebuilder {
             rebuilder.stores.clone(),
             rebuilder.partitions.all().into_iter().map(|(g, _)| g),
         )?;
+        // Retired while this node was stopped: applied before anything is imported.
+        follower.catch_up_to_end(&config.node_topic)?;
         let weak = Arc::downgrade(&rebuilder);
         std::thread::Builder::new()
             .name("changelog-release".into())
@@ -345,7 +350,7 @@ impl Rebuilder {
 
     /// Whether `resource` of `geography` is moving to or from this node.
     pub fn moving(&self, geography: &Geography, resource: &str) -> Option<Moving> {
-        // One lock at a time: `release` holds `releasing` while it takes `arriving`.
+        // One lock at a time, never while letting go (see `release`).
         let partition = || {
             (
                 geography.clone(),
@@ -373,12 +378,20 @@ impl Rebuilder {
             .flat_map(|entry| &entry.partitions)
             .filter_map(|p| Some((log_topics.geography(&p.topic)?, p.partition)))
             .collect();
-        let mut releasing = self.lock_releasing();
-        let now: Vec<(Geography, i32)> = releasing.intersection(&taken).cloned().collect();
+        // Held throughout, so that no rebalance gives a partition back while it goes; the
+        // sets themselves are locked only briefly (writes ask them whether a resource moves,
+        // while holding their store's writer lock, which letting go needs too).
+        let _moves = self.moves.lock().expect("lock poisoned");
+        let now: Vec<(Geography, i32)> = self
+            .lock_releasing()
+            .intersection(&taken)
+            .cloned()
+            .collect();
         if now.is_empty() {
             return Ok(0);
         }
         let forgotten = self.forget(&now)?;
+        let mut releasing = self.lock_releasing();
         let mut arriving = self.lock_arriving();
         for partition in &now {
             releasing.remove(partition);
@@ -410,14 +423,8 @@ impl Rebuilder {
         let _span = info_span!("rebuild", lost = lost.len(), gained = gained.len()).entered();
         let started = Instant::now();
         let mut report = RebuildReport::default();
-        let mut releasing = self.lock_releasing();
-        releasing.extend(lost.iter().cloned());
-        for partition in gained {
-            releasing.remove(partition);
-        }
-        report.releasing = releasing.len() as u64;
-        drop(releasing);
-        self.lock_arriving().extend(gained.iter().cloned());
+        self.begin_move(lost, gained);
+        report.releasing = self.lock_releasing().len() as u64;
         let mut by_geography: BTreeMap<Geography, Vec<i32>> = BTreeMap::new();
         for (geography, partition) in gained {
             by_geography
@@ -433,12 +440,18 @@ impl Rebuilder {
                 return Ok(report);
             }
         }
-        // Rebuilt: this node writes them from here on (the reconcile below included).
+        // Rebuilt: this node writes them from here on (the reconcile below included), and
+        // what was written of them meanwhile goes to the changelog now.
         let mut arriving = self.lock_arriving();
         for partition in gained {
             arriving.remove(partition);
         }
         drop(arriving);
+        let geographies: BTreeSet<&Geography> = gained.iter().map(|(g, _)| g).collect();
+        for geography in geographies {
+            let store = self.stores.geo(geography).map_err(KafkaError::store)?;
+            store.send_arrived().map_err(KafkaError::store)?;
+        }
         if rebuilt {
             // The registry as it is now applies to what came in: content of a resource whose
             // content logging was turned off is destroyed here too, and in the changelog.
@@ -484,11 +497,20 @@ impl Rebuilder {
         Ok(forgotten)
     }
 
-    /// Notes `partitions` as lost (taken by a rebalance, or their rebuild cancelled): what
-    /// this node holds of them goes once another node has them, or is imported over if they
-    /// come back.
-    pub fn note_lost(&self, partitions: &[(Geography, i32)]) {
-        self.lock_releasing().extend(partitions.iter().cloned());
+    /// Notes that `lost` partitions are leaving this node (taken by a rebalance, or their
+    /// rebuild cancelled: what it holds of them goes once another node has them, or is
+    /// imported over if they come back) and that `gained` ones are arriving (being rebuilt).
+    /// Idempotent; the consumer calls it in the assignment callback, before the rebuild's
+    /// thread starts, so that no write of a moving resource goes to the changelog meanwhile.
+    pub fn begin_move(&self, lost: &[(Geography, i32)], gained: &[(Geography, i32)]) {
+        let _moves = self.moves.lock().expect("lock poisoned");
+        let mut releasing = self.lock_releasing();
+        releasing.extend(lost.iter().cloned());
+        for partition in gained {
+            releasing.remove(partition);
+        }
+        drop(releasing);
+        self.lock_arriving().extend(gained.iter().cloned());
     }
 
     /// Reads `partitions` of `geography`'s changelog from the beginning to their current end

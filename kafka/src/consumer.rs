@@ -246,8 +246,8 @@ impl GroupContext {
                 .collect(),
         );
         drop(owned);
+        rebuilder.begin_move(&lost, &gained);
         if gained.is_empty() {
-            rebuilder.note_lost(&lost);
             return false;
         }
         let paused = assigned
@@ -297,7 +297,7 @@ impl GroupContext {
             Ok(report) if !report.cancelled => self.rebuilt(gained, &report),
             Ok(report) => {
                 if let Some(rebuilder) = &self.rebuilder {
-                    rebuilder.note_lost(&gained.iter().cloned().collect::<Vec<_>>());
+                    rebuilder.begin_move(&gained.iter().cloned().collect::<Vec<_>>(), &[]);
                 }
                 info!(
                     partitions = gained.len(),

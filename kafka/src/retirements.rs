@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{BaseProducer, BaseRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
@@ -141,38 +141,43 @@ impl RetirementFollower {
     /// Reads what the directory has that this follower has not seen (until nothing comes for
     /// a moment), and applies the retirements among it. Returns how many changed a state.
     pub fn catch_up(&self) -> Result<usize, KafkaError> {
+        self.read_and_apply(None)
+    }
+
+    /// Reads the directory to the end it has now (a node does before it rebuilds anything,
+    /// so that it imports no key retired while it was stopped), and applies the retirements.
+    pub fn catch_up_to_end(&self, topic: &str) -> Result<usize, KafkaError> {
+        let (_, end) = self
+            .consumer
+            .fetch_watermarks(topic, 0, Duration::from_secs(10))
+            .map_err(KafkaError::client("reading the node directory's end"))?;
+        self.read_and_apply(Some(end))
+    }
+
+    /// Reads until nothing comes for a moment (or, with `end`, until that offset), then
+    /// applies what it read, even when reading failed midway: nothing read is dropped.
+    fn read_and_apply(&self, end: Option<i64>) -> Result<usize, KafkaError> {
         let started = Instant::now();
         let mut read: BTreeMap<Geography, Vec<Retirement>> = BTreeMap::new();
-        while started.elapsed() < CATCH_UP_AT_MOST {
+        let mut failed = None;
+        let mut at = -1;
+        while started.elapsed() < CATCH_UP_AT_MOST && end.is_none_or(|end| at + 1 < end) {
             let Some(message) = self.consumer.poll(Duration::from_millis(100)) else {
-                break;
-            };
-            let message = message.map_err(KafkaError::client("following the node directory"))?;
-            let Some(key) = message.key().filter(|key| is_retirement_key(key)) else {
+                if end.is_none() {
+                    break;
+                }
                 continue;
             };
-            let Some(day) = day_of(key) else { continue };
-            {
-                let mut live = self.live.lock().expect("lock poisoned");
-                let keys = live.entry(day).or_default();
-                match message.payload() {
-                    Some(_) => keys.insert(key.to_vec()),
-                    None => keys.remove(key),
-                };
-            }
-            let Some(published) = message
-                .payload()
-                .and_then(|value| serde_json::from_slice::<Published>(value).ok())
-            else {
-                continue;
+            let message = match message {
+                Ok(message) => message,
+                Err(error) => {
+                    failed = Some(error);
+                    break;
+                }
             };
-            let Ok(geography) = Geography::parse(&published.geography) else {
-                continue;
-            };
-            if self.geographies.contains(&geography) {
-                read.entry(geography)
-                    .or_default()
-                    .push(published.retirement);
+            at = message.offset();
+            if let Some((geography, retirement)) = self.note(&message) {
+                read.entry(geography).or_default().push(retirement);
             }
         }
         let mut changed = 0;
@@ -188,8 +193,31 @@ impl RetirementFollower {
             }
             changed += now;
         }
+        if let Some(error) = failed {
+            return Err(KafkaError::client("following the node directory")(error));
+        }
         self.tombstone_purged_days()?;
         Ok(changed)
+    }
+
+    /// Notes a directory message: which retirements are in the topic now, and the one it
+    /// carries, if any, for a geography this node serves.
+    fn note(&self, message: &BorrowedMessage<'_>) -> Option<(Geography, Retirement)> {
+        let key = message.key().filter(|key| is_retirement_key(key))?;
+        let day = day_of(key)?;
+        {
+            let mut live = self.live.lock().expect("lock poisoned");
+            let keys = live.entry(day).or_default();
+            match message.payload() {
+                Some(_) => keys.insert(key.to_vec()),
+                None => keys.remove(key),
+            };
+        }
+        let published: Published = serde_json::from_slice(message.payload()?).ok()?;
+        let geography = Geography::parse(&published.geography).ok()?;
+        self.geographies
+            .contains(&geography)
+            .then_some((geography, published.retirement))
     }
 
     /// Tombstones the retirements of days this node's ratchet has moved past (the purge):

@@ -38,6 +38,15 @@ type Key = [u8; KEY_LEN];
 /// Bits in a resource's path from a day's root to its leaf.
 const DEPTH: u8 = 64;
 
+/// The latest day, after the state's oldest, that a retirement may name: retention is at
+/// most a year, so anything later is not a retirement vigil wrote (it would make the state
+/// hold a tree for every day up to it).
+const MOST_DAYS_AHEAD: u32 = 400;
+
+/// The most generations a retirement may skip, or a key be sealed ahead, at once: each one
+/// costs a hash to derive.
+const MOST_GENERATIONS_AHEAD: u32 = 1 << 16;
+
 const STEP: &[u8] = b"vigil/ratchet/step/v1";
 const DAY_ROOT: &[u8] = b"vigil/ratchet/day-root/v2";
 const LEFT: &[u8] = b"vigil/ratchet/tree/0/v2";
@@ -186,7 +195,8 @@ impl RatchetState {
         state
     }
 
-    /// The generation a new data key of `resource` and `day` is sealed under.
+    /// The generation a new data key of `resource` and `day` is sealed under (retiring the
+    /// live one retires every generation up to it, so it never reaches `u32::MAX`).
     pub fn live_generation(&self, day: Day, resource: &str) -> u32 {
         self.inner
             .trees
@@ -199,7 +209,13 @@ impl RatchetState {
     /// `None` when it cannot be derived any more (the day is purged or the generation retired).
     pub(crate) fn seal_key(&self, day: Day, resource: &str, generation: u32) -> Option<Aes256Gcm> {
         let day = day.number();
-        if day < self.inner.oldest {
+        if day < self.inner.oldest
+            || day - self.inner.oldest > MOST_DAYS_AHEAD
+            || generation
+                > self
+                    .live_generation(Day::from_number(day), resource)
+                    .saturating_add(MOST_GENERATIONS_AHEAD)
+        {
             return None;
         }
         let key = match self.inner.trees.get(&day) {
@@ -212,9 +228,15 @@ impl RatchetState {
     }
 
     /// Retires `resource`'s generations of `day` below `below`; false when they were retired
-    /// already, or the day is purged.
+    /// already, the day is purged, or the retirement is out of bounds (a day too far ahead,
+    /// too many generations at once: not one vigil wrote).
     pub fn retire(&mut self, retirement: &Retirement) -> bool {
-        if retirement.day < self.inner.oldest {
+        let day = Day::from_number(retirement.day);
+        let first = self.live_generation(day, &retirement.resource_id);
+        if retirement.day < self.inner.oldest
+            || retirement.day - self.inner.oldest > MOST_DAYS_AHEAD
+            || retirement.below > first.saturating_add(MOST_GENERATIONS_AHEAD)
+        {
             return false;
         }
         self.inner.materialize(retirement.day);
@@ -340,11 +362,11 @@ impl DayTree {
     }
 
     /// The held subtree above `path`'s leaf, and its depth.
-    fn covering(&self, path: u64) -> Option<(u8, Key)> {
+    fn covering(&self, path: u64) -> Option<(u8, Zeroizing<Key>)> {
         (0..=DEPTH).find_map(|depth| {
             self.nodes
                 .get(&(depth, prefix(path, depth)))
-                .map(|key| (depth, *key))
+                .map(|key| (depth, Zeroizing::new(*key)))
         })
     }
 
@@ -354,8 +376,7 @@ impl DayTree {
             Some((first, key)) => (*first, Zeroizing::new(*key)),
             None => {
                 let path = leaf_path(resource);
-                let (depth, subtree) = self.covering(path)?;
-                let mut node = Zeroizing::new(subtree);
+                let (depth, mut node) = self.covering(path)?;
                 for level in depth..DEPTH {
                     node = child(&node, bit(path, level));
                 }
@@ -385,14 +406,16 @@ impl DayTree {
         if !self.heads.contains_key(resource) {
             self.puncture(leaf_path(resource));
         }
-        self.heads.insert(resource.to_owned(), (below, *head));
+        if let Some((_, mut old)) = self.heads.insert(resource.to_owned(), (below, *head)) {
+            old.zeroize();
+        }
         true
     }
 
     /// Removes the leaf at `path`, keeping every other leaf derivable: the subtree above it
     /// is replaced by the siblings of the nodes on the way down.
     fn puncture(&mut self, path: u64) {
-        let Some((depth, subtree)) = self.covering(path) else {
+        let Some((depth, mut node)) = self.covering(path) else {
             return;
         };
         let mut held = self
@@ -400,7 +423,6 @@ impl DayTree {
             .remove(&(depth, prefix(path, depth)))
             .expect("covering");
         held.zeroize();
-        let mut node = Zeroizing::new(subtree);
         for level in depth..DEPTH {
             let towards = bit(path, level);
             let sibling = child(&node, 1 - towards);
@@ -563,6 +585,18 @@ mod tests {
         assert!(one.merged(&RatchetState::create(day(20))).is_none());
         // Purged days' retirements go with them.
         assert_eq!(merged.advanced_to(day(26)).retirements().len(), 1);
+    }
+
+    #[test]
+    fn retirements_out_of_bounds_change_nothing() {
+        let mut state = RatchetState::create(day(10));
+        let before = state.clone();
+        assert!(!state.retire(&retire("r1", u32::MAX, 1)));
+        assert!(!state.retire(&retire("r1", 10 + MOST_DAYS_AHEAD + 1, 1)));
+        assert!(!state.retire(&retire("r1", 12, u32::MAX)));
+        assert_eq!(state, before);
+        assert!(state.seal_key(day(12), "r1", u32::MAX).is_none());
+        assert!(state.retire(&retire("r1", 10 + MOST_DAYS_AHEAD, 1)));
     }
 
     #[test]

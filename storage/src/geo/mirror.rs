@@ -179,10 +179,10 @@ impl GeoStore {
         }
     }
 
-    /// Whether writes of `resource` go to the changelog: this thread's do, and the resource
-    /// is not moving between nodes.
-    fn mirrors(&self, resource: &str) -> bool {
-        self.mirroring() && self.moving(resource).is_none()
+    /// Whether this node retires `resource`'s destroyed keys on every node: not while its
+    /// partition is leaving (its new node has the keys, and retires them itself).
+    fn retires(&self, resource: &str) -> bool {
+        self.mirroring() && self.moving(resource) != Some(Moving::Leaving)
     }
 
     /// Whether this thread's writes go to the changelog: one is attached, or the store keeps
@@ -195,8 +195,19 @@ impl GeoStore {
                     .load(std::sync::atomic::Ordering::Acquire))
     }
 
-    /// Sends `sink` every change and retirement kept while detached, waits for it, and
-    /// removes them. The caller holds `pending`.
+    /// Sends the changelog what was kept of partitions that have arrived here (rebuilt)
+    /// since: the rebuilder calls it once a rebuild is done.
+    pub fn send_arrived(&self) -> Result<usize> {
+        let _pending = self.pending.lock().expect("lock poisoned");
+        match self.changelog.get() {
+            Some(sink) => self.send_pending(sink.as_ref()),
+            None => Ok(0),
+        }
+    }
+
+    /// Sends `sink` every change and retirement kept (while detached, or of a partition being
+    /// rebuilt here that has arrived since), waits for it, and removes them. Changes of a
+    /// partition still arriving stay. The caller holds `pending`.
     fn send_pending(&self, sink: &dyn ChangeSink) -> Result<usize> {
         let mut changes = Vec::new();
         let mut retirements = Vec::new();
@@ -208,6 +219,9 @@ impl GeoStore {
                 Some(b'c') => {
                     let (resource_id, value): (String, Option<Vec<u8>>) =
                         postcard::from_bytes(&value).map_err(|e| Self::corrupt(&key, e))?;
+                    if self.moving(&resource_id) == Some(Moving::Arriving) {
+                        continue;
+                    }
                     changes.push(Change {
                         resource_id,
                         key: key[PENDING.len() + 1..].to_vec(),
@@ -243,8 +257,26 @@ impl GeoStore {
         Ok(sent)
     }
 
-    /// Keeps `changes` for the changelog, which is not attached: each under its changelog
-    /// key, so a later change of the same key replaces it, as compaction would.
+    /// Forgets what was kept for the changelog of `resource` (its partition went to another
+    /// node before it arrived here).
+    fn drop_pending_of(&self, resource: &str) -> Result<()> {
+        let _pending = self.pending.lock().expect("lock poisoned");
+        let mut batch = sled::Batch::default();
+        for entry in self.data_keys().scan_prefix([PENDING, b"c"].concat()) {
+            let (key, value) = entry.map_err(|e| self.sled_err(e))?;
+            let (owner, _): (String, Option<Vec<u8>>) =
+                postcard::from_bytes(&value).map_err(|e| Self::corrupt(&key, e))?;
+            if owner == resource {
+                batch.remove(key);
+            }
+        }
+        self.data_keys()
+            .apply_batch(batch)
+            .map_err(|e| self.sled_err(e))
+    }
+
+    /// Keeps `changes` for the changelog: each under its changelog key, so a later change of
+    /// the same key replaces it, as compaction would. The caller holds `pending`.
     fn keep_pending(&self, changes: Vec<Change>) -> Result<()> {
         let mut batch = sled::Batch::default();
         for change in changes {
@@ -258,15 +290,13 @@ impl GeoStore {
             .map_err(|e| self.sled_err(e))
     }
 
-    /// Publishes `retirements` to the other nodes, or keeps them until a changelog is
-    /// attached.
+    /// Publishes `retirements` to the other nodes. They are kept in the store until the
+    /// changelog has acknowledged them ([`GeoStore::flush_changelog`]), or sent when one is
+    /// attached: a crash in between loses none.
     fn publish_retirements(&self, retirements: &[Retirement]) -> Result<()> {
-        if let Some(sink) = self.changelog.get() {
-            return Ok(sink.retired(&self.geography, retirements)?);
-        }
         let _pending = self.pending.lock().expect("lock poisoned");
         if let Some(sink) = self.changelog.get() {
-            return Ok(sink.retired(&self.geography, retirements)?);
+            sink.retired(&self.geography, retirements)?;
         }
         let mut batch = sled::Batch::default();
         for retirement in retirements {
@@ -296,6 +326,7 @@ impl GeoStore {
         if !mirrored_all {
             return Ok(None);
         }
+        self.drop_pending_of(resource_id.as_str())?;
         // A job of its own kind: a crash midway leaves a marker that the next start finishes,
         // quietly too.
         quietly(|| {
@@ -327,8 +358,31 @@ impl GeoStore {
         self.send(changes)
     }
 
-    /// Sends `changes` to the changelog, or keeps them until one is attached.
+    /// Sends `changes` to the changelog, or keeps them until one is attached. Changes of a
+    /// resource whose partition is leaving are not sent (its new node writes it); those of
+    /// one arriving are kept until it has arrived ([`GeoStore::send_arrived`]).
     fn send(&self, changes: Vec<Change>) -> Result<()> {
+        let mut now = Vec::with_capacity(changes.len());
+        let mut arriving = Vec::new();
+        for change in changes {
+            match self.moving(&change.resource_id) {
+                None => now.push(change),
+                Some(Moving::Arriving) => arriving.push(change),
+                Some(Moving::Leaving) => {}
+            }
+        }
+        if !arriving.is_empty() {
+            let _pending = self.pending.lock().expect("lock poisoned");
+            let arrived = arriving
+                .iter()
+                .all(|c| self.moving(&c.resource_id) != Some(Moving::Arriving));
+            self.keep_pending(arriving)?;
+            // Arrived in the meantime, after the rebuilder sent what was kept: send it now.
+            if let (true, Some(sink)) = (arrived, self.changelog.get()) {
+                self.send_pending(sink.as_ref())?;
+            }
+        }
+        let changes = now;
         if changes.is_empty() {
             return Ok(());
         }
@@ -374,9 +428,6 @@ impl GeoStore {
                     },
                 },
             };
-            if self.moving(&resource_id).is_some() {
-                continue;
-            }
             changes.push(Change {
                 resource_id,
                 key: changelog::entry_key(key),
@@ -395,9 +446,6 @@ impl GeoStore {
         }
         let (resource, day) =
             layout::data_key_of(id).ok_or_else(|| Self::corrupt(id, "bad data key name"))?;
-        if !self.mirrors(resource) {
-            return Ok(());
-        }
         let state = self
             .ratchet_state()?
             .ok_or_else(|| self.changelog_err("the ratchet state is gone"))?;
@@ -449,7 +497,6 @@ impl GeoStore {
             .iter()
             .filter_map(|id| {
                 let (resource, _) = layout::data_key_of(id)?;
-                self.mirrors(resource).then_some(())?;
                 Some(Change {
                     resource_id: resource.to_owned(),
                     key: changelog::data_key_key(id),
@@ -476,13 +523,13 @@ impl GeoStore {
             let Some((resource, day)) = layout::data_key_of(id) else {
                 continue;
             };
-            if !self.mirrors(resource) {
+            if !self.retires(resource) {
                 continue;
             }
             let retirement = Retirement {
                 resource_id: resource.to_owned(),
                 day: day.number(),
-                below: state.live_generation(day, resource) + 1,
+                below: state.live_generation(day, resource).saturating_add(1),
             };
             if state.retire(&retirement) {
                 retired.push(retirement);
@@ -509,12 +556,30 @@ impl GeoStore {
         Ok(changed)
     }
 
-    /// Waits until the changelog has acknowledged every change sent.
+    /// Waits until the changelog has acknowledged every change sent, then forgets the
+    /// retirements kept until it had.
     pub(crate) fn flush_changelog(&self) -> Result<()> {
-        match self.changelog.get() {
-            Some(sink) => Ok(sink.flush()?),
-            None => Ok(()),
+        let Some(sink) = self.changelog.get() else {
+            return Ok(());
+        };
+        let retirements = [PENDING, b"r"].concat();
+        let sent: Vec<sled::IVec> = self
+            .data_keys()
+            .scan_prefix(&retirements)
+            .keys()
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| self.sled_err(e))?;
+        sink.flush()?;
+        if sent.is_empty() {
+            return Ok(());
         }
+        let mut batch = sled::Batch::default();
+        for key in sent {
+            batch.remove(key);
+        }
+        self.data_keys()
+            .apply_batch(batch)
+            .map_err(|e| self.sled_err(e))
     }
 
     /// The associated data of the ratchet state in the keyring.

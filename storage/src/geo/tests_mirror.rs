@@ -483,9 +483,11 @@ fn a_moving_resource_is_written_by_neither_node_to_the_changelog() {
     open_case(&stores, &leaving, "case-a", "a-00000");
     put(&stores, &arriving, &ids("b", 3), "u2", "arriving");
     let geo = stores.geo(&eu()).unwrap();
-    geo.watch_moves(Arc::new(|resource: &str| match resource {
+    let arrived = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let check = arrived.clone();
+    geo.watch_moves(Arc::new(move |resource: &str| match resource {
         "a" => Some(Moving::Leaving),
-        "b" => Some(Moving::Arriving),
+        "b" if !check.load(std::sync::atomic::Ordering::Acquire) => Some(Moving::Arriving),
         _ => None,
     }));
     let sent = sink.read_back().len();
@@ -520,7 +522,8 @@ fn a_moving_resource_is_written_by_neither_node_to_the_changelog() {
     // Reads of the leaving copy are served.
     assert!(!unreadable(geo.get(&leaving, &req("a-00002"))));
 
-    // The copy being rebuilt takes no deletion yet; whatever is written of it stays here.
+    // The copy being rebuilt takes no deletion yet; whatever is written of it is kept until
+    // it has arrived, and then sent.
     let refused = geo
         .delete_request(&arriving.id, &req("b-00000"))
         .unwrap_err();
@@ -539,6 +542,10 @@ fn a_moving_resource_is_written_by_neither_node_to_the_changelog() {
         "written while it arrives",
     );
     assert_eq!(of("b"), 0);
+    arrived.store(true, std::sync::atomic::Ordering::Release);
+    assert!(geo.send_arrived().unwrap() > 0);
+    assert!(of("b") > 0);
+    assert_eq!(geo.send_arrived().unwrap(), 0);
 
     // Everything else is mirrored as ever.
     put(&stores, &staying, &ids("c", 2), "u3", "staying");
