@@ -132,8 +132,7 @@ fn bench_run(
         Arc::new(RwLock::new(registry)),
     )?;
     let started = Instant::now();
-    let report = rebuilder.rebalance(
-        &[],
+    let report = rebuilder.rebuild_gained(
         &partitions.all(),
         &std::sync::atomic::AtomicBool::new(false),
     )?;

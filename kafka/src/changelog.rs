@@ -48,7 +48,7 @@ const READ_STALL: Duration = Duration::from_secs(30);
 const REBUILD_FETCH_BYTES: usize = 256 << 20;
 
 /// How long a rebuild goes on reading once at the end the broker reported, for messages past
-/// it (see [`Rebuilder::rebalance`]).
+/// it (see [`Rebuilder::rebuild_gained`]).
 const END_QUIET: Duration = Duration::from_secs(1);
 
 /// How often lost partitions are checked for in the node directory.
@@ -307,7 +307,7 @@ impl Rebuilder {
             rebuilder.partitions.all().into_iter().map(|(g, _)| g),
         )?;
         // Retired while this node was stopped: applied before anything is imported.
-        follower.catch_up_to_end(&config.node_topic)?;
+        follower.catch_up_to_end()?;
         let weak = Arc::downgrade(&rebuilder);
         std::thread::Builder::new()
             .name("changelog-release".into())
@@ -410,21 +410,20 @@ impl Rebuilder {
         &self.partitions
     }
 
-    /// Notes `lost` partitions to let go of once their new owners have them (see
-    /// [`Rebuilder::release`]), then rebuilds the `gained` ones from the changelog (a gained
-    /// partition still held from before is imported over what is held). Stops early, with
-    /// `cancelled` in the report, once `cancel` is set.
-    pub fn rebalance(
+    /// Rebuilds the `gained` partitions from the changelog (a gained partition still held
+    /// from before is imported over what is held), which [`Rebuilder::begin_move`] marked as
+    /// arriving. Stops early, with `cancelled` in the report, once `cancel` is set.
+    pub fn rebuild_gained(
         &self,
-        lost: &[(Geography, i32)],
         gained: &[(Geography, i32)],
         cancel: &AtomicBool,
     ) -> Result<RebuildReport, KafkaError> {
-        let _span = info_span!("rebuild", lost = lost.len(), gained = gained.len()).entered();
+        let _span = info_span!("rebuild", gained = gained.len()).entered();
         let started = Instant::now();
-        let mut report = RebuildReport::default();
-        self.begin_move(lost, gained);
-        report.releasing = self.lock_releasing().len() as u64;
+        let mut report = RebuildReport {
+            releasing: self.lock_releasing().len() as u64,
+            ..RebuildReport::default()
+        };
         let mut by_geography: BTreeMap<Geography, Vec<i32>> = BTreeMap::new();
         for (geography, partition) in gained {
             by_geography

@@ -267,7 +267,7 @@ impl GroupContext {
                 gained.len()
             )),
         );
-        match Takeover::start(rebuilder.clone(), lost, gained, paused) {
+        match Takeover::start(rebuilder.clone(), gained, paused) {
             Ok(takeover) => {
                 *self.takeover.lock().expect("lock poisoned") = Some(takeover);
                 true

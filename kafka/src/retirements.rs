@@ -146,10 +146,10 @@ impl RetirementFollower {
 
     /// Reads the directory to the end it has now (a node does before it rebuilds anything,
     /// so that it imports no key retired while it was stopped), and applies the retirements.
-    pub fn catch_up_to_end(&self, topic: &str) -> Result<usize, KafkaError> {
+    pub fn catch_up_to_end(&self) -> Result<usize, KafkaError> {
         let (_, end) = self
             .consumer
-            .fetch_watermarks(topic, 0, Duration::from_secs(10))
+            .fetch_watermarks(&self.topic, 0, Duration::from_secs(10))
             .map_err(KafkaError::client("reading the node directory's end"))?;
         self.read_and_apply(Some(end))
     }
@@ -231,9 +231,9 @@ impl RetirementFollower {
             }
             let store = self.stores.geo(geography).map_err(KafkaError::store)?;
             let purged = store
-                .ratchet_state()
+                .ratchet_day()
                 .map_err(KafkaError::store)?
-                .is_some_and(|state| state.day().number() > *day);
+                .is_some_and(|oldest| oldest.number() > *day);
             if purged {
                 gone.push((geography.clone(), *day));
             }

@@ -26,10 +26,10 @@ pub(crate) struct Takeover {
 }
 
 impl Takeover {
-    /// Starts rebuilding `gained` (topic partitions `paused`) and noting `lost`.
+    /// Starts rebuilding `gained` (topic partitions `paused`), which the caller has marked as
+    /// arriving ([`Rebuilder::begin_move`]).
     pub fn start(
         rebuilder: Arc<Rebuilder>,
-        lost: Vec<(Geography, i32)>,
         gained: Vec<(Geography, i32)>,
         paused: Vec<(String, i32)>,
     ) -> Result<Self, KafkaError> {
@@ -39,7 +39,7 @@ impl Takeover {
             let gained = gained.clone();
             std::thread::Builder::new()
                 .name("changelog-rebuild".into())
-                .spawn(move || rebuilder.rebalance(&lost, &gained, &cancel))
+                .spawn(move || rebuilder.rebuild_gained(&gained, &cancel))
                 .map_err(|error| KafkaError::Io {
                     path: "the changelog-rebuild thread".into(),
                     error,

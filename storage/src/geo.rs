@@ -226,7 +226,7 @@ pub struct GeoStore {
     /// Where every write is mirrored, once set (see [`mirror`]).
     changelog: std::sync::OnceLock<Arc<dyn crate::changelog::ChangeSink>>,
     /// The day-key ratchet's state, as read from the keyring (see [`crate::changelog`]).
-    ratchet: Mutex<Option<crate::changelog::RatchetState>>,
+    ratchet: Mutex<Option<Arc<crate::changelog::RatchetState>>>,
     /// Held while the ratchet state is read, changed and written back.
     ratchet_writer: Mutex<()>,
     /// Whether writes made with no changelog attached are kept for it (the store was mirrored
@@ -234,6 +234,9 @@ pub struct GeoStore {
     keeps_pending: std::sync::atomic::AtomicBool,
     /// Held while changes are kept for the changelog, and while they are sent to it.
     pending: Mutex<()>,
+    /// Whether retirements are kept until the changelog acknowledges them (see
+    /// [`GeoStore::flush_changelog`]); set by publishing one, so flushes need not look.
+    retirements_kept: std::sync::atomic::AtomicBool,
     /// Which resources are moving between nodes (set in a cluster; see [`mirror`]).
     moves: std::sync::OnceLock<crate::changelog::MovingCheck>,
 }
@@ -341,6 +344,7 @@ impl GeoStore {
             ratchet_writer: Mutex::new(()),
             keeps_pending: std::sync::atomic::AtomicBool::new(keeps_pending),
             pending: Mutex::new(()),
+            retirements_kept: std::sync::atomic::AtomicBool::new(true),
             moves: std::sync::OnceLock::new(),
         };
         match found {

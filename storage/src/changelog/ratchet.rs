@@ -324,7 +324,8 @@ impl RatchetState {
 
     /// How many keys the state holds (chain and tree nodes): its size grows with retirements
     /// until their days are purged.
-    pub fn key_count(&self) -> usize {
+    #[cfg(test)]
+    fn key_count(&self) -> usize {
         1 + self
             .inner
             .trees

@@ -116,7 +116,7 @@ impl GeoStore {
     /// Mirrors every write from now on to `sink`. The store needs its ratchet state first
     /// ([`GeoStore::install_ratchet`]): data keys go to the changelog sealed under it.
     pub fn mirror_to(&self, sink: Arc<dyn ChangeSink>) -> Result<()> {
-        if self.ratchet_state()?.is_none() {
+        if self.ratchet()?.is_none() {
             return Err(self.changelog_err("the store has no ratchet state to seal data keys"));
         }
         let empty = self.is_empty()
@@ -295,6 +295,8 @@ impl GeoStore {
     /// attached: a crash in between loses none.
     fn publish_retirements(&self, retirements: &[Retirement]) -> Result<()> {
         let _pending = self.pending.lock().expect("lock poisoned");
+        self.retirements_kept
+            .store(true, std::sync::atomic::Ordering::Release);
         if let Some(sink) = self.changelog.get() {
             sink.retired(&self.geography, retirements)?;
         }
@@ -447,7 +449,7 @@ impl GeoStore {
         let (resource, day) =
             layout::data_key_of(id).ok_or_else(|| Self::corrupt(id, "bad data key name"))?;
         let state = self
-            .ratchet_state()?
+            .ratchet()?
             .ok_or_else(|| self.changelog_err("the ratchet state is gone"))?;
         let generation = state.live_generation(day, resource);
         let Some(seal_key) = state.seal_key(day, resource, generation) else {
@@ -562,6 +564,12 @@ impl GeoStore {
         let Some(sink) = self.changelog.get() else {
             return Ok(());
         };
+        if !self
+            .retirements_kept
+            .swap(false, std::sync::atomic::Ordering::AcqRel)
+        {
+            return Ok(sink.flush()?);
+        }
         let retirements = [PENDING, b"r"].concat();
         let sent: Vec<sled::IVec> = self
             .data_keys()
@@ -613,9 +621,19 @@ impl GeoStore {
 
     /// This store's ratchet state, if it has one.
     pub fn ratchet_state(&self) -> Result<Option<RatchetState>> {
+        Ok(self.ratchet()?.map(|state| (*state).clone()))
+    }
+
+    /// The oldest day this store's ratchet state derives keys for, if it has one.
+    pub fn ratchet_day(&self) -> Result<Option<Day>> {
+        Ok(self.ratchet()?.map(|state| state.day()))
+    }
+
+    /// The ratchet state as cached (shared, not copied: it grows with retirements).
+    fn ratchet(&self) -> Result<Option<Arc<RatchetState>>> {
         let mut cached = self.ratchet.lock().expect("lock poisoned");
         if cached.is_none() {
-            *cached = self.load_ratchet()?;
+            *cached = self.load_ratchet()?.map(Arc::new);
         }
         Ok(cached.clone())
     }
@@ -654,10 +672,10 @@ impl GeoStore {
     /// refused.
     pub fn install_ratchet(&self, state: &RatchetState) -> Result<()> {
         let _ratchet = self.ratchet_writer.lock().expect("lock poisoned");
-        let merged = match self.ratchet_state()? {
+        let merged = match self.ratchet()? {
             None => state.clone(),
             Some(current) => match current.merged(state) {
-                Some(merged) if merged == current => return Ok(()),
+                Some(merged) if merged == *current => return Ok(()),
                 Some(merged) => merged,
                 None => {
                     return Err(self.changelog_err(
@@ -673,7 +691,7 @@ impl GeoStore {
     /// geography keeps): from then on no key of an earlier day can be derived here.
     pub fn advance_ratchet(&self, day: Day) -> Result<()> {
         let _ratchet = self.ratchet_writer.lock().expect("lock poisoned");
-        match self.ratchet_state()? {
+        match self.ratchet()? {
             Some(state) if state.day() < day => self.write_ratchet(&state.advanced_to(day)),
             _ => Ok(()),
         }
@@ -714,7 +732,7 @@ impl GeoStore {
         if let Some(old) = old {
             self.keyring.destroy(&[old])?;
         }
-        *self.ratchet.lock().expect("lock poisoned") = Some(state.clone());
+        *self.ratchet.lock().expect("lock poisoned") = Some(Arc::new(state.clone()));
         Ok(())
     }
 
@@ -872,7 +890,7 @@ impl GeoStore {
         let mirrored: MirroredKey =
             postcard::from_bytes(value).map_err(|e| Self::corrupt(&id, e))?;
         let state = self
-            .ratchet_state()?
+            .ratchet()?
             .ok_or_else(|| self.changelog_err("no ratchet state to open data keys with"))?;
         if mirrored.ratchet != state.id() {
             warn!(geography = %self.geography, resource_id = resource, %day, "A data key in the changelog is sealed by another ratchet; its content stays unreadable.");
